@@ -1,0 +1,83 @@
+"""Validation-epoch time with the callback (capture + kNN, no figures) over the time without it.
+
+The quick start's model (torchvision ResNet-18, 10 classes) on the built-in 1,000 validation
+digits at 32x32, batch size 32, inside ``fit`` as in training (one training batch per epoch keeps
+the run short). The callback runs with ``every_n_epochs=2``, so analysed and plain validation
+epochs alternate within the same process: machine noise, warm caches and thread pools hit both
+alike. An epoch is timed from the first ``on_validation_epoch_start`` to the last
+``on_validation_epoch_end`` (the callback's kNN and scalar logging included). A fit without the
+callback is timed too, as a check that a skipped epoch costs what no callback costs.
+Target: ratio <= 1.10.
+
+    python benchmarks/capture_overhead.py [--epochs 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from lightning_featviz import FeatureVisualizer
+from lightning_featviz.demo import DEMO_LAYERS, ClassificationData, ImageClassifier
+
+
+class Stopwatch(pl.Callback):
+    """Listed first it records the epoch's start; listed last, its end."""
+
+    def __init__(self, times: list[float], role: str):
+        self.times, self.role = times, role
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        if self.role == "start":
+            self.times.append(-time.perf_counter())
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if self.role == "end":
+            self.times[-1] += time.perf_counter()
+
+
+def epoch_times(model, data, epochs: int, visualizer: FeatureVisualizer | None) -> list[float]:
+    """Validation-epoch times inside ``fit`` (one training batch per epoch)."""
+    times: list[float] = []
+    middle = [visualizer] if visualizer is not None else []
+    trainer = pl.Trainer(
+        max_epochs=epochs, limit_train_batches=1, num_sanity_val_steps=0, default_root_dir=tempfile.mkdtemp(),
+        logger=TensorBoardLogger(tempfile.mkdtemp()), enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        callbacks=[Stopwatch(times, "start"), *middle, Stopwatch(times, "end")],
+    )
+    trainer.fit(model, datamodule=data)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=24, help="validation epochs in the alternating fit")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    data = ClassificationData.digits(batch_size=32)
+    model = ImageClassifier(num_classes=10)
+    visualizer = FeatureVisualizer(layers=list(DEMO_LAYERS), k=10, log_neighbour_grids=False, every_n_epochs=2)
+    times = epoch_times(model, data, args.epochs + 2, visualizer)[2:]  # the first two warm up torch and scikit-learn
+    analysed, skipped = times[0::2], times[1::2]
+    plain = epoch_times(model, data, args.epochs // 2 + 1, None)[1:]
+    base = statistics.median(skipped)
+    print(f"threads: {torch.get_num_threads()}, validation set: {len(data.val)} images, layers: {', '.join(DEMO_LAYERS)}")
+    print(f"{'validation epoch':<40}{'epochs':>7}{'median s':>10}{'min s':>8}{'ratio':>8}")
+    for name, values in [
+        ("callback skipping the epoch (baseline)", skipped),
+        ("callback: capture + kNN + scalars", analysed),
+        ("no callback at all (check)", plain),
+    ]:
+        print(f"{name:<40}{len(values):>7}{statistics.median(values):>10.3f}{min(values):>8.3f}{statistics.median(values) / base:>8.2f}")
+    ratio = statistics.median(analysed) / base
+    print(f"target: ratio <= 1.10 -> {'met' if ratio <= 1.10 else 'NOT met'} ({ratio:.3f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""lightning_featviz: see what an image classifier learns while it is fine-tuned."""
+
+from lightning_featviz.bank import BankData, FeatureBank, select_subset, to_thumbnails
+from lightning_featviz.batches import Batch, read_batch
+from lightning_featviz.callback import FeatureVisualizer
+from lightning_featviz.capture import ActivationCapture, reduce_activation, reduce_input, resolve_layers
+from lightning_featviz.datasets import ColouredDigits, image_folder
+from lightning_featviz.knn import NeighbourStats, knn_purity, knn_search, knn_vote, neighbour_stats, per_class_mean
+from lightning_featviz.plots import NeighbourGrid, figure_to_array, neighbour_grid_figure
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivationCapture",
+    "BankData",
+    "Batch",
+    "ColouredDigits",
+    "FeatureBank",
+    "FeatureVisualizer",
+    "NeighbourGrid",
+    "NeighbourStats",
+    "figure_to_array",
+    "image_folder",
+    "knn_purity",
+    "knn_search",
+    "knn_vote",
+    "neighbour_grid_figure",
+    "neighbour_stats",
+    "per_class_mean",
+    "read_batch",
+    "reduce_activation",
+    "reduce_input",
+    "resolve_layers",
+    "select_subset",
+    "to_thumbnails",
+]

@@ -1,0 +1,140 @@
+"""A bounded per-epoch store of captured samples: the same subset of the dataset every epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def select_subset(num_items: int, max_samples: int, seed: int, required: Sequence[int] = ()) -> Tensor:
+    """Choose at most ``max_samples`` of ``range(num_items)``, always including ``required``.
+
+    The choice depends on ``(num_items, max_samples, seed, required)`` only; the global RNG is
+    untouched. Returns a sorted (M,) int64 tensor.
+    """
+    required_t = torch.as_tensor(sorted(set(required)), dtype=torch.int64)
+    if num_items <= max_samples:
+        return torch.arange(num_items)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(num_items, generator=generator)
+    rest = order[~torch.isin(order, required_t)][: max(max_samples - len(required_t), 0)]
+    return torch.cat([required_t, rest]).sort().values
+
+
+def to_thumbnails(
+    images: Tensor,
+    size: int,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> Tensor:
+    """Turn a batch of images (B, C, H, W) into RGB uint8 thumbnails (B, 3, size, size).
+
+    With ``mean``/``std`` the normalisation is undone first. Images then in [0, 1] are kept as they
+    are; any other range is min-max scaled per image. One channel is repeated to three, a fourth
+    (alpha) channel is dropped.
+    """
+    images = images.detach().float().cpu()
+    if images.ndim == 3:
+        images = images[:, None]
+    if mean is not None and std is not None:
+        images = images * torch.tensor(std)[None, :, None, None] + torch.tensor(mean)[None, :, None, None]
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    images = images[:, :3]
+    low, high = images.aminmax() if images.numel() else (torch.zeros(()), torch.zeros(()))
+    if low < 0 or high > 1:
+        low = images.amin(dim=(1, 2, 3), keepdim=True)
+        high = images.amax(dim=(1, 2, 3), keepdim=True)
+        images = (images - low) / (high - low).clamp_min(1e-8)
+    if images.shape[-2:] != (size, size):
+        images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+@dataclass
+class BankData:
+    """One epoch's captured samples, sorted by dataset index, N rows each.
+
+    Attributes:
+        indices: (N,) dataset indices.
+        labels: (N,) class ids.
+        preds: (N,) predicted class ids, -1 where the model's output was not seen.
+        vectors: ``{layer display name: (N, D) float32}``.
+        thumbnails: (N, 3, T, T) uint8.
+    """
+
+    indices: Tensor
+    labels: Tensor
+    preds: Tensor
+    vectors: dict[str, Tensor]
+    thumbnails: Tensor
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def rows_of(self, dataset_indices: Sequence[int]) -> Tensor:
+        """Rows holding the given dataset indices (each must be in the bank)."""
+        lookup = {int(i): row for row, i in enumerate(self.indices.tolist())}
+        return torch.tensor([lookup[int(i)] for i in dataset_indices], dtype=torch.int64)
+
+
+@dataclass
+class FeatureBank:
+    """Collects, batch by batch, the samples of ``keep`` (sorted dataset indices)."""
+
+    keep: Tensor
+    _parts: dict[str, list[Tensor]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # select_subset keeps range(n) whole when n <= max_samples: then no batch needs filtering.
+        self._keeps_everything = bool(len(self.keep) == 0 or int(self.keep[-1]) == len(self.keep) - 1)
+
+    def rows_to_keep(self, indices: Tensor) -> Tensor | slice | None:
+        """Rows of a batch with dataset ``indices`` (B,) that belong in the bank: all (a slice), some, or None."""
+        if self._keeps_everything:
+            return slice(None)
+        mask = torch.isin(indices.cpu(), self.keep)
+        if not bool(mask.any()):
+            return None
+        return slice(None) if bool(mask.all()) else mask.nonzero().flatten()
+
+    def add(
+        self,
+        indices: Tensor,
+        labels: Tensor,
+        preds: Tensor,
+        vectors: dict[str, Tensor],
+        thumbnails: Tensor,
+    ) -> None:
+        """Add the rows of one batch (all (B, ...)); select them with :meth:`rows_to_keep` first."""
+        columns = {"indices": indices, "labels": labels, "preds": preds, "thumbnails": thumbnails}
+        columns.update({f"vec/{name}": value for name, value in vectors.items()})
+        for key, value in columns.items():
+            self._parts.setdefault(key, []).append(value.detach().cpu())
+
+    def __len__(self) -> int:
+        return sum(part.shape[0] for part in self._parts.get("indices", []))
+
+    def finalize(self) -> BankData | None:
+        """Concatenate, sort by dataset index and drop repeated indices; None if nothing was added."""
+        if not self._parts:
+            return None
+        cat = {key: torch.cat(parts) for key, parts in self._parts.items()}
+        indices = cat["indices"]
+        if not bool((indices[1:] > indices[:-1]).all()):  # a sequential sampler needs no reordering
+            order = torch.argsort(indices, stable=True)
+            cat = {key: value[order] for key, value in cat.items()}
+            first = torch.ones_like(cat["indices"], dtype=torch.bool)
+            first[1:] = cat["indices"][1:] != cat["indices"][:-1]
+            cat = {key: value[first] for key, value in cat.items()}
+        return BankData(
+            indices=cat["indices"].long(),
+            labels=cat["labels"].long(),
+            preds=cat["preds"].long(),
+            vectors={key[4:]: value for key, value in cat.items() if key.startswith("vec/")},
+            thumbnails=cat["thumbnails"],
+        )

@@ -1,0 +1,507 @@
+"""The Lightning callback: decides *when* to capture and analyse, and *where* results go.
+
+Everything it computes is done by the plain functions of the other modules.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.trainer.states import TrainerFn
+from torch import Tensor
+from torch.utils.data import DataLoader, RandomSampler, Subset
+
+from lightning_featviz.bank import BankData, FeatureBank, select_subset, to_thumbnails
+from lightning_featviz.batches import read_batch
+from lightning_featviz.capture import INPUT_LAYER, ActivationCapture, Reduction, reduce_input, resolve_layers
+from lightning_featviz.knn import Metric, NeighbourCache, NeighbourStats, neighbour_stats
+from lightning_featviz.plots import NeighbourGrid, figure_to_array, neighbour_grid_figure
+from lightning_featviz.sinks import FileSink, Sink, TensorBoardSink, tensorboard_writers
+
+MAX_DEFAULT_QUERIES = 10
+
+
+@contextmanager
+def preserved_global_rng():
+    """Restore torch's, numpy's and Python's global RNG states afterwards (training must not notice us)."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+def _require(condition: bool, name: str, requirement: str, value: Any) -> None:
+    if not condition:
+        raise ValueError(f"Expected `{name}` to be {requirement}, but got {value!r}.")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _sampler_batches(loader: DataLoader) -> list[Tensor] | None:
+    """The dataset indices of each batch this epoch, read off a non-random batch sampler; else None."""
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    if batch_sampler is None or isinstance(getattr(batch_sampler, "sampler", None), RandomSampler):
+        return None
+    with preserved_global_rng():
+        return [torch.as_tensor(list(batch), dtype=torch.int64) for batch in batch_sampler]
+
+
+class FeatureVisualizer(pl.Callback):
+    """Capture layer activations during validation and log what the network has learned.
+
+    Every validation epoch (not the sanity check), for each named layer: kNN class purity@k and
+    kNN majority-vote accuracy as scalars (through ``LightningModule.log``, so they are in
+    ``trainer.callback_metrics`` to be monitored), per-class purity as scalars, and a neighbour
+    grid image; plus one figure with the first and last layer's grids side by side.
+
+    Args:
+        layers: module paths (or unique path endings, ``"layer3"`` for ``"model.layer3"``), or a
+            mapping path -> display name. ``"input"`` is the batch itself (pixel space).
+        k: neighbours per sample.
+        max_samples: validation samples kept (the same ones every epoch).
+        query_indices: positions in the validation dataset shown in the neighbour grids; default
+            one per class (the first kept sample of each, at most 10 classes).
+        metric: ``"euclidean"`` or ``"cosine"``.
+        reduction: how conv maps become vectors: ``"avg"`` (global average pool), ``"adaptive"``
+            (average pool to ``pool_size`` per side) or ``"flatten"``.
+        pool_size: output side of the ``"adaptive"`` reduction.
+        input_size: the input layer is area-downsampled to ``input_size`` per side before flattening.
+        reference: ``"val"`` (leave-one-out within the kept validation samples) or ``"train"``
+            (queries searched among up to ``max_reference`` training samples, captured by a
+            no-grad eval-mode pass at validation end).
+        max_reference: training samples kept with ``reference="train"``.
+        class_names: names of the class ids; default from the datamodule or dataset ``.classes``.
+        batch_extractor: ``batch -> (images, labels)`` or ``(images, labels, dataset_indices)``;
+            default reads ``(x, y)`` tuples and dicts with common keys.
+        image_mean: per-channel mean used to normalise images, to undo it for thumbnails.
+        image_std: per-channel std used to normalise images.
+        thumbnail_size: side of the stored thumbnails, in pixels.
+        log_neighbour_grids: log the neighbour-grid images.
+        monitor_class_purity: also log per-class purity through ``LightningModule.log``, so that
+            it is in ``trainer.callback_metrics`` for ModelCheckpoint/EarlyStopping. Off by default:
+            it is C values per layer per epoch, and each ``log`` call costs Lightning ~0.3 ms; the
+            values are written to TensorBoard (or the metrics files) either way.
+        every_n_epochs: run on every n-th epoch of ``fit``.
+        dataloader_idx: which validation dataloader to analyse.
+        seed: seed of the sample choice; the global RNGs are never touched.
+        chunk_size: queries per matrix product in the kNN search.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[str] | Mapping[str, str] = ("input", "avgpool"),
+        k: int = 10,
+        max_samples: int = 2000,
+        query_indices: Sequence[int] | None = None,
+        metric: Metric = "euclidean",
+        reduction: Reduction = "avg",
+        pool_size: int = 2,
+        input_size: int = 16,
+        reference: Literal["val", "train"] = "val",
+        max_reference: int = 2000,
+        class_names: Sequence[str] | None = None,
+        batch_extractor: Callable[[Any], tuple[Any, ...]] | None = None,
+        image_mean: Sequence[float] | None = None,
+        image_std: Sequence[float] | None = None,
+        thumbnail_size: int = 32,
+        log_neighbour_grids: bool = True,
+        monitor_class_purity: bool = False,
+        every_n_epochs: int = 1,
+        dataloader_idx: int = 0,
+        seed: int = 0,
+        chunk_size: int = 1024,
+    ) -> None:
+        names = list(layers.keys() if isinstance(layers, Mapping) else layers) if not isinstance(layers, str) else []
+        _require(bool(names) and all(isinstance(n, str) for n in names), "layers", "a non-empty list of layer names", layers)
+        _require(_is_int(k) and k >= 1, "k", "an integer >= 1", k)
+        _require(_is_int(max_samples) and max_samples > k, "max_samples", f"an integer > k = {k}", max_samples)
+        _require(_is_int(max_reference) and max_reference > k, "max_reference", f"an integer > k = {k}", max_reference)
+        if query_indices is not None:
+            ok = all(_is_int(i) and i >= 0 for i in query_indices) and len(query_indices) <= max_samples
+            _require(ok, "query_indices", f"at most {max_samples} non-negative dataset positions", query_indices)
+        _require(metric in ("euclidean", "cosine"), "metric", "'euclidean' or 'cosine'", metric)
+        _require(reduction in ("avg", "adaptive", "flatten"), "reduction", "'avg', 'adaptive' or 'flatten'", reduction)
+        _require(reference in ("val", "train"), "reference", "'val' or 'train'", reference)
+        for name, value, low in [
+            ("pool_size", pool_size, 1),
+            ("input_size", input_size, 1),
+            ("thumbnail_size", thumbnail_size, 4),
+            ("every_n_epochs", every_n_epochs, 1),
+            ("dataloader_idx", dataloader_idx, 0),
+            ("chunk_size", chunk_size, 1),
+        ]:
+            _require(_is_int(value) and value >= low, name, f"an integer >= {low}", value)
+        _require((image_mean is None) == (image_std is None), "image_mean", "given together with `image_std`", image_mean)
+        _require(batch_extractor is None or callable(batch_extractor), "batch_extractor", "callable", batch_extractor)
+
+        self.layers = dict(layers) if isinstance(layers, Mapping) else list(layers)
+        self.k = k
+        self.max_samples = max_samples
+        self.query_indices = None if query_indices is None else [int(i) for i in query_indices]
+        self.metric: Metric = metric
+        self.reduction: Reduction = reduction
+        self.pool_size = pool_size
+        self.input_size = input_size
+        self.reference = reference
+        self.max_reference = max_reference
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.batch_extractor = batch_extractor
+        self.image_mean = None if image_mean is None else list(image_mean)
+        self.image_std = None if image_std is None else list(image_std)
+        self.thumbnail_size = thumbnail_size
+        self.log_neighbour_grids = log_neighbour_grids
+        self.monitor_class_purity = monitor_class_purity
+        self.every_n_epochs = every_n_epochs
+        self.dataloader_idx = dataloader_idx
+        self.seed = seed
+        self.chunk_size = chunk_size
+
+        self.history: list[dict[str, float | int | str]] = []
+        self._paths: dict[str, str] = {}
+        self._capture: ActivationCapture | None = None
+        self._output_hook: Any = None
+        self._bank: FeatureBank | None = None
+        self._index_batches: list[Tensor] | None = None
+        self._active = False
+        self._preds: Tensor | None = None
+        self._warned: set[str] = set()
+        self._knn_cache = NeighbourCache()
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(layers=list(self.layers), k=self.k)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._paths = resolve_layers(pl_module, self.layers)
+        self._capture = ActivationCapture(pl_module, list(self._paths), self.reduction, self.pool_size)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._detach()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+
+    # ----------------------------------------------------------------------------- capture
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        self._active = not trainer.sanity_checking and (not fitting or trainer.current_epoch % self.every_n_epochs == 0)
+        if not self._active or self._capture is None:
+            self._active = False
+            return
+        loader = self._val_loader(trainer)
+        size = len(loader.dataset) if loader is not None and hasattr(loader.dataset, "__len__") else None
+        if loader is None or size is None:
+            self._warn_once("loader", "FeatureVisualizer found no sized validation dataset; nothing is analysed.")
+            self._active = False
+            return
+        queries = [i for i in self.query_indices or [] if i < size]
+        if len(queries) < len(self.query_indices or []):
+            beyond = sorted(set(self.query_indices or []) - set(queries))
+            self._warn_once("queries", f"`query_indices` {beyond} are beyond the validation dataset ({size} samples); they are left out.")
+        self._bank = FeatureBank(select_subset(size, self.max_samples, self.seed, queries))
+        self._index_batches = _sampler_batches(loader)
+        self._capture.register()
+        self._output_hook = pl_module.register_forward_hook(self._remember_predictions)
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self._capture is not None:
+            self._capture.pop()
+        self._preds = None
+
+    def _remember_predictions(self, module: Any, args: Any, output: Any) -> None:
+        logits = output if isinstance(output, Tensor) else (output[0] if isinstance(output, (tuple, list)) and output else None)
+        if self._preds is None and isinstance(logits, Tensor) and logits.ndim == 2 and logits.shape[1] > 1:
+            self._preds = logits.detach().argmax(dim=1).cpu()
+
+    def on_validation_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if trainer.sanity_checking and batch_idx == 0:
+            read_batch(batch, self.batch_extractor)  # a batch we cannot read fails before training starts
+        if not self._active or dataloader_idx != self.dataloader_idx or self._capture is None or self._bank is None:
+            return
+        captured = self._capture.pop()
+        images, labels, indices = read_batch(batch, self.batch_extractor)
+        if indices is None:
+            if self._index_batches is None or batch_idx >= len(self._index_batches) or len(self._index_batches[batch_idx]) != len(labels):
+                self._warn_once(
+                    "indices",
+                    "FeatureVisualizer cannot tell which dataset samples a validation batch holds (the loader "
+                    "shuffles or its sampler is unknown); nothing is analysed. Hint: use shuffle=False for "
+                    "validation, or return dataset indices from `batch_extractor`.",
+                )
+                self._active = False
+                self._detach()
+                return
+            indices = self._index_batches[batch_idx]
+        rows = self._bank.rows_to_keep(indices)
+        if rows is None:
+            return
+        missing = [path for path in self._paths if path != INPUT_LAYER and path not in captured]
+        if missing:
+            self._warn_once("missing", f"Layers {missing} did not run in a validation forward; the batch is skipped.")
+            return
+        kept_images = images[rows]
+        vectors = {
+            display: reduce_input(kept_images, self.input_size).cpu() if path == INPUT_LAYER else captured[path][rows]
+            for path, display in self._paths.items()
+        }
+        preds = _predictions_from(outputs)
+        preds = preds if preds is not None else self._preds
+        preds = preds.cpu()[rows] if preds is not None and len(preds) == len(labels) else torch.full((len(kept_images),), -1)
+        thumbnails = self._thumbnails(kept_images)
+        self._bank.add(indices[rows], labels.cpu()[rows], preds, vectors, thumbnails)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._active:
+            return
+        self._active = False
+        self._detach()
+        bank = self._bank.finalize() if self._bank is not None else None
+        self._bank = None
+        if bank is None:
+            self._warn_once("empty", "FeatureVisualizer captured no validation sample this epoch; nothing is analysed.")
+            return
+        reference = self._capture_reference(trainer, pl_module) if self.reference == "train" else None
+        self._analyse(trainer, pl_module, bank, reference)
+
+    # ----------------------------------------------------------------------------- analysis
+
+    def _analyse(self, trainer: pl.Trainer, pl_module: pl.LightningModule, bank: BankData, reference: BankData | None) -> None:
+        names = self._class_names(trainer, max(int(bank.labels.max()), int(reference.labels.max()) if reference else 0) + 1)
+        searched = reference if reference is not None else bank
+        needed = self.k + (1 if reference is None else 0)
+        if len(searched) < needed or len(bank) < 2:
+            self._warn_once("few", f"FeatureVisualizer kept {len(searched)} samples this epoch, fewer than k + 1 = {self.k + 1}; metrics are skipped.")
+            return
+        if int(bank.labels.unique().numel()) < 2:
+            self._warn_once("one-class", "FeatureVisualizer saw a single class this epoch; class purity means nothing, metrics are skipped.")
+            return
+
+        metrics: dict[str, float] = {}
+        stats: dict[str, NeighbourStats] = {}
+        for display in self._paths.values():
+            vectors = bank.vectors[display]
+            reference_vectors = reference.vectors[display] if reference is not None else None
+            if not _all_finite(vectors) or (reference_vectors is not None and not _all_finite(reference_vectors)):
+                self._warn_once(f"nan/{display}", f"Layer {display!r} produced NaN or Inf activations; it is skipped this epoch.")
+                continue
+            reference_labels = reference.labels if reference is not None else None
+            layer = self._knn_cache.get(
+                (vectors, bank.labels, reference_vectors, reference_labels, torch.tensor(len(names))),
+                lambda: neighbour_stats(
+                    vectors,
+                    bank.labels,
+                    self.k,
+                    len(names),
+                    self.metric,
+                    reference=reference_vectors,
+                    reference_labels=reference_labels,
+                    chunk_size=self.chunk_size,
+                ),
+            )
+            stats[display] = layer
+            metrics[self.tag("knn_purity", display)] = layer.mean_purity
+            metrics[self.tag("knn_accuracy", display)] = layer.accuracy(bank.labels)
+            for class_id, value in enumerate(layer.class_purity.tolist()):
+                if value == value:  # NaN: no sample of that class
+                    metrics[self.tag("class_purity", display, _tag_part(names[class_id]))] = value
+
+        self._knn_cache.next_round()
+        through_module = {t: v for t, v in metrics.items() if self.monitor_class_purity or "/class_purity@" not in t}
+        for tag, value in through_module.items():
+            pl_module.log(tag, value, on_step=False, on_epoch=True, sync_dist=False, add_dataloader_idx=False)
+        epoch, step = trainer.current_epoch, _logged_step(trainer)
+        self.history += [
+            {"epoch": epoch, "step": step, "layer": d, "knn_purity": s.mean_purity, "knn_accuracy": s.accuracy(bank.labels)}
+            for d, s in stats.items()
+        ]
+        sinks = self._sinks(trainer)
+        if not trainer.is_global_zero:
+            return
+        for sink in sinks:
+            direct = {t: v for t, v in metrics.items() if t not in through_module} if sink.receives_module_metrics else metrics
+            if direct:
+                sink.log_metrics(direct, step, epoch)
+        if self.log_neighbour_grids and stats:
+            self._log_grids(sinks, bank, reference, stats, names, epoch, step)
+
+    def _log_grids(
+        self, sinks: list[Sink], bank: BankData, reference: BankData | None, stats: dict[str, NeighbourStats], names: list[str], epoch: int, step: int
+    ) -> None:
+        rows = self._query_rows(bank)
+        searched = reference if reference is not None else bank
+        grids = {
+            display: NeighbourGrid(
+                title=f"{display} (purity@{self.k} {layer.mean_purity:.2f})",
+                query_images=bank.thumbnails[rows],
+                neighbour_images=searched.thumbnails[layer.indices[rows]],
+                query_labels=bank.labels[rows],
+                neighbour_labels=searched.labels[layer.indices[rows]],
+                class_names=names,
+            )
+            for display, layer in stats.items()
+        }
+        figures = {self.tag("neighbours", display): neighbour_grid_figure([grid], f"Epoch {epoch}") for display, grid in grids.items()}
+        first, last = list(grids)[0], list(grids)[-1]
+        if first != last:
+            figures[self.tag("neighbours", f"{first}_vs_{last}")] = neighbour_grid_figure(
+                [grids[first], grids[last]], f"Epoch {epoch}: the same queries in {first} and {last}"
+            )
+        for tag, figure in figures.items():
+            image = figure_to_array(figure)
+            for sink in sinks:
+                sink.log_image(tag, image, step)
+
+    def _query_rows(self, bank: BankData) -> Tensor:
+        if self.query_indices is not None:
+            present = [i for i in self.query_indices if i in set(bank.indices.tolist())]
+            if present:
+                return bank.rows_of(present)
+        classes = bank.labels.unique()[:MAX_DEFAULT_QUERIES]
+        return torch.stack([torch.nonzero(bank.labels == c)[0, 0] for c in classes])
+
+    def tag(self, kind: str, layer: str, *rest: str) -> str:
+        """The logged tag, e.g. ``featviz/knn_purity@10/avgpool``; grids are ``featviz/neighbours/<layer>``."""
+        head = f"featviz/{kind}" if kind == "neighbours" else f"featviz/{kind}@{self.k}"
+        return "/".join([head, layer, *rest])
+
+    # ----------------------------------------------------------------------------- helpers
+
+    def _capture_reference(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> BankData | None:
+        """Capture up to ``max_reference`` training samples with a no-grad, eval-mode forward."""
+        loader = trainer.train_dataloader
+        if loader is None and trainer.datamodule is not None:
+            loader = trainer.datamodule.train_dataloader()
+        if not isinstance(loader, DataLoader) or not hasattr(loader.dataset, "__len__"):
+            self._warn_once("train", "`reference='train'` needs a training DataLoader over a sized dataset; searching the validation samples instead.")
+            return None
+        keep = select_subset(len(loader.dataset), self.max_reference, self.seed + 1)
+        batch_size = loader.batch_size or 64
+        subset = DataLoader(
+            Subset(loader.dataset, keep.tolist()),
+            batch_size=batch_size,
+            collate_fn=loader.collate_fn,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+        bank = FeatureBank(keep)
+        assert self._capture is not None
+        was_training = pl_module.training
+        precision = getattr(trainer.precision_plugin, "forward_context", nullcontext)
+        try:
+            pl_module.eval()
+            with preserved_global_rng(), torch.no_grad(), self._capture.attach(), precision():
+                for position, raw in enumerate(subset):
+                    images, labels, _ = read_batch(raw, self.batch_extractor)
+                    output = pl_module(images.to(pl_module.device))
+                    captured = self._capture.pop()
+                    self._preds = None
+                    self._remember_predictions(pl_module, (), output)
+                    preds = self._preds if self._preds is not None else torch.full((len(labels),), -1)
+                    indices = keep[position * batch_size : position * batch_size + len(labels)]
+                    vectors = {
+                        display: reduce_input(images, self.input_size).cpu() if path == INPUT_LAYER else captured[path]
+                        for path, display in self._paths.items()
+                    }
+                    bank.add(indices, labels.cpu(), preds, vectors, self._thumbnails(images))
+        finally:
+            pl_module.train(was_training)
+        return bank.finalize()
+
+    def _thumbnails(self, images: Tensor) -> Tensor:
+        """(B, 3, T, T) uint8 thumbnails, or (B, 0) when no output shows images."""
+        if not self.log_neighbour_grids:
+            return torch.empty(images.shape[0], 0, dtype=torch.uint8)
+        return to_thumbnails(images, self.thumbnail_size, self.image_mean, self.image_std)
+
+    def _val_loader(self, trainer: pl.Trainer) -> DataLoader | None:
+        loaders = trainer.validate_loop._combined_loader if trainer.state.fn == TrainerFn.VALIDATING else None
+        loaders = loaders.iterables if loaders is not None else trainer.val_dataloaders
+        if isinstance(loaders, Mapping):
+            loaders = list(loaders.values())
+        if isinstance(loaders, (list, tuple)):
+            loaders = loaders[self.dataloader_idx] if self.dataloader_idx < len(loaders) else None
+        return loaders if isinstance(loaders, DataLoader) else None
+
+    def _class_names(self, trainer: pl.Trainer, num_seen: int) -> list[str]:
+        names = self.class_names
+        if names is None:
+            candidates = [trainer.datamodule] if trainer.datamodule is not None else []
+            loader = self._val_loader(trainer)
+            dataset = loader.dataset if loader is not None else None
+            while dataset is not None:
+                candidates.append(dataset)
+                dataset = getattr(dataset, "dataset", None)
+            found = next((getattr(c, a) for c in candidates for a in ("classes", "class_names") if isinstance(getattr(c, a, None), (list, tuple))), None)
+            names = [str(n) for n in found] if found else []
+        if num_seen > len(names) and names:
+            self._warn_once("labels", f"Labels go up to {num_seen - 1} but only {len(names)} class names are known; the rest are named by id.")
+        return list(names) + [str(i) for i in range(len(names), num_seen)]
+
+    def _sinks(self, trainer: pl.Trainer) -> list[Sink]:
+        log_dir = trainer.log_dir or trainer.default_root_dir  # called on every rank: it broadcasts
+        writers = tensorboard_writers(trainer.loggers) if trainer.is_global_zero else []
+        if writers:
+            return [TensorBoardSink(w) for w in writers]
+        root = Path(log_dir) / "featviz"
+        if trainer.is_global_zero:
+            self._warn_once("no-tb", f"No TensorBoard logger among trainer.loggers; FeatureVisualizer writes PNG figures and metrics.csv under {root}.")
+        return [FileSink(root)]
+
+    def _detach(self) -> None:
+        if self._capture is not None:
+            self._capture.remove()
+        if self._output_hook is not None:
+            self._output_hook.remove()
+            self._output_hook = None
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, stacklevel=2)
+
+
+def _logged_step(trainer: pl.Trainer) -> int:
+    """The step Lightning gives epoch-end metrics, so our images and scalars line up with them."""
+    return int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))
+
+
+def _all_finite(vectors: Tensor) -> bool:
+    # One reduction instead of an (N, D) mask: any NaN or Inf makes the sum non-finite.
+    return bool(vectors.sum(dtype=torch.float64).isfinite())
+
+
+def _tag_part(name: str) -> str:
+    return "_".join(name.split())
+
+
+def _predictions_from(outputs: Any) -> Tensor | None:
+    """Predicted class ids from a validation_step's return value, when it holds logits or preds."""
+    if isinstance(outputs, Mapping):
+        if isinstance(outputs.get("preds"), Tensor) and outputs["preds"].ndim == 1:
+            return outputs["preds"].detach().long()
+        if isinstance(outputs.get("logits"), Tensor) and outputs["logits"].ndim == 2:
+            return outputs["logits"].detach().argmax(dim=1)
+    return None

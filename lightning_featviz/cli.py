@@ -1,0 +1,113 @@
+"""Command line: ``featviz demo`` (the quick start) and ``featviz layers`` (list module paths)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from lightning_featviz.demo import DEMO_LAYERS
+
+
+def purity_table(history: Sequence[dict], layers: Sequence[str]) -> str:
+    """A text table of kNN purity, one row per epoch, one column per layer."""
+    epochs = sorted({int(row["epoch"]) for row in history})
+    width = max(9, *(len(layer) + 2 for layer in layers))
+    lines = ["epoch" + "".join(f"{layer:>{width}}" for layer in layers)]
+    for epoch in epochs:
+        values = {row["layer"]: row["knn_purity"] for row in history if row["epoch"] == epoch}
+        cells = "".join(f"{values[layer]:>{width}.3f}" if layer in values else f"{'-':>{width}}" for layer in layers)
+        lines.append(f"{epoch:<5}{cells}")
+    return "\n".join(lines)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    import pytorch_lightning as pl
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from lightning_featviz import FeatureVisualizer
+    from lightning_featviz.demo import ClassificationData, ImageClassifier
+
+    pl.seed_everything(args.seed, verbose=False)
+    if args.data:
+        data = ClassificationData.folder(args.data, image_size=args.image_size or 224, batch_size=args.batch_size, seed=args.seed)
+    else:
+        data = ClassificationData.digits(batch_size=args.batch_size, seed=args.seed, image_size=args.image_size or 32)
+    model = ImageClassifier(num_classes=len(data.classes), arch=args.arch, weights=args.weights, lr=args.lr)
+    visualizer = FeatureVisualizer(
+        layers=args.layers,
+        k=args.k,
+        max_samples=args.max_samples,
+        query_indices=args.query_indices,
+        image_mean=data.mean,
+        image_std=data.std,
+        seed=args.seed,
+    )
+    logger = TensorBoardLogger(args.logdir, name="featviz_demo")
+    trainer = pl.Trainer(
+        max_epochs=args.epochs,
+        logger=logger,
+        callbacks=[visualizer],
+        accelerator=args.accelerator,
+        devices=1,
+        enable_checkpointing=False,
+        enable_progress_bar=not args.quiet,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=True,
+    )
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=data)
+    print(f"\nkNN purity@{args.k} per layer (fraction of each image's {args.k} nearest neighbours sharing its class):")
+    print(purity_table(visualizer.history, [str(layer) for layer in args.layers]))
+    print(f"\nTrained {args.epochs} epochs in {time.perf_counter() - start:.0f} s. Logs: {logger.log_dir}")
+    print(f"Open them with:\n  tensorboard --logdir {args.logdir}")
+    return 0
+
+
+def list_layers(args: argparse.Namespace) -> int:
+    from torchvision import models
+
+    model = models.get_model(args.arch)
+    for name, module in model.named_modules():
+        if name:
+            print(f"{name:<28} {type(module).__name__}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="featviz", description="See what an image classifier learns while it is fine-tuned.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="fine-tune a ResNet-18 with the callback on built-in digits or --data DIR")
+    demo.add_argument("--data", help="an ImageFolder directory (root/<class>/<image>); default: built-in coloured digits")
+    demo.add_argument("--logdir", default="./lightning_logs", help="TensorBoard log directory (default: %(default)s)")
+    demo.add_argument("--epochs", type=int, default=8)
+    demo.add_argument("--arch", default="resnet18", help="torchvision architecture (default: %(default)s)")
+    demo.add_argument("--weights", help="torchvision weights name (e.g. DEFAULT; needs internet) or a state_dict file")
+    demo.add_argument("--layers", nargs="+", default=list(DEMO_LAYERS))
+    demo.add_argument("--k", type=int, default=10)
+    demo.add_argument("--max-samples", type=int, default=2000)
+    demo.add_argument("--query-indices", type=int, nargs="+", default=[394, 97, 996, 460, 737])
+    demo.add_argument("--batch-size", type=int, default=32)
+    demo.add_argument("--lr", type=float, default=1e-3)
+    demo.add_argument("--image-size", type=int, help="image side in pixels (default: 32 for digits, 224 for --data)")
+    demo.add_argument("--accelerator", default="auto")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.set_defaults(run=run_demo)
+
+    layers = commands.add_parser("layers", help="list the module paths of a torchvision architecture")
+    layers.add_argument("--arch", default="resnet18")
+    layers.set_defaults(run=list_layers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Where images and metrics go: a TensorBoard ``SummaryWriter``, or plain files as a fallback."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+
+class Sink(Protocol):
+    #: True when scalars logged with ``LightningModule.log`` reach this sink through its logger.
+    receives_module_metrics: bool
+
+    def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """Log an (H, W, 3) uint8 RGB image."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int, epoch: int) -> None:
+        """Log scalar values."""
+
+
+class TensorBoardSink:
+    """Writes into the ``SummaryWriter`` of a TensorBoard logger."""
+
+    receives_module_metrics = True
+
+    def __init__(self, writer: Any):
+        self.writer = writer
+
+    def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
+        self.writer.add_image(tag, image, global_step=step, dataformats="HWC")
+        self.writer.flush()
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int, epoch: int) -> None:
+        for tag, value in metrics.items():
+            self.writer.add_scalar(tag, value, global_step=step)
+
+
+def _file_name(tag: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._@=-]+", "_", tag)
+
+
+class FileSink:
+    """Writes images as ``<root>/<tag>/step=<step>.png`` and metrics to ``<root>/metrics.csv``/``.jsonl``."""
+
+    receives_module_metrics = False
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
+        folder = self.root.joinpath(*(_file_name(part) for part in tag.split("/")))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"step={step:07d}.png")
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int, epoch: int) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        csv_path = self.root / "metrics.csv"
+        new = not csv_path.exists()
+        with csv_path.open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(["epoch", "step", "tag", "value"])
+            writer.writerows([epoch, step, tag, value] for tag, value in metrics.items())
+        with (self.root / "metrics.jsonl").open("a") as handle:
+            handle.write(json.dumps({"epoch": epoch, "step": step, **metrics}) + "\n")
+
+
+def tensorboard_writers(loggers: Iterable[Any]) -> list[Any]:
+    """The ``SummaryWriter`` of every logger that has one (TensorBoard loggers, from any namespace)."""
+    writers = []
+    for logger in loggers:
+        experiment = getattr(logger, "experiment", None)
+        if callable(getattr(experiment, "add_image", None)) and callable(getattr(experiment, "add_figure", None)):
+            writers.append(experiment)
+    return writers

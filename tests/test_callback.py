@@ -1,0 +1,196 @@
+"""Real Trainer runs of the callback, read back with TensorBoard's own reader."""
+
+import pickle
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import TinyNet, hooks_left, read_events, tiny_trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from lightning_featviz import FeatureVisualizer
+from lightning_featviz.demo import ClassificationData
+
+LAYERS = ["input", "conv2", "pool"]
+
+
+def test_fit_logs_the_documented_scalar_and_image_tags(tmp_path, small_data):
+    visualizer = FeatureVisualizer(layers=LAYERS, k=5, max_samples=120, query_indices=[3, 50, 7])
+    model = TinyNet()
+    trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
+    trainer.fit(model, datamodule=small_data)
+
+    events = read_events(tmp_path)
+    scalars, images = set(events.Tags()["scalars"]), set(events.Tags()["images"])
+    for layer in LAYERS:
+        for kind in ("knn_purity", "knn_accuracy"):
+            values = events.Scalars(f"featviz/{kind}@5/{layer}")
+            assert len(values) == 2  # two epochs; the sanity check is not logged
+            assert all(0.0 <= v.value <= 1.0 for v in values)
+        assert any(tag.startswith(f"featviz/class_purity@5/{layer}/") for tag in scalars)
+        assert f"featviz/neighbours/{layer}" in images
+    assert "featviz/class_purity@5/pool/7" in scalars  # class names from the dataset
+    side_by_side = events.Images("featviz/neighbours/input_vs_pool")
+    assert len(side_by_side) == 2 and side_by_side[0].width > side_by_side[0].height
+    assert "featviz/knn_purity@5/pool" in trainer.callback_metrics
+    assert not any("class_purity" in tag for tag in trainer.callback_metrics)  # written to TensorBoard only
+    assert len(events.Scalars("featviz/class_purity@5/pool/7")) == 2
+    assert [v.step for v in events.Scalars("featviz/class_purity@5/pool/7")] == [v.step for v in events.Scalars("featviz/knn_purity@5/pool")]
+    assert [row["layer"] for row in visualizer.history] == LAYERS * 2
+    assert hooks_left(model) == 0
+
+
+def test_purity_is_computed_on_the_same_samples_every_epoch(tmp_path, small_data):
+    visualizer = FeatureVisualizer(layers=["input"], k=5, max_samples=100, seed=1)
+    tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(TinyNet(), datamodule=small_data)
+    first, second = (row["knn_purity"] for row in visualizer.history)
+    assert first == second  # pixel space does not train: same samples give the same purity
+
+
+def test_model_checkpoint_and_early_stopping_can_monitor_purity(tmp_path, small_data):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="featviz/knn_purity@5/pool", mode="max")
+    trainer = tiny_trainer(tmp_path, logger=False, enable_checkpointing=True, callbacks=[FeatureVisualizer(LAYERS, k=5), checkpoint])
+    trainer.fit(TinyNet(), datamodule=small_data)
+    assert checkpoint.best_model_score is not None and 0 <= float(checkpoint.best_model_score) <= 1
+
+
+def test_an_exception_mid_epoch_leaves_no_hook_on_the_model(tmp_path, small_data):
+    model = TinyNet(fail_at_batch=2)
+    trainer = tiny_trainer(tmp_path, logger=False, callbacks=[FeatureVisualizer(LAYERS, k=5)])
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(model, datamodule=small_data)
+    assert hooks_left(model) == 0
+
+
+def test_an_unknown_layer_fails_at_setup_with_close_matches(tmp_path, small_data):
+    trainer = tiny_trainer(tmp_path, logger=False, callbacks=[FeatureVisualizer(["input", "conv3"], k=5)])
+    with pytest.raises(ValueError, match=r"got 'conv3'.*Close matches: \['conv2', 'conv1'\]"):
+        trainer.fit(TinyNet(), datamodule=small_data)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"k": 0}, r"Expected `k` to be an integer >= 1, but got 0"),
+        ({"k": 10, "max_samples": 10}, r"Expected `max_samples` to be an integer > k = 10, but got 10"),
+        ({"input_size": -2}, r"Expected `input_size` to be an integer >= 1, but got -2"),
+        ({"thumbnail_size": 0}, "thumbnail_size"),
+        ({"metric": "manhattan"}, "metric"),
+        ({"reduction": "max"}, "reduction"),
+        ({"reference": "test"}, "reference"),
+        ({"query_indices": [3, -1]}, "query_indices"),
+        ({"layers": []}, "layers"),
+        ({"layers": "avgpool"}, "layers"),
+        ({"image_mean": [0.5, 0.5, 0.5]}, "image_std"),
+    ],
+)
+def test_bad_arguments_fail_in_init_naming_argument_and_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FeatureVisualizer(**kwargs)
+
+
+def test_without_tensorboard_figures_and_metrics_go_to_files_with_one_warning(tmp_path, small_data):
+    trainer = tiny_trainer(tmp_path, logger=CSVLogger(tmp_path), callbacks=[FeatureVisualizer(LAYERS, k=5, max_samples=60)])
+    with pytest.warns(UserWarning, match="No TensorBoard logger") as record:
+        trainer.fit(TinyNet(), datamodule=small_data)
+    assert len([w for w in record if "No TensorBoard logger" in str(w.message)]) == 1
+    root = tmp_path / "lightning_logs" / "version_0" / "featviz"
+    assert len(list((root / "featviz" / "neighbours" / "pool").glob("step=*.png"))) == 2
+    assert "featviz/knn_purity@5/conv2" in (root / "metrics.csv").read_text()
+    assert len((root / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_degenerate_epoch_warns_once_and_training_goes_on(tmp_path, digits_val):
+    data = ClassificationData(Subset(digits_val, range(64)), Subset(digits_val, range(64, 72)), digits_val.classes, batch_size=4)
+    trainer = tiny_trainer(tmp_path, logger=False, callbacks=[FeatureVisualizer(LAYERS, k=10)])
+    with pytest.warns(UserWarning, match="fewer than k \\+ 1 = 11") as record:
+        trainer.fit(TinyNet(), datamodule=data)
+    assert trainer.state.finished and len([w for w in record if "fewer than k" in str(w.message)]) == 1
+
+
+def test_a_single_class_epoch_warns_and_skips(tmp_path, digits_val):
+    zeros = [i for i in range(1000) if digits_val.targets[i] == 0][:40]
+    data = ClassificationData(Subset(digits_val, range(64)), Subset(digits_val, zeros), digits_val.classes, batch_size=8)
+    visualizer = FeatureVisualizer(LAYERS, k=5)
+    with pytest.warns(UserWarning, match="single class"):
+        tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(TinyNet(), datamodule=data)
+    assert visualizer.history == []
+
+
+class DictDigits(Dataset):
+    def __init__(self, base, scale_labels=False):
+        self.base, self.scale_labels = base, scale_labels
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        image, label = self.base[i]
+        return {"pixels": image, "target": float(label) if self.scale_labels else label, "index": i}
+
+
+class DictNet(TinyNet):
+    def training_step(self, batch, batch_idx):
+        return super().training_step((batch["pixels"], batch["target"].long()), batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        return super().validation_step((batch["pixels"], batch["target"].long()), batch_idx)
+
+
+def test_dict_batches_with_a_custom_extractor_and_indices(tmp_path, digits_val):
+    data = ClassificationData(DictDigits(Subset(digits_val, range(96))), DictDigits(Subset(digits_val, range(96, 200))), digits_val.classes)
+    visualizer = FeatureVisualizer(LAYERS, k=5, batch_extractor=lambda b: (b["pixels"], b["target"], b["index"]))
+    tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(DictNet(), datamodule=data)
+    assert len(visualizer.history) == 6
+
+
+def test_labels_that_are_not_class_ids_fail_in_the_sanity_check_with_a_hint(tmp_path, digits_val):
+    data = ClassificationData(DictDigits(Subset(digits_val, range(64)), True), DictDigits(Subset(digits_val, range(64, 128)), True), [])
+    visualizer = FeatureVisualizer(LAYERS, k=5, batch_extractor=lambda b: (b["pixels"], b["target"]))
+    with pytest.raises(TypeError, match="integer class ids.*batch_extractor"):
+        tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(DictNet(), datamodule=data)
+
+
+def test_a_shuffled_validation_loader_is_refused_with_a_hint(tmp_path, small_data):
+    class Shuffled(ClassificationData):
+        def val_dataloader(self):
+            return DataLoader(self.val, batch_size=16, shuffle=True)
+
+    data = Shuffled(small_data.train, small_data.val, small_data.classes, batch_size=32)
+    visualizer = FeatureVisualizer(LAYERS, k=5)
+    with pytest.warns(UserWarning, match="shuffle=False"):
+        tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(TinyNet(), datamodule=data)
+    assert visualizer.history == []
+
+
+def test_reference_train_searches_training_images_and_does_not_change_training(tmp_path, small_data):
+    def run(callbacks):
+        pl.seed_everything(7, verbose=False)
+        model = TinyNet()
+        tiny_trainer(tmp_path, logger=False, callbacks=callbacks).fit(model, datamodule=small_data)
+        return model, torch.get_rng_state()
+
+    visualizer = FeatureVisualizer(LAYERS, k=5, reference="train", max_reference=100)
+    with_callback, rng_with = run([visualizer])
+    without, rng_without = run([])
+    for a, b in zip(with_callback.state_dict().values(), without.state_dict().values()):
+        assert torch.equal(a, b)
+    assert torch.equal(rng_with, rng_without)
+    assert len(visualizer.history) == 6 and with_callback.training
+
+
+def test_validate_runs_the_analysis_and_the_callback_pickles(tmp_path, small_data):
+    visualizer = FeatureVisualizer(LAYERS, k=5)
+    trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer])
+    trainer.validate(TinyNet(), datamodule=small_data)
+    assert "featviz/knn_purity@5/input" in trainer.callback_metrics
+    restored = pickle.loads(pickle.dumps(visualizer))
+    assert restored.history == visualizer.history
+
+
+def test_class_purity_reaches_callback_metrics_when_asked(tmp_path, small_data):
+    trainer = tiny_trainer(tmp_path, logger=False, callbacks=[FeatureVisualizer(LAYERS, k=5, monitor_class_purity=True)])
+    trainer.fit(TinyNet(), datamodule=small_data)
+    assert any(tag.startswith("featviz/class_purity@5/pool/") for tag in trainer.callback_metrics)

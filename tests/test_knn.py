@@ -1,0 +1,96 @@
+import math
+
+import pytest
+import torch
+from sklearn.neighbors import NearestNeighbors
+
+from lightning_featviz.knn import knn_purity, knn_search, knn_vote, neighbour_stats, per_class_mean
+
+
+def _assert_same_neighbours(ours, reference, atol=1e-4):
+    """Distances agree; indices agree except where two neighbours are tied within ``atol``."""
+    (dist, idx), (ref_dist, ref_idx) = ours, reference
+    torch.testing.assert_close(dist, ref_dist, atol=atol, rtol=1e-4)
+    differs = idx != ref_idx
+    assert differs.float().mean() < 0.01
+    assert torch.allclose(dist[differs], ref_dist[differs], atol=atol)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("chunk_size", [7, 1024])
+def test_knn_search_matches_scikit_learn_leave_one_out(metric, chunk_size):
+    data = torch.randn(300, 24, generator=torch.Generator().manual_seed(0))
+    ours = knn_search(data, data, k=10, metric=metric, exclude_self=True, chunk_size=chunk_size)
+    nn = NearestNeighbors(n_neighbors=10, metric=metric).fit(data.double().numpy())
+    ref_dist, ref_idx = nn.kneighbors()  # no argument: each point excluded from its own neighbours
+    _assert_same_neighbours(ours, (torch.from_numpy(ref_dist).float(), torch.from_numpy(ref_idx)))
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_knn_search_matches_scikit_learn_with_reference_set(metric):
+    generator = torch.Generator().manual_seed(1)
+    queries, reference = torch.randn(50, 16, generator=generator), torch.randn(400, 16, generator=generator)
+    ours = knn_search(queries, reference, k=5, metric=metric, chunk_size=16)
+    nn = NearestNeighbors(n_neighbors=5, metric=metric).fit(reference.double().numpy())
+    ref_dist, ref_idx = nn.kneighbors(queries.double().numpy())
+    _assert_same_neighbours(ours, (torch.from_numpy(ref_dist).float(), torch.from_numpy(ref_idx)))
+
+
+def test_knn_search_on_a_hand_computed_line():
+    points = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
+    dist, idx = knn_search(points, points, k=2, exclude_self=True)
+    assert idx.tolist() == [[1, 2], [0, 2], [1, 0], [2, 1]]
+    assert dist.tolist() == [[1.0, 3.0], [1.0, 2.0], [2.0, 3.0], [4.0, 6.0]]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"k": 0}, "Expected `k` to be in"),
+        ({"k": 4, "exclude_self": True}, r"Expected `k` to be in \[1, 3\]"),
+        ({"k": 1, "metric": "manhattan"}, "Expected `metric`"),
+    ],
+)
+def test_knn_search_rejects_bad_arguments(kwargs, match):
+    points = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match=match):
+        knn_search(points, points, **kwargs)
+
+
+def test_knn_purity_on_a_hand_computed_case():
+    labels = torch.tensor([0, 0, 1, 1])
+    neighbour_labels = torch.tensor([[0, 1], [0, 0], [1, 0], [0, 0]])
+    assert knn_purity(neighbour_labels, labels).tolist() == [0.5, 1.0, 0.5, 0.0]
+
+
+def test_knn_vote_takes_the_majority_and_breaks_ties_towards_the_nearest_neighbour():
+    neighbour_labels = torch.tensor([[2, 1, 1], [0, 1, 2], [1, 0, 0], [3, 3, 0]])
+    assert knn_vote(neighbour_labels, num_classes=4).tolist() == [1, 0, 0, 3]
+    assert knn_vote(torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0]]), num_classes=2).tolist() == [1, 0]
+
+
+def test_per_class_mean_marks_absent_classes_with_nan():
+    result = per_class_mean(torch.tensor([1.0, 0.5, 0.0]), torch.tensor([0, 0, 2]), num_classes=3)
+    assert result[0].item() == 0.75 and math.isnan(result[1].item()) and result[2].item() == 0.0
+
+
+def test_neighbour_stats_leave_one_out_on_two_clusters_with_an_intruder():
+    # Class 0 sits at 0, 1, 3; a class-1 intruder at 4.5; class 1 proper at 20, 21, 23. With k = 2:
+    # 2 -> (3: class 1, 1: class 0) purity 0.5, vote 1 (tie, nearest wins); 3 -> (2, 1) purity 0.
+    points = torch.tensor([[0.0], [1.0], [3.0], [4.5], [20.0], [21.0], [23.0]])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    stats = neighbour_stats(points, labels, k=2, num_classes=2)
+    assert stats.indices.tolist() == [[1, 2], [0, 2], [3, 1], [2, 1], [5, 6], [4, 6], [5, 4]]
+    assert stats.purity.tolist() == [1.0, 1.0, 0.5, 0.0, 1.0, 1.0, 1.0]
+    assert stats.mean_purity == pytest.approx(5.5 / 7)
+    assert stats.votes.tolist() == [0, 0, 1, 0, 1, 1, 1]
+    assert stats.accuracy(labels) == pytest.approx(5 / 7)
+    assert stats.class_purity.tolist() == pytest.approx([2.5 / 3, 3 / 4])
+
+
+def test_neighbour_stats_searches_a_separate_reference_set():
+    queries, labels = torch.tensor([[0.0], [5.0]]), torch.tensor([0, 1])
+    reference, reference_labels = torch.tensor([[0.1], [0.2], [4.9], [5.2]]), torch.tensor([0, 1, 1, 1])
+    stats = neighbour_stats(queries, labels, k=2, num_classes=2, reference=reference, reference_labels=reference_labels)
+    assert stats.indices.tolist() == [[0, 1], [2, 3]]
+    assert stats.purity.tolist() == [0.5, 1.0]
