@@ -27,12 +27,17 @@ def main() -> None:
     parser.add_argument("--logdir", default="/tmp/featviz_docs")
     args = parser.parse_args()
     if not glob.glob(f"{args.logdir}/**/events.out.tfevents.*", recursive=True):
-        subprocess.run([sys.executable, "-m", "lightning_featviz", "demo", "--logdir", args.logdir, "--quiet"], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "lightning_featviz", "demo", "--logdir", args.logdir, "--quiet"], check=True
+        )
     run_dir = Path(sorted(glob.glob(f"{args.logdir}/**/events.out.tfevents.*", recursive=True))[-1]).parent
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     IMAGES.mkdir(exist_ok=True)
-    for tag, name in [("featviz/neighbours/input_vs_avgpool", "neighbours_input_vs_avgpool"), ("featviz/neighbours/layer2", "neighbours_layer2")]:
+    for tag, name in [
+        ("featviz/neighbours/input_vs_avgpool", "neighbours_input_vs_avgpool"),
+        ("featviz/neighbours/layer2", "neighbours_layer2"),
+    ]:
         (IMAGES / f"{name}.png").write_bytes(events.Images(tag)[-1].encoded_image_string)
 
     fig = Figure(figsize=(6.5, 3.8), dpi=110)

@@ -27,4 +27,10 @@ visualizer = FeatureVisualizer(
 trainer = pl.Trainer(max_epochs=8, logger=TensorBoardLogger("lightning_logs"), callbacks=[visualizer])
 trainer.fit(model, datamodule=data)
 
-print({row["layer"]: round(row["knn_purity"], 3) for row in visualizer.history if row["epoch"] == trainer.current_epoch - 1})
+print(
+    {
+        row["layer"]: round(row["knn_purity"], 3)
+        for row in visualizer.history
+        if row["epoch"] == trainer.current_epoch - 1
+    }
+)

@@ -50,7 +50,9 @@ def read_batch(batch: Any, extractor: Callable[[Any], tuple[Any, ...]] | None = 
     """
     parts = (extractor or default_extractor)(batch)
     if not isinstance(parts, (tuple, list)) or len(parts) not in (2, 3):
-        raise TypeError(f"Expected the batch extractor to return (images, labels[, indices]), but got {type(parts).__name__}.")
+        raise TypeError(
+            f"Expected the batch extractor to return (images, labels[, indices]), but got {type(parts).__name__}."
+        )
     images, labels = parts[0], parts[1]
     indices = parts[2] if len(parts) == 3 else None
     if not isinstance(images, Tensor) or images.ndim not in (3, 4) or not images.is_floating_point():

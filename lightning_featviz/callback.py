@@ -9,6 +9,7 @@ import random
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,7 +126,9 @@ class FeatureVisualizer(pl.Callback):
         chunk_size: int = 1024,
     ) -> None:
         names = list(layers.keys() if isinstance(layers, Mapping) else layers) if not isinstance(layers, str) else []
-        _require(bool(names) and all(isinstance(n, str) for n in names), "layers", "a non-empty list of layer names", layers)
+        _require(
+            bool(names) and all(isinstance(n, str) for n in names), "layers", "a non-empty list of layer names", layers
+        )
         _require(_is_int(k) and k >= 1, "k", "an integer >= 1", k)
         _require(_is_int(max_samples) and max_samples > k, "max_samples", f"an integer > k = {k}", max_samples)
         _require(_is_int(max_reference) and max_reference > k, "max_reference", f"an integer > k = {k}", max_reference)
@@ -144,7 +147,9 @@ class FeatureVisualizer(pl.Callback):
             ("chunk_size", chunk_size, 1),
         ]:
             _require(_is_int(value) and value >= low, name, f"an integer >= {low}", value)
-        _require((image_mean is None) == (image_std is None), "image_mean", "given together with `image_std`", image_mean)
+        _require(
+            (image_mean is None) == (image_std is None), "image_mean", "given together with `image_std`", image_mean
+        )
         _require(batch_extractor is None or callable(batch_extractor), "batch_extractor", "callable", batch_extractor)
 
         self.layers = dict(layers) if isinstance(layers, Mapping) else list(layers)
@@ -219,24 +224,39 @@ class FeatureVisualizer(pl.Callback):
         queries = [i for i in self.query_indices or [] if i < size]
         if len(queries) < len(self.query_indices or []):
             beyond = sorted(set(self.query_indices or []) - set(queries))
-            self._warn_once("queries", f"`query_indices` {beyond} are beyond the validation dataset ({size} samples); they are left out.")
+            self._warn_once(
+                "queries",
+                f"`query_indices` {beyond} are beyond the validation dataset ({size} samples); they are left out.",
+            )
         self._bank = FeatureBank(select_subset(size, self.max_samples, self.seed, queries))
         self._index_batches = _sampler_batches(loader)
         self._capture.register()
         self._output_hook = pl_module.register_forward_hook(self._remember_predictions)
 
-    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         if self._capture is not None:
             self._capture.pop()
         self._preds = None
 
     def _remember_predictions(self, module: Any, args: Any, output: Any) -> None:
-        logits = output if isinstance(output, Tensor) else (output[0] if isinstance(output, (tuple, list)) and output else None)
+        logits = (
+            output
+            if isinstance(output, Tensor)
+            else (output[0] if isinstance(output, (tuple, list)) and output else None)
+        )
         if self._preds is None and isinstance(logits, Tensor) and logits.ndim == 2 and logits.shape[1] > 1:
             self._preds = logits.detach().argmax(dim=1).cpu()
 
     def on_validation_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         if trainer.sanity_checking and batch_idx == 0:
             read_batch(batch, self.batch_extractor)  # a batch we cannot read fails before training starts
@@ -245,7 +265,11 @@ class FeatureVisualizer(pl.Callback):
         captured = self._capture.pop()
         images, labels, indices = read_batch(batch, self.batch_extractor)
         if indices is None:
-            if self._index_batches is None or batch_idx >= len(self._index_batches) or len(self._index_batches[batch_idx]) != len(labels):
+            if (
+                self._index_batches is None
+                or batch_idx >= len(self._index_batches)
+                or len(self._index_batches[batch_idx]) != len(labels)
+            ):
                 self._warn_once(
                     "indices",
                     "FeatureVisualizer cannot tell which dataset samples a validation batch holds (the loader "
@@ -270,7 +294,11 @@ class FeatureVisualizer(pl.Callback):
         }
         preds = _predictions_from(outputs)
         preds = preds if preds is not None else self._preds
-        preds = preds.cpu()[rows] if preds is not None and len(preds) == len(labels) else torch.full((len(kept_images),), -1)
+        preds = (
+            preds.cpu()[rows]
+            if preds is not None and len(preds) == len(labels)
+            else torch.full((len(kept_images),), -1)
+        )
         thumbnails = self._thumbnails(kept_images)
         self._bank.add(indices[rows], labels.cpu()[rows], preds, vectors, thumbnails)
 
@@ -289,15 +317,26 @@ class FeatureVisualizer(pl.Callback):
 
     # ----------------------------------------------------------------------------- analysis
 
-    def _analyse(self, trainer: pl.Trainer, pl_module: pl.LightningModule, bank: BankData, reference: BankData | None) -> None:
-        names = self._class_names(trainer, max(int(bank.labels.max()), int(reference.labels.max()) if reference else 0) + 1)
+    def _analyse(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, bank: BankData, reference: BankData | None
+    ) -> None:
+        names = self._class_names(
+            trainer, max(int(bank.labels.max()), int(reference.labels.max()) if reference else 0) + 1
+        )
         searched = reference if reference is not None else bank
         needed = self.k + (1 if reference is None else 0)
         if len(searched) < needed or len(bank) < 2:
-            self._warn_once("few", f"FeatureVisualizer kept {len(searched)} samples this epoch, fewer than k + 1 = {self.k + 1}; metrics are skipped.")
+            self._warn_once(
+                "few",
+                f"FeatureVisualizer kept {len(searched)} samples this epoch, fewer than k + 1 = {self.k + 1}; "
+                "metrics are skipped.",
+            )
             return
         if int(bank.labels.unique().numel()) < 2:
-            self._warn_once("one-class", "FeatureVisualizer saw a single class this epoch; class purity means nothing, metrics are skipped.")
+            self._warn_once(
+                "one-class",
+                "FeatureVisualizer saw a single class this epoch; class purity means nothing, metrics are skipped.",
+            )
             return
 
         metrics: dict[str, float] = {}
@@ -306,21 +345,24 @@ class FeatureVisualizer(pl.Callback):
             vectors = bank.vectors[display]
             reference_vectors = reference.vectors[display] if reference is not None else None
             if not _all_finite(vectors) or (reference_vectors is not None and not _all_finite(reference_vectors)):
-                self._warn_once(f"nan/{display}", f"Layer {display!r} produced NaN or Inf activations; it is skipped this epoch.")
+                self._warn_once(
+                    f"nan/{display}", f"Layer {display!r} produced NaN or Inf activations; it is skipped this epoch."
+                )
                 continue
             reference_labels = reference.labels if reference is not None else None
+            search = partial(
+                neighbour_stats,
+                vectors,
+                bank.labels,
+                self.k,
+                len(names),
+                self.metric,
+                reference=reference_vectors,
+                reference_labels=reference_labels,
+                chunk_size=self.chunk_size,
+            )
             layer = self._knn_cache.get(
-                (vectors, bank.labels, reference_vectors, reference_labels, torch.tensor(len(names))),
-                lambda: neighbour_stats(
-                    vectors,
-                    bank.labels,
-                    self.k,
-                    len(names),
-                    self.metric,
-                    reference=reference_vectors,
-                    reference_labels=reference_labels,
-                    chunk_size=self.chunk_size,
-                ),
+                (vectors, bank.labels, reference_vectors, reference_labels, torch.tensor(len(names))), search
             )
             stats[display] = layer
             metrics[self.tag("knn_purity", display)] = layer.mean_purity
@@ -335,21 +377,38 @@ class FeatureVisualizer(pl.Callback):
             pl_module.log(tag, value, on_step=False, on_epoch=True, sync_dist=False, add_dataloader_idx=False)
         epoch, step = trainer.current_epoch, _logged_step(trainer)
         self.history += [
-            {"epoch": epoch, "step": step, "layer": d, "knn_purity": s.mean_purity, "knn_accuracy": s.accuracy(bank.labels)}
+            {
+                "epoch": epoch,
+                "step": step,
+                "layer": d,
+                "knn_purity": s.mean_purity,
+                "knn_accuracy": s.accuracy(bank.labels),
+            }
             for d, s in stats.items()
         ]
         sinks = self._sinks(trainer)
         if not trainer.is_global_zero:
             return
         for sink in sinks:
-            direct = {t: v for t, v in metrics.items() if t not in through_module} if sink.receives_module_metrics else metrics
+            direct = (
+                {t: v for t, v in metrics.items() if t not in through_module}
+                if sink.receives_module_metrics
+                else metrics
+            )
             if direct:
                 sink.log_metrics(direct, step, epoch)
         if self.log_neighbour_grids and stats:
             self._log_grids(sinks, bank, reference, stats, names, epoch, step)
 
     def _log_grids(
-        self, sinks: list[Sink], bank: BankData, reference: BankData | None, stats: dict[str, NeighbourStats], names: list[str], epoch: int, step: int
+        self,
+        sinks: list[Sink],
+        bank: BankData,
+        reference: BankData | None,
+        stats: dict[str, NeighbourStats],
+        names: list[str],
+        epoch: int,
+        step: int,
     ) -> None:
         rows = self._query_rows(bank)
         searched = reference if reference is not None else bank
@@ -364,7 +423,10 @@ class FeatureVisualizer(pl.Callback):
             )
             for display, layer in stats.items()
         }
-        figures = {self.tag("neighbours", display): neighbour_grid_figure([grid], f"Epoch {epoch}") for display, grid in grids.items()}
+        figures = {
+            self.tag("neighbours", display): neighbour_grid_figure([grid], f"Epoch {epoch}")
+            for display, grid in grids.items()
+        }
         first, last = list(grids)[0], list(grids)[-1]
         if first != last:
             figures[self.tag("neighbours", f"{first}_vs_{last}")] = neighbour_grid_figure(
@@ -396,7 +458,11 @@ class FeatureVisualizer(pl.Callback):
         if loader is None and trainer.datamodule is not None:
             loader = trainer.datamodule.train_dataloader()
         if not isinstance(loader, DataLoader) or not hasattr(loader.dataset, "__len__"):
-            self._warn_once("train", "`reference='train'` needs a training DataLoader over a sized dataset; searching the validation samples instead.")
+            self._warn_once(
+                "train",
+                "`reference='train'` needs a training DataLoader over a sized dataset; "
+                "searching the validation samples instead.",
+            )
             return None
         keep = select_subset(len(loader.dataset), self.max_reference, self.seed + 1)
         batch_size = loader.batch_size or 64
@@ -454,10 +520,22 @@ class FeatureVisualizer(pl.Callback):
             while dataset is not None:
                 candidates.append(dataset)
                 dataset = getattr(dataset, "dataset", None)
-            found = next((getattr(c, a) for c in candidates for a in ("classes", "class_names") if isinstance(getattr(c, a, None), (list, tuple))), None)
+            found = next(
+                (
+                    getattr(c, a)
+                    for c in candidates
+                    for a in ("classes", "class_names")
+                    if isinstance(getattr(c, a, None), (list, tuple))
+                ),
+                None,
+            )
             names = [str(n) for n in found] if found else []
         if num_seen > len(names) and names:
-            self._warn_once("labels", f"Labels go up to {num_seen - 1} but only {len(names)} class names are known; the rest are named by id.")
+            self._warn_once(
+                "labels",
+                f"Labels go up to {num_seen - 1} but only {len(names)} class names are known; "
+                "the rest are named by id.",
+            )
         return list(names) + [str(i) for i in range(len(names), num_seen)]
 
     def _sinks(self, trainer: pl.Trainer) -> list[Sink]:
@@ -467,7 +545,11 @@ class FeatureVisualizer(pl.Callback):
             return [TensorBoardSink(w) for w in writers]
         root = Path(log_dir) / "featviz"
         if trainer.is_global_zero:
-            self._warn_once("no-tb", f"No TensorBoard logger among trainer.loggers; FeatureVisualizer writes PNG figures and metrics.csv under {root}.")
+            self._warn_once(
+                "no-tb",
+                "No TensorBoard logger among trainer.loggers; FeatureVisualizer writes PNG figures "
+                f"and metrics.csv under {root}.",
+            )
         return [FileSink(root)]
 
     def _detach(self) -> None:

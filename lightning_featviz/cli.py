@@ -31,7 +31,9 @@ def run_demo(args: argparse.Namespace) -> int:
 
     pl.seed_everything(args.seed, verbose=False)
     if args.data:
-        data = ClassificationData.folder(args.data, image_size=args.image_size or 224, batch_size=args.batch_size, seed=args.seed)
+        data = ClassificationData.folder(
+            args.data, image_size=args.image_size or 224, batch_size=args.batch_size, seed=args.seed
+        )
     else:
         data = ClassificationData.digits(batch_size=args.batch_size, seed=args.seed, image_size=args.image_size or 32)
     model = ImageClassifier(num_classes=len(data.classes), arch=args.arch, weights=args.weights, lr=args.lr)
@@ -77,11 +79,15 @@ def list_layers(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="featviz", description="See what an image classifier learns while it is fine-tuned.")
+    parser = argparse.ArgumentParser(
+        prog="featviz", description="See what an image classifier learns while it is fine-tuned."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="fine-tune a ResNet-18 with the callback on built-in digits or --data DIR")
-    demo.add_argument("--data", help="an ImageFolder directory (root/<class>/<image>); default: built-in coloured digits")
+    demo.add_argument(
+        "--data", help="an ImageFolder directory (root/<class>/<image>); default: built-in coloured digits"
+    )
     demo.add_argument("--logdir", default="./lightning_logs", help="TensorBoard log directory (default: %(default)s)")
     demo.add_argument("--epochs", type=int, default=8)
     demo.add_argument("--arch", default="resnet18", help="torchvision architecture (default: %(default)s)")

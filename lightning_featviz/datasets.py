@@ -36,7 +36,10 @@ def render_coloured_digits(digits: Tensor, image_size: int, generator: torch.Gen
     coords = torch.linspace(-0.5, 0.5, s)
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
     ramp = xx[None] * torch.cos(angle)[:, None, None] + yy[None] * torch.sin(angle)[:, None, None]
-    ramp = ((ramp - ramp.amin(dim=(1, 2), keepdim=True)) / (ramp.amax(dim=(1, 2), keepdim=True) - ramp.amin(dim=(1, 2), keepdim=True))).unsqueeze(1)
+    ramp = (
+        (ramp - ramp.amin(dim=(1, 2), keepdim=True))
+        / (ramp.amax(dim=(1, 2), keepdim=True) - ramp.amin(dim=(1, 2), keepdim=True))
+    ).unsqueeze(1)
     start, end = torch.rand(n, 3, 1, 1, generator=generator), torch.rand(n, 3, 1, 1, generator=generator)
     background = start * (1 - ramp) + end * ramp
 
@@ -79,7 +82,9 @@ class ColouredDigits(Dataset):
         return self.images[index], int(self.targets[index])
 
 
-def image_folder(root: str | Path, image_size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+def image_folder(
+    root: str | Path, image_size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+):
     """A torchvision ``ImageFolder`` (``root/<class>/<image>``) resized, centre-cropped and normalised."""
     from torchvision import datasets, transforms
 

@@ -89,7 +89,9 @@ class ClassificationData(pl.LightningDataModule):
         return cls(train, ColouredDigits("val", image_size=image_size, seed=seed), train.classes, batch_size)
 
     @classmethod
-    def folder(cls, root: str | Path, image_size: int = 224, batch_size: int = 64, val_fraction: float = 0.2, seed: int = 0) -> ClassificationData:
+    def folder(
+        cls, root: str | Path, image_size: int = 224, batch_size: int = 64, val_fraction: float = 0.2, seed: int = 0
+    ) -> ClassificationData:
         """An ImageFolder; ``root/train`` and ``root/val`` are used when both exist, else a stratified split."""
         root = Path(root)
         if (root / "train").is_dir() and (root / "val").is_dir():
@@ -97,7 +99,14 @@ class ClassificationData(pl.LightningDataModule):
             return cls(train, val, train.classes, batch_size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
         full = image_folder(root, image_size)
         train_idx, val_idx = stratified_split(full.targets, val_fraction, seed)
-        return cls(Subset(full, train_idx), Subset(full, val_idx), full.classes, batch_size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        return cls(
+            Subset(full, train_idx),
+            Subset(full, val_idx),
+            full.classes,
+            batch_size,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers)

@@ -6,8 +6,8 @@ Shapes: Q queries, N reference vectors, D dimensions, k neighbours, C classes. V
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -47,7 +47,9 @@ def knn_search(
         )
     available = reference.shape[0] - int(exclude_self)
     if not 1 <= k <= available:
-        raise ValueError(f"Expected `k` to be in [1, {available}] for {reference.shape[0]} reference rows, but got {k}.")
+        raise ValueError(
+            f"Expected `k` to be in [1, {available}] for {reference.shape[0]} reference rows, but got {k}."
+        )
     if exclude_self and queries.shape[0] != reference.shape[0]:
         raise ValueError("Expected `queries` and `reference` to be the same set with `exclude_self=True`.")
     if metric not in ("euclidean", "cosine"):
@@ -153,7 +155,9 @@ def neighbour_stats(
     leave_one_out = reference is None
     if (reference is None) != (reference_labels is None):
         raise ValueError("Expected `reference` and `reference_labels` to be given together.")
-    ref, ref_labels = (vectors, labels) if reference is None or reference_labels is None else (reference, reference_labels)
+    ref, ref_labels = (
+        (vectors, labels) if reference is None or reference_labels is None else (reference, reference_labels)
+    )
     distances, indices = knn_search(vectors, ref, k, metric, exclude_self=leave_one_out, chunk_size=chunk_size)
     neighbour_labels = ref_labels.to(indices.device)[indices]
     labels = labels.to(indices.device)
@@ -188,11 +192,12 @@ class NeighbourCache:
 
     def get(self, key: tuple[Tensor | None, ...], compute: Callable[[], NeighbourStats]) -> NeighbourStats:
         """``compute()``'s result, or the one stored under an equal ``key`` (a tuple of tensors)."""
-        for stored_key, stats in self._current + self._previous:
-            if len(stored_key) == len(key) and all(_same(a, b) for a, b in zip(stored_key, key)):
-                break
-        else:
-            stats = compute()
+        stored = (
+            stats
+            for stored_key, stats in self._current + self._previous
+            if len(stored_key) == len(key) and all(_same(a, b) for a, b in zip(stored_key, key, strict=True))
+        )
+        stats = next(stored, None) or compute()
         self._current.append((key, stats))
         return stats
 

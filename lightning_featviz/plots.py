@@ -87,10 +87,12 @@ def neighbour_grid_figure(panels: Sequence[NeighbourGrid], suptitle: str | None 
     """One figure with the given neighbour grids side by side (one panel = one layer)."""
     q, k = panels[0].neighbour_labels.shape
     panel_width, panel_height = 0.72 * (k + 1.5), 0.88 * q + 0.45
-    fig = Figure(figsize=(panel_width * len(panels), panel_height + (0.4 if suptitle else 0)), dpi=100, layout="constrained")
+    fig = Figure(
+        figsize=(panel_width * len(panels), panel_height + (0.4 if suptitle else 0)), dpi=100, layout="constrained"
+    )
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, grid in zip(axes, panels):
+    for ax, grid in zip(axes, panels, strict=True):
         _draw_grid(ax, grid, fontsize=6.5)
     if suptitle:
         fig.suptitle(suptitle, fontsize=12)

@@ -22,7 +22,13 @@ def _add(bank, indices):
         return
     indices = indices[rows]
     n = len(indices)
-    bank.add(indices, indices % 3, indices % 2, {"layer": indices[:, None].float().repeat(1, 2)}, torch.zeros(n, 3, 4, 4, dtype=torch.uint8))
+    bank.add(
+        indices,
+        indices % 3,
+        indices % 2,
+        {"layer": indices[:, None].float().repeat(1, 2)},
+        torch.zeros(n, 3, 4, 4, dtype=torch.uint8),
+    )
 
 
 def test_feature_bank_keeps_its_subset_sorted_and_drops_repeated_indices():

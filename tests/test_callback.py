@@ -37,7 +37,9 @@ def test_fit_logs_the_documented_scalar_and_image_tags(tmp_path, small_data):
     assert "featviz/knn_purity@5/pool" in trainer.callback_metrics
     assert not any("class_purity" in tag for tag in trainer.callback_metrics)  # written to TensorBoard only
     assert len(events.Scalars("featviz/class_purity@5/pool/7")) == 2
-    assert [v.step for v in events.Scalars("featviz/class_purity@5/pool/7")] == [v.step for v in events.Scalars("featviz/knn_purity@5/pool")]
+    assert [v.step for v in events.Scalars("featviz/class_purity@5/pool/7")] == [
+        v.step for v in events.Scalars("featviz/knn_purity@5/pool")
+    ]
     assert [row["layer"] for row in visualizer.history] == LAYERS * 2
     assert hooks_left(model) == 0
 
@@ -51,7 +53,9 @@ def test_purity_is_computed_on_the_same_samples_every_epoch(tmp_path, small_data
 
 def test_model_checkpoint_and_early_stopping_can_monitor_purity(tmp_path, small_data):
     checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="featviz/knn_purity@5/pool", mode="max")
-    trainer = tiny_trainer(tmp_path, logger=False, enable_checkpointing=True, callbacks=[FeatureVisualizer(LAYERS, k=5), checkpoint])
+    trainer = tiny_trainer(
+        tmp_path, logger=False, enable_checkpointing=True, callbacks=[FeatureVisualizer(LAYERS, k=5), checkpoint]
+    )
     trainer.fit(TinyNet(), datamodule=small_data)
     assert checkpoint.best_model_score is not None and 0 <= float(checkpoint.best_model_score) <= 1
 
@@ -92,7 +96,9 @@ def test_bad_arguments_fail_in_init_naming_argument_and_value(kwargs, match):
 
 
 def test_without_tensorboard_figures_and_metrics_go_to_files_with_one_warning(tmp_path, small_data):
-    trainer = tiny_trainer(tmp_path, logger=CSVLogger(tmp_path), callbacks=[FeatureVisualizer(LAYERS, k=5, max_samples=60)])
+    trainer = tiny_trainer(
+        tmp_path, logger=CSVLogger(tmp_path), callbacks=[FeatureVisualizer(LAYERS, k=5, max_samples=60)]
+    )
     with pytest.warns(UserWarning, match="No TensorBoard logger") as record:
         trainer.fit(TinyNet(), datamodule=small_data)
     assert len([w for w in record if "No TensorBoard logger" in str(w.message)]) == 1
@@ -103,7 +109,9 @@ def test_without_tensorboard_figures_and_metrics_go_to_files_with_one_warning(tm
 
 
 def test_a_degenerate_epoch_warns_once_and_training_goes_on(tmp_path, digits_val):
-    data = ClassificationData(Subset(digits_val, range(64)), Subset(digits_val, range(64, 72)), digits_val.classes, batch_size=4)
+    data = ClassificationData(
+        Subset(digits_val, range(64)), Subset(digits_val, range(64, 72)), digits_val.classes, batch_size=4
+    )
     trainer = tiny_trainer(tmp_path, logger=False, callbacks=[FeatureVisualizer(LAYERS, k=10)])
     with pytest.warns(UserWarning, match="fewer than k \\+ 1 = 11") as record:
         trainer.fit(TinyNet(), datamodule=data)
@@ -112,7 +120,9 @@ def test_a_degenerate_epoch_warns_once_and_training_goes_on(tmp_path, digits_val
 
 def test_a_single_class_epoch_warns_and_skips(tmp_path, digits_val):
     zeros = [i for i in range(1000) if digits_val.targets[i] == 0][:40]
-    data = ClassificationData(Subset(digits_val, range(64)), Subset(digits_val, zeros), digits_val.classes, batch_size=8)
+    data = ClassificationData(
+        Subset(digits_val, range(64)), Subset(digits_val, zeros), digits_val.classes, batch_size=8
+    )
     visualizer = FeatureVisualizer(LAYERS, k=5)
     with pytest.warns(UserWarning, match="single class"):
         tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(TinyNet(), datamodule=data)
@@ -140,14 +150,18 @@ class DictNet(TinyNet):
 
 
 def test_dict_batches_with_a_custom_extractor_and_indices(tmp_path, digits_val):
-    data = ClassificationData(DictDigits(Subset(digits_val, range(96))), DictDigits(Subset(digits_val, range(96, 200))), digits_val.classes)
+    data = ClassificationData(
+        DictDigits(Subset(digits_val, range(96))), DictDigits(Subset(digits_val, range(96, 200))), digits_val.classes
+    )
     visualizer = FeatureVisualizer(LAYERS, k=5, batch_extractor=lambda b: (b["pixels"], b["target"], b["index"]))
     tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(DictNet(), datamodule=data)
     assert len(visualizer.history) == 6
 
 
 def test_labels_that_are_not_class_ids_fail_in_the_sanity_check_with_a_hint(tmp_path, digits_val):
-    data = ClassificationData(DictDigits(Subset(digits_val, range(64)), True), DictDigits(Subset(digits_val, range(64, 128)), True), [])
+    data = ClassificationData(
+        DictDigits(Subset(digits_val, range(64)), True), DictDigits(Subset(digits_val, range(64, 128)), True), []
+    )
     visualizer = FeatureVisualizer(LAYERS, k=5, batch_extractor=lambda b: (b["pixels"], b["target"]))
     with pytest.raises(TypeError, match="integer class ids.*batch_extractor"):
         tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(DictNet(), datamodule=data)
@@ -175,7 +189,7 @@ def test_reference_train_searches_training_images_and_does_not_change_training(t
     visualizer = FeatureVisualizer(LAYERS, k=5, reference="train", max_reference=100)
     with_callback, rng_with = run([visualizer])
     without, rng_without = run([])
-    for a, b in zip(with_callback.state_dict().values(), without.state_dict().values()):
+    for a, b in zip(with_callback.state_dict().values(), without.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert torch.equal(rng_with, rng_without)
     assert len(visualizer.history) == 6 and with_callback.training
@@ -191,6 +205,8 @@ def test_validate_runs_the_analysis_and_the_callback_pickles(tmp_path, small_dat
 
 
 def test_class_purity_reaches_callback_metrics_when_asked(tmp_path, small_data):
-    trainer = tiny_trainer(tmp_path, logger=False, callbacks=[FeatureVisualizer(LAYERS, k=5, monitor_class_purity=True)])
+    trainer = tiny_trainer(
+        tmp_path, logger=False, callbacks=[FeatureVisualizer(LAYERS, k=5, monitor_class_purity=True)]
+    )
     trainer.fit(TinyNet(), datamodule=small_data)
     assert any(tag.startswith("featviz/class_purity@5/pool/") for tag in trainer.callback_metrics)

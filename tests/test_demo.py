@@ -13,7 +13,9 @@ from lightning_featviz.demo import DEMO_LAYERS
 
 
 def _run(*args, timeout=600):
-    result = subprocess.run([sys.executable, "-m", "lightning_featviz", *args], capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_featviz", *args], capture_output=True, text=True, timeout=timeout
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -43,8 +45,22 @@ def test_demo_on_an_image_folder_writes_logs(tmp_path):
             shade = tuple(max(0, c - 8 * i) for c in colour)
             Image.new("RGB", (48, 40), shade).save(tmp_path / "data" / name / f"{i}.png")
     stdout = _run(
-        "demo", "--data", str(tmp_path / "data"), "--logdir", str(tmp_path / "logs"), "--epochs", "1",
-        "--image-size", "32", "--k", "3", "--layers", "input", "layer4", "avgpool", "--quiet",
+        "demo",
+        "--data",
+        str(tmp_path / "data"),
+        "--logdir",
+        str(tmp_path / "logs"),
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--k",
+        "3",
+        "--layers",
+        "input",
+        "layer4",
+        "avgpool",
+        "--quiet",
     )
     assert "avgpool" in stdout
     events = read_events(tmp_path / "logs")

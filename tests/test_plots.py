@@ -1,7 +1,15 @@
 import numpy as np
 import torch
 
-from lightning_featviz.plots import OTHER_COLOUR, QUERY_COLOUR, SAME_COLOUR, NeighbourGrid, _compose, figure_to_array, neighbour_grid_figure
+from lightning_featviz.plots import (
+    OTHER_COLOUR,
+    QUERY_COLOUR,
+    SAME_COLOUR,
+    NeighbourGrid,
+    _compose,
+    figure_to_array,
+    neighbour_grid_figure,
+)
 
 
 def _grid(q=2, k=3, t=8):
