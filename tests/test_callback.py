@@ -210,3 +210,25 @@ def test_class_purity_reaches_callback_metrics_when_asked(tmp_path, small_data):
     )
     trainer.fit(TinyNet(), datamodule=small_data)
     assert any(tag.startswith("featviz/class_purity@5/pool/") for tag in trainer.callback_metrics)
+
+
+class WithNaN(Dataset):
+    def __init__(self, base, bad_index):
+        self.base, self.bad_index = base, bad_index
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        image, label = self.base[i]
+        return (torch.full_like(image, float("nan")) if i == self.bad_index else image), label
+
+
+def test_nan_activations_warn_once_per_layer_and_skip_it(tmp_path, digits_val):
+    val = WithNaN(Subset(digits_val, range(240, 340)), bad_index=5)
+    data = ClassificationData(Subset(digits_val, range(96)), val, digits_val.classes, batch_size=32)
+    visualizer = FeatureVisualizer(LAYERS, k=5)
+    with pytest.warns(UserWarning, match="'pool' produced NaN or Inf") as record:
+        tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(TinyNet(), datamodule=data)
+    assert len([w for w in record if "'pool' produced NaN" in str(w.message)]) == 1
+    assert visualizer.history == []  # every layer sees the NaN image; training still finished

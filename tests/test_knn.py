@@ -4,7 +4,7 @@ import pytest
 import torch
 from sklearn.neighbors import NearestNeighbors
 
-from lightning_featviz.knn import knn_purity, knn_search, knn_vote, neighbour_stats, per_class_mean
+from lightning_featviz.knn import NeighbourCache, knn_purity, knn_search, knn_vote, neighbour_stats, per_class_mean
 
 
 def _assert_same_neighbours(ours, reference, atol=1e-4):
@@ -94,3 +94,24 @@ def test_neighbour_stats_searches_a_separate_reference_set():
     stats = neighbour_stats(queries, labels, k=2, num_classes=2, reference=reference, reference_labels=reference_labels)
     assert stats.indices.tolist() == [[0, 1], [2, 3]]
     assert stats.purity.tolist() == [0.5, 1.0]
+
+
+def test_neighbour_cache_reuses_a_search_for_identical_inputs_only():
+    calls = []
+
+    def search(tag):
+        calls.append(tag)
+        return tag
+
+    cache = NeighbourCache()
+    a, b = torch.arange(6.0).view(3, 2), torch.ones(3, 2)
+    assert cache.get((a, None), lambda: search("a")) == "a"
+    assert cache.get((a.clone(), None), lambda: search("a again")) == "a"  # same values, same epoch
+    assert cache.get((b, None), lambda: search("b")) == "b"
+    cache.next_round()
+    assert cache.get((a.clone(), None), lambda: search("a next epoch")) == "a"
+    cache.next_round()
+    cache.next_round()  # a round without a: forgotten
+    assert cache.get((a, None), lambda: search("a recomputed")) == "a recomputed"
+    assert cache.get((a, torch.zeros(1)), lambda: search("other key")) == "other key"
+    assert calls == ["a", "b", "a recomputed", "other key"]
