@@ -5,6 +5,7 @@ from lightning_featviz.batches import Batch, read_batch
 from lightning_featviz.callback import FeatureVisualizer
 from lightning_featviz.capture import ActivationCapture, reduce_activation, reduce_input, resolve_layers
 from lightning_featviz.datasets import ColouredDigits, image_folder
+from lightning_featviz.embedding import align_map, map_displacement, pca_reduce, trustworthiness, tsne_map
 from lightning_featviz.knn import NeighbourStats, knn_purity, knn_search, knn_vote, neighbour_stats, per_class_mean
 from lightning_featviz.plots import NeighbourGrid, figure_to_array, neighbour_grid_figure
 
@@ -19,13 +20,16 @@ __all__ = [
     "FeatureVisualizer",
     "NeighbourGrid",
     "NeighbourStats",
+    "align_map",
     "figure_to_array",
     "image_folder",
     "knn_purity",
     "knn_search",
     "knn_vote",
+    "map_displacement",
     "neighbour_grid_figure",
     "neighbour_stats",
+    "pca_reduce",
     "per_class_mean",
     "read_batch",
     "reduce_activation",
@@ -33,4 +37,6 @@ __all__ = [
     "resolve_layers",
     "select_subset",
     "to_thumbnails",
+    "trustworthiness",
+    "tsne_map",
 ]

@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from lightning_featviz.embedding import (
+    align_map,
+    clamp_perplexity,
+    map_displacement,
+    pca_reduce,
+    trustworthiness,
+    tsne_map,
+)
+from lightning_featviz.knn import neighbour_stats
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_digits()
+    return data.data[:600].astype(np.float32), data.target[:600]
+
+
+def _map_purity(points, labels):
+    return neighbour_stats(torch.as_tensor(points).float(), torch.as_tensor(labels), k=10, num_classes=10).mean_purity
+
+
+def test_a_fitted_map_keeps_class_neighbourhoods_that_a_random_layout_lacks(digits):
+    vectors, labels = digits
+    state = torch.get_rng_state()
+    fitted = tsne_map(vectors, 2, seed=0)
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG is untouched
+    assert fitted.shape == (600, 2)
+    random_layout = np.random.default_rng(0).normal(size=(600, 2))
+    assert _map_purity(fitted, labels) >= 0.85
+    assert _map_purity(random_layout, labels) < 0.3
+    assert trustworthiness(vectors, fitted) > 0.9 > trustworthiness(vectors, random_layout)
+    np.testing.assert_allclose(tsne_map(vectors, 2, seed=0), fitted)  # seeded: the same map again
+
+
+def test_a_three_dimensional_map(digits):
+    vectors, labels = digits
+    fitted = tsne_map(vectors[:300], 3, seed=0)
+    assert fitted.shape == (300, 3) and _map_purity(fitted, labels[:300]) >= 0.8
+
+
+def test_a_warm_start_from_an_aligned_previous_map_barely_moves_a_model_that_stopped_changing(digits):
+    vectors, _ = digits
+    previous = tsne_map(vectors, 2, seed=0)
+    again = align_map(tsne_map(vectors, 2, seed=1, init=previous), previous)
+    assert map_displacement(again, previous) < 0.05  # a twentieth of the map's radius
+
+
+def test_align_map_undoes_rotation_reflection_scale_and_shift():
+    rng = np.random.default_rng(0)
+    previous = rng.normal(size=(50, 2))
+    angle = 1.1
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    moved = 2.5 * (previous * [1, -1]) @ rotation + [5.0, -3.0]
+    np.testing.assert_allclose(align_map(moved, previous), previous, atol=1e-9)
+    assert map_displacement(previous, previous) == 0.0
+
+
+def test_perplexity_is_clamped_with_a_warning_on_small_sets():
+    with pytest.warns(UserWarning, match="too large for 31 samples"):
+        assert clamp_perplexity(30, 31) == pytest.approx(10.0, abs=1e-3)
+    assert clamp_perplexity(30, 1000) == 30
+
+
+def test_bad_inputs_raise_precise_errors():
+    with pytest.raises(ValueError, match="at least 4 points"):
+        tsne_map(np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        tsne_map(np.full((10, 5), np.nan))
+    with pytest.raises(ValueError, match="`n_components` to be 2 or 3"):
+        tsne_map(np.random.default_rng(0).normal(size=(20, 5)), n_components=4)
+
+
+def test_pca_reduce_keeps_the_top_components_of_wide_vectors():
+    rng = np.random.default_rng(0)
+    low_rank = rng.normal(size=(200, 3)) @ rng.normal(size=(3, 80))
+    reduced = pca_reduce(low_rank, dims=50)
+    assert reduced.shape == (200, 50)
+    assert np.abs(reduced[:, 3:]).max() < 1e-3 * np.abs(reduced[:, :3]).max()
+    assert pca_reduce(rng.normal(size=(10, 4))).shape == (10, 4)
