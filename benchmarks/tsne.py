@@ -23,9 +23,9 @@ from sklearn.datasets import make_blobs
 from lightning_featviz.embedding import trustworthiness, tsne_map
 
 
-def timed(fn):
+def timed(fn, *args, **kwargs):
     start = time.perf_counter()
-    result = fn()
+    result = np.asarray(fn(*args, **kwargs))
     return time.perf_counter() - start, result
 
 
@@ -44,15 +44,13 @@ def main() -> None:
         if not args.skip_sklearn:
             from sklearn.manifold import TSNE
 
-            rows.append(("scikit-learn TSNE", *timed(lambda: TSNE(random_state=0, n_jobs=jobs).fit_transform(vectors))))
+            rows.append(("scikit-learn TSNE", *timed(TSNE(random_state=0, n_jobs=jobs).fit_transform, vectors)))
         from openTSNE import TSNE as OpenTSNE
 
-        rows.append(
-            ("openTSNE defaults", *timed(lambda: np.asarray(OpenTSNE(n_jobs=jobs, random_state=0).fit(vectors))))
-        )
-        cold_time, cold = timed(lambda: tsne_map(vectors, 2, seed=0, n_jobs=jobs))
+        rows.append(("openTSNE defaults", *timed(OpenTSNE(n_jobs=jobs, random_state=0).fit, vectors)))
+        cold_time, cold = timed(tsne_map, vectors, 2, seed=0, n_jobs=jobs)
         rows.append(("featviz cold", cold_time, cold))
-        rows.append(("featviz warm-started", *timed(lambda: tsne_map(nudged, 2, seed=0, init=cold, n_jobs=jobs))))
+        rows.append(("featviz warm-started", *timed(tsne_map, nudged, 2, seed=0, init=cold, n_jobs=jobs)))
         reference = rows[0][1] if not args.skip_sklearn else None
         for name, seconds, points in rows:
             trust = trustworthiness(nudged if "warm" in name else vectors, points)
