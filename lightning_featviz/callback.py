@@ -176,6 +176,7 @@ class FeatureVisualizer(pl.Callback):
 
         self.history: list[dict[str, float | int | str]] = []
         self._paths: dict[str, str] = {}
+        self._log_dir: str | None = None
         self._capture: ActivationCapture | None = None
         self._output_hook: Any = None
         self._bank: FeatureBank | None = None
@@ -193,6 +194,9 @@ class FeatureVisualizer(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._paths = resolve_layers(pl_module, self.layers)
+        # trainer.log_dir broadcasts from rank 0: ask once here, where every rank runs, never in a
+        # branch that one rank could skip (that would hang the others).
+        self._log_dir = trainer.log_dir
         self._capture = ActivationCapture(pl_module, list(self._paths), self.reduction, self.pool_size)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -539,7 +543,7 @@ class FeatureVisualizer(pl.Callback):
         return list(names) + [str(i) for i in range(len(names), num_seen)]
 
     def _sinks(self, trainer: pl.Trainer) -> list[Sink]:
-        log_dir = trainer.log_dir or trainer.default_root_dir  # called on every rank: it broadcasts
+        log_dir = self._log_dir or trainer.default_root_dir
         writers = tensorboard_writers(trainer.loggers) if trainer.is_global_zero else []
         if writers:
             return [TensorBoardSink(w) for w in writers]
