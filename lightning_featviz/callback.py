@@ -336,6 +336,11 @@ class FeatureVisualizer(pl.Callback):
                 "metrics are skipped.",
             )
             return
+        if int(bank.labels.min()) < 0 or (reference is not None and int(reference.labels.min()) < 0):
+            self._warn_once(
+                "negative", "FeatureVisualizer saw negative labels, which are not class ids; metrics are skipped."
+            )
+            return
         if int(bank.labels.unique().numel()) < 2:
             self._warn_once(
                 "one-class",
@@ -390,9 +395,9 @@ class FeatureVisualizer(pl.Callback):
             }
             for d, s in stats.items()
         ]
-        sinks = self._sinks(trainer)
         if not trainer.is_global_zero:
             return
+        sinks = self._sinks(trainer)
         for sink in sinks:
             direct = (
                 {t: v for t, v in metrics.items() if t not in through_module}
@@ -543,17 +548,16 @@ class FeatureVisualizer(pl.Callback):
         return list(names) + [str(i) for i in range(len(names), num_seen)]
 
     def _sinks(self, trainer: pl.Trainer) -> list[Sink]:
-        log_dir = self._log_dir or trainer.default_root_dir
-        writers = tensorboard_writers(trainer.loggers) if trainer.is_global_zero else []
+        """Where rank 0 writes: every TensorBoard writer, else files under the run's log dir."""
+        writers = tensorboard_writers(trainer.loggers)
         if writers:
             return [TensorBoardSink(w) for w in writers]
-        root = Path(log_dir) / "featviz"
-        if trainer.is_global_zero:
-            self._warn_once(
-                "no-tb",
-                "No TensorBoard logger among trainer.loggers; FeatureVisualizer writes PNG figures "
-                f"and metrics.csv under {root}.",
-            )
+        root = Path(self._log_dir or trainer.default_root_dir) / "featviz"
+        self._warn_once(
+            "no-tb",
+            "No TensorBoard logger among trainer.loggers; FeatureVisualizer writes PNG figures and "
+            f"metrics.csv under {root}.",
+        )
         return [FileSink(root)]
 
     def _detach(self) -> None:

@@ -232,3 +232,23 @@ def test_nan_activations_warn_once_per_layer_and_skip_it(tmp_path, digits_val):
         tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(TinyNet(), datamodule=data)
     assert len([w for w in record if "'pool' produced NaN" in str(w.message)]) == 1
     assert visualizer.history == []  # every layer sees the NaN image; training still finished
+
+
+def test_negative_labels_warn_and_skip(tmp_path, digits_val):
+    class Negative(Dataset):
+        def __len__(self):
+            return 64
+
+        def __getitem__(self, i):
+            return digits_val[i][0], -1 if i % 5 == 0 else digits_val[i][1]
+
+    class IgnoreNegative(TinyNet):
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            return super().validation_step((x, y.clamp_min(0)), batch_idx)
+
+    data = ClassificationData(Subset(digits_val, range(64)), Negative(), digits_val.classes, batch_size=16)
+    visualizer = FeatureVisualizer(LAYERS, k=5)
+    with pytest.warns(UserWarning, match="negative labels"):
+        tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(IgnoreNegative(), datamodule=data)
+    assert visualizer.history == []
