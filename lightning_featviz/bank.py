@@ -64,7 +64,7 @@ class BankData:
         labels: (N,) class ids.
         preds: (N,) predicted class ids, -1 where the model's output was not seen.
         vectors: ``{layer display name: (N, D) float32}``.
-        thumbnails: (N, 3, T, T) uint8.
+        thumbnails: (N, 3, T, T) uint8, or (N, 0) when no output shows images.
     """
 
     indices: Tensor
@@ -115,9 +115,6 @@ class FeatureBank:
         columns.update({f"vec/{name}": value for name, value in vectors.items()})
         for key, value in columns.items():
             self._parts.setdefault(key, []).append(value.detach().cpu())
-
-    def __len__(self) -> int:
-        return sum(part.shape[0] for part in self._parts.get("indices", []))
 
     def finalize(self) -> BankData | None:
         """Concatenate, sort by dataset index and drop repeated indices; None if nothing was added."""

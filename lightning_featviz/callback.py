@@ -448,7 +448,8 @@ class FeatureVisualizer(pl.Callback):
 
     def _query_rows(self, bank: BankData) -> Tensor:
         if self.query_indices is not None:
-            present = [i for i in self.query_indices if i in set(bank.indices.tolist())]
+            kept = set(bank.indices.tolist())
+            present = [i for i in self.query_indices if i in kept]
             if present:
                 return bank.rows_of(present)
         classes = bank.labels.unique()[:MAX_DEFAULT_QUERIES]
