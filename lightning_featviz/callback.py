@@ -23,11 +23,15 @@ from torch.utils.data import DataLoader, RandomSampler, Subset
 from lightning_featviz.bank import BankData, FeatureBank, select_subset, to_thumbnails
 from lightning_featviz.batches import read_batch
 from lightning_featviz.capture import INPUT_LAYER, ActivationCapture, Reduction, reduce_input, resolve_layers
+from lightning_featviz.embedding import Backend, MapTracker
 from lightning_featviz.knn import Metric, NeighbourCache, NeighbourStats, neighbour_stats
+from lightning_featviz.maps import LayerMaps, fit_layer_maps, map_figures, projector_entries
 from lightning_featviz.plots import NeighbourGrid, figure_to_array, neighbour_grid_figure
+from lightning_featviz.projector import MAX_COLOURED_CLASSES
 from lightning_featviz.sinks import FileSink, Sink, TensorBoardSink, tensorboard_writers
 
 MAX_DEFAULT_QUERIES = 10
+IMAGE_KINDS = ("neighbours", "tsne_2d", "tsne_3d")
 
 
 @contextmanager
@@ -66,7 +70,9 @@ class FeatureVisualizer(pl.Callback):
     Every validation epoch (not the sanity check), for each named layer: kNN class purity@k and
     kNN majority-vote accuracy as scalars (through ``LightningModule.log``, so they are in
     ``trainer.callback_metrics`` to be monitored), per-class purity as scalars, and a neighbour
-    grid image; plus one figure with the first and last layer's grids side by side.
+    grid image; plus one figure with the first and last layer's grids side by side. Every
+    ``tsne_every_n_epochs`` of those epochs: 2-D and 3-D t-SNE maps per layer, the first and last
+    layer side by side, every layer in order, map-quality scalars and projector embeddings.
 
     Args:
         layers: module paths (or unique path endings, ``"layer3"`` for ``"model.layer3"``), or a
@@ -95,6 +101,13 @@ class FeatureVisualizer(pl.Callback):
             it is in ``trainer.callback_metrics`` for ModelCheckpoint/EarlyStopping. Off by default:
             it is C values per layer per epoch, and each ``log`` call costs Lightning ~0.3 ms; the
             values are written to TensorBoard (or the metrics files) either way.
+        tsne_every_n_epochs: fit t-SNE maps on every n-th analysed epoch (counted in epochs of
+            ``fit``, so 1 = each analysed epoch); None turns maps and projector off.
+        tsne_dims: the map dimensions drawn, any of 2 and 3.
+        perplexity: t-SNE perplexity (lowered, with a warning, for small banks).
+        tsne_backend: ``"opentsne"`` (fast) or ``"sklearn"``.
+        log_projector: write TensorBoard projector embeddings (vectors, each map, thumbnails and
+            metadata) when maps are made.
         every_n_epochs: run on every n-th epoch of ``fit``.
         dataloader_idx: which validation dataloader to analyse.
         seed: seed of the sample choice; the global RNGs are never touched.
@@ -120,6 +133,11 @@ class FeatureVisualizer(pl.Callback):
         thumbnail_size: int = 32,
         log_neighbour_grids: bool = True,
         monitor_class_purity: bool = False,
+        tsne_every_n_epochs: int | None = 1,
+        tsne_dims: Sequence[int] = (2, 3),
+        perplexity: float = 30.0,
+        tsne_backend: Backend = "opentsne",
+        log_projector: bool = True,
         every_n_epochs: int = 1,
         dataloader_idx: int = 0,
         seed: int = 0,
@@ -138,6 +156,16 @@ class FeatureVisualizer(pl.Callback):
         _require(metric in ("euclidean", "cosine"), "metric", "'euclidean' or 'cosine'", metric)
         _require(reduction in ("avg", "adaptive", "flatten"), "reduction", "'avg', 'adaptive' or 'flatten'", reduction)
         _require(reference in ("val", "train"), "reference", "'val' or 'train'", reference)
+        _require(
+            tsne_every_n_epochs is None or (_is_int(tsne_every_n_epochs) and tsne_every_n_epochs >= 1),
+            "tsne_every_n_epochs",
+            "None or an integer >= 1",
+            tsne_every_n_epochs,
+        )
+        dims_ok = not isinstance(tsne_dims, str) and len(tsne_dims) > 0 and set(tsne_dims) <= {2, 3}
+        _require(dims_ok, "tsne_dims", "a non-empty selection of 2 and 3", tsne_dims)
+        _require(isinstance(perplexity, (int, float)) and perplexity > 0, "perplexity", "a number > 0", perplexity)
+        _require(tsne_backend in ("opentsne", "sklearn"), "tsne_backend", "'opentsne' or 'sklearn'", tsne_backend)
         for name, value, low in [
             ("pool_size", pool_size, 1),
             ("input_size", input_size, 1),
@@ -169,6 +197,11 @@ class FeatureVisualizer(pl.Callback):
         self.thumbnail_size = thumbnail_size
         self.log_neighbour_grids = log_neighbour_grids
         self.monitor_class_purity = monitor_class_purity
+        self.tsne_every_n_epochs = tsne_every_n_epochs
+        self.tsne_dims = sorted(set(tsne_dims))
+        self.perplexity = float(perplexity)
+        self.tsne_backend: Backend = tsne_backend
+        self.log_projector = log_projector
         self.every_n_epochs = every_n_epochs
         self.dataloader_idx = dataloader_idx
         self.seed = seed
@@ -185,6 +218,7 @@ class FeatureVisualizer(pl.Callback):
         self._preds: Tensor | None = None
         self._warned: set[str] = set()
         self._knn_cache = NeighbourCache()
+        self._maps = MapTracker(self.perplexity, seed, tsne_backend)
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -206,10 +240,11 @@ class FeatureVisualizer(pl.Callback):
         self._detach()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": list(self.history)}
+        return {"history": list(self.history), "maps": self._maps.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
+        self._maps.load_state_dict(state_dict.get("maps", {}))
 
     # ----------------------------------------------------------------------------- capture
 
@@ -398,16 +433,25 @@ class FeatureVisualizer(pl.Callback):
         if not trainer.is_global_zero:
             return
         sinks = self._sinks(trainer)
+        maps = self._fit_maps(bank, stats) if stats and self._maps_due(trainer) else {}
+        quality = {
+            self.tag(measure, layer, f"{d}d"): values[d]
+            for layer, layer_maps in maps.items()
+            for measure, values in (("tsne_trustworthiness", layer_maps.trust), ("tsne_purity", layer_maps.purity))
+            for d in layer_maps.maps
+        }
         for sink in sinks:
             direct = (
                 {t: v for t, v in metrics.items() if t not in through_module}
                 if sink.receives_module_metrics
                 else metrics
             )
-            if direct:
-                sink.log_metrics(direct, step, epoch)
+            if direct or quality:
+                sink.log_metrics({**direct, **quality}, step, epoch)
         if self.log_neighbour_grids and stats:
             self._log_grids(sinks, bank, reference, stats, names, epoch, step)
+        if maps:
+            self._log_maps(sinks, bank, stats, maps, names, epoch, step)
 
     def _log_grids(
         self,
@@ -446,6 +490,49 @@ class FeatureVisualizer(pl.Callback):
             for sink in sinks:
                 sink.log_image(tag, image, step)
 
+    def _maps_due(self, trainer: pl.Trainer) -> bool:
+        if self.tsne_every_n_epochs is None:
+            return False
+        return trainer.state.fn != TrainerFn.FITTING or trainer.current_epoch % self.tsne_every_n_epochs == 0
+
+    def _fit_maps(self, bank: BankData, stats: dict[str, NeighbourStats]) -> dict[str, LayerMaps]:
+        maps: dict[str, LayerMaps] = {}
+        for layer in stats:
+            try:
+                with preserved_global_rng():
+                    maps[layer] = fit_layer_maps(self._maps, layer, bank, self.tsne_dims, self.k)
+            except ValueError as error:
+                self._warn_once(f"tsne/{layer}", f"No t-SNE map of layer {layer!r} this epoch: {error}")
+        return maps
+
+    def _log_maps(
+        self,
+        sinks: list[Sink],
+        bank: BankData,
+        stats: dict[str, NeighbourStats],
+        maps: dict[str, LayerMaps],
+        names: list[str],
+        epoch: int,
+        step: int,
+    ) -> None:
+        purity = {layer: layer_stats.mean_purity for layer, layer_stats in stats.items()}
+        figures = map_figures(maps, bank.labels.numpy(), names, purity, self.k, epoch)
+        for (kind, name), figure in figures.items():
+            image = figure_to_array(figure)
+            for sink in sinks:
+                sink.log_image(self.tag(kind, name), image, step)
+        if not self.log_projector:
+            return
+        if len(names) > MAX_COLOURED_CLASSES:
+            self._warn_once(
+                "projector-classes",
+                f"{len(names)} classes: the projector colours points by label only up to {MAX_COLOURED_CLASSES}; "
+                "the embeddings are written, search or filter by label there instead.",
+            )
+        entries = projector_entries(bank, stats, maps, names, self.k, epoch)
+        for sink in sinks:
+            sink.log_embeddings(entries, f"featviz_projector/epoch_{epoch:03d}")
+
     def _query_rows(self, bank: BankData) -> Tensor:
         if self.query_indices is not None:
             kept = set(bank.indices.tolist())
@@ -456,8 +543,8 @@ class FeatureVisualizer(pl.Callback):
         return torch.stack([torch.nonzero(bank.labels == c)[0, 0] for c in classes])
 
     def tag(self, kind: str, layer: str, *rest: str) -> str:
-        """The logged tag, e.g. ``featviz/knn_purity@10/avgpool``; grids are ``featviz/neighbours/<layer>``."""
-        head = f"featviz/{kind}" if kind == "neighbours" else f"featviz/{kind}@{self.k}"
+        """The logged tag, e.g. ``featviz/knn_purity@10/avgpool``; images have no ``@k``: ``featviz/tsne_2d/x``."""
+        head = f"featviz/{kind}" if kind in IMAGE_KINDS else f"featviz/{kind}@{self.k}"
         return "/".join([head, layer, *rest])
 
     # ----------------------------------------------------------------------------- helpers
@@ -508,7 +595,7 @@ class FeatureVisualizer(pl.Callback):
 
     def _thumbnails(self, images: Tensor) -> Tensor:
         """(B, 3, T, T) uint8 thumbnails, or (B, 0) when no output shows images."""
-        if not self.log_neighbour_grids:
+        if not self.log_neighbour_grids and not (self.log_projector and self.tsne_every_n_epochs):
             return torch.empty(images.shape[0], 0, dtype=torch.uint8)
         return to_thumbnails(images, self.thumbnail_size, self.image_mean, self.image_std)
 

@@ -7,12 +7,14 @@ global state is touched and nothing needs closing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from torch import Tensor
 
 QUERY_COLOUR = (31, 119, 180)  # blue
@@ -97,6 +99,98 @@ def neighbour_grid_figure(panels: Sequence[NeighbourGrid], suptitle: str | None 
     if suptitle:
         fig.suptitle(suptitle, fontsize=12)
     fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.04)
+    return fig
+
+
+#: (elevation, azimuth) of the three views of a 3-D map: from the front, from the side, from above.
+VIEW_ANGLES = ((20.0, -60.0), (20.0, 30.0), (85.0, -90.0))
+
+
+@dataclass
+class MapPanel:
+    """What one t-SNE panel shows.
+
+    Attributes:
+        title: panel title (layer, purity).
+        points: (N, 2) or (N, 3) map coordinates.
+        labels: (N,) class ids.
+        class_names: name of each class id.
+        ringed: optional (N,) bool, points to ring in black (samples flagged as suspicious, say).
+    """
+
+    title: str
+    points: np.ndarray
+    labels: np.ndarray
+    class_names: Sequence[str]
+    ringed: np.ndarray | None = None
+
+
+def class_colours(num_classes: int) -> np.ndarray:
+    """(C, 4) RGBA colours, one per class id: tab10 / tab20 when they suffice, else a spread of turbo."""
+    if num_classes <= 10:
+        return colormaps["tab10"](np.arange(num_classes))
+    if num_classes <= 20:
+        return colormaps["tab20"](np.arange(num_classes))
+    return colormaps["turbo"](np.linspace(0.03, 0.97, num_classes))
+
+
+def _draw_map(ax: Axes, panel: MapPanel, colours: np.ndarray, size: float, fontsize: float) -> None:
+    coords = [panel.points[:, d] for d in range(panel.points.shape[1])]
+    ax.scatter(*coords, c=colours[panel.labels], s=size, linewidths=0, alpha=0.85, rasterized=True)
+    if panel.ringed is not None and panel.ringed.any():
+        ax.scatter(
+            *(c[panel.ringed] for c in coords), s=size * 6, facecolors="none", edgecolors="black", linewidths=0.9
+        )
+    ax.set_title(panel.title, fontsize=fontsize)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if panel.points.shape[1] == 3:
+        ax.set_zticks([])  # type: ignore[attr-defined]
+
+
+def map_figure(
+    panels: Sequence[MapPanel],
+    suptitle: str | None = None,
+    columns: int = 4,
+    angles: Sequence[tuple[float, float]] = VIEW_ANGLES,
+) -> Figure:
+    """t-SNE maps, points coloured by class, with one legend of class names for the whole figure.
+
+    2-D panels are laid out ``columns`` to a row; a 3-D panel takes a row of its own, seen from
+    each of ``angles`` (elevation, azimuth), so its shape reads in a still image.
+    """
+    three_d = panels[0].points.shape[1] == 3
+    rows, cols = (len(panels), len(angles)) if three_d else (-(-len(panels) // columns), min(len(panels), columns))
+    side = 3.4 if three_d else 4.2
+    shown = sorted({int(label) for panel in panels for label in np.unique(panel.labels)})
+    names = panels[0].class_names
+    legend_columns = 1 + (len(shown) - 1) // 25
+    fig = Figure(figsize=(side * cols + 1.3 * legend_columns + 0.6, side * rows + 0.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    colours = class_colours(max(len(names), max(shown) + 1))
+    size = float(np.clip(3000 / max(len(panels[0].points), 1), 1.5, 25))
+    for row, panel in enumerate(panels):
+        if three_d:
+            for col, (elevation, azimuth) in enumerate(angles):
+                ax = fig.add_subplot(rows, cols, row * cols + col + 1, projection="3d")
+                title = panel.title if col == 0 else f"elevation {elevation:.0f}°, azimuth {azimuth:.0f}°"
+                _draw_map(ax, replace(panel, title=title), colours, size, 9)
+                ax.view_init(elev=elevation, azim=azimuth)
+        else:
+            _draw_map(fig.add_subplot(rows, cols, row + 1), panel, colours, size, 10)
+    handles = [
+        Line2D([], [], marker="o", linestyle="", markersize=6, color=colours[c], label=_short(str(names[c]), 18))
+        for c in shown
+    ]
+    if any(panel.ringed is not None and panel.ringed.any() for panel in panels):
+        handles.append(
+            Line2D(
+                [], [], marker="o", linestyle="", markersize=8, markerfacecolor="none", color="black", label="flagged"
+            )
+        )
+    fig.legend(handles=handles, loc="outside right center", ncols=legend_columns, fontsize=8, frameon=False)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=12)
     return fig
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
+
+from lightning_featviz.projector import ProjectorEntry, write_projector
 
 
 class Sink(Protocol):
@@ -22,6 +24,9 @@ class Sink(Protocol):
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, epoch: int) -> None:
         """Log scalar values."""
+
+    def log_embeddings(self, entries: Sequence[ProjectorEntry], folder: str) -> None:
+        """Write projector embeddings under ``folder`` (relative to the sink's directory)."""
 
 
 class TensorBoardSink:
@@ -40,8 +45,13 @@ class TensorBoardSink:
         for tag, value in metrics.items():
             self.writer.add_scalar(tag, value, global_step=step)
 
+    def log_embeddings(self, entries: Sequence[ProjectorEntry], folder: str) -> None:
+        log_dir = getattr(self.writer, "log_dir", None) or self.writer.get_logdir()
+        write_projector(log_dir, entries, folder)
 
-def _file_name(tag: str) -> str:
+
+def file_name(tag: str) -> str:
+    """A file-name-safe form of a tag or layer name."""
     return re.sub(r"[^A-Za-z0-9._@=-]+", "_", tag)
 
 
@@ -54,7 +64,7 @@ class FileSink:
         self.root = Path(root)
 
     def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
-        folder = self.root.joinpath(*(_file_name(part) for part in tag.split("/")))
+        folder = self.root.joinpath(*(file_name(part) for part in tag.split("/")))
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / f"step={step:07d}.png")
 
@@ -69,6 +79,9 @@ class FileSink:
             writer.writerows([epoch, step, tag, value] for tag, value in metrics.items())
         with (self.root / "metrics.jsonl").open("a") as handle:
             handle.write(json.dumps({"epoch": epoch, "step": step, **metrics}) + "\n")
+
+    def log_embeddings(self, entries: Sequence[ProjectorEntry], folder: str) -> None:
+        write_projector(self.root, entries, folder)
 
 
 def tensorboard_writers(loggers: Iterable[Any]) -> list[Any]:

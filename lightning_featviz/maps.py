@@ -1,0 +1,125 @@
+"""One epoch's t-SNE work for every layer: maps, their quality, figures and projector entries.
+
+Plain functions over a :class:`~lightning_featviz.bank.BankData` and the kNN results; the
+callback only decides when to call them and where the results go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from lightning_featviz.bank import BankData
+from lightning_featviz.embedding import MapTracker, trustworthiness
+from lightning_featviz.knn import NeighbourStats, knn_purity, knn_search
+from lightning_featviz.plots import MapPanel, map_figure
+from lightning_featviz.projector import ProjectorEntry
+
+
+@dataclass
+class LayerMaps:
+    """A layer's t-SNE maps of one epoch and how far to trust them.
+
+    Attributes:
+        maps: dims -> (N, dims) map, rows in bank order.
+        trust: dims -> trustworthiness@k of the map (1 = every map neighbourhood is a true one).
+        purity: dims -> kNN class purity@k measured in the map (compare with the layer's own).
+    """
+
+    maps: dict[int, np.ndarray] = field(default_factory=dict)
+    trust: dict[int, float] = field(default_factory=dict)
+    purity: dict[int, float] = field(default_factory=dict)
+
+
+def fit_layer_maps(
+    tracker: MapTracker, layer: str, bank: BankData, dims: Sequence[int], k: int, seed: int = 0
+) -> LayerMaps:
+    """Fit (warm-started, aligned) maps of ``layer`` in each of ``dims`` and measure them.
+
+    Raises:
+        ValueError: from :func:`~lightning_featviz.embedding.tsne_map` (too few points, constant
+            or non-finite vectors).
+    """
+    vectors = bank.vectors[layer]
+    result = LayerMaps()
+    for d in dims:
+        points = tracker.fit(layer, d, bank.indices.numpy(), vectors)
+        result.maps[d] = points
+        result.trust[d] = trustworthiness(vectors, points, k=min(k, (len(points) - 1) // 2))
+        neighbours = knn_search(torch.as_tensor(points).float(), torch.as_tensor(points).float(), k, exclude_self=True)
+        result.purity[d] = float(knn_purity(bank.labels[neighbours[1]], bank.labels).mean())
+    return result
+
+
+def map_figures(
+    maps: dict[str, LayerMaps],
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    layer_purity: dict[str, float],
+    k: int,
+    epoch: int,
+    ringed: np.ndarray | None = None,
+) -> dict[tuple[str, str], Figure]:
+    """The figures of one epoch, keyed by (kind, name).
+
+    Per layer and dimension: ``("tsne_2d", layer)``, ``("tsne_3d", layer)``. With two or more
+    layers: ``("tsne_2d", "<first>_vs_<last>")`` and its 3-D twin, and the progression of every
+    layer in order ``("tsne_2d", "all_layers")``. ``ringed`` (N,) bool marks points on the 2-D maps.
+    """
+
+    def panel(layer: str, d: int) -> MapPanel:
+        title = f"{layer}: purity@{k} {layer_purity[layer]:.2f} (map {maps[layer].purity[d]:.2f})"
+        return MapPanel(title, maps[layer].maps[d], labels, class_names, ringed if d == 2 else None)
+
+    figures: dict[tuple[str, str], Figure] = {}
+    dims = sorted({d for layer_maps in maps.values() for d in layer_maps.maps})
+    for d in dims:
+        layers = [layer for layer in maps if d in maps[layer].maps]
+        kind = f"tsne_{d}d"
+        for layer in layers:
+            figures[(kind, layer)] = map_figure([panel(layer, d)], f"Epoch {epoch}: {d}-D t-SNE of {layer}")
+        if len(layers) >= 2:
+            first, last = layers[0], layers[-1]
+            figures[(kind, f"{first}_vs_{last}")] = map_figure(
+                [panel(first, d), panel(last, d)], f"Epoch {epoch}: {d}-D t-SNE, {first} vs {last}"
+            )
+        if d == 2 and len(layers) >= 2:
+            figures[(kind, "all_layers")] = map_figure(
+                [panel(layer, d) for layer in layers], f"Epoch {epoch}: every layer in network order", columns=4
+            )
+    return figures
+
+
+def projector_entries(
+    bank: BankData,
+    stats: dict[str, NeighbourStats],
+    maps: dict[str, LayerMaps],
+    class_names: Sequence[str],
+    k: int,
+    epoch: int,
+    extra_columns: dict[str, Sequence[object]] | None = None,
+) -> list[ProjectorEntry]:
+    """Per layer: its vectors, and each t-SNE map as an embedding of its own (so the projector can
+    show exactly the map the figures show), sharing one metadata table with a header."""
+    labels, preds = bank.labels.tolist(), bank.preds.tolist()
+    thumbnails = bank.thumbnails if bank.thumbnails.ndim == 4 else None
+    entries = []
+    for layer, layer_stats in stats.items():
+        columns: dict[str, Sequence[object]] = {
+            "index": bank.indices.tolist(),
+            "label": [class_names[y] for y in labels],
+            "prediction": [class_names[p] if p >= 0 else "-" for p in preds],
+            "correct": ["-" if p < 0 else str(p == y).lower() for p, y in zip(preds, labels, strict=True)],
+            f"purity@{k}": [round(v, 4) for v in layer_stats.purity.tolist()],
+            **(extra_columns or {}),
+        }
+        rows = list(zip(*columns.values(), strict=True))
+        named = {f"{layer}/epoch_{epoch:03d}": bank.vectors[layer].numpy()}
+        for d, points in (maps[layer].maps if layer in maps else {}).items():
+            named[f"{layer}/tsne_{d}d/epoch_{epoch:03d}"] = points
+        entries += [ProjectorEntry(name, vectors, list(columns), rows, thumbnails) for name, vectors in named.items()]
+    return entries
