@@ -5,7 +5,7 @@ Data: 512-dimensional vectors in 10 Gaussian clusters (a stand-in for a trained 
 features; nothing is downloaded). The warm start re-fits the same points, slightly perturbed as
 one more epoch of a model that has nearly stopped changing, from the cold map.
 
-Targets (issue 3): cold >= 2x faster than scikit-learn with trustworthiness no worse than 0.01
+Targets (issue 3), at both sizes: cold >= 2x faster than scikit-learn with trustworthiness no worse than 0.01
 below it; warm-started >= 2x faster than cold.
 
     python benchmarks/tsne.py [--sizes 3500 10000] [--skip-sklearn]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -30,12 +30,13 @@ def to_thumbnails(
     size: int,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    on_rescale: Callable[[float, float], None] | None = None,
 ) -> Tensor:
     """Turn a batch of images (B, C, H, W) into RGB uint8 thumbnails (B, 3, size, size).
 
     With ``mean``/``std`` the normalisation is undone first. Images then in [0, 1] are kept as they
-    are; any other range is min-max scaled per image. One channel is repeated to three, a fourth
-    (alpha) channel is dropped.
+    are; any other range is min-max scaled per image, after calling ``on_rescale(low, high)``
+    with the batch's range. One channel is repeated to three, a fourth (alpha) channel is dropped.
     """
     images = images.detach().float().cpu()
     if images.ndim == 3:
@@ -47,6 +48,8 @@ def to_thumbnails(
     images = images[:, :3]
     low, high = images.aminmax() if images.numel() else (torch.zeros(()), torch.zeros(()))
     if low < 0 or high > 1:
+        if on_rescale is not None:
+            on_rescale(float(low), float(high))
         low = images.amin(dim=(1, 2, 3), keepdim=True)
         high = images.amax(dim=(1, 2, 3), keepdim=True)
         images = (images - low) / (high - low).clamp_min(1e-8)

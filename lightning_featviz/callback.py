@@ -24,14 +24,15 @@ from lightning_featviz.bank import BankData, FeatureBank, select_subset, to_thum
 from lightning_featviz.batches import read_batch
 from lightning_featviz.capture import INPUT_LAYER, ActivationCapture, Reduction, reduce_input, resolve_layers
 from lightning_featviz.embedding import Backend, MapTracker
-from lightning_featviz.knn import Metric, NeighbourCache, NeighbourStats, neighbour_stats
+from lightning_featviz.knn import Metric, NeighbourStats, ResultCache, neighbour_stats
 from lightning_featviz.maps import LayerMaps, fit_layer_maps, map_figures, projector_entries
 from lightning_featviz.plots import NeighbourGrid, figure_to_array, neighbour_grid_figure
 from lightning_featviz.projector import MAX_COLOURED_CLASSES
 from lightning_featviz.sinks import FileSink, Sink, TensorBoardSink, tensorboard_writers
 
 MAX_DEFAULT_QUERIES = 10
-IMAGE_KINDS = ("neighbours", "tsne_2d", "tsne_3d")
+#: Tags of these kinds have no ``@k``: images, and a measure that does not depend on k.
+UNRANKED_KINDS = ("neighbours", "tsne_2d", "tsne_3d", "tsne_displacement")
 
 
 @contextmanager
@@ -217,7 +218,7 @@ class FeatureVisualizer(pl.Callback):
         self._active = False
         self._preds: Tensor | None = None
         self._warned: set[str] = set()
-        self._knn_cache = NeighbourCache()
+        self._knn_cache = ResultCache()
         self._maps = MapTracker(self.perplexity, seed, tsne_backend)
 
     # ----------------------------------------------------------------------------- lifecycle
@@ -437,8 +438,12 @@ class FeatureVisualizer(pl.Callback):
         quality = {
             self.tag(measure, layer, f"{d}d"): values[d]
             for layer, layer_maps in maps.items()
-            for measure, values in (("tsne_trustworthiness", layer_maps.trust), ("tsne_purity", layer_maps.purity))
-            for d in layer_maps.maps
+            for measure, values in (
+                ("tsne_trustworthiness", layer_maps.trust),
+                ("tsne_purity", layer_maps.purity),
+                ("tsne_displacement", layer_maps.displacement),
+            )
+            for d in values
         }
         for sink in sinks:
             direct = (
@@ -503,6 +508,7 @@ class FeatureVisualizer(pl.Callback):
                     maps[layer] = fit_layer_maps(self._maps, layer, bank, self.tsne_dims, self.k)
             except ValueError as error:
                 self._warn_once(f"tsne/{layer}", f"No t-SNE map of layer {layer!r} this epoch: {error}")
+        self._maps.next_round()
         return maps
 
     def _log_maps(
@@ -544,7 +550,7 @@ class FeatureVisualizer(pl.Callback):
 
     def tag(self, kind: str, layer: str, *rest: str) -> str:
         """The logged tag, e.g. ``featviz/knn_purity@10/avgpool``; images have no ``@k``: ``featviz/tsne_2d/x``."""
-        head = f"featviz/{kind}" if kind in IMAGE_KINDS else f"featviz/{kind}@{self.k}"
+        head = f"featviz/{kind}" if kind in UNRANKED_KINDS else f"featviz/{kind}@{self.k}"
         return "/".join([head, layer, *rest])
 
     # ----------------------------------------------------------------------------- helpers
@@ -597,7 +603,19 @@ class FeatureVisualizer(pl.Callback):
         """(B, 3, T, T) uint8 thumbnails, or (B, 0) when no output shows images."""
         if not self.log_neighbour_grids and not (self.log_projector and self.tsne_every_n_epochs):
             return torch.empty(images.shape[0], 0, dtype=torch.uint8)
-        return to_thumbnails(images, self.thumbnail_size, self.image_mean, self.image_std)
+        return to_thumbnails(images, self.thumbnail_size, self.image_mean, self.image_std, self._warn_rescaled)
+
+    def _warn_rescaled(self, low: float, high: float) -> None:
+        hint = (
+            "check `image_mean`/`image_std`"
+            if self.image_mean is not None
+            else "pass the normalisation as `image_mean`/`image_std` so it can be undone"
+        )
+        self._warn_once(
+            "image-range",
+            f"Validation images span [{low:.3g}, {high:.3g}], not [0, 1]; thumbnails (grids, projector sprite) are "
+            f"min-max scaled per image, so their colours are not the true ones. Hint: {hint}.",
+        )
 
     def _val_loader(self, trainer: pl.Trainer) -> DataLoader | None:
         loaders = trainer.validate_loop._combined_loader if trainer.state.fn == TrainerFn.VALIDATING else None

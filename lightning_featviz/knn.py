@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 import torch
 from torch import Tensor
 
 Metric = Literal["euclidean", "cosine"]
+T = TypeVar("T")
 
 
 def knn_search(
@@ -177,8 +178,8 @@ def _same(a: Tensor | None, b: Tensor | None) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
 
 
-class NeighbourCache:
-    """Reuses kNN results whose inputs are bit-identical to ones already searched.
+class ResultCache(Generic[T]):
+    """Reuses results (kNN searches, t-SNE maps) whose inputs are bit-identical to earlier ones.
 
     Pixel space gives the same vectors every epoch, frozen layers do too, and some layers repeat
     another's vectors (a ResNet's ``layer4`` and ``avgpool`` on small images). Comparing inputs is
@@ -187,19 +188,19 @@ class NeighbourCache:
     """
 
     def __init__(self) -> None:
-        self._previous: list[tuple[tuple[Tensor | None, ...], NeighbourStats]] = []
-        self._current: list[tuple[tuple[Tensor | None, ...], NeighbourStats]] = []
+        self._previous: list[tuple[tuple[Tensor | None, ...], T]] = []
+        self._current: list[tuple[tuple[Tensor | None, ...], T]] = []
 
-    def get(self, key: tuple[Tensor | None, ...], compute: Callable[[], NeighbourStats]) -> NeighbourStats:
+    def get(self, key: tuple[Tensor | None, ...], compute: Callable[[], T]) -> T:
         """``compute()``'s result, or the one stored under an equal ``key`` (a tuple of tensors)."""
-        stored = (
-            stats
-            for stored_key, stats in self._current + self._previous
+        stored = [
+            result
+            for stored_key, result in self._current + self._previous
             if len(stored_key) == len(key) and all(_same(a, b) for a, b in zip(stored_key, key, strict=True))
-        )
-        stats = next(stored, None) or compute()
-        self._current.append((key, stats))
-        return stats
+        ]
+        result = stored[0] if stored else compute()
+        self._current.append((key, result))
+        return result
 
     def next_round(self) -> None:
         """Forget everything not used in the round that just ended."""

@@ -14,7 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 from lightning_featviz.bank import BankData
-from lightning_featviz.embedding import MapTracker, trustworthiness
+from lightning_featviz.embedding import MapTracker, map_displacement, trustworthiness
 from lightning_featviz.knn import NeighbourStats, knn_purity, knn_search
 from lightning_featviz.plots import MapPanel, map_figure
 from lightning_featviz.projector import ProjectorEntry
@@ -28,11 +28,14 @@ class LayerMaps:
         maps: dims -> (N, dims) map, rows in bank order.
         trust: dims -> trustworthiness@k of the map (1 = every map neighbourhood is a true one).
         purity: dims -> kNN class purity@k measured in the map (compare with the layer's own).
+        displacement: dims -> mean distance points moved since the layer's previous map of the
+            same samples, over that map's RMS radius (absent for a first map).
     """
 
     maps: dict[int, np.ndarray] = field(default_factory=dict)
     trust: dict[int, float] = field(default_factory=dict)
     purity: dict[int, float] = field(default_factory=dict)
+    displacement: dict[int, float] = field(default_factory=dict)
 
 
 def fit_layer_maps(
@@ -46,9 +49,13 @@ def fit_layer_maps(
     """
     vectors = bank.vectors[layer]
     result = LayerMaps()
+    indices = bank.indices.numpy()
     for d in dims:
-        points = tracker.fit(layer, d, bank.indices.numpy(), vectors)
+        previous = tracker.previous(layer, d, indices)
+        points = tracker.fit(layer, d, indices, vectors)
         result.maps[d] = points
+        if previous is not None:
+            result.displacement[d] = map_displacement(points, previous)
         result.trust[d] = trustworthiness(vectors, points, k=min(k, (len(points) - 1) // 2))
         neighbours = knn_search(torch.as_tensor(points).float(), torch.as_tensor(points).float(), k, exclude_self=True)
         result.purity[d] = float(knn_purity(bank.labels[neighbours[1]], bank.labels).mean())

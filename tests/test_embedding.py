@@ -4,6 +4,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from lightning_featviz.embedding import (
+    MapTracker,
     align_map,
     clamp_perplexity,
     map_displacement,
@@ -71,6 +72,10 @@ def test_bad_inputs_raise_precise_errors():
         tsne_map(np.zeros((3, 5)))
     with pytest.raises(ValueError, match="NaN or Inf"):
         tsne_map(np.full((10, 5), np.nan))
+    with pytest.raises(ValueError, match="all points are the same"):
+        tsne_map(np.ones((10, 5)))
+    with pytest.raises(ValueError, match=r"`init` of shape \(10, 2\)"):
+        tsne_map(np.random.default_rng(0).normal(size=(10, 5)), init=np.zeros((9, 2)))
     with pytest.raises(ValueError, match="`n_components` to be 2 or 3"):
         tsne_map(np.random.default_rng(0).normal(size=(20, 5)), n_components=4)
 
@@ -82,3 +87,43 @@ def test_pca_reduce_keeps_the_top_components_of_wide_vectors():
     assert reduced.shape == (200, 50)
     assert np.abs(reduced[:, 3:]).max() < 1e-3 * np.abs(reduced[:, :3]).max()
     assert pca_reduce(rng.normal(size=(10, 4))).shape == (10, 4)
+
+
+def test_trustworthiness_agrees_with_scikit_learn(digits):
+    from sklearn.manifold import trustworthiness as reference
+
+    rng = np.random.default_rng(0)
+    # Jitter breaks the ties among integer-valued digit distances, which the two rank differently.
+    vectors = digits[0] + rng.normal(0, 1e-2, digits[0].shape).astype(np.float32)
+    for points in (tsne_map(vectors, 2, seed=0), rng.normal(size=(600, 2))):
+        assert trustworthiness(vectors, points, k=10, chunk_size=97) == pytest.approx(
+            reference(vectors, points, n_neighbors=10), abs=1e-6
+        )
+
+
+def test_the_scikit_learn_backend_gives_a_map_of_the_same_quality(digits):
+    vectors, labels = digits
+    fitted = tsne_map(vectors[:300], 2, seed=0, backend="sklearn")
+    assert fitted.shape == (300, 2) and _map_purity(fitted, labels[:300]) >= 0.85
+    with pytest.raises(ValueError, match="`backend`"):
+        tsne_map(vectors, backend="umap")
+
+
+def test_map_tracker_warm_starts_aligns_reuses_identical_input_and_round_trips_its_state(digits):
+    vectors, _ = digits
+    indices = np.arange(600)
+    tracker = MapTracker(seed=0)
+    first = tracker.fit("layer", 2, indices, vectors)
+    tracker.next_round()
+    # One more epoch of a model that has nearly stopped changing: the map stays where it was.
+    nudged = vectors + np.random.default_rng(1).normal(0, 0.2, vectors.shape).astype(np.float32)
+    second = tracker.fit("layer", 2, indices, nudged)
+    assert map_displacement(second, first) < 0.05
+    # Without warm start and alignment, a refit of the same data lands elsewhere (rotated, mirrored).
+    assert map_displacement(tsne_map(nudged, 2, seed=1), first) > 0.5
+    # Bit-identical vectors (another layer repeating these, pixel space next epoch) get the same map.
+    assert tracker.fit("twin", 2, indices, nudged) is second
+    restored = MapTracker(seed=0)
+    restored.load_state_dict(tracker.state_dict())
+    np.testing.assert_array_equal(restored.previous("layer", 2, indices), second)
+    assert restored.previous("layer", 2, indices[:-1]) is None  # other samples: no warm start

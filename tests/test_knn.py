@@ -4,7 +4,7 @@ import pytest
 import torch
 from sklearn.neighbors import NearestNeighbors
 
-from lightning_featviz.knn import NeighbourCache, knn_purity, knn_search, knn_vote, neighbour_stats, per_class_mean
+from lightning_featviz.knn import ResultCache, knn_purity, knn_search, knn_vote, neighbour_stats, per_class_mean
 
 
 def _assert_same_neighbours(ours, reference, atol=1e-4):
@@ -103,7 +103,7 @@ def test_neighbour_cache_reuses_a_search_for_identical_inputs_only():
         calls.append(tag)
         return tag
 
-    cache = NeighbourCache()
+    cache = ResultCache()
     a, b = torch.arange(6.0).view(3, 2), torch.ones(3, 2)
     assert cache.get((a, None), lambda: search("a")) == "a"
     assert cache.get((a.clone(), None), lambda: search("a again")) == "a"  # same values, same epoch

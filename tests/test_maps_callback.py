@@ -1,0 +1,198 @@
+"""t-SNE maps and projector embeddings from real Trainer runs, read back by TensorBoard itself."""
+
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from conftest import TinyNet, read_events, tiny_trainer
+from google.protobuf import text_format
+from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+from torch import nn
+
+from lightning_featviz import FeatureVisualizer
+
+LAYERS = ["input", "conv2", "pool"]
+
+
+@pytest.fixture(scope="module")
+def fitted_run(tmp_path_factory, digits_val):
+    """Two epochs of TinyNet with maps and projector on, logged to TensorBoard."""
+    from torch.utils.data import Subset
+
+    from lightning_featviz.demo import ClassificationData
+
+    tmp_path = tmp_path_factory.mktemp("run")
+    data = ClassificationData(Subset(digits_val, range(240)), Subset(digits_val, range(240, 400)), digits_val.classes)
+    visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=120)
+    trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
+    trainer.fit(TinyNet(), datamodule=data)
+    return tmp_path, trainer.log_dir, visualizer
+
+
+def test_maps_figures_and_quality_scalars_are_logged_every_epoch(fitted_run):
+    tmp_path, _, _ = fitted_run
+    events = read_events(tmp_path)
+    images, scalars = set(events.Tags()["images"]), set(events.Tags()["scalars"])
+    for d in ("2d", "3d"):
+        for layer in LAYERS:
+            assert len(events.Images(f"featviz/tsne_{d}/{layer}")) == 2
+            for measure in ("tsne_trustworthiness@5", "tsne_purity@5"):
+                values = [v.value for v in events.Scalars(f"featviz/{measure}/{layer}/{d}")]
+                assert len(values) == 2 and all(0 <= v <= 1 for v in values)
+            # the second epoch's map was warm-started from the first and aligned to it
+            assert len(events.Scalars(f"featviz/tsne_displacement/{layer}/{d}")) == 1
+        comparison = events.Images(f"featviz/tsne_{d}/input_vs_pool")
+        assert len(comparison) == 2 and comparison[0].width > comparison[0].height
+    assert "featviz/tsne_2d/all_layers" in images and "featviz/tsne_3d/all_layers" not in images
+    # pixel space does not change: the same map again, not a refit that moves
+    assert events.Scalars("featviz/tsne_displacement/input/2d")[0].value == 0.0
+    assert "featviz/tsne_trustworthiness@5/pool/2d" in scalars
+
+
+def test_projector_config_lists_every_layer_map_and_epoch(fitted_run):
+    _, log_dir, _ = fitted_run
+    config = ProjectorConfig()
+    with open(f"{log_dir}/projector_config.pbtxt") as handle:
+        text_format.Parse(handle.read(), config)
+    names = {e.tensor_name for e in config.embeddings}
+    for epoch in (0, 1):
+        for layer in LAYERS:
+            assert {
+                f"{layer}/epoch_{epoch:03d}",
+                f"{layer}/tsne_2d/epoch_{epoch:03d}",
+                f"{layer}/tsne_3d/epoch_{epoch:03d}",
+            } <= names
+    assert len(names) == 18
+    sprites = {e.sprite.image_path for e in config.embeddings}
+    assert len(sprites) == 1  # the same samples every epoch: one sprite file
+
+
+def test_maps_state_is_saved_and_restored_for_warm_starts(fitted_run):
+    _, _, visualizer = fitted_run
+    state = visualizer.state_dict()
+    again = FeatureVisualizer(LAYERS, k=5, max_samples=120)
+    again.load_state_dict(torch.load(_saved(state), weights_only=True))
+    indices = state["maps"]["pool\t2"]["indices"].numpy()
+    assert len(indices) == 120
+    np.testing.assert_array_equal(
+        again._maps.previous("pool", 2, indices), visualizer._maps.previous("pool", 2, indices)
+    )
+
+
+def _saved(state):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read()
+
+
+@pytest.fixture
+def tensorboard_server(fitted_run):
+    tmp_path, _, _ = fitted_run
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path), "--host", "127.0.0.1"]
+    process = subprocess.Popen([*command, "--port", "0", "--load_fast", "false"], stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        deadline = time.monotonic() + 120
+        while url is None and time.monotonic() < deadline:
+            line = process.stderr.readline()
+            assert line or process.poll() is None, "tensorboard exited before serving"
+            match = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
+            url = match.group(1) if match else None
+        assert url, "tensorboard did not report its address"
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_real_tensorboard_server_serves_the_embeddings_metadata_and_sprite(fitted_run, tensorboard_server):
+    projector = f"{tensorboard_server}/data/plugin/projector"
+    deadline = time.monotonic() + 120
+    runs: list[str] = []
+    while not runs and time.monotonic() < deadline:  # the server loads the log dir in the background
+        runs = json.loads(_get(f"{projector}/runs"))
+        time.sleep(0.5)
+    assert len(runs) == 1, runs
+    run = urllib.parse.quote(runs[0])
+    info = json.loads(_get(f"{projector}/info?run={run}"))
+    names = {e["tensorName"] for e in info["embeddings"]}
+    assert "pool/epoch_001" in names and "pool/tsne_3d/epoch_001" in names
+
+    name = urllib.parse.quote("pool/tsne_2d/epoch_001")
+    metadata = _get(f"{projector}/metadata?run={run}&name={name}").decode().splitlines()
+    assert metadata[0] == "index\tlabel\tprediction\tcorrect\tpurity@5" and len(metadata) == 121
+    rows = [line.split("\t") for line in metadata[1:]]
+    assert all(label in "0123456789" and correct in ("true", "false") for _, label, _, correct, _ in rows)
+    assert all(0 <= float(purity) <= 1 for *_, purity in rows)
+
+    # The projector shows exactly the map of the figures: the one the callback kept for warm starts.
+    tensor = np.frombuffer(_get(f"{projector}/tensor?run={run}&name={name}"), dtype=np.float32).reshape(-1, 2)
+    _, _, visualizer = fitted_run
+    indices = np.array([int(row[0]) for row in rows])
+    np.testing.assert_allclose(tensor, visualizer._maps.previous("pool", 2, indices), rtol=1e-4, atol=1e-4)
+
+    sprite = _get(f"{projector}/sprite_image?run={run}&name={name}")
+    assert sprite[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class DeadLayerNet(TinyNet):
+    """TinyNet with an extra layer whose output is always zero."""
+
+    def __init__(self):
+        super().__init__()
+        self.dead = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+        nn.init.zeros_(self.dead[1].weight)
+        nn.init.zeros_(self.dead[1].bias)
+        self.dead.requires_grad_(False)
+
+    def forward(self, x):
+        x = self.relu1(self.bn1(self.conv1(x)))
+        x = self.pool(self.relu2(self.conv2(x)))
+        self.dead(x)
+        return self.fc(x.flatten(1))
+
+
+def test_constant_layer_images_out_of_range_and_many_classes_each_warn_once(tmp_path, small_data):
+    names = [f"class {i}" for i in range(60)]
+    visualizer = FeatureVisualizer(["input", "dead", "pool"], k=5, max_samples=40, class_names=names)
+    small_data.val = _Scaled(small_data.val)
+    with pytest.warns(UserWarning) as record:
+        tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer]).fit(
+            DeadLayerNet(), datamodule=small_data
+        )
+    messages = [str(w.message) for w in record]
+    for expected in ("No t-SNE map of layer 'dead'", "colours points by label only up to 50", "span [0, 255]"):
+        assert sum(expected in m for m in messages) == 1, (expected, messages)
+    assert sum("Perplexity 30.0 is too large for 40 samples" in m for m in messages) == 1
+    events = read_events(tmp_path)
+    assert len(events.Images("featviz/tsne_2d/pool")) == 2 and "featviz/tsne_2d/dead" not in events.Tags()["images"]
+
+
+class _Scaled(torch.utils.data.Dataset):
+    """Images in [0, 255] instead of [0, 1]."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        x, y = self.dataset[i]
+        return x * 255, y
