@@ -68,7 +68,9 @@ def main() -> None:
     torch.manual_seed(0)
     data = ClassificationData.digits(batch_size=32)
     model = ImageClassifier(num_classes=10)
-    visualizer = FeatureVisualizer(layers=list(DEMO_LAYERS), k=10, log_neighbour_grids=False, every_n_epochs=2)
+    visualizer = FeatureVisualizer(
+        layers=list(DEMO_LAYERS), k=10, log_neighbour_grids=False, tsne_every_n_epochs=None, every_n_epochs=2
+    )
     times = epoch_times(model, data, args.epochs + 2, visualizer)[2:]  # the first two warm up torch and scikit-learn
     analysed, skipped = times[0::2], times[1::2]
     plain = epoch_times(model, data, args.epochs // 2 + 1, None)[1:]

@@ -3,7 +3,8 @@
     python docs/make_images.py [--logdir /tmp/featviz_docs]
 
 Runs ``featviz demo`` with its defaults, then reads the event files back with TensorBoard's own
-reader and writes the last epoch's neighbour grids and a purity-over-epochs chart as PNG.
+reader and writes the last epoch's neighbour grids, t-SNE maps (2-D, 3-D, pixel space vs avgpool,
+every layer in order) and a purity-over-epochs chart as PNG.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def main() -> None:
     for tag, name in [
         ("featviz/neighbours/input_vs_avgpool", "neighbours_input_vs_avgpool"),
         ("featviz/neighbours/layer2", "neighbours_layer2"),
+        ("featviz/tsne_2d/avgpool", "tsne_2d_avgpool"),
+        ("featviz/tsne_3d/avgpool", "tsne_3d_avgpool"),
+        ("featviz/tsne_2d/input_vs_avgpool", "tsne_2d_input_vs_avgpool"),
+        ("featviz/tsne_2d/all_layers", "tsne_2d_all_layers"),
     ]:
         (IMAGES / f"{name}.png").write_bytes(events.Images(tag)[-1].encoded_image_string)
 

@@ -66,6 +66,7 @@ class BankData:
         indices: (N,) dataset indices.
         labels: (N,) class ids.
         preds: (N,) predicted class ids, -1 where the model's output was not seen.
+        confidences: (N,) the model's probability for its prediction, NaN where unknown.
         vectors: ``{layer display name: (N, D) float32}``.
         thumbnails: (N, 3, T, T) uint8, or (N, 0) when no output shows images.
     """
@@ -73,6 +74,7 @@ class BankData:
     indices: Tensor
     labels: Tensor
     preds: Tensor
+    confidences: Tensor
     vectors: dict[str, Tensor]
     thumbnails: Tensor
 
@@ -110,11 +112,18 @@ class FeatureBank:
         indices: Tensor,
         labels: Tensor,
         preds: Tensor,
+        confidences: Tensor,
         vectors: dict[str, Tensor],
         thumbnails: Tensor,
     ) -> None:
         """Add the rows of one batch (all (B, ...)); select them with :meth:`rows_to_keep` first."""
-        columns = {"indices": indices, "labels": labels, "preds": preds, "thumbnails": thumbnails}
+        columns = {
+            "indices": indices,
+            "labels": labels,
+            "preds": preds,
+            "confidences": confidences,
+            "thumbnails": thumbnails,
+        }
         columns.update({f"vec/{name}": value for name, value in vectors.items()})
         for key, value in columns.items():
             self._parts.setdefault(key, []).append(value.detach().cpu())
@@ -135,6 +144,7 @@ class FeatureBank:
             indices=cat["indices"].long(),
             labels=cat["labels"].long(),
             preds=cat["preds"].long(),
+            confidences=cat["confidences"].float(),
             vectors={key[4:]: value for key, value in cat.items() if key.startswith("vec/")},
             thumbnails=cat["thumbnails"],
         )

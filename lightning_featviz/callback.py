@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from matplotlib.figure import Figure
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler, Subset
@@ -23,16 +24,35 @@ from torch.utils.data import DataLoader, RandomSampler, Subset
 from lightning_featviz.bank import BankData, FeatureBank, select_subset, to_thumbnails
 from lightning_featviz.batches import read_batch
 from lightning_featviz.capture import INPUT_LAYER, ActivationCapture, Reduction, reduce_input, resolve_layers
+from lightning_featviz.datasets import sample_paths
 from lightning_featviz.embedding import Backend, MapTracker
 from lightning_featviz.knn import Metric, NeighbourStats, ResultCache, neighbour_stats
 from lightning_featviz.maps import LayerMaps, fit_layer_maps, map_figures, projector_entries
-from lightning_featviz.plots import NeighbourGrid, figure_to_array, neighbour_grid_figure
+from lightning_featviz.outliers import WrongCluster, markdown_table, write_wrong_cluster_csv, wrong_cluster_table
+from lightning_featviz.plots import figure_to_array
 from lightning_featviz.projector import MAX_COLOURED_CLASSES
-from lightning_featviz.sinks import FileSink, Sink, TensorBoardSink, tensorboard_writers
+from lightning_featviz.report import (
+    EpochResults,
+    confusion_figures,
+    depth_figure,
+    gallery_figure,
+    neighbour_grid_figures,
+    query_rows,
+    wrong_clusters,
+)
+from lightning_featviz.sinks import FileSink, Sink, TensorBoardSink, file_name, tensorboard_writers
 
-MAX_DEFAULT_QUERIES = 10
 #: Tags of these kinds have no ``@k``: images, and a measure that does not depend on k.
-UNRANKED_KINDS = ("neighbours", "tsne_2d", "tsne_3d", "tsne_displacement")
+UNRANKED_KINDS = (
+    "neighbours",
+    "tsne_2d",
+    "tsne_3d",
+    "tsne_displacement",
+    "wrong_cluster",
+    "wrong_cluster_table",
+    "confusion",
+    "purity_by_depth",
+)
 
 
 @contextmanager
@@ -109,6 +129,15 @@ class FeatureVisualizer(pl.Callback):
         tsne_backend: ``"opentsne"`` (fast) or ``"sklearn"``.
         log_projector: write TensorBoard projector embeddings (vectors, each map, thumbnails and
             metadata) when maps are made.
+        log_wrong_cluster: find the images in the wrong semantic cluster of ``wrong_cluster_layer``:
+            a gallery with captions, a CSV file per epoch and a text table; they are also ringed
+            on its 2-D map. A share scalar and a projector column are logged for every layer.
+        wrong_cluster_layer: the layer (display name) for the gallery and export; default the last.
+        min_share: a sample is in the wrong cluster when another class holds the majority of its
+            k neighbours and at least this share of them (0.6: 6 of 10).
+        max_gallery: rows of the gallery figure.
+        log_confusion: per layer, the neighbourhood confusion matrix with per-class purity; and
+            purity by depth with a layer × epoch heatmap.
         every_n_epochs: run on every n-th epoch of ``fit``.
         dataloader_idx: which validation dataloader to analyse.
         seed: seed of the sample choice; the global RNGs are never touched.
@@ -139,6 +168,11 @@ class FeatureVisualizer(pl.Callback):
         perplexity: float = 30.0,
         tsne_backend: Backend = "opentsne",
         log_projector: bool = True,
+        log_wrong_cluster: bool = True,
+        wrong_cluster_layer: str | None = None,
+        min_share: float = 0.6,
+        max_gallery: int = 8,
+        log_confusion: bool = True,
         every_n_epochs: int = 1,
         dataloader_idx: int = 0,
         seed: int = 0,
@@ -167,6 +201,16 @@ class FeatureVisualizer(pl.Callback):
         _require(dims_ok, "tsne_dims", "a non-empty selection of 2 and 3", tsne_dims)
         _require(isinstance(perplexity, (int, float)) and perplexity > 0, "perplexity", "a number > 0", perplexity)
         _require(tsne_backend in ("opentsne", "sklearn"), "tsne_backend", "'opentsne' or 'sklearn'", tsne_backend)
+        _require(
+            isinstance(min_share, (int, float)) and 0 < min_share <= 1, "min_share", "a number in (0, 1]", min_share
+        )
+        _require(_is_int(max_gallery) and max_gallery >= 1, "max_gallery", "an integer >= 1", max_gallery)
+        _require(
+            wrong_cluster_layer is None or isinstance(wrong_cluster_layer, str),
+            "wrong_cluster_layer",
+            "None or a layer name",
+            wrong_cluster_layer,
+        )
         for name, value, low in [
             ("pool_size", pool_size, 1),
             ("input_size", input_size, 1),
@@ -203,6 +247,11 @@ class FeatureVisualizer(pl.Callback):
         self.perplexity = float(perplexity)
         self.tsne_backend: Backend = tsne_backend
         self.log_projector = log_projector
+        self.log_wrong_cluster = log_wrong_cluster
+        self.wrong_cluster_layer = wrong_cluster_layer
+        self.min_share = float(min_share)
+        self.max_gallery = max_gallery
+        self.log_confusion = log_confusion
         self.every_n_epochs = every_n_epochs
         self.dataloader_idx = dataloader_idx
         self.seed = seed
@@ -211,12 +260,13 @@ class FeatureVisualizer(pl.Callback):
         self.history: list[dict[str, float | int | str]] = []
         self._paths: dict[str, str] = {}
         self._log_dir: str | None = None
+        self._val_dataset: Any = None
         self._capture: ActivationCapture | None = None
         self._output_hook: Any = None
         self._bank: FeatureBank | None = None
         self._index_batches: list[Tensor] | None = None
         self._active = False
-        self._preds: Tensor | None = None
+        self._preds: tuple[Tensor, Tensor] | None = None  # (B,) predicted class, (B,) its probability
         self._warned: set[str] = set()
         self._knn_cache = ResultCache()
         self._maps = MapTracker(self.perplexity, seed, tsne_backend)
@@ -229,6 +279,12 @@ class FeatureVisualizer(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._paths = resolve_layers(pl_module, self.layers)
+        displays = list(self._paths.values())
+        if self.wrong_cluster_layer is not None and self.wrong_cluster_layer not in displays:
+            raise ValueError(
+                f"Expected `wrong_cluster_layer` to be one of the captured layers {displays}, "
+                f"but got {self.wrong_cluster_layer!r}."
+            )
         # trainer.log_dir broadcasts from rank 0: ask once here, where every rank runs, never in a
         # branch that one rank could skip (that would hang the others).
         self._log_dir = trainer.log_dir
@@ -269,6 +325,7 @@ class FeatureVisualizer(pl.Callback):
                 f"`query_indices` {beyond} are beyond the validation dataset ({size} samples); they are left out.",
             )
         self._bank = FeatureBank(select_subset(size, self.max_samples, self.seed, queries))
+        self._val_dataset = loader.dataset
         self._index_batches = _sampler_batches(loader)
         self._capture.register()
         self._output_hook = pl_module.register_forward_hook(self._remember_predictions)
@@ -287,7 +344,7 @@ class FeatureVisualizer(pl.Callback):
             else (output[0] if isinstance(output, (tuple, list)) and output else None)
         )
         if self._preds is None and isinstance(logits, Tensor) and logits.ndim == 2 and logits.shape[1] > 1:
-            self._preds = logits.detach().argmax(dim=1).cpu()
+            self._preds = _scores(logits)
 
     def on_validation_batch_end(
         self,
@@ -332,15 +389,12 @@ class FeatureVisualizer(pl.Callback):
             display: reduce_input(kept_images, self.input_size).cpu() if path == INPUT_LAYER else captured[path][rows]
             for path, display in self._paths.items()
         }
-        preds = _predictions_from(outputs)
-        preds = preds if preds is not None else self._preds
-        preds = (
-            preds.cpu()[rows]
-            if preds is not None and len(preds) == len(labels)
-            else torch.full((len(kept_images),), -1)
-        )
+        predicted = _predictions_from(outputs) or self._preds
+        if predicted is None or len(predicted[0]) != len(labels):
+            predicted = _unknown_predictions(len(labels))
+        preds, confidences = (values.cpu()[rows] for values in predicted)
         thumbnails = self._thumbnails(kept_images)
-        self._bank.add(indices[rows], labels.cpu()[rows], preds, vectors, thumbnails)
+        self._bank.add(indices[rows], labels.cpu()[rows], preds, confidences, vectors, thumbnails)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._active:
@@ -433,9 +487,24 @@ class FeatureVisualizer(pl.Callback):
         ]
         if not trainer.is_global_zero:
             return
-        sinks = self._sinks(trainer)
-        maps = self._fit_maps(bank, stats) if stats and self._maps_due(trainer) else {}
-        quality = {
+        searched = reference if reference is not None else bank
+        results = EpochResults(bank, searched, stats, names, self.k, epoch)
+        direct = {t: v for t, v in metrics.items() if t not in through_module}
+        self._report(trainer, results, direct, metrics, step)
+
+    def _report(
+        self,
+        trainer: pl.Trainer,
+        results: EpochResults,
+        direct: dict[str, float],
+        metrics: dict[str, float],
+        step: int,
+    ) -> None:
+        """Rank 0: fit maps, find images in the wrong cluster, draw, and write everything to the sinks."""
+        sinks, epoch, stats = self._sinks(trainer), results.epoch, results.stats
+        maps = self._fit_maps(results.bank, stats) if stats and self._maps_due(trainer) else {}
+        flagged = wrong_clusters(results, self.min_share) if stats else {}
+        extra = {
             self.tag(measure, layer, f"{d}d"): values[d]
             for layer, layer_maps in maps.items()
             for measure, values in (
@@ -445,55 +514,70 @@ class FeatureVisualizer(pl.Callback):
             )
             for d in values
         }
+        extra |= {self.tag("wrong_cluster_share", layer): len(f) / len(results.bank) for layer, f in flagged.items()}
         for sink in sinks:
-            direct = (
-                {t: v for t, v in metrics.items() if t not in through_module}
-                if sink.receives_module_metrics
-                else metrics
-            )
-            if direct or quality:
-                sink.log_metrics({**direct, **quality}, step, epoch)
-        if self.log_neighbour_grids and stats:
-            self._log_grids(sinks, bank, reference, stats, names, epoch, step)
+            sink.log_metrics({**(direct if sink.receives_module_metrics else metrics), **extra}, step, epoch)
+        if not stats:
+            return
+        chosen = self.wrong_cluster_layer or list(stats)[-1]
+        figures: dict[tuple[str, str], Figure] = {}
+        if self.log_neighbour_grids:
+            figures |= neighbour_grid_figures(results, query_rows(results.bank, self.query_indices))
+        if self.log_wrong_cluster and chosen in flagged:
+            self._export_wrong_cluster(sinks, results, chosen, flagged[chosen], step)
+            if len(flagged[chosen]):
+                gallery = gallery_figure(results, chosen, flagged[chosen], self.min_share, self.max_gallery)
+                figures[("wrong_cluster", chosen)] = gallery
+        if self.log_confusion:
+            figures |= confusion_figures(results)
+            figures[("purity_by_depth", "all_layers")] = depth_figure(results, self.history)
         if maps:
-            self._log_maps(sinks, bank, stats, maps, names, epoch, step)
-
-    def _log_grids(
-        self,
-        sinks: list[Sink],
-        bank: BankData,
-        reference: BankData | None,
-        stats: dict[str, NeighbourStats],
-        names: list[str],
-        epoch: int,
-        step: int,
-    ) -> None:
-        rows = self._query_rows(bank)
-        searched = reference if reference is not None else bank
-        grids = {
-            display: NeighbourGrid(
-                title=f"{display} (purity@{self.k} {layer.mean_purity:.2f})",
-                query_images=bank.thumbnails[rows],
-                neighbour_images=searched.thumbnails[layer.indices[rows]],
-                query_labels=bank.labels[rows],
-                neighbour_labels=searched.labels[layer.indices[rows]],
-                class_names=names,
+            purity = {layer: layer_stats.mean_purity for layer, layer_stats in stats.items()}
+            ringed = {chosen: flagged[chosen].mask(len(results.bank)).numpy()} if chosen in flagged else {}
+            figures |= map_figures(
+                maps, results.bank.labels.numpy(), results.class_names, purity, self.k, epoch, ringed
             )
-            for display, layer in stats.items()
-        }
-        figures = {
-            self.tag("neighbours", display): neighbour_grid_figure([grid], f"Epoch {epoch}")
-            for display, grid in grids.items()
-        }
-        first, last = list(grids)[0], list(grids)[-1]
-        if first != last:
-            figures[self.tag("neighbours", f"{first}_vs_{last}")] = neighbour_grid_figure(
-                [grids[first], grids[last]], f"Epoch {epoch}: the same queries in {first} and {last}"
-            )
-        for tag, figure in figures.items():
+        for (kind, name), figure in figures.items():
             image = figure_to_array(figure)
             for sink in sinks:
-                sink.log_image(tag, image, step)
+                sink.log_image(self.tag(kind, name), image, step)
+        if maps and self.log_projector:
+            self._write_projector(sinks, results, maps, flagged)
+
+    def _export_wrong_cluster(
+        self, sinks: list[Sink], results: EpochResults, layer: str, found: WrongCluster, step: int
+    ) -> None:
+        """The flagged list as CSV under the run's log dir, and as a text table in TensorBoard."""
+        paths = sample_paths(self._val_dataset, results.bank.indices.tolist()) if self._val_dataset else None
+        table = wrong_cluster_table(found, results.bank, results.class_names, paths)
+        folder = Path(self._log_dir or ".") / "featviz_wrong_cluster"
+        write_wrong_cluster_csv(folder / f"epoch_{results.epoch:03d}_{file_name(layer)}.csv", table)
+        for sink in sinks:
+            sink.log_text(self.tag("wrong_cluster_table", layer), markdown_table(table), step)
+
+    def _write_projector(
+        self,
+        sinks: list[Sink],
+        results: EpochResults,
+        maps: dict[str, LayerMaps],
+        flagged: dict[str, WrongCluster],
+    ) -> None:
+        names = results.class_names
+        if len(names) > MAX_COLOURED_CLASSES:
+            self._warn_once(
+                "projector-classes",
+                f"{len(names)} classes: the projector colours points by label only up to {MAX_COLOURED_CLASSES}; "
+                "the embeddings are written, search or filter by label there instead.",
+            )
+        columns = {}
+        for layer, found in flagged.items():
+            cluster = ["-"] * len(results.bank)
+            for row, other in zip(found.rows.tolist(), found.cluster.tolist(), strict=True):
+                cluster[row] = names[other]
+            columns[layer] = {"wrong_cluster": cluster}
+        entries = projector_entries(results.bank, results.stats, maps, names, self.k, results.epoch, columns)
+        for sink in sinks:
+            sink.log_embeddings(entries, f"featviz_projector/epoch_{results.epoch:03d}")
 
     def _maps_due(self, trainer: pl.Trainer) -> bool:
         if self.tsne_every_n_epochs is None:
@@ -510,43 +594,6 @@ class FeatureVisualizer(pl.Callback):
                 self._warn_once(f"tsne/{layer}", f"No t-SNE map of layer {layer!r} this epoch: {error}")
         self._maps.next_round()
         return maps
-
-    def _log_maps(
-        self,
-        sinks: list[Sink],
-        bank: BankData,
-        stats: dict[str, NeighbourStats],
-        maps: dict[str, LayerMaps],
-        names: list[str],
-        epoch: int,
-        step: int,
-    ) -> None:
-        purity = {layer: layer_stats.mean_purity for layer, layer_stats in stats.items()}
-        figures = map_figures(maps, bank.labels.numpy(), names, purity, self.k, epoch)
-        for (kind, name), figure in figures.items():
-            image = figure_to_array(figure)
-            for sink in sinks:
-                sink.log_image(self.tag(kind, name), image, step)
-        if not self.log_projector:
-            return
-        if len(names) > MAX_COLOURED_CLASSES:
-            self._warn_once(
-                "projector-classes",
-                f"{len(names)} classes: the projector colours points by label only up to {MAX_COLOURED_CLASSES}; "
-                "the embeddings are written, search or filter by label there instead.",
-            )
-        entries = projector_entries(bank, stats, maps, names, self.k, epoch)
-        for sink in sinks:
-            sink.log_embeddings(entries, f"featviz_projector/epoch_{epoch:03d}")
-
-    def _query_rows(self, bank: BankData) -> Tensor:
-        if self.query_indices is not None:
-            kept = set(bank.indices.tolist())
-            present = [i for i in self.query_indices if i in kept]
-            if present:
-                return bank.rows_of(present)
-        classes = bank.labels.unique()[:MAX_DEFAULT_QUERIES]
-        return torch.stack([torch.nonzero(bank.labels == c)[0, 0] for c in classes])
 
     def tag(self, kind: str, layer: str, *rest: str) -> str:
         """The logged tag, e.g. ``featviz/knn_purity@10/avgpool``; images have no ``@k``: ``featviz/tsne_2d/x``."""
@@ -588,20 +635,21 @@ class FeatureVisualizer(pl.Callback):
                     captured = self._capture.pop()
                     self._preds = None
                     self._remember_predictions(pl_module, (), output)
-                    preds = self._preds if self._preds is not None else torch.full((len(labels),), -1)
+                    preds, confidences = self._preds or _unknown_predictions(len(labels))
                     indices = keep[position * batch_size : position * batch_size + len(labels)]
                     vectors = {
                         display: reduce_input(images, self.input_size).cpu() if path == INPUT_LAYER else captured[path]
                         for path, display in self._paths.items()
                     }
-                    bank.add(indices, labels.cpu(), preds, vectors, self._thumbnails(images))
+                    bank.add(indices, labels.cpu(), preds, confidences, vectors, self._thumbnails(images))
         finally:
             pl_module.train(was_training)
         return bank.finalize()
 
     def _thumbnails(self, images: Tensor) -> Tensor:
         """(B, 3, T, T) uint8 thumbnails, or (B, 0) when no output shows images."""
-        if not self.log_neighbour_grids and not (self.log_projector and self.tsne_every_n_epochs):
+        shown = self.log_neighbour_grids or self.log_wrong_cluster or (self.log_projector and self.tsne_every_n_epochs)
+        if not shown:
             return torch.empty(images.shape[0], 0, dtype=torch.uint8)
         return to_thumbnails(images, self.thumbnail_size, self.image_mean, self.image_std, self._warn_rescaled)
 
@@ -693,11 +741,22 @@ def _tag_part(name: str) -> str:
     return "_".join(name.split())
 
 
-def _predictions_from(outputs: Any) -> Tensor | None:
-    """Predicted class ids from a validation_step's return value, when it holds logits or preds."""
+def _scores(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """(B,) predicted class ids and (B,) their softmax probability, from (B, C) logits."""
+    confidence, preds = logits.detach().float().softmax(dim=1).max(dim=1)
+    return preds.cpu(), confidence.cpu()
+
+
+def _unknown_predictions(size: int) -> tuple[Tensor, Tensor]:
+    return torch.full((size,), -1, dtype=torch.int64), torch.full((size,), float("nan"))
+
+
+def _predictions_from(outputs: Any) -> tuple[Tensor, Tensor] | None:
+    """Predicted class ids and confidences from a validation_step's return value (logits or preds)."""
     if isinstance(outputs, Mapping):
-        if isinstance(outputs.get("preds"), Tensor) and outputs["preds"].ndim == 1:
-            return outputs["preds"].detach().long()
         if isinstance(outputs.get("logits"), Tensor) and outputs["logits"].ndim == 2:
-            return outputs["logits"].detach().argmax(dim=1)
+            return _scores(outputs["logits"])
+        if isinstance(outputs.get("preds"), Tensor) and outputs["preds"].ndim == 1:
+            preds = outputs["preds"].detach().long().cpu()
+            return preds, torch.full(preds.shape, float("nan"))
     return None

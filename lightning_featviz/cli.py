@@ -44,6 +44,7 @@ def run_demo(args: argparse.Namespace) -> int:
         query_indices=args.query_indices,
         image_mean=data.mean,
         image_std=data.std,
+        tsne_every_n_epochs=args.tsne_every_n_epochs or None,
         seed=args.seed,
     )
     logger = TensorBoardLogger(args.logdir, name="featviz_demo")
@@ -95,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--layers", nargs="+", default=list(DEMO_LAYERS))
     demo.add_argument("--k", type=int, default=10)
     demo.add_argument("--max-samples", type=int, default=2000)
+    demo.add_argument(
+        "--tsne-every-n-epochs", type=int, default=1, help="t-SNE maps and projector every n epochs; 0 = off"
+    )
     demo.add_argument("--query-indices", type=int, nargs="+", default=[394, 97, 996, 460, 737])
     demo.add_argument("--batch-size", type=int, default=32)
     demo.add_argument("--lr", type=float, default=1e-3)

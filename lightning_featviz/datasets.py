@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -111,3 +112,16 @@ def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> t
         val += members[:n_val]
         train += members[n_val:]
     return sorted(train), sorted(val)
+
+
+def sample_paths(dataset: Any, indices: Sequence[int]) -> list[str] | None:
+    """File paths of the samples at ``indices``, when the dataset has them (an ImageFolder, possibly
+    inside ``Subset``s); otherwise None."""
+    positions = [int(i) for i in indices]
+    while isinstance(dataset, Subset):
+        positions = [int(dataset.indices[i]) for i in positions]
+        dataset = dataset.dataset
+    samples = getattr(dataset, "samples", None)
+    if not isinstance(samples, (list, tuple)) or not samples or not isinstance(samples[0], (list, tuple)):
+        return None
+    return [str(samples[i][0]) for i in positions]

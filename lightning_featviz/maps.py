@@ -69,18 +69,20 @@ def map_figures(
     layer_purity: dict[str, float],
     k: int,
     epoch: int,
-    ringed: np.ndarray | None = None,
+    ringed: dict[str, np.ndarray] | None = None,
 ) -> dict[tuple[str, str], Figure]:
     """The figures of one epoch, keyed by (kind, name).
 
     Per layer and dimension: ``("tsne_2d", layer)``, ``("tsne_3d", layer)``. With two or more
     layers: ``("tsne_2d", "<first>_vs_<last>")`` and its 3-D twin, and the progression of every
-    layer in order ``("tsne_2d", "all_layers")``. ``ringed`` (N,) bool marks points on the 2-D maps.
+    layer in order ``("tsne_2d", "all_layers")``. ``ringed`` maps a layer to (N,) bool, the points
+    ringed on its 2-D maps.
     """
 
     def panel(layer: str, d: int) -> MapPanel:
         title = f"{layer}: purity@{k} {layer_purity[layer]:.2f} (map {maps[layer].purity[d]:.2f})"
-        return MapPanel(title, maps[layer].maps[d], labels, class_names, ringed if d == 2 else None)
+        marked = (ringed or {}).get(layer) if d == 2 else None
+        return MapPanel(title, maps[layer].maps[d], labels, class_names, marked)
 
     figures: dict[tuple[str, str], Figure] = {}
     dims = sorted({d for layer_maps in maps.values() for d in layer_maps.maps})
@@ -108,10 +110,11 @@ def projector_entries(
     class_names: Sequence[str],
     k: int,
     epoch: int,
-    extra_columns: dict[str, Sequence[object]] | None = None,
+    extra_columns: dict[str, dict[str, Sequence[object]]] | None = None,
 ) -> list[ProjectorEntry]:
     """Per layer: its vectors, and each t-SNE map as an embedding of its own (so the projector can
-    show exactly the map the figures show), sharing one metadata table with a header."""
+    show exactly the map the figures show), sharing one metadata table with a header.
+    ``extra_columns`` maps a layer to more columns (name -> N values) for its table."""
     labels, preds = bank.labels.tolist(), bank.preds.tolist()
     thumbnails = bank.thumbnails if bank.thumbnails.ndim == 4 else None
     entries = []
@@ -122,7 +125,7 @@ def projector_entries(
             "prediction": [class_names[p] if p >= 0 else "-" for p in preds],
             "correct": ["-" if p < 0 else str(p == y).lower() for p, y in zip(preds, labels, strict=True)],
             f"purity@{k}": [round(v, 4) for v in layer_stats.purity.tolist()],
-            **(extra_columns or {}),
+            **(extra_columns or {}).get(layer, {}),
         }
         rows = list(zip(*columns.values(), strict=True))
         named = {f"{layer}/epoch_{epoch:03d}": bank.vectors[layer].numpy()}

@@ -35,6 +35,7 @@ class NeighbourGrid:
         query_labels: (Q,) class ids.
         neighbour_labels: (Q, k) class ids.
         class_names: name of each class id.
+        row_captions: optional (Q,) sentences, each shown above its row.
     """
 
     title: str
@@ -43,6 +44,7 @@ class NeighbourGrid:
     query_labels: Tensor
     neighbour_labels: Tensor
     class_names: Sequence[str]
+    row_captions: Sequence[str] | None = None
 
 
 def _short(name: str, width: int = 11) -> str:
@@ -55,12 +57,15 @@ def _compose(grid: NeighbourGrid) -> tuple[np.ndarray, list[tuple[float, float, 
     t = grid.query_images.shape[-1]
     cell = t + 2 * BORDER
     caption = int(0.45 * cell)
-    pitch_x, pitch_y = cell + GAP, cell + caption
+    headline = caption if grid.row_captions is not None else 0
+    pitch_x, pitch_y = cell + GAP, headline + cell + caption
     width = (k + 1) * pitch_x + 2 * GAP
     canvas = np.full((q * pitch_y, width, 3), 255, dtype=np.uint8)
     captions = []
     for row in range(q):
-        y = row * pitch_y
+        y = row * pitch_y + headline
+        if grid.row_captions is not None:
+            captions.append((0.0, y - headline + 1, grid.row_captions[row], (0, 0, 0)))
         cells = [(0, grid.query_images[row], int(grid.query_labels[row]), QUERY_COLOUR, "query")]
         for col in range(k):
             label = int(grid.neighbour_labels[row, col])
@@ -80,7 +85,9 @@ def _draw_grid(ax: Axes, grid: NeighbourGrid, fontsize: float) -> None:
     canvas, captions = _compose(grid)
     ax.imshow(canvas, interpolation="nearest")
     for x, y, text, colour in captions:
-        ax.text(x, y, text, ha="center", va="top", fontsize=fontsize, color=np.array(colour) / 255)
+        left = x == 0.0  # a row caption, aligned with the row's start
+        size = fontsize * (1.25 if left else 1)
+        ax.text(x, y, text, ha="left" if left else "center", va="top", fontsize=size, color=np.array(colour) / 255)
     ax.set_title(grid.title, fontsize=fontsize * 1.6)
     ax.set_axis_off()
 
@@ -88,7 +95,8 @@ def _draw_grid(ax: Axes, grid: NeighbourGrid, fontsize: float) -> None:
 def neighbour_grid_figure(panels: Sequence[NeighbourGrid], suptitle: str | None = None) -> Figure:
     """One figure with the given neighbour grids side by side (one panel = one layer)."""
     q, k = panels[0].neighbour_labels.shape
-    panel_width, panel_height = 0.72 * (k + 1.5), 0.88 * q + 0.45
+    per_row = 0.88 * (1.45 / 1.2 if panels[0].row_captions is not None else 1)
+    panel_width, panel_height = 0.72 * (k + 1.5), per_row * q + 0.45
     fig = Figure(
         figsize=(panel_width * len(panels), panel_height + (0.4 if suptitle else 0)), dpi=100, layout="constrained"
     )
@@ -168,7 +176,7 @@ def map_figure(
     fig = Figure(figsize=(side * cols + 1.3 * legend_columns + 0.6, side * rows + 0.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     colours = class_colours(max(len(names), max(shown) + 1))
-    size = float(np.clip(3000 / max(len(panels[0].points), 1), 1.5, 25))
+    size = float(np.clip(3000 / max(len(panels[0].points), 1), 1.5, 25)) * (2 if three_d else 1)
     for row, panel in enumerate(panels):
         if three_d:
             for col, (elevation, azimuth) in enumerate(angles):
@@ -199,3 +207,50 @@ def figure_to_array(fig: Figure) -> np.ndarray:
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def confusion_figure(confusion: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
+    """A (C, C) neighbourhood confusion matrix (rows: true class, columns: neighbours' classes,
+    rows sum to 1) beside a bar chart of its diagonal, the per-class purity."""
+    c = len(class_names)
+    names = [_short(str(n), 16) for n in class_names]
+    side = float(np.clip(0.45 * c + 1.5, 3.5, 12))
+    fig = Figure(figsize=(side + 3.2, side), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    matrix_ax, bar_ax = fig.subplots(1, 2, width_ratios=[side, 2.6])
+    image = matrix_ax.imshow(confusion, cmap="Blues", vmin=0, vmax=1)
+    matrix_ax.set_xticks(range(c), names, rotation=60, ha="right", fontsize=8)
+    matrix_ax.set_yticks(range(c), names, fontsize=8)
+    matrix_ax.set(xlabel="class of the neighbours", ylabel="true class")
+    if c <= 20:
+        for (row, col), value in np.ndenumerate(confusion):
+            if value >= 0.005:
+                colour = "white" if value > 0.6 else "black"
+                matrix_ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=6.5, color=colour)
+    fig.colorbar(image, ax=matrix_ax, shrink=0.7, label="share of neighbours")
+    purity = np.diag(confusion)
+    bar_ax.barh(range(c), purity, color=class_colours(c))
+    bar_ax.set_yticks(range(c), names, fontsize=8)
+    bar_ax.invert_yaxis()
+    bar_ax.set(xlim=(0, 1), xlabel="purity (same-class share)", title="per-class purity")
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def purity_depth_figure(
+    layers: Sequence[str], purity: Sequence[float], history: np.ndarray, epochs: Sequence[int], k: int, epoch: int
+) -> Figure:
+    """Purity@k against layer order for this epoch, and the (L, E) layer × epoch ``history`` as a heatmap."""
+    fig = Figure(figsize=(11, 4.2), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    line_ax, heat_ax = fig.subplots(1, 2)
+    line_ax.plot(range(len(layers)), purity, marker="o")
+    line_ax.set_xticks(range(len(layers)), [_short(n, 14) for n in layers], rotation=30, ha="right")
+    line_ax.set(ylim=(0, 1.02), ylabel=f"kNN purity@{k}", title=f"Epoch {epoch}: purity by depth")
+    line_ax.grid(alpha=0.3)
+    image = heat_ax.imshow(history, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    heat_ax.set_yticks(range(len(layers)), [_short(n, 14) for n in layers])
+    heat_ax.set_xticks(range(len(epochs)), [str(e) for e in epochs], fontsize=8 if len(epochs) < 30 else 5)
+    heat_ax.set(xlabel="epoch", title="purity across the run")
+    fig.colorbar(image, ax=heat_ax, label=f"purity@{k}")
+    return fig

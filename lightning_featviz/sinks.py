@@ -28,6 +28,9 @@ class Sink(Protocol):
     def log_embeddings(self, entries: Sequence[ProjectorEntry], folder: str) -> None:
         """Write projector embeddings under ``folder`` (relative to the sink's directory)."""
 
+    def log_text(self, tag: str, text: str, step: int) -> None:
+        """Log a Markdown text."""
+
 
 class TensorBoardSink:
     """Writes into the ``SummaryWriter`` of a TensorBoard logger."""
@@ -48,6 +51,9 @@ class TensorBoardSink:
     def log_embeddings(self, entries: Sequence[ProjectorEntry], folder: str) -> None:
         log_dir = getattr(self.writer, "log_dir", None) or self.writer.get_logdir()
         write_projector(log_dir, entries, folder)
+
+    def log_text(self, tag: str, text: str, step: int) -> None:
+        self.writer.add_text(tag, text, global_step=step)
 
 
 def file_name(tag: str) -> str:
@@ -82,6 +88,11 @@ class FileSink:
 
     def log_embeddings(self, entries: Sequence[ProjectorEntry], folder: str) -> None:
         write_projector(self.root, entries, folder)
+
+    def log_text(self, tag: str, text: str, step: int) -> None:
+        folder = self.root.joinpath(*(file_name(part) for part in tag.split("/")))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"step={step:07d}.md").write_text(text + "\n", encoding="utf-8")
 
 
 def tensorboard_writers(loggers: Iterable[Any]) -> list[Any]:

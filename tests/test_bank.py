@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from lightning_featviz.bank import FeatureBank, select_subset, to_thumbnails
@@ -26,6 +27,7 @@ def _add(bank, indices):
         indices,
         indices % 3,
         indices % 2,
+        indices.float() / 10,
         {"layer": indices[:, None].float().repeat(1, 2)},
         torch.zeros(n, 3, 4, 4, dtype=torch.uint8),
     )
@@ -40,6 +42,7 @@ def test_feature_bank_keeps_its_subset_sorted_and_drops_repeated_indices():
     data = bank.finalize()
     assert data.indices.tolist() == [1, 4, 5, 8]
     assert data.labels.tolist() == [1, 1, 2, 2]
+    assert data.confidences.tolist() == pytest.approx([0.1, 0.4, 0.5, 0.8])
     assert data.vectors["layer"][:, 0].tolist() == [1.0, 4.0, 5.0, 8.0]
     assert data.thumbnails.shape == (4, 3, 4, 4)
     assert data.rows_of([8, 1]).tolist() == [3, 0]

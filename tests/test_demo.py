@@ -37,6 +37,15 @@ def test_quick_start_default_run_separates_classes_at_avgpool_but_not_in_pixel_s
         assert len(grids) == 8 and grids[-1].width > 500
     assert events.Images("featviz/neighbours/input_vs_avgpool")
 
+    # openTSNE's own correctness check, on the trained network: kNN label agreement in the 2-D map
+    # is high where the layer separates classes, low in pixel space.
+    map_purity = {layer: events.Scalars(f"featviz/tsne_purity@10/{layer}/2d")[-1].value for layer in DEMO_LAYERS}
+    print("2-D map purity", {layer: round(value, 3) for layer, value in map_purity.items()})
+    assert map_purity["avgpool"] >= 0.85
+    assert map_purity["input"] <= 0.35
+    for tag in ("tsne_2d/avgpool", "tsne_3d/avgpool", "tsne_2d/input_vs_avgpool", "tsne_2d/all_layers"):
+        assert len(events.Images(f"featviz/{tag}")) == 8
+
 
 def test_demo_on_an_image_folder_writes_logs(tmp_path):
     for name, colour in [("fries", (250, 200, 40)), ("sushi", (240, 240, 240)), ("salad", (40, 160, 60))]:

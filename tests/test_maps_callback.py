@@ -136,10 +136,11 @@ def test_a_real_tensorboard_server_serves_the_embeddings_metadata_and_sprite(fit
 
     name = urllib.parse.quote("pool/tsne_2d/epoch_001")
     metadata = _get(f"{projector}/metadata?run={run}&name={name}").decode().splitlines()
-    assert metadata[0] == "index\tlabel\tprediction\tcorrect\tpurity@5" and len(metadata) == 121
+    assert metadata[0] == "index\tlabel\tprediction\tcorrect\tpurity@5\twrong_cluster" and len(metadata) == 121
     rows = [line.split("\t") for line in metadata[1:]]
-    assert all(label in "0123456789" and correct in ("true", "false") for _, label, _, correct, _ in rows)
-    assert all(0 <= float(purity) <= 1 for *_, purity in rows)
+    assert all(label in "0123456789" and correct in ("true", "false") for _, label, _, correct, _, _ in rows)
+    assert all(0 <= float(purity) <= 1 for *_, purity, _ in rows)
+    assert all(cluster == "-" or cluster in "0123456789" for *_, cluster in rows)
 
     # The projector shows exactly the map of the figures: the one the callback kept for warm starts.
     tensor = np.frombuffer(_get(f"{projector}/tensor?run={run}&name={name}"), dtype=np.float32).reshape(-1, 2)
@@ -196,3 +197,26 @@ class _Scaled(torch.utils.data.Dataset):
     def __getitem__(self, i):
         x, y = self.dataset[i]
         return x * 255, y
+
+
+class StillNet(TinyNet):
+    """Trains with a learning rate so small, and batch-norm statistics frozen, that the model has
+    stopped changing, though its features are not bit-identical from one epoch to the next."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn1.momentum = 0.0
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=1e-6)
+
+
+def test_maps_of_a_model_that_stopped_changing_stay_in_place_from_epoch_to_epoch(tmp_path, small_data):
+    visualizer = FeatureVisualizer(["conv2", "pool"], k=5, max_samples=160, tsne_dims=[2], log_projector=False)
+    trainer = tiny_trainer(tmp_path, max_epochs=3, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
+    trainer.fit(StillNet(), datamodule=small_data)
+    events = read_events(tmp_path)
+    for layer in ("conv2", "pool"):
+        # mean distance a point moved, over the map's RMS radius: a few percent at most
+        moves = [v.value for v in events.Scalars(f"featviz/tsne_displacement/{layer}/2d")]
+        assert len(moves) == 2 and 0 < max(moves) < 0.05

@@ -1,0 +1,141 @@
+"""What one analysed epoch shows: figures, tables and scalars built from the bank and kNN results.
+
+No Lightning here: the callback (or a post-hoc analysis) hands in an :class:`EpochResults` and
+writes what comes back. Figures are keyed by ``(kind, name)``; the caller turns that into a tag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from lightning_featviz.bank import BankData
+from lightning_featviz.knn import NeighbourStats
+from lightning_featviz.outliers import (
+    WrongCluster,
+    find_wrong_cluster,
+    gallery_grid,
+    neighbourhood_confusion,
+)
+from lightning_featviz.plots import (
+    NeighbourGrid,
+    confusion_figure,
+    neighbour_grid_figure,
+    purity_depth_figure,
+)
+
+MAX_DEFAULT_QUERIES = 10
+
+
+@dataclass
+class EpochResults:
+    """One analysed epoch.
+
+    Attributes:
+        bank: the kept validation samples (the queries), N rows.
+        searched: what they were searched among: the bank itself (leave-one-out) or the
+            training reference.
+        stats: layer -> kNN results of the bank's rows against ``searched``.
+        class_names: name of each class id (C).
+        k: neighbours per sample.
+        epoch: the epoch the results belong to.
+    """
+
+    bank: BankData
+    searched: BankData
+    stats: dict[str, NeighbourStats]
+    class_names: list[str]
+    k: int
+    epoch: int
+
+    def neighbour_labels(self, layer: str) -> Tensor:
+        """(N, k) labels of each sample's neighbours in ``layer``."""
+        return self.searched.labels[self.stats[layer].indices]
+
+
+def query_rows(bank: BankData, query_indices: Sequence[int] | None) -> Tensor:
+    """Bank rows of the given dataset indices that were kept; else the first kept sample of each class (≤ 10)."""
+    if query_indices is not None:
+        kept = set(bank.indices.tolist())
+        present = [i for i in query_indices if i in kept]
+        if present:
+            return bank.rows_of(present)
+    classes = bank.labels.unique()[:MAX_DEFAULT_QUERIES]
+    return torch.stack([torch.nonzero(bank.labels == c)[0, 0] for c in classes])
+
+
+def neighbour_grid_figures(results: EpochResults, rows: Tensor) -> dict[tuple[str, str], Figure]:
+    """Per layer ``("neighbours", layer)``, and the first and last layer side by side."""
+    bank, searched = results.bank, results.searched
+    grids = {
+        layer: NeighbourGrid(
+            title=f"{layer} (purity@{results.k} {stats.mean_purity:.2f})",
+            query_images=bank.thumbnails[rows],
+            neighbour_images=searched.thumbnails[stats.indices[rows]],
+            query_labels=bank.labels[rows],
+            neighbour_labels=searched.labels[stats.indices[rows]],
+            class_names=results.class_names,
+        )
+        for layer, stats in results.stats.items()
+    }
+    epoch = results.epoch
+    figures = {("neighbours", layer): neighbour_grid_figure([grid], f"Epoch {epoch}") for layer, grid in grids.items()}
+    first, last = list(grids)[0], list(grids)[-1]
+    if first != last:
+        figures[("neighbours", f"{first}_vs_{last}")] = neighbour_grid_figure(
+            [grids[first], grids[last]], f"Epoch {epoch}: the same queries in {first} and {last}"
+        )
+    return figures
+
+
+def wrong_clusters(results: EpochResults, min_share: float) -> dict[str, WrongCluster]:
+    """Per layer, the samples that sit in another class's cluster."""
+    return {
+        layer: find_wrong_cluster(
+            results.neighbour_labels(layer), results.bank.labels, len(results.class_names), min_share
+        )
+        for layer in results.stats
+    }
+
+
+def gallery_figure(results: EpochResults, layer: str, found: WrongCluster, min_share: float, max_rows: int) -> Figure:
+    """The top flagged samples of ``layer``, captioned in words, each followed by its neighbours."""
+    n, k = len(results.bank), results.k
+    title = (
+        f"{layer}: {len(found)} of {n} images sit in another class's cluster "
+        f"(at least {int(np.ceil(min_share * k - 1e-9))} of {k} neighbours)"
+    )
+    grid = gallery_grid(
+        found, results.bank, results.searched, results.stats[layer].indices, results.class_names, title, max_rows
+    )
+    return neighbour_grid_figure([grid], f"Epoch {results.epoch}: images in the wrong semantic cluster")
+
+
+def confusion_figures(results: EpochResults) -> dict[tuple[str, str], Figure]:
+    """Per layer ``("confusion", layer)``: neighbourhood confusion matrix and per-class purity."""
+    figures = {}
+    for layer in results.stats:
+        confusion = neighbourhood_confusion(
+            results.neighbour_labels(layer), results.bank.labels, len(results.class_names)
+        ).numpy()
+        title = f"Epoch {results.epoch}: {layer}, where each class's neighbours come from"
+        figures[("confusion", layer)] = confusion_figure(np.nan_to_num(confusion), results.class_names, title)
+    return figures
+
+
+def depth_figure(results: EpochResults, history: Sequence[dict[str, object]]) -> Figure:
+    """Purity by layer order this epoch, and the layer × epoch purity heatmap of ``history`` rows
+    (``{"epoch", "layer", "knn_purity"}``; later rows of the same epoch and layer win)."""
+    layers = list(results.stats)
+    epochs = sorted({int(row["epoch"]) for row in history} | {results.epoch})  # type: ignore[call-overload]
+    grid = np.full((len(layers), len(epochs)), np.nan)
+    for row in history:
+        if row["layer"] in layers:
+            grid[layers.index(str(row["layer"])), epochs.index(int(row["epoch"]))] = float(row["knn_purity"])  # type: ignore[arg-type]
+    purity = [results.stats[layer].mean_purity for layer in layers]
+    return purity_depth_figure(layers, purity, grid, epochs, results.k, results.epoch)
