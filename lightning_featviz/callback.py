@@ -258,6 +258,9 @@ class FeatureVisualizer(pl.Callback):
         self.chunk_size = chunk_size
 
         self.history: list[dict[str, float | int | str]] = []
+        #: Dataset indices of the images in the wrong cluster at the last analysed epoch, per layer
+        #: (strongest first); filled on rank 0.
+        self.wrong_cluster_indices: dict[str, list[int]] = {}
         self._paths: dict[str, str] = {}
         self._log_dir: str | None = None
         self._val_dataset: Any = None
@@ -504,6 +507,7 @@ class FeatureVisualizer(pl.Callback):
         sinks, epoch, stats = self._sinks(trainer), results.epoch, results.stats
         maps = self._fit_maps(results.bank, stats) if stats and self._maps_due(trainer) else {}
         flagged = wrong_clusters(results, self.min_share) if stats else {}
+        self.wrong_cluster_indices = {layer: results.bank.indices[f.rows].tolist() for layer, f in flagged.items()}
         extra = {
             self.tag(measure, layer, f"{d}d"): values[d]
             for layer, layer_maps in maps.items()

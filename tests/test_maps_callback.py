@@ -7,6 +7,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,6 +56,20 @@ def test_maps_figures_and_quality_scalars_are_logged_every_epoch(fitted_run):
     # pixel space does not change: the same map again, not a refit that moves
     assert events.Scalars("featviz/tsne_displacement/input/2d")[0].value == 0.0
     assert "featviz/tsne_trustworthiness@5/pool/2d" in scalars
+
+
+def test_wrong_cluster_gallery_confusion_and_depth_figures_are_logged(fitted_run):
+    tmp_path, log_dir, visualizer = fitted_run
+    events = read_events(tmp_path)
+    images, scalars = set(events.Tags()["images"]), set(events.Tags()["scalars"])
+    for layer in LAYERS:
+        assert len(events.Images(f"featviz/confusion/{layer}")) == 2
+        assert f"featviz/wrong_cluster_share@5/{layer}" in scalars
+    assert len(events.Images("featviz/purity_by_depth/all_layers")) == 2
+    # the last layer is the default for the gallery and the export
+    assert "featviz/wrong_cluster/pool" in images and "featviz/wrong_cluster/input" not in images
+    assert len(list((Path(log_dir) / "featviz_wrong_cluster").glob("epoch_00[01]_pool.csv"))) == 2
+    assert visualizer.wrong_cluster_indices.keys() == set(LAYERS)
 
 
 def test_projector_config_lists_every_layer_map_and_epoch(fitted_run):

@@ -1,0 +1,97 @@
+import csv
+
+import pytest
+import torch
+
+from lightning_featviz.bank import BankData
+from lightning_featviz.outliers import (
+    CSV_COLUMNS,
+    find_wrong_cluster,
+    gallery_grid,
+    markdown_table,
+    neighbourhood_confusion,
+    write_wrong_cluster_csv,
+    wrong_cluster_table,
+)
+
+NAMES = ["hamburger", "caesar_salad", "sushi"]
+
+
+def test_a_sample_is_flagged_when_another_class_holds_most_of_its_neighbours():
+    neighbour_labels = torch.tensor(
+        [
+            [1, 1, 1, 1, 0],  # a hamburger among salads: 4 of 5
+            [1, 1, 1, 0, 0],  # 3 of 5 salads: flagged at 0.6
+            [1, 2, 1, 2, 0],  # 2 salads, 2 sushi: a tie, not 0.6 of the neighbours
+            [0, 0, 1, 1, 1],  # a salad among salads: its own cluster
+            [1, 1, 1, 1, 1],  # sushi among salads: 5 of 5
+        ]
+    )
+    labels = torch.tensor([0, 0, 0, 1, 2])
+    found = find_wrong_cluster(neighbour_labels, labels, num_classes=3, min_share=0.6)
+    assert found.rows.tolist() == [4, 0, 1]  # ranked: largest share of the other class first
+    assert found.cluster.tolist() == [1, 1, 1] and found.count.tolist() == [5, 4, 3] and found.own.tolist() == [0, 1, 2]
+    assert found.mask(5).tolist() == [True, True, False, False, True]
+    assert find_wrong_cluster(neighbour_labels, labels, 3, min_share=0.8).rows.tolist() == [4, 0]
+    with pytest.raises(ValueError, match="`min_share` to be in"):
+        find_wrong_cluster(neighbour_labels, labels, 3, min_share=0)
+
+
+def test_confusion_rows_sum_to_one_and_match_a_direct_count():
+    neighbour_labels = torch.tensor([[0, 0, 1], [0, 2, 2], [1, 1, 1], [0, 1, 2]])
+    labels = torch.tensor([0, 0, 1, 1])
+    confusion = neighbourhood_confusion(neighbour_labels, labels, num_classes=3)
+    # class 0: neighbours 0,0,1,0,2,2 -> 3/6, 1/6, 2/6; class 1: 1,1,1,0,1,2 -> 1/6, 4/6, 1/6; class 2: none
+    expected = torch.tensor([[3, 1, 2], [1, 4, 1]], dtype=torch.float64) / 6
+    torch.testing.assert_close(confusion[:2], expected)
+    assert torch.isnan(confusion[2]).all()
+    torch.testing.assert_close(confusion[:2].sum(dim=1), torch.ones(2, dtype=torch.float64))
+
+
+def _bank():
+    n = 5
+    return BankData(
+        indices=torch.tensor([10, 11, 12, 13, 14]),
+        labels=torch.tensor([0, 0, 0, 1, 2]),
+        preds=torch.tensor([1, 0, -1, 1, 1]),
+        confidences=torch.tensor([0.93, 0.6, float("nan"), 0.8, 0.55]),
+        vectors={},
+        thumbnails=torch.arange(n, dtype=torch.uint8)[:, None, None, None].expand(n, 3, 4, 4).clone(),
+    )
+
+
+def test_table_csv_and_gallery_agree_on_which_images_are_shown(tmp_path):
+    bank = _bank()
+    neighbours = torch.tensor([[3, 3, 3, 3], [0, 2, 3, 4], [0, 1, 3, 4], [0, 1, 2, 4], [3, 3, 3, 0]])
+    found = find_wrong_cluster(bank.labels[neighbours], bank.labels, 3, min_share=0.6)
+    table = wrong_cluster_table(found, bank, NAMES, paths=[f"/data/{i}.jpg" for i in range(5)])
+    assert [row["index"] for row in table] == [10, 13, 14]
+    assert table[0] == {
+        "rank": 1,
+        "index": 10,
+        "path": "/data/0.jpg",
+        "label": "hamburger",
+        "cluster": "caesar_salad",
+        "neighbours_in_cluster": 4,
+        "k": 4,
+        "share": 1.0,
+        "prediction": "caesar_salad",
+        "confidence": pytest.approx(0.93, abs=1e-4),
+        "correct": "false",
+    }
+    write_wrong_cluster_csv(tmp_path / "flagged.csv", table)
+    with open(tmp_path / "flagged.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == list(CSV_COLUMNS) and [int(r["index"]) for r in rows] == [10, 13, 14]
+
+    grid = gallery_grid(found, bank, bank, neighbours, NAMES, "avgpool", max_rows=8)
+    # the gallery's images are the images of the CSV's indices, in the same order
+    shown = [int(image[0, 0, 0]) for image in grid.query_images]
+    assert [int(bank.indices[value]) for value in shown] == [int(r["index"]) for r in rows]
+    assert (
+        grid.row_captions[0]
+        == "#10: hamburger in the caesar_salad cluster: 4 of 4 neighbours; model says caesar_salad (93%)"
+    )
+    assert grid.neighbour_images.shape == (3, 4, 3, 4, 4)
+    assert "| 1 | 10 | /data/0.jpg | hamburger | caesar_salad |" in markdown_table(table)
+    assert markdown_table([]) == "No image sits in another class's cluster."
