@@ -4,7 +4,8 @@
 
 Runs ``featviz demo`` with its defaults, then reads the event files back with TensorBoard's own
 reader and writes the last epoch's neighbour grids, t-SNE maps (2-D, 3-D, pixel space vs avgpool,
-every layer in order) and a purity-over-epochs chart as PNG.
+every layer in order), the wrong-cluster gallery, confusion matrices, purity by depth and a
+purity-over-epochs chart as PNG.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def main() -> None:
         ("featviz/tsne_3d/avgpool", "tsne_3d_avgpool"),
         ("featviz/tsne_2d/input_vs_avgpool", "tsne_2d_input_vs_avgpool"),
         ("featviz/tsne_2d/all_layers", "tsne_2d_all_layers"),
+        ("featviz/wrong_cluster/avgpool", "wrong_cluster_avgpool"),
+        ("featviz/confusion/avgpool", "confusion_avgpool"),
+        ("featviz/confusion/input", "confusion_input"),
+        ("featviz/purity_by_depth/all_layers", "purity_by_depth"),
     ]:
         (IMAGES / f"{name}.png").write_bytes(events.Images(tag)[-1].encoded_image_string)
 

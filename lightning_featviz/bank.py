@@ -128,23 +128,32 @@ class FeatureBank:
         for key, value in columns.items():
             self._parts.setdefault(key, []).append(value.detach().cpu())
 
+    def columns(self) -> dict[str, Tensor]:
+        """Everything added so far, concatenated: name -> (n, ...) tensors; empty if nothing was added."""
+        return {key: torch.cat(parts) for key, parts in self._parts.items()}
+
     def finalize(self) -> BankData | None:
         """Concatenate, sort by dataset index and drop repeated indices; None if nothing was added."""
-        if not self._parts:
-            return None
-        cat = {key: torch.cat(parts) for key, parts in self._parts.items()}
-        indices = cat["indices"]
-        if not bool((indices[1:] > indices[:-1]).all()):  # a sequential sampler needs no reordering
-            order = torch.argsort(indices, stable=True)
-            cat = {key: value[order] for key, value in cat.items()}
-            first = torch.ones_like(cat["indices"], dtype=torch.bool)
-            first[1:] = cat["indices"][1:] != cat["indices"][:-1]
-            cat = {key: value[first] for key, value in cat.items()}
-        return BankData(
-            indices=cat["indices"].long(),
-            labels=cat["labels"].long(),
-            preds=cat["preds"].long(),
-            confidences=cat["confidences"].float(),
-            vectors={key[4:]: value for key, value in cat.items() if key.startswith("vec/")},
-            thumbnails=cat["thumbnails"],
-        )
+        return bank_from_columns(self.columns())
+
+
+def bank_from_columns(columns: dict[str, Tensor]) -> BankData | None:
+    """A :class:`BankData` from :meth:`FeatureBank.columns` (of one rank, or gathered from all):
+    sorted by dataset index, repeated indices dropped (a distributed sampler pads with repeats)."""
+    if not columns or len(columns["indices"]) == 0:
+        return None
+    indices = columns["indices"]
+    if not bool((indices[1:] > indices[:-1]).all()):  # a sequential sampler needs no reordering
+        order = torch.argsort(indices, stable=True)
+        columns = {key: value[order] for key, value in columns.items()}
+        first = torch.ones_like(columns["indices"], dtype=torch.bool)
+        first[1:] = columns["indices"][1:] != columns["indices"][:-1]
+        columns = {key: value[first] for key, value in columns.items()}
+    return BankData(
+        indices=columns["indices"].long(),
+        labels=columns["labels"].long(),
+        preds=columns["preds"].long(),
+        confidences=columns["confidences"].float(),
+        vectors={key[4:]: value for key, value in columns.items() if key.startswith("vec/")},
+        thumbnails=columns["thumbnails"],
+    )

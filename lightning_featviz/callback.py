@@ -21,10 +21,11 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler, Subset
 
-from lightning_featviz.bank import BankData, FeatureBank, select_subset, to_thumbnails
+from lightning_featviz.bank import BankData, FeatureBank, bank_from_columns, select_subset, to_thumbnails
 from lightning_featviz.batches import read_batch
 from lightning_featviz.capture import INPUT_LAYER, ActivationCapture, Reduction, reduce_input, resolve_layers
 from lightning_featviz.datasets import sample_paths
+from lightning_featviz.distributed import broadcast_object, gather_columns
 from lightning_featviz.embedding import Backend, MapTracker
 from lightning_featviz.knn import Metric, NeighbourStats, ResultCache, neighbour_stats
 from lightning_featviz.maps import LayerMaps, fit_layer_maps, map_figures, projector_entries
@@ -376,7 +377,7 @@ class FeatureVisualizer(pl.Callback):
                     "shuffles or its sampler is unknown); nothing is analysed. Hint: use shuffle=False for "
                     "validation, or return dataset indices from `batch_extractor`.",
                 )
-                self._active = False
+                self._bank = None  # the epoch still ends in a gather on every rank (DDP)
                 self._detach()
                 return
             indices = self._index_batches[batch_idx]
@@ -404,19 +405,45 @@ class FeatureVisualizer(pl.Callback):
             return
         self._active = False
         self._detach()
-        bank = self._bank.finalize() if self._bank is not None else None
+        # Every rank gathers (a collective); rank 0 analyses and tells the others what to log.
+        columns = gather_columns(self._bank.columns() if self._bank is not None else {})
         self._bank = None
-        if bank is None:
-            self._warn_once("empty", "FeatureVisualizer captured no validation sample this epoch; nothing is analysed.")
-            return
-        reference = self._capture_reference(trainer, pl_module) if self.reference == "train" else None
-        self._analyse(trainer, pl_module, bank, reference)
+        results, metrics = None, {}
+        if trainer.is_global_zero:
+            bank = bank_from_columns(columns or {})
+            if bank is None and "indices" not in self._warned:
+                self._warn_once(
+                    "empty", "FeatureVisualizer captured no validation sample this epoch; nothing is analysed."
+                )
+            if bank is not None:
+                reference = self._capture_reference(trainer, pl_module) if self.reference == "train" else None
+                results, metrics = self._analyse(trainer, bank, reference)
+        metrics = broadcast_object(metrics)
+        through_module = {t: v for t, v in metrics.items() if self.monitor_class_purity or "/class_purity@" not in t}
+        for tag, value in through_module.items():
+            pl_module.log(tag, value, on_step=False, on_epoch=True, sync_dist=False, add_dataloader_idx=False)
+        epoch, step = trainer.current_epoch, _logged_step(trainer)
+        self.history += [
+            {
+                "epoch": epoch,
+                "step": step,
+                "layer": layer,
+                "knn_purity": metrics[self.tag("knn_purity", layer)],
+                "knn_accuracy": metrics[self.tag("knn_accuracy", layer)],
+            }
+            for layer in self._paths.values()
+            if self.tag("knn_purity", layer) in metrics
+        ]
+        if results is not None:
+            direct = {t: v for t, v in metrics.items() if t not in through_module}
+            self._report(trainer, results, direct, metrics, step)
 
     # ----------------------------------------------------------------------------- analysis
 
     def _analyse(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, bank: BankData, reference: BankData | None
-    ) -> None:
+        self, trainer: pl.Trainer, bank: BankData, reference: BankData | None
+    ) -> tuple[EpochResults | None, dict[str, float]]:
+        """Rank 0: kNN per layer; the results, and the scalars every rank logs."""
         names = self._class_names(
             trainer, max(int(bank.labels.max()), int(reference.labels.max()) if reference else 0) + 1
         )
@@ -428,18 +455,18 @@ class FeatureVisualizer(pl.Callback):
                 f"FeatureVisualizer kept {len(searched)} samples this epoch, fewer than k + 1 = {self.k + 1}; "
                 "metrics are skipped.",
             )
-            return
+            return None, {}
         if int(bank.labels.min()) < 0 or (reference is not None and int(reference.labels.min()) < 0):
             self._warn_once(
                 "negative", "FeatureVisualizer saw negative labels, which are not class ids; metrics are skipped."
             )
-            return
+            return None, {}
         if int(bank.labels.unique().numel()) < 2:
             self._warn_once(
                 "one-class",
                 "FeatureVisualizer saw a single class this epoch; class purity means nothing, metrics are skipped.",
             )
-            return
+            return None, {}
 
         metrics: dict[str, float] = {}
         stats: dict[str, NeighbourStats] = {}
@@ -474,26 +501,8 @@ class FeatureVisualizer(pl.Callback):
                     metrics[self.tag("class_purity", display, _tag_part(names[class_id]))] = value
 
         self._knn_cache.next_round()
-        through_module = {t: v for t, v in metrics.items() if self.monitor_class_purity or "/class_purity@" not in t}
-        for tag, value in through_module.items():
-            pl_module.log(tag, value, on_step=False, on_epoch=True, sync_dist=False, add_dataloader_idx=False)
-        epoch, step = trainer.current_epoch, _logged_step(trainer)
-        self.history += [
-            {
-                "epoch": epoch,
-                "step": step,
-                "layer": d,
-                "knn_purity": s.mean_purity,
-                "knn_accuracy": s.accuracy(bank.labels),
-            }
-            for d, s in stats.items()
-        ]
-        if not trainer.is_global_zero:
-            return
         searched = reference if reference is not None else bank
-        results = EpochResults(bank, searched, stats, names, self.k, epoch)
-        direct = {t: v for t, v in metrics.items() if t not in through_module}
-        self._report(trainer, results, direct, metrics, step)
+        return EpochResults(bank, searched, stats, names, self.k, trainer.current_epoch), metrics
 
     def _report(
         self,
