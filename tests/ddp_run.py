@@ -1,0 +1,91 @@
+"""Run by test_distributed.py in a fresh process: validate TinyNet with the callback on ``--devices``
+CPU processes (DDP over gloo when more than one) and write what rank 0 logged as JSON.
+
+    python tests/ddp_run.py --devices 2 --out result.json [--val-size 157] [--max-samples 101]
+        [--rank-one-keeps-nothing]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader, Sampler, Subset
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import TinyNet  # noqa: E402
+
+from lightning_featviz import FeatureVisualizer  # noqa: E402
+from lightning_featviz.bank import select_subset  # noqa: E402
+from lightning_featviz.datasets import ColouredDigits  # noqa: E402
+
+SEED = 3
+
+
+class SplitSampler(Sampler[int]):
+    """Rank 0 gets the kept samples, rank 1 only samples outside the kept subset."""
+
+    def __init__(self, size: int, keep: set[int]):
+        self.size, self.keep = size, keep
+
+    def _mine(self) -> list[int]:
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        return [i for i in range(self.size) if (i in self.keep) == (rank == 0)]
+
+    def __iter__(self):
+        return iter(self._mine())
+
+    def __len__(self) -> int:
+        return len(self._mine())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--val-size", type=int, default=157)
+    parser.add_argument("--max-samples", type=int, default=101)
+    parser.add_argument("--rank-one-keeps-nothing", action="store_true")
+    args = parser.parse_args()
+
+    pl.seed_everything(0)
+    val = Subset(ColouredDigits("val", seed=0), range(args.val_size))
+    sampler, distributed_sampler = None, True
+    if args.rank_one_keeps_nothing:
+        sampler = SplitSampler(args.val_size, set(select_subset(args.val_size, args.max_samples, SEED).tolist()))
+        distributed_sampler = False
+    loader = DataLoader(val, batch_size=16, sampler=sampler)
+    layers = ["input", "conv2", "pool"]
+    visualizer = FeatureVisualizer(layers, k=5, max_samples=args.max_samples, seed=SEED, tsne_dims=[2])
+    out_dir = Path(args.out).parent / f"logs_{args.devices}"
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=args.devices,
+        strategy="ddp" if args.devices > 1 else "auto",
+        logger=TensorBoardLogger(out_dir),
+        callbacks=[visualizer],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=distributed_sampler,
+    )
+    trainer.validate(TinyNet(), dataloaders=loader)
+    metrics = {tag: float(value) for tag, value in trainer.callback_metrics.items() if tag.startswith("featviz/")}
+    result = {"metrics": metrics, "history": visualizer.history, "rank": trainer.global_rank}
+    log_dir = trainer.log_dir  # a collective: every rank asks
+    if trainer.is_global_zero:
+        metadata = Path(log_dir) / "featviz_projector" / "epoch_000" / "000" / "metadata.tsv"
+        result["indices"] = [int(line.split("\t")[0]) for line in metadata.read_text().splitlines()[1:]]
+        result["wrong_cluster"] = visualizer.wrong_cluster_indices
+    with open(f"{args.out}.rank{trainer.global_rank}", "w") as handle:
+        json.dump(result, handle)
+    torch.distributed.destroy_process_group() if dist.is_initialized() else None
+
+
+if __name__ == "__main__":
+    main()
