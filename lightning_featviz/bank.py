@@ -87,11 +87,28 @@ class BankData:
         return torch.tensor([lookup[int(i)] for i in dataset_indices], dtype=torch.int64)
 
 
+def bank_bytes(num_samples: int, dims: dict[str, int], dtype: torch.dtype, thumbnail_size: int | None) -> int:
+    """Bytes a bank of ``num_samples`` rows takes: vectors of ``dims`` (layer -> D) in ``dtype``,
+    RGB uint8 thumbnails of ``thumbnail_size`` (None: none), and four per-sample scalars."""
+    vectors = sum(dims.values()) * torch.empty((), dtype=dtype).element_size()
+    thumbnails = 3 * thumbnail_size**2 if thumbnail_size else 0
+    scalars = 8 + 8 + 8 + 4  # index, label, prediction (int64), confidence (float32)
+    return num_samples * (vectors + thumbnails + scalars)
+
+
+def stored_bytes(bank: BankData) -> int:
+    """Bytes a finalised bank actually holds."""
+    tensors = [bank.indices, bank.labels, bank.preds, bank.confidences, bank.thumbnails, *bank.vectors.values()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 @dataclass
 class FeatureBank:
-    """Collects, batch by batch, the samples of ``keep`` (sorted dataset indices)."""
+    """Collects, batch by batch, the samples of ``keep`` (sorted dataset indices); vectors are
+    stored in ``dtype`` (float16 halves the memory; analysis computes in float32)."""
 
     keep: Tensor
+    dtype: torch.dtype = torch.float32
     _parts: dict[str, list[Tensor]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -124,7 +141,7 @@ class FeatureBank:
             "confidences": confidences,
             "thumbnails": thumbnails,
         }
-        columns.update({f"vec/{name}": value for name, value in vectors.items()})
+        columns.update({f"vec/{name}": value.to(self.dtype) for name, value in vectors.items()})
         for key, value in columns.items():
             self._parts.setdefault(key, []).append(value.detach().cpu())
 

@@ -18,10 +18,18 @@ import pytorch_lightning as pl
 import torch
 from matplotlib.figure import Figure
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler, Subset
 
-from lightning_featviz.bank import BankData, FeatureBank, bank_from_columns, select_subset, to_thumbnails
+from lightning_featviz.bank import (
+    BankData,
+    FeatureBank,
+    bank_bytes,
+    bank_from_columns,
+    select_subset,
+    to_thumbnails,
+)
 from lightning_featviz.batches import read_batch
 from lightning_featviz.capture import INPUT_LAYER, ActivationCapture, Reduction, reduce_input, resolve_layers
 from lightning_featviz.datasets import sample_paths
@@ -139,6 +147,11 @@ class FeatureVisualizer(pl.Callback):
         max_gallery: rows of the gallery figure.
         log_confusion: per layer, the neighbourhood confusion matrix with per-class purity; and
             purity by depth with a layer × epoch heatmap.
+        storage_dtype: how the bank stores vectors, ``"float32"`` or ``"float16"`` (half the
+            memory; kNN and t-SNE still compute in float32).
+        memory_budget_mb: the most the bank may take. Its size is predicted from the first
+            validation batch (the sanity check's, before training) and logged once; over the budget,
+            that check fails with the knobs to turn.
         every_n_epochs: run on every n-th epoch of ``fit``.
         dataloader_idx: which validation dataloader to analyse.
         seed: seed of the sample choice; the global RNGs are never touched.
@@ -174,6 +187,8 @@ class FeatureVisualizer(pl.Callback):
         min_share: float = 0.6,
         max_gallery: int = 8,
         log_confusion: bool = True,
+        storage_dtype: Literal["float32", "float16"] = "float32",
+        memory_budget_mb: float = 2048.0,
         every_n_epochs: int = 1,
         dataloader_idx: int = 0,
         seed: int = 0,
@@ -206,6 +221,13 @@ class FeatureVisualizer(pl.Callback):
             isinstance(min_share, (int, float)) and 0 < min_share <= 1, "min_share", "a number in (0, 1]", min_share
         )
         _require(_is_int(max_gallery) and max_gallery >= 1, "max_gallery", "an integer >= 1", max_gallery)
+        _require(storage_dtype in ("float32", "float16"), "storage_dtype", "'float32' or 'float16'", storage_dtype)
+        _require(
+            isinstance(memory_budget_mb, (int, float)) and memory_budget_mb > 0,
+            "memory_budget_mb",
+            "a number > 0",
+            memory_budget_mb,
+        )
         _require(
             wrong_cluster_layer is None or isinstance(wrong_cluster_layer, str),
             "wrong_cluster_layer",
@@ -253,6 +275,8 @@ class FeatureVisualizer(pl.Callback):
         self.min_share = float(min_share)
         self.max_gallery = max_gallery
         self.log_confusion = log_confusion
+        self.storage_dtype = storage_dtype
+        self.memory_budget_mb = float(memory_budget_mb)
         self.every_n_epochs = every_n_epochs
         self.dataloader_idx = dataloader_idx
         self.seed = seed
@@ -270,6 +294,8 @@ class FeatureVisualizer(pl.Callback):
         self._bank: FeatureBank | None = None
         self._index_batches: list[Tensor] | None = None
         self._active = False
+        self._sized = False  # the bank's size was predicted and checked against the budget
+        self._disabled = False
         self._preds: tuple[Tensor, Tensor] | None = None  # (B,) predicted class, (B,) its probability
         self._warned: set[str] = set()
         self._knn_cache = ResultCache()
@@ -312,6 +338,7 @@ class FeatureVisualizer(pl.Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         fitting = trainer.state.fn == TrainerFn.FITTING
         self._active = not trainer.sanity_checking and (not fitting or trainer.current_epoch % self.every_n_epochs == 0)
+        self._active &= not self._disabled
         if not self._active or self._capture is None:
             self._active = False
             return
@@ -328,7 +355,8 @@ class FeatureVisualizer(pl.Callback):
                 "queries",
                 f"`query_indices` {beyond} are beyond the validation dataset ({size} samples); they are left out.",
             )
-        self._bank = FeatureBank(select_subset(size, self.max_samples, self.seed, queries))
+        dtype = torch.float16 if self.storage_dtype == "float16" else torch.float32
+        self._bank = FeatureBank(select_subset(size, self.max_samples, self.seed, queries), dtype)
         self._val_dataset = loader.dataset
         self._index_batches = _sampler_batches(loader)
         self._capture.register()
@@ -339,6 +367,8 @@ class FeatureVisualizer(pl.Callback):
     ) -> None:
         if self._capture is not None:
             self._capture.pop()
+            if trainer.sanity_checking and batch_idx == 0 and not self._sized and not self._capture.attached:
+                self._capture.register()  # one probing batch: how wide is each layer?
         self._preds = None
 
     def _remember_predictions(self, module: Any, args: Any, output: Any) -> None:
@@ -360,7 +390,11 @@ class FeatureVisualizer(pl.Callback):
         dataloader_idx: int = 0,
     ) -> None:
         if trainer.sanity_checking and batch_idx == 0:
-            read_batch(batch, self.batch_extractor)  # a batch we cannot read fails before training starts
+            images, _, _ = read_batch(batch, self.batch_extractor)  # a batch we cannot read fails before training
+            if not self._sized and self._capture is not None:
+                captured = self._capture.pop()
+                self._capture.remove()
+                self._check_memory(captured, images, sanity=True)
         if not self._active or dataloader_idx != self.dataloader_idx or self._capture is None or self._bank is None:
             return
         captured = self._capture.pop()
@@ -381,6 +415,12 @@ class FeatureVisualizer(pl.Callback):
                 self._detach()
                 return
             indices = self._index_batches[batch_idx]
+        if not self._sized:
+            self._check_memory(captured, images, sanity=False)
+            if self._disabled:
+                self._bank = None
+                self._detach()
+                return
         rows = self._bank.rows_to_keep(indices)
         if rows is None:
             return
@@ -471,8 +511,8 @@ class FeatureVisualizer(pl.Callback):
         metrics: dict[str, float] = {}
         stats: dict[str, NeighbourStats] = {}
         for display in self._paths.values():
-            vectors = bank.vectors[display]
-            reference_vectors = reference.vectors[display] if reference is not None else None
+            vectors = bank.vectors[display].float()  # float16 storage is computed on in float32
+            reference_vectors = reference.vectors[display].float() if reference is not None else None
             if not _all_finite(vectors) or (reference_vectors is not None and not _all_finite(reference_vectors)):
                 self._warn_once(
                     f"nan/{display}", f"Layer {display!r} produced NaN or Inf activations; it is skipped this epoch."
@@ -614,6 +654,39 @@ class FeatureVisualizer(pl.Callback):
         return "/".join([head, layer, *rest])
 
     # ----------------------------------------------------------------------------- helpers
+
+    def _check_memory(self, captured: dict[str, Tensor], images: Tensor, sanity: bool) -> None:
+        """Predict the bank's size from one batch's vectors, log it once, and hold it to the budget."""
+        if any(path != INPUT_LAYER and path not in captured for path in self._paths):
+            return  # a layer did not run on this batch: try again on the next one
+        self._sized = True
+        channels = images.shape[1] if images.ndim == 4 else 1
+        dims = {
+            display: channels * self.input_size**2 if path == INPUT_LAYER else int(captured[path].shape[1])
+            for path, display in self._paths.items()
+        }
+        rows = self.max_samples + (self.max_reference if self.reference == "train" else 0)
+        dtype = torch.float16 if self.storage_dtype == "float16" else torch.float32
+        shown = self._thumbnails(images[:1]).numel() > 0
+        size = bank_bytes(rows, dims, dtype, self.thumbnail_size if shown else None) / 2**20
+        widths = " + ".join(f"{d} ({layer})" for layer, d in dims.items())
+        rank_zero_info(
+            f"FeatureVisualizer bank: up to {rows} samples x {widths} dims in {self.storage_dtype}"
+            f"{' + thumbnails' if shown else ''} = {size:.1f} MiB (budget {self.memory_budget_mb:.0f} MiB)."
+        )
+        if size <= self.memory_budget_mb:
+            return
+        message = (
+            f"Expected the FeatureVisualizer bank to fit `memory_budget_mb` = {self.memory_budget_mb:g}, but it "
+            f"would take {size:.0f} MiB ({widths} dims per sample). Hint: lower `max_samples`"
+            f"{' or `max_reference`' if self.reference == 'train' else ''}, downsample the input layer more "
+            "(`input_size`), pool conv layers (`reduction='avg'` or a smaller `pool_size`), store "
+            "`storage_dtype='float16'`, or raise `memory_budget_mb`."
+        )
+        if sanity:
+            raise ValueError(message)
+        self._disabled = True  # found mid-run: keep the user's training going
+        self._warn_once("memory", message + " FeatureVisualizer is off for this run.")
 
     def _capture_reference(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> BankData | None:
         """Capture up to ``max_reference`` training samples with a no-grad, eval-mode forward."""

@@ -47,7 +47,7 @@ def fit_layer_maps(
         ValueError: from :func:`~lightning_featviz.embedding.tsne_map` (too few points, constant
             or non-finite vectors).
     """
-    vectors = bank.vectors[layer]
+    vectors = bank.vectors[layer].float()
     result = LayerMaps()
     indices = bank.indices.numpy()
     for d in dims:

@@ -252,3 +252,45 @@ def test_negative_labels_warn_and_skip(tmp_path, digits_val):
     with pytest.warns(UserWarning, match="negative labels"):
         tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(IgnoreNegative(), datamodule=data)
     assert visualizer.history == []
+
+
+def test_the_bank_size_is_predicted_logged_and_measured_the_same(tmp_path, small_data, caplog):
+    visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=160, tsne_every_n_epochs=None)
+    with caplog.at_level("INFO"):
+        tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer]).fit(
+            TinyNet(), datamodule=small_data
+        )
+    line = next(r.getMessage() for r in caplog.records if "FeatureVisualizer bank" in r.getMessage())
+    # input 3 x 16 x 16, conv2 16 channels, pool 16: 800 floats + a 32 x 32 thumbnail + 28 bytes each
+    predicted = 160 * (800 * 4 + 3 * 32 * 32 + 28) / 2**20
+    assert f"= {predicted:.1f} MiB" in line and "768 (input) + 16 (conv2) + 16 (pool)" in line
+    assert "float32" in line
+
+
+def test_over_the_memory_budget_the_sanity_check_fails_naming_the_knobs(tmp_path, small_data):
+    visualizer = FeatureVisualizer(LAYERS, k=5, memory_budget_mb=0.01)
+    trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer])
+    with pytest.raises(ValueError, match="`memory_budget_mb` = 0.01.*`max_samples`.*`input_size`.*float16"):
+        trainer.fit(TinyNet(), datamodule=small_data)
+    assert trainer.global_step == 0  # before any training
+
+
+def test_without_a_sanity_check_an_oversized_bank_turns_the_callback_off_and_training_goes_on(tmp_path, small_data):
+    visualizer = FeatureVisualizer(LAYERS, k=5, memory_budget_mb=0.01)
+    trainer = tiny_trainer(tmp_path, logger=False, num_sanity_val_steps=0, callbacks=[visualizer])
+    with pytest.warns(UserWarning, match="FeatureVisualizer is off for this run"):
+        trainer.fit(TinyNet(), datamodule=small_data)
+    assert trainer.state.finished and visualizer.history == []
+
+
+def test_float16_storage_gives_the_same_purity(tmp_path, small_data):
+    histories = []
+    for dtype in ("float32", "float16"):
+        visualizer = FeatureVisualizer(LAYERS, k=5, storage_dtype=dtype, tsne_every_n_epochs=None)
+        pl.seed_everything(0)
+        tiny_trainer(tmp_path / dtype, max_epochs=1, logger=False, callbacks=[visualizer]).fit(
+            TinyNet(), datamodule=small_data
+        )
+        histories.append({row["layer"]: row["knn_purity"] for row in visualizer.history})
+    for layer in LAYERS:
+        assert histories[1][layer] == pytest.approx(histories[0][layer], abs=0.02)
