@@ -2,10 +2,10 @@
 
 Arrays in, arrays out; no Lightning, no plotting. openTSNE does the work: its FFT-accelerated
 gradient in 2-D from 10,000 points, Barnes-Hut below that and in 3-D (FFT supports 2 output
-dimensions only). Wide layers are
-reduced by PCA first. A map can start from an earlier one (warm start, no early exaggeration),
-and :func:`align_map` rotates/reflects it onto the earlier map so successive epochs compare.
-Every stochastic step takes a seed; the global RNGs are never touched.
+dimensions only), on affinities from the project's exact kNN. Wide layers are reduced by PCA
+first. A map can start from an earlier one (warm start, no early exaggeration), and
+:func:`align_map` rotates/reflects it onto the earlier map so successive epochs compare. Every
+stochastic step takes a seed; the global RNGs are never touched.
 """
 
 from __future__ import annotations
