@@ -510,6 +510,8 @@ class FeatureVisualizer(pl.Callback):
 
         metrics: dict[str, float] = {}
         stats: dict[str, NeighbourStats] = {}
+        # The search runs where the model is when that is a GPU; on the CPU, FAISS when installed.
+        device = trainer.strategy.root_device if trainer.strategy.root_device.type == "cuda" else torch.device("cpu")
         for display in self._paths.values():
             vectors = bank.vectors[display].float()  # float16 storage is computed on in float32
             reference_vectors = reference.vectors[display].float() if reference is not None else None
@@ -521,12 +523,12 @@ class FeatureVisualizer(pl.Callback):
             reference_labels = reference.labels if reference is not None else None
             search = partial(
                 neighbour_stats,
-                vectors,
+                vectors.to(device),
                 bank.labels,
                 self.k,
                 len(names),
                 self.metric,
-                reference=reference_vectors,
+                reference=reference_vectors.to(device) if reference_vectors is not None else None,
                 reference_labels=reference_labels,
                 chunk_size=self.chunk_size,
             )

@@ -24,10 +24,13 @@ def knn_search(
     metric: Metric = "euclidean",
     exclude_self: bool = False,
     chunk_size: int = 1024,
+    backend: Literal["auto", "torch", "faiss"] = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Exact k nearest neighbours of each query among the reference vectors.
 
-    The search runs in chunks of ``chunk_size`` queries, so memory is O(chunk_size * N).
+    The torch search runs in chunks of ``chunk_size`` queries (memory O(chunk_size * N)), on the
+    tensors' device. On the CPU, FAISS's exact ``IndexFlatL2`` is used when it is installed
+    (``pip install lightning_featviz[faiss]``; faster on CPU, the same neighbours up to ties).
 
     Args:
         queries: (Q, D) float tensor.
@@ -37,6 +40,8 @@ def knn_search(
         exclude_self: leave-one-out search; query ``i`` is reference row ``i`` and never its own
             neighbour (``queries`` and ``reference`` are the same set, Q == N).
         chunk_size: queries per matrix product.
+        backend: ``"auto"`` (FAISS for CPU tensors when importable, else torch), ``"torch"`` or
+            ``"faiss"``.
 
     Returns:
         ``(distances, indices)``, both (Q, k), nearest first; ``indices`` are rows of ``reference``.
@@ -60,9 +65,20 @@ def knn_search(
     if metric == "cosine":
         queries = torch.nn.functional.normalize(queries, dim=1)
         reference = torch.nn.functional.normalize(reference, dim=1)
-    ref_sq = torch.linalg.vector_norm(reference, dim=1).square()
+    if _use_faiss(backend, queries):
+        sq, idx = _faiss_search(queries, reference, k, exclude_self)
+    else:
+        sq, idx = _torch_search(queries, reference, k, exclude_self, chunk_size)
+    sq = sq.clamp_min_(0)
+    return (0.5 * sq if metric == "cosine" else sq.sqrt()), idx  # unit vectors: ||q - r||^2 = 2 (1 - cos)
 
-    all_dist, all_idx = [], []
+
+def _torch_search(
+    queries: Tensor, reference: Tensor, k: int, exclude_self: bool, chunk_size: int
+) -> tuple[Tensor, Tensor]:
+    """Squared distances (Q, k) and indices (Q, k) by chunked matrix products and top-k."""
+    ref_sq = torch.linalg.vector_norm(reference, dim=1).square()
+    all_sq, all_idx = [], []
     for start in range(0, queries.shape[0], chunk_size):
         chunk = queries[start : start + chunk_size]
         # ||q - r||^2 = ||q||^2 - 2 q.r + ||r||^2; ||q||^2 is constant per row, so rank without it.
@@ -70,11 +86,40 @@ def knn_search(
         if exclude_self:
             scores.diagonal(offset=start).fill_(float("inf"))
         top, idx = torch.topk(scores, k, dim=1, largest=False, sorted=True)
-        sq = (top + torch.linalg.vector_norm(chunk, dim=1).square()[:, None]).clamp_min_(0)
-        dist = 0.5 * sq if metric == "cosine" else sq.sqrt()  # unit vectors: ||q - r||^2 = 2 (1 - cos)
-        all_dist.append(dist)
+        all_sq.append(top + torch.linalg.vector_norm(chunk, dim=1).square()[:, None])
         all_idx.append(idx)
-    return torch.cat(all_dist), torch.cat(all_idx)
+    return torch.cat(all_sq), torch.cat(all_idx)
+
+
+def _use_faiss(backend: str, queries: Tensor) -> bool:
+    if backend == "torch" or (backend == "auto" and queries.device.type != "cpu"):
+        return False
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        if backend == "faiss":
+            raise ImportError("`backend='faiss'` needs FAISS: pip install faiss-cpu") from None
+        return False
+    return True
+
+
+def _faiss_search(queries: Tensor, reference: Tensor, k: int, exclude_self: bool) -> tuple[Tensor, Tensor]:
+    """Squared distances and indices from FAISS's exact ``IndexFlatL2``; leave-one-out by searching
+    k + 1 and dropping the query itself (or, among exact duplicates, the farthest)."""
+    import faiss
+
+    index = faiss.IndexFlatL2(reference.shape[1])
+    index.add(reference.detach().cpu().contiguous().numpy())
+    sq, idx = index.search(queries.detach().cpu().contiguous().numpy(), k + int(exclude_self))
+    sq, idx = torch.from_numpy(sq), torch.from_numpy(idx)
+    if exclude_self:
+        is_self = idx == torch.arange(len(idx))[:, None]
+        # keep the k entries that are not the query; where the query is missing, drop the last one
+        drop = torch.where(is_self.any(dim=1), is_self.float().argmax(dim=1), torch.full((len(idx),), k))
+        keep = torch.ones_like(idx, dtype=torch.bool)
+        keep[torch.arange(len(idx)), drop] = False
+        sq, idx = sq[keep].view(-1, k), idx[keep].view(-1, k)
+    return sq, idx
 
 
 def knn_purity(neighbour_labels: Tensor, labels: Tensor) -> Tensor:
@@ -168,7 +213,7 @@ def neighbour_stats(
         indices=indices.cpu(),
         purity=purity.cpu(),
         votes=knn_vote(neighbour_labels, num_classes).cpu(),
-        class_purity=per_class_mean(purity, labels, num_classes),
+        class_purity=per_class_mean(purity, labels, num_classes).cpu(),
     )
 
 

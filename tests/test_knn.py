@@ -16,21 +16,34 @@ def _assert_same_neighbours(ours, reference, atol=1e-4):
     assert torch.allclose(dist[differs], ref_dist[differs], atol=atol)
 
 
+def _backends():
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return ["torch"]
+    return ["torch", "faiss"]
+
+
+BACKENDS = _backends()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 @pytest.mark.parametrize("chunk_size", [7, 1024])
-def test_knn_search_matches_scikit_learn_leave_one_out(metric, chunk_size):
+def test_knn_search_matches_scikit_learn_leave_one_out(metric, chunk_size, backend):
     data = torch.randn(300, 24, generator=torch.Generator().manual_seed(0))
-    ours = knn_search(data, data, k=10, metric=metric, exclude_self=True, chunk_size=chunk_size)
+    ours = knn_search(data, data, k=10, metric=metric, exclude_self=True, chunk_size=chunk_size, backend=backend)
     nn = NearestNeighbors(n_neighbors=10, metric=metric).fit(data.double().numpy())
     ref_dist, ref_idx = nn.kneighbors()  # no argument: each point excluded from its own neighbours
     _assert_same_neighbours(ours, (torch.from_numpy(ref_dist).float(), torch.from_numpy(ref_idx)))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-def test_knn_search_matches_scikit_learn_with_reference_set(metric):
+def test_knn_search_matches_scikit_learn_with_reference_set(metric, backend):
     generator = torch.Generator().manual_seed(1)
     queries, reference = torch.randn(50, 16, generator=generator), torch.randn(400, 16, generator=generator)
-    ours = knn_search(queries, reference, k=5, metric=metric, chunk_size=16)
+    ours = knn_search(queries, reference, k=5, metric=metric, chunk_size=16, backend=backend)
     nn = NearestNeighbors(n_neighbors=5, metric=metric).fit(reference.double().numpy())
     ref_dist, ref_idx = nn.kneighbors(queries.double().numpy())
     _assert_same_neighbours(ours, (torch.from_numpy(ref_dist).float(), torch.from_numpy(ref_idx)))
@@ -115,3 +128,17 @@ def test_neighbour_cache_reuses_a_search_for_identical_inputs_only():
     assert cache.get((a, None), lambda: search("a recomputed")) == "a recomputed"
     assert cache.get((a, torch.zeros(1)), lambda: search("other key")) == "other key"
     assert calls == ["a", "b", "a recomputed", "other key"]
+
+
+@pytest.mark.skipif("faiss" not in BACKENDS, reason="FAISS not installed")
+def test_faiss_and_torch_find_the_same_neighbours_even_among_exact_duplicates():
+    data = torch.randn(500, 32, generator=torch.Generator().manual_seed(2))
+    data[100:104] = data[100]  # four identical points: the query itself may not come first
+    torch_dist, torch_idx = knn_search(data, data, 6, exclude_self=True, backend="torch")
+    faiss_dist, faiss_idx = knn_search(data, data, 6, exclude_self=True, backend="faiss")
+    torch.testing.assert_close(faiss_dist, torch_dist, atol=1e-3, rtol=1e-4)
+    assert not (faiss_idx == torch.arange(500)[:, None]).any()  # never its own neighbour
+    ties = torch.arange(100, 104)
+    assert torch.equal(faiss_idx[~torch.isin(torch.arange(500), ties)], torch_idx[~torch.isin(torch.arange(500), ties)])
+    for row in ties.tolist():  # the other three copies first, in some order
+        assert set(faiss_idx[row, :3].tolist()) == set(ties.tolist()) - {row}
