@@ -50,6 +50,7 @@ from lightning_featviz.report import (
     wrong_clusters,
 )
 from lightning_featviz.sinks import FileSink, Sink, TensorBoardSink, file_name, tensorboard_writers
+from lightning_featviz.worker import BackgroundWorker
 
 #: Tags of these kinds have no ``@k``: images, and a measure that does not depend on k.
 UNRANKED_KINDS = (
@@ -147,6 +148,10 @@ class FeatureVisualizer(pl.Callback):
         max_gallery: rows of the gallery figure.
         log_confusion: per layer, the neighbourhood confusion matrix with per-class purity; and
             purity by depth with a layer × epoch heatmap.
+        background: make the heavy part of each epoch's report (t-SNE, figures, projector, exports)
+            on a background thread while training goes on; kNN scalars are logged before the
+            next training epoch either way. Reports are written in epoch order, at most two wait,
+            and all are written by the end of ``fit``/``validate``.
         storage_dtype: how the bank stores vectors, ``"float32"`` or ``"float16"`` (half the
             memory; kNN and t-SNE still compute in float32).
         memory_budget_mb: the most the bank may take. Its size is predicted from the first
@@ -187,6 +192,7 @@ class FeatureVisualizer(pl.Callback):
         min_share: float = 0.6,
         max_gallery: int = 8,
         log_confusion: bool = True,
+        background: bool = True,
         storage_dtype: Literal["float32", "float16"] = "float32",
         memory_budget_mb: float = 2048.0,
         every_n_epochs: int = 1,
@@ -275,6 +281,7 @@ class FeatureVisualizer(pl.Callback):
         self.min_share = float(min_share)
         self.max_gallery = max_gallery
         self.log_confusion = log_confusion
+        self.background = background
         self.storage_dtype = storage_dtype
         self.memory_budget_mb = float(memory_budget_mb)
         self.every_n_epochs = every_n_epochs
@@ -300,6 +307,7 @@ class FeatureVisualizer(pl.Callback):
         self._warned: set[str] = set()
         self._knn_cache = ResultCache()
         self._maps = MapTracker(self.perplexity, seed, tsne_backend)
+        self._worker = BackgroundWorker()
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -322,9 +330,12 @@ class FeatureVisualizer(pl.Callback):
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._detach()
+        self._run_worker(self._worker.drain)
+        self._worker.close()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._detach()
+        self._worker.close(wait=False)  # training failed: drop reports not started, stop the thread
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": list(self.history), "maps": self._maps.state_dict()}
@@ -476,7 +487,40 @@ class FeatureVisualizer(pl.Callback):
         ]
         if results is not None:
             direct = {t: v for t, v in metrics.items() if t not in through_module}
-            self._report(trainer, results, direct, metrics, step)
+            wanted = self.log_wrong_cluster and self._val_dataset is not None
+            paths = sample_paths(self._val_dataset, results.bank.indices.tolist()) if wanted else None
+            job = (
+                self._sinks(trainer),
+                results,
+                direct,
+                metrics,
+                step,
+                self._maps_due(trainer),
+                list(self.history),
+                paths,
+            )
+            if self.background:
+                self._run_worker(self._worker.submit, self._report, *job)
+            else:
+                self._report(*job)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:  # validate: every report is written when it returns
+            self._run_worker(self._worker.drain)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._run_worker(self._worker.drain)
+
+    def _run_worker(self, action: Callable[..., None], *args: Any) -> None:
+        """Call a worker method; a report that failed on the worker warns (once) and training goes on."""
+        try:
+            action(*args)
+        except Exception as error:  # noqa: BLE001 - any failure of a report must not end the user's run
+            self._warn_once(
+                f"report/{type(error).__name__}",
+                f"FeatureVisualizer could not write an epoch's report ({type(error).__name__}: {error}); "
+                "training goes on.",
+            )
 
     # ----------------------------------------------------------------------------- analysis
 
@@ -548,15 +592,22 @@ class FeatureVisualizer(pl.Callback):
 
     def _report(
         self,
-        trainer: pl.Trainer,
+        sinks: list[Sink],
         results: EpochResults,
         direct: dict[str, float],
         metrics: dict[str, float],
         step: int,
+        with_maps: bool,
+        history: list[dict[str, Any]],
+        paths: list[str] | None,
     ) -> None:
-        """Rank 0: fit maps, find images in the wrong cluster, draw, and write everything to the sinks."""
-        sinks, epoch, stats = self._sinks(trainer), results.epoch, results.stats
-        maps = self._fit_maps(results.bank, stats) if stats and self._maps_due(trainer) else {}
+        """Rank 0: fit maps, find images in the wrong cluster, draw, and write everything to the sinks.
+
+        Touches no trainer state (it may run on the background worker while training goes on):
+        everything it needs about the epoch is passed in.
+        """
+        epoch, stats = results.epoch, results.stats
+        maps = self._fit_maps(results.bank, stats) if stats and with_maps else {}
         flagged = wrong_clusters(results, self.min_share) if stats else {}
         self.wrong_cluster_indices = {layer: results.bank.indices[f.rows].tolist() for layer, f in flagged.items()}
         extra = {
@@ -579,13 +630,13 @@ class FeatureVisualizer(pl.Callback):
         if self.log_neighbour_grids:
             figures |= neighbour_grid_figures(results, query_rows(results.bank, self.query_indices))
         if self.log_wrong_cluster and chosen in flagged:
-            self._export_wrong_cluster(sinks, results, chosen, flagged[chosen], step)
+            self._export_wrong_cluster(sinks, results, chosen, flagged[chosen], step, paths)
             if len(flagged[chosen]):
                 gallery = gallery_figure(results, chosen, flagged[chosen], self.min_share, self.max_gallery)
                 figures[("wrong_cluster", chosen)] = gallery
         if self.log_confusion:
             figures |= confusion_figures(results)
-            figures[("purity_by_depth", "all_layers")] = depth_figure(results, self.history)
+            figures[("purity_by_depth", "all_layers")] = depth_figure(results, history)
         if maps:
             purity = {layer: layer_stats.mean_purity for layer, layer_stats in stats.items()}
             ringed = {chosen: flagged[chosen].mask(len(results.bank)).numpy()} if chosen in flagged else {}
@@ -600,10 +651,15 @@ class FeatureVisualizer(pl.Callback):
             self._write_projector(sinks, results, maps, flagged)
 
     def _export_wrong_cluster(
-        self, sinks: list[Sink], results: EpochResults, layer: str, found: WrongCluster, step: int
+        self,
+        sinks: list[Sink],
+        results: EpochResults,
+        layer: str,
+        found: WrongCluster,
+        step: int,
+        paths: list[str] | None,
     ) -> None:
         """The flagged list as CSV under the run's log dir, and as a text table in TensorBoard."""
-        paths = sample_paths(self._val_dataset, results.bank.indices.tolist()) if self._val_dataset else None
         table = wrong_cluster_table(found, results.bank, results.class_names, paths)
         folder = Path(self._log_dir or ".") / "featviz_wrong_cluster"
         write_wrong_cluster_csv(folder / f"epoch_{results.epoch:03d}_{file_name(layer)}.csv", table)
@@ -643,8 +699,7 @@ class FeatureVisualizer(pl.Callback):
         maps: dict[str, LayerMaps] = {}
         for layer in stats:
             try:
-                with preserved_global_rng():
-                    maps[layer] = fit_layer_maps(self._maps, layer, bank, self.tsne_dims, self.k)
+                maps[layer] = fit_layer_maps(self._maps, layer, bank, self.tsne_dims, self.k)
             except ValueError as error:
                 self._warn_once(f"tsne/{layer}", f"No t-SNE map of layer {layer!r} this epoch: {error}")
         self._maps.next_round()
@@ -669,7 +724,7 @@ class FeatureVisualizer(pl.Callback):
         }
         rows = self.max_samples + (self.max_reference if self.reference == "train" else 0)
         dtype = torch.float16 if self.storage_dtype == "float16" else torch.float32
-        shown = self._thumbnails(images[:1]).numel() > 0
+        shown = self._shows_images
         size = bank_bytes(rows, dims, dtype, self.thumbnail_size if shown else None) / 2**20
         widths = " + ".join(f"{d} ({layer})" for layer, d in dims.items())
         rank_zero_info(
@@ -736,10 +791,16 @@ class FeatureVisualizer(pl.Callback):
 
     def _thumbnails(self, images: Tensor) -> Tensor:
         """(B, 3, T, T) uint8 thumbnails, or (B, 0) when no output shows images."""
-        shown = self.log_neighbour_grids or self.log_wrong_cluster or (self.log_projector and self.tsne_every_n_epochs)
-        if not shown:
+        if not self._shows_images:
             return torch.empty(images.shape[0], 0, dtype=torch.uint8)
         return to_thumbnails(images, self.thumbnail_size, self.image_mean, self.image_std, self._warn_rescaled)
+
+    @property
+    def _shows_images(self) -> bool:
+        """Whether any output shows thumbnails (grids, the gallery, the projector's sprite)."""
+        return (
+            self.log_neighbour_grids or self.log_wrong_cluster or bool(self.log_projector and self.tsne_every_n_epochs)
+        )
 
     def _warn_rescaled(self, low: float, high: float) -> None:
         hint = (

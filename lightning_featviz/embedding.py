@@ -38,17 +38,21 @@ FFT_FROM = 10_000
 def pca_reduce(vectors: NDArray | torch.Tensor, dims: int = PCA_DIMS, seed: int = 0) -> NDArray[np.float32]:
     """Project (N, D) vectors onto their top ``dims`` principal components: (N, min(dims, N, D)).
 
-    Uses ``torch.pca_lowrank`` (randomised) under a forked, seeded RNG. Narrow inputs are only centred.
+    Randomised PCA (Halko et al.: a Gaussian sketch, 4 power iterations, SVD of the projection)
+    drawn from its own seeded generator, so it never touches the global RNG — not even briefly,
+    which matters on a background thread while training draws from it. Narrow inputs are only centred.
     """
     x = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
     x = x - x.mean(dim=0, keepdim=True)
     q = min(dims, *x.shape)
     if x.shape[1] <= dims:
         return x.numpy()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        _, _, v = torch.pca_lowrank(x, q=q, center=False, niter=4)
-    return (x @ v[:, :q]).numpy()
+    sketch = torch.randn(x.shape[1], min(q + 10, x.shape[1]), generator=torch.Generator().manual_seed(seed))
+    basis = torch.linalg.qr(x @ sketch).Q  # (N, q + 10): spans the top components
+    for _ in range(4):
+        basis = torch.linalg.qr(x @ torch.linalg.qr(x.T @ basis).Q).Q
+    _, _, vh = torch.linalg.svd(basis.T @ x, full_matrices=False)
+    return (x @ vh[:q].T).numpy()
 
 
 def clamp_perplexity(perplexity: float, n_samples: int, warn: bool = True) -> float:

@@ -257,9 +257,7 @@ def test_negative_labels_warn_and_skip(tmp_path, digits_val):
 def test_the_bank_size_is_predicted_logged_and_measured_the_same(tmp_path, small_data, caplog):
     visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=160, tsne_every_n_epochs=None)
     with caplog.at_level("INFO"):
-        tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer]).fit(
-            TinyNet(), datamodule=small_data
-        )
+        tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer]).fit(TinyNet(), datamodule=small_data)
     line = next(r.getMessage() for r in caplog.records if "FeatureVisualizer bank" in r.getMessage())
     # input 3 x 16 x 16, conv2 16 channels, pool 16: 800 floats + a 32 x 32 thumbnail + 28 bytes each
     predicted = 160 * (800 * 4 + 3 * 32 * 32 + 28) / 2**20

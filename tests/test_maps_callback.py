@@ -235,3 +235,18 @@ def test_maps_of_a_model_that_stopped_changing_stay_in_place_from_epoch_to_epoch
         # mean distance a point moved, over the map's RMS radius: a few percent at most
         moves = [v.value for v in events.Scalars(f"featviz/tsne_displacement/{layer}/2d")]
         assert len(moves) == 2 and 0 < max(moves) < 0.05
+
+
+def test_a_report_failing_on_the_worker_warns_once_and_training_and_other_outputs_go_on(tmp_path, small_data):
+    logger = TensorBoardLogger(tmp_path)
+    Path(logger.log_dir).mkdir(parents=True)
+    (Path(logger.log_dir) / "featviz_projector").write_text("a file where a folder should go")  # a broken disk
+    visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=60, tsne_dims=[2])
+    trainer = tiny_trainer(tmp_path, max_epochs=3, logger=logger, callbacks=[visualizer])
+    with pytest.warns(UserWarning, match="could not write an epoch's report") as record:
+        trainer.fit(TinyNet(), datamodule=small_data)
+    assert trainer.state.finished and trainer.current_epoch == 3
+    assert sum("could not write" in str(w.message) for w in record) == 1
+    events = read_events(tmp_path)
+    assert len(events.Images("featviz/tsne_2d/pool")) == 3  # everything before the projector was written
+    assert len(visualizer.history) == 3 * len(LAYERS)
