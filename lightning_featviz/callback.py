@@ -16,7 +16,6 @@ from typing import Any, Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from matplotlib.figure import Figure
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
@@ -36,20 +35,9 @@ from lightning_featviz.datasets import sample_paths
 from lightning_featviz.distributed import broadcast_object, gather_columns
 from lightning_featviz.embedding import Backend, MapTracker
 from lightning_featviz.knn import Metric, NeighbourStats, ResultCache, neighbour_stats
-from lightning_featviz.maps import LayerMaps, fit_layer_maps, map_figures, projector_entries
-from lightning_featviz.outliers import WrongCluster, markdown_table, write_wrong_cluster_csv, wrong_cluster_table
-from lightning_featviz.plots import figure_to_array
-from lightning_featviz.projector import MAX_COLOURED_CLASSES
-from lightning_featviz.report import (
-    EpochResults,
-    confusion_figures,
-    depth_figure,
-    gallery_figure,
-    neighbour_grid_figures,
-    query_rows,
-    wrong_clusters,
-)
-from lightning_featviz.sinks import FileSink, Sink, TensorBoardSink, file_name, tensorboard_writers
+from lightning_featviz.report import EpochResults
+from lightning_featviz.reporter import EpochJob, Reporter, ReportOptions
+from lightning_featviz.sinks import FileSink, Sink, TensorBoardSink, tensorboard_writers
 from lightning_featviz.worker import BackgroundWorker
 
 #: Tags of these kinds have no ``@k``: images, and a measure that does not depend on k.
@@ -151,7 +139,9 @@ class FeatureVisualizer(pl.Callback):
         background: make the heavy part of each epoch's report (t-SNE, figures, projector, exports)
             on a background thread while training goes on; kNN scalars are logged before the
             next training epoch either way. Reports are written in epoch order, at most two wait,
-            and all are written by the end of ``fit``/``validate``.
+            and all are written by the end of ``fit``/``validate``. Default (None): on when the
+            model trains on an accelerator, off on the CPU, where the thread would compete with
+            training for the same cores (measured slower on 2 cores).
         storage_dtype: how the bank stores vectors, ``"float32"`` or ``"float16"`` (half the
             memory; kNN and t-SNE still compute in float32).
         memory_budget_mb: the most the bank may take. Its size is predicted from the first
@@ -192,7 +182,7 @@ class FeatureVisualizer(pl.Callback):
         min_share: float = 0.6,
         max_gallery: int = 8,
         log_confusion: bool = True,
-        background: bool = True,
+        background: bool | None = None,
         storage_dtype: Literal["float32", "float16"] = "float32",
         memory_budget_mb: float = 2048.0,
         every_n_epochs: int = 1,
@@ -308,6 +298,8 @@ class FeatureVisualizer(pl.Callback):
         self._knn_cache = ResultCache()
         self._maps = MapTracker(self.perplexity, seed, tsne_backend)
         self._worker = BackgroundWorker()
+        self._reporter: Reporter | None = None  # made at setup, when the log dir is known
+        self._background = bool(background)
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -327,6 +319,21 @@ class FeatureVisualizer(pl.Callback):
         # branch that one rank could skip (that would hang the others).
         self._log_dir = trainer.log_dir
         self._capture = ActivationCapture(pl_module, list(self._paths), self.reduction, self.pool_size)
+        options = ReportOptions(
+            k=self.k,
+            query_indices=self.query_indices,
+            log_neighbour_grids=self.log_neighbour_grids,
+            log_wrong_cluster=self.log_wrong_cluster,
+            wrong_cluster_layer=self.wrong_cluster_layer,
+            min_share=self.min_share,
+            max_gallery=self.max_gallery,
+            log_confusion=self.log_confusion,
+            tsne_dims=self.tsne_dims,
+            log_projector=self.log_projector,
+        )
+        self._reporter = Reporter(options, self._maps, self.tag, self._warn_once, self._log_dir)
+        on_accelerator = trainer.strategy.root_device.type != "cpu"
+        self._background = self.background if self.background is not None else on_accelerator
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._detach()
@@ -489,20 +496,12 @@ class FeatureVisualizer(pl.Callback):
             direct = {t: v for t, v in metrics.items() if t not in through_module}
             wanted = self.log_wrong_cluster and self._val_dataset is not None
             paths = sample_paths(self._val_dataset, results.bank.indices.tolist()) if wanted else None
-            job = (
-                self._sinks(trainer),
-                results,
-                direct,
-                metrics,
-                step,
-                self._maps_due(trainer),
-                list(self.history),
-                paths,
-            )
-            if self.background:
-                self._run_worker(self._worker.submit, self._report, *job)
+            sinks, with_maps = self._sinks(trainer), self._maps_due(trainer)
+            job = EpochJob(sinks, results, direct, metrics, step, with_maps, list(self.history), paths)
+            if self._background:
+                self._run_worker(self._worker.submit, self._report, job)
             else:
-                self._report(*job)
+                self._run_worker(self._report, job)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn != TrainerFn.FITTING:  # validate: every report is written when it returns
@@ -590,120 +589,14 @@ class FeatureVisualizer(pl.Callback):
         searched = reference if reference is not None else bank
         return EpochResults(bank, searched, stats, names, self.k, trainer.current_epoch), metrics
 
-    def _report(
-        self,
-        sinks: list[Sink],
-        results: EpochResults,
-        direct: dict[str, float],
-        metrics: dict[str, float],
-        step: int,
-        with_maps: bool,
-        history: list[dict[str, Any]],
-        paths: list[str] | None,
-    ) -> None:
-        """Rank 0: fit maps, find images in the wrong cluster, draw, and write everything to the sinks.
-
-        Touches no trainer state (it may run on the background worker while training goes on):
-        everything it needs about the epoch is passed in.
-        """
-        epoch, stats = results.epoch, results.stats
-        maps = self._fit_maps(results.bank, stats) if stats and with_maps else {}
-        flagged = wrong_clusters(results, self.min_share) if stats else {}
-        self.wrong_cluster_indices = {layer: results.bank.indices[f.rows].tolist() for layer, f in flagged.items()}
-        extra = {
-            self.tag(measure, layer, f"{d}d"): values[d]
-            for layer, layer_maps in maps.items()
-            for measure, values in (
-                ("tsne_trustworthiness", layer_maps.trust),
-                ("tsne_purity", layer_maps.purity),
-                ("tsne_displacement", layer_maps.displacement),
-            )
-            for d in values
-        }
-        extra |= {self.tag("wrong_cluster_share", layer): len(f) / len(results.bank) for layer, f in flagged.items()}
-        for sink in sinks:
-            sink.log_metrics({**(direct if sink.receives_module_metrics else metrics), **extra}, step, epoch)
-        if not stats:
-            return
-        chosen = self.wrong_cluster_layer or list(stats)[-1]
-        figures: dict[tuple[str, str], Figure] = {}
-        if self.log_neighbour_grids:
-            figures |= neighbour_grid_figures(results, query_rows(results.bank, self.query_indices))
-        if self.log_wrong_cluster and chosen in flagged:
-            self._export_wrong_cluster(sinks, results, chosen, flagged[chosen], step, paths)
-            if len(flagged[chosen]):
-                gallery = gallery_figure(results, chosen, flagged[chosen], self.min_share, self.max_gallery)
-                figures[("wrong_cluster", chosen)] = gallery
-        if self.log_confusion:
-            figures |= confusion_figures(results)
-            figures[("purity_by_depth", "all_layers")] = depth_figure(results, history)
-        if maps:
-            purity = {layer: layer_stats.mean_purity for layer, layer_stats in stats.items()}
-            ringed = {chosen: flagged[chosen].mask(len(results.bank)).numpy()} if chosen in flagged else {}
-            figures |= map_figures(
-                maps, results.bank.labels.numpy(), results.class_names, purity, self.k, epoch, ringed
-            )
-        for (kind, name), figure in figures.items():
-            image = figure_to_array(figure)
-            for sink in sinks:
-                sink.log_image(self.tag(kind, name), image, step)
-        if maps and self.log_projector:
-            self._write_projector(sinks, results, maps, flagged)
-
-    def _export_wrong_cluster(
-        self,
-        sinks: list[Sink],
-        results: EpochResults,
-        layer: str,
-        found: WrongCluster,
-        step: int,
-        paths: list[str] | None,
-    ) -> None:
-        """The flagged list as CSV under the run's log dir, and as a text table in TensorBoard."""
-        table = wrong_cluster_table(found, results.bank, results.class_names, paths)
-        folder = Path(self._log_dir or ".") / "featviz_wrong_cluster"
-        write_wrong_cluster_csv(folder / f"epoch_{results.epoch:03d}_{file_name(layer)}.csv", table)
-        for sink in sinks:
-            sink.log_text(self.tag("wrong_cluster_table", layer), markdown_table(table), step)
-
-    def _write_projector(
-        self,
-        sinks: list[Sink],
-        results: EpochResults,
-        maps: dict[str, LayerMaps],
-        flagged: dict[str, WrongCluster],
-    ) -> None:
-        names = results.class_names
-        if len(names) > MAX_COLOURED_CLASSES:
-            self._warn_once(
-                "projector-classes",
-                f"{len(names)} classes: the projector colours points by label only up to {MAX_COLOURED_CLASSES}; "
-                "the embeddings are written, search or filter by label there instead.",
-            )
-        columns = {}
-        for layer, found in flagged.items():
-            cluster = ["-"] * len(results.bank)
-            for row, other in zip(found.rows.tolist(), found.cluster.tolist(), strict=True):
-                cluster[row] = names[other]
-            columns[layer] = {"wrong_cluster": cluster}
-        entries = projector_entries(results.bank, results.stats, maps, names, self.k, results.epoch, columns)
-        for sink in sinks:
-            sink.log_embeddings(entries, f"featviz_projector/epoch_{results.epoch:03d}")
+    def _report(self, job: EpochJob) -> None:
+        assert self._reporter is not None  # setup ran: the epoch was analysed
+        self.wrong_cluster_indices = self._reporter.write(job)
 
     def _maps_due(self, trainer: pl.Trainer) -> bool:
         if self.tsne_every_n_epochs is None:
             return False
         return trainer.state.fn != TrainerFn.FITTING or trainer.current_epoch % self.tsne_every_n_epochs == 0
-
-    def _fit_maps(self, bank: BankData, stats: dict[str, NeighbourStats]) -> dict[str, LayerMaps]:
-        maps: dict[str, LayerMaps] = {}
-        for layer in stats:
-            try:
-                maps[layer] = fit_layer_maps(self._maps, layer, bank, self.tsne_dims, self.k)
-            except ValueError as error:
-                self._warn_once(f"tsne/{layer}", f"No t-SNE map of layer {layer!r} this epoch: {error}")
-        self._maps.next_round()
-        return maps
 
     def tag(self, kind: str, layer: str, *rest: str) -> str:
         """The logged tag, e.g. ``featviz/knn_purity@10/avgpool``; images have no ``@k``: ``featviz/tsne_2d/x``."""

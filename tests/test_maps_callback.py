@@ -32,7 +32,7 @@ def fitted_run(tmp_path_factory, digits_val):
 
     tmp_path = tmp_path_factory.mktemp("run")
     data = ClassificationData(Subset(digits_val, range(240)), Subset(digits_val, range(240, 400)), digits_val.classes)
-    visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=120)
+    visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=120, background=True)  # the worker path
     trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
     trainer.fit(TinyNet(), datamodule=data)
     return tmp_path, trainer.log_dir, visualizer
@@ -237,11 +237,12 @@ def test_maps_of_a_model_that_stopped_changing_stay_in_place_from_epoch_to_epoch
         assert len(moves) == 2 and 0 < max(moves) < 0.05
 
 
-def test_a_report_failing_on_the_worker_warns_once_and_training_and_other_outputs_go_on(tmp_path, small_data):
+@pytest.mark.parametrize("background", [True, False])
+def test_a_failing_report_warns_once_and_training_and_other_outputs_go_on(tmp_path, small_data, background):
     logger = TensorBoardLogger(tmp_path)
     Path(logger.log_dir).mkdir(parents=True)
     (Path(logger.log_dir) / "featviz_projector").write_text("a file where a folder should go")  # a broken disk
-    visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=60, tsne_dims=[2])
+    visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=60, tsne_dims=[2], background=background)
     trainer = tiny_trainer(tmp_path, max_epochs=3, logger=logger, callbacks=[visualizer])
     with pytest.warns(UserWarning, match="could not write an epoch's report") as record:
         trainer.fit(TinyNet(), datamodule=small_data)
