@@ -9,6 +9,7 @@ import random
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import fields
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -319,18 +320,7 @@ class FeatureVisualizer(pl.Callback):
         # branch that one rank could skip (that would hang the others).
         self._log_dir = trainer.log_dir
         self._capture = ActivationCapture(pl_module, list(self._paths), self.reduction, self.pool_size)
-        options = ReportOptions(
-            k=self.k,
-            query_indices=self.query_indices,
-            log_neighbour_grids=self.log_neighbour_grids,
-            log_wrong_cluster=self.log_wrong_cluster,
-            wrong_cluster_layer=self.wrong_cluster_layer,
-            min_share=self.min_share,
-            max_gallery=self.max_gallery,
-            log_confusion=self.log_confusion,
-            tsne_dims=self.tsne_dims,
-            log_projector=self.log_projector,
-        )
+        options = ReportOptions(**{option.name: getattr(self, option.name) for option in fields(ReportOptions)})
         self._reporter = Reporter(options, self._maps, self.tag, self._warn_once, self._log_dir)
         on_accelerator = trainer.strategy.root_device.type != "cpu"
         self._background = self.background if self.background is not None else on_accelerator

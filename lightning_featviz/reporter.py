@@ -35,7 +35,7 @@ from lightning_featviz.sinks import Sink, file_name
 
 @dataclass
 class ReportOptions:
-    """What a report holds (the callback's arguments of the same names)."""
+    """What a report holds: the callback's arguments of the same names (read from it by name)."""
 
     k: int
     query_indices: list[int] | None
