@@ -179,14 +179,16 @@ def test_a_shuffled_validation_loader_is_refused_with_a_hint(tmp_path, small_dat
     assert visualizer.history == []
 
 
-def test_reference_train_searches_training_images_and_does_not_change_training(tmp_path, small_data):
+@pytest.mark.parametrize("background", [False, True])
+def test_reference_train_searches_training_images_and_does_not_change_training(tmp_path, small_data, background):
     def run(callbacks):
         pl.seed_everything(7, verbose=False)
         model = TinyNet()
         tiny_trainer(tmp_path, logger=False, callbacks=callbacks).fit(model, datamodule=small_data)
         return model, torch.get_rng_state()
 
-    visualizer = FeatureVisualizer(LAYERS, k=5, reference="train", max_reference=100)
+    # every output on (maps, projector, gallery), the report on the worker thread or in the loop
+    visualizer = FeatureVisualizer(LAYERS, k=5, reference="train", max_reference=100, background=background)
     with_callback, rng_with = run([visualizer])
     without, rng_without = run([])
     for a, b in zip(with_callback.state_dict().values(), without.state_dict().values(), strict=True):
