@@ -346,7 +346,7 @@ class FeatureVisualizer(pl.Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         fitting = trainer.state.fn == TrainerFn.FITTING
         self._active = not trainer.sanity_checking and (not fitting or trainer.current_epoch % self.every_n_epochs == 0)
-        self._active &= not self._disabled
+        self._active &= not self._disabled and not trainer.fast_dev_run  # a smoke test: nothing to analyse
         if not self._active or self._capture is None:
             self._active = False
             return
