@@ -38,9 +38,7 @@ class LayerMaps:
     displacement: dict[int, float] = field(default_factory=dict)
 
 
-def fit_layer_maps(
-    tracker: MapTracker, layer: str, bank: BankData, dims: Sequence[int], k: int, seed: int = 0
-) -> LayerMaps:
+def fit_layer_maps(tracker: MapTracker, layer: str, bank: BankData, dims: Sequence[int], k: int) -> LayerMaps:
     """Fit (warm-started, aligned) maps of ``layer`` in each of ``dims`` and measure them.
 
     Raises:
