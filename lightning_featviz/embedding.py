@@ -275,9 +275,11 @@ class MapTracker:
 
     def state_dict(self) -> dict[str, Any]:
         """Plain tensors and strings, so that checkpoints load with ``weights_only=True``."""
+        # list() copies in one step: a checkpoint may be saved while the worker adds this epoch's maps.
+        previous = list(self._previous.items())
         return {
             f"{layer}\t{dims}": {"indices": torch.from_numpy(indices), "map": torch.from_numpy(points)}
-            for (layer, dims), (indices, points) in self._previous.items()
+            for (layer, dims), (indices, points) in previous
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
