@@ -16,8 +16,14 @@ from lightning_featviz.demo import ClassificationData
 LAYERS = ["input", "conv2", "pool"]
 
 
+def _visualizer(*args, **kwargs) -> FeatureVisualizer:
+    """The callback with maps and confusion figures off: these tests are about capture, kNN and logging
+    (maps have their own tests; the invariance test below runs every output)."""
+    return FeatureVisualizer(*args, **{"tsne_every_n_epochs": None, "log_confusion": False, **kwargs})
+
+
 def test_fit_logs_the_documented_scalar_and_image_tags(tmp_path, small_data):
-    visualizer = FeatureVisualizer(layers=LAYERS, k=5, max_samples=120, query_indices=[3, 50, 7])
+    visualizer = _visualizer(layers=LAYERS, k=5, max_samples=120, query_indices=[3, 50, 7])
     model = TinyNet()
     trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
     trainer.fit(model, datamodule=small_data)
@@ -45,7 +51,7 @@ def test_fit_logs_the_documented_scalar_and_image_tags(tmp_path, small_data):
 
 
 def test_purity_is_computed_on_the_same_samples_every_epoch(tmp_path, small_data):
-    visualizer = FeatureVisualizer(layers=["input"], k=5, max_samples=100, seed=1)
+    visualizer = _visualizer(layers=["input"], k=5, max_samples=100, seed=1)
     tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(TinyNet(), datamodule=small_data)
     first, second = (row["knn_purity"] for row in visualizer.history)
     assert first == second  # pixel space does not train: same samples give the same purity
@@ -54,7 +60,7 @@ def test_purity_is_computed_on_the_same_samples_every_epoch(tmp_path, small_data
 def test_model_checkpoint_and_early_stopping_can_monitor_purity(tmp_path, small_data):
     checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="featviz/knn_purity@5/pool", mode="max")
     trainer = tiny_trainer(
-        tmp_path, logger=False, enable_checkpointing=True, callbacks=[FeatureVisualizer(LAYERS, k=5), checkpoint]
+        tmp_path, logger=False, enable_checkpointing=True, callbacks=[_visualizer(LAYERS, k=5), checkpoint]
     )
     trainer.fit(TinyNet(), datamodule=small_data)
     assert checkpoint.best_model_score is not None and 0 <= float(checkpoint.best_model_score) <= 1
@@ -62,14 +68,14 @@ def test_model_checkpoint_and_early_stopping_can_monitor_purity(tmp_path, small_
 
 def test_an_exception_mid_epoch_leaves_no_hook_on_the_model(tmp_path, small_data):
     model = TinyNet(fail_at_batch=2)
-    trainer = tiny_trainer(tmp_path, logger=False, callbacks=[FeatureVisualizer(LAYERS, k=5)])
+    trainer = tiny_trainer(tmp_path, logger=False, callbacks=[_visualizer(LAYERS, k=5)])
     with pytest.raises(RuntimeError, match="boom"):
         trainer.fit(model, datamodule=small_data)
     assert hooks_left(model) == 0
 
 
 def test_an_unknown_layer_fails_at_setup_with_close_matches(tmp_path, small_data):
-    trainer = tiny_trainer(tmp_path, logger=False, callbacks=[FeatureVisualizer(["input", "conv3"], k=5)])
+    trainer = tiny_trainer(tmp_path, logger=False, callbacks=[_visualizer(["input", "conv3"], k=5)])
     with pytest.raises(ValueError, match=r"got 'conv3'.*Close matches: \['conv2', 'conv1'\]"):
         trainer.fit(TinyNet(), datamodule=small_data)
 
@@ -96,9 +102,7 @@ def test_bad_arguments_fail_in_init_naming_argument_and_value(kwargs, match):
 
 
 def test_without_tensorboard_figures_and_metrics_go_to_files_with_one_warning(tmp_path, small_data):
-    trainer = tiny_trainer(
-        tmp_path, logger=CSVLogger(tmp_path), callbacks=[FeatureVisualizer(LAYERS, k=5, max_samples=60)]
-    )
+    trainer = tiny_trainer(tmp_path, logger=CSVLogger(tmp_path), callbacks=[_visualizer(LAYERS, k=5, max_samples=60)])
     with pytest.warns(UserWarning, match="No TensorBoard logger") as record:
         trainer.fit(TinyNet(), datamodule=small_data)
     assert len([w for w in record if "No TensorBoard logger" in str(w.message)]) == 1
@@ -112,7 +116,7 @@ def test_a_degenerate_epoch_warns_once_and_training_goes_on(tmp_path, digits_val
     data = ClassificationData(
         Subset(digits_val, range(64)), Subset(digits_val, range(64, 72)), digits_val.classes, batch_size=4
     )
-    trainer = tiny_trainer(tmp_path, logger=False, callbacks=[FeatureVisualizer(LAYERS, k=10)])
+    trainer = tiny_trainer(tmp_path, logger=False, callbacks=[_visualizer(LAYERS, k=10)])
     with pytest.warns(UserWarning, match="fewer than k \\+ 1 = 11") as record:
         trainer.fit(TinyNet(), datamodule=data)
     assert trainer.state.finished and len([w for w in record if "fewer than k" in str(w.message)]) == 1
@@ -123,7 +127,7 @@ def test_a_single_class_epoch_warns_and_skips(tmp_path, digits_val):
     data = ClassificationData(
         Subset(digits_val, range(64)), Subset(digits_val, zeros), digits_val.classes, batch_size=8
     )
-    visualizer = FeatureVisualizer(LAYERS, k=5)
+    visualizer = _visualizer(LAYERS, k=5)
     with pytest.warns(UserWarning, match="single class"):
         tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(TinyNet(), datamodule=data)
     assert visualizer.history == []
@@ -153,7 +157,7 @@ def test_dict_batches_with_a_custom_extractor_and_indices(tmp_path, digits_val):
     data = ClassificationData(
         DictDigits(Subset(digits_val, range(96))), DictDigits(Subset(digits_val, range(96, 200))), digits_val.classes
     )
-    visualizer = FeatureVisualizer(LAYERS, k=5, batch_extractor=lambda b: (b["pixels"], b["target"], b["index"]))
+    visualizer = _visualizer(LAYERS, k=5, batch_extractor=lambda b: (b["pixels"], b["target"], b["index"]))
     tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(DictNet(), datamodule=data)
     assert len(visualizer.history) == 6
 
@@ -162,7 +166,7 @@ def test_labels_that_are_not_class_ids_fail_in_the_sanity_check_with_a_hint(tmp_
     data = ClassificationData(
         DictDigits(Subset(digits_val, range(64)), True), DictDigits(Subset(digits_val, range(64, 128)), True), []
     )
-    visualizer = FeatureVisualizer(LAYERS, k=5, batch_extractor=lambda b: (b["pixels"], b["target"]))
+    visualizer = _visualizer(LAYERS, k=5, batch_extractor=lambda b: (b["pixels"], b["target"]))
     with pytest.raises(TypeError, match="integer class ids.*batch_extractor"):
         tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(DictNet(), datamodule=data)
 
@@ -173,7 +177,7 @@ def test_a_shuffled_validation_loader_is_refused_with_a_hint(tmp_path, small_dat
             return DataLoader(self.val, batch_size=16, shuffle=True)
 
     data = Shuffled(small_data.train, small_data.val, small_data.classes, batch_size=32)
-    visualizer = FeatureVisualizer(LAYERS, k=5)
+    visualizer = _visualizer(LAYERS, k=5)
     with pytest.warns(UserWarning, match="shuffle=False"):
         tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(TinyNet(), datamodule=data)
     assert visualizer.history == []
@@ -198,7 +202,7 @@ def test_reference_train_searches_training_images_and_does_not_change_training(t
 
 
 def test_validate_runs_the_analysis_and_the_callback_pickles(tmp_path, small_data):
-    visualizer = FeatureVisualizer(LAYERS, k=5)
+    visualizer = _visualizer(LAYERS, k=5)
     trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer])
     trainer.validate(TinyNet(), datamodule=small_data)
     assert "featviz/knn_purity@5/input" in trainer.callback_metrics
@@ -207,9 +211,7 @@ def test_validate_runs_the_analysis_and_the_callback_pickles(tmp_path, small_dat
 
 
 def test_class_purity_reaches_callback_metrics_when_asked(tmp_path, small_data):
-    trainer = tiny_trainer(
-        tmp_path, logger=False, callbacks=[FeatureVisualizer(LAYERS, k=5, monitor_class_purity=True)]
-    )
+    trainer = tiny_trainer(tmp_path, logger=False, callbacks=[_visualizer(LAYERS, k=5, monitor_class_purity=True)])
     trainer.fit(TinyNet(), datamodule=small_data)
     assert any(tag.startswith("featviz/class_purity@5/pool/") for tag in trainer.callback_metrics)
 
@@ -229,7 +231,7 @@ class WithNaN(Dataset):
 def test_nan_activations_warn_once_per_layer_and_skip_it(tmp_path, digits_val):
     val = WithNaN(Subset(digits_val, range(240, 340)), bad_index=5)
     data = ClassificationData(Subset(digits_val, range(96)), val, digits_val.classes, batch_size=32)
-    visualizer = FeatureVisualizer(LAYERS, k=5)
+    visualizer = _visualizer(LAYERS, k=5)
     with pytest.warns(UserWarning, match="'pool' produced NaN or Inf") as record:
         tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(TinyNet(), datamodule=data)
     assert len([w for w in record if "'pool' produced NaN" in str(w.message)]) == 1
@@ -250,7 +252,7 @@ def test_negative_labels_warn_and_skip(tmp_path, digits_val):
             return super().validation_step((x, y.clamp_min(0)), batch_idx)
 
     data = ClassificationData(Subset(digits_val, range(64)), Negative(), digits_val.classes, batch_size=16)
-    visualizer = FeatureVisualizer(LAYERS, k=5)
+    visualizer = _visualizer(LAYERS, k=5)
     with pytest.warns(UserWarning, match="negative labels"):
         tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(IgnoreNegative(), datamodule=data)
     assert visualizer.history == []
@@ -268,7 +270,7 @@ def test_the_bank_size_is_predicted_logged_and_measured_the_same(tmp_path, small
 
 
 def test_over_the_memory_budget_the_sanity_check_fails_naming_the_knobs(tmp_path, small_data):
-    visualizer = FeatureVisualizer(LAYERS, k=5, memory_budget_mb=0.01)
+    visualizer = _visualizer(LAYERS, k=5, memory_budget_mb=0.01)
     trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer])
     with pytest.raises(ValueError, match="`memory_budget_mb` = 0.01.*`max_samples`.*`input_size`.*float16"):
         trainer.fit(TinyNet(), datamodule=small_data)
@@ -276,7 +278,7 @@ def test_over_the_memory_budget_the_sanity_check_fails_naming_the_knobs(tmp_path
 
 
 def test_without_a_sanity_check_an_oversized_bank_turns_the_callback_off_and_training_goes_on(tmp_path, small_data):
-    visualizer = FeatureVisualizer(LAYERS, k=5, memory_budget_mb=0.01)
+    visualizer = _visualizer(LAYERS, k=5, memory_budget_mb=0.01)
     trainer = tiny_trainer(tmp_path, logger=False, num_sanity_val_steps=0, callbacks=[visualizer])
     with pytest.warns(UserWarning, match="FeatureVisualizer is off for this run"):
         trainer.fit(TinyNet(), datamodule=small_data)
