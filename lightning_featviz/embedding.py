@@ -194,20 +194,29 @@ def map_displacement(current: NDArray, previous: NDArray) -> float:
     return float(np.linalg.norm(np.asarray(current) - previous, axis=1).mean() / spread)
 
 
-def trustworthiness(vectors: NDArray | torch.Tensor, embedding: NDArray, k: int = 10, chunk_size: int = 256) -> float:
+def trustworthiness(
+    vectors: NDArray | torch.Tensor,
+    embedding: NDArray,
+    k: int = 10,
+    chunk_size: int = 256,
+    map_neighbours: torch.Tensor | None = None,
+) -> float:
     """How far the map's k-neighbourhoods are true neighbourhoods of the (N, D) vectors (1 = all).
 
     Venna and Kaski's measure, as scikit-learn's ``trustworthiness`` computes it, but in chunks of
     ``chunk_size`` rows on torch: (chunk, N) distances at a time instead of a full (N, N) ranking.
     Each map neighbour j of i that is not among i's k nearest in the vectors costs r(i, j) - k,
-    where r is its rank by distance in the vectors.
+    where r is its rank by distance in the vectors. ``map_neighbours`` (N, >= k), nearest first,
+    saves the search in the map when the caller has it already.
     """
     x = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
     points = torch.as_tensor(np.asarray(embedding, dtype=np.float32))
     n = x.shape[0]
     if not 0 < k < n / 2:
         raise ValueError(f"Expected `k` to be in (0, N / 2) = (0, {n / 2}), but got {k}.")
-    map_neighbours = knn_search(points, points, k, exclude_self=True, chunk_size=chunk_size)[1]
+    if map_neighbours is None:
+        map_neighbours = knn_search(points, points, k, exclude_self=True, chunk_size=chunk_size)[1]
+    map_neighbours = map_neighbours[:, :k]
     penalty = 0.0
     for start in range(0, n, chunk_size):
         rows = torch.arange(start, min(start + chunk_size, n))

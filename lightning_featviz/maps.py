@@ -54,9 +54,11 @@ def fit_layer_maps(tracker: MapTracker, layer: str, bank: BankData, dims: Sequen
         result.maps[d] = points
         if previous is not None:
             result.displacement[d] = map_displacement(points, previous)
-        result.trust[d] = trustworthiness(vectors, points, k=min(k, (len(points) - 1) // 2))
-        neighbours = knn_search(torch.as_tensor(points).float(), torch.as_tensor(points).float(), k, exclude_self=True)
-        result.purity[d] = float(knn_purity(bank.labels[neighbours[1]], bank.labels).mean())
+        on_map = torch.as_tensor(points).float()
+        neighbours = knn_search(on_map, on_map, k, exclude_self=True)[1]  # (N, k), used by both measures
+        trust_k = min(k, (len(points) - 1) // 2)
+        result.trust[d] = trustworthiness(vectors, points, k=trust_k, map_neighbours=neighbours)
+        result.purity[d] = float(knn_purity(bank.labels[neighbours], bank.labels).mean())
     return result
 
 
