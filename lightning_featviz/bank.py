@@ -36,16 +36,15 @@ def to_thumbnails(
 
     With ``mean``/``std`` the normalisation is undone first. Images then in [0, 1] are kept as they
     are; any other range is min-max scaled per image, after calling ``on_rescale(low, high)``
-    with the batch's range. One channel is repeated to three, a fourth (alpha) channel is dropped.
+    with the batch's range. One channel is repeated to three; of more than three, the first three
+    are shown as RGB; of two, the first is shown in grey.
     """
     images = images.detach().float().cpu()
     if images.ndim == 3:
         images = images[:, None]
     if mean is not None and std is not None:
         images = images * torch.tensor(std)[None, :, None, None] + torch.tensor(mean)[None, :, None, None]
-    if images.shape[1] == 1:
-        images = images.expand(-1, 3, -1, -1)
-    images = images[:, :3]
+    images = images[:, :3] if images.shape[1] >= 3 else images[:, :1].expand(-1, 3, -1, -1)
     low, high = images.aminmax() if images.numel() else (torch.zeros(()), torch.zeros(()))
     if low < 0 or high > 1:
         if on_rescale is not None:

@@ -12,7 +12,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import fields
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -33,7 +33,7 @@ from lightning_featviz.bank import (
 from lightning_featviz.batches import read_batch
 from lightning_featviz.capture import INPUT_LAYER, ActivationCapture, Reduction, reduce_input, resolve_layers
 from lightning_featviz.datasets import sample_paths
-from lightning_featviz.distributed import broadcast_object, gather_columns
+from lightning_featviz.distributed import all_objects, broadcast_object, gather_columns
 from lightning_featviz.embedding import Backend, MapTracker
 from lightning_featviz.knn import Metric, NeighbourStats, ResultCache, neighbour_stats
 from lightning_featviz.report import EpochResults
@@ -84,7 +84,23 @@ def _sampler_batches(loader: DataLoader) -> list[Tensor] | None:
         return [torch.as_tensor(list(batch), dtype=torch.int64) for batch in batch_sampler]
 
 
-class FeatureVisualizer(pl.Callback):
+def _callback_bases() -> tuple[type, ...]:
+    """``pytorch_lightning.Callback``, and ``lightning.pytorch.Callback`` where the unified ``lightning``
+    package is installed: one callback class then works with the Trainers (and LightningCLIs) of both."""
+    try:
+        import lightning.pytorch as lightning_pytorch
+    except ImportError:
+        return (pl.Callback,)
+    return (pl.Callback, lightning_pytorch.Callback)
+
+
+if TYPE_CHECKING:
+    _Callback = pl.Callback
+else:
+    _Callback = type("_Callback", _callback_bases(), {})
+
+
+class FeatureVisualizer(_Callback):
     """Capture layer activations during validation and log what the network has learned.
 
     Every validation epoch (not the sanity check), for each named layer: kNN class purity@k and
@@ -152,6 +168,10 @@ class FeatureVisualizer(pl.Callback):
         dataloader_idx: which validation dataloader to analyse.
         seed: seed of the sample choice; the global RNGs are never touched.
         chunk_size: queries per matrix product in the kNN search.
+        strict: raise failures of the analysis and of the reports (a plotting error, a full disk)
+            instead of warning once and letting training go on.
+        report_dir: also write every figure as PNG, the scalars as CSV, and ``index.html``, a page
+            that shows them without TensorBoard, into this folder (refreshed each epoch).
     """
 
     def __init__(
@@ -190,6 +210,8 @@ class FeatureVisualizer(pl.Callback):
         dataloader_idx: int = 0,
         seed: int = 0,
         chunk_size: int = 1024,
+        strict: bool = False,
+        report_dir: str | Path | None = None,
     ) -> None:
         names = list(layers.keys() if isinstance(layers, Mapping) else layers) if not isinstance(layers, str) else []
         _require(
@@ -244,6 +266,9 @@ class FeatureVisualizer(pl.Callback):
             (image_mean is None) == (image_std is None), "image_mean", "given together with `image_std`", image_mean
         )
         _require(batch_extractor is None or callable(batch_extractor), "batch_extractor", "callable", batch_extractor)
+        _require(
+            report_dir is None or isinstance(report_dir, (str, Path)), "report_dir", "None or a folder path", report_dir
+        )
 
         self.layers = dict(layers) if isinstance(layers, Mapping) else list(layers)
         self.k = k
@@ -279,6 +304,8 @@ class FeatureVisualizer(pl.Callback):
         self.dataloader_idx = dataloader_idx
         self.seed = seed
         self.chunk_size = chunk_size
+        self.strict = bool(strict)
+        self.report_dir = None if report_dir is None else Path(report_dir)
 
         self.history: list[dict[str, float | int | str]] = []
         #: Dataset indices of the images in the wrong cluster at the last analysed epoch, per layer
@@ -294,9 +321,10 @@ class FeatureVisualizer(pl.Callback):
         self._active = False
         self._sized = False  # the bank's size was predicted and checked against the budget
         self._disabled = False
+        self._off_this_run = False  # this fit/validate cannot be gathered (a rank without batches)
         self._preds: tuple[Tensor, Tensor] | None = None  # (B,) predicted class, (B,) its probability
         self._warned: set[str] = set()
-        self._knn_cache = ResultCache()
+        self._knn_cache: ResultCache[NeighbourStats] = ResultCache()
         self._maps = MapTracker(self.perplexity, seed, tsne_backend)
         self._worker = BackgroundWorker()
         self._reporter: Reporter | None = None  # made at setup, when the log dir is known
@@ -324,10 +352,37 @@ class FeatureVisualizer(pl.Callback):
         self._reporter = Reporter(options, self._maps, self.tag, self._warn_once, self._log_dir)
         on_accelerator = trainer.strategy.root_device.type != "cpu"
         self._background = self.background if self.background is not None else on_accelerator
+        self._off_this_run = False
+        if stage == TrainerFn.VALIDATING and trainer.world_size > 1 and _allows_empty_ranks(trainer, pl_module):
+            # A rank without a batch runs no validation hook, so it could not join the gather, and
+            # `validate` has no hook before its loop where the ranks could compare batch counts.
+            self._switch_off(
+                "`allow_zero_length_dataloader_with_multiple_devices` is set, so a rank may see no validation "
+                "batch and could not take part in gathering the bank"
+            )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Every rank runs this after the validation loaders are set up: the place to find out whether
+        # some rank will see no validation batch (it then runs no validation hook, and could not gather).
+        counts = trainer.num_val_batches
+        local = counts[self.dataloader_idx] if self.dataloader_idx < len(counts) else 0
+        everyone = all_objects(float(local))
+        if min(everyone) == 0 < max(everyone):
+            empty = [rank for rank, count in enumerate(everyone) if count == 0]
+            self._switch_off(f"ranks {empty} see no batch of validation dataloader {self.dataloader_idx}")
+
+    def _switch_off(self, reason: str) -> None:
+        self._off_this_run = True
+        self._warn_once(
+            "empty-rank",
+            f"FeatureVisualizer is off for this run: {reason}. Hint: give every rank at least one validation "
+            "batch (Lightning's DistributedSampler does), or run the analysis on one process "
+            "(`featviz analyse`).",
+        )
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._detach()
-        self._run_worker(self._worker.drain)
+        self._guarded(self._worker.drain)
         self._worker.close()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
@@ -346,7 +401,9 @@ class FeatureVisualizer(pl.Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         fitting = trainer.state.fn == TrainerFn.FITTING
         self._active = not trainer.sanity_checking and (not fitting or trainer.current_epoch % self.every_n_epochs == 0)
-        self._active &= not self._disabled and not trainer.fast_dev_run  # a smoke test: nothing to analyse
+        self._active &= not (
+            self._disabled or self._off_this_run or getattr(trainer, "fast_dev_run", False)
+        )  # fast_dev_run: a smoke test
         if not self._active or self._capture is None:
             self._active = False
             return
@@ -465,7 +522,7 @@ class FeatureVisualizer(pl.Callback):
                 )
             if bank is not None:
                 reference = self._capture_reference(trainer, pl_module) if self.reference == "train" else None
-                results, metrics = self._analyse(trainer, bank, reference)
+                results, metrics = self._guarded(self._analyse, trainer, bank, reference) or (None, {})
         metrics = broadcast_object(metrics)
         through_module = {t: v for t, v in metrics.items() if self.monitor_class_purity or "/class_purity@" not in t}
         for tag, value in through_module.items():
@@ -489,27 +546,31 @@ class FeatureVisualizer(pl.Callback):
             sinks, with_maps = self._sinks(trainer), self._maps_due(trainer)
             job = EpochJob(sinks, results, direct, metrics, step, with_maps, list(self.history), paths)
             if self._background:
-                self._run_worker(self._worker.submit, self._report, job)
+                self._guarded(self._worker.submit, self._report, job)
             else:
-                self._run_worker(self._report, job)
+                self._guarded(self._report, job)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn != TrainerFn.FITTING:  # validate: every report is written when it returns
-            self._run_worker(self._worker.drain)
+            self._guarded(self._worker.drain)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._run_worker(self._worker.drain)
+        self._guarded(self._worker.drain)
 
-    def _run_worker(self, action: Callable[..., None], *args: Any) -> None:
-        """Call a worker method; a report that failed on the worker warns (once) and training goes on."""
+    def _guarded(self, action: Callable[..., Any], *args: Any) -> Any:
+        """Call ``action``; a failure of the analysis or a report warns once and training goes on
+        (None is returned), unless ``strict`` asks for it to be raised."""
         try:
-            action(*args)
-        except Exception as error:  # noqa: BLE001 - any failure of a report must not end the user's run
+            return action(*args)
+        except Exception as error:
+            if self.strict:
+                raise
             self._warn_once(
                 f"report/{type(error).__name__}",
-                f"FeatureVisualizer could not write an epoch's report ({type(error).__name__}: {error}); "
-                "training goes on.",
+                f"FeatureVisualizer could not analyse or report an epoch ({type(error).__name__}: {error}); "
+                "training goes on. Pass `strict=True` to raise instead.",
             )
+            return None
 
     # ----------------------------------------------------------------------------- analysis
 
@@ -631,8 +692,8 @@ class FeatureVisualizer(pl.Callback):
     def _capture_reference(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> BankData | None:
         """Capture up to ``max_reference`` training samples with a no-grad, eval-mode forward."""
         loader = trainer.train_dataloader
-        if loader is None and trainer.datamodule is not None:
-            loader = trainer.datamodule.train_dataloader()
+        if loader is None and _datamodule(trainer) is not None:
+            loader = _datamodule(trainer).train_dataloader()
         if not isinstance(loader, DataLoader) or not hasattr(loader.dataset, "__len__"):
             self._warn_once(
                 "train",
@@ -676,6 +737,14 @@ class FeatureVisualizer(pl.Callback):
         """(B, 3, T, T) uint8 thumbnails, or (B, 0) when no output shows images."""
         if not self._shows_images:
             return torch.empty(images.shape[0], 0, dtype=torch.uint8)
+        channels = images.shape[1] if images.ndim == 4 else 1
+        if channels not in (1, 3):
+            shown = "the first three as RGB" if channels > 3 else "the first in grey"
+            self._warn_once(
+                "channels",
+                f"Validation images have {channels} channels; thumbnails (grids, gallery, projector sprite) show "
+                f"{shown}. Pixel-space vectors use all {channels}.",
+            )
         return to_thumbnails(images, self.thumbnail_size, self.image_mean, self.image_std, self._warn_rescaled)
 
     @property
@@ -698,8 +767,8 @@ class FeatureVisualizer(pl.Callback):
         )
 
     def _val_loader(self, trainer: pl.Trainer) -> DataLoader | None:
-        loaders = trainer.validate_loop._combined_loader if trainer.state.fn == TrainerFn.VALIDATING else None
-        loaders = loaders.iterables if loaders is not None else trainer.val_dataloaders
+        combined = trainer.validate_loop._combined_loader if trainer.state.fn == TrainerFn.VALIDATING else None
+        loaders: Any = combined.iterables if combined is not None else trainer.val_dataloaders
         if isinstance(loaders, Mapping):
             loaders = list(loaders.values())
         if isinstance(loaders, (list, tuple)):
@@ -709,7 +778,7 @@ class FeatureVisualizer(pl.Callback):
     def _class_names(self, trainer: pl.Trainer, num_seen: int) -> list[str]:
         names = self.class_names
         if names is None:
-            candidates = [trainer.datamodule] if trainer.datamodule is not None else []
+            candidates = [_datamodule(trainer)] if _datamodule(trainer) is not None else []
             loader = self._val_loader(trainer)
             dataset = loader.dataset if loader is not None else None
             while dataset is not None:
@@ -734,17 +803,19 @@ class FeatureVisualizer(pl.Callback):
         return list(names) + [str(i) for i in range(len(names), num_seen)]
 
     def _sinks(self, trainer: pl.Trainer) -> list[Sink]:
-        """Where rank 0 writes: every TensorBoard writer, else files under the run's log dir."""
+        """Where rank 0 writes: every TensorBoard writer, else files under the run's log dir; and the
+        static report's folder when ``report_dir`` is set."""
+        report = [FileSink(self.report_dir, embeddings=False)] if self.report_dir is not None else []
         writers = tensorboard_writers(trainer.loggers)
         if writers:
-            return [TensorBoardSink(w) for w in writers]
+            return [*(TensorBoardSink(w) for w in writers), *report]
         root = Path(self._log_dir or trainer.default_root_dir) / "featviz"
         self._warn_once(
             "no-tb",
-            "No TensorBoard logger among trainer.loggers; FeatureVisualizer writes PNG figures and "
-            f"metrics.csv under {root}.",
+            "No TensorBoard logger among trainer.loggers; FeatureVisualizer writes PNG figures, "
+            f"metrics.csv and index.html under {root}.",
         )
-        return [FileSink(root)]
+        return [FileSink(root), *report]
 
     def _detach(self) -> None:
         if self._capture is not None:
@@ -762,6 +833,16 @@ class FeatureVisualizer(pl.Callback):
 def _logged_step(trainer: pl.Trainer) -> int:
     """The step Lightning gives epoch-end metrics, so our images and scalars line up with them."""
     return int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))
+
+
+def _datamodule(trainer: pl.Trainer) -> Any:
+    return getattr(trainer, "datamodule", None)
+
+
+def _allows_empty_ranks(trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+    """Whether Lightning lets a rank have an empty dataloader (otherwise it raises before any loop runs)."""
+    holders = [pl_module, _datamodule(trainer)]
+    return any(getattr(h, "allow_zero_length_dataloader_with_multiple_devices", False) for h in holders)
 
 
 def _all_finite(vectors: Tensor) -> bool:

@@ -1,4 +1,5 @@
-"""Command line: ``featviz demo`` (the quick start) and ``featviz layers`` (list module paths)."""
+"""Command line: ``featviz demo`` (the quick start), ``featviz analyse`` (a trained model, post hoc) and
+``featviz layers`` (list module paths)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def purity_table(history: Sequence[dict], layers: Sequence[str]) -> str:
 
 def run_demo(args: argparse.Namespace) -> int:
     import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import TensorBoardLogger
 
     from lightning_featviz import FeatureVisualizer
@@ -48,13 +50,13 @@ def run_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     logger = TensorBoardLogger(args.logdir, name="featviz_demo")
+    checkpoint = ModelCheckpoint(save_last=True, save_top_k=0)  # <log dir>/checkpoints/last.ckpt
     trainer = pl.Trainer(
         max_epochs=args.epochs,
         logger=logger,
-        callbacks=[visualizer],
+        callbacks=[visualizer, checkpoint],
         accelerator=args.accelerator,
         devices=1,
-        enable_checkpointing=False,
         enable_progress_bar=not args.quiet,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -66,6 +68,43 @@ def run_demo(args: argparse.Namespace) -> int:
     print(purity_table(visualizer.history, [str(layer) for layer in args.layers]))
     print(f"\nTrained {args.epochs} epochs in {time.perf_counter() - start:.0f} s. Logs: {logger.log_dir}")
     print(f"Open them with:\n  tensorboard --logdir {args.logdir}")
+    data_option = f" --data {args.data}" if args.data else " --data <an ImageFolder directory>"
+    print(
+        "Analyse the trained model again later, on any data:\n  featviz analyse --module "
+        f"lightning_featviz.demo.ImageClassifier --checkpoint {checkpoint.last_model_path}{data_option}"
+    )
+    return 0
+
+
+def run_analysis(args: argparse.Namespace) -> int:
+    from torchvision.datasets import ImageFolder
+
+    from lightning_featviz.posthoc import analyse, load_classifier, load_module
+
+    if (args.arch is None) == (args.module is None):
+        raise SystemExit("featviz analyse: give either --arch (a torchvision architecture) or --module (a class path).")
+    classes = ImageFolder(args.data).classes
+    model = (
+        load_classifier(args.arch, args.checkpoint, len(classes))
+        if args.arch
+        else load_module(args.module, args.checkpoint)
+    )
+    analysis = analyse(
+        model,
+        args.data,
+        args.out,
+        layers=args.layers,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        accelerator=args.accelerator,
+        progress=not args.quiet,
+        k=args.k,
+        max_samples=args.max_samples,
+        class_names=classes,
+    )
+    print(f"\nkNN purity@{args.k} per layer:")
+    print(purity_table(analysis.history, [str(layer) for layer in args.layers]))
+    print(f"\nReport: {analysis.report}\nTensorBoard: tensorboard --logdir {analysis.log_dir}")
     return 0
 
 
@@ -107,6 +146,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(run=run_demo)
+
+    post = commands.add_parser(
+        "analyse", help="analyse a trained classifier on an ImageFolder: TensorBoard logs and an HTML report"
+    )
+    post.add_argument("--data", required=True, help="an ImageFolder directory (root/<class>/<image>)")
+    post.add_argument("--checkpoint", required=True, help="a state_dict or Lightning checkpoint file")
+    post.add_argument("--arch", help="torchvision architecture of the checkpoint (e.g. resnet18)")
+    post.add_argument("--module", help="or the LightningModule class path (package.module.Class) of the checkpoint")
+    post.add_argument("--out", default="./featviz_analysis", help="output directory (default: %(default)s)")
+    post.add_argument("--layers", nargs="+", default=list(DEMO_LAYERS))
+    post.add_argument("--k", type=int, default=10)
+    post.add_argument("--max-samples", type=int, default=2000)
+    post.add_argument("--image-size", type=int, default=224, help="image side in pixels (default: %(default)s)")
+    post.add_argument("--batch-size", type=int, default=64)
+    post.add_argument("--accelerator", default="auto")
+    post.add_argument("--quiet", action="store_true", help="no progress bar")
+    post.set_defaults(run=run_analysis)
 
     layers = commands.add_parser("layers", help="list the module paths of a torchvision architecture")
     layers.add_argument("--arch", default="resnet18")

@@ -104,10 +104,11 @@ def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> t
     """Split positions into (train, val), taking ``val_fraction`` of each class (at least one) for val."""
     generator = torch.Generator().manual_seed(seed)
     labels_t = torch.as_tensor(list(labels))
-    train, val = [], []
+    train: list[int] = []
+    val: list[int] = []
     for label in labels_t.unique().tolist():
-        members = torch.nonzero(labels_t == label).flatten()
-        members = members[torch.randperm(len(members), generator=generator)].tolist()
+        positions = torch.nonzero(labels_t == label).flatten()
+        members = positions[torch.randperm(len(positions), generator=generator)].tolist()
         n_val = max(1, round(len(members) * val_fraction)) if len(members) > 1 else 0
         val += members[:n_val]
         train += members[n_val:]
@@ -125,3 +126,17 @@ def sample_paths(dataset: Any, indices: Sequence[int]) -> list[str] | None:
     if not isinstance(samples, (list, tuple)) or not samples or not isinstance(samples[0], (list, tuple)):
         return None
     return [str(samples[i][0]) for i in positions]
+
+
+def save_image_folder(dataset: Dataset, root: str | Path, classes: Sequence[str]) -> Path:
+    """Write a dataset of ``(image (3, H, W) in [0, 1], label)`` as PNGs ``root/<class>/<index>.png``."""
+    from PIL import Image
+
+    root = Path(root)
+    for index in range(len(dataset)):  # type: ignore[arg-type]
+        image, label = dataset[index]
+        folder = root / classes[int(label)]
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        Image.fromarray(pixels).save(folder / f"{index:05d}.png")
+    return root

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -58,8 +59,8 @@ class ImageClassifier(pl.LightningModule):
         self.log("val_loss", F.cross_entropy(logits, y), prog_bar=True)
         self.log("val_acc", (logits.argmax(dim=1) == y).float().mean(), prog_bar=True)
 
-    def configure_optimizers(self) -> dict:
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams["lr"])
         epochs = max(int(self.trainer.max_epochs or 1), 1)
         return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)}
 

@@ -64,3 +64,12 @@ def broadcast_object(value: Any, src: int = 0) -> Any:
     holder = [value]
     dist.broadcast_object_list(holder, src=src, device=_device())
     return holder[0]
+
+
+def all_objects(value: Any) -> list[Any]:
+    """Every rank's ``value``, in rank order, on every rank; ``[value]`` outside DDP."""
+    if not is_distributed():
+        return [value]
+    values: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values

@@ -279,8 +279,9 @@ class MapTracker:
     def previous(self, layer: str, dims: int, indices: NDArray | torch.Tensor) -> NDArray | None:
         """The last map of ``layer`` in ``dims`` dimensions if it was made of the samples ``indices``."""
         earlier = self._previous.get((layer, dims))
-        same = earlier is not None and np.array_equal(earlier[0], np.asarray(indices))
-        return earlier[1] if same else None
+        if earlier is None or not np.array_equal(earlier[0], np.asarray(indices)):
+            return None
+        return earlier[1]
 
     def state_dict(self) -> dict[str, Any]:
         """Plain tensors and strings, so that checkpoints load with ``weights_only=True``."""

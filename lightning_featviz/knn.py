@@ -110,8 +110,8 @@ def _faiss_search(queries: Tensor, reference: Tensor, k: int, exclude_self: bool
 
     index = faiss.IndexFlatL2(reference.shape[1])
     index.add(reference.detach().cpu().contiguous().numpy())
-    sq, idx = index.search(queries.detach().cpu().contiguous().numpy(), k + int(exclude_self))
-    sq, idx = torch.from_numpy(sq), torch.from_numpy(idx)
+    found = index.search(queries.detach().cpu().contiguous().numpy(), k + int(exclude_self))
+    sq, idx = torch.from_numpy(found[0]), torch.from_numpy(found[1])
     if exclude_self:
         is_self = idx == torch.arange(len(idx))[:, None]
         # keep the k entries that are not the query; where the query is missing, drop the last one

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -61,11 +62,11 @@ def _compose(grid: NeighbourGrid) -> tuple[np.ndarray, list[tuple[float, float, 
     pitch_x, pitch_y = cell + GAP, headline + cell + caption
     width = (k + 1) * pitch_x + 2 * GAP
     canvas = np.full((q * pitch_y, width, 3), 255, dtype=np.uint8)
-    captions = []
+    captions: list[tuple[float, float, str, tuple[int, int, int]]] = []
     for row in range(q):
         y = row * pitch_y + headline
         if grid.row_captions is not None:
-            captions.append((0.0, y - headline + 1, grid.row_captions[row], (0, 0, 0)))
+            captions.append((0.0, float(y - headline + 1), grid.row_captions[row], (0, 0, 0)))
         cells = [(0, grid.query_images[row], int(grid.query_labels[row]), QUERY_COLOUR, "query")]
         for col in range(k):
             label = int(grid.neighbour_labels[row, col])
@@ -77,7 +78,7 @@ def _compose(grid: NeighbourGrid) -> tuple[np.ndarray, list[tuple[float, float, 
             canvas[y + BORDER : y + BORDER + t, x + BORDER : x + BORDER + t] = image.permute(1, 2, 0).numpy()
             name = _short(str(grid.class_names[label]))
             text = f"query: {name}" if mark == "query" else f"{mark} {name}"
-            captions.append((x + cell / 2, y + cell + 1, text, colour))
+            captions.append((x + cell / 2, float(y + cell + 1), text, colour))
     return canvas, captions
 
 
@@ -106,7 +107,7 @@ def neighbour_grid_figure(panels: Sequence[NeighbourGrid], suptitle: str | None 
         _draw_grid(ax, grid, fontsize=6.5)
     if suptitle:
         fig.suptitle(suptitle, fontsize=12)
-    fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.04)
+    fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.04)  # type: ignore[union-attr, call-arg]
     return fig
 
 
@@ -143,12 +144,11 @@ def class_colours(num_classes: int) -> np.ndarray:
 
 
 def _draw_map(ax: Axes, panel: MapPanel, colours: np.ndarray, size: float, fontsize: float) -> None:
-    coords = [panel.points[:, d] for d in range(panel.points.shape[1])]
-    ax.scatter(*coords, c=colours[panel.labels], s=size, linewidths=0, alpha=0.85, rasterized=True)
+    coords: list[Any] = [panel.points[:, d] for d in range(panel.points.shape[1])]
+    ax.scatter(*coords, c=colours[panel.labels], s=size, linewidths=0, alpha=0.85, rasterized=True)  # type: ignore[misc]
     if panel.ringed is not None and panel.ringed.any():
-        ax.scatter(
-            *(c[panel.ringed] for c in coords), s=size * 6, facecolors="none", edgecolors="black", linewidths=0.9
-        )
+        ringed = [c[panel.ringed] for c in coords]
+        ax.scatter(*ringed, s=size * 6, facecolors="none", edgecolors="black", linewidths=0.9)  # type: ignore[misc]
     ax.set_title(panel.title, fontsize=fontsize)
     ax.set_xticks([])
     ax.set_yticks([])

@@ -6,8 +6,9 @@ writes what comes back. Figures are keyed by ``(kind, name)``; the caller turns 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,14 +129,14 @@ def confusion_figures(results: EpochResults) -> dict[tuple[str, str], Figure]:
     return figures
 
 
-def depth_figure(results: EpochResults, history: Sequence[dict[str, object]]) -> Figure:
+def depth_figure(results: EpochResults, history: Sequence[Mapping[str, Any]]) -> Figure:
     """Purity by layer order this epoch, and the layer × epoch purity heatmap of ``history`` rows
     (``{"epoch", "layer", "knn_purity"}``; later rows of the same epoch and layer win)."""
     layers = list(results.stats)
-    epochs = sorted({int(row["epoch"]) for row in history} | {results.epoch})  # type: ignore[call-overload]
+    epochs = sorted({int(row["epoch"]) for row in history} | {results.epoch})
     grid = np.full((len(layers), len(epochs)), np.nan)
     for row in history:
         if row["layer"] in layers:
-            grid[layers.index(str(row["layer"])), epochs.index(int(row["epoch"]))] = float(row["knn_purity"])  # type: ignore[arg-type]
+            grid[layers.index(str(row["layer"])), epochs.index(int(row["epoch"]))] = float(row["knn_purity"])
     purity = [results.stats[layer].mean_purity for layer in layers]
     return purity_depth_figure(layers, purity, grid, epochs, results.k, results.epoch)

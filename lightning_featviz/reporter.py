@@ -7,7 +7,7 @@ a report can run on the background worker while training goes on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,12 @@ class Reporter:
 
         Returns the dataset indices of the images in the wrong cluster, per layer.
         """
+        flagged = self._write(job)
+        for sink in job.sinks:
+            sink.finish_epoch()
+        return flagged
+
+    def _write(self, job: EpochJob) -> dict[str, list[int]]:
         options, results, sinks, step = self.options, job.results, job.sinks, job.step
         epoch, stats = results.epoch, results.stats
         maps = self._fit_maps(results.bank, stats) if stats and job.with_maps else {}
@@ -184,7 +190,7 @@ class Reporter:
                 f"{len(names)} classes: the projector colours points by label only up to {MAX_COLOURED_CLASSES}; "
                 "the embeddings are written, search or filter by label there instead.",
             )
-        columns = {}
+        columns: dict[str, dict[str, Sequence[object]]] = {}
         for layer, found in flagged.items():
             cluster = ["-"] * len(results.bank)
             for row, other in zip(found.rows.tolist(), found.cluster.tolist(), strict=True):

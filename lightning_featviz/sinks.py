@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from lightning_featviz.html_report import write_html_report
 from lightning_featviz.projector import ProjectorEntry, write_projector
 
 
@@ -30,6 +31,9 @@ class Sink(Protocol):
 
     def log_text(self, tag: str, text: str, step: int) -> None:
         """Log a Markdown text."""
+
+    def finish_epoch(self) -> None:
+        """Called after an epoch's report is written."""
 
 
 class TensorBoardSink:
@@ -55,6 +59,9 @@ class TensorBoardSink:
     def log_text(self, tag: str, text: str, step: int) -> None:
         self.writer.add_text(tag, text, global_step=step)
 
+    def finish_epoch(self) -> None:
+        self.writer.flush()
+
 
 def file_name(tag: str) -> str:
     """A file-name-safe form of a tag or layer name."""
@@ -62,12 +69,13 @@ def file_name(tag: str) -> str:
 
 
 class FileSink:
-    """Writes images as ``<root>/<tag>/step=<step>.png`` and metrics to ``<root>/metrics.csv``/``.jsonl``."""
+    """Writes images as ``<root>/<tag>/step=<step>.png``, metrics to ``<root>/metrics.csv``/``.jsonl``, and
+    after each epoch ``<root>/index.html``, a page that shows them (projector files only when ``embeddings``)."""
 
     receives_module_metrics = False
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: str | Path, embeddings: bool = True):
+        self.root, self.embeddings = Path(root), embeddings
 
     def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
         folder = self.root.joinpath(*(file_name(part) for part in tag.split("/")))
@@ -87,12 +95,16 @@ class FileSink:
             handle.write(json.dumps({"epoch": epoch, "step": step, **metrics}) + "\n")
 
     def log_embeddings(self, entries: Sequence[ProjectorEntry], folder: str) -> None:
-        write_projector(self.root, entries, folder)
+        if self.embeddings:
+            write_projector(self.root, entries, folder)
 
     def log_text(self, tag: str, text: str, step: int) -> None:
         folder = self.root.joinpath(*(file_name(part) for part in tag.split("/")))
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"step={step:07d}.md").write_text(text + "\n", encoding="utf-8")
+
+    def finish_epoch(self) -> None:
+        write_html_report(self.root)
 
 
 def tensorboard_writers(loggers: Iterable[Any]) -> list[Any]:

@@ -2,7 +2,7 @@
 CPU processes (DDP over gloo when more than one) and write what rank 0 logged as JSON.
 
     python tests/ddp_run.py --devices 2 --out result.json [--val-size 157] [--max-samples 101]
-        [--rank-one-keeps-nothing]
+        [--rank-one-keeps-nothing] [--rank-one-sees-nothing] [--stage fit]
 """
 
 from __future__ import annotations
@@ -31,11 +31,13 @@ SEED = 3
 class SplitSampler(Sampler[int]):
     """Rank 0 gets the kept samples, rank 1 only samples outside the kept subset."""
 
-    def __init__(self, size: int, keep: set[int]):
-        self.size, self.keep = size, keep
+    def __init__(self, size: int, keep: set[int], rank_one_empty: bool = False):
+        self.size, self.keep, self.rank_one_empty = size, keep, rank_one_empty
 
     def _mine(self) -> list[int]:
         rank = dist.get_rank() if dist.is_initialized() else 0
+        if self.rank_one_empty:
+            return list(range(self.size)) if rank == 0 else []
         return [i for i in range(self.size) if (i in self.keep) == (rank == 0)]
 
     def __iter__(self):
@@ -52,15 +54,24 @@ def main() -> None:
     parser.add_argument("--val-size", type=int, default=157)
     parser.add_argument("--max-samples", type=int, default=101)
     parser.add_argument("--rank-one-keeps-nothing", action="store_true")
+    parser.add_argument("--rank-one-sees-nothing", action="store_true")
+    parser.add_argument("--stage", choices=["validate", "fit"], default="validate")
     args = parser.parse_args()
 
     pl.seed_everything(0)
     val = Subset(ColouredDigits("val", seed=0), range(args.val_size))
     sampler, distributed_sampler = None, True
-    if args.rank_one_keeps_nothing:
-        sampler = SplitSampler(args.val_size, set(select_subset(args.val_size, args.max_samples, SEED).tolist()))
+    if args.rank_one_keeps_nothing or args.rank_one_sees_nothing:
+        keep = set(select_subset(args.val_size, args.max_samples, SEED).tolist())
+        sampler = SplitSampler(args.val_size, keep, rank_one_empty=args.rank_one_sees_nothing)
         distributed_sampler = False
     loader = DataLoader(val, batch_size=16, sampler=sampler)
+    model = TinyNet()
+    model.allow_zero_length_dataloader_with_multiple_devices = args.rank_one_sees_nothing
+    if args.rank_one_sees_nothing and args.stage == "fit":
+        # DDP broadcasts buffers (BatchNorm's) in every forward while fitting: with a rank that has no
+        # validation batch that alone hangs, callback or not. A model without buffers does not.
+        model.bn1 = torch.nn.Identity()
     layers = ["input", "conv2", "pool"]
     visualizer = FeatureVisualizer(layers, k=5, max_samples=args.max_samples, seed=SEED, tsne_dims=[2])
     out_dir = Path(args.out).parent / f"logs_{args.devices}"
@@ -73,12 +84,17 @@ def main() -> None:
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=distributed_sampler,
+        max_epochs=1,
+        limit_train_batches=2,
     )
-    trainer.validate(TinyNet(), dataloaders=loader)
+    if args.stage == "fit":
+        trainer.fit(model, train_dataloaders=DataLoader(val, batch_size=16), val_dataloaders=loader)
+    else:
+        trainer.validate(model, dataloaders=loader)
     metrics = {tag: float(value) for tag, value in trainer.callback_metrics.items() if tag.startswith("featviz/")}
     result = {"metrics": metrics, "history": visualizer.history, "rank": trainer.global_rank}
     log_dir = trainer.log_dir  # a collective: every rank asks
-    if trainer.is_global_zero:
+    if trainer.is_global_zero and metrics:
         metadata = Path(log_dir) / "featviz_projector" / "epoch_000" / "000" / "metadata.tsv"
         result["indices"] = [int(line.split("\t")[0]) for line in metadata.read_text().splitlines()[1:]]
         result["wrong_cluster"] = visualizer.wrong_cluster_indices

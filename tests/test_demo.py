@@ -1,15 +1,20 @@
 """The quick start, run as a user runs it: the console command on the built-in data."""
 
+import csv
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import read_events
 from PIL import Image
+from torch.utils.data import Dataset
 
+from lightning_featviz.datasets import ColouredDigits
 from lightning_featviz.demo import DEMO_LAYERS
+from lightning_featviz.posthoc import analyse, load_module
 
 
 def _run(*args, timeout=600):
@@ -20,9 +25,16 @@ def _run(*args, timeout=600):
     return result.stdout
 
 
+@pytest.fixture(scope="module")
+def quick_start(tmp_path_factory):
+    """The README's first command, run once (8 epochs): its log dir and what it printed."""
+    logdir = tmp_path_factory.mktemp("quick_start")
+    return logdir, _run("demo", "--logdir", str(logdir), "--quiet")
+
+
 @pytest.mark.slow
-def test_quick_start_default_run_separates_classes_at_avgpool_but_not_in_pixel_space(tmp_path):
-    stdout = _run("demo", "--logdir", str(tmp_path), "--quiet")
+def test_quick_start_default_run_separates_classes_at_avgpool_but_not_in_pixel_space(quick_start):
+    tmp_path, stdout = quick_start
     assert f"tensorboard --logdir {tmp_path}" in stdout
     assert "avgpool" in stdout.split("kNN purity@10 per layer")[1]
 
@@ -45,6 +57,53 @@ def test_quick_start_default_run_separates_classes_at_avgpool_but_not_in_pixel_s
     assert map_purity["input"] <= 0.35
     for tag in ("tsne_2d/avgpool", "tsne_3d/avgpool", "tsne_2d/input_vs_avgpool", "tsne_2d/all_layers"):
         assert len(events.Images(f"featviz/{tag}")) == 8
+
+
+class Relabelled(Dataset):
+    """A dataset with some labels replaced (label noise)."""
+
+    def __init__(self, dataset, new_labels: dict[int, int]):
+        self.dataset, self.new_labels, self.classes = dataset, new_labels, dataset.classes
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        image, label = self.dataset[i]
+        return image, self.new_labels.get(i, label)
+
+
+@pytest.mark.slow
+def test_flipped_labels_are_recovered_at_avgpool_and_not_in_pixel_space(quick_start, tmp_path):
+    # The quick start's trained model, analysed post hoc on its validation digits with 5% of the labels flipped.
+    val = ColouredDigits("val", seed=0)
+    rng = np.random.default_rng(0)
+    flipped = sorted(rng.choice(len(val), size=len(val) // 20, replace=False).tolist())
+    true_labels = {i: int(val[i][1]) for i in flipped}
+    noisy = Relabelled(val, {i: (label + int(rng.integers(1, 10))) % 10 for i, label in true_labels.items()})
+    checkpoint = next(quick_start[0].glob("featviz_demo/version_0/checkpoints/last.ckpt"))
+    assert f"--checkpoint {checkpoint}" in quick_start[1]  # the demo tells the user how to do this
+    model = load_module("lightning_featviz.demo.ImageClassifier", checkpoint)
+    options = dict(tsne_every_n_epochs=None, log_neighbour_grids=False, log_confusion=False, progress=False)
+    analysis = analyse(model, noisy, tmp_path, layers=["input", "avgpool"], k=10, **options)
+
+    found = {}
+    for layer, indices in analysis.wrong_cluster.items():
+        hits = len(set(indices) & set(flipped))
+        found[layer] = (hits / len(flipped), hits / max(len(indices), 1))
+    print("recall, precision:", found)
+    recall, precision = found["avgpool"]
+    assert recall >= 0.70 and precision >= 0.50
+    assert found["input"][0] <= recall / 2  # pixel space finds far fewer of them
+
+    # The exported list is the same set, and its rows point at the flipped images with their noisy labels.
+    with open(tmp_path / "featviz_wrong_cluster" / "epoch_000_avgpool.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["index"]) for row in rows] == analysis.wrong_cluster["avgpool"]
+    assert all(int(row["label"]) == noisy[int(row["index"])][1] for row in rows)
+    # a flipped image sits, nearly always, in the cluster of the class it really shows
+    home = [int(row["cluster"]) == true_labels[int(row["index"])] for row in rows if int(row["index"]) in true_labels]
+    assert sum(home) >= 0.9 * len(home)
 
 
 def test_demo_on_an_image_folder_writes_logs(tmp_path):

@@ -46,6 +46,23 @@ def test_a_rank_that_keeps_no_sample_still_takes_part(tmp_path):
     _assert_same(single, _run(tmp_path, 2, "--rank-one-keeps-nothing"))
 
 
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("stage", ["fit", "validate"])
+def test_a_rank_that_sees_no_validation_batch_switches_the_callback_off_without_hanging(tmp_path, stage):
+    # Lightning runs no validation hook on a rank without batches (the module opts in to empty
+    # ranks), so that rank could not join the gather: the callback says so and stays out of the way.
+    out = tmp_path / "result.json"
+    command = [sys.executable, str(SCRIPT), "--devices", "2", "--out", str(out), "--rank-one-sees-nothing"]
+    completed = subprocess.run([*command, "--stage", stage], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert "FeatureVisualizer is off for this run" in completed.stderr
+    expected = "ranks [1] see no batch" if stage == "fit" else "allow_zero_length_dataloader_with_multiple_devices"
+    assert expected in completed.stderr
+    for rank in range(2):
+        result = json.loads(Path(f"{out}.rank{rank}").read_text())
+        assert result["metrics"] == {} and result["history"] == []
+
+
 def test_outside_ddp_gathering_is_the_identity():
     columns = {"indices": torch.arange(3), "vec/x": torch.ones(3, 2)}
     assert gather_columns(columns) is columns

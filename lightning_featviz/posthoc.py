@@ -1,0 +1,138 @@
+"""Analyse a trained classifier on a data set, without training: the callback run by ``trainer.validate``.
+
+    from lightning_featviz.posthoc import analyse, load_classifier
+    model = load_classifier("resnet18", "model.ckpt", num_classes=5)
+    analysis = analyse(model, "food/val", "featviz_report", layers=["input", "layer3", "avgpool"])
+
+writes a TensorBoard log dir and a static report (``report/index.html``) with the same figures.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_featviz.callback import FeatureVisualizer
+from lightning_featviz.datasets import IMAGENET_MEAN, IMAGENET_STD, image_folder
+
+
+@dataclass
+class Analysis:
+    """Where the artefacts went, and what the callback found.
+
+    Attributes:
+        log_dir: the TensorBoard log dir (``tensorboard --logdir`` it).
+        report: the static report's page (``index.html``), next to its PNG figures and ``metrics.csv``.
+        history: kNN purity and accuracy per layer (one row per layer).
+        wrong_cluster: dataset indices of the images in the wrong cluster, per layer.
+    """
+
+    log_dir: Path
+    report: Path
+    history: list[dict[str, Any]]
+    wrong_cluster: dict[str, list[int]]
+
+
+class _Evaluation(pl.LightningModule):
+    """A plain classifier as a LightningModule that only validates (its layers are under ``model.``)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch[0], batch[1]
+        self.log("val_acc", (self(x).argmax(dim=1) == y).float().mean())
+
+
+def load_classifier(arch: str, checkpoint: str | Path, num_classes: int) -> nn.Module:
+    """A torchvision ``arch`` with a ``num_classes`` head and the weights of ``checkpoint``.
+
+    ``checkpoint`` is a saved ``state_dict`` or a Lightning checkpoint whose module holds the
+    network under one attribute (``self.model``, say): the prefix is found and stripped.
+    """
+    from lightning_featviz.demo import build_model
+
+    model = build_model(arch, num_classes)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    wanted = set(model.state_dict())
+    if not wanted <= set(state):
+        prefixes = {key.split(".", 1)[0] + "." for key in state if "." in key}
+        for prefix in sorted(prefixes):
+            stripped = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+            if wanted <= set(stripped):
+                state = stripped
+                break
+    model.load_state_dict(state)
+    return model
+
+
+def load_module(class_path: str, checkpoint: str | Path, **overrides: Any) -> pl.LightningModule:
+    """``package.module.ClassName.load_from_checkpoint(checkpoint, **overrides)`` on the CPU."""
+    module_name, _, class_name = class_path.rpartition(".")
+    if not module_name:
+        raise ValueError(f"Expected `module` to be a class path like 'package.module.Class', but got {class_path!r}.")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls.load_from_checkpoint(checkpoint, map_location="cpu", **overrides)
+
+
+def analyse(
+    model: nn.Module,
+    data: str | Path | Dataset,
+    out_dir: str | Path,
+    layers: Sequence[str] | Mapping[str, str] = ("input", "layer1", "layer2", "layer3", "layer4", "avgpool"),
+    image_size: int = 224,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    accelerator: str = "auto",
+    progress: bool = True,
+    **options: Any,
+) -> Analysis:
+    """Run the callback's analysis of ``model`` on ``data`` once and write its artefacts under ``out_dir``.
+
+    Args:
+        model: a classifier (``nn.Module``: its layers are named as in ``model.named_modules()``) or
+            a LightningModule (used as it is, with its own ``validation_step``).
+        data: an ImageFolder directory (``root/<class>/<image>``; images resized to ``image_size`` and
+            normalised with ImageNet's statistics) or a Dataset of ``(image, label)``.
+        out_dir: gets ``events.out.tfevents.*`` and the projector files (a TensorBoard log dir) and
+            ``report/`` (PNG figures, ``metrics.csv`` and ``index.html``).
+        layers: the layers to analyse (see :class:`FeatureVisualizer`).
+        options: further :class:`FeatureVisualizer` arguments (``k``, ``max_samples``, ...).
+    """
+    out_dir = Path(out_dir)
+    if isinstance(data, (str, Path)):
+        dataset: Dataset = image_folder(data, image_size)
+        options = {"image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD, **options}
+    else:
+        dataset = data
+    module = model if isinstance(model, pl.LightningModule) else _Evaluation(model)
+    visualizer = FeatureVisualizer(layers, report_dir=out_dir / "report", **options)
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=TensorBoardLogger(out_dir, name="", version=""),
+        callbacks=[visualizer],
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=out_dir,
+    )
+    trainer.validate(module, DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers))
+    report = out_dir / "report" / "index.html"
+    if not report.exists():
+        raise RuntimeError(f"FeatureVisualizer analysed nothing on {data!r} (see the warnings above).")
+    return Analysis(out_dir, report, list(visualizer.history), dict(visualizer.wrong_cluster_indices))

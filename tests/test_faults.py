@@ -1,0 +1,162 @@
+"""Faults and hostile input: each is handled with a precise message, and none ends or corrupts the run."""
+
+import signal
+import threading
+
+import pytest
+import torch
+from conftest import TinyNet, hooks_left, read_events, tiny_trainer
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from lightning_featviz import FeatureVisualizer
+from lightning_featviz.demo import ClassificationData
+
+LAYERS = ["input", "conv2", "pool"]
+
+
+def _report_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("featviz-report") and t.is_alive()]
+
+
+def _broken_figures(*args, **kwargs):
+    raise RuntimeError("the plotting backend failed")
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_plotting_failure_warns_once_and_training_and_scalars_go_on(tmp_path, small_data, monkeypatch, background):
+    monkeypatch.setattr("lightning_featviz.reporter.figure_to_array", _broken_figures)
+    visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=60, tsne_every_n_epochs=None, background=background)
+    trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
+    with pytest.warns(UserWarning, match="could not analyse or report an epoch.*the plotting backend failed") as record:
+        trainer.fit(TinyNet(), datamodule=small_data)
+    assert trainer.state.finished and trainer.current_epoch == 2
+    assert sum("could not analyse or report" in str(w.message) for w in record) == 1
+    assert len(read_events(tmp_path).Scalars("featviz/knn_purity@5/pool")) == 2
+    assert not _report_threads()
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_strict_mode_raises_the_failure_and_cleans_up(tmp_path, small_data, monkeypatch, background):
+    monkeypatch.setattr("lightning_featviz.reporter.figure_to_array", _broken_figures)
+    visualizer = FeatureVisualizer(
+        LAYERS, k=5, max_samples=60, tsne_every_n_epochs=None, background=background, strict=True
+    )
+    model = TinyNet()
+    with pytest.raises(RuntimeError, match="the plotting backend failed"):
+        tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer]).fit(
+            model, datamodule=small_data
+        )
+    assert hooks_left(model) == 0 and not _report_threads()
+
+
+def test_an_error_in_training_leaves_no_hook_and_no_worker(tmp_path, small_data):
+    model = TinyNet(fail_at_batch=1)  # fails in the middle of a validation epoch, hooks attached
+    visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=60, tsne_dims=[2], background=True)
+    with pytest.raises(RuntimeError, match="boom in validation_step"):
+        tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(model, datamodule=small_data)
+    assert hooks_left(model) == 0 and not _report_threads()
+
+
+def test_keyboard_interrupt_leaves_no_hook_and_no_worker(tmp_path, small_data):
+    class Interrupted(TinyNet):
+        def training_step(self, batch, batch_idx):
+            if self.current_epoch == 1:
+                raise KeyboardInterrupt
+            return super().training_step(batch, batch_idx)
+
+    model = Interrupted()
+    visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=60, tsne_dims=[2], background=True)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):  # Lightning shuts down gracefully, then exits with status 1
+            tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(model, datamodule=small_data)
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl+C while it shuts down
+    assert len(visualizer.history) == len(LAYERS)  # epoch 0 was analysed before the interrupt
+    assert hooks_left(model) == 0 and not _report_threads()
+
+
+class Channels(Dataset):
+    """Digits with ``channels`` channels: grey (1), or RGB plus a constant fourth plane (4)."""
+
+    def __init__(self, base, channels):
+        self.base, self.channels = base, channels
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        image, label = self.base[i]
+        image = image.mean(0, keepdim=True) if self.channels == 1 else torch.cat([image, torch.ones_like(image[:1])])
+        return image, label
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_images_that_are_not_three_channel(tmp_path, digits_val, channels):
+    class Net(TinyNet):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(channels, 8, 3, padding=1)
+
+    data = ClassificationData(
+        Channels(Subset(digits_val, range(96)), channels), Channels(Subset(digits_val, range(96, 176)), channels), []
+    )
+    visualizer = FeatureVisualizer(LAYERS, k=5, tsne_dims=[2], log_confusion=False)
+    trainer = tiny_trainer(tmp_path, max_epochs=1, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
+    if channels == 4:
+        with pytest.warns(UserWarning, match="have 4 channels; thumbnails .* show the first three as RGB"):
+            trainer.fit(Net(), datamodule=data)
+    else:
+        trainer.fit(Net(), datamodule=data)
+    events = read_events(tmp_path)
+    assert len(events.Images("featviz/neighbours/input")) == 1
+    assert len(visualizer.history) == len(LAYERS)
+    input_dims = channels * visualizer.input_size**2
+    tensors = next((tmp_path / "lightning_logs").glob("version_0/featviz_projector/epoch_000/000/tensors.tsv"))
+    assert len(tensors.read_text().splitlines()[0].split("\t")) == input_dims
+
+
+def _collate_maybe_empty(items):
+    """Like the default collate, but an empty list gives a (0, 3, 32, 32) batch (a filtering collate can)."""
+    if not items:
+        return torch.empty(0, 3, 32, 32), torch.empty(0, dtype=torch.int64)
+    return torch.stack([image for image, _ in items]), torch.tensor([label for _, label in items])
+
+
+def test_empty_batches_are_passed_over(tmp_path, digits_val):
+    class WithEmptyBatches(ClassificationData):
+        def val_dataloader(self):
+            batches = [list(range(0, 40)), [], list(range(40, 80)), []]
+            return DataLoader(self.val, batch_sampler=batches, collate_fn=_collate_maybe_empty)
+
+    class SkipsEmpty(TinyNet):
+        def validation_step(self, batch, batch_idx):
+            if len(batch[1]):
+                return super().validation_step(batch, batch_idx)
+
+    data = WithEmptyBatches(Subset(digits_val, range(96)), Subset(digits_val, range(96, 176)), digits_val.classes)
+    visualizer = FeatureVisualizer(LAYERS, k=5, tsne_every_n_epochs=None, log_confusion=False)
+    tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer]).fit(SkipsEmpty(), datamodule=data)
+    assert len(visualizer.history) == len(LAYERS)
+
+
+def test_labels_beyond_the_class_names_are_named_by_id(tmp_path, digits_val):
+    data = ClassificationData(Subset(digits_val, range(96)), Subset(digits_val, range(96, 196)), ["zero", "one"])
+    visualizer = FeatureVisualizer(
+        LAYERS, k=5, tsne_every_n_epochs=None, log_confusion=False, monitor_class_purity=True
+    )
+    trainer = tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer])
+    with pytest.warns(UserWarning, match="Labels go up to 9 but only 2 class names are known"):
+        trainer.fit(TinyNet(), datamodule=data)
+    tags = set(trainer.callback_metrics)
+    assert {"featviz/class_purity@5/pool/zero", "featviz/class_purity@5/pool/9"} <= tags
+
+
+def test_query_indices_beyond_the_dataset_are_left_out_with_a_warning(tmp_path, small_data):
+    visualizer = FeatureVisualizer(LAYERS, k=5, query_indices=[3, 500], tsne_every_n_epochs=None, log_confusion=False)
+    trainer = tiny_trainer(tmp_path, max_epochs=1, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
+    with pytest.warns(UserWarning, match=r"`query_indices` \[500\] are beyond the validation dataset \(160 samples\)"):
+        trainer.fit(TinyNet(), datamodule=small_data)
+    assert len(read_events(tmp_path).Images("featviz/neighbours/pool")) == 1

@@ -1,0 +1,84 @@
+"""Resuming from a checkpoint continues the callback's series, maps and projector without duplicates or gaps;
+``trainer.validate(ckpt_path=...)`` analyses the checkpoint's weights; old checkpoints still load."""
+
+import glob
+
+import torch
+from conftest import TinyNet, tiny_trainer
+from google.protobuf import text_format
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+from lightning_featviz import FeatureVisualizer
+
+LAYERS = ["input", "pool"]
+
+
+def _visualizer() -> FeatureVisualizer:
+    return FeatureVisualizer(LAYERS, k=5, max_samples=80, tsne_dims=[2], log_confusion=False)
+
+
+def _fit(tmp_path, data, max_epochs, ckpt_path=None):
+    visualizer = _visualizer()
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True, save_top_k=0)
+    logger = TensorBoardLogger(tmp_path, version=0)  # the same run directory, as a resumed run would use
+    trainer = tiny_trainer(
+        tmp_path, max_epochs=max_epochs, logger=logger, callbacks=[visualizer, checkpoint], enable_checkpointing=True
+    )
+    trainer.fit(TinyNet(), datamodule=data, ckpt_path=ckpt_path)
+    return trainer, visualizer
+
+
+def _all_events(log_dir) -> EventAccumulator:
+    """Every event file of the run directory (a resumed run adds one), read in order by TensorBoard's reader."""
+    assert len(glob.glob(f"{log_dir}/events.out.tfevents.*")) == 2
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def test_a_resumed_run_continues_its_series_and_projector_without_duplicates(tmp_path, small_data):
+    _fit(tmp_path, small_data, max_epochs=2)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)["callbacks"]
+    state = next(value for key, value in saved.items() if key.startswith("FeatureVisualizer"))
+    assert len(state["history"]) == 2 * len(LAYERS) and state["maps"]  # history and maps for warm starts
+
+    trainer, visualizer = _fit(tmp_path, small_data, max_epochs=4, ckpt_path=last)
+    assert [row["epoch"] for row in visualizer.history] == [0, 0, 1, 1, 2, 2, 3, 3]  # restored, then continued
+    events = _all_events(trainer.log_dir)
+    for tag in ("featviz/knn_purity@5/pool", "featviz/tsne_displacement/pool/2d"):
+        steps = [event.step for event in events.Scalars(tag)]
+        assert steps == sorted(set(steps)), f"{tag} has a duplicate step: {steps}"
+        assert len(steps) == (4 if "purity" in tag else 3)  # displacement exists from the second map on
+    map_steps = [event.step for event in events.Images("featviz/tsne_2d/pool")]
+    assert len(map_steps) == 4 == len(set(map_steps))
+    config = ProjectorConfig()
+    text_format.Parse((tmp_path / "lightning_logs" / "version_0" / "projector_config.pbtxt").read_text(), config)
+    names = [embedding.tensor_name for embedding in config.embeddings]
+    assert len(names) == len(set(names))  # each entry once ...
+    assert {name for name in names if name.startswith("pool/epoch_")} == {f"pool/epoch_{e:03d}" for e in range(4)}
+
+
+def test_a_checkpoint_without_the_callback_state_still_resumes(tmp_path, small_data):
+    _fit(tmp_path, small_data, max_epochs=1)
+    old = tmp_path / "checkpoints" / "old.ckpt"
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["callbacks"] = {
+        k: v for k, v in checkpoint["callbacks"].items() if not k.startswith("FeatureVisualizer")
+    }
+    torch.save(checkpoint, old)
+    _, visualizer = _fit(tmp_path, small_data, max_epochs=2, ckpt_path=old)
+    assert [row["epoch"] for row in visualizer.history] == [1, 1]
+
+
+def test_validate_from_a_checkpoint_analyses_its_weights(tmp_path, small_data):
+    trainer, fitted = _fit(tmp_path, small_data, max_epochs=1)
+    visualizer = _visualizer()
+    validator = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path, version=1), callbacks=[visualizer])
+    validator.validate(TinyNet(), datamodule=small_data, ckpt_path=tmp_path / "checkpoints" / "last.ckpt")
+    purity = validator.callback_metrics["featviz/knn_purity@5/pool"].item()
+    # the fresh TinyNet's own weights would give another value: the checkpoint's were analysed
+    assert purity == fitted.history[-1]["knn_purity"]
