@@ -4,8 +4,8 @@
 
 Runs ``featviz demo`` with its defaults, then reads the event files back with TensorBoard's own
 reader and writes the last epoch's neighbour grids, t-SNE maps (2-D, 3-D, pixel space vs avgpool,
-every layer in order), the wrong-cluster gallery, confusion matrices, purity by depth and a
-purity-over-epochs chart as PNG.
+every layer in order), the wrong-cluster gallery, confusion matrices, purity by depth, a
+purity-over-epochs chart and the projector's sprite as PNG.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 IMAGES = Path(__file__).parent / "images"
@@ -62,6 +63,8 @@ def main() -> None:
     ax.legend(fontsize=8, ncol=2, loc="upper left")
     fig.tight_layout()
     fig.savefig(IMAGES / "purity_by_layer.png")
+    sprite = Image.open(sorted((run_dir / "featviz_projector" / "sprites").glob("*.png"))[0])
+    sprite.resize((512, 512), Image.Resampling.LANCZOS).save(IMAGES / "projector_sprite.png")
     print(f"wrote {sorted(p.name for p in IMAGES.glob('*.png'))}")
 
 

@@ -1,0 +1,60 @@
+"""The project's own checks, so that CI runs them with the tests: lint, types, docs build, docs in sync."""
+
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lightning_featviz import FeatureVisualizer
+from lightning_featviz.callback import UNRANKED_KINDS
+
+ROOT = Path(__file__).parent.parent
+
+
+def _run(*command, timeout=600):
+    result = subprocess.run([sys.executable, "-m", *command], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result
+
+
+def test_ruff_finds_nothing():
+    _run("ruff", "check", ".")
+    _run("ruff", "format", "--check", ".")
+
+
+@pytest.mark.slow
+def test_mypy_finds_nothing():
+    _run("mypy")  # configured in pyproject.toml
+
+
+def test_docs_build_without_warnings(tmp_path):
+    _run("mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site"))
+    assert (tmp_path / "site" / "tags" / "index.html").exists()
+
+
+def test_every_argument_of_the_callback_is_documented():
+    api = (ROOT / "docs" / "api.md").read_text()
+    for name in inspect.signature(FeatureVisualizer).parameters:
+        assert re.search(rf"\| [^|]*`{name}`", api), f"argument {name!r} is not in docs/api.md's table"
+        assert f"    {name}=" in api, f"argument {name!r} is not in docs/api.md's signature"
+
+
+def test_every_logged_kind_is_documented():
+    tags = (ROOT / "docs" / "tags.md").read_text()
+    ranked = [
+        "knn_purity",
+        "knn_accuracy",
+        "class_purity",
+        "tsne_trustworthiness",
+        "tsne_purity",
+        "wrong_cluster_share",
+    ]
+    for kind in ranked:
+        assert f"`featviz/{kind}@{{k}}/" in tags, kind
+    for kind in UNRANKED_KINDS:
+        assert f"featviz/{kind}/" in tags, kind
+    for picture in re.findall(r"\]\((images/[^)]+)\)", tags):
+        assert (ROOT / "docs" / picture).is_file(), picture
