@@ -401,9 +401,8 @@ class FeatureVisualizer(_Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         fitting = trainer.state.fn == TrainerFn.FITTING
         self._active = not trainer.sanity_checking and (not fitting or trainer.current_epoch % self.every_n_epochs == 0)
-        self._active &= not (
-            self._disabled or self._off_this_run or getattr(trainer, "fast_dev_run", False)
-        )  # fast_dev_run: a smoke test
+        smoke_test = getattr(trainer, "fast_dev_run", False)  # nothing to analyse
+        self._active &= not (self._disabled or self._off_this_run or smoke_test)
         if not self._active or self._capture is None:
             self._active = False
             return
@@ -513,7 +512,7 @@ class FeatureVisualizer(_Callback):
         # Every rank gathers (a collective); rank 0 analyses and tells the others what to log.
         columns = gather_columns(self._bank.columns() if self._bank is not None else {})
         self._bank = None
-        results, metrics = None, {}
+        results, metrics, failure = None, {}, None
         if trainer.is_global_zero:
             bank = bank_from_columns(columns or {})
             if bank is None and "indices" not in self._warned:
@@ -521,9 +520,15 @@ class FeatureVisualizer(_Callback):
                     "empty", "FeatureVisualizer captured no validation sample this epoch; nothing is analysed."
                 )
             if bank is not None:
-                reference = self._capture_reference(trainer, pl_module) if self.reference == "train" else None
-                results, metrics = self._guarded(self._analyse, trainer, bank, reference) or (None, {})
-        metrics = broadcast_object(metrics)
+                try:
+                    results, metrics = self._guarded(self._analyse, trainer, pl_module, bank) or (None, {})
+                except Exception as error:  # strict: raised below, after telling the other ranks
+                    failure = error
+        failed, metrics = broadcast_object((failure is not None, metrics))
+        if failure is not None:
+            raise failure
+        if failed:  # every rank raises, none is left waiting in a collective
+            raise RuntimeError("FeatureVisualizer's analysis failed on rank 0 (strict=True); see its error.")
         through_module = {t: v for t, v in metrics.items() if self.monitor_class_purity or "/class_purity@" not in t}
         for tag, value in through_module.items():
             pl_module.log(tag, value, on_step=False, on_epoch=True, sync_dist=False, add_dataloader_idx=False)
@@ -575,9 +580,10 @@ class FeatureVisualizer(_Callback):
     # ----------------------------------------------------------------------------- analysis
 
     def _analyse(
-        self, trainer: pl.Trainer, bank: BankData, reference: BankData | None
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, bank: BankData
     ) -> tuple[EpochResults | None, dict[str, float]]:
         """Rank 0: kNN per layer; the results, and the scalars every rank logs."""
+        reference = self._capture_reference(trainer, pl_module) if self.reference == "train" else None
         names = self._class_names(
             trainer, max(int(bank.labels.max()), int(reference.labels.max()) if reference else 0) + 1
         )

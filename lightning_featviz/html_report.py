@@ -54,14 +54,15 @@ def write_html_report(root: str | Path, title: str = "lightning_featviz report")
     for kind in [*[k for k in SECTIONS if k in figures], *sorted(set(figures) - set(SECTIONS))]:
         parts.append(f"<h2>{html.escape(SECTIONS.get(kind, kind))}</h2>")
         for path in sorted(figures[kind], key=lambda p: p.stat().st_mtime_ns):
-            caption = "/".join(path.relative_to(root).parts[:-1]) + f" ({path.stem})"
+            caption = "/".join(path.relative_to(root).parts[1:-1]) + f" ({path.stem})"
             source = html.escape(path.relative_to(root).as_posix())
             parts.append(
                 f"<figure><img src='{source}' loading='lazy'><figcaption>{html.escape(caption)}</figcaption></figure>"
             )
     for path in texts:
-        caption = "/".join(path.relative_to(root).parts[:-1])
-        parts.append(f"<h2>{html.escape(caption)}</h2><pre>{html.escape(path.read_text(encoding='utf-8'))}</pre>")
+        kind, *layer = path.relative_to(root).parts[1:-1]
+        heading = f"{kind.replace('_', ' ').capitalize()}: {'/'.join(layer)}"
+        parts.append(f"<h2>{html.escape(heading)}</h2><pre>{html.escape(path.read_text(encoding='utf-8'))}</pre>")
     page = root / "index.html"
     page.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return page

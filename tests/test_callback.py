@@ -185,20 +185,34 @@ def test_a_shuffled_validation_loader_is_refused_with_a_hint(tmp_path, small_dat
 
 @pytest.mark.parametrize("background", [False, True])
 def test_reference_train_searches_training_images_and_does_not_change_training(tmp_path, small_data, background):
-    def run(callbacks):
+    def run(callbacks, name):
         pl.seed_everything(7, verbose=False)
         model = TinyNet()
-        tiny_trainer(tmp_path, logger=False, callbacks=callbacks).fit(model, datamodule=small_data)
-        return model, torch.get_rng_state()
+        trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path, name=name), callbacks=callbacks)
+        trainer.fit(model, datamodule=small_data)
+        events = read_events(trainer.log_dir)
+        logged = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in ("val_loss", "val_acc")}
+        return model, torch.get_rng_state(), logged
 
-    # every output on (maps, projector, gallery), the report on the worker thread or in the loop
-    visualizer = FeatureVisualizer(LAYERS, k=5, reference="train", max_reference=100, background=background)
-    with_callback, rng_with = run([visualizer])
-    without, rng_without = run([])
+    # every output on (maps, projector, gallery, confusion, static report, reference="train"),
+    # the report on the worker thread or in the loop
+    visualizer = FeatureVisualizer(
+        LAYERS,
+        k=5,
+        reference="train",
+        max_reference=100,
+        background=background,
+        monitor_class_purity=True,
+        report_dir=tmp_path / "report",
+    )
+    with_callback, rng_with, logged_with = run([visualizer], "with")
+    without, rng_without, logged_without = run([], "without")
     for a, b in zip(with_callback.state_dict().values(), without.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert torch.equal(rng_with, rng_without)
+    assert logged_with == logged_without and len(logged_with["val_loss"]) == 2  # identical validation metrics
     assert len(visualizer.history) == 6 and with_callback.training
+    assert all(p.requires_grad for p in with_callback.parameters()) and (tmp_path / "report" / "index.html").exists()
 
 
 def test_validate_runs_the_analysis_and_the_callback_pickles(tmp_path, small_data):
