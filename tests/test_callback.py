@@ -1,7 +1,9 @@
 """Real Trainer runs of the callback, read back with TensorBoard's own reader."""
 
 import pickle
+import random
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -192,7 +194,8 @@ def test_reference_train_searches_training_images_and_does_not_change_training(t
         trainer.fit(model, datamodule=small_data)
         events = read_events(trainer.log_dir)
         logged = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in ("val_loss", "val_acc")}
-        return model, torch.get_rng_state(), logged
+        rngs = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+        return model, rngs, logged
 
     # every output on (maps, projector, gallery, confusion, static report, reference="train"),
     # the report on the worker thread or in the loop
@@ -209,7 +212,8 @@ def test_reference_train_searches_training_images_and_does_not_change_training(t
     without, rng_without, logged_without = run([], "without")
     for a, b in zip(with_callback.state_dict().values(), without.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    assert torch.equal(rng_with, rng_without)
+    assert torch.equal(rng_with[0], rng_without[0])  # torch's, NumPy's and Python's global RNGs untouched
+    assert np.array_equal(rng_with[1], rng_without[1]) and rng_with[2] == rng_without[2]
     assert logged_with == logged_without and len(logged_with["val_loss"]) == 2  # identical validation metrics
     assert len(visualizer.history) == 6 and with_callback.training
     assert all(p.requires_grad for p in with_callback.parameters()) and (tmp_path / "report" / "index.html").exists()

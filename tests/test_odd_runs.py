@@ -1,5 +1,6 @@
-"""Runs that are not a plain fit: fast_dev_run, intra-epoch validation, several validation loaders,
-limited batches, mixed precision, models whose forward returns a tuple or a dict."""
+"""Runs that are not a plain fit: fast_dev_run, sanity checks of every length, intra-epoch validation,
+several validation loaders, limited batches, mixed precision, models whose forward returns a tuple or a dict.
+(``trainer.validate(ckpt_path=...)`` is in test_resume.py.)"""
 
 import pytest
 import torch
@@ -19,6 +20,17 @@ def test_fast_dev_run_is_skipped_quietly(tmp_path, small_data):
         TinyNet(), datamodule=small_data
     )
     assert visualizer.history == []  # a smoke test of the user's code: nothing analysed, nothing written
+
+
+@pytest.mark.parametrize("sanity_steps", [0, 2, -1])
+def test_the_sanity_check_is_never_analysed_whatever_its_length(tmp_path, small_data, sanity_steps):
+    visualizer = FeatureVisualizer(LAYERS, k=5, tsne_every_n_epochs=None, log_confusion=False)
+    trainer = tiny_trainer(
+        tmp_path, num_sanity_val_steps=sanity_steps, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer]
+    )
+    trainer.fit(TinyNet(), datamodule=small_data)
+    assert [row["epoch"] for row in visualizer.history] == [0, 0, 0, 1, 1, 1]
+    assert len(read_events(tmp_path).Scalars("featviz/knn_purity@5/pool")) == 2
 
 
 def test_validation_several_times_per_epoch_analyses_each_time_at_lightnings_steps(tmp_path, small_data):
