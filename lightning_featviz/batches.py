@@ -71,3 +71,35 @@ def read_batch(batch: Any, extractor: Callable[[Any], tuple[Any, ...]] | None = 
     if indices is not None:
         indices = torch.as_tensor(indices).long().flatten()
     return Batch(images, labels.long(), indices)
+
+
+def _scores(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """(B,) predicted class ids and (B,) their softmax probability, from (B, C) logits."""
+    confidence, preds = logits.detach().float().softmax(dim=1).max(dim=1)
+    return preds.cpu(), confidence.cpu()
+
+
+def scores_of(output: Any) -> tuple[Tensor, Tensor] | None:
+    """Predictions and confidences from a forward's output: (B, C) logits, or a tuple/list starting with them."""
+    logits = (
+        output if isinstance(output, Tensor) else (output[0] if isinstance(output, (tuple, list)) and output else None)
+    )
+    if isinstance(logits, Tensor) and logits.ndim == 2 and logits.shape[1] > 1:
+        return _scores(logits)
+    return None
+
+
+def unknown_predictions(size: int) -> tuple[Tensor, Tensor]:
+    """Predictions -1 and confidences NaN: the model's output was not seen."""
+    return torch.full((size,), -1, dtype=torch.int64), torch.full((size,), float("nan"))
+
+
+def predictions_from(outputs: Any) -> tuple[Tensor, Tensor] | None:
+    """Predicted class ids and confidences from a validation_step's return value (logits or preds)."""
+    if isinstance(outputs, Mapping):
+        if isinstance(outputs.get("logits"), Tensor) and outputs["logits"].ndim == 2:
+            return _scores(outputs["logits"])
+        if isinstance(outputs.get("preds"), Tensor) and outputs["preds"].ndim == 1:
+            preds = outputs["preds"].detach().long().cpu()
+            return preds, torch.full(preds.shape, float("nan"))
+    return None

@@ -5,23 +5,20 @@ Everything it computes is done by the plain functions of the other modules.
 
 from __future__ import annotations
 
-import random
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
 from dataclasses import fields
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
-from torch.utils.data import DataLoader, RandomSampler, Subset
 
+from lightning_featviz.analysis import degenerate, epoch_metrics, layer_stats
+from lightning_featviz.arguments import check_arguments
 from lightning_featviz.bank import (
     BankData,
     FeatureBank,
@@ -30,15 +27,23 @@ from lightning_featviz.bank import (
     select_subset,
     to_thumbnails,
 )
-from lightning_featviz.batches import read_batch
+from lightning_featviz.batches import predictions_from, read_batch, scores_of, unknown_predictions
 from lightning_featviz.capture import INPUT_LAYER, ActivationCapture, Reduction, reduce_input, resolve_layers
 from lightning_featviz.datasets import sample_paths
 from lightning_featviz.distributed import all_objects, broadcast_object, gather_columns
 from lightning_featviz.embedding import Backend, MapTracker
-from lightning_featviz.knn import Metric, NeighbourStats, ResultCache, neighbour_stats
+from lightning_featviz.knn import Metric, NeighbourStats, ResultCache
 from lightning_featviz.report import EpochResults
 from lightning_featviz.reporter import EpochJob, Reporter, ReportOptions
 from lightning_featviz.sinks import FileSink, Sink, TensorBoardSink, tensorboard_writers
+from lightning_featviz.trainer_data import (
+    allows_empty_ranks,
+    capture_training_bank,
+    known_class_names,
+    logged_step,
+    sampler_batches,
+    validation_loader,
+)
 from lightning_featviz.worker import BackgroundWorker
 
 #: Tags of these kinds have no ``@k``: images, and a measure that does not depend on k.
@@ -52,36 +57,6 @@ UNRANKED_KINDS = (
     "confusion",
     "purity_by_depth",
 )
-
-
-@contextmanager
-def preserved_global_rng():
-    """Restore torch's, numpy's and Python's global RNG states afterwards (training must not notice us)."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        try:
-            yield
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
-
-
-def _require(condition: bool, name: str, requirement: str, value: Any) -> None:
-    if not condition:
-        raise ValueError(f"Expected `{name}` to be {requirement}, but got {value!r}.")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _sampler_batches(loader: DataLoader) -> list[Tensor] | None:
-    """The dataset indices of each batch this epoch, read off a non-random batch sampler; else None."""
-    batch_sampler = getattr(loader, "batch_sampler", None)
-    if batch_sampler is None or isinstance(getattr(batch_sampler, "sampler", None), RandomSampler):
-        return None
-    with preserved_global_rng():
-        return [torch.as_tensor(list(batch), dtype=torch.int64) for batch in batch_sampler]
 
 
 def _callback_bases() -> tuple[type, ...]:
@@ -213,62 +188,7 @@ class FeatureVisualizer(_Callback):
         strict: bool = False,
         report_dir: str | Path | None = None,
     ) -> None:
-        names = list(layers.keys() if isinstance(layers, Mapping) else layers) if not isinstance(layers, str) else []
-        _require(
-            bool(names) and all(isinstance(n, str) for n in names), "layers", "a non-empty list of layer names", layers
-        )
-        _require(_is_int(k) and k >= 1, "k", "an integer >= 1", k)
-        _require(_is_int(max_samples) and max_samples > k, "max_samples", f"an integer > k = {k}", max_samples)
-        _require(_is_int(max_reference) and max_reference > k, "max_reference", f"an integer > k = {k}", max_reference)
-        if query_indices is not None:
-            ok = all(_is_int(i) and i >= 0 for i in query_indices) and len(query_indices) <= max_samples
-            _require(ok, "query_indices", f"at most {max_samples} non-negative dataset positions", query_indices)
-        _require(metric in ("euclidean", "cosine"), "metric", "'euclidean' or 'cosine'", metric)
-        _require(reduction in ("avg", "adaptive", "flatten"), "reduction", "'avg', 'adaptive' or 'flatten'", reduction)
-        _require(reference in ("val", "train"), "reference", "'val' or 'train'", reference)
-        _require(
-            tsne_every_n_epochs is None or (_is_int(tsne_every_n_epochs) and tsne_every_n_epochs >= 1),
-            "tsne_every_n_epochs",
-            "None or an integer >= 1",
-            tsne_every_n_epochs,
-        )
-        dims_ok = not isinstance(tsne_dims, str) and len(tsne_dims) > 0 and set(tsne_dims) <= {2, 3}
-        _require(dims_ok, "tsne_dims", "a non-empty selection of 2 and 3", tsne_dims)
-        _require(isinstance(perplexity, (int, float)) and perplexity > 0, "perplexity", "a number > 0", perplexity)
-        _require(tsne_backend in ("opentsne", "sklearn"), "tsne_backend", "'opentsne' or 'sklearn'", tsne_backend)
-        _require(
-            isinstance(min_share, (int, float)) and 0 < min_share <= 1, "min_share", "a number in (0, 1]", min_share
-        )
-        _require(_is_int(max_gallery) and max_gallery >= 1, "max_gallery", "an integer >= 1", max_gallery)
-        _require(storage_dtype in ("float32", "float16"), "storage_dtype", "'float32' or 'float16'", storage_dtype)
-        _require(
-            isinstance(memory_budget_mb, (int, float)) and memory_budget_mb > 0,
-            "memory_budget_mb",
-            "a number > 0",
-            memory_budget_mb,
-        )
-        _require(
-            wrong_cluster_layer is None or isinstance(wrong_cluster_layer, str),
-            "wrong_cluster_layer",
-            "None or a layer name",
-            wrong_cluster_layer,
-        )
-        for name, value, low in [
-            ("pool_size", pool_size, 1),
-            ("input_size", input_size, 1),
-            ("thumbnail_size", thumbnail_size, 4),
-            ("every_n_epochs", every_n_epochs, 1),
-            ("dataloader_idx", dataloader_idx, 0),
-            ("chunk_size", chunk_size, 1),
-        ]:
-            _require(_is_int(value) and value >= low, name, f"an integer >= {low}", value)
-        _require(
-            (image_mean is None) == (image_std is None), "image_mean", "given together with `image_std`", image_mean
-        )
-        _require(batch_extractor is None or callable(batch_extractor), "batch_extractor", "callable", batch_extractor)
-        _require(
-            report_dir is None or isinstance(report_dir, (str, Path)), "report_dir", "None or a folder path", report_dir
-        )
+        check_arguments({name: value for name, value in locals().items() if name != "self"})
 
         self.layers = dict(layers) if isinstance(layers, Mapping) else list(layers)
         self.k = k
@@ -353,7 +273,7 @@ class FeatureVisualizer(_Callback):
         on_accelerator = trainer.strategy.root_device.type != "cpu"
         self._background = self.background if self.background is not None else on_accelerator
         self._off_this_run = False
-        if stage == TrainerFn.VALIDATING and trainer.world_size > 1 and _allows_empty_ranks(trainer, pl_module):
+        if stage == TrainerFn.VALIDATING and trainer.world_size > 1 and allows_empty_ranks(trainer, pl_module):
             # A rank without a batch runs no validation hook, so it could not join the gather, and
             # `validate` has no hook before its loop where the ranks could compare batch counts.
             self._switch_off(
@@ -406,7 +326,7 @@ class FeatureVisualizer(_Callback):
         if not self._active or self._capture is None:
             self._active = False
             return
-        loader = self._val_loader(trainer)
+        loader = validation_loader(trainer, self.dataloader_idx)
         size = len(loader.dataset) if loader is not None and hasattr(loader.dataset, "__len__") else None
         if loader is None or size is None:
             self._warn_once("loader", "FeatureVisualizer found no sized validation dataset; nothing is analysed.")
@@ -422,7 +342,7 @@ class FeatureVisualizer(_Callback):
         dtype = torch.float16 if self.storage_dtype == "float16" else torch.float32
         self._bank = FeatureBank(select_subset(size, self.max_samples, self.seed, queries), dtype)
         self._val_dataset = loader.dataset
-        self._index_batches = _sampler_batches(loader)
+        self._index_batches = sampler_batches(loader)
         self._capture.register()
         self._output_hook = pl_module.register_forward_hook(self._remember_predictions)
 
@@ -436,13 +356,8 @@ class FeatureVisualizer(_Callback):
         self._preds = None
 
     def _remember_predictions(self, module: Any, args: Any, output: Any) -> None:
-        logits = (
-            output
-            if isinstance(output, Tensor)
-            else (output[0] if isinstance(output, (tuple, list)) and output else None)
-        )
-        if self._preds is None and isinstance(logits, Tensor) and logits.ndim == 2 and logits.shape[1] > 1:
-            self._preds = _scores(logits)
+        if self._preds is None:
+            self._preds = scores_of(output)
 
     def on_validation_batch_end(
         self,
@@ -497,9 +412,9 @@ class FeatureVisualizer(_Callback):
             display: reduce_input(kept_images, self.input_size).cpu() if path == INPUT_LAYER else captured[path][rows]
             for path, display in self._paths.items()
         }
-        predicted = _predictions_from(outputs) or self._preds
+        predicted = predictions_from(outputs) or self._preds
         if predicted is None or len(predicted[0]) != len(labels):
-            predicted = _unknown_predictions(len(labels))
+            predicted = unknown_predictions(len(labels))
         preds, confidences = (values.cpu()[rows] for values in predicted)
         thumbnails = self._thumbnails(kept_images)
         self._bank.add(indices[rows], labels.cpu()[rows], preds, confidences, vectors, thumbnails)
@@ -532,7 +447,7 @@ class FeatureVisualizer(_Callback):
         through_module = {t: v for t, v in metrics.items() if self.monitor_class_purity or "/class_purity@" not in t}
         for tag, value in through_module.items():
             pl_module.log(tag, value, on_step=False, on_epoch=True, sync_dist=False, add_dataloader_idx=False)
-        epoch, step = trainer.current_epoch, _logged_step(trainer)
+        epoch, step = trainer.current_epoch, logged_step(trainer)
         self.history += [
             {
                 "epoch": epoch,
@@ -587,62 +502,26 @@ class FeatureVisualizer(_Callback):
         names = self._class_names(
             trainer, max(int(bank.labels.max()), int(reference.labels.max()) if reference else 0) + 1
         )
-        searched = reference if reference is not None else bank
-        needed = self.k + (1 if reference is None else 0)
-        if len(searched) < needed or len(bank) < 2:
-            self._warn_once(
-                "few",
-                f"FeatureVisualizer kept {len(searched)} samples this epoch, fewer than k + 1 = {self.k + 1}; "
-                "metrics are skipped.",
-            )
+        problem = degenerate(bank, reference, self.k)
+        if problem is not None:
+            self._warn_once(*problem)
             return None, {}
-        if int(bank.labels.min()) < 0 or (reference is not None and int(reference.labels.min()) < 0):
-            self._warn_once(
-                "negative", "FeatureVisualizer saw negative labels, which are not class ids; metrics are skipped."
-            )
-            return None, {}
-        if int(bank.labels.unique().numel()) < 2:
-            self._warn_once(
-                "one-class",
-                "FeatureVisualizer saw a single class this epoch; class purity means nothing, metrics are skipped.",
-            )
-            return None, {}
-
-        metrics: dict[str, float] = {}
-        stats: dict[str, NeighbourStats] = {}
         # The search runs where the model is when that is a GPU; on the CPU, FAISS when installed.
         device = trainer.strategy.root_device if trainer.strategy.root_device.type == "cuda" else torch.device("cpu")
-        for display in self._paths.values():
-            vectors = bank.vectors[display].float()  # float16 storage is computed on in float32
-            reference_vectors = reference.vectors[display].float() if reference is not None else None
-            if not _all_finite(vectors) or (reference_vectors is not None and not _all_finite(reference_vectors)):
-                self._warn_once(
-                    f"nan/{display}", f"Layer {display!r} produced NaN or Inf activations; it is skipped this epoch."
-                )
-                continue
-            reference_labels = reference.labels if reference is not None else None
-            search = partial(
-                neighbour_stats,
-                vectors.to(device),
-                bank.labels,
-                self.k,
-                len(names),
-                self.metric,
-                reference=reference_vectors.to(device) if reference_vectors is not None else None,
-                reference_labels=reference_labels,
-                chunk_size=self.chunk_size,
-            )
-            layer = self._knn_cache.get(
-                (vectors, bank.labels, reference_vectors, reference_labels, torch.tensor(len(names))), search
-            )
-            stats[display] = layer
-            metrics[self.tag("knn_purity", display)] = layer.mean_purity
-            metrics[self.tag("knn_accuracy", display)] = layer.accuracy(bank.labels)
-            for class_id, value in enumerate(layer.class_purity.tolist()):
-                if value == value:  # NaN: no sample of that class
-                    metrics[self.tag("class_purity", display, _tag_part(names[class_id]))] = value
-
-        self._knn_cache.next_round()
+        layers = list(self._paths.values())
+        stats = layer_stats(
+            bank,
+            reference,
+            layers,
+            self.k,
+            len(names),
+            self.metric,
+            device,
+            self.chunk_size,
+            self._knn_cache,
+            self._warn_once,
+        )
+        metrics = epoch_metrics(stats, bank.labels, names, self.tag)
         searched = reference if reference is not None else bank
         return EpochResults(bank, searched, stats, names, self.k, trainer.current_epoch), metrics
 
@@ -696,48 +575,26 @@ class FeatureVisualizer(_Callback):
         self._warn_once("memory", message + " FeatureVisualizer is off for this run.")
 
     def _capture_reference(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> BankData | None:
-        """Capture up to ``max_reference`` training samples with a no-grad, eval-mode forward."""
-        loader = trainer.train_dataloader
-        if loader is None and _datamodule(trainer) is not None:
-            loader = _datamodule(trainer).train_dataloader()
-        if not isinstance(loader, DataLoader) or not hasattr(loader.dataset, "__len__"):
+        """Up to ``max_reference`` training samples, captured by a no-grad, eval-mode forward."""
+        assert self._capture is not None
+        bank = capture_training_bank(
+            trainer,
+            pl_module,
+            self._capture,
+            self._paths,
+            self.max_reference,
+            self.seed + 1,
+            self.input_size,
+            self.batch_extractor,
+            self._thumbnails,
+        )
+        if bank is None:
             self._warn_once(
                 "train",
                 "`reference='train'` needs a training DataLoader over a sized dataset; "
                 "searching the validation samples instead.",
             )
-            return None
-        keep = select_subset(len(loader.dataset), self.max_reference, self.seed + 1)
-        batch_size = loader.batch_size or 64
-        subset = DataLoader(
-            Subset(loader.dataset, keep.tolist()),
-            batch_size=batch_size,
-            collate_fn=loader.collate_fn,
-            generator=torch.Generator().manual_seed(self.seed),
-        )
-        bank = FeatureBank(keep)
-        assert self._capture is not None
-        was_training = pl_module.training
-        precision = getattr(trainer.precision_plugin, "forward_context", nullcontext)
-        try:
-            pl_module.eval()
-            with preserved_global_rng(), torch.no_grad(), self._capture.attach(), precision():
-                for position, raw in enumerate(subset):
-                    images, labels, _ = read_batch(raw, self.batch_extractor)
-                    output = pl_module(images.to(pl_module.device))
-                    captured = self._capture.pop()
-                    self._preds = None
-                    self._remember_predictions(pl_module, (), output)
-                    preds, confidences = self._preds or _unknown_predictions(len(labels))
-                    indices = keep[position * batch_size : position * batch_size + len(labels)]
-                    vectors = {
-                        display: reduce_input(images, self.input_size).cpu() if path == INPUT_LAYER else captured[path]
-                        for path, display in self._paths.items()
-                    }
-                    bank.add(indices, labels.cpu(), preds, confidences, vectors, self._thumbnails(images))
-        finally:
-            pl_module.train(was_training)
-        return bank.finalize()
+        return bank
 
     def _thumbnails(self, images: Tensor) -> Tensor:
         """(B, 3, T, T) uint8 thumbnails, or (B, 0) when no output shows images."""
@@ -772,41 +629,15 @@ class FeatureVisualizer(_Callback):
             f"min-max scaled per image, so their colours are not the true ones. Hint: {hint}.",
         )
 
-    def _val_loader(self, trainer: pl.Trainer) -> DataLoader | None:
-        combined = trainer.validate_loop._combined_loader if trainer.state.fn == TrainerFn.VALIDATING else None
-        loaders: Any = combined.iterables if combined is not None else trainer.val_dataloaders
-        if isinstance(loaders, Mapping):
-            loaders = list(loaders.values())
-        if isinstance(loaders, (list, tuple)):
-            loaders = loaders[self.dataloader_idx] if self.dataloader_idx < len(loaders) else None
-        return loaders if isinstance(loaders, DataLoader) else None
-
     def _class_names(self, trainer: pl.Trainer, num_seen: int) -> list[str]:
-        names = self.class_names
-        if names is None:
-            candidates = [_datamodule(trainer)] if _datamodule(trainer) is not None else []
-            loader = self._val_loader(trainer)
-            dataset = loader.dataset if loader is not None else None
-            while dataset is not None:
-                candidates.append(dataset)
-                dataset = getattr(dataset, "dataset", None)
-            found = next(
-                (
-                    getattr(c, a)
-                    for c in candidates
-                    for a in ("classes", "class_names")
-                    if isinstance(getattr(c, a, None), (list, tuple))
-                ),
-                None,
-            )
-            names = [str(n) for n in found] if found else []
-        if num_seen > len(names) and names:
+        known = self.class_names or known_class_names(trainer, validation_loader(trainer, self.dataloader_idx))
+        if num_seen > len(known) and known:
             self._warn_once(
                 "labels",
-                f"Labels go up to {num_seen - 1} but only {len(names)} class names are known; "
+                f"Labels go up to {num_seen - 1} but only {len(known)} class names are known; "
                 "the rest are named by id.",
             )
-        return list(names) + [str(i) for i in range(len(names), num_seen)]
+        return list(known) + [str(i) for i in range(len(known), num_seen)]
 
     def _sinks(self, trainer: pl.Trainer) -> list[Sink]:
         """Where rank 0 writes: every TensorBoard writer, else files under the run's log dir; and the
@@ -834,48 +665,3 @@ class FeatureVisualizer(_Callback):
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(message, stacklevel=2)
-
-
-def _logged_step(trainer: pl.Trainer) -> int:
-    """The step Lightning gives epoch-end metrics, so our images and scalars line up with them."""
-    return int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))
-
-
-def _datamodule(trainer: pl.Trainer) -> Any:
-    return getattr(trainer, "datamodule", None)
-
-
-def _allows_empty_ranks(trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
-    """Whether Lightning lets a rank have an empty dataloader (otherwise it raises before any loop runs)."""
-    holders = [pl_module, _datamodule(trainer)]
-    return any(getattr(h, "allow_zero_length_dataloader_with_multiple_devices", False) for h in holders)
-
-
-def _all_finite(vectors: Tensor) -> bool:
-    # One reduction instead of an (N, D) mask: any NaN or Inf makes the sum non-finite.
-    return bool(vectors.sum(dtype=torch.float64).isfinite())
-
-
-def _tag_part(name: str) -> str:
-    return "_".join(name.split())
-
-
-def _scores(logits: Tensor) -> tuple[Tensor, Tensor]:
-    """(B,) predicted class ids and (B,) their softmax probability, from (B, C) logits."""
-    confidence, preds = logits.detach().float().softmax(dim=1).max(dim=1)
-    return preds.cpu(), confidence.cpu()
-
-
-def _unknown_predictions(size: int) -> tuple[Tensor, Tensor]:
-    return torch.full((size,), -1, dtype=torch.int64), torch.full((size,), float("nan"))
-
-
-def _predictions_from(outputs: Any) -> tuple[Tensor, Tensor] | None:
-    """Predicted class ids and confidences from a validation_step's return value (logits or preds)."""
-    if isinstance(outputs, Mapping):
-        if isinstance(outputs.get("logits"), Tensor) and outputs["logits"].ndim == 2:
-            return _scores(outputs["logits"])
-        if isinstance(outputs.get("preds"), Tensor) and outputs["preds"].ndim == 1:
-            preds = outputs["preds"].detach().long().cpu()
-            return preds, torch.full(preds.shape, float("nan"))
-    return None

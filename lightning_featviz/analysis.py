@@ -1,0 +1,93 @@
+"""One epoch's kNN analysis of a gathered bank (rank 0): whether the epoch means anything, then per
+layer the neighbour statistics and the scalars every rank logs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+from torch import Tensor
+
+from lightning_featviz.bank import BankData
+from lightning_featviz.knn import Metric, NeighbourStats, ResultCache, neighbour_stats
+
+Warn = Callable[[str, str], None]
+Tag = Callable[..., str]
+
+
+def degenerate(bank: BankData, reference: BankData | None, k: int) -> tuple[str, str] | None:
+    """``(key, message)`` when the epoch cannot be analysed — too few samples for k neighbours,
+    negative labels, a single class — else None."""
+    searched = reference if reference is not None else bank
+    if len(searched) < k + (1 if reference is None else 0) or len(bank) < 2:
+        return "few", (
+            f"FeatureVisualizer kept {len(searched)} samples this epoch, fewer than k + 1 = {k + 1}; "
+            "metrics are skipped."
+        )
+    if int(bank.labels.min()) < 0 or (reference is not None and int(reference.labels.min()) < 0):
+        return "negative", "FeatureVisualizer saw negative labels, which are not class ids; metrics are skipped."
+    if int(bank.labels.unique().numel()) < 2:
+        return "one-class", (
+            "FeatureVisualizer saw a single class this epoch; class purity means nothing, metrics are skipped."
+        )
+    return None
+
+
+def layer_stats(
+    bank: BankData,
+    reference: BankData | None,
+    layers: Sequence[str],
+    k: int,
+    num_classes: int,
+    metric: Metric,
+    device: torch.device,
+    chunk_size: int,
+    cache: ResultCache[NeighbourStats],
+    warn: Warn,
+) -> dict[str, NeighbourStats]:
+    """kNN statistics of each layer's (N, D_layer) vectors: leave-one-out within ``bank``, or its
+    queries searched in ``reference``. A layer with NaN/Inf values is skipped with a warning; a
+    search whose inputs are bit-identical to the last epoch's (pixel space, frozen layers) is reused."""
+    stats: dict[str, NeighbourStats] = {}
+    for layer in layers:
+        vectors = bank.vectors[layer].float()  # float16 storage is computed on in float32
+        reference_vectors = reference.vectors[layer].float() if reference is not None else None
+        if not _all_finite(vectors) or (reference_vectors is not None and not _all_finite(reference_vectors)):
+            warn(f"nan/{layer}", f"Layer {layer!r} produced NaN or Inf activations; it is skipped this epoch.")
+            continue
+        reference_labels = reference.labels if reference is not None else None
+        search = partial(
+            neighbour_stats,
+            vectors.to(device),
+            bank.labels,
+            k,
+            num_classes,
+            metric,
+            reference=reference_vectors.to(device) if reference_vectors is not None else None,
+            reference_labels=reference_labels,
+            chunk_size=chunk_size,
+        )
+        key = (vectors, bank.labels, reference_vectors, reference_labels, torch.tensor(num_classes))
+        stats[layer] = cache.get(key, search)
+    cache.next_round()
+    return stats
+
+
+def epoch_metrics(
+    stats: dict[str, NeighbourStats], labels: Tensor, class_names: Sequence[str], tag: Tag
+) -> dict[str, float]:
+    """Per layer: kNN purity, kNN accuracy and the purity of each class present, by tag."""
+    metrics: dict[str, float] = {}
+    for layer, layer_stats in stats.items():
+        metrics[tag("knn_purity", layer)] = layer_stats.mean_purity
+        metrics[tag("knn_accuracy", layer)] = layer_stats.accuracy(labels)
+        for class_id, value in enumerate(layer_stats.class_purity.tolist()):
+            if value == value:  # NaN: no sample of that class
+                metrics[tag("class_purity", layer, "_".join(class_names[class_id].split()))] = value
+    return metrics
+
+
+def _all_finite(vectors: Tensor) -> bool:
+    # One reduction instead of an (N, D) mask: any NaN or Inf makes the sum non-finite.
+    return bool(vectors.sum(dtype=torch.float64).isfinite())
