@@ -79,11 +79,11 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_analysis(args: argparse.Namespace) -> int:
     from torchvision.datasets import ImageFolder
 
-    from lightning_featviz.posthoc import analyse, load_classifier, load_module
+    from lightning_featviz.posthoc import analyse, evaluation_folder, load_classifier, load_module
 
     if (args.arch is None) == (args.module is None):
         raise SystemExit("featviz analyse: give either --arch (a torchvision architecture) or --module (a class path).")
-    classes = ImageFolder(args.data).classes
+    classes = ImageFolder(evaluation_folder(args.data)).classes
     model = (
         load_classifier(args.arch, args.checkpoint, len(classes))
         if args.arch
@@ -150,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     post = commands.add_parser(
         "analyse", help="analyse a trained classifier on an ImageFolder: TensorBoard logs and an HTML report"
     )
-    post.add_argument("--data", required=True, help="an ImageFolder directory (root/<class>/<image>)")
+    post.add_argument(
+        "--data", required=True, help="an ImageFolder directory (root/<class>/<image>; root/val when root/train exists)"
+    )
     post.add_argument("--checkpoint", required=True, help="a state_dict or Lightning checkpoint file")
     post.add_argument("--arch", help="torchvision architecture of the checkpoint (e.g. resnet18)")
     post.add_argument("--module", help="or the LightningModule class path (package.module.Class) of the checkpoint")

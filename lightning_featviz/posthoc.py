@@ -10,6 +10,7 @@ writes a TensorBoard log dir and a static report (``report/index.html``) with th
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,12 +82,26 @@ def load_classifier(arch: str, checkpoint: str | Path, num_classes: int) -> nn.M
 
 
 def load_module(class_path: str, checkpoint: str | Path, **overrides: Any) -> pl.LightningModule:
-    """``package.module.ClassName.load_from_checkpoint(checkpoint, **overrides)`` on the CPU."""
+    """``package.module.ClassName.load_from_checkpoint(checkpoint, **overrides)`` on the CPU.
+
+    A ``weights`` argument of the class (pretrained weights to start from, as the demo's
+    ``ImageClassifier`` has) is set to None unless overridden: the checkpoint holds the weights, so
+    nothing is downloaded.
+    """
     module_name, _, class_name = class_path.rpartition(".")
     if not module_name:
         raise ValueError(f"Expected `module` to be a class path like 'package.module.Class', but got {class_path!r}.")
     cls = getattr(importlib.import_module(module_name), class_name)
+    if "weights" in inspect.signature(cls.__init__).parameters:
+        overrides.setdefault("weights", None)
     return cls.load_from_checkpoint(checkpoint, map_location="cpu", **overrides)
+
+
+def evaluation_folder(root: str | Path) -> Path:
+    """The ImageFolder to analyse under ``root``: ``root/val`` when ``root`` holds ``train`` and ``val``
+    folders (the layout ``featviz demo --data`` also reads), else ``root`` itself."""
+    root = Path(root)
+    return root / "val" if (root / "train").is_dir() and (root / "val").is_dir() else root
 
 
 def analyse(
@@ -106,8 +121,9 @@ def analyse(
     Args:
         model: a classifier (``nn.Module``: its layers are named as in ``model.named_modules()``) or
             a LightningModule (used as it is, with its own ``validation_step``).
-        data: an ImageFolder directory (``root/<class>/<image>``; images resized to ``image_size`` and
-            normalised with ImageNet's statistics) or a Dataset of ``(image, label)``.
+        data: an ImageFolder directory (``root/<class>/<image>``, or ``root/val/<class>/<image>`` next to
+            ``root/train``; images resized to ``image_size`` and normalised with ImageNet's statistics)
+            or a Dataset of ``(image, label)``.
         out_dir: gets ``events.out.tfevents.*`` and the projector files (a TensorBoard log dir) and
             ``report/`` (PNG figures, ``metrics.csv`` and ``index.html``).
         layers: the layers to analyse (see :class:`FeatureVisualizer`).
@@ -115,7 +131,7 @@ def analyse(
     """
     out_dir = Path(out_dir)
     if isinstance(data, (str, Path)):
-        dataset: Dataset = image_folder(data, image_size)
+        dataset: Dataset = image_folder(evaluation_folder(data), image_size)
         options = {"image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD, **options}
     else:
         dataset = data

@@ -4,6 +4,7 @@ import re
 
 import pytest
 import pytorch_lightning as pl
+import torch
 from conftest import read_events
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import Subset
@@ -24,15 +25,21 @@ def trained(tmp_path_factory):
         max_epochs=1, limit_train_batches=4, callbacks=[checkpoint], logger=False, enable_progress_bar=False
     ).fit(ImageClassifier(num_classes=10, arch="resnet18"), datamodule=data)
     folder = save_image_folder(Subset(digits, range(500, 650)), root / "images", digits.classes)
-    return checkpoint.best_model_path, folder
+    # the same images in a train/val tree, and a checkpoint that says it started from ImageNet weights
+    save_image_folder(Subset(digits, range(650, 700)), root / "tree" / "train", digits.classes)
+    save_image_folder(Subset(digits, range(500, 650)), root / "tree" / "val", digits.classes)
+    pretrained = torch.load(checkpoint.best_model_path, weights_only=True)
+    pretrained["hyper_parameters"]["weights"] = "DEFAULT"  # loading must not try to download them
+    torch.save(pretrained, root / "pretrained.ckpt")
+    return {"--arch": (checkpoint.best_model_path, folder), "--module": (root / "pretrained.ckpt", root / "tree")}
 
 
 @pytest.mark.parametrize("model", [["--arch", "resnet18"], ["--module", "lightning_featviz.demo.ImageClassifier"]])
 def test_the_analyse_command_writes_a_tensorboard_log_dir_and_an_html_report(tmp_path, trained, model, capsys):
-    checkpoint, folder = trained
+    checkpoint, folder = trained[model[0]]  # --module: a train/val tree, whose val folder is analysed
     out = tmp_path / "analysis"
     layers = ["input", "layer4", "avgpool"]
-    argv = ["analyse", "--data", str(folder), "--checkpoint", checkpoint, "--out", str(out), *model]
+    argv = ["analyse", "--data", str(folder), "--checkpoint", str(checkpoint), "--out", str(out), *model]
     quiet = ["--quiet"] if "--arch" in model else []  # the other run shows its progress bar over the data
     assert main([*argv, "--image-size", "32", "--layers", *layers, "--k", "5", *quiet]) == 0
     printed = capsys.readouterr()
@@ -42,6 +49,8 @@ def test_the_analyse_command_writes_a_tensorboard_log_dir_and_an_html_report(tmp
     events = read_events(out)  # TensorBoard's own reader opens the log dir
     for layer in layers:
         assert len(events.Scalars(f"featviz/knn_purity@5/{layer}")) == 1
+    classes = {tag.rsplit("/", 1)[1] for tag in events.Tags()["scalars"] if "class_purity@5/avgpool" in tag}
+    assert classes == {str(digit) for digit in range(10)}  # the digit folders, never "train" or "val"
     assert events.Images("featviz/tsne_2d/avgpool") and (out / "projector_config.pbtxt").exists()
 
     page = (out / "report" / "index.html").read_text()
@@ -53,6 +62,6 @@ def test_the_analyse_command_writes_a_tensorboard_log_dir_and_an_html_report(tmp
 
 
 def test_analyse_needs_exactly_one_way_to_build_the_model(trained):
-    checkpoint, folder = trained
+    checkpoint, folder = trained["--arch"]
     with pytest.raises(SystemExit, match="either --arch .* or --module"):
         main(["analyse", "--data", str(folder), "--checkpoint", checkpoint])
