@@ -226,7 +226,10 @@ def confusion_figure(confusion: np.ndarray, class_names: Sequence[str], title: s
         for (row, col), value in np.ndenumerate(confusion):
             if value >= 0.005:
                 colour = "white" if value > 0.6 else "black"
-                matrix_ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=6.5, color=colour)
+                annotation = matrix_ax.text(
+                    col, row, f"{value:.2f}", ha="center", va="center", fontsize=6.5, color=colour
+                )
+                annotation.set_in_layout(False)  # inside its cell: the layout need not measure it
     fig.colorbar(image, ax=matrix_ax, shrink=0.7, label="share of neighbours")
     purity = np.diag(confusion)
     bar_ax.barh(range(c), purity, color=class_colours(c))
