@@ -77,22 +77,16 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_analysis(args: argparse.Namespace) -> int:
-    from torchvision.datasets import ImageFolder
-
-    from lightning_featviz.posthoc import analyse, evaluation_folder, load_classifier, load_module
+    from lightning_featviz.posthoc import analyse_checkpoint
 
     if (args.arch is None) == (args.module is None):
         raise SystemExit("featviz analyse: give either --arch (a torchvision architecture) or --module (a class path).")
-    classes = ImageFolder(evaluation_folder(args.data)).classes
-    model = (
-        load_classifier(args.arch, args.checkpoint, len(classes))
-        if args.arch
-        else load_module(args.module, args.checkpoint)
-    )
-    analysis = analyse(
-        model,
+    analysis = analyse_checkpoint(
+        args.checkpoint,
         args.data,
         args.out,
+        arch=args.arch,
+        module=args.module,
         layers=args.layers,
         image_size=args.image_size,
         batch_size=args.batch_size,
@@ -100,7 +94,6 @@ def run_analysis(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         k=args.k,
         max_samples=args.max_samples,
-        class_names=classes,
     )
     print(f"\nkNN purity@{args.k} per layer:")
     print(purity_table(analysis.history, [str(layer) for layer in args.layers]))

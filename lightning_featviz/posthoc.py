@@ -1,8 +1,7 @@
 """Analyse a trained classifier on a data set, without training: the callback run by ``trainer.validate``.
 
-    from lightning_featviz.posthoc import analyse, load_classifier
-    model = load_classifier("resnet18", "model.ckpt", num_classes=5)
-    analysis = analyse(model, "food/val", "featviz_report", layers=["input", "layer3", "avgpool"])
+    from lightning_featviz.posthoc import analyse_checkpoint
+    analysis = analyse_checkpoint("model.ckpt", "food/val", "featviz_report", arch="resnet18")
 
 writes a TensorBoard log dir and a static report (``report/index.html``) with the same figures.
 """
@@ -152,3 +151,28 @@ def analyse(
     if not report.exists():
         raise RuntimeError(f"FeatureVisualizer analysed nothing on {data!r} (see the warnings above).")
     return Analysis(out_dir, report, list(visualizer.history), dict(visualizer.wrong_cluster_indices))
+
+
+def analyse_checkpoint(
+    checkpoint: str | Path,
+    data: str | Path,
+    out_dir: str | Path,
+    arch: str | None = None,
+    module: str | None = None,
+    **options: Any,
+) -> Analysis:
+    """:func:`analyse` a checkpoint on an ImageFolder: what ``featviz analyse`` runs.
+
+    Give ``arch`` (a torchvision architecture, its head sized to the folder's classes; see
+    :func:`load_classifier`) or ``module`` (a LightningModule class path; see :func:`load_module`).
+    Class names are the folder names. ``options`` go to :func:`analyse` (``layers``, ``k``, ...).
+    """
+    from torchvision.datasets import ImageFolder
+
+    if (arch is None) == (module is None):
+        raise ValueError(f"Expected exactly one of `arch` and `module`, but got arch={arch!r}, module={module!r}.")
+    classes = ImageFolder(str(evaluation_folder(data))).classes
+    model = (
+        load_classifier(arch, checkpoint, len(classes)) if arch is not None else load_module(str(module), checkpoint)
+    )
+    return analyse(model, data, out_dir, **{"class_names": classes, **options})

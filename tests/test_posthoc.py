@@ -12,6 +12,7 @@ from torch.utils.data import Subset
 from lightning_featviz.cli import main
 from lightning_featviz.datasets import ColouredDigits, save_image_folder
 from lightning_featviz.demo import ClassificationData, ImageClassifier
+from lightning_featviz.posthoc import analyse_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +66,10 @@ def test_analyse_needs_exactly_one_way_to_build_the_model(trained):
     checkpoint, folder = trained["--arch"]
     with pytest.raises(SystemExit, match="either --arch .* or --module"):
         main(["analyse", "--data", str(folder), "--checkpoint", checkpoint])
+
+
+def test_analyse_checkpoint_needs_exactly_one_of_arch_and_module(trained, tmp_path):
+    checkpoint, folder = trained["--arch"]
+    for arch, module in [(None, None), ("resnet18", "lightning_featviz.demo.ImageClassifier")]:
+        with pytest.raises(ValueError, match="exactly one of `arch` and `module`"):
+            analyse_checkpoint(checkpoint, folder, tmp_path, arch=arch, module=module)
