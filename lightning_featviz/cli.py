@@ -68,10 +68,12 @@ def run_demo(args: argparse.Namespace) -> int:
     print(purity_table(visualizer.history, [str(layer) for layer in args.layers]))
     print(f"\nTrained {args.epochs} epochs in {time.perf_counter() - start:.0f} s. Logs: {logger.log_dir}")
     print(f"Open them with:\n  tensorboard --logdir {args.logdir}")
-    data_option = f" --data {args.data}" if args.data else " --data <an ImageFolder directory>"
+    size = args.image_size or (224 if args.data else 32)
+    data_option = f" --data {args.data}" if args.data else " --no-normalize --data <an ImageFolder of digits>"
     print(
         "Analyse the trained model again later, on any data:\n  featviz analyse --module "
-        f"lightning_featviz.demo.ImageClassifier --checkpoint {checkpoint.last_model_path}{data_option}"
+        f"lightning_featviz.demo.ImageClassifier --checkpoint {checkpoint.last_model_path} --image-size {size}"
+        f"{data_option}"
     )
     return 0
 
@@ -89,6 +91,7 @@ def run_analysis(args: argparse.Namespace) -> int:
         module=args.module,
         layers=args.layers,
         image_size=args.image_size,
+        normalize=not args.no_normalize,
         batch_size=args.batch_size,
         accelerator=args.accelerator,
         progress=not args.quiet,
@@ -154,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--k", type=int, default=10)
     post.add_argument("--max-samples", type=int, default=2000)
     post.add_argument("--image-size", type=int, default=224, help="image side in pixels (default: %(default)s)")
+    post.add_argument(
+        "--no-normalize",
+        action="store_true",
+        help="feed images in [0, 1] instead of ImageNet-normalised (a model trained so, like the demo on its digits)",
+    )
     post.add_argument("--batch-size", type=int, default=64)
     post.add_argument("--accelerator", default="auto")
     post.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -109,6 +109,7 @@ def analyse(
     out_dir: str | Path,
     layers: Sequence[str] | Mapping[str, str] = ("input", "layer1", "layer2", "layer3", "layer4", "avgpool"),
     image_size: int = 224,
+    normalize: bool = True,
     batch_size: int = 64,
     num_workers: int = 0,
     accelerator: str = "auto",
@@ -121,8 +122,8 @@ def analyse(
         model: a classifier (``nn.Module``: its layers are named as in ``model.named_modules()``) or
             a LightningModule (used as it is, with its own ``validation_step``).
         data: an ImageFolder directory (``root/<class>/<image>``, or ``root/val/<class>/<image>`` next to
-            ``root/train``; images resized to ``image_size`` and normalised with ImageNet's statistics)
-            or a Dataset of ``(image, label)``.
+            ``root/train``; images resized to ``image_size`` and, with ``normalize``, normalised with
+            ImageNet's statistics, as the model saw them in training) or a Dataset of ``(image, label)``.
         out_dir: gets ``events.out.tfevents.*`` and the projector files (a TensorBoard log dir) and
             ``report/`` (PNG figures, ``metrics.csv`` and ``index.html``).
         layers: the layers to analyse (see :class:`FeatureVisualizer`).
@@ -130,8 +131,10 @@ def analyse(
     """
     out_dir = Path(out_dir)
     if isinstance(data, (str, Path)):
-        dataset: Dataset = image_folder(evaluation_folder(data), image_size)
-        options = {"image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD, **options}
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalize else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        dataset: Dataset = image_folder(evaluation_folder(data), image_size, mean, std)
+        if normalize:
+            options = {"image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD, **options}
     else:
         dataset = data
     module = model if isinstance(model, pl.LightningModule) else _Evaluation(model)

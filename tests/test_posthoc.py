@@ -9,23 +9,37 @@ from conftest import read_events
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import Subset
 
+from lightning_featviz import FeatureVisualizer
 from lightning_featviz.cli import main
-from lightning_featviz.datasets import ColouredDigits, save_image_folder
+from lightning_featviz.datasets import ColouredDigits, image_folder, save_image_folder
 from lightning_featviz.demo import ClassificationData, ImageClassifier
 from lightning_featviz.posthoc import analyse_checkpoint
+
+LAYERS = ["input", "layer4", "avgpool"]
+in_training: dict[str, dict[str, float]] = {}
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A ResNet-18 trained briefly on the digits (a Lightning checkpoint), and 150 other digits as an ImageFolder."""
+    """150 digits written as an ImageFolder, and a ResNet-18 trained briefly on other digits (a Lightning
+    checkpoint) with the callback watching those 150 as its validation set."""
     root = tmp_path_factory.mktemp("posthoc")
     digits = ColouredDigits("val", seed=0)
-    data = ClassificationData(Subset(digits, range(300)), Subset(digits, range(300, 364)), digits.classes, 32)
-    checkpoint = ModelCheckpoint(dirpath=root / "checkpoints")
-    pl.Trainer(
-        max_epochs=1, limit_train_batches=4, callbacks=[checkpoint], logger=False, enable_progress_bar=False
-    ).fit(ImageClassifier(num_classes=10, arch="resnet18"), datamodule=data)
     folder = save_image_folder(Subset(digits, range(500, 650)), root / "images", digits.classes)
+    # validated on the folder's own images, read as the analysis reads them with --no-normalize
+    val = image_folder(folder, 32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    data = ClassificationData(Subset(digits, range(300)), val, digits.classes, 32)
+    checkpoint = ModelCheckpoint(dirpath=root / "checkpoints")
+    watching = FeatureVisualizer(LAYERS, k=5, tsne_every_n_epochs=None, log_confusion=False)
+    pl.Trainer(
+        max_epochs=2,
+        limit_train_batches=4,
+        callbacks=[checkpoint, watching],
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=root,  # without a logger the callback writes its files there
+    ).fit(ImageClassifier(num_classes=10, arch="resnet18"), datamodule=data)
+    in_training["purity"] = {row["layer"]: row["knn_purity"] for row in watching.history if row["epoch"] == 1}
     # the same images in a train/val tree, and a checkpoint that says it started from ImageNet weights
     save_image_folder(Subset(digits, range(650, 700)), root / "tree" / "train", digits.classes)
     save_image_folder(Subset(digits, range(500, 650)), root / "tree" / "val", digits.classes)
@@ -39,10 +53,11 @@ def trained(tmp_path_factory):
 def test_the_analyse_command_writes_a_tensorboard_log_dir_and_an_html_report(tmp_path, trained, model, capsys):
     checkpoint, folder = trained[model[0]]  # --module: a train/val tree, whose val folder is analysed
     out = tmp_path / "analysis"
-    layers = ["input", "layer4", "avgpool"]
+    layers = LAYERS
     argv = ["analyse", "--data", str(folder), "--checkpoint", str(checkpoint), "--out", str(out), *model]
     quiet = ["--quiet"] if "--arch" in model else []  # the other run shows its progress bar over the data
-    assert main([*argv, "--image-size", "32", "--layers", *layers, "--k", "5", *quiet]) == 0
+    options = ["--image-size", "32", "--no-normalize", "--layers", *layers, "--k", "5"]  # as the model trained
+    assert main([*argv, *options, *quiet]) == 0
     printed = capsys.readouterr()
     assert "kNN purity@5 per layer" in printed.out
     assert ("Validation DataLoader 0: 100%" in printed.out) == (not quiet)
@@ -50,6 +65,8 @@ def test_the_analyse_command_writes_a_tensorboard_log_dir_and_an_html_report(tmp
     events = read_events(out)  # TensorBoard's own reader opens the log dir
     for layer in layers:
         assert len(events.Scalars(f"featviz/knn_purity@5/{layer}")) == 1
+    for layer, value in in_training["purity"].items():  # the same analysis as during training, same images
+        assert events.Scalars(f"featviz/knn_purity@5/{layer}")[0].value == pytest.approx(value, abs=0.002)
     classes = {tag.rsplit("/", 1)[1] for tag in events.Tags()["scalars"] if "class_purity@5/avgpool" in tag}
     assert classes == {str(digit) for digit in range(10)}  # the digit folders, never "train" or "val"
     assert events.Images("featviz/tsne_2d/avgpool") and (out / "projector_config.pbtxt").exists()
