@@ -46,7 +46,6 @@ class TensorBoardSink:
 
     def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
         self.writer.add_image(tag, image, global_step=step, dataformats="HWC")
-        self.writer.flush()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, epoch: int) -> None:
         for tag, value in metrics.items():
