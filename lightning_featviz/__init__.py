@@ -15,7 +15,14 @@ from lightning_featviz.embedding import (
 )
 from lightning_featviz.knn import NeighbourStats, knn_purity, knn_search, knn_vote, neighbour_stats, per_class_mean
 from lightning_featviz.outliers import WrongCluster, find_wrong_cluster, neighbourhood_confusion
-from lightning_featviz.plots import MapPanel, NeighbourGrid, figure_to_array, map_figure, neighbour_grid_figure
+from lightning_featviz.plots import (
+    MapPanel,
+    NeighbourGrid,
+    figure_to_array,
+    map_figure,
+    neighbour_grid_figure,
+    neighbour_grid_image,
+)
 from lightning_featviz.projector import ProjectorEntry, write_projector
 
 __version__ = "0.1.0"
@@ -43,6 +50,7 @@ __all__ = [
     "map_displacement",
     "map_figure",
     "neighbour_grid_figure",
+    "neighbour_grid_image",
     "neighbour_stats",
     "neighbourhood_confusion",
     "pca_reduce",

@@ -33,8 +33,10 @@ from lightning_featviz.datasets import sample_paths
 from lightning_featviz.distributed import all_objects, broadcast_object, gather_columns
 from lightning_featviz.embedding import Backend, MapTracker
 from lightning_featviz.knn import Metric, NeighbourStats, ResultCache
+from lightning_featviz.render_process import RenderProcess, can_render_in_a_process
 from lightning_featviz.report import EpochResults
-from lightning_featviz.reporter import EpochJob, Reporter, ReportOptions
+from lightning_featviz.reporter import Destination, EpochJob, Reporter, ReportOptions
+from lightning_featviz.reporter import tag as make_tag
 from lightning_featviz.sinks import FileSink, Sink, TensorBoardSink, tensorboard_writers
 from lightning_featviz.trainer_data import (
     allows_empty_ranks,
@@ -45,18 +47,6 @@ from lightning_featviz.trainer_data import (
     validation_loader,
 )
 from lightning_featviz.worker import BackgroundWorker
-
-#: Tags of these kinds have no ``@k``: images, and a measure that does not depend on k.
-UNRANKED_KINDS = (
-    "neighbours",
-    "tsne_2d",
-    "tsne_3d",
-    "tsne_displacement",
-    "wrong_cluster",
-    "wrong_cluster_table",
-    "confusion",
-    "purity_by_depth",
-)
 
 
 def _callback_bases() -> tuple[type, ...]:
@@ -129,11 +119,12 @@ class FeatureVisualizer(_Callback):
         log_confusion: per layer, the neighbourhood confusion matrix with per-class purity; and
             purity by depth with a layer × epoch heatmap.
         background: make the heavy part of each epoch's report (t-SNE, figures, projector, exports)
-            on a background thread while training goes on; kNN scalars are logged before the
-            next training epoch either way. Reports are written in epoch order, at most two wait,
-            and all are written by the end of ``fit``/``validate``. Default (None): on when the
-            model trains on an accelerator, off on the CPU, where the thread would compete with
-            training for the same cores (measured slower on 2 cores).
+            in a child process at the lowest CPU priority while training goes on (on Windows: on a
+            thread); kNN scalars are logged before the next training epoch either way. Reports are
+            written in epoch order, at most two wait, and all are written by the end of
+            ``fit``/``validate``. Default (None): on when the model trains on an accelerator, off
+            on the CPU, where training uses every core and the report's time adds to ``fit``
+            wherever it runs.
         storage_dtype: how the bank stores vectors, ``"float32"`` or ``"float16"`` (half the
             memory; kNN and t-SNE still compute in float32).
         memory_budget_mb: the most the bank may take. Its size is predicted from the first
@@ -248,6 +239,7 @@ class FeatureVisualizer(_Callback):
         self._maps = MapTracker(self.perplexity, seed, tsne_backend)
         self._worker = BackgroundWorker()
         self._reporter: Reporter | None = None  # made at setup, when the log dir is known
+        self._renderer: RenderProcess | None = None  # started with the first background report
         self._background = bool(background)
 
     # ----------------------------------------------------------------------------- lifecycle
@@ -269,7 +261,7 @@ class FeatureVisualizer(_Callback):
         self._log_dir = trainer.log_dir
         self._capture = ActivationCapture(pl_module, list(self._paths), self.reduction, self.pool_size)
         options = ReportOptions(**{option.name: getattr(self, option.name) for option in fields(ReportOptions)})
-        self._reporter = Reporter(options, self._maps, self.tag, self._warn_once, self._log_dir)
+        self._reporter = Reporter(options, self._maps, self._log_dir)
         on_accelerator = trainer.strategy.root_device.type != "cpu"
         self._background = self.background if self.background is not None else on_accelerator
         self._off_this_run = False
@@ -304,10 +296,17 @@ class FeatureVisualizer(_Callback):
         self._detach()
         self._guarded(self._worker.drain)
         self._worker.close()
+        self._stop_renderer(wait=True)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._detach()
         self._worker.close(wait=False)  # training failed: drop reports not started, stop the thread
+        self._stop_renderer(wait=False)
+
+    def _stop_renderer(self, wait: bool) -> None:
+        if self._renderer is not None:
+            self._renderer.close(wait)
+            self._renderer = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": list(self.history), "maps": self._maps.state_dict()}
@@ -463,12 +462,14 @@ class FeatureVisualizer(_Callback):
             direct = {t: v for t, v in metrics.items() if t not in through_module}
             wanted = self.log_wrong_cluster and self._val_dataset is not None
             paths = sample_paths(self._val_dataset, results.bank.indices.tolist()) if wanted else None
-            sinks, with_maps = self._sinks(trainer), self._maps_due(trainer)
-            job = EpochJob(sinks, results, direct, metrics, step, with_maps, list(self.history), paths)
+            sinks = self._sinks(trainer)
+            folders = [sink.projector_dir for sink in sinks if sink.projector_dir is not None]
+            job = EpochJob(results, step, self._maps_due(trainer), list(self.history), paths, folders)
+            destination = Destination(sinks, direct, metrics)
             if self._background:
-                self._guarded(self._worker.submit, self._report, job)
+                self._guarded(self._worker.submit, self._report, job, destination)
             else:
-                self._guarded(self._report, job)
+                self._guarded(self._report, job, destination)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn != TrainerFn.FITTING:  # validate: every report is written when it returns
@@ -525,9 +526,25 @@ class FeatureVisualizer(_Callback):
         searched = reference if reference is not None else bank
         return EpochResults(bank, searched, stats, names, self.k, trainer.current_epoch), metrics
 
-    def _report(self, job: EpochJob) -> None:
+    def _report(self, job: EpochJob, destination: Destination) -> None:
         assert self._reporter is not None  # setup ran: the epoch was analysed
-        self.wrong_cluster_indices = self._reporter.write(job)
+        if self._background and can_render_in_a_process():  # on the worker thread: render in the child
+            if self._renderer is None:
+                self._renderer = RenderProcess(self._reporter.options, self._maps, self._log_dir)
+            try:
+                report, maps = self._renderer.render(job)
+            except RuntimeError:  # it ended: the next report starts a new one, from the last maps
+                self._stop_renderer(wait=False)
+                raise
+            self._maps.load_state_dict(maps)  # for checkpoints
+        else:
+            report = self._reporter.render(job)
+        destination.write(report, job.step, job.results.epoch)
+        for key, message in report.warnings:
+            self._warn_once(key, message)
+        self.wrong_cluster_indices = report.flagged
+        if report.error is not None:
+            raise report.error
 
     def _maps_due(self, trainer: pl.Trainer) -> bool:
         if self.tsne_every_n_epochs is None:
@@ -536,8 +553,7 @@ class FeatureVisualizer(_Callback):
 
     def tag(self, kind: str, layer: str, *rest: str) -> str:
         """The logged tag, e.g. ``featviz/knn_purity@10/avgpool``; images have no ``@k``: ``featviz/tsne_2d/x``."""
-        head = f"featviz/{kind}" if kind in UNRANKED_KINDS else f"featviz/{kind}@{self.k}"
-        return "/".join([head, layer, *rest])
+        return make_tag(kind, layer, *rest, k=self.k)
 
     # ----------------------------------------------------------------------------- helpers
 

@@ -26,7 +26,7 @@ from lightning_featviz.outliers import (
 from lightning_featviz.plots import (
     NeighbourGrid,
     confusion_figure,
-    neighbour_grid_figure,
+    neighbour_grid_image,
     purity_depth_figure,
 )
 
@@ -70,8 +70,8 @@ def query_rows(bank: BankData, query_indices: Sequence[int] | None) -> Tensor:
     return torch.stack([torch.nonzero(bank.labels == c)[0, 0] for c in classes])
 
 
-def neighbour_grid_figures(results: EpochResults, rows: Tensor) -> dict[tuple[str, str], Figure]:
-    """Per layer ``("neighbours", layer)``, and the first and last layer side by side."""
+def neighbour_grid_images(results: EpochResults, rows: Tensor) -> dict[tuple[str, str], np.ndarray]:
+    """(H, W, 3) uint8 images: per layer ``("neighbours", layer)``, and the first and last layer side by side."""
     bank, searched = results.bank, results.searched
     grids = {
         layer: NeighbourGrid(
@@ -85,13 +85,13 @@ def neighbour_grid_figures(results: EpochResults, rows: Tensor) -> dict[tuple[st
         for layer, stats in results.stats.items()
     }
     epoch = results.epoch
-    figures = {("neighbours", layer): neighbour_grid_figure([grid], f"Epoch {epoch}") for layer, grid in grids.items()}
+    images = {("neighbours", layer): neighbour_grid_image([grid], f"Epoch {epoch}") for layer, grid in grids.items()}
     first, last = list(grids)[0], list(grids)[-1]
     if first != last:
-        figures[("neighbours", f"{first}_vs_{last}")] = neighbour_grid_figure(
+        images[("neighbours", f"{first}_vs_{last}")] = neighbour_grid_image(
             [grids[first], grids[last]], f"Epoch {epoch}: the same queries in {first} and {last}"
         )
-    return figures
+    return images
 
 
 def wrong_clusters(results: EpochResults, min_share: float) -> dict[str, WrongCluster]:
@@ -104,8 +104,11 @@ def wrong_clusters(results: EpochResults, min_share: float) -> dict[str, WrongCl
     }
 
 
-def gallery_figure(results: EpochResults, layer: str, found: WrongCluster, min_share: float, max_rows: int) -> Figure:
-    """The top flagged samples of ``layer``, captioned in words, each followed by its neighbours."""
+def gallery_image(
+    results: EpochResults, layer: str, found: WrongCluster, min_share: float, max_rows: int
+) -> np.ndarray:
+    """The top flagged samples of ``layer``, captioned in words, each followed by its neighbours:
+    an (H, W, 3) uint8 image."""
     n, k = len(results.bank), results.k
     title = (
         f"{layer}: {len(found)} of {n} images sit in another class's cluster "
@@ -114,7 +117,7 @@ def gallery_figure(results: EpochResults, layer: str, found: WrongCluster, min_s
     grid = gallery_grid(
         found, results.bank, results.searched, results.stats[layer].indices, results.class_names, title, max_rows
     )
-    return neighbour_grid_figure([grid], f"Epoch {results.epoch}: images in the wrong semantic cluster")
+    return neighbour_grid_image([grid], f"Epoch {results.epoch}: images in the wrong semantic cluster")
 
 
 def confusion_figures(results: EpochResults) -> dict[tuple[str, str], Figure]:

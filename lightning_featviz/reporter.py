@@ -1,17 +1,19 @@
-"""Rank 0's report of one analysed epoch: t-SNE maps, figures, exports and projector files,
-written to the sinks.
+"""Rank 0's report of one analysed epoch: t-SNE maps, figures, exports and projector files.
 
-No Lightning and no trainer state: everything about the epoch comes in an :class:`EpochJob`, so
-a report can run on the background worker while training goes on.
+No Lightning and no trainer state: everything about the epoch comes in an :class:`EpochJob`, and
+:meth:`Reporter.render` turns it into a :class:`Report` (encoded images, texts, scalars), which a
+:class:`Destination` writes to the sinks. The two halves can run in different processes: the
+render in a background process, the writing in the training process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from lightning_featviz.bank import BankData
@@ -20,17 +22,17 @@ from lightning_featviz.knn import NeighbourStats
 from lightning_featviz.maps import LayerMaps, fit_layer_maps, map_figures, projector_entries
 from lightning_featviz.outliers import WrongCluster, markdown_table, write_wrong_cluster_csv, wrong_cluster_table
 from lightning_featviz.plots import figure_to_array
-from lightning_featviz.projector import MAX_COLOURED_CLASSES
+from lightning_featviz.projector import MAX_COLOURED_CLASSES, write_projector
 from lightning_featviz.report import (
     EpochResults,
     confusion_figures,
     depth_figure,
-    gallery_figure,
-    neighbour_grid_figures,
+    gallery_image,
+    neighbour_grid_images,
     query_rows,
     wrong_clusters,
 )
-from lightning_featviz.sinks import Sink, file_name
+from lightning_featviz.sinks import EncodedImage, Sink, encode_png, file_name
 
 
 @dataclass
@@ -49,68 +51,124 @@ class ReportOptions:
     log_projector: bool
 
 
+#: Tags of these kinds have no ``@k``: images, and a measure that does not depend on k.
+UNRANKED_KINDS = (
+    "neighbours",
+    "tsne_2d",
+    "tsne_3d",
+    "tsne_displacement",
+    "wrong_cluster",
+    "wrong_cluster_table",
+    "confusion",
+    "purity_by_depth",
+)
+
+
+def tag(kind: str, layer: str, *rest: str, k: int) -> str:
+    """The logged tag, e.g. ``featviz/knn_purity@10/avgpool``; images have no ``@k``: ``featviz/tsne_2d/x``."""
+    head = f"featviz/{kind}" if kind in UNRANKED_KINDS else f"featviz/{kind}@{k}"
+    return "/".join([head, layer, *rest])
+
+
 @dataclass
 class EpochJob:
-    """One epoch's report, as queued: where to write, what was found, and when.
+    """What one epoch's report is made from. It holds no open file or writer, so it can be rendered
+    in another process.
 
     Attributes:
-        sinks: where to write.
         results: the bank and kNN results.
-        direct: scalars for sinks that also receive ``LightningModule.log``'s (the rest of them).
-        metrics: every scalar of the epoch, for sinks that receive nothing else.
         step: the step to log at.
         with_maps: fit t-SNE maps (and write projector files) this epoch.
         history: the purity history so far (for the layer × epoch heatmap).
         paths: the bank's file paths, where the dataset has them.
+        projector_dirs: where projector files go (one folder per sink that keeps them).
     """
 
-    sinks: list[Sink]
     results: EpochResults
-    direct: dict[str, float]
-    metrics: dict[str, float]
     step: int
     with_maps: bool
     history: list[dict[str, Any]]
     paths: list[str] | None
+    projector_dirs: list[str]
+
+
+@dataclass
+class Report:
+    """A rendered epoch, ready to write to the sinks (projector and CSV files are written already).
+
+    Attributes:
+        metrics: scalars found while rendering (map quality, wrong-cluster shares), by tag.
+        images: (tag, PNG) pairs.
+        texts: (tag, Markdown) pairs.
+        flagged: layer -> dataset indices of the images in the wrong cluster.
+        warnings: (key, message) pairs, for the caller to warn once per key.
+        error: what stopped the render part way, if anything; what was made before it is here.
+    """
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    images: list[tuple[str, EncodedImage]] = field(default_factory=list)
+    texts: list[tuple[str, str]] = field(default_factory=list)
+    flagged: dict[str, list[int]] = field(default_factory=dict)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    error: Exception | None = None
+
+
+@dataclass
+class Destination:
+    """Where an epoch's report goes: the sinks, and the epoch's kNN scalars that go with it.
+
+    Attributes:
+        sinks: where to write.
+        direct: scalars for sinks that also receive ``LightningModule.log``'s (the rest of them).
+        metrics: every scalar of the epoch, for sinks that receive nothing else.
+    """
+
+    sinks: list[Sink]
+    direct: dict[str, float]
+    metrics: dict[str, float]
+
+    def write(self, report: Report, step: int, epoch: int) -> None:
+        for sink in self.sinks:
+            scalars = self.direct if sink.receives_module_metrics else self.metrics
+            sink.log_metrics({**scalars, **report.metrics}, step, epoch)
+            for name, text in report.texts:
+                sink.log_text(name, text, step)
+            for name, image in report.images:
+                sink.log_image(name, image, step)
+            sink.finish_epoch()
 
 
 class Reporter:
-    """Writes epoch reports; keeps only the t-SNE maps (for warm starts) from one to the next.
+    """Renders epoch reports; keeps only the t-SNE maps (for warm starts) from one to the next.
 
     Args:
         options: what to report.
         maps: the map tracker (its state is saved in checkpoints by the callback).
-        tag: ``(kind, layer, *rest) -> tag`` as the callback names them.
-        warn: ``(key, message)``, warning once per key.
         log_dir: the run's log dir, for the CSV exports.
     """
 
-    def __init__(
-        self,
-        options: ReportOptions,
-        maps: MapTracker,
-        tag: Callable[..., str],
-        warn: Callable[[str, str], None],
-        log_dir: str | None,
-    ):
-        self.options, self.maps, self.tag, self.warn, self.log_dir = options, maps, tag, warn, log_dir
+    def __init__(self, options: ReportOptions, maps: MapTracker, log_dir: str | None):
+        self.options, self.maps, self.log_dir = options, maps, log_dir
 
-    def write(self, job: EpochJob) -> dict[str, list[int]]:
-        """Fit maps, find images in the wrong cluster, draw, and write everything to the sinks.
+    def tag(self, kind: str, layer: str, *rest: str) -> str:
+        return tag(kind, layer, *rest, k=self.options.k)
 
-        Returns the dataset indices of the images in the wrong cluster, per layer.
-        """
-        flagged = self._write(job)
-        for sink in job.sinks:
-            sink.finish_epoch()
-        return flagged
+    def render(self, job: EpochJob) -> Report:
+        """Fit maps, find images in the wrong cluster, draw and encode the figures, and write the
+        projector and CSV files. A failure is kept in the report, with what was made before it."""
+        report = Report()
+        try:
+            self._render(job, report)
+        except Exception as error:
+            report.error = error
+        return report
 
-    def _write(self, job: EpochJob) -> dict[str, list[int]]:
-        options, results, sinks, step = self.options, job.results, job.sinks, job.step
+    def _render(self, job: EpochJob, report: Report) -> None:
+        options, results = self.options, job.results
         epoch, stats = results.epoch, results.stats
-        maps = self._fit_maps(results.bank, stats) if stats and job.with_maps else {}
+        maps = self._fit_maps(results.bank, stats, report) if stats and job.with_maps else {}
         flagged = wrong_clusters(results, options.min_share) if stats else {}
-        extra = {
+        report.metrics = {
             self.tag(measure, layer, f"{d}d"): values[d]
             for layer, layer_maps in maps.items()
             for measure, values in (
@@ -120,19 +178,19 @@ class Reporter:
             )
             for d in values
         }
-        extra |= {self.tag("wrong_cluster_share", layer): len(f) / len(results.bank) for layer, f in flagged.items()}
-        for sink in sinks:
-            sink.log_metrics({**(job.direct if sink.receives_module_metrics else job.metrics), **extra}, step, epoch)
+        report.metrics |= {
+            self.tag("wrong_cluster_share", layer): len(f) / len(results.bank) for layer, f in flagged.items()
+        }
         if not stats:
-            return {}
+            return
         chosen = options.wrong_cluster_layer or list(stats)[-1]
-        figures: dict[tuple[str, str], Figure] = {}
+        figures: dict[tuple[str, str], Figure | np.ndarray] = {}  # images are drawn already
         if options.log_neighbour_grids:
-            figures |= neighbour_grid_figures(results, query_rows(results.bank, options.query_indices))
+            figures |= neighbour_grid_images(results, query_rows(results.bank, options.query_indices))
         if options.log_wrong_cluster and chosen in flagged:
-            self._export_wrong_cluster(sinks, results, chosen, flagged[chosen], step, job.paths)
+            report.texts.append(self._export_wrong_cluster(results, chosen, flagged[chosen], job.paths))
             if len(flagged[chosen]):
-                gallery = gallery_figure(results, chosen, flagged[chosen], options.min_share, options.max_gallery)
+                gallery = gallery_image(results, chosen, flagged[chosen], options.min_share, options.max_gallery)
                 figures[("wrong_cluster", chosen)] = gallery
         if options.log_confusion:
             figures |= confusion_figures(results)
@@ -143,53 +201,46 @@ class Reporter:
             labels = results.bank.labels.numpy()
             figures |= map_figures(maps, labels, results.class_names, purity, options.k, epoch, ringed)
         for (kind, name), figure in figures.items():
-            image = figure_to_array(figure)
-            for sink in sinks:
-                sink.log_image(self.tag(kind, name), image, step)
-        if maps and options.log_projector:
-            self._write_projector(sinks, results, maps, flagged)
-        return {layer: results.bank.indices[found.rows].tolist() for layer, found in flagged.items()}
+            image = figure if isinstance(figure, np.ndarray) else figure_to_array(figure)
+            report.images.append((self.tag(kind, name), encode_png(image)))
+        report.flagged = {layer: results.bank.indices[found.rows].tolist() for layer, found in flagged.items()}
+        if maps and options.log_projector and job.projector_dirs:
+            self._write_projector(job.projector_dirs, results, maps, flagged, report)
 
-    def _fit_maps(self, bank: BankData, stats: dict[str, NeighbourStats]) -> dict[str, LayerMaps]:
+    def _fit_maps(self, bank: BankData, stats: dict[str, NeighbourStats], report: Report) -> dict[str, LayerMaps]:
         maps: dict[str, LayerMaps] = {}
         for layer in stats:
             try:
                 maps[layer] = fit_layer_maps(self.maps, layer, bank, self.options.tsne_dims, self.options.k)
             except ValueError as error:
-                self.warn(f"tsne/{layer}", f"No t-SNE map of layer {layer!r} this epoch: {error}")
+                report.warnings.append((f"tsne/{layer}", f"No t-SNE map of layer {layer!r} this epoch: {error}"))
         self.maps.next_round()
         return maps
 
     def _export_wrong_cluster(
-        self,
-        sinks: list[Sink],
-        results: EpochResults,
-        layer: str,
-        found: WrongCluster,
-        step: int,
-        paths: list[str] | None,
-    ) -> None:
-        """The flagged list as CSV under the run's log dir, and as a text table in TensorBoard."""
+        self, results: EpochResults, layer: str, found: WrongCluster, paths: list[str] | None
+    ) -> tuple[str, str]:
+        """Write the flagged list as CSV under the run's log dir; return it as a (tag, Markdown table)."""
         table = wrong_cluster_table(found, results.bank, results.class_names, paths)
         folder = Path(self.log_dir or ".") / "featviz_wrong_cluster"
         write_wrong_cluster_csv(folder / f"epoch_{results.epoch:03d}_{file_name(layer)}.csv", table)
-        for sink in sinks:
-            sink.log_text(self.tag("wrong_cluster_table", layer), markdown_table(table), step)
+        return self.tag("wrong_cluster_table", layer), markdown_table(table)
 
     def _write_projector(
         self,
-        sinks: list[Sink],
+        folders: list[str],
         results: EpochResults,
         maps: dict[str, LayerMaps],
         flagged: dict[str, WrongCluster],
+        report: Report,
     ) -> None:
         names = results.class_names
         if len(names) > MAX_COLOURED_CLASSES:
-            self.warn(
-                "projector-classes",
+            message = (
                 f"{len(names)} classes: the projector colours points by label only up to {MAX_COLOURED_CLASSES}; "
-                "the embeddings are written, search or filter by label there instead.",
+                "the embeddings are written, search or filter by label there instead."
             )
+            report.warnings.append(("projector-classes", message))
         columns: dict[str, dict[str, Sequence[object]]] = {}
         for layer, found in flagged.items():
             cluster = ["-"] * len(results.bank)
@@ -197,5 +248,5 @@ class Reporter:
                 cluster[row] = names[other]
             columns[layer] = {"wrong_cluster": cluster}
         entries = projector_entries(results.bank, results.stats, maps, names, self.options.k, results.epoch, columns)
-        for sink in sinks:
-            sink.log_embeddings(entries, f"featviz_projector/epoch_{results.epoch:03d}")
+        for folder in folders:
+            write_projector(folder, entries, f"featviz_projector/epoch_{results.epoch:03d}")

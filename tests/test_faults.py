@@ -6,6 +6,7 @@ import threading
 import pytest
 import torch
 from conftest import TinyNet, hooks_left, read_events, tiny_trainer
+from pytorch_lightning import Callback
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -24,9 +25,15 @@ def _broken_figures(*args, **kwargs):
     raise RuntimeError("the plotting backend failed")
 
 
+def _render_in_this_process(monkeypatch):
+    """A fault patched into this process does not reach a render process: render on the worker thread."""
+    monkeypatch.setattr("lightning_featviz.callback.can_render_in_a_process", lambda: False)
+
+
 @pytest.mark.parametrize("background", [False, True])
 def test_a_plotting_failure_warns_once_and_training_and_scalars_go_on(tmp_path, small_data, monkeypatch, background):
     monkeypatch.setattr("lightning_featviz.reporter.figure_to_array", _broken_figures)
+    _render_in_this_process(monkeypatch)
     visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=60, tsne_every_n_epochs=None, background=background)
     trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
     with pytest.warns(UserWarning, match="could not analyse or report an epoch.*the plotting backend failed") as record:
@@ -40,6 +47,7 @@ def test_a_plotting_failure_warns_once_and_training_and_scalars_go_on(tmp_path, 
 @pytest.mark.parametrize("background", [False, True])
 def test_strict_mode_raises_the_failure_and_cleans_up(tmp_path, small_data, monkeypatch, background):
     monkeypatch.setattr("lightning_featviz.reporter.figure_to_array", _broken_figures)
+    _render_in_this_process(monkeypatch)
     visualizer = FeatureVisualizer(
         LAYERS, k=5, max_samples=60, tsne_every_n_epochs=None, background=background, strict=True
     )
@@ -49,6 +57,31 @@ def test_strict_mode_raises_the_failure_and_cleans_up(tmp_path, small_data, monk
             model, datamodule=small_data
         )
     assert hooks_left(model) == 0 and not _report_threads()
+
+
+def test_a_render_process_that_dies_costs_one_report_and_the_next_starts_a_new_one(tmp_path, small_data):
+    visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=60, tsne_dims=[2], background=True)
+    killed = []
+
+    class KillTheRenderProcess(Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                visualizer._worker.drain()  # epoch 0's report is written
+                visualizer._renderer._process.kill()  # as the kernel's OOM killer would
+                killed.append(visualizer._renderer._process.pid)
+
+    trainer = tiny_trainer(
+        tmp_path, max_epochs=3, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer, KillTheRenderProcess()]
+    )
+    with pytest.warns(UserWarning, match="report process ended unexpectedly") as record:
+        trainer.fit(TinyNet(), datamodule=small_data)
+    assert trainer.state.finished and sum("ended unexpectedly" in str(w.message) for w in record) == 1
+    events = read_events(tmp_path)
+    steps = [event.step for event in events.Scalars("featviz/knn_purity@5/pool")]
+    assert len(steps) == 3  # the scalars of every epoch
+    assert [event.step for event in events.Images("featviz/tsne_2d/pool")] == [steps[0], steps[2]]  # epoch 1's is lost
+    assert killed and visualizer._renderer is None  # the new one was stopped at the end of fit
+    assert not _report_threads()
 
 
 def test_an_error_in_training_leaves_no_hook_and_no_worker(tmp_path, small_data):

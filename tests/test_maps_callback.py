@@ -23,19 +23,48 @@ from lightning_featviz import FeatureVisualizer
 LAYERS = ["input", "conv2", "pool"]
 
 
-@pytest.fixture(scope="module")
-def fitted_run(tmp_path_factory, digits_val):
+def _fit_with_maps(tmp_path, digits_val, background):
     """Two epochs of TinyNet with maps and projector on, logged to TensorBoard."""
     from torch.utils.data import Subset
 
     from lightning_featviz.demo import ClassificationData
 
-    tmp_path = tmp_path_factory.mktemp("run")
     data = ClassificationData(Subset(digits_val, range(240)), Subset(digits_val, range(240, 400)), digits_val.classes)
-    visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=120, background=True)  # the worker path
+    visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=120, background=background)
     trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
+    torch.manual_seed(0)
     trainer.fit(TinyNet(), datamodule=data)
     return tmp_path, trainer.log_dir, visualizer
+
+
+@pytest.fixture(scope="module")
+def fitted_run(tmp_path_factory, digits_val):
+    """Reports rendered in the background process."""
+    return _fit_with_maps(tmp_path_factory.mktemp("run"), digits_val, background=True)
+
+
+def test_reports_rendered_in_the_background_process_equal_reports_rendered_in_the_loop(
+    fitted_run, tmp_path, digits_val
+):
+    """Byte for byte, except what comes from t-SNE: the process computes on one thread, the loop on
+    torch's default, and a PCA's last bits differ with the thread count (then the maps do a little)."""
+    background, in_loop = read_events(fitted_run[0]), read_events(_fit_with_maps(tmp_path, digits_val, False)[0])
+    assert background.Tags()["images"] and sorted(background.Tags()["images"]) == sorted(in_loop.Tags()["images"])
+    assert sorted(background.Tags()["scalars"]) == sorted(in_loop.Tags()["scalars"])
+    for tag in background.Tags()["images"]:
+        pictures = [(e.step, e.width, e.height, e.encoded_image_string) for e in background.Images(tag)]
+        others = [(e.step, e.width, e.height, e.encoded_image_string) for e in in_loop.Images(tag)]
+        if "/tsne_" in tag:
+            assert [p[:3] for p in pictures] == [p[:3] for p in others], tag
+        else:
+            assert pictures == others, tag
+    for tag in background.Tags()["scalars"]:
+        values, others = ([(e.step, e.value) for e in run.Scalars(tag)] for run in (background, in_loop))
+        if "/tsne_" in tag:
+            assert [v[0] for v in values] == [v[0] for v in others], tag
+            assert np.allclose([v[1] for v in values], [v[1] for v in others], atol=0.05), tag
+        else:
+            assert values == others, tag
 
 
 def test_maps_figures_and_quality_scalars_are_logged_every_epoch(fitted_run):
