@@ -35,7 +35,7 @@ from lightning_featviz.embedding import Backend, MapTracker
 from lightning_featviz.knn import Metric, NeighbourStats, ResultCache
 from lightning_featviz.render_process import RenderProcess, can_render_in_a_process
 from lightning_featviz.report import EpochResults
-from lightning_featviz.reporter import Destination, EpochJob, Reporter, ReportOptions
+from lightning_featviz.reporter import Destination, EpochJob, Report, Reporter, ReportOptions
 from lightning_featviz.reporter import tag as make_tag
 from lightning_featviz.sinks import FileSink, Sink, TensorBoardSink, tensorboard_writers
 from lightning_featviz.trainer_data import (
@@ -533,10 +533,10 @@ class FeatureVisualizer(_Callback):
                 self._renderer = RenderProcess(self._reporter.options, self._maps, self._log_dir)
             try:
                 report, maps = self._renderer.render(job)
-            except RuntimeError:  # it ended: the next report starts a new one, from the last maps
+                self._maps.load_state_dict(maps)  # for checkpoints
+            except RuntimeError as error:  # it ended: the scalars still go out, the next job starts a new one
                 self._stop_renderer(wait=False)
-                raise
-            self._maps.load_state_dict(maps)  # for checkpoints
+                report = Report(error=error)
         else:
             report = self._reporter.render(job)
         destination.write(report, job.step, job.results.epoch)

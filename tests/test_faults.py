@@ -78,7 +78,8 @@ def test_a_render_process_that_dies_costs_one_report_and_the_next_starts_a_new_o
     assert trainer.state.finished and sum("ended unexpectedly" in str(w.message) for w in record) == 1
     events = read_events(tmp_path)
     steps = [event.step for event in events.Scalars("featviz/knn_purity@5/pool")]
-    assert len(steps) == 3  # the scalars of every epoch
+    assert len(steps) == 3  # the scalars of every epoch, those not logged through the module too:
+    assert [event.step for event in events.Scalars("featviz/class_purity@5/pool/7")] == steps
     assert [event.step for event in events.Images("featviz/tsne_2d/pool")] == [steps[0], steps[2]]  # epoch 1's is lost
     assert killed and visualizer._renderer is None  # the new one was stopped at the end of fit
     assert not _report_threads()
