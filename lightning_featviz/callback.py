@@ -240,6 +240,7 @@ class FeatureVisualizer(_Callback):
         self._worker = BackgroundWorker()
         self._reporter: Reporter | None = None  # made at setup, when the log dir is known
         self._renderer: RenderProcess | None = None  # started with the first background report
+        self._process_works = True  # until one fails before its first report
         self._background = bool(background)
 
     # ----------------------------------------------------------------------------- lifecycle
@@ -527,24 +528,37 @@ class FeatureVisualizer(_Callback):
         return EpochResults(bank, searched, stats, names, self.k, trainer.current_epoch), metrics
 
     def _report(self, job: EpochJob, destination: Destination) -> None:
-        assert self._reporter is not None  # setup ran: the epoch was analysed
-        if self._background and can_render_in_a_process():  # on the worker thread: render in the child
-            if self._renderer is None:
-                self._renderer = RenderProcess(self._reporter.options, self._maps, self._log_dir)
-            try:
-                report, maps = self._renderer.render(job)
-                self._maps.load_state_dict(maps)  # for checkpoints
-            except RuntimeError as error:  # it ended: the scalars still go out, the next job starts a new one
-                self._stop_renderer(wait=False)
-                report = Report(error=error)
-        else:
-            report = self._reporter.render(job)
+        report = self._render(job)
         destination.write(report, job.step, job.results.epoch)
         for key, message in report.warnings:
             self._warn_once(key, message)
         self.wrong_cluster_indices = report.flagged
         if report.error is not None:
             raise report.error
+
+    def _render(self, job: EpochJob) -> Report:
+        """Render in the report process (background, POSIX), else in this one."""
+        assert self._reporter is not None  # setup ran: the epoch was analysed
+        if not (self._background and self._process_works and can_render_in_a_process()):
+            return self._reporter.render(job)
+        started = self._renderer is None
+        try:
+            if self._renderer is None:
+                self._renderer = RenderProcess(self._reporter.options, self._maps, self._log_dir)
+            report, maps = self._renderer.render(job)
+        except (OSError, RuntimeError) as error:
+            self._stop_renderer(wait=False)
+            if not started:  # it worked, then died: this report is lost; the next starts a new process
+                return Report(error=error)
+            self._process_works = False
+            self._warn_once(
+                "report-process",
+                f"FeatureVisualizer could not start its report process ({error}); reports render on a thread "
+                "of the training process instead.",
+            )
+            return self._reporter.render(job)
+        self._maps.load_state_dict(maps)  # for checkpoints
+        return report
 
     def _maps_due(self, trainer: pl.Trainer) -> bool:
         if self.tsne_every_n_epochs is None:

@@ -56,6 +56,9 @@ class RenderProcess:
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
             )
+        except OSError:
+            ours.close()
+            raise
         finally:
             theirs.close()
         self._connection = Connection(ours.detach())
@@ -66,7 +69,7 @@ class RenderProcess:
         """Render ``job`` in the child: its report, and the child's map tracker state after it.
 
         Raises:
-            RuntimeError: the child ended (killed, out of memory) before it answered.
+            RuntimeError: the child ended (killed, out of memory, or it could not start) before it answered.
         """
         self._send(job)
         try:

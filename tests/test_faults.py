@@ -1,5 +1,6 @@
 """Faults and hostile input: each is handled with a precise message, and none ends or corrupts the run."""
 
+import shutil
 import signal
 import threading
 
@@ -83,6 +84,20 @@ def test_a_render_process_that_dies_costs_one_report_and_the_next_starts_a_new_o
     assert [event.step for event in events.Images("featviz/tsne_2d/pool")] == [steps[0], steps[2]]  # epoch 1's is lost
     assert killed and visualizer._renderer is None  # the new one was stopped at the end of fit
     assert not _report_threads()
+
+
+@pytest.mark.parametrize("python", ["/nonexistent/python3", "false"])  # no such file; a program that exits at once
+def test_a_report_process_that_cannot_start_leaves_reports_to_the_worker_thread(
+    tmp_path, small_data, monkeypatch, python
+):
+    monkeypatch.setattr("sys.executable", shutil.which(python) or python)
+    visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=60, tsne_dims=[2], background=True)
+    trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
+    with pytest.warns(UserWarning, match="could not start its report process") as record:
+        trainer.fit(TinyNet(), datamodule=small_data)
+    assert sum("could not start its report process" in str(w.message) for w in record) == 1
+    assert len(read_events(tmp_path).Images("featviz/tsne_2d/pool")) == 2  # no report lost
+    assert visualizer._renderer is None and not _report_threads()
 
 
 def test_an_error_in_training_leaves_no_hook_and_no_worker(tmp_path, small_data):
