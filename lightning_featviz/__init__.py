@@ -1,31 +1,52 @@
 """lightning_featviz: see what an image classifier learns while it is fine-tuned."""
 
-from lightning_featviz.bank import BankData, FeatureBank, select_subset, to_thumbnails
-from lightning_featviz.batches import Batch, read_batch
-from lightning_featviz.callback import FeatureVisualizer
-from lightning_featviz.capture import ActivationCapture, reduce_activation, reduce_input, resolve_layers
-from lightning_featviz.datasets import ColouredDigits, image_folder
-from lightning_featviz.embedding import (
-    MapTracker,
-    align_map,
-    map_displacement,
-    pca_reduce,
-    trustworthiness,
-    tsne_map,
-)
-from lightning_featviz.knn import NeighbourStats, knn_purity, knn_search, knn_vote, neighbour_stats, per_class_mean
-from lightning_featviz.outliers import WrongCluster, find_wrong_cluster, neighbourhood_confusion
-from lightning_featviz.plots import (
-    MapPanel,
-    NeighbourGrid,
-    figure_to_array,
-    map_figure,
-    neighbour_grid_figure,
-    neighbour_grid_image,
-)
-from lightning_featviz.projector import ProjectorEntry, write_projector
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Each name is imported when first used: a report process needs the functional core, not
+# Lightning (about 300 MB and two seconds less to start).
+_MODULE_OF = {
+    "ActivationCapture": "capture",
+    "align_map": "embedding",
+    "BankData": "bank",
+    "Batch": "batches",
+    "ColouredDigits": "datasets",
+    "FeatureBank": "bank",
+    "FeatureVisualizer": "callback",
+    "figure_to_array": "plots",
+    "find_wrong_cluster": "outliers",
+    "image_folder": "datasets",
+    "knn_purity": "knn",
+    "knn_search": "knn",
+    "knn_vote": "knn",
+    "map_displacement": "embedding",
+    "map_figure": "plots",
+    "MapPanel": "plots",
+    "MapTracker": "embedding",
+    "neighbour_grid_figure": "plots",
+    "neighbour_grid_image": "plots",
+    "neighbour_stats": "knn",
+    "NeighbourGrid": "plots",
+    "neighbourhood_confusion": "outliers",
+    "NeighbourStats": "knn",
+    "pca_reduce": "embedding",
+    "per_class_mean": "knn",
+    "ProjectorEntry": "projector",
+    "read_batch": "batches",
+    "reduce_activation": "capture",
+    "reduce_input": "capture",
+    "resolve_layers": "capture",
+    "select_subset": "bank",
+    "to_thumbnails": "bank",
+    "trustworthiness": "embedding",
+    "tsne_map": "embedding",
+    "write_projector": "projector",
+    "WrongCluster": "outliers",
+}
 
 __all__ = [
     "ActivationCapture",
@@ -65,3 +86,42 @@ __all__ = [
     "tsne_map",
     "write_projector",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'lightning_featviz' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"lightning_featviz.{_MODULE_OF[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MODULE_OF])
+
+
+if TYPE_CHECKING:
+    from lightning_featviz.bank import BankData, FeatureBank, select_subset, to_thumbnails
+    from lightning_featviz.batches import Batch, read_batch
+    from lightning_featviz.callback import FeatureVisualizer
+    from lightning_featviz.capture import ActivationCapture, reduce_activation, reduce_input, resolve_layers
+    from lightning_featviz.datasets import ColouredDigits, image_folder
+    from lightning_featviz.embedding import (
+        MapTracker,
+        align_map,
+        map_displacement,
+        pca_reduce,
+        trustworthiness,
+        tsne_map,
+    )
+    from lightning_featviz.knn import NeighbourStats, knn_purity, knn_search, knn_vote, neighbour_stats, per_class_mean
+    from lightning_featviz.outliers import WrongCluster, find_wrong_cluster, neighbourhood_confusion
+    from lightning_featviz.plots import (
+        MapPanel,
+        NeighbourGrid,
+        figure_to_array,
+        map_figure,
+        neighbour_grid_figure,
+        neighbour_grid_image,
+    )
+    from lightning_featviz.projector import ProjectorEntry, write_projector

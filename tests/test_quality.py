@@ -58,3 +58,14 @@ def test_every_logged_kind_is_documented():
         assert f"featviz/{kind}/" in tags, kind
     for picture in re.findall(r"\]\((images/[^)]+)\)", tags):
         assert (ROOT / "docs" / picture).is_file(), picture
+
+
+def test_every_public_name_imports_and_the_package_does_not_import_lightning_until_asked():
+    code = (
+        "import sys, lightning_featviz as f\n"
+        "assert 'pytorch_lightning' not in sys.modules, 'imported at once'\n"
+        "assert f.__all__ == sorted(f._MODULE_OF), 'the two lists differ'\n"
+        "assert all(getattr(f, name) is not None for name in f.__all__)\n"
+        "assert f.FeatureVisualizer.__module__ == 'lightning_featviz.callback'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
