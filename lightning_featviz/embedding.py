@@ -293,10 +293,11 @@ class MapTracker:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._previous = {}
+        previous = {}
         for key, value in state.items():
             layer, dims = key.rsplit("\t", 1)
-            self._previous[(layer, int(dims))] = (
+            previous[(layer, int(dims))] = (
                 torch.as_tensor(value["indices"]).numpy().astype(np.int64),
                 torch.as_tensor(value["map"]).numpy().astype(np.float64),
             )
+        self._previous = previous  # in one step: a checkpoint may be saved meanwhile (the worker loads)

@@ -2,7 +2,7 @@
 CPU processes (DDP over gloo when more than one) and write what rank 0 logged as JSON.
 
     python tests/ddp_run.py --devices 2 --out result.json [--val-size 157] [--max-samples 101]
-        [--rank-one-keeps-nothing] [--rank-one-sees-nothing] [--stage fit]
+        [--rank-one-keeps-nothing] [--rank-one-sees-nothing] [--stage fit] [--background]
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--rank-one-keeps-nothing", action="store_true")
     parser.add_argument("--rank-one-sees-nothing", action="store_true")
     parser.add_argument("--stage", choices=["validate", "fit"], default="validate")
+    parser.add_argument("--background", action="store_true", help="rank 0 reports in its report process")
     args = parser.parse_args()
 
     pl.seed_everything(0)
@@ -73,7 +74,9 @@ def main() -> None:
         # validation batch that alone hangs, callback or not. A model without buffers does not.
         model.bn1 = torch.nn.Identity()
     layers = ["input", "conv2", "pool"]
-    visualizer = FeatureVisualizer(layers, k=5, max_samples=args.max_samples, seed=SEED, tsne_dims=[2])
+    visualizer = FeatureVisualizer(
+        layers, k=5, max_samples=args.max_samples, seed=SEED, tsne_dims=[2], background=args.background
+    )
     out_dir = Path(args.out).parent / f"logs_{args.devices}"
     trainer = pl.Trainer(
         accelerator="cpu",

@@ -33,11 +33,12 @@ def _assert_same(single, ranks):
 
 
 @pytest.mark.timeout(600)
-def test_two_processes_with_uneven_shards_match_one_process(tmp_path):
+@pytest.mark.parametrize("background", [[], ["--background"]], ids=["in the loop", "report process"])
+def test_two_processes_with_uneven_shards_match_one_process(tmp_path, background):
     # 157 samples on 2 ranks: the distributed sampler repeats one; 101 kept split unevenly.
     single = _run(tmp_path, 1)[0]
     assert len(single["indices"]) == 101 and single["indices"] == sorted(set(single["indices"]))
-    _assert_same(single, _run(tmp_path, 2))
+    _assert_same(single, _run(tmp_path, 2, *background))
 
 
 @pytest.mark.timeout(600)
