@@ -62,7 +62,7 @@ class RenderProcess:
         finally:
             theirs.close()
         self._connection = Connection(ours.detach())
-        settings = (maps.perplexity, maps.seed, maps.backend, maps.n_jobs)
+        settings = (maps.perplexity, maps.seed, maps.backend)  # the child fits on one thread
         self._send((options, settings, maps.state_dict(), log_dir))
 
     def render(self, job: EpochJob) -> tuple[Report, dict[str, Any]]:
@@ -111,7 +111,7 @@ def serve() -> None:
     # One thread: at the lowest priority, a thread that shares a core with training barely runs, and
     # a parallel step would wait for it; one thread runs on whichever core training leaves.
     torch.set_num_threads(1)
-    options, (perplexity, seed, backend, _), state, log_dir = pickle.loads(connection.recv_bytes())
+    options, (perplexity, seed, backend), state, log_dir = pickle.loads(connection.recv_bytes())
     maps = MapTracker(perplexity, seed, backend, n_jobs=1)
     maps.load_state_dict(state)
     reporter = Reporter(options, maps, log_dir)
