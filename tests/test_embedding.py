@@ -7,6 +7,7 @@ from lightning_featviz.embedding import (
     MapTracker,
     align_map,
     clamp_perplexity,
+    lift_map,
     map_displacement,
     pca_reduce,
     trustworthiness,
@@ -42,6 +43,21 @@ def test_a_three_dimensional_map(digits):
     vectors, labels = digits
     fitted = tsne_map(vectors[:300], 3, seed=0)
     assert fitted.shape == (300, 3) and _map_purity(fitted, labels[:300]) >= 0.8
+
+
+def test_a_first_3d_map_starts_from_the_layers_2d_map_and_is_as_trustworthy_as_a_cold_fit(digits, monkeypatch):
+    vectors = digits[0][:400]
+    cold = tsne_map(vectors, 3, seed=0)
+    tracker = MapTracker(seed=0)
+    flat = tracker.fit("layer", 2, np.arange(400), vectors)
+    starts = []
+    monkeypatch.setattr("lightning_featviz.embedding.tsne_map", lambda *args: starts.append(args[4]) or tsne_map(*args))
+    lifted = tracker.fit("layer", 3, np.arange(400), vectors)
+    np.testing.assert_array_equal(starts[0], lift_map(flat, vectors))  # from the 2-D map, not cold
+    np.testing.assert_array_equal(starts[0][:, :2], flat)
+    assert trustworthiness(vectors, lifted) > trustworthiness(vectors, cold) - 0.01
+    spread = lifted.std(axis=0)
+    assert spread[2] > 0.4 * spread[:2].max()  # it uses the third axis, not a flat sheet
 
 
 def test_a_warm_start_from_an_aligned_previous_map_barely_moves_a_model_that_stopped_changing(digits):
