@@ -25,8 +25,9 @@ _MODULE_OF = {
     "knn_search": "knn",
     "knn_vote": "knn",
     "map_displacement": "embedding",
-    "map_figure": "plots",
-    "MapPanel": "plots",
+    "map_figure": "map_plot",
+    "map_image": "map_plot",
+    "MapPanel": "map_plot",
     "MapTracker": "embedding",
     "neighbour_grid_figure": "plots",
     "neighbour_grid_image": "plots",
@@ -71,6 +72,7 @@ __all__ = [
     "knn_vote",
     "map_displacement",
     "map_figure",
+    "map_image",
     "neighbour_grid_figure",
     "neighbour_grid_image",
     "neighbour_stats",
@@ -116,13 +118,7 @@ if TYPE_CHECKING:
         tsne_map,
     )
     from lightning_featviz.knn import NeighbourStats, knn_purity, knn_search, knn_vote, neighbour_stats, per_class_mean
+    from lightning_featviz.map_plot import MapPanel, map_figure, map_image
     from lightning_featviz.outliers import WrongCluster, find_wrong_cluster, neighbourhood_confusion
-    from lightning_featviz.plots import (
-        MapPanel,
-        NeighbourGrid,
-        figure_to_array,
-        map_figure,
-        neighbour_grid_figure,
-        neighbour_grid_image,
-    )
+    from lightning_featviz.plots import NeighbourGrid, figure_to_array, neighbour_grid_figure, neighbour_grid_image
     from lightning_featviz.projector import ProjectorEntry, write_projector

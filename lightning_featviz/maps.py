@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from lightning_featviz.bank import BankData
 from lightning_featviz.embedding import MapTracker, map_displacement, trustworthiness
 from lightning_featviz.knn import NeighbourStats, knn_purity, knn_search
-from lightning_featviz.plots import MapPanel, map_figure
+from lightning_featviz.map_plot import MapPanel, map_image
 from lightning_featviz.projector import ProjectorEntry
 
 
@@ -62,7 +61,7 @@ def fit_layer_maps(tracker: MapTracker, layer: str, bank: BankData, dims: Sequen
     return result
 
 
-def map_figures(
+def map_images(
     maps: dict[str, LayerMaps],
     labels: np.ndarray,
     class_names: Sequence[str],
@@ -70,8 +69,8 @@ def map_figures(
     k: int,
     epoch: int,
     ringed: dict[str, np.ndarray] | None = None,
-) -> dict[tuple[str, str], Figure]:
-    """The figures of one epoch, keyed by (kind, name).
+) -> dict[tuple[str, str], np.ndarray]:
+    """The pictures of one epoch, (H, W, 3) uint8, keyed by (kind, name).
 
     Per layer and dimension: ``("tsne_2d", layer)``, ``("tsne_3d", layer)``. With two or more
     layers: ``("tsne_2d", "<first>_vs_<last>")`` and its 3-D twin, and the progression of every
@@ -84,20 +83,20 @@ def map_figures(
         marked = (ringed or {}).get(layer) if d == 2 else None
         return MapPanel(title, maps[layer].maps[d], labels, class_names, marked)
 
-    figures: dict[tuple[str, str], Figure] = {}
+    figures: dict[tuple[str, str], np.ndarray] = {}
     dims = sorted({d for layer_maps in maps.values() for d in layer_maps.maps})
     for d in dims:
         layers = [layer for layer in maps if d in maps[layer].maps]
         kind = f"tsne_{d}d"
         for layer in layers:
-            figures[(kind, layer)] = map_figure([panel(layer, d)], f"Epoch {epoch}: {d}-D t-SNE of {layer}")
+            figures[(kind, layer)] = map_image([panel(layer, d)], f"Epoch {epoch}: {d}-D t-SNE of {layer}")
         if len(layers) >= 2:
             first, last = layers[0], layers[-1]
-            figures[(kind, f"{first}_vs_{last}")] = map_figure(
+            figures[(kind, f"{first}_vs_{last}")] = map_image(
                 [panel(first, d), panel(last, d)], f"Epoch {epoch}: {d}-D t-SNE, {first} vs {last}"
             )
         if d == 2 and len(layers) >= 2:
-            figures[(kind, "all_layers")] = map_figure(
+            figures[(kind, "all_layers")] = map_image(
                 [panel(layer, d) for layer in layers], f"Epoch {epoch}: every layer in network order", columns=4
             )
     return figures

@@ -3,8 +3,9 @@
 ``SummaryWriter.add_embedding`` keeps its projector config in memory and rewrites
 ``projector_config.pbtxt`` whole, so a resumed run (or a second writer on the same log dir)
 drops every earlier entry. Here each write reads the file back and merges: an entry of the same
-tensor name is replaced, every other one kept. Files are plain TSV/PNG the projector reads; the
-config paths are relative to the log dir, as the projector requires.
+tensor name is replaced, every other one kept. Files are plain TSV/PNG the projector reads, named
+by their content so that what repeats from epoch to epoch is stored once; the config paths are
+relative to the log dir, as the projector requires.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,11 +78,14 @@ def _cell(value: object) -> str:
     return " ".join(text.split()) or "-"  # no tabs or newlines inside a cell; no empty cells
 
 
-def write_projector(log_dir: str | Path, entries: Sequence[ProjectorEntry], folder: str) -> None:
-    """Write ``entries`` under ``<log_dir>/<folder>/`` and merge them into the log dir's projector config.
+def write_projector(log_dir: str | Path, entries: Sequence[ProjectorEntry]) -> None:
+    """Write ``entries``' files under ``<log_dir>/featviz_projector/`` and merge the entries into the
+    log dir's projector config.
 
-    Each entry gets ``<folder>/<i>/tensors.tsv`` and ``metadata.tsv``; sprites are stored once per
-    distinct image set in ``featviz_projector/sprites/``.
+    Files are named by their content and written once: ``tensors/<digest>.tsv``,
+    ``metadata/<digest>.tsv`` and ``sprites/<digest>.png``. Pixel space, a frozen layer, the same
+    samples' images, or a layer's metadata shared by its vectors and maps cost one file per run,
+    not one per epoch.
     """
     log_dir = Path(log_dir)
     config = ProjectorConfig()
@@ -91,31 +96,45 @@ def write_projector(log_dir: str | Path, entries: Sequence[ProjectorEntry], fold
     kept = [embedding for embedding in config.embeddings if embedding.tensor_name not in replaced]
     del config.embeddings[:]
     config.embeddings.extend(kept)
-    for position, entry in enumerate(entries):
-        relative = Path(folder) / f"{position:03d}"
-        (log_dir / relative).mkdir(parents=True, exist_ok=True)
-        np.savetxt(log_dir / relative / "tensors.tsv", np.asarray(entry.vectors, dtype=np.float32), "%.5g", "\t")
+    for entry in entries:
+        vectors = np.ascontiguousarray(entry.vectors, dtype=np.float32)
         lines = ["\t".join(_cell(c) for c in entry.header)] + ["\t".join(_cell(c) for c in r) for r in entry.rows]
-        (log_dir / relative / "metadata.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         embedding = config.embeddings.add()
         embedding.tensor_name = entry.name
-        embedding.tensor_path = (relative / "tensors.tsv").as_posix()
-        embedding.metadata_path = (relative / "metadata.tsv").as_posix()
-        embedding.tensor_shape.extend(np.shape(entry.vectors))
+        embedding.tensor_path = _write_once(log_dir, "tensors", vectors, ".tsv", _tsv)
+        embedding.metadata_path = _write_once(log_dir, "metadata", "\n".join(lines) + "\n", ".tsv", _text)
+        embedding.tensor_shape.extend(vectors.shape)
         if entry.thumbnails is not None and entry.thumbnails.numel():
-            sprite_path, side = _write_sprite(log_dir, entry.thumbnails)
-            embedding.sprite.image_path = sprite_path
-            embedding.sprite.single_image_dim.extend([side, side])
-    # Write beside and rename: the projector (or a crash) never sees a half-written config.
-    partial = config_path.with_suffix(".pbtxt.partial")
-    partial.write_text(text_format.MessageToString(config))
-    os.replace(partial, config_path)
+            thumbnails = entry.thumbnails.contiguous().numpy()
+            embedding.sprite.image_path = _write_once(log_dir, "sprites", thumbnails, ".png", _sprite)
+            embedding.sprite.single_image_dim.extend([sprite_side(len(thumbnails), thumbnails.shape[-1])] * 2)
+    _replace(config_path, lambda path: path.write_text(text_format.MessageToString(config)))
 
 
-def _write_sprite(log_dir: Path, thumbnails: torch.Tensor) -> tuple[str, int]:
-    digest = hashlib.sha1(thumbnails.contiguous().numpy().tobytes()).hexdigest()[:16]
-    relative = Path("featviz_projector") / "sprites" / f"{digest}.png"
-    if not (log_dir / relative).exists():  # the same samples every epoch: usually written once per run
+def _tsv(path: Path, vectors: np.ndarray) -> None:
+    np.savetxt(path, vectors, "%.5g", "\t")
+
+
+def _text(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def _sprite(path: Path, thumbnails: np.ndarray) -> None:
+    Image.fromarray(make_sprite(torch.from_numpy(thumbnails))[0]).save(path, "png")
+
+
+def _write_once(log_dir: Path, kind: str, content: Any, suffix: str, write: Callable[[Path, Any], object]) -> str:
+    """``featviz_projector/<kind>/<digest of content><suffix>``, written by ``write`` unless it exists."""
+    data = content.encode() if isinstance(content, str) else content.tobytes() + repr(content.shape).encode()
+    relative = Path("featviz_projector") / kind / f"{hashlib.sha1(data).hexdigest()[:16]}{suffix}"
+    if not (log_dir / relative).exists():
         (log_dir / relative).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(make_sprite(thumbnails)[0]).save(log_dir / relative)
-    return relative.as_posix(), sprite_side(len(thumbnails), thumbnails.shape[-1])
+        _replace(log_dir / relative, lambda path: write(path, content))
+    return relative.as_posix()
+
+
+def _replace(path: Path, write: Callable[[Path], object]) -> None:
+    """Write beside ``path`` and rename: the projector (or a crash) never sees a half-written file."""
+    partial = path.with_name(path.name + ".partial")
+    write(partial)
+    os.replace(partial, path)

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from lightning_featviz.bank import BankData
@@ -25,9 +24,9 @@ from lightning_featviz.outliers import (
 )
 from lightning_featviz.plots import (
     NeighbourGrid,
-    confusion_figure,
+    confusion_image,
     neighbour_grid_image,
-    purity_depth_figure,
+    purity_depth_image,
 )
 
 MAX_DEFAULT_QUERIES = 10
@@ -120,19 +119,19 @@ def gallery_image(
     return neighbour_grid_image([grid], f"Epoch {results.epoch}: images in the wrong semantic cluster")
 
 
-def confusion_figures(results: EpochResults) -> dict[tuple[str, str], Figure]:
-    """Per layer ``("confusion", layer)``: neighbourhood confusion matrix and per-class purity."""
+def confusion_images(results: EpochResults) -> dict[tuple[str, str], np.ndarray]:
+    """Per layer ``("confusion", layer)``: neighbourhood confusion matrix and per-class purity, (H, W, 3) uint8."""
     figures = {}
     for layer in results.stats:
         confusion = neighbourhood_confusion(
             results.neighbour_labels(layer), results.bank.labels, len(results.class_names)
         ).numpy()
         title = f"Epoch {results.epoch}: {layer}, where each class's neighbours come from"
-        figures[("confusion", layer)] = confusion_figure(np.nan_to_num(confusion), results.class_names, title)
+        figures[("confusion", layer)] = confusion_image(np.nan_to_num(confusion), results.class_names, title)
     return figures
 
 
-def depth_figure(results: EpochResults, history: Sequence[Mapping[str, Any]]) -> Figure:
+def depth_image(results: EpochResults, history: Sequence[Mapping[str, Any]]) -> np.ndarray:
     """Purity by layer order this epoch, and the layer × epoch purity heatmap of ``history`` rows
     (``{"epoch", "layer", "knn_purity"}``; later rows of the same epoch and layer win)."""
     layers = list(results.stats)
@@ -142,4 +141,4 @@ def depth_figure(results: EpochResults, history: Sequence[Mapping[str, Any]]) ->
         if row["layer"] in layers:
             grid[layers.index(str(row["layer"])), epochs.index(int(row["epoch"]))] = float(row["knn_purity"])
     purity = [results.stats[layer].mean_purity for layer in layers]
-    return purity_depth_figure(layers, purity, grid, epochs, results.k, results.epoch)
+    return purity_depth_image(layers, purity, grid, epochs, results.k, results.epoch)

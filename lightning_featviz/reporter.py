@@ -14,19 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from lightning_featviz.bank import BankData
 from lightning_featviz.embedding import MapTracker
 from lightning_featviz.knn import NeighbourStats
-from lightning_featviz.maps import LayerMaps, fit_layer_maps, map_figures, projector_entries
+from lightning_featviz.maps import LayerMaps, fit_layer_maps, map_images, projector_entries
 from lightning_featviz.outliers import WrongCluster, markdown_table, write_wrong_cluster_csv, wrong_cluster_table
-from lightning_featviz.plots import figure_to_array
 from lightning_featviz.projector import MAX_COLOURED_CLASSES, write_projector
 from lightning_featviz.report import (
     EpochResults,
-    confusion_figures,
-    depth_figure,
+    confusion_images,
+    depth_image,
     gallery_image,
     neighbour_grid_images,
     query_rows,
@@ -184,24 +182,23 @@ class Reporter:
         if not stats:
             return
         chosen = options.wrong_cluster_layer or list(stats)[-1]
-        figures: dict[tuple[str, str], Figure | np.ndarray] = {}  # images are drawn already
+        images: dict[tuple[str, str], np.ndarray] = {}
         if options.log_neighbour_grids:
-            figures |= neighbour_grid_images(results, query_rows(results.bank, options.query_indices))
+            images |= neighbour_grid_images(results, query_rows(results.bank, options.query_indices))
         if options.log_wrong_cluster and chosen in flagged:
             report.texts.append(self._export_wrong_cluster(results, chosen, flagged[chosen], job.paths))
             if len(flagged[chosen]):
                 gallery = gallery_image(results, chosen, flagged[chosen], options.min_share, options.max_gallery)
-                figures[("wrong_cluster", chosen)] = gallery
+                images[("wrong_cluster", chosen)] = gallery
         if options.log_confusion:
-            figures |= confusion_figures(results)
-            figures[("purity_by_depth", "all_layers")] = depth_figure(results, job.history)
+            images |= confusion_images(results)
+            images[("purity_by_depth", "all_layers")] = depth_image(results, job.history)
         if maps:
             purity = {layer: layer_stats.mean_purity for layer, layer_stats in stats.items()}
             ringed = {chosen: flagged[chosen].mask(len(results.bank)).numpy()} if chosen in flagged else {}
             labels = results.bank.labels.numpy()
-            figures |= map_figures(maps, labels, results.class_names, purity, options.k, epoch, ringed)
-        for (kind, name), figure in figures.items():
-            image = figure if isinstance(figure, np.ndarray) else figure_to_array(figure)
+            images |= map_images(maps, labels, results.class_names, purity, options.k, epoch, ringed)
+        for (kind, name), image in images.items():
             report.images.append((self.tag(kind, name), encode_png(image)))
         report.flagged = {layer: results.bank.indices[found.rows].tolist() for layer, found in flagged.items()}
         if maps and options.log_projector and job.projector_dirs:
@@ -249,4 +246,4 @@ class Reporter:
             columns[layer] = {"wrong_cluster": cluster}
         entries = projector_entries(results.bank, results.stats, maps, names, self.options.k, results.epoch, columns)
         for folder in folders:
-            write_projector(folder, entries, f"featviz_projector/epoch_{results.epoch:03d}")
+            write_projector(folder, entries)

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+from google.protobuf import text_format
 from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch.utils.data import DataLoader, Sampler, Subset
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -98,7 +100,9 @@ def main() -> None:
     result = {"metrics": metrics, "history": visualizer.history, "rank": trainer.global_rank}
     log_dir = trainer.log_dir  # a collective: every rank asks
     if trainer.is_global_zero and metrics:
-        metadata = Path(log_dir) / "featviz_projector" / "epoch_000" / "000" / "metadata.tsv"
+        config = ProjectorConfig()
+        text_format.Parse((Path(log_dir) / "projector_config.pbtxt").read_text(), config)
+        metadata = Path(log_dir) / config.embeddings[0].metadata_path
         result["indices"] = [int(line.split("\t")[0]) for line in metadata.read_text().splitlines()[1:]]
         result["wrong_cluster"] = visualizer.wrong_cluster_indices
     with open(f"{args.out}.rank{trainer.global_rank}", "w") as handle:

@@ -7,8 +7,10 @@ import threading
 import pytest
 import torch
 from conftest import TinyNet, hooks_left, read_events, tiny_trainer
+from google.protobuf import text_format
 from pytorch_lightning import Callback
 from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -22,7 +24,7 @@ def _report_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("featviz-report") and t.is_alive()]
 
 
-def _broken_figures(*args, **kwargs):
+def _broken_pictures(*args, **kwargs):
     raise RuntimeError("the plotting backend failed")
 
 
@@ -33,7 +35,7 @@ def _render_in_this_process(monkeypatch):
 
 @pytest.mark.parametrize("background", [False, True])
 def test_a_plotting_failure_warns_once_and_training_and_scalars_go_on(tmp_path, small_data, monkeypatch, background):
-    monkeypatch.setattr("lightning_featviz.reporter.figure_to_array", _broken_figures)
+    monkeypatch.setattr("lightning_featviz.reporter.encode_png", _broken_pictures)
     _render_in_this_process(monkeypatch)
     visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=60, tsne_every_n_epochs=None, background=background)
     trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
@@ -47,7 +49,7 @@ def test_a_plotting_failure_warns_once_and_training_and_scalars_go_on(tmp_path, 
 
 @pytest.mark.parametrize("background", [False, True])
 def test_strict_mode_raises_the_failure_and_cleans_up(tmp_path, small_data, monkeypatch, background):
-    monkeypatch.setattr("lightning_featviz.reporter.figure_to_array", _broken_figures)
+    monkeypatch.setattr("lightning_featviz.reporter.encode_png", _broken_pictures)
     _render_in_this_process(monkeypatch)
     visualizer = FeatureVisualizer(
         LAYERS, k=5, max_samples=60, tsne_every_n_epochs=None, background=background, strict=True
@@ -163,8 +165,12 @@ def test_images_that_are_not_three_channel(tmp_path, digits_val, channels):
     assert len(events.Images("featviz/neighbours/input")) == 1
     assert len(visualizer.history) == len(LAYERS)
     input_dims = channels * visualizer.input_size**2
-    tensors = next((tmp_path / "lightning_logs").glob("version_0/featviz_projector/epoch_000/000/tensors.tsv"))
-    assert len(tensors.read_text().splitlines()[0].split("\t")) == input_dims
+    config = ProjectorConfig()
+    log_dir = tmp_path / "lightning_logs" / "version_0"
+    text_format.Parse((log_dir / "projector_config.pbtxt").read_text(), config)
+    pixels = next(e for e in config.embeddings if e.tensor_name == "input/epoch_000")
+    assert list(pixels.tensor_shape)[1] == input_dims
+    assert len((log_dir / pixels.tensor_path).read_text().splitlines()[0].split("\t")) == input_dims
 
 
 def _collate_maybe_empty(items):

@@ -1,7 +1,9 @@
 import numpy as np
-import pytest
 import torch
 
+from lightning_featviz.canvas import SUPTITLE_PX, class_colours, fit_text, font
+from lightning_featviz.chart import colours_of
+from lightning_featviz.map_plot import SIDE_2D, SIDE_3D, MapPanel, map_figure, map_image
 from lightning_featviz.plots import (
     BORDER,
     CAPTION_PX,
@@ -10,19 +12,14 @@ from lightning_featviz.plots import (
     PANEL_GAP,
     QUERY_COLOUR,
     SAME_COLOUR,
-    SUPTITLE_PX,
     TITLE_PX,
-    MapPanel,
     NeighbourGrid,
     _compose,
-    _fit,
-    _font,
-    class_colours,
-    confusion_figure,
+    confusion_image,
     figure_to_array,
-    map_figure,
     neighbour_grid_figure,
     neighbour_grid_image,
+    purity_depth_image,
 )
 
 
@@ -55,10 +52,10 @@ def test_compose_highlights_the_query_and_marks_each_neighbour_same_or_other():
 
 
 def test_long_names_are_cut_short_to_fit_their_cell():
-    font = _font(CAPTION_PX)
-    assert _fit("✓ 7", font, 70) == "✓ 7"
-    short = _fit("✗ caesar_salad_with_croutons", font, 70)
-    assert short.endswith("…") and font.getlength(short) <= 70
+    typeface = font(CAPTION_PX)
+    assert fit_text("✓ 7", typeface, 70) == "✓ 7"
+    short = fit_text("✗ caesar_salad_with_croutons", typeface, 70)
+    assert short.endswith("…") and typeface.getlength(short) <= 70
 
 
 def test_neighbour_grid_image_puts_panels_side_by_side_under_one_title():
@@ -72,23 +69,66 @@ def test_neighbour_grid_image_puts_panels_side_by_side_under_one_title():
     assert figure.shape == one.shape and np.abs(figure.astype(int) - one).mean() < 1  # the same picture
 
 
-def _legend_texts(fig):
-    return [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+def _class_rgb(c, paleness=0.15):
+    return np.round(255 * (class_colours(3)[c, :3] * (1 - paleness) + paleness)).astype(int)
 
 
-@pytest.mark.parametrize("dims", [2, 3])
-def test_map_figure_colours_points_by_class_with_a_legend_of_class_names(dims):
+def _found(image, colour, tolerance=12):
+    """(rows, cols) of the pixels of ``colour``."""
+    return np.nonzero(_has_colour(image, colour, tolerance))
+
+
+def test_a_2d_map_draws_each_class_in_its_colour_where_its_points_are_with_y_up():
     rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(3), 20)
-    points = rng.normal(size=(60, dims)) + labels[:, None] * 5
-    ringed = np.zeros(60, bool)
-    ringed[:4] = True
-    panels = [MapPanel("input", points, labels, ["apple", "banana", "cherry"], ringed)] * 2
-    fig = map_figure(panels, "Epoch 1")
-    assert _legend_texts(fig) == ["apple", "banana", "cherry", "flagged"]
-    assert len(fig.axes) == (6 if dims == 3 else 2)  # 3-D: each panel seen from three angles
-    image = figure_to_array(fig)
-    assert image.ndim == 3 and image.shape[2] == 3 and image.std() > 10
+    labels = np.repeat(np.arange(3), 30)
+    centres = np.array([[-5.0, -5.0], [5.0, 5.0], [5.0, -5.0]])  # bottom left, top right, bottom right
+    panel = MapPanel("layer", centres[labels] + rng.normal(scale=0.3, size=(90, 2)), labels, ["a", "b", "c"])
+    image = map_image([panel], "Epoch 1")
+    top = SUPTITLE_PX + 14 + TITLE_PX + 10  # the drawing area starts under the titles
+    area = image[top : top + SIDE_2D, :SIDE_2D]
+    for c, (right, up) in enumerate([(False, False), (True, True), (True, False)]):
+        rows, cols = _found(area, _class_rgb(c))
+        assert len(rows) > 30, f"class {c} is not drawn"
+        assert (cols.mean() > SIDE_2D / 2) == right and (rows.mean() < SIDE_2D / 2) == up
+    legend = image[:, SIDE_2D:]
+    for c in range(3):
+        assert len(_found(legend, _class_rgb(c, 0.0))[0]) > 20  # a legend dot per class, in full colour
+
+
+def test_a_2d_map_rings_the_flagged_points_and_says_so_in_the_legend():
+    labels = np.arange(40) % 2
+    points = np.random.default_rng(0).normal(size=(40, 2))
+    ringed = np.zeros(40, bool)
+    ringed[:3] = True
+    plain, flagged = (map_image([MapPanel("layer", points, labels, ["a", "b"], r)]) for r in (None, ringed))
+    assert plain.shape[0] == flagged.shape[0] and flagged.shape[1] >= plain.shape[1]
+    black = lambda image: int((image[:, : SIDE_2D - 4].max(axis=-1) < 60).sum())  # noqa: E731
+    assert black(flagged) > black(plain) + 30  # the rings (the frame and title are the same in both)
+
+
+def test_a_3d_map_is_seen_from_each_angle_and_farther_points_are_paler():
+    labels = np.zeros(60, int)
+    near = np.array([1.0, -0.6, 0.0]) + np.random.default_rng(0).normal(scale=0.05, size=(30, 3))
+    far = np.array([-1.0, 0.6, 0.0]) + np.random.default_rng(1).normal(scale=0.05, size=(30, 3))
+    panel = MapPanel("layer", np.concatenate([near, far]), labels, ["a"])
+    image = map_image([panel], angles=[(0.0, 0.0), (90.0, -90.0)])  # looking along -x; from above
+    top = TITLE_PX + 10
+    assert image.shape[1] > 2 * SIDE_3D
+    side = image[top : top + SIDE_3D, :SIDE_3D].astype(int)
+    blue = side[..., 2] - side[..., 0]  # tab:blue, paler (less blue than red) when farther
+    rows, cols = np.nonzero(blue > 20)
+    left, right = cols < SIDE_3D / 2, cols >= SIDE_3D / 2  # y = -0.6 is on the left when looking along -x
+    assert left.sum() > 20 and right.sum() > 20
+    assert blue[rows[left], cols[left]].mean() > blue[rows[right], cols[right]].mean() + 20
+    above = image[top : top + SIDE_3D, SIDE_3D:].astype(int)
+    rows, cols = np.nonzero(above[..., 2] - above[..., 0] > 20)
+    assert cols[rows > SIDE_3D / 2].mean() > cols[rows < SIDE_3D / 2].mean()  # from above: x right, y up
+
+
+def test_map_figure_is_the_map_image_in_a_matplotlib_figure():
+    panel = MapPanel("layer", np.random.default_rng(0).normal(size=(30, 2)), np.arange(30) % 3, ["a", "b", "c"])
+    image = map_image([panel], "Epoch 0")
+    assert np.abs(figure_to_array(map_figure([panel], "Epoch 0")).astype(int) - image).mean() < 1
 
 
 def test_class_colours_stay_distinct_beyond_twenty_classes():
@@ -97,9 +137,20 @@ def test_class_colours_stay_distinct_beyond_twenty_classes():
         assert len(colours) == n and len({tuple(np.round(c, 3)) for c in colours}) == n
 
 
-def test_class_names_with_dollar_signs_are_drawn_as_written_not_as_maths():
-    names = ["$5-$10", r"$\nocommand$", "plain"]
-    labels = np.arange(30) % 3
-    panel = MapPanel("input", np.random.default_rng(0).normal(size=(30, 2)), labels, names)
-    assert figure_to_array(map_figure([panel])).std() > 10  # "$\nocommand$" as maths would fail to draw
-    assert figure_to_array(confusion_figure(np.eye(3), names, "Epoch 0")).std() > 10
+def test_confusion_image_shades_each_cell_by_its_share_and_lines_up_the_per_class_bars():
+    confusion = np.array([[0.9, 0.1, 0.0], [0.2, 0.5, 0.3], [0.0, 0.0, 1.0]])
+    image = confusion_image(confusion, ["apple", "banana", "cherry"], "Epoch 0")
+    for value in (0.9, 0.5, 1.0, 0.3):
+        assert len(_found(image, colours_of(np.array(value), "Blues"), 3)[0]) > 200  # a cell of that shade
+    bar_rows = [_found(image, np.round(255 * class_colours(3)[c, :3]), 3)[0] for c in range(3)]
+    assert all(len(rows) > 50 for rows in bar_rows)
+    assert bar_rows[0].mean() < bar_rows[1].mean() < bar_rows[2].mean()  # the first class on top
+    cells = [_found(image, colours_of(np.array(v), "Blues"), 3)[0].mean() for v in (0.9, 0.5, 1.0)]  # the diagonal
+    assert np.allclose(cells, [rows.mean() for rows in bar_rows], atol=3)  # a class's bar beside its row
+
+
+def test_purity_depth_image_greys_the_epochs_a_layer_was_not_measured():
+    history = np.array([[0.1, 0.2], [np.nan, 0.8]])
+    image = purity_depth_image(["input", "pool"], [0.2, 0.8], history, [0, 1], k=5, epoch=1)
+    assert len(_found(image, (225, 225, 225), 2)[0]) > 200  # the missing cell
+    assert len(_found(image, colours_of(np.array(0.8), "viridis"), 3)[0]) > 400  # its cell and its bar

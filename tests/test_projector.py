@@ -39,14 +39,15 @@ def test_sprite_tiles_images_row_by_row_in_a_square():
 
 
 def test_projector_files_are_written_and_config_merges_with_earlier_entries(tmp_path):
-    write_projector(tmp_path, [_entry("a/epoch_000"), _entry("b/epoch_000", thumbnails=False)], "p/epoch_000")
+    write_projector(tmp_path, [_entry("a/epoch_000"), _entry("b/epoch_000", thumbnails=False)])
     # A later write (a resumed run, a new writer) keeps earlier entries and replaces same-named ones.
-    write_projector(tmp_path, [_entry("a/epoch_001"), _entry("b/epoch_000", d=2, thumbnails=False)], "p/epoch_001")
+    write_projector(tmp_path, [_entry("a/epoch_001", d=3), _entry("b/epoch_000", d=2, thumbnails=False)])
     config = _config(tmp_path)
     names = [e.tensor_name for e in config.embeddings]
     assert sorted(names) == ["a/epoch_000", "a/epoch_001", "b/epoch_000"]
     replaced = next(e for e in config.embeddings if e.tensor_name == "b/epoch_000")
-    assert list(replaced.tensor_shape) == [6, 2] and replaced.tensor_path.startswith("p/epoch_001/")
+    assert list(replaced.tensor_shape) == [6, 2]
+    assert np.loadtxt(tmp_path / replaced.tensor_path, delimiter="\t").shape == (6, 2)
     first = next(e for e in config.embeddings if e.tensor_name == "a/epoch_000")
     assert np.loadtxt(tmp_path / first.tensor_path, delimiter="\t").shape == (6, 4)
     header, *rows = (tmp_path / first.metadata_path).read_text().splitlines()
@@ -55,3 +56,20 @@ def test_projector_files_are_written_and_config_merges_with_earlier_entries(tmp_
         assert sprite.size == (24, 24) and list(first.sprite.single_image_dim) == [8, 8]
     assert not replaced.sprite.image_path
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_files_that_repeat_are_written_once_and_shared(tmp_path):
+    vectors = np.random.default_rng(0).normal(size=(6, 4))
+    rows = [(i, f"class {i % 2}") for i in range(6)]
+    same = [ProjectorEntry(f"input/epoch_{e:03d}", vectors, ["index", "label"], rows) for e in range(3)]
+    other = ProjectorEntry("pool/epoch_000", vectors[:, :2], ["index", "label"], rows)
+    for entry in same:  # pixel space, epoch after epoch
+        write_projector(tmp_path, [entry])
+    write_projector(tmp_path, [other])
+    config = _config(tmp_path)
+    assert len({e.tensor_path for e in config.embeddings}) == 2  # one file for the three epochs, one for pool
+    assert len({e.metadata_path for e in config.embeddings}) == 1  # the same table everywhere
+    assert len(list((tmp_path / "featviz_projector" / "tensors").iterdir())) == 2
+    np.testing.assert_allclose(
+        np.loadtxt(tmp_path / config.embeddings[0].tensor_path, delimiter="\t"), vectors, rtol=1e-4
+    )
