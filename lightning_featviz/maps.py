@@ -83,23 +83,23 @@ def map_images(
         marked = (ringed or {}).get(layer) if d == 2 else None
         return MapPanel(title, maps[layer].maps[d], labels, class_names, marked)
 
-    figures: dict[tuple[str, str], np.ndarray] = {}
+    images: dict[tuple[str, str], np.ndarray] = {}
     dims = sorted({d for layer_maps in maps.values() for d in layer_maps.maps})
     for d in dims:
         layers = [layer for layer in maps if d in maps[layer].maps]
         kind = f"tsne_{d}d"
         for layer in layers:
-            figures[(kind, layer)] = map_image([panel(layer, d)], f"Epoch {epoch}: {d}-D t-SNE of {layer}")
+            images[(kind, layer)] = map_image([panel(layer, d)], f"Epoch {epoch}: {d}-D t-SNE of {layer}")
         if len(layers) >= 2:
             first, last = layers[0], layers[-1]
-            figures[(kind, f"{first}_vs_{last}")] = map_image(
+            images[(kind, f"{first}_vs_{last}")] = map_image(
                 [panel(first, d), panel(last, d)], f"Epoch {epoch}: {d}-D t-SNE, {first} vs {last}"
             )
         if d == 2 and len(layers) >= 2:
-            figures[(kind, "all_layers")] = map_image(
+            images[(kind, "all_layers")] = map_image(
                 [panel(layer, d) for layer in layers], f"Epoch {epoch}: every layer in network order", columns=4
             )
-    return figures
+    return images
 
 
 def projector_entries(
