@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from scipy.linalg import orthogonal_procrustes
 from lightning_featviz.knn import ResultCache, knn_search
 
 Backend = Literal["opentsne", "sklearn"]
+T = TypeVar("T")
 
 PCA_DIMS = 50
 # Cold schedule, tuned in benchmarks/tsne.py: openTSNE's defaults are 250 + 500 iterations with
@@ -271,6 +273,7 @@ class MapTracker:
         self._previous: dict[tuple[str, int], tuple[NDArray, NDArray]] = {}  # (layer, dims) -> (indices, map)
         self._clamp_warned = False
         self._cache: ResultCache[NDArray] = ResultCache()
+        self._measures: ResultCache[Any] = ResultCache()
 
     def fit(self, layer: str, dims: int, indices: NDArray | torch.Tensor, vectors: NDArray | torch.Tensor) -> NDArray:
         """The (N, dims) map of ``layer``'s (N, D) vectors for the samples ``indices`` (N,)."""
@@ -280,9 +283,15 @@ class MapTracker:
         self._previous[(layer, dims)] = (indices, points)
         return points
 
+    def measured(self, key: tuple[torch.Tensor, ...], measure: Callable[[], T]) -> T:
+        """``measure()`` of a map, or its earlier result for bit-identical ``key`` tensors (the
+        map and what it was measured against): a reused map is not measured again."""
+        return self._measures.get(key, measure)
+
     def next_round(self) -> None:
         """Keep only the maps made since the last call for reuse (one epoch's, so memory stays flat)."""
         self._cache.next_round()
+        self._measures.next_round()
 
     def _fit(self, layer: str, dims: int, indices: NDArray, vectors: NDArray | torch.Tensor) -> NDArray:
         init = self.previous(layer, dims, indices)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -53,12 +54,17 @@ def fit_layer_maps(tracker: MapTracker, layer: str, bank: BankData, dims: Sequen
         result.maps[d] = points
         if previous is not None:
             result.displacement[d] = map_displacement(points, previous)
-        on_map = torch.as_tensor(points).float()
-        neighbours = knn_search(on_map, on_map, k, exclude_self=True)[1]  # (N, k), used by both measures
-        trust_k = min(k, (len(points) - 1) // 2)
-        result.trust[d] = trustworthiness(vectors, points, k=trust_k, map_neighbours=neighbours)
-        result.purity[d] = float(knn_purity(bank.labels[neighbours], bank.labels).mean())
+        key = (vectors, torch.from_numpy(points), bank.labels, torch.tensor(k))
+        result.trust[d], result.purity[d] = tracker.measured(key, partial(_measure, vectors, points, bank.labels, k))
     return result
+
+
+def _measure(vectors: torch.Tensor, points: np.ndarray, labels: torch.Tensor, k: int) -> tuple[float, float]:
+    """A map's trustworthiness@k and kNN class purity@k (N, D vectors; N, c map; N labels)."""
+    on_map = torch.as_tensor(points).float()
+    neighbours = knn_search(on_map, on_map, k, exclude_self=True)[1]  # (N, k), used by both measures
+    trust = trustworthiness(vectors, points, k=min(k, (len(points) - 1) // 2), map_neighbours=neighbours)
+    return trust, float(knn_purity(labels[neighbours], labels).mean())
 
 
 def map_images(

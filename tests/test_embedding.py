@@ -3,6 +3,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
+from lightning_featviz.bank import BankData
 from lightning_featviz.embedding import (
     MapTracker,
     align_map,
@@ -14,6 +15,7 @@ from lightning_featviz.embedding import (
     tsne_map,
 )
 from lightning_featviz.knn import neighbour_stats
+from lightning_featviz.maps import fit_layer_maps
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +145,30 @@ def test_map_tracker_warm_starts_aligns_reuses_identical_input_and_round_trips_i
     restored.load_state_dict(tracker.state_dict())
     np.testing.assert_array_equal(restored.previous("layer", 2, indices), second)
     assert restored.previous("layer", 2, indices[:-1]) is None  # other samples: no warm start
+
+
+def test_a_reused_map_is_not_measured_again(digits, monkeypatch):
+    vectors, labels = (torch.as_tensor(a) for a in digits)
+    n = 300
+    bank = BankData(
+        torch.arange(n),
+        labels[:n],
+        torch.full((n,), -1),
+        torch.full((n,), float("nan")),
+        {"input": vectors[:n], "frozen": vectors[:n].clone(), "trained": vectors[:n] * 2 + 1},
+        torch.empty(n, 0, dtype=torch.uint8),
+    )
+    measured = []
+    monkeypatch.setattr(
+        "lightning_featviz.maps.trustworthiness",
+        lambda *args, **kwargs: measured.append(1) or trustworthiness(*args, **kwargs),
+    )
+    tracker = MapTracker(seed=0)
+    first = {layer: fit_layer_maps(tracker, layer, bank, [2], k=10) for layer in bank.vectors}
+    assert len(measured) == 2  # "frozen" repeats "input": the same map, measured once
+    assert first["frozen"].trust == first["input"].trust and first["input"].trust[2] > 0.9
+    tracker.next_round()
+    bank.vectors["trained"] = bank.vectors["trained"] + 0.5 * torch.randn(n, vectors.shape[1])  # it trained on
+    again = {layer: fit_layer_maps(tracker, layer, bank, [2], k=10) for layer in bank.vectors}
+    assert len(measured) == 3  # only the layer that changed
+    assert again["input"].trust == first["input"].trust and again["input"].displacement[2] == 0
