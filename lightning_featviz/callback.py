@@ -5,6 +5,7 @@ Everything it computes is done by the plain functions of the other modules.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
@@ -241,6 +242,7 @@ class FeatureVisualizer(_Callback):
         self._reporter: Reporter | None = None  # made at setup, when the log dir is known
         self._renderer: RenderProcess | None = None  # started with the first background report
         self._process_works = True  # until one fails before its first report
+        self._finishing = False  # training is done: the reports still queued may use every core
         self._background = bool(background)
 
     # ----------------------------------------------------------------------------- lifecycle
@@ -266,6 +268,7 @@ class FeatureVisualizer(_Callback):
         on_accelerator = trainer.strategy.root_device.type != "cpu"
         self._background = self.background if self.background is not None else on_accelerator
         self._off_this_run = False
+        self._finishing = False
         if stage == TrainerFn.VALIDATING and trainer.world_size > 1 and allows_empty_ranks(trainer, pl_module):
             # A rank without a batch runs no validation hook, so it could not join the gather, and
             # `validate` has no hook before its loop where the ranks could compare batch counts.
@@ -295,7 +298,7 @@ class FeatureVisualizer(_Callback):
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._detach()
-        self._guarded(self._worker.drain)
+        self._drain()
         self._worker.close()
         self._stop_renderer(wait=True)
 
@@ -474,9 +477,14 @@ class FeatureVisualizer(_Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn != TrainerFn.FITTING:  # validate: every report is written when it returns
-            self._guarded(self._worker.drain)
+            self._drain()
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._drain()
+
+    def _drain(self) -> None:
+        """Wait for every queued report; nothing trains meanwhile, so those not yet started use every core."""
+        self._finishing = True
         self._guarded(self._worker.drain)
 
     def _guarded(self, action: Callable[..., Any], *args: Any) -> Any:
@@ -545,7 +553,8 @@ class FeatureVisualizer(_Callback):
         try:
             if self._renderer is None:
                 self._renderer = RenderProcess(self._reporter.options, self._maps, self._log_dir)
-            report, maps = self._renderer.render(job)
+            threads = (os.cpu_count() or 1) if self._finishing else 1
+            report, maps = self._renderer.render(job, threads)
         except (OSError, RuntimeError) as error:
             self._stop_renderer(wait=False)
             if not started:  # it worked, then died: this report is lost; the next starts a new process

@@ -62,16 +62,17 @@ class RenderProcess:
         finally:
             theirs.close()
         self._connection = Connection(ours.detach())
-        settings = (maps.perplexity, maps.seed, maps.backend)  # the child fits on one thread
+        settings = (maps.perplexity, maps.seed, maps.backend)  # threads: per job
         self._send((options, settings, maps.state_dict(), log_dir))
 
-    def render(self, job: EpochJob) -> tuple[Report, dict[str, Any]]:
-        """Render ``job`` in the child: its report, and the child's map tracker state after it.
+    def render(self, job: EpochJob, threads: int = 1) -> tuple[Report, dict[str, Any]]:
+        """Render ``job`` in the child on ``threads`` threads (more once training no longer needs
+        the cores): its report, and the child's map tracker state after it.
 
         Raises:
             RuntimeError: the child ended (killed, out of memory, or it could not start) before it answered.
         """
-        self._send(job)
+        self._send((job, threads))
         try:
             return pickle.loads(self._connection.recv_bytes())
         except (EOFError, OSError) as error:
@@ -108,18 +109,20 @@ def serve() -> None:
 
     connection = Connection(int(sys.argv[1]))
     os.nice(NICENESS)
-    # One thread: at the lowest priority, a thread that shares a core with training barely runs, and
-    # a parallel step would wait for it; one thread runs on whichever core training leaves.
-    torch.set_num_threads(1)
     options, (perplexity, seed, backend), state, log_dir = pickle.loads(connection.recv_bytes())
-    maps = MapTracker(perplexity, seed, backend, n_jobs=1)
+    maps = MapTracker(perplexity, seed, backend)
     maps.load_state_dict(state)
     reporter = Reporter(options, maps, log_dir)
     while True:
         try:
-            job = pickle.loads(connection.recv_bytes())
+            job, threads = pickle.loads(connection.recv_bytes())
         except (EOFError, OSError):  # the training process closed the socket (or ended): done
             return
+        # One thread while training runs: at the lowest priority, a thread that shares a core with
+        # training barely runs, and a parallel step would wait for it; one thread runs on whichever
+        # core training leaves. Every core for the reports left when training is done.
+        torch.set_num_threads(threads)
+        maps.n_jobs = threads
         with warnings.catch_warnings(record=True) as caught:  # warned by the training process instead
             warnings.simplefilter("always")
             report = reporter.render(job)

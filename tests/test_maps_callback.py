@@ -1,9 +1,11 @@
 """t-SNE maps and projector embeddings from real Trainer runs, read back by TensorBoard itself."""
 
 import json
+import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -280,3 +282,33 @@ def test_a_failing_report_warns_once_and_training_and_other_outputs_go_on(tmp_pa
     events = read_events(tmp_path)
     assert len(events.Images("featviz/tsne_2d/pool")) == 3  # everything before the projector was written
     assert len(visualizer.history) == 3 * len(LAYERS)
+
+
+def test_reports_left_when_fit_ends_render_on_every_core(tmp_path, small_data, monkeypatch):
+    """While training runs the report process takes one thread; the reports still queued when
+    ``fit`` ends, with nothing training, take every core."""
+    from pytorch_lightning import Callback
+
+    from lightning_featviz.render_process import RenderProcess
+
+    training_done, asked = threading.Event(), []
+    render = RenderProcess.render
+
+    def recorded(self, job, threads=1):
+        asked.append(threads)
+        if len(asked) == 1:
+            training_done.wait(timeout=60)  # hold the first report until training is over
+        return render(self, job, threads)
+
+    monkeypatch.setattr(RenderProcess, "render", recorded)
+
+    class TrainingDone(Callback):  # runs before the visualizer's own on_fit_end
+        def on_fit_end(self, trainer, pl_module):
+            training_done.set()
+
+    visualizer = FeatureVisualizer(["conv2", "pool"], k=5, max_samples=60, tsne_dims=[2], background=True)
+    callbacks = [TrainingDone(), visualizer]
+    trainer = tiny_trainer(tmp_path, max_epochs=2, logger=TensorBoardLogger(tmp_path), callbacks=callbacks)
+    trainer.fit(TinyNet(), datamodule=small_data)
+    assert asked == [1, os.cpu_count()]  # the first during training, the second after it
+    assert len(read_events(tmp_path).Images("featviz/tsne_2d/pool")) == 2
