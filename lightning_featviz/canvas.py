@@ -44,6 +44,12 @@ def class_colours(num_classes: int) -> np.ndarray:
     return colormaps["turbo"](np.linspace(0.03, 0.97, num_classes))
 
 
+def rgb(colours: np.ndarray, paleness: np.ndarray | float = 0.0) -> np.ndarray:
+    """(..., 4) RGBA in [0, 1] -> (..., 3) uint8, mixed with white by ``paleness`` (0: as is)."""
+    paleness = np.asarray(paleness, dtype=float)[..., None]
+    return np.round(255 * (colours[..., :3] * (1 - paleness) + paleness)).astype(np.uint8)
+
+
 def titled(image: np.ndarray, title: str | None) -> np.ndarray:
     """An (H, W, 3) uint8 image with ``title`` centred above it (the image as it is without one)."""
     if not title:

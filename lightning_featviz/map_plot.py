@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
-from lightning_featviz.canvas import class_colours, fit_text, font, image_figure, titled
+from lightning_featviz.canvas import class_colours, fit_text, font, image_figure, rgb, titled
 
 #: (elevation, azimuth) of the three views of a 3-D map: from the front, from the side, from above.
 VIEW_ANGLES = ((20.0, -60.0), (20.0, 30.0), (85.0, -90.0))
@@ -43,12 +43,6 @@ class MapPanel:
     labels: np.ndarray
     class_names: Sequence[str]
     ringed: np.ndarray | None = None
-
-
-def _rgb(colours: np.ndarray, paleness: np.ndarray | float = 0.15) -> np.ndarray:
-    """(..., 4) RGBA in [0, 1] -> (..., 3) uint8, mixed with white by ``paleness`` (0: as is)."""
-    paleness = np.asarray(paleness, dtype=float)[..., None]
-    return np.round(255 * (colours[..., :3] * (1 - paleness) + paleness)).astype(np.uint8)
 
 
 def _view(elevation: float, azimuth: float) -> np.ndarray:
@@ -92,7 +86,7 @@ def _panel(panel: MapPanel, colours: np.ndarray, diameter: float, angles: tuple[
         paleness = 0.1 + 0.55 * (depth.max() - depth) / (np.ptp(depth) or 1.0)  # farther: paler
         order = np.argsort(depth)
     centres = xy * scale + side / 2
-    fills = _rgb(colours[panel.labels], paleness)
+    fills = rgb(colours[panel.labels], paleness)
     radius = diameter * SUPER / 2
     ringed = panel.ringed if panel.ringed is not None else np.zeros(len(points), bool)
     for i in order:
@@ -117,7 +111,7 @@ def _legend(names: Sequence[str], shown: list[int], colours: np.ndarray, flagged
         for row, (text, c) in enumerate(column):
             y = 4 + row * pitch + pitch / 2
             if c >= 0:
-                draw.ellipse((x, y - 5, x + 10, y + 5), fill=tuple(_rgb(colours[c], 0.0)))
+                draw.ellipse((x, y - 5, x + 10, y + 5), fill=tuple(rgb(colours[c])))
             else:
                 draw.ellipse((x - 1, y - 6, x + 11, y + 6), outline=(0, 0, 0), width=1)
             draw.text((x + 18, y), text, fill=(0, 0, 0), font=typeface, anchor="lm")

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from lightning_featviz.canvas import class_colours, fit_text, font, image_figure, titled
+from lightning_featviz.canvas import class_colours, fit_text, font, image_figure, rgb, titled
 from lightning_featviz.chart import bar_chart, colour_bar, colours_of, headed, heatmap, side_by_side
 
 QUERY_COLOUR = (31, 119, 180)  # blue
@@ -126,7 +126,7 @@ def confusion_image(confusion: np.ndarray, class_names: Sequence[str], title: st
     matrix = heatmap(
         confusion, class_names, class_names, "Blues", (pitch, pitch), "true class", "class of the neighbours", c <= 20
     )
-    bars = bar_chart(np.diag(confusion), class_names, _rgb(class_colours(c)), pitch, "purity (same-class share)")
+    bars = bar_chart(np.diag(confusion), class_names, rgb(class_colours(c)), pitch, "purity (same-class share)")
     scale = colour_bar("Blues", c * pitch, "share of neighbours")
     return titled(side_by_side([headed(matrix, ""), headed(scale, ""), headed(bars, "per-class purity")]), title)
 
@@ -149,8 +149,3 @@ def purity_depth_image(
         headed(scale, ""),
     ]
     return side_by_side(pictures)
-
-
-def _rgb(colours: np.ndarray) -> np.ndarray:
-    """(..., 4) RGBA in [0, 1] -> (..., 3) uint8."""
-    return np.round(255 * colours[..., :3]).astype(np.uint8)
