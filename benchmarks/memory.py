@@ -9,12 +9,22 @@ the report process. Target (issue 5): flat after epoch 2 — nothing the callbac
 the epochs.
 
     python benchmarks/memory.py [--epochs 20] [--background]
+
+``--large`` instead measures a big bank: 20,000 validation images of 64x64 px, five layers (input and
+four conv stages of a small CNN), every sample kept. ``trainer.validate`` runs twice, each in a fresh
+process, with and without the callback (kNN, grids, gallery; no maps); the growth of the peak resident
+set is compared with the bank size the callback predicts. Target (issue 13): growth <= 1.5x predicted.
+
+    python benchmarks/memory.py --large
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import subprocess
+import sys
 import tempfile
 
 import pytorch_lightning as pl
@@ -57,11 +67,105 @@ class BankSize(FeatureVisualizer):
         return super()._analyse(trainer, pl_module, bank)
 
 
+LARGE = 20_000
+
+
+class NoiseImages(torch.utils.data.Dataset):
+    """``size`` 3x64x64 images, each a fixed function of its index (no file, no download), 10 classes."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int):
+        generator = torch.Generator().manual_seed(index)
+        label = index % 10
+        image = torch.rand(3, 64, 64, generator=generator) * 0.5 + label / 20
+        return image, label
+
+
+class SmallCNN(pl.LightningModule):
+    """Four conv stages (16, 32, 64, 128 channels), global pool, linear head."""
+
+    def __init__(self):
+        super().__init__()
+        widths = [3, 16, 32, 64, 128]
+        self.stages = torch.nn.ModuleList(
+            torch.nn.Sequential(torch.nn.Conv2d(a, b, 3, stride=2, padding=1), torch.nn.ReLU())
+            for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.head = torch.nn.Linear(128, 10)
+
+    def forward(self, x):
+        for stage in self.stages:
+            x = stage(x)
+        return self.head(x.mean(dim=(2, 3)))
+
+    def validation_step(self, batch, batch_idx):
+        return {"logits": self(batch[0])}
+
+
+def large_case(with_callback: bool) -> dict:
+    """Peak RSS of one ``validate`` over the 20,000 images, and the bank size the callback predicts."""
+    torch.manual_seed(0)
+    loader = torch.utils.data.DataLoader(NoiseImages(LARGE), batch_size=250)
+    layers = ["input", "stages.0", "stages.1", "stages.2", "stages.3"]
+    visualizer = BankSize(layers, k=10, max_samples=LARGE, tsne_every_n_epochs=None, log_confusion=False)
+    with tempfile.TemporaryDirectory() as logs:
+        trainer = pl.Trainer(
+            logger=TensorBoardLogger(logs),
+            callbacks=[visualizer] if with_callback else [],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.validate(SmallCNN(), loader, verbose=False)
+    dims = {"input": 3 * 16 * 16, "stages.0": 16, "stages.1": 32, "stages.2": 64, "stages.3": 128}
+    return {
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "predicted_mib": bank_bytes(LARGE, dims, torch.float32, visualizer.thumbnail_size) / 2**20,
+        "measured_mib": visualizer.measured / 2**20,
+    }
+
+
+def run_large() -> None:
+    results = {}
+    for name in ("without", "with", "with-torch-knn"):
+        command = [sys.executable, __file__, "--large-run", name]
+        results[name] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    baseline, predicted = results["without"]["peak_mib"], results["with"]["predicted_mib"]
+    print(f"{LARGE} samples, 64x64 px, 5 layers, every sample kept (trainer.validate, kNN + grids + gallery)")
+    print(f"  bank predicted / measured: {predicted:.0f} / {results['with']['measured_mib']:.0f} MiB")
+    print(f"  {'run':<42}{'peak RSS MiB':>14}{'growth MiB':>12}{'growth / bank':>15}")
+    print(f"  {'without the callback':<42}{baseline:>14.0f}")
+    for name, label in [
+        ("with", "with it (kNN by FAISS where installed)"),
+        ("with-torch-knn", "with it, kNN by torch (the plain install)"),
+    ]:
+        growth = results[name]["peak_mib"] - baseline
+        ratio = growth / predicted
+        verdict = "met" if ratio <= 1.5 else "NOT met"
+        print(
+            f"  {label:<42}{results[name]['peak_mib']:>14.0f}{growth:>12.0f}{ratio:>15.2f}  (target <= 1.5: {verdict})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--background", action="store_true", help="render reports in the report process")
+    parser.add_argument("--large", action="store_true", help="the 20,000-sample bank: RSS growth vs prediction")
+    parser.add_argument("--large-run", choices=["with", "without", "with-torch-knn"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.large_run:
+        if args.large_run == "with-torch-knn":
+            sys.modules["faiss"] = None  # type: ignore[assignment]  # `import faiss` fails: the torch search runs
+        print(json.dumps(large_case(args.large_run != "without")))
+        return
+    if args.large:
+        run_large()
+        return
     torch.manual_seed(0)
     data = ClassificationData.digits(batch_size=32)
     visualizer = BankSize(layers=list(DEMO_LAYERS), k=10, background=args.background)

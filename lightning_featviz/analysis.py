@@ -13,6 +13,8 @@ from lightning_featviz.bank import BankData
 from lightning_featviz.knn import Metric, NeighbourStats, ResultCache, neighbour_stats
 
 Warn = Callable[[str, str], None]
+#: Above this share of tied neighbourhoods a layer's purity is undefined.
+MAX_TIED = 0.5
 Tag = Callable[..., str]
 
 
@@ -45,11 +47,21 @@ def layer_stats(
     chunk_size: int,
     cache: ResultCache[NeighbourStats],
     warn: Warn,
-) -> dict[str, NeighbourStats]:
+    exclude: Tensor | None = None,
+) -> tuple[dict[str, NeighbourStats], list[str]]:
     """kNN statistics of each layer's (N, D_layer) vectors: leave-one-out within ``bank``, or its
-    queries searched in ``reference``. A layer with NaN/Inf values is skipped with a warning; a
-    search whose inputs are bit-identical to the last epoch's (pixel space, frozen layers) is reused."""
+    queries searched in ``reference`` (never among the rows ``exclude`` (N,) names: the same sample).
+    A layer with NaN/Inf values is skipped with a warning; a search whose inputs are bit-identical to
+    the last epoch's (pixel space, frozen layers) is reused.
+
+    Returns:
+        The statistics of each layer whose neighbourhoods are defined, and the layers whose are not:
+        most samples' k-th and (k+1)-th neighbours are equally far (a constant layer, a dead ReLU,
+        many exact duplicates), so which k count would depend on the order of the samples; each is
+        warned about once.
+    """
     stats: dict[str, NeighbourStats] = {}
+    undefined: list[str] = []
     for layer in layers:
         vectors = bank.vectors[layer].float()  # float16 storage is computed on in float32
         reference_vectors = reference.vectors[layer].float() if reference is not None else None
@@ -67,18 +79,36 @@ def layer_stats(
             reference=reference_vectors.to(device) if reference_vectors is not None else None,
             reference_labels=reference_labels,
             chunk_size=chunk_size,
+            exclude=exclude,
         )
-        key = (vectors, bank.labels, reference_vectors, reference_labels, torch.tensor(num_classes))
-        stats[layer] = cache.get(key, search)
+        key = (vectors, bank.labels, reference_vectors, reference_labels, torch.tensor(num_classes), exclude)
+        found = cache.get(key, search)
+        if found.tied > MAX_TIED:
+            undefined.append(layer)
+            warn(
+                f"tied/{layer}",
+                f"Layer {layer!r}: {found.tied:.0%} of the samples have their k-th and (k+1)-th neighbours at the "
+                "same distance (a constant layer, a dead ReLU, or many exact duplicates), so which k neighbours "
+                "count depends on the order of the samples; its purity is undefined (NaN) and it is not analysed.",
+            )
+            continue
+        stats[layer] = found
     cache.next_round()
-    return stats
+    return stats, undefined
 
 
 def epoch_metrics(
-    stats: dict[str, NeighbourStats], labels: Tensor, class_names: Sequence[str], tag: Tag
+    stats: dict[str, NeighbourStats],
+    labels: Tensor,
+    class_names: Sequence[str],
+    tag: Tag,
+    undefined: Sequence[str] = (),
 ) -> dict[str, float]:
-    """Per layer: kNN purity, kNN accuracy and the purity of each class present, by tag."""
+    """Per layer: kNN purity, kNN accuracy and the purity of each class present, by tag; NaN purity
+    and accuracy for the ``undefined`` layers."""
     metrics: dict[str, float] = {}
+    for layer in undefined:
+        metrics[tag("knn_purity", layer)] = metrics[tag("knn_accuracy", layer)] = float("nan")
     for layer, layer_stats in stats.items():
         metrics[tag("knn_purity", layer)] = layer_stats.mean_purity
         metrics[tag("knn_accuracy", layer)] = layer_stats.accuracy(labels)
@@ -88,6 +118,22 @@ def epoch_metrics(
     return metrics
 
 
+def purity_ceiling(query_labels: Tensor, searched_labels: Tensor, k: int, leave_one_out: bool) -> float:
+    """The highest mean kNN purity@k the samples allow: a query of a class with fewer than k other
+    samples among those searched cannot have k neighbours of its class, however good the features.
+
+    Args:
+        query_labels: (Q,) class ids of the queries.
+        searched_labels: (N,) class ids of the samples searched (the queries themselves, leave-one-out).
+        k: neighbours per query.
+        leave_one_out: the queries are the samples searched (a query is not its own neighbour).
+    """
+    size = int(max(query_labels.max(), searched_labels.max())) + 1
+    available = torch.bincount(searched_labels, minlength=size) - int(leave_one_out)
+    return float((available.clamp(0, k)[query_labels].float() / k).mean())
+
+
 def _all_finite(vectors: Tensor) -> bool:
-    # One reduction instead of an (N, D) mask: any NaN or Inf makes the sum non-finite.
-    return bool(vectors.sum(dtype=torch.float64).isfinite())
+    # Two reductions instead of an (N, D) mask or a float64 copy: amax/amin propagate NaN, and an
+    # infinity is the largest or smallest value.
+    return bool(vectors.amax().isfinite() & vectors.amin().isfinite()) if vectors.numel() else True

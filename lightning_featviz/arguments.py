@@ -42,6 +42,7 @@ def check_arguments(args: Mapping[str, Any]) -> None:
         ("reference", ("val", "train")),
         ("tsne_backend", ("opentsne", "sklearn")),
         ("storage_dtype", ("float32", "float16")),
+        ("input_kind", (None, "image", "sequence", "vector", "tokens")),
     ]:
         require(args[name] in choices, name, " or ".join(repr(c) for c in choices), args[name])
     every = args["tsne_every_n_epochs"]

@@ -1,4 +1,4 @@
-"""Reading images, labels and (optionally) dataset indices out of a validation batch."""
+"""Reading inputs, labels and (optionally) dataset indices out of a validation batch."""
 
 from __future__ import annotations
 
@@ -8,35 +8,36 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-IMAGE_KEYS = ("image", "images", "img", "input", "inputs", "x", "pixel_values")
+INPUT_KEYS = ("image", "images", "img", "input", "inputs", "x", "pixel_values", "input_ids", "features")
 LABEL_KEYS = ("label", "labels", "target", "targets", "y")
 INDEX_KEYS = ("index", "indices", "idx")
 EXTRACTOR_HINT = (
-    "Hint: pass `batch_extractor=lambda batch: (images, labels)` (or `(images, labels, dataset_indices)`) "
+    "Hint: pass `batch_extractor=lambda batch: (inputs, labels)` (or `(inputs, labels, dataset_indices)`) "
     "to FeatureVisualizer."
 )
 
 
 class Batch(NamedTuple):
-    """images: (B, C, H, W); labels: (B,) int64; indices: (B,) dataset indices, or None if unknown."""
+    """inputs: (B, ...) what the model sees (images (B, C, H, W), sequences, vectors or token ids, see
+    :mod:`lightning_featviz.inputs`); labels: (B,) int64; indices: (B,) dataset indices, or None if unknown."""
 
-    images: Tensor
+    inputs: Tensor
     labels: Tensor
     indices: Tensor | None
 
 
 def default_extractor(batch: Any) -> tuple[Any, ...]:
-    """Read ``(x, y, ...)`` tuples/lists and dicts with common image/label/index keys."""
+    """Read ``(x, y, ...)`` tuples/lists and dicts with common input/label/index keys."""
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
         return batch[0], batch[1]
     if isinstance(batch, Mapping):
-        image = next((batch[key] for key in IMAGE_KEYS if key in batch), None)
+        image = next((batch[key] for key in INPUT_KEYS if key in batch), None)
         label = next((batch[key] for key in LABEL_KEYS if key in batch), None)
         index = next((batch[key] for key in INDEX_KEYS if key in batch), None)
         if image is not None and label is not None:
             return (image, label) if index is None else (image, label, index)
         raise TypeError(
-            f"Expected a dict batch with an image key {IMAGE_KEYS} and a label key {LABEL_KEYS}, "
+            f"Expected a dict batch with an input key {INPUT_KEYS} and a label key {LABEL_KEYS}, "
             f"but got keys {sorted(batch)}. {EXTRACTOR_HINT}"
         )
     raise TypeError(f"Expected a batch `(images, labels)` or a dict, but got {type(batch).__name__}. {EXTRACTOR_HINT}")
@@ -46,31 +47,38 @@ def read_batch(batch: Any, extractor: Callable[[Any], tuple[Any, ...]] | None = 
     """Apply the extractor and check what it returned.
 
     Raises:
-        TypeError: images are not a (B, C, H, W) float tensor, or labels are not integer class ids.
+        TypeError: inputs are not a tensor, or labels are not integer class ids of shape (B,).
     """
     parts = (extractor or default_extractor)(batch)
     if not isinstance(parts, (tuple, list)) or len(parts) not in (2, 3):
         raise TypeError(
-            f"Expected the batch extractor to return (images, labels[, indices]), but got {type(parts).__name__}."
+            f"Expected the batch extractor to return (inputs, labels[, indices]), but got {type(parts).__name__}."
         )
-    images, labels = parts[0], parts[1]
+    inputs, labels = parts[0], parts[1]
     indices = parts[2] if len(parts) == 3 else None
-    if not isinstance(images, Tensor) or images.ndim not in (3, 4) or not images.is_floating_point():
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise TypeError(f"Expected images to be a float tensor (B, C, H, W), but got {shape}. {EXTRACTOR_HINT}")
-    if images.ndim == 3:
-        images = images[:, None]
+    if not isinstance(inputs, Tensor) or inputs.ndim == 0:
+        shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+        raise TypeError(
+            f"Expected inputs to be a tensor with a batch dimension (images (B, C, H, W), sequences (B, T, F), "
+            f"vectors (B, F) or token ids (B, T)), but got {shape}. {EXTRACTOR_HINT}"
+        )
+    if isinstance(labels, (list, tuple)) and any(isinstance(label, str) for label in labels):
+        raise TypeError(
+            f"Expected labels to be integer class ids, but got strings such as {next(iter(labels))!r}. Hint: map "
+            "class names to ids in the dataset (ImageFolder's `class_to_idx`) and give the names as `class_names`."
+        )
     labels = torch.as_tensor(labels)
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool or labels.ndim != 1:
         raise TypeError(
             f"Expected labels to be integer class ids of shape (B,), but got dtype {labels.dtype} and shape "
-            f"{tuple(labels.shape)}. {EXTRACTOR_HINT}"
+            f"{tuple(labels.shape)}. Hint: one-hot or soft labels need `batch_extractor=lambda batch: "
+            "(batch[0], batch[1].argmax(1))`."
         )
-    if labels.shape[0] != images.shape[0]:
-        raise TypeError(f"Expected one label per image, but got {labels.shape[0]} labels for {images.shape[0]} images.")
+    if labels.shape[0] != inputs.shape[0]:
+        raise TypeError(f"Expected one label per input, but got {labels.shape[0]} labels for {inputs.shape[0]} inputs.")
     if indices is not None:
         indices = torch.as_tensor(indices).long().flatten()
-    return Batch(images, labels.long(), indices)
+    return Batch(inputs, labels.long(), indices)
 
 
 def _scores(logits: Tensor) -> tuple[Tensor, Tensor]:

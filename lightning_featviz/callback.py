@@ -18,21 +18,22 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
-from lightning_featviz.analysis import degenerate, epoch_metrics, layer_stats
+from lightning_featviz.analysis import degenerate, epoch_metrics, layer_stats, purity_ceiling
 from lightning_featviz.arguments import check_arguments
 from lightning_featviz.bank import (
     BankData,
+    Choice,
     FeatureBank,
     bank_bytes,
     bank_from_columns,
-    select_subset,
     to_thumbnails,
 )
 from lightning_featviz.batches import predictions_from, read_batch, scores_of, unknown_predictions
-from lightning_featviz.capture import INPUT_LAYER, ActivationCapture, Reduction, reduce_input, resolve_layers
+from lightning_featviz.capture import INPUT_LAYER, ActivationCapture, Reduction, resolve_layers
 from lightning_featviz.datasets import sample_paths
 from lightning_featviz.distributed import all_objects, broadcast_object, gather_columns
 from lightning_featviz.embedding import Backend, MapTracker
+from lightning_featviz.inputs import InputKind, as_images, check_input_kind, input_kind, input_width, reduce_input
 from lightning_featviz.knn import Metric, NeighbourStats, ResultCache
 from lightning_featviz.render_process import RenderProcess, can_render_in_a_process
 from lightning_featviz.report import EpochResults
@@ -44,7 +45,9 @@ from lightning_featviz.trainer_data import (
     capture_training_bank,
     known_class_names,
     logged_step,
+    matching_rows,
     sampler_batches,
+    training_loader,
     validation_loader,
 )
 from lightning_featviz.worker import BackgroundWorker
@@ -87,7 +90,14 @@ class FeatureVisualizer(_Callback):
         reduction: how conv maps become vectors: ``"avg"`` (global average pool), ``"adaptive"``
             (average pool to ``pool_size`` per side) or ``"flatten"``.
         pool_size: output side of the ``"adaptive"`` reduction.
-        input_size: the input layer is area-downsampled to ``input_size`` per side before flattening.
+        input_size: the input layer is area-downsampled to ``input_size`` per side before flattening
+            (images; sequences are resampled to ``input_size`` steps, token ids counted in ``input_size**2``
+            buckets: see :mod:`lightning_featviz.inputs`).
+        input_kind: what the model's inputs are: ``"image"`` (B, C, H, W), ``"sequence"`` (B, T, F),
+            ``"vector"`` (B, F) or ``"tokens"`` (integer (B, T)); default (None) told from the first batch
+            (a float (B, H, W) batch is a grey image when the model has 2-D convolutions). Only images
+            have thumbnails: for the others, neighbour grids, the gallery and the projector's sprite are
+            left out.
         reference: ``"val"`` (leave-one-out within the kept validation samples) or ``"train"``
             (queries searched among up to ``max_reference`` training samples, captured by a
             no-grad eval-mode pass at validation end).
@@ -151,6 +161,7 @@ class FeatureVisualizer(_Callback):
         reduction: Reduction = "avg",
         pool_size: int = 2,
         input_size: int = 16,
+        input_kind: InputKind | None = None,
         reference: Literal["val", "train"] = "val",
         max_reference: int = 2000,
         class_names: Sequence[str] | None = None,
@@ -190,6 +201,7 @@ class FeatureVisualizer(_Callback):
         self.reduction: Reduction = reduction
         self.pool_size = pool_size
         self.input_size = input_size
+        self.input_kind: InputKind | None = input_kind
         self.reference = reference
         self.max_reference = max_reference
         self.class_names = None if class_names is None else [str(c) for c in class_names]
@@ -230,6 +242,9 @@ class FeatureVisualizer(_Callback):
         self._output_hook: Any = None
         self._bank: FeatureBank | None = None
         self._index_batches: list[Tensor] | None = None
+        self._input_kind: InputKind | None = input_kind  # told from the first batch when not given
+        self._choice: Choice | None = None  # which captured samples the epoch's bank keeps
+        self._dropped: set[str] = set()  # layers left out of this epoch (did not run, changed shape)
         self._active = False
         self._sized = False  # the bank's size was predicted and checked against the budget
         self._disabled = False
@@ -296,6 +311,20 @@ class FeatureVisualizer(_Callback):
             "(`featviz analyse`).",
         )
 
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validation_only("test")
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validation_only("predict")
+
+    def _validation_only(self, loop: str) -> None:
+        self._warn_once(
+            "validation-only",
+            f"FeatureVisualizer analyses validation loops only (`fit`, `validate`); `trainer.{loop}` runs without "
+            "it. Hint: to analyse another set, pass it to `trainer.validate(model, dataloaders=...)` or run "
+            "`featviz analyse`.",
+        )
+
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._detach()
         self._drain()
@@ -343,7 +372,8 @@ class FeatureVisualizer(_Callback):
                 f"`query_indices` {beyond} are beyond the validation dataset ({size} samples); they are left out.",
             )
         dtype = torch.float16 if self.storage_dtype == "float16" else torch.float32
-        self._bank = FeatureBank(select_subset(size, self.max_samples, self.seed, queries), dtype)
+        choice = Choice(self.max_samples, self.k + 1, self.seed, tuple(queries))
+        self._bank, self._choice, self._dropped = FeatureBank(size, choice, dtype), choice, set()
         self._val_dataset = loader.dataset
         self._index_batches = sampler_batches(loader)
         self._capture.register()
@@ -372,15 +402,37 @@ class FeatureVisualizer(_Callback):
         dataloader_idx: int = 0,
     ) -> None:
         if trainer.sanity_checking and batch_idx == 0:
-            images, _, _ = read_batch(batch, self.batch_extractor)  # a batch we cannot read fails before training
-            if not self._sized and self._capture is not None:
-                captured = self._capture.pop()
-                self._capture.remove()
-                self._check_memory(captured, images, sanity=True)
+            self._probe(pl_module, batch)  # a batch we cannot read fails here, before training
         if not self._active or dataloader_idx != self.dataloader_idx or self._capture is None or self._bank is None:
             return
+        if not self._guarded(self._add_batch, pl_module, outputs, batch, batch_idx):
+            self._bank = None  # not analysed this epoch (every rank still gathers, DDP)
+            self._detach()
+
+    def _probe(self, pl_module: pl.LightningModule, batch: Any) -> None:
+        """The sanity check's first batch: read it, tell the input's kind, name layers that did not run,
+        and size the bank against the memory budget."""
+        inputs, _, _ = read_batch(batch, self.batch_extractor)
+        self._kind_of(inputs, pl_module)
+        if self._sized or self._capture is None:
+            return
         captured = self._capture.pop()
-        images, labels, indices = read_batch(batch, self.batch_extractor)
+        self._capture.remove()
+        missing = [path for path in self._paths if path != INPUT_LAYER and path not in captured]
+        if missing:
+            raise ValueError(
+                f"Expected every layer in `layers` to run in the validation forward, but {missing} did not. "
+                "Hint: name modules that `forward` calls (a module defined but unused, or only used in "
+                "training, has no output to capture)."
+            )
+        self._check_memory(captured, inputs, sanity=True)
+
+    def _add_batch(self, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> bool:
+        """Read one validation batch and add its kept rows to the bank; True when it went through (even
+        with nothing to keep), False when the epoch cannot be analysed."""
+        assert self._capture is not None and self._bank is not None
+        captured = self._capture.pop()
+        inputs, labels, indices = read_batch(batch, self.batch_extractor)
         if indices is None:
             if (
                 self._index_batches is None
@@ -389,38 +441,73 @@ class FeatureVisualizer(_Callback):
             ):
                 self._warn_once(
                     "indices",
-                    "FeatureVisualizer cannot tell which dataset samples a validation batch holds (the loader "
-                    "shuffles or its sampler is unknown); nothing is analysed. Hint: use shuffle=False for "
-                    "validation, or return dataset indices from `batch_extractor`.",
+                    "FeatureVisualizer cannot tell which dataset samples a validation batch holds: only a sampler "
+                    "whose order is known (sequential, a list of indices, a non-shuffling DistributedSampler) "
+                    "tells; a random, weighted or subset-random sampler draws a new order each time; nothing is "
+                    "analysed. Hint: use shuffle=False and no sampler for validation, or return dataset indices "
+                    "from `batch_extractor`.",
                 )
-                self._bank = None  # the epoch still ends in a gather on every rank (DDP)
-                self._detach()
-                return
+                return False
             indices = self._index_batches[batch_idx]
+        self._kind_of(inputs, pl_module)
         if not self._sized:
-            self._check_memory(captured, images, sanity=False)
+            self._check_memory(captured, inputs, sanity=False)
             if self._disabled:
-                self._bank = None
-                self._detach()
-                return
-        rows = self._bank.rows_to_keep(indices)
-        if rows is None:
-            return
-        missing = [path for path in self._paths if path != INPUT_LAYER and path not in captured]
-        if missing:
-            self._warn_once("missing", f"Layers {missing} did not run in a validation forward; the batch is skipped.")
-            return
-        kept_images = images[rows]
-        vectors = {
-            display: reduce_input(kept_images, self.input_size).cpu() if path == INPUT_LAYER else captured[path][rows]
-            for path, display in self._paths.items()
-        }
-        predicted = predictions_from(outputs) or self._preds
-        if predicted is None or len(predicted[0]) != len(labels):
-            predicted = unknown_predictions(len(labels))
-        preds, confidences = (values.cpu()[rows] for values in predicted)
-        thumbnails = self._thumbnails(kept_images)
-        self._bank.add(indices[rows], labels.cpu()[rows], preds, confidences, vectors, thumbnails)
+                return False
+        vectors = self._vectors(inputs, captured)
+        preds_and_confidences = predictions_from(outputs) or self._preds
+        if preds_and_confidences is None or len(preds_and_confidences[0]) != len(labels):
+            preds_and_confidences = unknown_predictions(len(labels))
+        preds, confidences = (values.cpu() for values in preds_and_confidences)
+        self._bank.add(indices, labels.cpu(), preds, confidences, vectors, self._thumbnails(inputs))
+        return True
+
+    def _vectors(self, inputs: Tensor, captured: dict[str, Tensor]) -> dict[str, Tensor]:
+        """One (B, D) vector per sample for each layer still captured this epoch; a layer that did not run or
+        whose vectors changed shape is left out for the rest of the epoch, with one warning."""
+        vectors = {}
+        for path, display in self._paths.items():
+            if display in self._dropped:
+                continue
+            if path == INPUT_LAYER:
+                vectors[display] = reduce_input(inputs, self._kind_of(inputs), self.input_size).cpu()
+            elif path in captured:
+                vectors[display] = captured[path]
+            else:
+                self._drop_layer(display, "it did not run in a validation forward")
+                continue
+            width, stored = tuple(vectors[display].shape[1:]), self._bank.width(display) if self._bank else None
+            if stored is not None and width != stored:
+                del vectors[display]
+                self._drop_layer(display, f"its vectors changed shape from {stored} to {width} within the epoch")
+        return vectors
+
+    def _drop_layer(self, layer: str, reason: str) -> None:
+        message = f"Layer {layer!r} is left out of this epoch's analysis: {reason}. The other layers go on."
+        if self.strict:
+            raise ValueError(message)
+        self._dropped.add(layer)
+        if self._bank is not None:
+            self._bank.drop(layer)
+        self._warn_once(f"dropped/{layer}", message)
+
+    def _kind_of(self, inputs: Tensor, pl_module: pl.LightningModule | None = None) -> InputKind:
+        """The input's kind (``input_kind``, else told from the first batch and the model), the same all run.
+
+        Raises:
+            TypeError: the batch does not have the shape and dtype of that kind.
+        """
+        if self._input_kind is None:
+            self._input_kind = self.input_kind or input_kind(inputs, pl_module)
+            if self._input_kind != "image":
+                self._warn_once(
+                    "not-images",
+                    f"FeatureVisualizer sees {self._input_kind} inputs {tuple(inputs.shape)}, not images: neighbour "
+                    "grids, the wrong-cluster gallery and projector thumbnails are left out; every other output "
+                    "is made. Hint: pass `input_kind` if that is not what the inputs are.",
+                )
+        check_input_kind(inputs, self._input_kind)
+        return self._input_kind
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._active:
@@ -432,7 +519,7 @@ class FeatureVisualizer(_Callback):
         self._bank = None
         results, metrics, failure = None, {}, None
         if trainer.is_global_zero:
-            bank = bank_from_columns(columns or {})
+            bank = bank_from_columns(columns or {}, self._choice)
             if bank is None and "indices" not in self._warned:
                 self._warn_once(
                     "empty", "FeatureVisualizer captured no validation sample this epoch; nothing is analysed."
@@ -518,8 +605,12 @@ class FeatureVisualizer(_Callback):
             return None, {}
         # The search runs where the model is when that is a GPU; on the CPU, FAISS when installed.
         device = trainer.strategy.root_device if trainer.strategy.root_device.type == "cuda" else torch.device("cpu")
-        layers = list(self._paths.values())
-        stats = layer_stats(
+        layers = [layer for layer in self._paths.values() if layer in bank.vectors]
+        if reference is not None:
+            layers = [layer for layer in layers if layer in reference.vectors]
+        self._warn_ceiling(bank, reference)
+        exclude = self._same_samples(trainer, bank, reference)
+        stats, undefined = layer_stats(
             bank,
             reference,
             layers,
@@ -530,10 +621,38 @@ class FeatureVisualizer(_Callback):
             self.chunk_size,
             self._knn_cache,
             self._warn_once,
+            exclude,
         )
-        metrics = epoch_metrics(stats, bank.labels, names, self.tag)
+        metrics = epoch_metrics(stats, bank.labels, names, self.tag, undefined)
         searched = reference if reference is not None else bank
         return EpochResults(bank, searched, stats, names, self.k, trainer.current_epoch), metrics
+
+    def _warn_ceiling(self, bank: BankData, reference: BankData | None) -> None:
+        """Warn once when too few samples of some classes were kept for purity@k to reach 1."""
+        searched = reference if reference is not None else bank
+        ceiling = purity_ceiling(bank.labels, searched.labels, self.k, reference is None)
+        if ceiling > 0.999:
+            return
+        counts = torch.bincount(searched.labels)
+        small = int(((counts > 0) & (counts < self.k + int(reference is None))).sum())
+        knob = "max_reference" if reference is not None else "max_samples"
+        value = getattr(self, knob)
+        lifted = int((counts > 0).sum()) * (self.k + 1)
+        self._warn_once(
+            "ceiling",
+            f"kNN purity@{self.k} cannot exceed {ceiling:.3f} here, however good the features: {small} of "
+            f"{int((counts > 0).sum())} classes have fewer than {self.k + int(reference is None)} samples among "
+            f"the {len(searched)} kept (`{knob}`={value}). Hint: `{knob}` >= {lifted} keeps {self.k + 1} of each "
+            "class where the data has them; or lower `k`.",
+        )
+
+    def _same_samples(self, trainer: pl.Trainer, bank: BankData, reference: BankData | None) -> Tensor | None:
+        """(N,) the reference row holding the same sample as each validation row (-1: none), where the
+        training and validation sets come from one dataset; None otherwise."""
+        loader = training_loader(trainer)
+        if reference is None or loader is None or self._val_dataset is None:
+            return None
+        return matching_rows(self._val_dataset, bank.indices, loader.dataset, reference.indices)
 
     def _report(self, job: EpochJob, destination: Destination) -> None:
         report = self._render(job)
@@ -580,19 +699,19 @@ class FeatureVisualizer(_Callback):
 
     # ----------------------------------------------------------------------------- helpers
 
-    def _check_memory(self, captured: dict[str, Tensor], images: Tensor, sanity: bool) -> None:
+    def _check_memory(self, captured: dict[str, Tensor], inputs: Tensor, sanity: bool) -> None:
         """Predict the bank's size from one batch's vectors, log it once, and hold it to the budget."""
         if any(path != INPUT_LAYER and path not in captured for path in self._paths):
             return  # a layer did not run on this batch: try again on the next one
         self._sized = True
-        channels = images.shape[1] if images.ndim == 4 else 1
+        width = input_width(tuple(inputs.shape), self._kind_of(inputs), self.input_size)
         dims = {
-            display: channels * self.input_size**2 if path == INPUT_LAYER else int(captured[path].shape[1])
+            display: width if path == INPUT_LAYER else int(captured[path][0].numel())
             for path, display in self._paths.items()
         }
         rows = self.max_samples + (self.max_reference if self.reference == "train" else 0)
         dtype = torch.float16 if self.storage_dtype == "float16" else torch.float32
-        shown = self._shows_images
+        shown = self._shows_images and self._input_kind == "image"
         size = bank_bytes(rows, dims, dtype, self.thumbnail_size if shown else None) / 2**20
         widths = " + ".join(f"{d} ({layer})" for layer, d in dims.items())
         rank_zero_info(
@@ -620,11 +739,10 @@ class FeatureVisualizer(_Callback):
             trainer,
             pl_module,
             self._capture,
-            self._paths,
             self.max_reference,
             self.seed + 1,
-            self.input_size,
             self.batch_extractor,
+            self._vectors,
             self._thumbnails,
         )
         if bank is None:
@@ -635,11 +753,12 @@ class FeatureVisualizer(_Callback):
             )
         return bank
 
-    def _thumbnails(self, images: Tensor) -> Tensor:
-        """(B, 3, T, T) uint8 thumbnails, or (B, 0) when no output shows images."""
-        if not self._shows_images:
-            return torch.empty(images.shape[0], 0, dtype=torch.uint8)
-        channels = images.shape[1] if images.ndim == 4 else 1
+    def _thumbnails(self, inputs: Tensor) -> Tensor:
+        """(B, 3, T, T) uint8 thumbnails of image inputs, or (B, 0) when no output shows images."""
+        if not self._shows_images or self._input_kind != "image":
+            return torch.empty(inputs.shape[0], 0, dtype=torch.uint8)
+        images = as_images(inputs)
+        channels = images.shape[1]
         if channels not in (1, 3):
             shown = "the first three as RGB" if channels > 3 else "the first in grey"
             self._warn_once(

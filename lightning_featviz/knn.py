@@ -6,6 +6,8 @@ Shapes: Q queries, N reference vectors, D dimensions, k neighbours, C classes. V
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
@@ -25,6 +27,7 @@ def knn_search(
     exclude_self: bool = False,
     chunk_size: int = 1024,
     backend: Literal["auto", "torch", "faiss"] = "auto",
+    exclude: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Exact k nearest neighbours of each query among the reference vectors.
 
@@ -39,6 +42,8 @@ def knn_search(
         metric: ``"euclidean"`` (L2 distance) or ``"cosine"`` (1 - cosine similarity).
         exclude_self: leave-one-out search; query ``i`` is reference row ``i`` and never its own
             neighbour (``queries`` and ``reference`` are the same set, Q == N).
+        exclude: (Q,) a reference row that is never query ``i``'s neighbour (the same sample in
+            another set), -1 for none; instead of ``exclude_self``.
         chunk_size: queries per matrix product.
         backend: ``"auto"`` (FAISS for CPU tensors when importable, else torch), ``"torch"`` or
             ``"faiss"``.
@@ -51,7 +56,10 @@ def knn_search(
             f"Expected `queries` (Q, D) and `reference` (N, D) with the same D, "
             f"but got {tuple(queries.shape)} and {tuple(reference.shape)}."
         )
-    available = reference.shape[0] - int(exclude_self)
+    if exclude_self:
+        exclude = torch.arange(queries.shape[0], device=queries.device)
+    excluding = exclude is not None and bool((exclude >= 0).any())
+    available = reference.shape[0] - int(excluding)
     if not 1 <= k <= available:
         raise ValueError(
             f"Expected `k` to be in [1, {available}] for {reference.shape[0]} reference rows, but got {k}."
@@ -65,30 +73,75 @@ def knn_search(
     if metric == "cosine":
         queries = torch.nn.functional.normalize(queries, dim=1)
         reference = torch.nn.functional.normalize(reference, dim=1)
+    rows = exclude.to(queries.device).long() if exclude is not None and excluding else None
     if _use_faiss(backend, queries):
-        sq, idx = _faiss_search(queries, reference, k, exclude_self)
+        idx = _faiss_search(queries, reference, k, rows)
     else:
-        sq, idx = _torch_search(queries, reference, k, exclude_self, chunk_size)
-    sq = sq.clamp_min_(0)
+        idx = _torch_search(queries, reference, k, rows, chunk_size)
+    sq, idx = _exact_distances(queries, reference, idx)
     return (0.5 * sq if metric == "cosine" else sq.sqrt()), idx  # unit vectors: ||q - r||^2 = 2 (1 - cos)
 
 
-def _torch_search(
-    queries: Tensor, reference: Tensor, k: int, exclude_self: bool, chunk_size: int
-) -> tuple[Tensor, Tensor]:
-    """Squared distances (Q, k) and indices (Q, k) by chunked matrix products and top-k."""
+def _torch_search(queries: Tensor, reference: Tensor, k: int, exclude: Tensor | None, chunk_size: int) -> Tensor:
+    """Indices (Q, k) of the nearest reference rows, by chunked matrix products and top-k.
+
+    The scores of a chunk go to a buffer of at most 32 MB, reused by every search (:func:`_workspace`).
+    """
     ref_sq = torch.linalg.vector_norm(reference, dim=1).square()
-    all_sq, all_idx = [], []
+    chunk_size = max(1, min(chunk_size, 2**23 // max(reference.shape[0], 1)))
+    buffer = _workspace("scores", min(chunk_size, queries.shape[0]) * reference.shape[0], queries.device)
+    buffer = buffer.view(-1, reference.shape[0])
+    found = torch.empty(queries.shape[0], k, dtype=torch.int64, device=queries.device)
     for start in range(0, queries.shape[0], chunk_size):
         chunk = queries[start : start + chunk_size]
         # ||q - r||^2 = ||q||^2 - 2 q.r + ||r||^2; ||q||^2 is constant per row, so rank without it.
-        scores = torch.addmm(ref_sq, chunk, reference.T, alpha=-2.0)
-        if exclude_self:
-            scores.diagonal(offset=start).fill_(float("inf"))
-        top, idx = torch.topk(scores, k, dim=1, largest=False, sorted=True)
-        all_sq.append(top + torch.linalg.vector_norm(chunk, dim=1).square()[:, None])
-        all_idx.append(idx)
-    return torch.cat(all_sq), torch.cat(all_idx)
+        scores = torch.addmm(ref_sq, chunk, reference.T, alpha=-2.0, out=buffer[: len(chunk)])
+        if exclude is not None:
+            excluded = exclude[start : start + chunk_size]
+            rows = (excluded >= 0).nonzero().flatten()
+            scores[rows, excluded[rows]] = float("inf")
+        found[start : start + len(chunk)] = torch.topk(scores, k, dim=1, largest=False, sorted=True)[1]
+    return found
+
+
+def _exact_distances(queries: Tensor, reference: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Squared distances (Q, k) of each query to its found neighbours ``idx`` (Q, k), from the differences
+    themselves (exact duplicates are 0, not the rounding left by the search's norm expansion), and the
+    neighbours re-sorted by them, nearest first. The differences go to a reused buffer of at most 16 MB."""
+    q, k = idx.shape
+    dims = max(queries.shape[1], 1)
+    rows = max(1, min(q, 2**22 // max(k * dims, 1)))
+    buffer = _workspace("differences", rows * k * queries.shape[1], queries.device).view(rows * k, -1)
+    sq = torch.empty(q, k, device=queries.device)
+    for start in range(0, q, rows):
+        chunk, chosen = queries[start : start + rows], idx[start : start + rows]
+        gathered = torch.index_select(reference, 0, chosen.reshape(-1), out=buffer[: chosen.numel()])
+        differences = gathered.view(len(chunk), k, -1).sub_(chunk[:, None, :]).square_()
+        torch.sum(differences, dim=-1, out=sq[start : start + len(chunk)])
+    sq, order = sq.sort(dim=1, stable=True)
+    return sq, idx.gather(1, order)
+
+
+_WORKSPACES = threading.local()
+
+
+def _workspace(name: str, numel: int, device: torch.device) -> Tensor:
+    """A float32 buffer of ``numel`` values, kept per thread and reused by every CPU search.
+
+    Fresh large blocks for every chunk and layer leave the C allocator's heap fragmented: a process
+    that searched five layers kept ~70 MB more than it used. One buffer per purpose (at most 48 MB in
+    all) is allocated once and grown when a larger bank needs it. CUDA tensors come from PyTorch's own
+    caching allocator instead.
+    """
+    if device.type != "cpu":
+        return torch.empty(numel, device=device)
+    buffers: dict[str, Tensor] = getattr(_WORKSPACES, "buffers", {})
+    if name not in buffers or buffers[name].numel() < numel:
+        buffers.pop(name, None)
+        with torch.inference_mode(False):  # a normal tensor: written in place in and out of inference mode
+            buffers[name] = torch.empty(numel)
+        _WORKSPACES.buffers = buffers
+    return buffers[name][:numel]
 
 
 def _use_faiss(backend: str, queries: Tensor) -> bool:
@@ -103,23 +156,26 @@ def _use_faiss(backend: str, queries: Tensor) -> bool:
     return True
 
 
-def _faiss_search(queries: Tensor, reference: Tensor, k: int, exclude_self: bool) -> tuple[Tensor, Tensor]:
-    """Squared distances and indices from FAISS's exact ``IndexFlatL2``; leave-one-out by searching
-    k + 1 and dropping the query itself (or, among exact duplicates, the farthest)."""
+def _faiss_search(queries: Tensor, reference: Tensor, k: int, exclude: Tensor | None) -> Tensor:
+    """Indices (Q, k) of the nearest reference rows by FAISS's exact brute-force search; an excluded row is
+    left out by searching k + 1 and dropping it (or, where it is not among them, the farthest)."""
     import faiss
 
-    index = faiss.IndexFlatL2(reference.shape[1])
-    index.add(reference.detach().cpu().contiguous().numpy())
-    found = index.search(queries.detach().cpu().contiguous().numpy(), k + int(exclude_self))
-    sq, idx = torch.from_numpy(found[0]), torch.from_numpy(found[1])
-    if exclude_self:
-        is_self = idx == torch.arange(len(idx))[:, None]
+    # faiss.knn searches the arrays as they are (an IndexFlatL2 would copy the whole reference first).
+    found = faiss.knn(
+        queries.detach().cpu().contiguous().numpy(),
+        reference.detach().cpu().contiguous().numpy(),
+        k + int(exclude is not None),
+    )
+    idx = torch.from_numpy(found[1])
+    if exclude is not None:
+        is_self = idx == exclude.cpu()[:, None]
         # keep the k entries that are not the query; where the query is missing, drop the last one
         drop = torch.where(is_self.any(dim=1), is_self.float().argmax(dim=1), torch.full((len(idx),), k))
         keep = torch.ones_like(idx, dtype=torch.bool)
         keep[torch.arange(len(idx)), drop] = False
-        sq, idx = sq[keep].view(-1, k), idx[keep].view(-1, k)
-    return sq, idx
+        idx = idx[keep].view(-1, k)
+    return idx
 
 
 def knn_purity(neighbour_labels: Tensor, labels: Tensor) -> Tensor:
@@ -135,18 +191,34 @@ def knn_purity(neighbour_labels: Tensor, labels: Tensor) -> Tensor:
     return (neighbour_labels == labels[:, None]).float().mean(dim=1)
 
 
-def knn_vote(neighbour_labels: Tensor, num_classes: int) -> Tensor:
+def knn_vote(neighbour_labels: Tensor, num_classes: int | None = None) -> Tensor:
     """Majority-vote class of each sample's neighbours, (Q, k) -> (Q,).
 
-    A tie goes to the tied class that holds the nearest neighbour: the vote at rank r weighs
-    ``1 + 2**-(r + 1)``, and all the bonuses together add up to less than one vote.
+    A tie goes to the tied class that holds the nearest neighbour. ``num_classes`` is not needed
+    (kept for callers that pass it): :func:`majority` compares the k labels of a row with each other,
+    in chunks, instead of filling a (Q, C) table (160 MB for 20,000 samples of 1,000 classes).
     """
+    return majority(neighbour_labels)[0]
+
+
+def majority(neighbour_labels: Tensor) -> tuple[Tensor, Tensor]:
+    """The majority class of each row of ``neighbour_labels`` (Q, k), nearest-neighbour first on ties, and
+    how many of the k it holds: two (Q,) int64 tensors."""
     q, k = neighbour_labels.shape
-    rank_bonus = torch.pow(2.0, -torch.arange(1, k + 1, dtype=torch.float64, device=neighbour_labels.device))
-    weights = (1.0 + rank_bonus).expand(q, k)
-    scores = torch.zeros(q, num_classes, dtype=torch.float64, device=neighbour_labels.device)
-    scores.scatter_add_(1, neighbour_labels.long(), weights)
-    return scores.argmax(dim=1)
+    labels = neighbour_labels.long()
+    votes = torch.empty(q, dtype=torch.int64, device=labels.device)
+    counts = torch.empty(q, dtype=torch.int64, device=labels.device)
+    position = torch.arange(k, device=labels.device)
+    rows = max(1, 2**24 // max(k * k, 1))
+    for start in range(0, q, rows):
+        chunk = labels[start : start + rows]
+        same = chunk[:, :, None] == chunk[:, None, :]  # (rows, k, k): position i and j hold one class
+        count = same.sum(dim=2)  # (rows, k): how many hold the class at position j
+        first = torch.where(same, position, k).amin(dim=2)  # (rows, k): its nearest position
+        best = (count * (k + 1) - first).argmax(dim=1)
+        votes[start : start + rows] = chunk.gather(1, best[:, None])[:, 0]
+        counts[start : start + rows] = count.gather(1, best[:, None])[:, 0]
+    return votes, counts
 
 
 def per_class_mean(values: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -154,6 +226,10 @@ def per_class_mean(values: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     sums = torch.zeros(num_classes, dtype=torch.float64).scatter_add_(0, labels.long().cpu(), values.double().cpu())
     counts = torch.bincount(labels.long().cpu(), minlength=num_classes).double()
     return (sums / counts).float()  # 0 / 0 -> NaN marks a class with no sample
+
+
+#: A sample's neighbourhood is ambiguous when its k-th and (k+1)-th neighbours are this close, relatively.
+TIE_TOLERANCE = 1e-5
 
 
 @dataclass
@@ -166,6 +242,8 @@ class NeighbourStats:
         purity: (Q,) fraction of neighbours sharing the query's label.
         votes: (Q,) majority-vote class of the neighbours.
         class_purity: (C,) mean purity per true class (NaN where a class has no query).
+        tied: fraction of queries whose k-th and (k+1)-th neighbours are equally far (within
+            :data:`TIE_TOLERANCE`): for those, which k neighbours count depends on the order of the samples.
     """
 
     distances: Tensor
@@ -173,6 +251,7 @@ class NeighbourStats:
     purity: Tensor
     votes: Tensor
     class_purity: Tensor
+    tied: float = 0.0
 
     @property
     def mean_purity(self) -> float:
@@ -192,11 +271,14 @@ def neighbour_stats(
     reference: Tensor | None = None,
     reference_labels: Tensor | None = None,
     chunk_size: int = 1024,
+    exclude: Tensor | None = None,
 ) -> NeighbourStats:
     """kNN statistics of ``vectors`` (Q, D) with ``labels`` (Q,).
 
     Without ``reference`` the search is leave-one-out within ``vectors``; with it, each query is
-    searched among ``reference`` (N, D) whose labels are ``reference_labels`` (N,).
+    searched among ``reference`` (N, D) whose labels are ``reference_labels`` (N,), never among the
+    rows ``exclude`` (Q,) names (the same sample in both sets; -1 for none). One neighbour more than
+    ``k`` is searched to tell how many neighbourhoods are ties (:attr:`NeighbourStats.tied`).
     """
     leave_one_out = reference is None
     if (reference is None) != (reference_labels is None):
@@ -204,7 +286,16 @@ def neighbour_stats(
     ref, ref_labels = (
         (vectors, labels) if reference is None or reference_labels is None else (reference, reference_labels)
     )
-    distances, indices = knn_search(vectors, ref, k, metric, exclude_self=leave_one_out, chunk_size=chunk_size)
+    available = ref.shape[0] - int(leave_one_out or (exclude is not None and bool((exclude >= 0).any())))
+    searched = min(k + 1, available) if k <= available else k
+    distances, indices = knn_search(
+        vectors, ref, searched, metric, exclude_self=leave_one_out, chunk_size=chunk_size, exclude=exclude
+    )
+    tied = 0.0
+    if searched > k:
+        gap = distances[:, k] - distances[:, k - 1]
+        tied = float((gap <= TIE_TOLERANCE * distances[:, k]).float().mean())
+        distances, indices = distances[:, :k], indices[:, :k]
     neighbour_labels = ref_labels.to(indices.device)[indices]
     labels = labels.to(indices.device)
     purity = knn_purity(neighbour_labels, labels)
@@ -214,39 +305,47 @@ def neighbour_stats(
         purity=purity.cpu(),
         votes=knn_vote(neighbour_labels, num_classes).cpu(),
         class_purity=per_class_mean(purity, labels, num_classes).cpu(),
+        tied=tied,
     )
 
 
-def _same(a: Tensor | None, b: Tensor | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+def digest(tensors: tuple[Tensor | None, ...]) -> bytes:
+    """A fingerprint of the tensors' shapes, dtypes and bytes (BLAKE2b): equal for bit-identical inputs."""
+    hasher = hashlib.blake2b(digest_size=20)
+    for tensor in tensors:
+        if tensor is None:
+            hasher.update(b"none")
+            continue
+        data = tensor.detach().cpu().contiguous()
+        hasher.update(f"{tuple(data.shape)}{data.dtype}".encode())
+        if data.numel():
+            hasher.update(data.reshape(-1).view(torch.uint8).numpy().data)  # the bytes themselves, no copy
+    return hasher.digest()
 
 
 class ResultCache(Generic[T]):
     """Reuses results (kNN searches, t-SNE maps) whose inputs are bit-identical to earlier ones.
 
     Pixel space gives the same vectors every epoch, frozen layers do too, and some layers repeat
-    another's vectors (a ResNet's ``layer4`` and ``avgpool`` on small images). Comparing inputs is
-    O(N * D); the search it saves is O(N^2 * D). Only the entries used since the last
-    :meth:`next_round` are kept, so memory stays at one round's inputs.
+    another's vectors (a ResNet's ``layer4`` and ``avgpool`` on small images). Inputs are compared by
+    :func:`digest`, O(N * D); the search it saves is O(N^2 * D). Only fingerprints are kept, never the
+    inputs (a cache must not hold an epoch's bank into the next), and only for the entries used since
+    the last :meth:`next_round`.
     """
 
     def __init__(self) -> None:
-        self._previous: list[tuple[tuple[Tensor | None, ...], T]] = []
-        self._current: list[tuple[tuple[Tensor | None, ...], T]] = []
+        self._previous: dict[bytes, T] = {}
+        self._current: dict[bytes, T] = {}
 
     def get(self, key: tuple[Tensor | None, ...], compute: Callable[[], T]) -> T:
         """``compute()``'s result, or the one stored under an equal ``key`` (a tuple of tensors)."""
-        stored = [
-            result
-            for stored_key, result in self._current + self._previous
-            if len(stored_key) == len(key) and all(_same(a, b) for a, b in zip(stored_key, key, strict=True))
-        ]
-        result = stored[0] if stored else compute()
-        self._current.append((key, result))
+        fingerprint = digest(key)
+        if fingerprint in self._current:
+            return self._current[fingerprint]
+        result = self._previous[fingerprint] if fingerprint in self._previous else compute()
+        self._current[fingerprint] = result
         return result
 
     def next_round(self) -> None:
         """Forget everything not used in the round that just ended."""
-        self._previous, self._current = self._current, []
+        self._previous, self._current = self._current, {}

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_featviz.bank import BankData
-from lightning_featviz.knn import knn_vote
+from lightning_featviz.knn import majority
 from lightning_featviz.plots import NeighbourGrid
 
 CSV_COLUMNS = (
@@ -81,10 +80,8 @@ def find_wrong_cluster(
     if not 0 < min_share <= 1:
         raise ValueError(f"Expected `min_share` to be in (0, 1], but got {min_share}.")
     n, k = neighbour_labels.shape
-    counts = F.one_hot(neighbour_labels.long(), num_classes).sum(dim=1)  # (N, C)
-    cluster = knn_vote(neighbour_labels, num_classes)  # (N,)
-    count = counts.gather(1, cluster[:, None])[:, 0]
-    own = counts.gather(1, labels.long()[:, None])[:, 0]
+    cluster, count = majority(neighbour_labels)  # (N,) each
+    own = (neighbour_labels == labels.to(neighbour_labels.device)[:, None]).sum(dim=1)
     flagged = (cluster != labels) & (count >= min_share * k - 1e-9)
     rows = torch.nonzero(flagged)[:, 0]
     # Nearest position of the cluster class among the neighbours: the last sort key.

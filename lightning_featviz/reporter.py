@@ -183,11 +183,12 @@ class Reporter:
             return
         chosen = options.wrong_cluster_layer or list(stats)[-1]
         images: dict[tuple[str, str], np.ndarray] = {}
-        if options.log_neighbour_grids:
+        shows_images = results.bank.thumbnails.ndim == 4  # not for sequences, vectors or tokens
+        if options.log_neighbour_grids and shows_images:
             images |= neighbour_grid_images(results, query_rows(results.bank, options.query_indices))
         if options.log_wrong_cluster and chosen in flagged:
             report.texts.append(self._export_wrong_cluster(results, chosen, flagged[chosen], job.paths))
-            if len(flagged[chosen]):
+            if len(flagged[chosen]) and shows_images:
                 gallery = gallery_image(results, chosen, flagged[chosen], options.min_share, options.max_gallery)
                 images[("wrong_cluster", chosen)] = gallery
         if options.log_confusion:

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, RandomSampler, Subset
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, SequentialSampler, Subset
 
-from lightning_featviz.bank import BankData, FeatureBank, select_subset
+from lightning_featviz.bank import BankData, Choice, FeatureBank, select_subset
 from lightning_featviz.batches import read_batch, scores_of, unknown_predictions
-from lightning_featviz.capture import INPUT_LAYER, ActivationCapture, reduce_input
+from lightning_featviz.capture import ActivationCapture
 
 
 @contextmanager
@@ -47,13 +47,53 @@ def validation_loader(trainer: Any, dataloader_idx: int) -> DataLoader | None:
     return loaders if isinstance(loaders, DataLoader) else None
 
 
+def known_order(sampler: Any) -> bool:
+    """Whether ``sampler`` draws the same order every time it is iterated, so that reading it once tells
+    which dataset samples each batch holds: a sequential sampler, a fixed sequence of indices, a
+    non-shuffling ``DistributedSampler`` (Lightning's too), a batch sampler over one of these. Random,
+    weighted and subset-random samplers draw a new order when the real loop iterates, and an unknown
+    sampler class may too."""
+    if isinstance(sampler, BatchSampler):
+        return known_order(sampler.sampler)
+    if isinstance(sampler, (SequentialSampler, range, list, tuple)):
+        return True
+    if isinstance(sampler, DistributedSampler):
+        # Lightning's DistributedSamplerWrapper shards another sampler, kept as `dataset._sampler`.
+        wrapped = getattr(getattr(sampler, "dataset", None), "_sampler", None)
+        return not sampler.shuffle and (wrapped is None or known_order(wrapped))
+    return False
+
+
 def sampler_batches(loader: DataLoader) -> list[Tensor] | None:
-    """The dataset indices of each batch this epoch, read off a non-random batch sampler; else None."""
+    """The dataset indices of each batch this epoch, read off a sampler whose order is known
+    (:func:`known_order`); else None."""
     batch_sampler = getattr(loader, "batch_sampler", None)
-    if batch_sampler is None or isinstance(getattr(batch_sampler, "sampler", None), RandomSampler):
+    if batch_sampler is None or not known_order(batch_sampler):
         return None
     with preserved_global_rng():
         return [torch.as_tensor(list(batch), dtype=torch.int64) for batch in batch_sampler]
+
+
+def base_indices(dataset: Any, indices: Tensor) -> tuple[Any, Tensor]:
+    """The dataset under any ``Subset`` wrappers, and the (n,) ``indices`` as positions in it."""
+    indices = indices.long()
+    while isinstance(dataset, Subset):
+        indices = torch.as_tensor(dataset.indices, dtype=torch.int64)[indices]
+        dataset = dataset.dataset
+    return dataset, indices
+
+
+def matching_rows(queries: Any, query_indices: Tensor, searched: Any, searched_indices: Tensor) -> Tensor | None:
+    """(Q,) for each of ``query_indices`` (positions in dataset ``queries``), the position in
+    ``searched_indices`` (of dataset ``searched``) of the same sample, -1 where it is not there; None
+    when the two datasets are not views of one dataset (then no sample can be in both)."""
+    base, query_base = base_indices(queries, query_indices)
+    other, searched_base = base_indices(searched, searched_indices)
+    if base is not other:
+        return None
+    position = {int(index): row for row, index in enumerate(searched_base.tolist())}
+    rows = torch.tensor([position.get(int(index), -1) for index in query_base.tolist()], dtype=torch.int64)
+    return rows if bool((rows >= 0).any()) else None
 
 
 def known_class_names(trainer: Any, loader: DataLoader | None) -> list[str]:
@@ -83,49 +123,52 @@ def allows_empty_ranks(trainer: Any, pl_module: nn.Module) -> bool:
     return any(getattr(h, "allow_zero_length_dataloader_with_multiple_devices", False) for h in holders)
 
 
-def capture_training_bank(
-    trainer: Any,
-    pl_module: nn.Module,
-    capture: ActivationCapture,
-    paths: Mapping[str, str],
-    max_reference: int,
-    seed: int,
-    input_size: int,
-    extractor: Callable[[Any], tuple[Any, ...]] | None,
-    thumbnails: Callable[[Tensor], Tensor],
-) -> BankData | None:
-    """Up to ``max_reference`` training samples (chosen by ``seed``) through a no-grad, eval-mode forward
-    with ``capture`` attached: their vectors for each ``paths`` layer (path -> display name), labels,
-    predictions and thumbnails. None when there is no training DataLoader over a sized dataset."""
+def training_loader(trainer: Any) -> DataLoader | None:
+    """The training DataLoader (the datamodule's outside ``fit``), when it is one over a sized dataset."""
     loader = trainer.train_dataloader
     datamodule = datamodule_of(trainer)
     if loader is None and datamodule is not None:
         loader = datamodule.train_dataloader()
     if not isinstance(loader, DataLoader) or not hasattr(loader.dataset, "__len__"):
         return None
-    keep = select_subset(len(loader.dataset), max_reference, seed)
+    return loader
+
+
+def capture_training_bank(
+    trainer: Any,
+    pl_module: nn.Module,
+    capture: ActivationCapture,
+    max_reference: int,
+    seed: int,
+    extractor: Callable[[Any], tuple[Any, ...]] | None,
+    vectors: Callable[[Tensor, dict[str, Tensor]], dict[str, Tensor]],
+    thumbnails: Callable[[Tensor], Tensor],
+) -> BankData | None:
+    """Up to ``max_reference`` training samples (chosen by ``seed``) through a no-grad, eval-mode forward
+    with ``capture`` attached: ``vectors(inputs, captured)`` of each (layer -> (B, D)), labels, predictions
+    and ``thumbnails(inputs)``. None when there is no training DataLoader over a sized dataset."""
+    loader = training_loader(trainer)
+    if loader is None:
+        return None
+    keep = select_subset(len(loader.dataset), max_reference, seed)  # type: ignore[arg-type]  # sized: checked
     batch_size = loader.batch_size or 64
     generator = torch.Generator().manual_seed(seed)  # a DataLoader draws its base seed from the global RNG otherwise
     subset = DataLoader(
         Subset(loader.dataset, keep.tolist()), batch_size, collate_fn=loader.collate_fn, generator=generator
     )
-    bank = FeatureBank(keep)
+    bank = FeatureBank(len(keep), Choice(len(keep)))
     was_training = pl_module.training
     precision = getattr(trainer.precision_plugin, "forward_context", nullcontext)
     try:
         pl_module.eval()
         with preserved_global_rng(), torch.no_grad(), capture.attach(), precision():
             for position, raw in enumerate(subset):
-                images, labels, _ = read_batch(raw, extractor)
-                output = pl_module(images.to(next(pl_module.parameters()).device))
-                captured = capture.pop()
+                inputs, labels, _ = read_batch(raw, extractor)
+                output = pl_module(inputs.to(next(pl_module.parameters()).device))
                 preds, confidences = scores_of(output) or unknown_predictions(len(labels))
                 indices = keep[position * batch_size : position * batch_size + len(labels)]
-                vectors = {
-                    display: reduce_input(images, input_size).cpu() if path == INPUT_LAYER else captured[path]
-                    for path, display in paths.items()
-                }
-                bank.add(indices, labels.cpu(), preds.cpu(), confidences.cpu(), vectors, thumbnails(images))
+                captured = vectors(inputs, capture.pop())
+                bank.add(indices, labels.cpu(), preds.cpu(), confidences.cpu(), captured, thumbnails(inputs))
     finally:
         pl_module.train(was_training)
     return bank.finalize()

@@ -36,7 +36,7 @@ class TinyNet(pl.LightningModule):
         return self.fc(x.flatten(1))
 
     def training_step(self, batch, batch_idx):
-        x, y = batch
+        x, y = batch[0], batch[1]
         loss = F.cross_entropy(self(x), y)
         self.log("train_loss", loss)
         return loss
@@ -44,7 +44,7 @@ class TinyNet(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         if self.fail_at_batch is not None and not self.trainer.sanity_checking and batch_idx == self.fail_at_batch:
             raise RuntimeError("boom in validation_step")
-        x, y = batch
+        x, y = batch[0], batch[1]
         logits = self(x)
         self.log("val_loss", F.cross_entropy(logits, y))
         self.log("val_acc", (logits.argmax(1) == y).float().mean())

@@ -18,16 +18,29 @@ import torch.distributed as dist
 from google.protobuf import text_format
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
-from torch.utils.data import DataLoader, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TinyNet  # noqa: E402
 
 from lightning_featviz import FeatureVisualizer  # noqa: E402
-from lightning_featviz.bank import select_subset  # noqa: E402
+from lightning_featviz.bank import Choice  # noqa: E402
 from lightning_featviz.datasets import ColouredDigits  # noqa: E402
 
 SEED = 3
+
+
+class Indexed(Dataset):
+    """``(image, label, dataset index)``: a sampler of unknown order needs the index from the batch."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return (*self.dataset[index], index)
 
 
 class SplitSampler(Sampler[int]):
@@ -63,11 +76,14 @@ def main() -> None:
 
     pl.seed_everything(0)
     val = Subset(ColouredDigits("val", seed=0), range(args.val_size))
-    sampler, distributed_sampler = None, True
+    plain, sampler, distributed_sampler, extractor = val, None, True, None
     if args.rank_one_keeps_nothing or args.rank_one_sees_nothing:
-        keep = set(select_subset(args.val_size, args.max_samples, SEED).tolist())
+        labels = torch.tensor([int(val[i][1]) for i in range(args.val_size)])
+        chosen = Choice(args.max_samples, floor=6, seed=SEED).rows(torch.arange(args.val_size), labels)
+        keep = set(chosen.nonzero().flatten().tolist())
         sampler = SplitSampler(args.val_size, keep, rank_one_empty=args.rank_one_sees_nothing)
         distributed_sampler = False
+        val, extractor = Indexed(val), lambda batch: tuple(batch)  # this sampler's order is not known
     loader = DataLoader(val, batch_size=16, sampler=sampler)
     model = TinyNet()
     model.allow_zero_length_dataloader_with_multiple_devices = args.rank_one_sees_nothing
@@ -77,7 +93,13 @@ def main() -> None:
         model.bn1 = torch.nn.Identity()
     layers = ["input", "conv2", "pool"]
     visualizer = FeatureVisualizer(
-        layers, k=5, max_samples=args.max_samples, seed=SEED, tsne_dims=[2], background=args.background
+        layers,
+        k=5,
+        max_samples=args.max_samples,
+        seed=SEED,
+        tsne_dims=[2],
+        background=args.background,
+        batch_extractor=extractor,
     )
     out_dir = Path(args.out).parent / f"logs_{args.devices}"
     trainer = pl.Trainer(
@@ -93,7 +115,7 @@ def main() -> None:
         limit_train_batches=2,
     )
     if args.stage == "fit":
-        trainer.fit(model, train_dataloaders=DataLoader(val, batch_size=16), val_dataloaders=loader)
+        trainer.fit(model, train_dataloaders=DataLoader(plain, batch_size=16), val_dataloaders=loader)
     else:
         trainer.validate(model, dataloaders=loader)
     metrics = {tag: float(value) for tag, value in trainer.callback_metrics.items() if tag.startswith("featviz/")}

@@ -142,3 +142,12 @@ def test_faiss_and_torch_find_the_same_neighbours_even_among_exact_duplicates():
     assert torch.equal(faiss_idx[~torch.isin(torch.arange(500), ties)], torch_idx[~torch.isin(torch.arange(500), ties)])
     for row in ties.tolist():  # the other three copies first, in some order
         assert set(faiss_idx[row, :3].tolist()) == set(ties.tolist()) - {row}
+
+
+def test_a_search_in_inference_mode_and_then_outside_it_both_work():
+    # The search reuses its buffers between calls; Lightning validates in inference mode and fits outside it.
+    data = torch.randn(300, 8, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        inside = knn_search(data, data, 4, exclude_self=True, backend="torch")[1]
+    outside = knn_search(data.clone(), data.clone(), 4, exclude_self=True, backend="torch")[1]
+    assert torch.equal(inside, outside)
