@@ -29,8 +29,17 @@ from lightning_featviz.bank import (
     to_thumbnails,
 )
 from lightning_featviz.batches import predictions_from, read_batch, scores_of, unknown_predictions
-from lightning_featviz.capture import INPUT_LAYER, ActivationCapture, Reduction, reduce_input, resolve_layers
+from lightning_featviz.capture import (
+    INPUT_LAYER,
+    ActivationCapture,
+    Reduction,
+    reduce_input,
+    resolve_layers,
+    resolve_reductions,
+    short_display_names,
+)
 from lightning_featviz.datasets import sample_paths
+from lightning_featviz.default_layers import default_layers
 from lightning_featviz.distributed import all_objects, broadcast_object, gather_columns
 from lightning_featviz.embedding import Backend, MapTracker
 from lightning_featviz.knn import Metric, NeighbourStats, ResultCache
@@ -44,6 +53,7 @@ from lightning_featviz.trainer_data import (
     capture_training_bank,
     known_class_names,
     logged_step,
+    preserved_global_rng,
     sampler_batches,
     validation_loader,
 )
@@ -143,12 +153,12 @@ class FeatureVisualizer(_Callback):
 
     def __init__(
         self,
-        layers: Sequence[str] | Mapping[str, str] = ("input", "avgpool"),
+        layers: Sequence[str] | Mapping[str, str] | Literal["auto"] | None = "auto",
         k: int = 10,
         max_samples: int = 2000,
         query_indices: Sequence[int] | None = None,
         metric: Metric = "euclidean",
-        reduction: Reduction = "avg",
+        reduction: Reduction | Mapping[str, str | Callable[[Any], Tensor]] = "avg",
         pool_size: int = 2,
         input_size: int = 16,
         reference: Literal["val", "train"] = "val",
@@ -182,12 +192,18 @@ class FeatureVisualizer(_Callback):
     ) -> None:
         check_arguments({name: value for name, value in locals().items() if name != "self"})
 
-        self.layers = dict(layers) if isinstance(layers, Mapping) else list(layers)
+        self.layers: list[str] | dict[str, str] | Literal["auto"] = (
+            "auto"
+            if layers is None or layers == "auto"
+            else dict(layers)
+            if isinstance(layers, Mapping)
+            else list(layers)
+        )
         self.k = k
         self.max_samples = max_samples
         self.query_indices = None if query_indices is None else [int(i) for i in query_indices]
         self.metric: Metric = metric
-        self.reduction: Reduction = reduction
+        self.reduction = reduction if isinstance(reduction, str) else dict(reduction)
         self.pool_size = pool_size
         self.input_size = input_size
         self.reference = reference
@@ -249,20 +265,15 @@ class FeatureVisualizer(_Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(layers=list(self.layers), k=self.k)
+        return self._generate_state_key(layers=self.layers if self.layers == "auto" else list(self.layers), k=self.k)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._paths = resolve_layers(pl_module, self.layers)
-        displays = list(self._paths.values())
-        if self.wrong_cluster_layer is not None and self.wrong_cluster_layer not in displays:
-            raise ValueError(
-                f"Expected `wrong_cluster_layer` to be one of the captured layers {displays}, "
-                f"but got {self.wrong_cluster_layer!r}."
-            )
+        self._paths, self._capture = {}, None
+        if self.layers != "auto":  # "auto": chosen at the first validation epoch, on one of its batches
+            self._use_layers(pl_module, resolve_layers(pl_module, self.layers))
         # trainer.log_dir broadcasts from rank 0: ask once here, where every rank runs, never in a
         # branch that one rank could skip (that would hang the others).
         self._log_dir = trainer.log_dir
-        self._capture = ActivationCapture(pl_module, list(self._paths), self.reduction, self.pool_size)
         options = ReportOptions(**{option.name: getattr(self, option.name) for option in fields(ReportOptions)})
         self._reporter = Reporter(options, self._maps, self._log_dir)
         on_accelerator = trainer.strategy.root_device.type != "cpu"
@@ -321,7 +332,38 @@ class FeatureVisualizer(_Callback):
 
     # ----------------------------------------------------------------------------- capture
 
+    def _use_layers(self, pl_module: pl.LightningModule, paths: dict[str, str]) -> None:
+        """Capture ``paths`` (module path -> display name) from now on; check the arguments that name layers."""
+        displays = list(paths.values())
+        if self.wrong_cluster_layer is not None and self.wrong_cluster_layer not in displays:
+            raise ValueError(
+                f"Expected `wrong_cluster_layer` to be one of the captured layers {displays}, "
+                f"but got {self.wrong_cluster_layer!r}."
+            )
+        reductions = resolve_reductions(pl_module, paths, self.reduction)
+        self._paths = paths
+        self._capture = ActivationCapture(pl_module, list(paths), reductions, self.pool_size)
+
+    def _choose_layers(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """``layers="auto"``: the input, the main stages and the pooled feature, found on one validation batch."""
+        loader = validation_loader(trainer, self.dataloader_idx)
+        batch = next(iter(loader), None) if loader is not None else None
+        if batch is None:
+            raise ValueError(
+                "Expected a validation batch to choose the default layers (`layers='auto'`), but got none. "
+                "Hint: pass `layers=[...]` (`featviz layers --arch NAME` lists candidates)."
+            )
+        images = read_batch(batch, self.batch_extractor).images
+        example = images.to(next(pl_module.parameters()).device)
+        map_reduction = self.reduction if isinstance(self.reduction, str) else "avg"
+        with preserved_global_rng():
+            paths = default_layers(pl_module, example, map_reduction, self.pool_size).layers
+        self._use_layers(pl_module, short_display_names(pl_module, paths))
+        rank_zero_info(f"FeatureVisualizer layers: {list(self._paths)} (`layers='auto'`).")
+
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.layers == "auto" and self._capture is None and not self._disabled:
+            self._choose_layers(trainer, pl_module)
         fitting = trainer.state.fn == TrainerFn.FITTING
         self._active = not trainer.sanity_checking and (not fitting or trainer.current_epoch % self.every_n_epochs == 0)
         smoke_test = getattr(trainer, "fast_dev_run", False)  # nothing to analyse
@@ -353,7 +395,8 @@ class FeatureVisualizer(_Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         if self._capture is not None:
-            self._capture.pop()
+            self._capture.clear()
+            self._capture.batch_size = batch_size_of(batch, self.batch_extractor)
             if trainer.sanity_checking and batch_idx == 0 and not self._sized and not self._capture.attached:
                 self._capture.register()  # one probing batch: how wide is each layer?
         self._preds = None
@@ -704,3 +747,11 @@ class FeatureVisualizer(_Callback):
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(message, stacklevel=2)
+
+
+def batch_size_of(batch: Any, extractor: Callable[[Any], tuple[Any, ...]] | None) -> int | None:
+    """The number of samples in ``batch`` (its labels), or None when it cannot be read."""
+    try:
+        return len(read_batch(batch, extractor).labels)
+    except (TypeError, ValueError, KeyError, IndexError):
+        return None
