@@ -26,6 +26,8 @@ from lightning_featviz.layouts import (
     LayoutError,
     LayoutResolver,
     TraceEntry,
+    UndecidedLayout,
+    assumed_layout,
     check_reduction,
     reduce_map,
     reduce_output,
@@ -221,7 +223,13 @@ class ActivationCapture:
         reduction = given if isinstance(given, str) else None
         if layout is None:
             entry = TraceEntry.of(name, module, args, tensor)
-            layout = LayoutResolver(self.model, self.batch_size).resolve(name, entry, self._trace.entries)
+            try:
+                layout = LayoutResolver(self.model, self.batch_size).resolve(name, entry, self._trace.entries)
+            except UndecidedLayout:
+                assumed = assumed_layout(tensor.ndim, reduction) if reduction else None
+                if assumed is None:
+                    raise
+                layout = assumed
             check_reduction(name, layout, reduction or layout.default_reduction(self.reduction))
             self.layouts[name], self._ranks[name] = layout, tensor.ndim
         elif tensor.ndim != self._ranks[name]:

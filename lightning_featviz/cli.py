@@ -105,12 +105,27 @@ def run_analysis(args: argparse.Namespace) -> int:
 
 
 def list_layers(args: argparse.Namespace) -> int:
-    from torchvision import models
+    """Print a model's default layers, then every module that ran with its output shape, layout and vector size."""
+    import importlib
 
-    model = models.get_model(args.arch)
-    for name, module in model.named_modules():
-        if name:
-            print(f"{name:<28} {type(module).__name__}")
+    import torch
+
+    from lightning_featviz.default_layers import default_layers, describe_candidates
+
+    if args.module is not None:
+        module_name, _, class_name = args.module.rpartition(".")
+        if not module_name:
+            raise SystemExit(f"featviz layers: expected --module like 'package.module.Class', but got {args.module!r}.")
+        model = getattr(importlib.import_module(module_name), class_name)()
+    else:
+        from torchvision import models
+
+        model = models.get_model(args.arch, weights=None)
+    example = torch.rand(2, args.channels, args.image_size, args.image_size)
+    found = default_layers(model, example, args.reduction)
+    print(f"default layers: {', '.join(found.layers)}")
+    print(f"every module that ran on a {args.channels}x{args.image_size}x{args.image_size} input (* = default):")
+    print("\n".join(describe_candidates(found)))
     return 0
 
 
@@ -167,8 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--quiet", action="store_true", help="no progress bar")
     post.set_defaults(run=run_analysis)
 
-    layers = commands.add_parser("layers", help="list the module paths of a torchvision architecture")
-    layers.add_argument("--arch", default="resnet18")
+    layers = commands.add_parser(
+        "layers", help="a model's default layers and every module path with its output layout and vector size"
+    )
+    layers.add_argument("--arch", default="resnet18", help="torchvision architecture (default: %(default)s)")
+    layers.add_argument("--module", help="or an importable class (package.module.Class) built without arguments")
+    layers.add_argument("--image-size", type=int, default=224, help="input side in pixels (default: %(default)s)")
+    layers.add_argument("--channels", type=int, default=3, help="input channels (default: %(default)s)")
+    layers.add_argument(
+        "--reduction", default="avg", choices=["avg", "adaptive", "flatten"], help="how conv maps become vectors"
+    )
     layers.set_defaults(run=list_layers)
     return parser
 

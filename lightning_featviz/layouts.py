@@ -82,6 +82,10 @@ class LayoutError(ValueError):
     """A layer's output cannot be turned into (B, D) vectors without a guess; the message says what to pass."""
 
 
+class UndecidedLayout(LayoutError):
+    """Neither the module's type nor the module that produced its output tells the layout."""
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where the batch and feature axes of an output are.
@@ -176,6 +180,16 @@ def reduce_output(tensor: Tensor, layout: Layout, reduction: str, pool_size: int
     if layout.kind == "sequence":
         return reduce_sequence(standard, reduction)
     return reduce_map(standard, reduction, pool_size)
+
+
+def assumed_layout(rank: int, reduction: str) -> Layout | None:
+    """The layout a reduction given for an undecidable layer implies: (B, T, C) for a sequence reduction of a
+    3-D output, (B, C, *spatial) for a map reduction, as the error message's hint says; else None."""
+    if rank == 3 and reduction in SEQUENCE_REDUCTIONS and reduction not in ("avg", "flatten"):
+        return Layout("sequence", 0, 2, why=f"reduction {reduction!r} given for (B, T, C)")
+    if rank in (3, 4) and reduction in MAP_REDUCTIONS and reduction != "mean":
+        return Layout("map", 0, 1, why=f"reduction {reduction!r} given for (B, C, ...)")
+    return None
 
 
 def check_reduction(name: str, layout: Layout, reduction: str) -> None:
@@ -321,7 +335,7 @@ class LayoutResolver:
             )
         layout = self._decide(name, entry, list(earlier), depth=0)
         if layout is None:
-            raise LayoutError(
+            raise UndecidedLayout(
                 f"Expected the output layout of layer {name!r} ({type(entry.module).__name__}, shape {shape}) to "
                 "follow from its module type or from the module that produced it, but neither decides which axis "
                 f"is the batch and which the features. {_hint(name, shape)}"
@@ -349,7 +363,7 @@ class LayoutResolver:
 
     def _decide_once(self, name: str, entry: TraceEntry, earlier: list[TraceEntry], depth: int) -> Layout | None:
         assert entry.shape is not None
-        module, shape, rank = entry.module, entry.shape, len(entry.shape)
+        module, rank = entry.module, len(entry.shape)
         kind = type(module).__name__
         if depth > 64:
             return None

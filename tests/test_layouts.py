@@ -16,6 +16,15 @@ from lightning_featviz.capture import ActivationCapture
 from lightning_featviz.layouts import LayoutError
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small forwards: one thread is far faster than two that spin-wait on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def capture_once(model: nn.Module, layers, x, reduction="avg", batch_size=None, call=None):
     capture = ActivationCapture(model, layers, reduction, batch_size=batch_size)
     model.eval()
@@ -257,7 +266,9 @@ def test_the_functional_core_example_in_the_docs_runs_as_written():
     assert {name: tuple(v.shape) for name, v in vectors.items()} == {"layer3": (2, 256), "avgpool": (2, 512)}
     with torch.no_grad():
         reference = namespace["model"].avgpool(
-            namespace["model"].layer4(namespace["model"].layer3(_stem_to_layer2(namespace["model"], namespace["images"])))
+            namespace["model"].layer4(
+                namespace["model"].layer3(_stem_to_layer2(namespace["model"], namespace["images"]))
+            )
         )
     torch.testing.assert_close(vectors["avgpool"], reference.flatten(1))
 
