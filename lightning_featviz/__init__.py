@@ -16,6 +16,10 @@ _MODULE_OF = {
     "BankData": "bank",
     "Batch": "batches",
     "ColouredDigits": "datasets",
+    "default_layers": "default_layers",
+    "Layout": "layouts",
+    "LayoutError": "layouts",
+    "reduce_output": "layouts",
     "FeatureBank": "bank",
     "FeatureVisualizer": "callback",
     "figure_to_array": "plots",
@@ -57,6 +61,8 @@ __all__ = [
     "ColouredDigits",
     "FeatureBank",
     "FeatureVisualizer",
+    "Layout",
+    "LayoutError",
     "MapPanel",
     "MapTracker",
     "NeighbourGrid",
@@ -64,6 +70,7 @@ __all__ = [
     "ProjectorEntry",
     "WrongCluster",
     "align_map",
+    "default_layers",
     "figure_to_array",
     "find_wrong_cluster",
     "image_folder",
@@ -82,6 +89,7 @@ __all__ = [
     "read_batch",
     "reduce_activation",
     "reduce_input",
+    "reduce_output",
     "resolve_layers",
     "select_subset",
     "to_thumbnails",
@@ -109,6 +117,7 @@ if TYPE_CHECKING:
     from lightning_featviz.callback import FeatureVisualizer
     from lightning_featviz.capture import ActivationCapture, reduce_activation, reduce_input, resolve_layers
     from lightning_featviz.datasets import ColouredDigits, image_folder
+    from lightning_featviz.default_layers import default_layers
     from lightning_featviz.embedding import (
         MapTracker,
         align_map,
@@ -118,6 +127,7 @@ if TYPE_CHECKING:
         tsne_map,
     )
     from lightning_featviz.knn import NeighbourStats, knn_purity, knn_search, knn_vote, neighbour_stats, per_class_mean
+    from lightning_featviz.layouts import Layout, LayoutError, reduce_output
     from lightning_featviz.map_plot import MapPanel, map_figure, map_image
     from lightning_featviz.outliers import WrongCluster, find_wrong_cluster, neighbourhood_confusion
     from lightning_featviz.plots import NeighbourGrid, figure_to_array, neighbour_grid_figure, neighbour_grid_image

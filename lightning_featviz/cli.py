@@ -89,7 +89,7 @@ def run_analysis(args: argparse.Namespace) -> int:
         args.out,
         arch=args.arch,
         module=args.module,
-        layers=args.layers,
+        layers=args.layers or "auto",
         image_size=args.image_size,
         normalize=not args.no_normalize,
         batch_size=args.batch_size,
@@ -99,7 +99,8 @@ def run_analysis(args: argparse.Namespace) -> int:
         max_samples=args.max_samples,
     )
     print(f"\nkNN purity@{args.k} per layer:")
-    print(purity_table(analysis.history, [str(layer) for layer in args.layers]))
+    layers = list(dict.fromkeys(str(row["layer"]) for row in analysis.history))
+    print(purity_table(analysis.history, layers))
     print(f"\nReport: {analysis.report}\nTensorBoard: tensorboard --logdir {analysis.log_dir}")
     return 0
 
@@ -125,7 +126,7 @@ def list_layers(args: argparse.Namespace) -> int:
     found = default_layers(model, example, args.reduction)
     print(f"default layers: {', '.join(found.layers)}")
     print(f"every module that ran on a {args.channels}x{args.image_size}x{args.image_size} input (* = default):")
-    print("\n".join(describe_candidates(found)))
+    print("\n".join(describe_candidates(found, args.reduction)))
     return 0
 
 
@@ -168,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--arch", help="torchvision architecture of the checkpoint (e.g. resnet18)")
     post.add_argument("--module", help="or the LightningModule class path (package.module.Class) of the checkpoint")
     post.add_argument("--out", default="./featviz_analysis", help="output directory (default: %(default)s)")
-    post.add_argument("--layers", nargs="+", default=list(DEMO_LAYERS))
+    post.add_argument("--layers", nargs="+", help="module paths (default: the input, main stages and pooled feature)")
     post.add_argument("--k", type=int, default=10)
     post.add_argument("--max-samples", type=int, default=2000)
     post.add_argument("--image-size", type=int, default=224, help="image side in pixels (default: %(default)s)")

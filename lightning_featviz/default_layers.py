@@ -221,16 +221,19 @@ def default_layers(model: nn.Module, example: Tensor, map_reduction: str = "avg"
     return DefaultLayers(choose_default_layers(model, candidates), candidates)
 
 
-def describe_candidates(found: DefaultLayers) -> list[str]:
-    """Text lines for ``featviz layers``: every module with its output shape, layout and vector size."""
+def describe_candidates(found: DefaultLayers, map_reduction: str = "avg") -> list[str]:
+    """Text lines for ``featviz layers``: every module with its output shape, layout, default reduction and
+    vector size; the default layers marked ``*``."""
     width = max([len(c.path) for c in found.candidates] + [10])
+    kinds = max([len(c.kind) for c in found.candidates] + [10])
     lines = []
     for c in found.candidates:
         mark = "*" if c.path in found.layers else " "
         shape = "-" if c.shape is None else "x".join(str(side) for side in c.shape)
         if c.layout is not None and c.shape is not None:
-            what = f"{c.layout.describe(len(c.shape)):<12} {c.dims:>7} dims"
+            reduction = c.layout.default_reduction(map_reduction)
+            what = f"{c.layout.describe(len(c.shape)):<12} {reduction:<8} {c.dims:>7} dims"
         else:
             what = f"?  {c.problem}"
-        lines.append(f"{mark} {c.path:<{width}} {c.kind:<24} {shape:<16} {what}")
+        lines.append(f"{mark} {c.path:<{width}} {c.kind:<{kinds}} {shape:<16} {what}")
     return lines

@@ -371,7 +371,8 @@ class LayoutResolver:
             first = batch_first_of(module)
             if rank == 2:
                 return Layout("vector", 0, 1, why=f"{kind} output")
-            return Layout("sequence", 0 if first else 1, 2, why=f"{kind} with batch_first={bool(first)}")
+            token = has_class_token(_ancestors(self.root, entry.path))
+            return Layout("sequence", 0 if first else 1, 2, token, why=f"{kind} with batch_first={bool(first)}")
         if rank == 2 and _trusted(module, (*_CHANNELS_FIRST, *_FEATURES_LAST, nn.Flatten)):
             return Layout("vector", 0, 1, why=f"{kind} output")
         if _trusted(module, _CHANNELS_FIRST):

@@ -276,3 +276,41 @@ def test_the_functional_core_example_in_the_docs_runs_as_written():
 def _stem_to_layer2(model, x):
     x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
     return model.layer2(model.layer1(x))
+
+
+def test_an_mlp_default_is_its_last_hidden_layer_stored_as_it_is():
+    from lightning_featviz.default_layers import default_layers
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 3))
+    x = torch.randn(5, 20)
+    assert list(default_layers(model, x).layers) == ["input", "3"]
+    outputs, _ = capture_once(model, ["1", "3"], x, batch_size=5)
+    with torch.no_grad():
+        hidden = model[1](model[0](x))
+        torch.testing.assert_close(outputs["1"], hidden)
+        torch.testing.assert_close(outputs["3"], model[3](model[2](hidden)))
+
+
+def test_a_text_transformer_default_is_its_encoder_averaged_over_tokens():
+    from lightning_featviz.default_layers import default_layers
+
+    class Text(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(50, 16)
+            layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+            self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+            self.head = nn.Linear(16, 4)
+
+        def forward(self, ids):
+            return self.head(self.encoder(self.embed(ids)).mean(dim=1))
+
+    torch.manual_seed(0)
+    model = Text().eval()
+    ids = torch.randint(0, 50, (3, 7))
+    found = default_layers(model, ids)
+    assert list(found.layers) == ["input", "encoder"]
+    outputs, _ = capture_once(model, ["encoder"], ids, batch_size=3)
+    with torch.no_grad():
+        torch.testing.assert_close(outputs["encoder"], model.encoder(model.embed(ids)).mean(dim=1))
