@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -345,21 +346,36 @@ class FeatureVisualizer(_Callback):
         self._capture = ActivationCapture(pl_module, list(paths), reductions, self.pool_size)
 
     def _choose_layers(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """``layers="auto"``: the input, the main stages and the pooled feature, found on one validation batch."""
+        """``layers="auto"``: the input, the main stages and the pooled feature, found with one no-grad forward
+        of the first validation batch; rank 0's choice on every rank (DDP)."""
+        found: dict[str, str] | str
+        try:
+            found = self._probe_default_layers(trainer, pl_module)
+        except Exception as error:  # noqa: BLE001 - every rank must reach the broadcast below
+            found = f"{type(error).__name__}: {error}"
+        found = broadcast_object(found)
+        if isinstance(found, str):
+            raise ValueError(
+                "Expected `layers='auto'` to find the default layers with one forward of the first validation "
+                f"batch, but it failed ({found}). Hint: pass `layers=[...]` (`featviz layers --arch NAME` "
+                "lists the candidates of a torchvision model)."
+            )
+        self._use_layers(pl_module, found)
+        rank_zero_info(f"FeatureVisualizer layers: {list(self._paths.values())} (`layers='auto'`).")
+
+    def _probe_default_layers(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, str]:
         loader = validation_loader(trainer, self.dataloader_idx)
         batch = next(iter(loader), None) if loader is not None else None
         if batch is None:
-            raise ValueError(
-                "Expected a validation batch to choose the default layers (`layers='auto'`), but got none. "
-                "Hint: pass `layers=[...]` (`featviz layers --arch NAME` lists candidates)."
-            )
+            raise ValueError("no validation batch")
         images = read_batch(batch, self.batch_extractor).images
+        plugin = trainer.precision_plugin
         example = images.to(next(pl_module.parameters()).device)
+        example = plugin.convert_input(example) if hasattr(plugin, "convert_input") else example
         map_reduction = self.reduction if isinstance(self.reduction, str) else "avg"
-        with preserved_global_rng():
+        with preserved_global_rng(), getattr(plugin, "forward_context", nullcontext)():
             paths = default_layers(pl_module, example, map_reduction, self.pool_size).layers
-        self._use_layers(pl_module, short_display_names(pl_module, paths))
-        rank_zero_info(f"FeatureVisualizer layers: {list(self._paths)} (`layers='auto'`).")
+        return short_display_names(pl_module, paths)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.layers == "auto" and self._capture is None and not self._disabled:

@@ -257,6 +257,12 @@ class ActivationCapture:
         if isinstance(output, (tuple, list)) and output and (known_tuple or len(output) == 1):
             if isinstance(output[0], Tensor):
                 return output[0]
+        if isinstance(output, (tuple, list)) and output and type(output[0]).__name__ == "PackedSequence":
+            raise LayoutError(
+                f"Expected layer {name!r} ({type(module).__name__}) to output a tensor, but it returns a "
+                f"PackedSequence. Hint: pass reduction={{{name!r}: lambda out: out[1][0][-1]}} (an LSTM's last-layer "
+                "final hidden state; `out[1][-1]` for an RNN or GRU), or name a module that runs after unpacking."
+            )
         what = f"a {type(output).__name__}" + (f" of {len(output)} items" if isinstance(output, (tuple, list)) else "")
         raise LayoutError(
             f"Expected layer {name!r} ({type(module).__name__}) to output one tensor, but it returns {what}. "

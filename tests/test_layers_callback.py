@@ -7,7 +7,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from conftest import TinyNet, tiny_trainer
+from conftest import TinyNet, hooks_left, tiny_trainer
 from torch import nn
 from torchvision.models import VisionTransformer, efficientnet_b0
 
@@ -110,9 +110,11 @@ class Tokens(pl.LightningModule):
 def test_an_undecidable_layout_fails_the_sanity_check_naming_the_override(tmp_path, small_data):
     visualizer = FeatureVisualizer(["input", "head"], k=5, tsne_every_n_epochs=None)
     trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer], limit_train_batches=1)
+    model = Tokens()
     with pytest.raises(ValueError, match=r"layer 'head'.*\(32, 32, 10\).*reduction=\{'head': 'mean'\}"):
-        trainer.fit(Tokens(), datamodule=small_data)
+        trainer.fit(model, datamodule=small_data)
     assert trainer.global_step == 0
+    assert hooks_left(model) == 0
 
 
 def test_the_same_layer_with_an_override_is_analysed(tmp_path, small_data):

@@ -314,3 +314,13 @@ def test_a_text_transformer_default_is_its_encoder_averaged_over_tokens():
     outputs, _ = capture_once(model, ["encoder"], ids, batch_size=3)
     with torch.no_grad():
         torch.testing.assert_close(outputs["encoder"], model.encoder(model.embed(ids)).mean(dim=1))
+
+
+def test_an_rnn_fed_a_packed_sequence_fails_with_a_hint_for_its_hidden_state():
+    model = Recurrent(batch_first=True).eval()
+    packed = nn.utils.rnn.pack_padded_sequence(torch.randn(3, 4, 5), [4, 2, 1], batch_first=True)
+    capture = ActivationCapture(model, ["lstm"])
+    with capture.attach(), torch.no_grad():
+        model.lstm(packed)
+    with pytest.raises(LayoutError, match=r"'lstm' \(LSTM\).*PackedSequence.*out\[1\]\[0\]\[-1\]"):
+        capture.pop()
