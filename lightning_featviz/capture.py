@@ -217,6 +217,11 @@ class ActivationCapture:
                 raise LayoutError(
                     f"Expected the reduction callable of layer {name!r} to return (B, D), but got {shape}."
                 )
+            if self.batch_size is not None and vectors.shape[0] != self.batch_size:
+                raise LayoutError(
+                    f"Expected the reduction callable of layer {name!r} to return one row per sample "
+                    f"({self.batch_size}), but got shape {tuple(vectors.shape)}."
+                )
             return self._stored(vectors.detach(), vectors)
         tensor = self._output_tensor(name, module, output)
         layout = self.layouts.get(name)

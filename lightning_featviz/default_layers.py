@@ -15,8 +15,9 @@ before the classifier head, found on the module tree during one forward (not fro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -84,20 +85,39 @@ def probe_candidates(
     model: nn.Module, example: Tensor, map_reduction: str = "avg", pool_size: int = 2
 ) -> tuple[list[Candidate], list[TraceEntry]]:
     """Run ``model(example)`` once (eval mode, no grad; the training flag is restored) and describe each
-    module's first call. ``example`` is a (B, ...) input batch."""
+    module's first call. ``example`` is a (B, ...) input batch. Each output is reduced as it is made, so
+    the probe holds (B, D) vectors, never a forward's worth of activations."""
     trace = ForwardTrace(model)
+    resolver = LayoutResolver(model, int(example.shape[0]))
+    candidates: dict[str, Candidate] = {}
+
+    def describe(path: str) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if not path or path in candidates:
+                return
+            tensor = first_tensor(output)
+            entry = TraceEntry.of(path, module, args, output)
+            layout, vectors, problem = None, None, ""
+            try:  # the trace holds every call completed before this one: this call's entry comes after
+                layout = resolver.resolve(path, entry, trace.entries)
+                assert tensor is not None
+                reduction = layout.default_reduction(map_reduction)
+                vectors = reduce_output(tensor.detach(), layout, reduction, pool_size).float().cpu()
+            except LayoutError as error:
+                problem = str(error).split(". Hint")[0]
+            container = any(True for _ in module.children())
+            dims = int(vectors.shape[1]) if vectors is not None and vectors.ndim == 2 else 0
+            order = len(trace.entries)
+            kind = type(module).__name__
+            candidates[path] = Candidate(path, kind, entry.shape, layout, dims, vectors, order, container, problem)
+
+        return hook
+
     was_training = model.training
-    outputs: dict[int, Tensor] = {}
-
-    def keep(module: nn.Module, args: object, output: object) -> None:
-        tensor = first_tensor(output)
-        if tensor is not None and id(module) not in outputs:
-            outputs[id(module)] = tensor.detach()
-
-    handles = [module.register_forward_hook(keep) for module in model.modules()]
+    handles = [module.register_forward_hook(describe(path)) for path, module in model.named_modules()]
     try:
         model.eval()
-        trace.register()
+        trace.register()  # after the describing hooks: a call is described before it joins the trace
         with torch.no_grad():
             model(example)
         entries = list(trace.entries)
@@ -106,25 +126,7 @@ def probe_candidates(
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    resolver = LayoutResolver(model, int(example.shape[0]))
-    seen: set[str] = set()
-    candidates = []
-    for position, entry in enumerate(entries):
-        if not entry.path or entry.path in seen:
-            continue
-        seen.add(entry.path)
-        layout, vectors, problem = None, None, ""
-        try:
-            layout = resolver.resolve(entry.path, entry, entries[:position])
-            tensor = outputs[id(entry.module)]
-            vectors = reduce_output(tensor, layout, layout.default_reduction(map_reduction), pool_size).float()
-        except (LayoutError, KeyError) as error:
-            problem = str(error).split(". Hint")[0]
-        container = any(True for _ in entry.module.children())
-        dims = int(vectors.shape[1]) if vectors is not None and vectors.ndim == 2 else 0
-        kind = type(entry.module).__name__
-        candidates.append(Candidate(entry.path, kind, entry.shape, layout, dims, vectors, position, container, problem))
-    return candidates, entries
+    return sorted(candidates.values(), key=lambda c: c.order), entries
 
 
 def _children(model: nn.Module, path: str, by_path: dict[str, Candidate]) -> list[Candidate]:
