@@ -88,15 +88,23 @@ class FeatureVisualizer(_Callback):
     layer side by side, every layer in order, map-quality scalars and projector embeddings.
 
     Args:
-        layers: module paths (or unique path endings, ``"layer3"`` for ``"model.layer3"``), or a
-            mapping path -> display name. ``"input"`` is the batch itself (pixel space).
+        layers: ``"auto"`` (or None): the input, the outputs of the main stages and the pooled feature
+            before the classifier head, found on the module tree with one no-grad forward of the first
+            validation batch (see ``docs/layers.md``); or module paths (or unique path endings,
+            ``"layer3"`` for ``"model.layer3"``), or a mapping path -> display name. ``"input"`` is the
+            batch itself (pixel space).
         k: neighbours per sample.
         max_samples: validation samples kept (the same ones every epoch).
         query_indices: positions in the validation dataset shown in the neighbour grids; default
             one per class (the first kept sample of each, at most 10 classes).
         metric: ``"euclidean"`` or ``"cosine"``.
-        reduction: how conv maps become vectors: ``"avg"`` (global average pool), ``"adaptive"``
-            (average pool to ``pool_size`` per side) or ``"flatten"``.
+        reduction: how conv maps (channels first or last) become vectors: ``"avg"`` (global average
+            pool), ``"adaptive"`` (average pool to ``pool_size`` per side) or ``"flatten"``; or a mapping
+            layer -> one of those, ``"mean"``, ``"cls"``, ``"last"``, or a callable ``output -> (B, D)``
+            for that layer. Token sequences default to their class token where the model has one, else
+            their mean; RNN/attention/transformer outputs to their mean over time (``batch_first`` is read
+            off the module). A layer whose layout cannot be decided fails at the first batch, naming the
+            entry to add.
         pool_size: output side of the ``"adaptive"`` reduction.
         input_size: the input layer is area-downsampled to ``input_size`` per side before flattening.
         reference: ``"val"`` (leave-one-out within the kept validation samples) or ``"train"``
