@@ -47,7 +47,8 @@ def resolve_layers(model: nn.Module, layers: Sequence[str] | Mapping[str, str]) 
         ValueError: a name matches no module, or the ends of several; the message lists candidates.
     """
     mapping = dict(layers) if isinstance(layers, Mapping) else {name: name for name in layers}
-    known = [name for name, _ in model.named_modules() if name]
+    modules = dict(model.named_modules())
+    known = [name for name in modules if name]
     resolved = {}
     for name, display in mapping.items():
         if name == INPUT_LAYER or name in known:
@@ -69,6 +70,15 @@ def resolve_layers(model: nn.Module, layers: Sequence[str] | Mapping[str, str]) 
             f"but got {name!r}.{hint} Hint: list every path with "
             "`[name for name, _ in model.named_modules()]`, or `featviz layers --arch resnet18`."
         )
+    for path in resolved:
+        module = modules.get(path)
+        if isinstance(module, (nn.ModuleList, nn.ModuleDict)):
+            items = [f"{path}.{child}" for child, _ in module.named_children()]
+            raise ValueError(
+                f"Expected every entry of `layers` to name a module that runs, but {path!r} is a "
+                f"{type(module).__name__}, a container that is never called and has no output of its own. "
+                f"Hint: name one of its items, e.g. {items[-1:] or items}."
+            )
     return resolved
 
 

@@ -108,3 +108,10 @@ def test_close_matches_look_at_path_endings():
         wrapper.model.add_module(name, nn.Identity())
     with pytest.raises(ValueError, match=r"Close matches: \['model.layer4', 'model.layer1'\]"):
         resolve_layers(wrapper, ["layer5"])
+
+
+def test_resolve_layers_refuses_a_module_list_that_never_runs_naming_an_item():
+    model = nn.Module()
+    model.blocks = nn.ModuleList([nn.Linear(1, 1), nn.Linear(1, 1)])
+    with pytest.raises(ValueError, match=r"'blocks' is a ModuleList, a container that is never called.*'blocks.1'"):
+        resolve_layers(model, ["blocks"])
