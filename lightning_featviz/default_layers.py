@@ -4,8 +4,9 @@ before the classifier head, found on the module tree during one forward (not fro
 - **Head**: the last module with weights that runs (the classifier's Linear, SqueezeNet's final conv).
 - **Pooled feature**: the last global pooling module (output spatially 1 × 1) that runs before the head;
   without one, the last module before the head that outputs (B, F) vectors (an MLP's last hidden layer).
-- **Stages**: the model's children, where a container whose children output at more than one resolution
-  (the spatial size of a map, the length of a sequence) is replaced by its children, recursively
+- **Stages**: the model's children, where a container whose children run through several resolutions
+  one after another (the spatial size of a map, the length of a sequence; branches that interleave
+  resolutions, as in an Inception block, do not count) is replaced by its children, recursively
   (EfficientNet's ``features`` by ``features.0`` ... ``features.8``; ResNet's ``layer2`` stays whole).
   These are grouped by resolution, and each group's last container (a module with submodules) is a
   stage. A model without containers uses its plain modules instead.
@@ -140,13 +141,20 @@ def _children(model: nn.Module, path: str, by_path: dict[str, Candidate]) -> lis
     return sorted(found, key=lambda c: c.order)
 
 
+def _is_trunk(resolutions: list[tuple[int, ...] | None]) -> bool:
+    """Children that run through several resolutions one after another (a backbone's stages), not
+    branches that interleave them (an Inception block's strided and unstrided branches)."""
+    runs = [r for i, r in enumerate(resolutions) if i == 0 or r != resolutions[i - 1]]
+    return len(runs) > 1 and len(runs) == len(set(runs))
+
+
 def _trunk(model: nn.Module, path: str, by_path: dict[str, Candidate]) -> list[Candidate]:
-    """The model's modules at stage granularity: a container whose children output at more than one
-    resolution is replaced by its children (recursively), others are kept whole."""
+    """The model's modules at stage granularity: a container whose children run through several resolutions
+    one after another is replaced by its children (recursively), others are kept whole."""
     items: list[Candidate] = []
     for child in _children(model, path, by_path):
         inner = _children(model, child.path, by_path) if child.container else []
-        if len({_resolution(c) for c in inner}) > 1:
+        if _is_trunk([_resolution(c) for c in inner]):
             items.extend(_trunk(model, child.path, by_path))
         else:
             items.append(child)

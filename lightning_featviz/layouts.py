@@ -14,7 +14,7 @@ A layer's output layout is decided from *what the module is*, never from its sha
 
 A container (a ResNet stage, a ViT encoder block) or a shape-preserving module (ReLU, GELU, Dropout)
 has the layout of the module that produced its output, found on a :class:`ForwardTrace` of the
-first forward: the descendant whose output *is* the container's output (same storage and shape),
+first forward: the descendant whose output *is* the container's output (the same tensor, alive),
 else the last descendant with the same shape, else the producer of its input when the shape did not
 change, else a descendant whose output differs only along its feature axis (a concatenation, as in
 DenseNet's blocks). Where none of this decides, :class:`LayoutError` names the layer, its shape and
@@ -23,6 +23,7 @@ the ``reduction`` entry that settles it.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -205,16 +206,17 @@ def check_reduction(name: str, layout: Layout, reduction: str) -> None:
 # ----------------------------------------------------------------------------- the trace
 
 
-@dataclass
+@dataclass(eq=False)
 class TraceEntry:
-    """One module call of a forward: its path, the module, and its first output and input tensors' shape and storage."""
+    """One module call of a forward: its path, the module, and its first output and input tensors (shapes,
+    and weak references: a tensor freed since cannot be one alive now, even where its memory was reused)."""
 
     path: str
     module: nn.Module
     shape: tuple[int, ...] | None
-    storage: int | None
+    output: weakref.ref[Tensor] | None
     input_shape: tuple[int, ...] | None
-    input_storage: int | None
+    input: weakref.ref[Tensor] | None
 
     @staticmethod
     def of(path: str, module: nn.Module, args: Any, output: Any) -> TraceEntry:
@@ -223,17 +225,25 @@ class TraceEntry:
             path,
             module,
             None if out is None else tuple(out.shape),
-            None if out is None else _storage(out),
+            None if out is None else weakref.ref(out),
             None if inp is None else tuple(inp.shape),
-            None if inp is None else _storage(inp),
+            None if inp is None else weakref.ref(inp),
         )
 
 
-def _storage(tensor: Tensor) -> int:
+def same_tensor(a: weakref.ref[Tensor] | None, b: weakref.ref[Tensor] | None) -> bool:
+    """Both alive and the same tensor, or views of the same memory with the same shape and strides."""
+    x, y = (a() if a is not None else None), (b() if b is not None else None)
+    if x is None or y is None:
+        return False
+    if x is y:
+        return True
     try:
-        return int(tensor.untyped_storage().data_ptr())
-    except (RuntimeError, NotImplementedError):  # a nested or sparse tensor: never matches
-        return -id(tensor)
+        same_memory = x.untyped_storage().data_ptr() == y.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # a nested or sparse tensor
+        return False
+    same_view = x.shape == y.shape and x.stride() == y.stride() and int(x.storage_offset()) == int(y.storage_offset())
+    return bool(same_memory and same_view)
 
 
 def first_tensor(value: Any) -> Tensor | None:
@@ -333,7 +343,11 @@ class LayoutResolver:
                 f"Hint: pass a callable reduction={{{name!r}: lambda out: ...}} returning (B, D), e.g. "
                 "`lambda out: out.mean(dim=(2, 3, 4))` for a (B, C, D, H, W) map."
             )
-        layout = self._decide(name, entry, list(earlier), depth=0)
+        earlier = list(earlier)
+        for position, call in enumerate(earlier):  # oldest first: every lookup below finds its answer cached
+            if id(call) not in self._decided and call.shape is not None:
+                self._decide(call.path, call, earlier[:position], depth=0)
+        layout = self._decide(name, entry, earlier, depth=0)
         if layout is None:
             raise UndecidedLayout(
                 f"Expected the output layout of layer {name!r} ({type(entry.module).__name__}, shape {shape}) to "
@@ -353,8 +367,11 @@ class LayoutResolver:
         )
 
     def _decide(self, name: str, entry: TraceEntry, earlier: list[TraceEntry], depth: int) -> Layout | None:
-        if id(entry) not in self._decided:
-            self._decided[id(entry)] = self._decide_once(name, entry, earlier, depth)
+        if id(entry) in self._decided:
+            return self._decided[id(entry)]
+        if depth > 100:
+            return None  # not cached: a shallower call may still decide it
+        self._decided[id(entry)] = self._decide_once(name, entry, earlier, depth)
         return self._decided[id(entry)]
 
     def _before(self, name: str, pick: TraceEntry, earlier: list[TraceEntry], depth: int) -> Layout | None:
@@ -365,8 +382,6 @@ class LayoutResolver:
         assert entry.shape is not None
         module, rank = entry.module, len(entry.shape)
         kind = type(module).__name__
-        if depth > 64:
-            return None
         if _trusted(module, _SEQUENCE_MODULES):
             first = batch_first_of(module)
             if rank == 2:
@@ -422,6 +437,8 @@ class LayoutResolver:
         if before is None or before.kind == "vector":
             return before
         rank = len(source.shape)
+        if sorted(dims) != list(range(rank)):
+            return None
         feature = dims.index(before.feature_axis % rank)
         batch = dims.index(before.batch_axis % rank)
         return Layout(before.kind, batch, feature, before.class_token, why=f"Permute{tuple(dims)} of {before.why}")
@@ -429,7 +446,7 @@ class LayoutResolver:
     @staticmethod
     def _input_producer(entry: TraceEntry, earlier: list[TraceEntry], same_shape: bool = True) -> TraceEntry | None:
         for candidate in reversed(earlier):
-            if candidate.storage == entry.input_storage and candidate.shape == entry.input_shape:
+            if same_tensor(candidate.output, entry.input):
                 if not same_shape or candidate.shape == entry.shape:
                     return candidate
         return None
@@ -438,10 +455,10 @@ class LayoutResolver:
         """The layout of the module call that produced ``entry``'s output (or its input, shape unchanged)."""
         prefix = entry.path + "." if entry.path else ""
         inside = [e for e in earlier if e.path.startswith(prefix) and e.shape is not None]
-        outside_same = [e for e in earlier if e.storage == entry.storage and e.shape == entry.shape]
+        outside_same = [e for e in earlier if same_tensor(e.output, entry.output)]
         same = [e for e in reversed(inside) if e.shape == entry.shape]
         picks: list[TraceEntry | None] = [
-            *(e for e in same if e.storage == entry.storage),
+            *(e for e in same if same_tensor(e.output, entry.output)),
             *same,
             outside_same[-1] if outside_same else None,
         ]
@@ -452,7 +469,7 @@ class LayoutResolver:
                 layout = self._before(name, pick, earlier, depth)
                 if layout is not None:
                     return layout
-        traced_input = any(e.storage == entry.input_storage for e in earlier)
+        traced_input = any(same_tensor(e.output, entry.input) for e in earlier)
         elementwise = not inside and not any(True for _ in entry.module.parameters(recurse=False))
         if elementwise and entry.shape == entry.input_shape and not traced_input:
             # An activation of a functional result (RegNet's `activation(proj(x) + f(x))`): the last module
