@@ -89,8 +89,8 @@ class FeatureVisualizer(_Callback):
 
     Args:
         layers: ``"auto"`` (or None): the input, the outputs of the main stages and the pooled feature
-            before the classifier head, found on the module tree with one no-grad forward of the first
-            validation batch (see ``docs/layers.md``); or module paths (or unique path endings,
+            before the classifier head, found on the module tree with one no-grad forward shaped like the
+            first validation batch (see ``docs/layers.md``); or module paths (or unique path endings,
             ``"layer3"`` for ``"model.layer3"``), or a mapping path -> display name. ``"input"`` is the
             batch itself (pixel space).
         k: neighbours per sample.
@@ -355,19 +355,17 @@ class FeatureVisualizer(_Callback):
 
     def _choose_layers(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """``layers="auto"``: the input, the main stages and the pooled feature, found with one no-grad forward
-        of the first validation batch; rank 0's choice on every rank (DDP)."""
-        found: dict[str, str] | str
+        of an input shaped like the first validation batch (seeded noise where it is a float tensor). Each
+        rank chooses for itself, with no collective (a rank without validation batches runs no validation
+        hook and would leave the others waiting): the same weights and input give the same choice."""
         try:
             found = self._probe_default_layers(trainer, pl_module)
-        except Exception as error:  # noqa: BLE001 - every rank must reach the broadcast below
-            found = f"{type(error).__name__}: {error}"
-        found = broadcast_object(found)
-        if isinstance(found, str):
+        except Exception as error:
             raise ValueError(
                 "Expected `layers='auto'` to find the default layers with one forward of the first validation "
-                f"batch, but it failed ({found}). Hint: pass `layers=[...]` (`featviz layers --arch NAME` "
-                "lists the candidates of a torchvision model)."
-            )
+                f"batch, but it failed ({type(error).__name__}: {error}). Hint: pass `layers=[...]` "
+                "(`featviz layers --arch NAME` lists the candidates of a torchvision model)."
+            ) from error
         self._use_layers(pl_module, found)
         rank_zero_info(f"FeatureVisualizer layers: {list(self._paths.values())} (`layers='auto'`).")
 
@@ -377,6 +375,9 @@ class FeatureVisualizer(_Callback):
         if batch is None:
             raise ValueError("no validation batch")
         images = read_batch(batch, self.batch_extractor).images
+        if images.is_floating_point():  # the same input on every rank: identical layers are found alike
+            generator = torch.Generator().manual_seed(self.seed)
+            images = torch.randn(images.shape, generator=generator, dtype=images.dtype)
         plugin = trainer.precision_plugin
         example = images.to(next(pl_module.parameters()).device)
         example = plugin.convert_input(example) if hasattr(plugin, "convert_input") else example
