@@ -20,18 +20,17 @@ from torch import Tensor, nn
 from lightning_featviz.layouts import (
     MAP_REDUCTIONS,
     SEQUENCE_REDUCTIONS,
-    ForwardTrace,
     LayerReduction,
     Layout,
     LayoutError,
     LayoutResolver,
-    TraceEntry,
     UndecidedLayout,
     assumed_layout,
     check_reduction,
     reduce_map,
     reduce_output,
 )
+from lightning_featviz.trace import ForwardTrace, TraceEntry
 
 INPUT_LAYER = "input"
 Reduction = Literal["avg", "flatten", "adaptive"]

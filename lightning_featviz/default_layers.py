@@ -25,14 +25,12 @@ from torch import Tensor, nn
 
 from lightning_featviz.layouts import (
     POOLING,
-    ForwardTrace,
     Layout,
     LayoutError,
     LayoutResolver,
-    TraceEntry,
-    first_tensor,
     reduce_output,
 )
+from lightning_featviz.trace import ForwardTrace, TraceEntry, first_tensor
 
 INPUT_LAYER = "input"
 
