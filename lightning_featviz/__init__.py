@@ -16,6 +16,10 @@ _MODULE_OF = {
     "BankData": "bank",
     "Batch": "batches",
     "ColouredDigits": "datasets",
+    "default_layers": "default_layers",
+    "Layout": "layouts",
+    "LayoutError": "layouts",
+    "reduce_output": "layouts",
     "FeatureBank": "bank",
     "FeatureVisualizer": "callback",
     "figure_to_array": "plots",
@@ -40,7 +44,8 @@ _MODULE_OF = {
     "ProjectorEntry": "projector",
     "read_batch": "batches",
     "reduce_activation": "capture",
-    "reduce_input": "capture",
+    "reduce_input": "inputs",
+    "input_kind": "inputs",
     "resolve_layers": "capture",
     "select_subset": "bank",
     "to_thumbnails": "bank",
@@ -57,6 +62,8 @@ __all__ = [
     "ColouredDigits",
     "FeatureBank",
     "FeatureVisualizer",
+    "Layout",
+    "LayoutError",
     "MapPanel",
     "MapTracker",
     "NeighbourGrid",
@@ -64,9 +71,11 @@ __all__ = [
     "ProjectorEntry",
     "WrongCluster",
     "align_map",
+    "default_layers",
     "figure_to_array",
     "find_wrong_cluster",
     "image_folder",
+    "input_kind",
     "knn_purity",
     "knn_search",
     "knn_vote",
@@ -82,6 +91,7 @@ __all__ = [
     "read_batch",
     "reduce_activation",
     "reduce_input",
+    "reduce_output",
     "resolve_layers",
     "select_subset",
     "to_thumbnails",
@@ -107,8 +117,9 @@ if TYPE_CHECKING:
     from lightning_featviz.bank import BankData, FeatureBank, select_subset, to_thumbnails
     from lightning_featviz.batches import Batch, read_batch
     from lightning_featviz.callback import FeatureVisualizer
-    from lightning_featviz.capture import ActivationCapture, reduce_activation, reduce_input, resolve_layers
+    from lightning_featviz.capture import ActivationCapture, reduce_activation, resolve_layers
     from lightning_featviz.datasets import ColouredDigits, image_folder
+    from lightning_featviz.default_layers import default_layers
     from lightning_featviz.embedding import (
         MapTracker,
         align_map,
@@ -117,7 +128,9 @@ if TYPE_CHECKING:
         trustworthiness,
         tsne_map,
     )
+    from lightning_featviz.inputs import input_kind, reduce_input
     from lightning_featviz.knn import NeighbourStats, knn_purity, knn_search, knn_vote, neighbour_stats, per_class_mean
+    from lightning_featviz.layouts import Layout, LayoutError, reduce_output
     from lightning_featviz.map_plot import MapPanel, map_figure, map_image
     from lightning_featviz.outliers import WrongCluster, find_wrong_cluster, neighbourhood_confusion
     from lightning_featviz.plots import NeighbourGrid, figure_to_array, neighbour_grid_figure, neighbour_grid_image

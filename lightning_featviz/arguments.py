@@ -26,9 +26,10 @@ def _is_number(value: Any) -> bool:
 def check_arguments(args: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` for the first argument of ``args`` (the callback's, by name) that is not valid."""
     layers, k = args["layers"], args["k"]
-    names = list(layers.keys() if isinstance(layers, Mapping) else layers) if not isinstance(layers, str) else []
-    ok = bool(names) and all(isinstance(n, str) for n in names)
-    require(ok, "layers", "a non-empty list of layer names", layers)
+    if layers is not None and layers != "auto":
+        names = list(layers.keys() if isinstance(layers, Mapping) else layers) if not isinstance(layers, str) else []
+        ok = bool(names) and all(isinstance(n, str) for n in names)
+        require(ok, "layers", "'auto', None or a non-empty list of layer names", layers)
     require(is_int(k) and k >= 1, "k", "an integer >= 1", k)
     for name in ("max_samples", "max_reference"):
         require(is_int(args[name]) and args[name] > k, name, f"an integer > k = {k}", args[name])
@@ -38,13 +39,19 @@ def check_arguments(args: Mapping[str, Any]) -> None:
         require(ok, "query_indices", f"at most {max_samples} non-negative dataset positions", queries)
     for name, choices in [
         ("metric", ("euclidean", "cosine")),
-        ("reduction", ("avg", "adaptive", "flatten")),
         ("reference", ("val", "train")),
         ("tsne_backend", ("opentsne", "sklearn")),
         ("storage_dtype", ("float32", "float16")),
         ("input_kind", (None, "image", "sequence", "vector", "tokens")),
     ]:
         require(args[name] in choices, name, " or ".join(repr(c) for c in choices), args[name])
+    reduction = args["reduction"]
+    if isinstance(reduction, Mapping):
+        ok = all(isinstance(key, str) for key in reduction)
+        require(ok, "reduction", "'avg', 'adaptive', 'flatten' or a mapping layer -> reduction", reduction)
+    else:
+        options = ("avg", "adaptive", "flatten")
+        require(reduction in options, "reduction", " or ".join(repr(c) for c in options), reduction)
     every = args["tsne_every_n_epochs"]
     require(every is None or (is_int(every) and every >= 1), "tsne_every_n_epochs", "None or an integer >= 1", every)
     dims = args["tsne_dims"]

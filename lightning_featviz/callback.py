@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,8 +30,16 @@ from lightning_featviz.bank import (
     to_thumbnails,
 )
 from lightning_featviz.batches import predictions_from, read_batch, scores_of, unknown_predictions
-from lightning_featviz.capture import INPUT_LAYER, ActivationCapture, Reduction, resolve_layers
+from lightning_featviz.capture import (
+    INPUT_LAYER,
+    ActivationCapture,
+    Reduction,
+    resolve_layers,
+    resolve_reductions,
+    short_display_names,
+)
 from lightning_featviz.datasets import sample_paths
+from lightning_featviz.default_layers import default_layers
 from lightning_featviz.distributed import all_objects, broadcast_object, gather_columns
 from lightning_featviz.embedding import Backend, MapTracker
 from lightning_featviz.inputs import InputKind, as_images, check_input_kind, input_kind, input_width, reduce_input
@@ -46,6 +55,7 @@ from lightning_featviz.trainer_data import (
     known_class_names,
     logged_step,
     matching_rows,
+    preserved_global_rng,
     sampler_batches,
     training_loader,
     validation_loader,
@@ -80,15 +90,23 @@ class FeatureVisualizer(_Callback):
     layer side by side, every layer in order, map-quality scalars and projector embeddings.
 
     Args:
-        layers: module paths (or unique path endings, ``"layer3"`` for ``"model.layer3"``), or a
-            mapping path -> display name. ``"input"`` is the batch itself (pixel space).
+        layers: ``"auto"`` (or None): the input, the outputs of the main stages and the pooled feature
+            before the classifier head, found on the module tree with one no-grad forward shaped like the
+            first validation batch (see ``docs/layers.md``); or module paths (or unique path endings,
+            ``"layer3"`` for ``"model.layer3"``), or a mapping path -> display name. ``"input"`` is the
+            batch itself (pixel space).
         k: neighbours per sample.
         max_samples: validation samples kept (the same ones every epoch).
         query_indices: positions in the validation dataset shown in the neighbour grids; default
             one per class (the first kept sample of each, at most 10 classes).
         metric: ``"euclidean"`` or ``"cosine"``.
-        reduction: how conv maps become vectors: ``"avg"`` (global average pool), ``"adaptive"``
-            (average pool to ``pool_size`` per side) or ``"flatten"``.
+        reduction: how conv maps (channels first or last) become vectors: ``"avg"`` (global average
+            pool), ``"adaptive"`` (average pool to ``pool_size`` per side) or ``"flatten"``; or a mapping
+            layer -> one of those, ``"mean"``, ``"cls"``, ``"last"``, or a callable ``output -> (B, D)``
+            for that layer. Token sequences default to their class token where the model has one, else
+            their mean; RNN/attention/transformer outputs to their mean over time (``batch_first`` is read
+            off the module). A layer whose layout cannot be decided fails at the first batch, naming the
+            entry to add.
         pool_size: output side of the ``"adaptive"`` reduction.
         input_size: the input layer is area-downsampled to ``input_size`` per side before flattening
             (images; sequences are resampled to ``input_size`` steps, token ids counted in ``input_size**2``
@@ -153,12 +171,12 @@ class FeatureVisualizer(_Callback):
 
     def __init__(
         self,
-        layers: Sequence[str] | Mapping[str, str] = ("input", "avgpool"),
+        layers: Sequence[str] | Mapping[str, str] | Literal["auto"] | None = "auto",
         k: int = 10,
         max_samples: int = 2000,
         query_indices: Sequence[int] | None = None,
         metric: Metric = "euclidean",
-        reduction: Reduction = "avg",
+        reduction: Reduction | Mapping[str, str | Callable[[Any], Tensor]] = "avg",
         pool_size: int = 2,
         input_size: int = 16,
         input_kind: InputKind | None = None,
@@ -193,12 +211,18 @@ class FeatureVisualizer(_Callback):
     ) -> None:
         check_arguments({name: value for name, value in locals().items() if name != "self"})
 
-        self.layers = dict(layers) if isinstance(layers, Mapping) else list(layers)
+        self.layers: list[str] | dict[str, str] | Literal["auto"] = (
+            "auto"
+            if layers is None or layers == "auto"
+            else dict(layers)
+            if isinstance(layers, Mapping)
+            else list(layers)
+        )
         self.k = k
         self.max_samples = max_samples
         self.query_indices = None if query_indices is None else [int(i) for i in query_indices]
         self.metric: Metric = metric
-        self.reduction: Reduction = reduction
+        self.reduction = reduction if isinstance(reduction, str) else dict(reduction)
         self.pool_size = pool_size
         self.input_size = input_size
         self.input_kind: InputKind | None = input_kind
@@ -264,20 +288,15 @@ class FeatureVisualizer(_Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(layers=list(self.layers), k=self.k)
+        return self._generate_state_key(layers=self.layers if self.layers == "auto" else list(self.layers), k=self.k)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._paths = resolve_layers(pl_module, self.layers)
-        displays = list(self._paths.values())
-        if self.wrong_cluster_layer is not None and self.wrong_cluster_layer not in displays:
-            raise ValueError(
-                f"Expected `wrong_cluster_layer` to be one of the captured layers {displays}, "
-                f"but got {self.wrong_cluster_layer!r}."
-            )
+        self._paths, self._capture = {}, None
+        if self.layers != "auto":  # "auto": chosen at the first validation epoch, on one of its batches
+            self._use_layers(pl_module, resolve_layers(pl_module, self.layers))
         # trainer.log_dir broadcasts from rank 0: ask once here, where every rank runs, never in a
         # branch that one rank could skip (that would hang the others).
         self._log_dir = trainer.log_dir
-        self._capture = ActivationCapture(pl_module, list(self._paths), self.reduction, self.pool_size)
         options = ReportOptions(**{option.name: getattr(self, option.name) for option in fields(ReportOptions)})
         self._reporter = Reporter(options, self._maps, self._log_dir)
         on_accelerator = trainer.strategy.root_device.type != "cpu"
@@ -350,7 +369,54 @@ class FeatureVisualizer(_Callback):
 
     # ----------------------------------------------------------------------------- capture
 
+    def _use_layers(self, pl_module: pl.LightningModule, paths: dict[str, str]) -> None:
+        """Capture ``paths`` (module path -> display name) from now on; check the arguments that name layers."""
+        displays = list(paths.values())
+        if self.wrong_cluster_layer is not None and self.wrong_cluster_layer not in displays:
+            raise ValueError(
+                f"Expected `wrong_cluster_layer` to be one of the captured layers {displays}, "
+                f"but got {self.wrong_cluster_layer!r}."
+            )
+        reductions = resolve_reductions(pl_module, paths, self.reduction)
+        self._paths = paths
+        self._capture = ActivationCapture(pl_module, list(paths), reductions, self.pool_size)
+
+    def _choose_layers(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """``layers="auto"``: the input, the main stages and the pooled feature, found with one no-grad forward
+        of an input shaped like the first validation batch (seeded noise where it is a float tensor). Each
+        rank chooses for itself, with no collective (a rank without validation batches runs no validation
+        hook and would leave the others waiting): the same weights and input give the same choice."""
+        try:
+            found = self._probe_default_layers(trainer, pl_module)
+        except Exception as error:
+            raise ValueError(
+                "Expected `layers='auto'` to find the default layers with one forward of the first validation "
+                f"batch, but it failed ({type(error).__name__}: {error}). Hint: pass `layers=[...]` "
+                "(`featviz layers --arch NAME` lists the candidates of a torchvision model)."
+            ) from error
+        self._use_layers(pl_module, found)
+        rank_zero_info(f"FeatureVisualizer layers: {list(self._paths.values())} (`layers='auto'`).")
+
+    def _probe_default_layers(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, str]:
+        loader = validation_loader(trainer, self.dataloader_idx)
+        batch = next(iter(loader), None) if loader is not None else None
+        if batch is None:
+            raise ValueError("no validation batch")
+        images = read_batch(batch, self.batch_extractor).inputs
+        if images.is_floating_point():  # the same input on every rank: identical layers are found alike
+            generator = torch.Generator().manual_seed(self.seed)
+            images = torch.randn(images.shape, generator=generator, dtype=images.dtype)
+        plugin = trainer.precision_plugin
+        example = images.to(next(pl_module.parameters()).device)
+        example = plugin.convert_input(example) if hasattr(plugin, "convert_input") else example
+        map_reduction = self.reduction if isinstance(self.reduction, str) else "avg"
+        with preserved_global_rng(), getattr(plugin, "forward_context", nullcontext)():
+            paths = default_layers(pl_module, example, map_reduction, self.pool_size).layers
+        return short_display_names(pl_module, paths)
+
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.layers == "auto" and self._capture is None and not self._disabled:
+            self._choose_layers(trainer, pl_module)
         fitting = trainer.state.fn == TrainerFn.FITTING
         self._active = not trainer.sanity_checking and (not fitting or trainer.current_epoch % self.every_n_epochs == 0)
         smoke_test = getattr(trainer, "fast_dev_run", False)  # nothing to analyse
@@ -383,7 +449,8 @@ class FeatureVisualizer(_Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         if self._capture is not None:
-            self._capture.pop()
+            self._capture.clear()
+            self._capture.batch_size = batch_size_of(batch, self.batch_extractor)
             if trainer.sanity_checking and batch_idx == 0 and not self._sized and not self._capture.attached:
                 self._capture.register()  # one probing batch: how wide is each layer?
         self._preds = None
@@ -823,3 +890,11 @@ class FeatureVisualizer(_Callback):
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(message, stacklevel=2)
+
+
+def batch_size_of(batch: Any, extractor: Callable[[Any], tuple[Any, ...]] | None) -> int | None:
+    """The number of samples in ``batch`` (its labels), or None when it cannot be read."""
+    try:
+        return len(read_batch(batch, extractor).labels)
+    except (TypeError, ValueError, KeyError, IndexError):
+        return None

@@ -89,7 +89,7 @@ def run_analysis(args: argparse.Namespace) -> int:
         args.out,
         arch=args.arch,
         module=args.module,
-        layers=args.layers,
+        layers=args.layers or "auto",
         image_size=args.image_size,
         normalize=not args.no_normalize,
         batch_size=args.batch_size,
@@ -99,18 +99,34 @@ def run_analysis(args: argparse.Namespace) -> int:
         max_samples=args.max_samples,
     )
     print(f"\nkNN purity@{args.k} per layer:")
-    print(purity_table(analysis.history, [str(layer) for layer in args.layers]))
+    layers = list(dict.fromkeys(str(row["layer"]) for row in analysis.history))
+    print(purity_table(analysis.history, layers))
     print(f"\nReport: {analysis.report}\nTensorBoard: tensorboard --logdir {analysis.log_dir}")
     return 0
 
 
 def list_layers(args: argparse.Namespace) -> int:
-    from torchvision import models
+    """Print a model's default layers, then every module that ran with its output shape, layout and vector size."""
+    import importlib
 
-    model = models.get_model(args.arch)
-    for name, module in model.named_modules():
-        if name:
-            print(f"{name:<28} {type(module).__name__}")
+    import torch
+
+    from lightning_featviz.default_layers import default_layers, describe_candidates
+
+    if args.module is not None:
+        module_name, _, class_name = args.module.rpartition(".")
+        if not module_name:
+            raise SystemExit(f"featviz layers: expected --module like 'package.module.Class', but got {args.module!r}.")
+        model = getattr(importlib.import_module(module_name), class_name)()
+    else:
+        from torchvision import models
+
+        model = models.get_model(args.arch, weights=None)
+    example = torch.rand(2, args.channels, args.image_size, args.image_size)
+    found = default_layers(model, example, args.reduction)
+    print(f"default layers: {', '.join(found.layers)}")
+    print(f"every module that ran on a {args.channels}x{args.image_size}x{args.image_size} input (* = default):")
+    print("\n".join(describe_candidates(found, args.reduction)))
     return 0
 
 
@@ -153,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--arch", help="torchvision architecture of the checkpoint (e.g. resnet18)")
     post.add_argument("--module", help="or the LightningModule class path (package.module.Class) of the checkpoint")
     post.add_argument("--out", default="./featviz_analysis", help="output directory (default: %(default)s)")
-    post.add_argument("--layers", nargs="+", default=list(DEMO_LAYERS))
+    post.add_argument("--layers", nargs="+", help="module paths (default: the input, main stages and pooled feature)")
     post.add_argument("--k", type=int, default=10)
     post.add_argument("--max-samples", type=int, default=2000)
     post.add_argument("--image-size", type=int, default=224, help="image side in pixels (default: %(default)s)")
@@ -167,8 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--quiet", action="store_true", help="no progress bar")
     post.set_defaults(run=run_analysis)
 
-    layers = commands.add_parser("layers", help="list the module paths of a torchvision architecture")
-    layers.add_argument("--arch", default="resnet18")
+    layers = commands.add_parser(
+        "layers", help="a model's default layers and every module path with its output layout and vector size"
+    )
+    layers.add_argument("--arch", default="resnet18", help="torchvision architecture (default: %(default)s)")
+    layers.add_argument("--module", help="or an importable class (package.module.Class) built without arguments")
+    layers.add_argument("--image-size", type=int, default=224, help="input side in pixels (default: %(default)s)")
+    layers.add_argument("--channels", type=int, default=3, help="input channels (default: %(default)s)")
+    layers.add_argument(
+        "--reduction", default="avg", choices=["avg", "adaptive", "flatten"], help="how conv maps become vectors"
+    )
     layers.set_defaults(run=list_layers)
     return parser
 

@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -107,7 +107,7 @@ def analyse(
     model: nn.Module,
     data: str | Path | Dataset,
     out_dir: str | Path,
-    layers: Sequence[str] | Mapping[str, str] = ("input", "layer1", "layer2", "layer3", "layer4", "avgpool"),
+    layers: Sequence[str] | Mapping[str, str] | Literal["auto"] = "auto",
     image_size: int = 224,
     normalize: bool = True,
     batch_size: int = 64,
@@ -126,7 +126,8 @@ def analyse(
             ImageNet's statistics, as the model saw them in training) or a Dataset of ``(image, label)``.
         out_dir: gets ``events.out.tfevents.*`` and the projector files (a TensorBoard log dir) and
             ``report/`` (PNG figures, ``metrics.csv`` and ``index.html``).
-        layers: the layers to analyse (see :class:`FeatureVisualizer`).
+        layers: the layers to analyse (see :class:`FeatureVisualizer`); ``"auto"``: the input, the main
+            stages and the pooled feature before the head (see ``docs/layers.md``).
         options: further :class:`FeatureVisualizer` arguments (``k``, ``max_samples``, ...).
     """
     out_dir = Path(out_dir)

@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--rank-one-sees-nothing", action="store_true")
     parser.add_argument("--stage", choices=["validate", "fit"], default="validate")
     parser.add_argument("--background", action="store_true", help="rank 0 reports in its report process")
+    parser.add_argument("--auto-layers", action="store_true", help="layers='auto' instead of a fixed list")
     args = parser.parse_args()
 
     pl.seed_everything(0)
@@ -91,7 +92,7 @@ def main() -> None:
         # DDP broadcasts buffers (BatchNorm's) in every forward while fitting: with a rank that has no
         # validation batch that alone hangs, callback or not. A model without buffers does not.
         model.bn1 = torch.nn.Identity()
-    layers = ["input", "conv2", "pool"]
+    layers = "auto" if args.auto_layers else ["input", "conv2", "pool"]
     visualizer = FeatureVisualizer(
         layers,
         k=5,

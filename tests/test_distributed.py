@@ -48,13 +48,17 @@ def test_a_rank_that_keeps_no_sample_still_takes_part(tmp_path):
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("stage", ["fit", "validate"])
-def test_a_rank_that_sees_no_validation_batch_switches_the_callback_off_without_hanging(tmp_path, stage):
+@pytest.mark.parametrize(
+    ("stage", "layers"), [("fit", []), ("validate", []), ("fit", ["--auto-layers"])], ids=["fit", "validate", "auto"]
+)
+def test_a_rank_that_sees_no_validation_batch_switches_the_callback_off_without_hanging(tmp_path, stage, layers):
     # Lightning runs no validation hook on a rank without batches (the module opts in to empty
     # ranks), so that rank could not join the gather: the callback says so and stays out of the way.
     out = tmp_path / "result.json"
     command = [sys.executable, str(SCRIPT), "--devices", "2", "--out", str(out), "--rank-one-sees-nothing"]
-    completed = subprocess.run([*command, "--stage", stage], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    completed = subprocess.run(
+        [*command, "--stage", stage, *layers], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert "FeatureVisualizer is off for this run" in completed.stderr
     expected = "ranks [1] see no batch" if stage == "fit" else "allow_zero_length_dataloader_with_multiple_devices"
@@ -62,6 +66,13 @@ def test_a_rank_that_sees_no_validation_batch_switches_the_callback_off_without_
     for rank in range(2):
         result = json.loads(Path(f"{out}.rank{rank}").read_text())
         assert result["metrics"] == {} and result["history"] == []
+
+
+@pytest.mark.timeout(600)
+def test_default_layers_are_chosen_alike_on_every_rank(tmp_path):
+    single = _run(tmp_path, 1, "--auto-layers")[0]
+    assert [row["layer"] for row in single["history"]] == ["input", "relu1", "pool"]
+    _assert_same(single, _run(tmp_path, 2, "--auto-layers"))
 
 
 def test_outside_ddp_gathering_is_the_identity():
