@@ -56,9 +56,9 @@ def layer_stats(
 
     Returns:
         The statistics of each layer whose neighbourhoods are defined, and the layers whose are not:
-        most samples' k-th and (k+1)-th neighbours are equally far (a constant layer, a dead ReLU,
-        many exact duplicates), so which k count would depend on the order of the samples; each is
-        warned about once.
+        for most samples the neighbours tied at the k-th distance disagree on sharing the sample's
+        class (a constant layer, a dead ReLU, many exact duplicates), so purity would depend on the
+        order of the samples; each is warned about once.
     """
     stats: dict[str, NeighbourStats] = {}
     undefined: list[str] = []
@@ -88,8 +88,9 @@ def layer_stats(
             warn(
                 f"tied/{layer}",
                 f"Layer {layer!r}: {found.tied:.0%} of the samples have their k-th and (k+1)-th neighbours at the "
-                "same distance (a constant layer, a dead ReLU, or many exact duplicates), so which k neighbours "
-                "count depends on the order of the samples; its purity is undefined (NaN) and it is not analysed.",
+                "same distance, some of their class and some not (a constant layer, a dead ReLU, or many exact "
+                "duplicates), so their purity depends on the order of the samples; the layer's purity is "
+                "undefined (NaN) and it is not analysed.",
             )
             continue
         stats[layer] = found

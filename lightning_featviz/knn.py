@@ -242,8 +242,7 @@ class NeighbourStats:
         purity: (Q,) fraction of neighbours sharing the query's label.
         votes: (Q,) majority-vote class of the neighbours.
         class_purity: (C,) mean purity per true class (NaN where a class has no query).
-        tied: fraction of queries whose k-th and (k+1)-th neighbours are equally far (within
-            :data:`TIE_TOLERANCE`): for those, which k neighbours count depends on the order of the samples.
+        tied: share of queries whose purity depends on how ties are broken (:func:`ambiguous_share`).
     """
 
     distances: Tensor
@@ -277,8 +276,8 @@ def neighbour_stats(
 
     Without ``reference`` the search is leave-one-out within ``vectors``; with it, each query is
     searched among ``reference`` (N, D) whose labels are ``reference_labels`` (N,), never among the
-    rows ``exclude`` (Q,) names (the same sample in both sets; -1 for none). One neighbour more than
-    ``k`` is searched to tell how many neighbourhoods are ties (:attr:`NeighbourStats.tied`).
+    rows ``exclude`` (Q,) names (the same sample in both sets; -1 for none). Up to 2k + 1 neighbours are
+    searched to tell how many neighbourhoods are ambiguous ties (:attr:`NeighbourStats.tied`).
     """
     leave_one_out = reference is None
     if (reference is None) != (reference_labels is None):
@@ -287,15 +286,13 @@ def neighbour_stats(
         (vectors, labels) if reference is None or reference_labels is None else (reference, reference_labels)
     )
     available = ref.shape[0] - int(leave_one_out or (exclude is not None and bool((exclude >= 0).any())))
-    searched = min(k + 1, available) if k <= available else k
+    searched = min(2 * k + 1, available)  # past the k-th neighbour, to see who ties with it
     distances, indices = knn_search(
         vectors, ref, searched, metric, exclude_self=leave_one_out, chunk_size=chunk_size, exclude=exclude
     )
-    tied = 0.0
-    if searched > k:
-        gap = distances[:, k] - distances[:, k - 1]
-        tied = float((gap <= TIE_TOLERANCE * distances[:, k]).float().mean())
-        distances, indices = distances[:, :k], indices[:, :k]
+    neighbour_labels = ref_labels.to(indices.device)[indices]
+    tied = ambiguous_share(distances, neighbour_labels, labels.to(indices.device), k, available)
+    distances, indices = distances[:, :k], indices[:, :k]
     neighbour_labels = ref_labels.to(indices.device)[indices]
     labels = labels.to(indices.device)
     purity = knn_purity(neighbour_labels, labels)
@@ -307,6 +304,33 @@ def neighbour_stats(
         class_purity=per_class_mean(purity, labels, num_classes).cpu(),
         tied=tied,
     )
+
+
+def ambiguous_share(distances: Tensor, neighbour_labels: Tensor, labels: Tensor, k: int, total: int) -> float:
+    """The share of queries whose purity@k depends on how ties are broken.
+
+    A query is ambiguous when its k-th and (k+1)-th neighbours are equally far (within
+    :data:`TIE_TOLERANCE`) and the neighbours at that distance do not all agree on sharing its label
+    (or the tie goes on past the neighbours searched, so that cannot be told): then which of them
+    count, and so its purity, depends on the order of the samples.
+
+    Args:
+        distances: (Q, s) distances, nearest first, s > k (up to 2k + 1 to see the tie group).
+        neighbour_labels: (Q, s) their labels.
+        labels: (Q,) the queries' labels.
+        k: neighbours counted.
+        total: reference rows each query could have had as neighbours.
+    """
+    if distances.shape[1] <= k:
+        return 0.0
+    boundary = distances[:, k - 1 : k]
+    tolerance = TIE_TOLERANCE * boundary + 1e-12
+    in_group = (distances - boundary).abs() <= tolerance  # (Q, s): at the k-th neighbour's distance
+    straddles = in_group[:, k]
+    same = neighbour_labels == labels[:, None]
+    mixed = (in_group & same).any(dim=1) & (in_group & ~same).any(dim=1)
+    unseen = in_group[:, -1] if distances.shape[1] < total else torch.zeros_like(straddles)  # the group goes on
+    return float((straddles & (mixed | unseen)).float().mean())
 
 
 def digest(tensors: tuple[Tensor | None, ...]) -> bytes:

@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SubsetRandomSampler, WeightedRandomSampler
 
 from lightning_featviz import FeatureVisualizer
+from lightning_featviz.knn import neighbour_stats
 
 
 def blobs(classes: int, per_class: int, dims: int = 12, spread: float = 0.6, seed: int = 0):
@@ -231,3 +232,126 @@ def test_test_and_predict_say_once_that_only_validation_is_analysed(tmp_path):
     with pytest.warns(UserWarning, match=r"validation loops only.*`trainer.test` runs without it"):
         trainer.test(model, loader)
     assert visualizer.history == []
+
+
+class Sequences(Dataset):
+    """(T, F) float sequences whose class sets the frequency of a sine in the first feature."""
+
+    def __init__(self, size: int, steps: int = 12, features: int = 3, classes: int = 4, seed: int = 0):
+        generator = torch.Generator().manual_seed(seed)
+        self.labels = torch.arange(size) % classes
+        time = torch.linspace(0, 6.28, steps)
+        signal = torch.sin(time[None, :] * (1 + self.labels[:, None]))
+        self.x = 0.3 * torch.randn(size, steps, features, generator=generator)
+        self.x[:, :, 0] += signal
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.x[index], int(self.labels[index])
+
+
+class SequenceClassifier(pl.LightningModule):
+    """An LSTM over (B, T, F) batches (transposed to (T, B, F) when not ``batch_first``), last step -> head."""
+
+    def __init__(self, batch_first: bool, features: int = 3, classes: int = 4):
+        super().__init__()
+        self.batch_first = batch_first
+        self.lstm = nn.LSTM(features, 16, batch_first=batch_first)
+        self.head = nn.Linear(16, classes)
+
+    def forward(self, x):
+        out, _ = self.lstm(x if self.batch_first else x.transpose(0, 1))
+        return self.head(out[:, -1] if self.batch_first else out[-1])
+
+    def training_step(self, batch, batch_idx):
+        return F.cross_entropy(self(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", F.cross_entropy(self(batch[0]), batch[1]))
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch-first", "sequence-first, steps == batch"])
+def test_an_lstm_classifier_is_analysed_per_sequence_in_either_layout(tmp_path, batch_first):
+    # Sequence-first with 12 steps and batches of 12 is the case that used to crash `fit`.
+    data = Sequences(96, steps=12)
+    visualizer = FeatureVisualizer(["input", "lstm"], k=5, tsne_dims=[2])
+    trainer = tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer])
+    model = SequenceClassifier(batch_first)
+    with pytest.warns(UserWarning, match="sequence inputs"):
+        trainer.fit(model, DataLoader(data, batch_size=12, shuffle=True), DataLoader(data, batch_size=12))
+    model.eval()
+    with torch.no_grad():  # the reference: the LSTM's outputs averaged over time, one 16-d vector per sequence
+        out, _ = model.lstm(data.x if batch_first else data.x.transpose(0, 1))
+        vectors = out.mean(dim=1 if batch_first else 0)
+    expected = sklearn_purity(vectors.numpy(), data.labels.numpy(), k=5)
+    assert trainer.callback_metrics["featviz/knn_purity@5/lstm"].item() == pytest.approx(expected, abs=1e-6)
+    steps = F.adaptive_avg_pool1d(data.x.transpose(1, 2), 16).transpose(1, 2).flatten(1)  # 12 steps -> 16
+    expected_input = sklearn_purity(steps.numpy(), data.labels.numpy(), k=5)
+    assert trainer.callback_metrics["featviz/knn_purity@5/input"].item() == pytest.approx(expected_input, abs=1e-6)
+
+
+class Texts(Dataset):
+    """Token-id sequences (T,) whose class decides which block of the vocabulary most tokens come from."""
+
+    def __init__(self, size: int, length: int = 10, classes: int = 3, seed: int = 0):
+        generator = torch.Generator().manual_seed(seed)
+        self.labels = torch.arange(size) % classes
+        noise = torch.randint(0, 60, (size, length), generator=generator)
+        topical = torch.randint(0, 20, (size, length), generator=generator) + 60 + 20 * self.labels[:, None]
+        self.tokens = torch.where(torch.rand(size, length, generator=generator) < 0.6, topical, noise)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.tokens[index], int(self.labels[index])
+
+
+class TextClassifier(pl.LightningModule):
+    """Token ids -> embedding -> a small transformer encoder -> mean over tokens -> head."""
+
+    def __init__(self, vocabulary: int = 120, classes: int = 3):
+        super().__init__()
+        self.embed = nn.Embedding(vocabulary, 16)
+        layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.head = nn.Linear(16, classes)
+
+    def forward(self, tokens):
+        return self.head(self.encoder(self.embed(tokens)).mean(dim=1))
+
+    def training_step(self, batch, batch_idx):
+        return F.cross_entropy(self(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", F.cross_entropy(self(batch[0]), batch[1]))
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
+def test_a_text_transformer_on_token_ids_is_analysed_with_default_layers(tmp_path):
+    data = Texts(90)
+    visualizer = FeatureVisualizer(k=5, tsne_dims=[2])  # layers="auto"
+    trainer = tiny_trainer(tmp_path, max_epochs=1, callbacks=[visualizer])
+    model = TextClassifier()
+    with pytest.warns(UserWarning, match="tokens inputs"):
+        trainer.fit(model, DataLoader(data, batch_size=15, shuffle=True), DataLoader(data, batch_size=15))
+    layers = {row["layer"] for row in visualizer.history}
+    assert "input" in layers and "encoder" in layers
+    # The input is a bag of tokens. Its distances tie often (counts of 10 tokens), where scikit-learn breaks
+    # ties its own way: the bags are checked against the same search on bags built here by hand.
+    bags = torch.stack([torch.bincount(t % 256, minlength=256).float() / len(t) for t in data.tokens])
+    expected = neighbour_stats(bags, data.labels, k=5, num_classes=3).mean_purity
+    assert trainer.callback_metrics["featviz/knn_purity@5/input"].item() == pytest.approx(expected, abs=1e-6)
+    model.eval()
+    with torch.no_grad():
+        encoded = model.encoder(model.embed(data.tokens)).mean(dim=1)
+    expected = sklearn_purity(encoded.numpy(), data.labels.numpy(), k=5)
+    assert trainer.callback_metrics["featviz/knn_purity@5/encoder"].item() == pytest.approx(expected, abs=1e-6)
+    assert glob.glob(f"{trainer.log_dir}/featviz_wrong_cluster/*.csv")

@@ -4,7 +4,15 @@ import pytest
 import torch
 from sklearn.neighbors import NearestNeighbors
 
-from lightning_featviz.knn import ResultCache, knn_purity, knn_search, knn_vote, neighbour_stats, per_class_mean
+from lightning_featviz.knn import (
+    ResultCache,
+    ambiguous_share,
+    knn_purity,
+    knn_search,
+    knn_vote,
+    neighbour_stats,
+    per_class_mean,
+)
 
 
 def _assert_same_neighbours(ours, reference, atol=1e-4):
@@ -151,3 +159,17 @@ def test_a_search_in_inference_mode_and_then_outside_it_both_work():
         inside = knn_search(data, data, 4, exclude_self=True, backend="torch")[1]
     outside = knn_search(data.clone(), data.clone(), 4, exclude_self=True, backend="torch")[1]
     assert torch.equal(inside, outside)
+
+
+def test_ties_count_as_ambiguous_only_where_they_could_change_the_purity():
+    k = 2
+    # distances nearest first; the k-th (index 1) and (k+1)-th (index 2) are equal in rows 0-2
+    distances = torch.tensor(
+        [[0.1, 0.5, 0.5, 0.9, 1.0], [0.1, 0.5, 0.5, 0.9, 1.0], [0.1, 0.5, 0.5, 0.5, 0.5], [0.1, 0.5, 0.6, 0.9, 1.0]]
+    )
+    neighbour_labels = torch.tensor([[0, 0, 0, 1, 1], [0, 0, 1, 1, 1], [0, 0, 0, 0, 0], [0, 0, 1, 1, 1]])
+    labels = torch.zeros(4, dtype=torch.long)
+    # row 0: the tie agrees (both share the label); row 1: it does not; row 2: the tie goes on past the
+    # five searched of ten, so it cannot be told; row 3: no tie at the k-th neighbour.
+    assert ambiguous_share(distances, neighbour_labels, labels, k, total=10) == pytest.approx(2 / 4)
+    assert ambiguous_share(distances, neighbour_labels, labels, k, total=5) == pytest.approx(1 / 4)
