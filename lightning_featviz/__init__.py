@@ -19,11 +19,14 @@ _MODULE_OF = {
     "FeatureBank": "bank",
     "FeatureVisualizer": "callback",
     "figure_to_array": "plots",
+    "find_label_issues": "label_issues",
     "find_wrong_cluster": "outliers",
     "image_folder": "datasets",
     "knn_purity": "knn",
     "knn_search": "knn",
     "knn_vote": "knn",
+    "label_issue_table": "label_issues",
+    "LabelIssues": "label_issues",
     "map_displacement": "embedding",
     "map_figure": "map_plot",
     "map_image": "map_plot",
@@ -57,6 +60,7 @@ __all__ = [
     "ColouredDigits",
     "FeatureBank",
     "FeatureVisualizer",
+    "LabelIssues",
     "MapPanel",
     "MapTracker",
     "NeighbourGrid",
@@ -65,11 +69,13 @@ __all__ = [
     "WrongCluster",
     "align_map",
     "figure_to_array",
+    "find_label_issues",
     "find_wrong_cluster",
     "image_folder",
     "knn_purity",
     "knn_search",
     "knn_vote",
+    "label_issue_table",
     "map_displacement",
     "map_figure",
     "map_image",
@@ -118,6 +124,7 @@ if TYPE_CHECKING:
         tsne_map,
     )
     from lightning_featviz.knn import NeighbourStats, knn_purity, knn_search, knn_vote, neighbour_stats, per_class_mean
+    from lightning_featviz.label_issues import LabelIssues, find_label_issues, label_issue_table
     from lightning_featviz.map_plot import MapPanel, map_figure, map_image
     from lightning_featviz.outliers import WrongCluster, find_wrong_cluster, neighbourhood_confusion
     from lightning_featviz.plots import NeighbourGrid, figure_to_array, neighbour_grid_figure, neighbour_grid_image

@@ -68,6 +68,8 @@ class BankData:
         confidences: (N,) the model's probability for its prediction, NaN where unknown.
         vectors: ``{layer display name: (N, D) float32}``.
         thumbnails: (N, 3, T, T) uint8, or (N, 0) when no output shows images.
+        probabilities: (N, C) the model's softmax over the C classes (float32, or float16 storage),
+            NaN rows where a batch's output was not seen; (N, 0) when no batch gave logits.
     """
 
     indices: Tensor
@@ -76,6 +78,11 @@ class BankData:
     confidences: Tensor
     vectors: dict[str, Tensor]
     thumbnails: Tensor
+    probabilities: Tensor = field(default_factory=lambda: torch.zeros(0, 0))
+
+    def __post_init__(self) -> None:
+        if self.probabilities.shape[0] != len(self.indices):
+            self.probabilities = torch.zeros(len(self.indices), 0)
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -86,10 +93,14 @@ class BankData:
         return torch.tensor([lookup[int(i)] for i in dataset_indices], dtype=torch.int64)
 
 
-def bank_bytes(num_samples: int, dims: dict[str, int], dtype: torch.dtype, thumbnail_size: int | None) -> int:
-    """Bytes a bank of ``num_samples`` rows takes: vectors of ``dims`` (layer -> D) in ``dtype``,
-    RGB uint8 thumbnails of ``thumbnail_size`` (None: none), and four per-sample scalars."""
-    vectors = sum(dims.values()) * torch.empty((), dtype=dtype).element_size()
+def bank_bytes(
+    num_samples: int, dims: dict[str, int], dtype: torch.dtype, thumbnail_size: int | None, num_classes: int = 0
+) -> int:
+    """Bytes a bank of ``num_samples`` rows takes: vectors of ``dims`` (layer -> D) and the model's
+    ``num_classes`` probabilities (0: no logits seen) in ``dtype``, RGB uint8 thumbnails of
+    ``thumbnail_size`` (None: none), and four per-sample scalars. At 2,000 samples × 1,000 classes the
+    probabilities take 7.6 MiB in float32, 3.8 MiB in float16."""
+    vectors = (sum(dims.values()) + num_classes) * torch.empty((), dtype=dtype).element_size()
     thumbnails = 3 * thumbnail_size**2 if thumbnail_size else 0
     scalars = 8 + 8 + 8 + 4  # index, label, prediction (int64), confidence (float32)
     return num_samples * (vectors + thumbnails + scalars)
@@ -97,14 +108,15 @@ def bank_bytes(num_samples: int, dims: dict[str, int], dtype: torch.dtype, thumb
 
 def stored_bytes(bank: BankData) -> int:
     """Bytes a finalised bank actually holds."""
-    tensors = [bank.indices, bank.labels, bank.preds, bank.confidences, bank.thumbnails, *bank.vectors.values()]
+    tensors = [bank.indices, bank.labels, bank.preds, bank.confidences, bank.thumbnails, bank.probabilities]
+    tensors += list(bank.vectors.values())
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
 @dataclass
 class FeatureBank:
-    """Collects, batch by batch, the samples of ``keep`` (sorted dataset indices); vectors are
-    stored in ``dtype`` (float16 halves the memory; analysis computes in float32)."""
+    """Collects, batch by batch, the samples of ``keep`` (sorted dataset indices); vectors and
+    probabilities are stored in ``dtype`` (float16 halves the memory; analysis computes in float32)."""
 
     keep: Tensor
     dtype: torch.dtype = torch.float32
@@ -131,21 +143,38 @@ class FeatureBank:
         confidences: Tensor,
         vectors: dict[str, Tensor],
         thumbnails: Tensor,
+        probabilities: Tensor | None = None,
     ) -> None:
-        """Add the rows of one batch (all (B, ...)); select them with :meth:`rows_to_keep` first."""
+        """Add the rows of one batch (all (B, ...)); select them with :meth:`rows_to_keep` first.
+
+        ``probabilities`` (B, C) is the model's softmax, None where its output was not seen.
+        """
         columns = {
             "indices": indices,
             "labels": labels,
             "preds": preds,
             "confidences": confidences,
             "thumbnails": thumbnails,
+            "probabilities": (probabilities if probabilities is not None else torch.zeros(len(indices), 0)).to(
+                self.dtype
+            ),
         }
         columns.update({f"vec/{name}": value.to(self.dtype) for name, value in vectors.items()})
         for key, value in columns.items():
             self._parts.setdefault(key, []).append(value.detach().cpu())
 
     def columns(self) -> dict[str, Tensor]:
-        """Everything added so far, concatenated: name -> (n, ...) tensors; empty if nothing was added."""
+        """Everything added so far, concatenated: name -> (n, ...) tensors; empty if nothing was added.
+
+        Batches without probabilities get NaN rows of the others' width (C).
+        """
+        widths = {part.shape[1] for part in self._parts.get("probabilities", [])}
+        if len(widths) > 1:
+            width = max(widths)
+            self._parts["probabilities"] = [
+                part if part.shape[1] == width else torch.full((len(part), width), float("nan"), dtype=part.dtype)
+                for part in self._parts["probabilities"]
+            ]
         return {key: torch.cat(parts) for key, parts in self._parts.items()}
 
     def finalize(self) -> BankData | None:
@@ -172,4 +201,5 @@ def bank_from_columns(columns: dict[str, Tensor]) -> BankData | None:
         confidences=columns["confidences"].float(),
         vectors={key[4:]: value for key, value in columns.items() if key.startswith("vec/")},
         thumbnails=columns["thumbnails"],
+        probabilities=columns.get("probabilities", torch.zeros(len(columns["indices"]), 0)),
     )

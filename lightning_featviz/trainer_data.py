@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, RandomSampler, Subset
 
 from lightning_featviz.bank import BankData, FeatureBank, select_subset
-from lightning_featviz.batches import read_batch, scores_of, unknown_predictions
+from lightning_featviz.batches import probabilities_of, read_batch, scores_of, unknown_predictions
 from lightning_featviz.capture import INPUT_LAYER, ActivationCapture, reduce_input
 
 
@@ -96,7 +96,8 @@ def capture_training_bank(
 ) -> BankData | None:
     """Up to ``max_reference`` training samples (chosen by ``seed``) through a no-grad, eval-mode forward
     with ``capture`` attached: their vectors for each ``paths`` layer (path -> display name), labels,
-    predictions and thumbnails. None when there is no training DataLoader over a sized dataset."""
+    predictions, class probabilities (in-sample: the model trained on these labels) and thumbnails.
+    None when there is no training DataLoader over a sized dataset."""
     loader = trainer.train_dataloader
     datamodule = datamodule_of(trainer)
     if loader is None and datamodule is not None:
@@ -125,7 +126,10 @@ def capture_training_bank(
                     display: reduce_input(images, input_size).cpu() if path == INPUT_LAYER else captured[path]
                     for path, display in paths.items()
                 }
-                bank.add(indices, labels.cpu(), preds.cpu(), confidences.cpu(), vectors, thumbnails(images))
+                probabilities = probabilities_of(output)
+                bank.add(
+                    indices, labels.cpu(), preds.cpu(), confidences.cpu(), vectors, thumbnails(images), probabilities
+                )
     finally:
         pl_module.train(was_training)
     return bank.finalize()

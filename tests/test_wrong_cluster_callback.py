@@ -54,3 +54,39 @@ def test_wrong_cluster_layer_must_be_a_captured_layer(tmp_path, small_data):
     with pytest.raises(ValueError, match=r"`wrong_cluster_layer` to be one of the captured layers \['input', 'pool'\]"):
         tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(TinyNet(), datamodule=small_data)
     assert torch.is_grad_enabled()
+
+
+def test_relabelling_lists_rank_every_sample_with_the_models_probabilities_on_val_and_train(tmp_path):
+    # Three colour-coded classes; two salad-green pictures were filed under "fries", in both splits.
+    for name, colour in COLOURS.items():
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(12):
+            shade = tuple(max(0, c - 6 * i) for c in colour)
+            Image.new("RGB", (32, 32), shade).save(tmp_path / "data" / name / f"{name}_{i}.png")
+    for i in range(2):
+        Image.new("RGB", (32, 32), (10, 130 + i, 30)).save(tmp_path / "data" / "fries" / f"misfiled_{i}.png")
+    folder = ImageFolder(str(tmp_path / "data"), transform=transforms.ToTensor())
+    data = ClassificationData(folder, folder, folder.classes, batch_size=8)
+    visualizer = FeatureVisualizer(
+        ["input", "pool"], k=5, wrong_cluster_layer="input", tsne_every_n_epochs=None, reference="train"
+    )
+    trainer = tiny_trainer(tmp_path, max_epochs=1, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
+    trainer.fit(TinyNet(num_classes=3), datamodule=data)
+
+    folder_out = tmp_path / "lightning_logs" / "version_0" / "featviz_label_issues"
+    for name in ("epoch_000_input.csv", "epoch_000_input_train.csv"):
+        rows = _read_csv(folder_out / name)
+        assert len(rows) == len(folder)  # every sample, not only the flagged ones
+        scores = [float(row["score"]) for row in rows]
+        assert scores == sorted(scores, reverse=True)
+        assert all(0 <= float(row["model_probability"]) <= 1 for row in rows)  # TinyNet's softmax was kept
+        top = rows[:2]
+        assert {folder.samples[int(row["index"])][0].rsplit("/", 1)[-1] for row in top} == {
+            "misfiled_0.png",
+            "misfiled_1.png",
+        }
+        assert all(row["given_label"] == "fries" and row["suggested_label"] == "salad" for row in top)
+    assert _read_csv(folder_out / "epoch_000_input.csv")[0]["path"].endswith(".png")
+    events = read_events(tmp_path)
+    text = events.Tensors("featviz/label_issues/input/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert text.startswith("| rank | index | given_label | suggested_label | score | category |")
