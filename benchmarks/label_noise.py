@@ -7,7 +7,8 @@ whose suggested label is not the given one; cleanlab: what ``find_label_issues``
 
 Methods:
 - **featviz**: :func:`lightning_featviz.label_issues.find_label_issues` on one layer's vectors and the
-  model's softmax (neighbourhood × model); **featviz neighbours**: the same without probabilities.
+  model's softmax (neighbourhood × model; in-sample probabilities tempered, as the callback scores training
+  samples); **featviz neighbours**: the same without probabilities.
 - **model probability**: the softmax probability of the given label, ascending (for reference).
 - **cleanlab find_label_issues**: ``cleanlab.filter.find_label_issues`` on the softmax, ranked by
   self-confidence; the samples it does not flag follow, by ``get_label_quality_scores``.
@@ -42,7 +43,7 @@ from sklearn.metrics import average_precision_score
 from torch import nn
 
 from lightning_featviz.datasets import ColouredDigits
-from lightning_featviz.label_issues import find_label_issues
+from lightning_featviz.label_issues import IN_SAMPLE_MODEL_WEIGHT, find_label_issues
 
 NUM_CLASSES = 10
 CIFAR_MEAN, CIFAR_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -164,11 +165,16 @@ def measures(is_error: np.ndarray, scores: np.ndarray, flagged: np.ndarray | Non
     return row
 
 
-def audit(features: np.ndarray, probabilities: np.ndarray, noisy: np.ndarray, clean: np.ndarray) -> dict[str, dict]:
-    """Every method on one noisy labelling; method -> measures."""
+def audit(
+    features: np.ndarray, probabilities: np.ndarray, noisy: np.ndarray, clean: np.ndarray, in_sample: bool = False
+) -> dict[str, dict]:
+    """Every method on one noisy labelling; method -> measures. ``in_sample``: the model trained on these
+    labels (scored as the callback scores training samples)."""
     is_error = noisy != clean
     labels, vectors = torch.from_numpy(noisy), torch.from_numpy(features).float()
-    ours = find_label_issues(vectors, labels, NUM_CLASSES, torch.from_numpy(probabilities).float())
+    model_weight = IN_SAMPLE_MODEL_WEIGHT if in_sample else 1.0
+    probabilities_t = torch.from_numpy(probabilities).float()
+    ours = find_label_issues(vectors, labels, NUM_CLASSES, probabilities_t, model_weight=model_weight)
     neighbours = find_label_issues(vectors, labels, NUM_CLASSES, None)
     ours_flagged = np.flatnonzero(ours.suggested.numpy() != noisy)
     neighbours_flagged = np.flatnonzero(neighbours.suggested.numpy() != noisy)
@@ -278,7 +284,7 @@ def main() -> None:
 
     features, probabilities, noisy, clean, epochs = memorised_digits(args.seed, 0.20)
     memorised = float((probabilities.argmax(1) == noisy).mean())
-    results = audit(features, probabilities, noisy, clean)
+    results = audit(features, probabilities, noisy, clean, in_sample=True)
     print_table(
         f"(b) training audit, digits with 20% flipped labels, DigitNet trained {epochs} epochs to {memorised:.3f} "
         f"accuracy on the noisy labels, pool layer, in-sample probabilities: {int((noisy != clean).sum())} of "

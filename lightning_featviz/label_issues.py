@@ -10,8 +10,11 @@ The score (see docs/label_issues.md):
    vote for their labels with weight ``exp(-d / d_k)`` (``d_k``: the distance to the k-th neighbour, so
    the nearest count most and the weights do not depend on the layer's scale), smoothed towards the
    classes' frequencies by one pseudo-vote.
-2. **Combined distribution** ``r`` (N, C) ∝ ``q ** neighbour_weight * p`` where the model's softmax ``p``
-   is known (a product of experts: a class must be plausible to both), else ``q`` alone.
+2. **Combined distribution** ``r`` (N, C) ∝ ``q ** neighbour_weight * p ** model_weight`` where the
+   model's softmax ``p`` is known (a product of experts: a class must be plausible to both), else ``q``
+   alone. Both weights are 1 for samples the model did not train on. For training samples the model's
+   probabilities are in-sample: a network that memorised its labels is sure of wrong ones too, so they
+   are tempered (``model_weight`` = :data:`IN_SAMPLE_MODEL_WEIGHT`) and the neighbourhood leads.
 3. **Score** ``1 - r[given label]``: high when neighbours and model together find the label unlikely.
    The suggested label is ``argmax r``.
 """
@@ -52,6 +55,8 @@ CATEGORIES = (
     "label agrees with neighbours (no model probabilities)",
 )
 DEFAULT_NEIGHBOUR_WEIGHT = 1.0
+#: The model's weight for training samples scored with in-sample probabilities.
+IN_SAMPLE_MODEL_WEIGHT = 0.1
 
 Warn = Callable[[str, str], None]
 
@@ -100,14 +105,16 @@ def neighbour_label_distribution(
     return (votes + prior[None]) / (k + 1)
 
 
-def combine(neighbours: Tensor, probabilities: Tensor | None, neighbour_weight: float) -> Tensor:
-    """(N, C) product of experts ``q ** neighbour_weight * p``, rows normalised; ``q`` alone where
-    ``probabilities`` (N, C) is None or a row is not finite."""
+def combine(
+    neighbours: Tensor, probabilities: Tensor | None, neighbour_weight: float, model_weight: float = 1.0
+) -> Tensor:
+    """(N, C) product of experts ``q ** neighbour_weight * p ** model_weight``, rows normalised; ``q``
+    alone where ``probabilities`` (N, C) is None or a row is not finite."""
     if probabilities is None:
         return neighbours
     probabilities = probabilities.float()
     known = probabilities.isfinite().all(dim=1) & (probabilities.sum(dim=1) > 0)
-    product = neighbours.pow(neighbour_weight) * probabilities.nan_to_num(0.0)
+    product = neighbours.pow(neighbour_weight) * probabilities.nan_to_num(0.0).clamp_min(1e-30).pow(model_weight)
     product = torch.where(known[:, None], product, neighbours)
     return product / product.sum(dim=1, keepdim=True)
 
@@ -173,6 +180,7 @@ def score_label_issues(
     probabilities: Tensor | None = None,
     neighbour_weight: float = DEFAULT_NEIGHBOUR_WEIGHT,
     prior: Tensor | None = None,
+    model_weight: float = 1.0,
 ) -> LabelIssues:
     """Score each sample's label from its neighbours and (where known) the model's probabilities.
 
@@ -184,12 +192,13 @@ def score_label_issues(
         probabilities: (N, C) the model's softmax; rows with NaN count as unknown; None: neighbours only.
         neighbour_weight: exponent of the neighbourhood distribution in the product (0: model only).
         prior: (C,) class frequencies of the searched set, for smoothing (default uniform).
+        model_weight: exponent of the model's probabilities (:data:`IN_SAMPLE_MODEL_WEIGHT` for in-sample ones).
     """
     labels = labels.long().cpu()
     neighbours = neighbour_label_distribution(distances.cpu(), neighbour_labels.cpu(), num_classes, prior)
     if probabilities is not None and probabilities.shape != (len(labels), num_classes):
         probabilities = None
-    combined = combine(neighbours, probabilities, neighbour_weight)
+    combined = combine(neighbours, probabilities, neighbour_weight, model_weight)
     rows = torch.arange(len(labels))
     if probabilities is not None:
         probabilities = probabilities.float().cpu()
@@ -223,12 +232,14 @@ def find_label_issues(
     reference: Tensor | None = None,
     reference_labels: Tensor | None = None,
     warn: Warn = _ignore,
+    model_weight: float = 1.0,
 ) -> LabelIssues:
     """Label issues of samples with ``vectors`` (N, D) and ``labels`` (N,), from a kNN search in one layer.
 
     Without ``reference`` the search is leave-one-out within ``vectors``; with it (R, D) and its
     ``reference_labels`` (R,), each sample is searched there (e.g. validation samples among training
-    samples). ``probabilities`` (N, C) are the model's softmax of the samples, None when unknown.
+    samples). ``probabilities`` (N, C) are the model's softmax of the samples, None when unknown; for
+    samples the model trained on, pass ``model_weight=IN_SAMPLE_MODEL_WEIGHT``.
     Odd input warns through ``warn(key, message)`` and is scored as well as it can be:
 
     - no probabilities, or NaN rows (NaN logits): neighbourhood only for those samples;
@@ -269,7 +280,7 @@ def find_label_issues(
     neighbour_labels = ref_labels[indices.cpu()]
     prior = counts.float().clamp_min(1e-3)
     issues = score_label_issues(
-        distances, neighbour_labels, labels, num_classes, probabilities, neighbour_weight, prior
+        distances, neighbour_labels, labels, num_classes, probabilities, neighbour_weight, prior, model_weight
     )
     if len(classes) < 2:
         issues.scores.zero_()

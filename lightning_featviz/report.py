@@ -16,7 +16,7 @@ from torch import Tensor
 
 from lightning_featviz.bank import BankData
 from lightning_featviz.knn import NeighbourStats
-from lightning_featviz.label_issues import LabelIssues, Warn, find_label_issues
+from lightning_featviz.label_issues import IN_SAMPLE_MODEL_WEIGHT, LabelIssues, Warn, find_label_issues
 from lightning_featviz.outliers import (
     WrongCluster,
     find_wrong_cluster,
@@ -112,7 +112,7 @@ def known_probabilities(bank: BankData) -> Tensor | None:
 def label_issues_of(results: EpochResults, layer: str, warn: Warn) -> tuple[LabelIssues, LabelIssues | None]:
     """Label issues in ``layer``: of the validation samples (searched like the kNN statistics: among
     themselves, or among the training reference), and of the training reference's samples among
-    themselves (None without one)."""
+    themselves, with the model's in-sample probabilities tempered (None without one)."""
     bank, searched, num_classes = results.bank, results.searched, len(results.class_names)
     vectors = bank.vectors[layer].float()
     if searched is bank:
@@ -127,7 +127,14 @@ def label_issues_of(results: EpochResults, layer: str, warn: Warn) -> tuple[Labe
         reference_labels=searched.labels,
         warn=warn,
     )
-    training = find_label_issues(reference, searched.labels, num_classes, known_probabilities(searched), warn=warn)
+    training = find_label_issues(
+        reference,
+        searched.labels,
+        num_classes,
+        known_probabilities(searched),
+        warn=warn,
+        model_weight=IN_SAMPLE_MODEL_WEIGHT,  # the model trained on these labels
+    )
     return validation, training
 
 
