@@ -265,7 +265,14 @@ def find_label_issues(
             "reach a full neighbour share and rank higher than they should. Hint: a smaller `k`, or more samples "
             "per class (`max_samples`).",
         )
-    if probabilities is None:
+    if probabilities is not None and probabilities.shape != (len(labels), num_classes):
+        warn(
+            "label-issues-shape",
+            f"Label issues: expected the model's probabilities to be ({len(labels)}, {num_classes}) for "
+            f"{num_classes} classes, but got {tuple(probabilities.shape)}; scores use the neighbourhood only.",
+        )
+        probabilities = None
+    elif probabilities is None:
         warn(
             "label-issues-no-probabilities",
             "Label issues: the model's outputs are not logits (B, C); scores use the neighbourhood only.",

@@ -113,6 +113,14 @@ def test_nan_probability_rows_warn_once_and_are_scored_by_their_neighbourhood():
     assert bool(torch.isfinite(issues.scores).all())
 
 
+def test_probabilities_of_another_class_count_warn_and_are_left_out():
+    vectors, labels = _blobs()
+    warn = Recorder()
+    issues = find_label_issues(vectors, labels, 3, torch.full((90, 5), 0.2), k=10, warn=warn)
+    assert warn.keys() == ["label-issues-shape"] and "(90, 3)" in warn.calls[0][1]
+    torch.testing.assert_close(issues.scores, 1 - issues.neighbour_share)
+
+
 def test_a_single_class_warns_and_scores_nothing_as_an_issue():
     vectors, _ = _blobs(num_classes=1)
     labels = torch.zeros(len(vectors), dtype=torch.long)
