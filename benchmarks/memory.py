@@ -190,7 +190,7 @@ def main() -> None:
             spread = max(after) - min(after)
             print(f"{name} from epoch 2 on: {min(after):.0f}-{max(after):.0f} MiB (spread {spread:.0f} MiB)")
     dims = {"input": 3 * 16 * 16, "layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512, "avgpool": 512}
-    predicted = bank_bytes(len(data.val), dims, torch.float32, visualizer.thumbnail_size)
+    predicted = bank_bytes(len(data.val), dims, torch.float32, visualizer.thumbnail_size, num_classes=10)
     print(f"bank: predicted {predicted / 2**20:.2f} MiB, measured {visualizer.measured / 2**20:.2f} MiB")
 
 

@@ -23,11 +23,14 @@ _MODULE_OF = {
     "FeatureBank": "bank",
     "FeatureVisualizer": "callback",
     "figure_to_array": "plots",
+    "find_label_issues": "label_issues",
     "find_wrong_cluster": "outliers",
     "image_folder": "datasets",
     "knn_purity": "knn",
     "knn_search": "knn",
     "knn_vote": "knn",
+    "label_issue_table": "label_issues",
+    "LabelIssues": "label_issues",
     "map_displacement": "embedding",
     "map_figure": "map_plot",
     "map_image": "map_plot",
@@ -62,6 +65,7 @@ __all__ = [
     "ColouredDigits",
     "FeatureBank",
     "FeatureVisualizer",
+    "LabelIssues",
     "Layout",
     "LayoutError",
     "MapPanel",
@@ -73,12 +77,14 @@ __all__ = [
     "align_map",
     "default_layers",
     "figure_to_array",
+    "find_label_issues",
     "find_wrong_cluster",
     "image_folder",
     "input_kind",
     "knn_purity",
     "knn_search",
     "knn_vote",
+    "label_issue_table",
     "map_displacement",
     "map_figure",
     "map_image",
@@ -130,6 +136,7 @@ if TYPE_CHECKING:
     )
     from lightning_featviz.inputs import input_kind, reduce_input
     from lightning_featviz.knn import NeighbourStats, knn_purity, knn_search, knn_vote, neighbour_stats, per_class_mean
+    from lightning_featviz.label_issues import LabelIssues, find_label_issues, label_issue_table
     from lightning_featviz.layouts import Layout, LayoutError, reduce_output
     from lightning_featviz.map_plot import MapPanel, map_figure, map_image
     from lightning_featviz.outliers import WrongCluster, find_wrong_cluster, neighbourhood_confusion

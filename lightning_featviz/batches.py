@@ -97,6 +97,16 @@ def scores_of(output: Any) -> tuple[Tensor, Tensor] | None:
     return None
 
 
+def probabilities_of(output: Any) -> Tensor | None:
+    """(B, C) float32 softmax of a forward's output ((B, C) logits, or a tuple/list starting with them), else None."""
+    logits = (
+        output if isinstance(output, Tensor) else (output[0] if isinstance(output, (tuple, list)) and output else None)
+    )
+    if isinstance(logits, Tensor) and logits.ndim == 2 and logits.shape[1] > 1:
+        return logits.detach().float().softmax(dim=1).cpu()
+    return None
+
+
 def unknown_predictions(size: int) -> tuple[Tensor, Tensor]:
     """Predictions -1 and confidences NaN: the model's output was not seen."""
     return torch.full((size,), -1, dtype=torch.int64), torch.full((size,), float("nan"))

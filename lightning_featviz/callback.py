@@ -29,7 +29,13 @@ from lightning_featviz.bank import (
     bank_from_columns,
     to_thumbnails,
 )
-from lightning_featviz.batches import predictions_from, read_batch, scores_of, unknown_predictions
+from lightning_featviz.batches import (
+    predictions_from,
+    probabilities_of,
+    read_batch,
+    scores_of,
+    unknown_predictions,
+)
 from lightning_featviz.capture import (
     INPUT_LAYER,
     ActivationCapture,
@@ -274,6 +280,7 @@ class FeatureVisualizer(_Callback):
         self._disabled = False
         self._off_this_run = False  # this fit/validate cannot be gathered (a rank without batches)
         self._preds: tuple[Tensor, Tensor] | None = None  # (B,) predicted class, (B,) its probability
+        self._probs: Tensor | None = None  # (B, C) the model's softmax
         self._warned: set[str] = set()
         self._knn_cache: ResultCache[NeighbourStats] = ResultCache()
         self._maps = MapTracker(self.perplexity, seed, tsne_backend)
@@ -453,11 +460,11 @@ class FeatureVisualizer(_Callback):
             self._capture.batch_size = batch_size_of(batch, self.batch_extractor)
             if trainer.sanity_checking and batch_idx == 0 and not self._sized and not self._capture.attached:
                 self._capture.register()  # one probing batch: how wide is each layer?
-        self._preds = None
+        self._preds = self._probs = None
 
     def _remember_predictions(self, module: Any, args: Any, output: Any) -> None:
         if self._preds is None:
-            self._preds = scores_of(output)
+            self._preds, self._probs = scores_of(output), probabilities_of(output)
 
     def on_validation_batch_end(
         self,
@@ -526,7 +533,10 @@ class FeatureVisualizer(_Callback):
         if preds_and_confidences is None or len(preds_and_confidences[0]) != len(labels):
             preds_and_confidences = unknown_predictions(len(labels))
         preds, confidences = (values.cpu() for values in preds_and_confidences)
-        self._bank.add(indices, labels.cpu(), preds, confidences, vectors, self._thumbnails(inputs))
+        step_logits = outputs.get("logits") if isinstance(outputs, Mapping) else None
+        probs = probabilities_of(step_logits) if step_logits is not None else self._probs
+        probs = probs if probs is not None and len(probs) == len(labels) else None
+        self._bank.add(indices, labels.cpu(), preds, confidences, vectors, self._thumbnails(inputs), probs)
         return True
 
     def _vectors(self, inputs: Tensor, captured: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -779,10 +789,12 @@ class FeatureVisualizer(_Callback):
         rows = self.max_samples + (self.max_reference if self.reference == "train" else 0)
         dtype = torch.float16 if self.storage_dtype == "float16" else torch.float32
         shown = self._shows_images and self._input_kind == "image"
-        size = bank_bytes(rows, dims, dtype, self.thumbnail_size if shown else None) / 2**20
+        classes = self._probs.shape[1] if self._probs is not None else 0
+        size = bank_bytes(rows, dims, dtype, self.thumbnail_size if shown else None, classes) / 2**20
         widths = " + ".join(f"{d} ({layer})" for layer, d in dims.items())
         rank_zero_info(
-            f"FeatureVisualizer bank: up to {rows} samples x {widths} dims in {self.storage_dtype}"
+            f"FeatureVisualizer bank: up to {rows} samples x {widths} dims"
+            f"{f' + {classes} class probabilities' if classes else ''} in {self.storage_dtype}"
             f"{' + thumbnails' if shown else ''} = {size:.1f} MiB (budget {self.memory_budget_mb:.0f} MiB)."
         )
         if size <= self.memory_budget_mb:

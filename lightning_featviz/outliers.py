@@ -20,6 +20,7 @@ from torch import Tensor
 
 from lightning_featviz.bank import BankData
 from lightning_featviz.knn import majority
+from lightning_featviz.label_issues import LabelIssues
 from lightning_featviz.plots import NeighbourGrid
 
 CSV_COLUMNS = (
@@ -159,19 +160,28 @@ def gallery_grid(
     class_names: Sequence[str],
     title: str,
     max_rows: int = 8,
+    issues: LabelIssues | None = None,
 ) -> NeighbourGrid:
     """The top ``max_rows`` flagged samples, each captioned in words and followed by its neighbours.
 
     ``neighbours`` (N, k) are rows of ``searched`` (the bank itself, or the training reference).
+    With ``issues`` (label-issue scores of the bank's N rows) the flagged samples are ranked by
+    their score, highest first, and each caption ends with the score and its category.
     """
-    rows = found.rows[:max_rows]
+    ranks = list(range(len(found)))
+    if issues is not None:
+        ranks.sort(key=lambda r: (-float(issues.scores[found.rows[r]]), r))
     captions = []
-    for rank, row in enumerate(rows.tolist()):
+    for rank in ranks[:max_rows]:
+        row = int(found.rows[rank])
         words = caption(rank, found, int(bank.labels[row]), class_names)
         pred, confidence = int(bank.preds[row]), float(bank.confidences[row])
         said = "" if pred < 0 else f"; model says {class_names[pred]}"
         said += "" if pred < 0 or confidence != confidence else f" ({confidence:.0%})"
+        if issues is not None:
+            said += f"; label issue {float(issues.scores[row]):.2f}: {issues.words(row, class_names)}"
         captions.append(f"#{int(bank.indices[row])}: {words}{said}")
+    rows = found.rows[torch.as_tensor(ranks[:max_rows], dtype=torch.long)]
     return NeighbourGrid(
         title=title,
         query_images=bank.thumbnails[rows],

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from lightning_featviz.bank import BankData
 from lightning_featviz.knn import NeighbourStats
+from lightning_featviz.label_issues import IN_SAMPLE_MODEL_WEIGHT, LabelIssues, Warn, find_label_issues
 from lightning_featviz.outliers import (
     WrongCluster,
     find_wrong_cluster,
@@ -103,18 +104,64 @@ def wrong_clusters(results: EpochResults, min_share: float) -> dict[str, WrongCl
     }
 
 
+def known_probabilities(bank: BankData) -> Tensor | None:
+    """The bank's (N, C) class probabilities, or None when no batch gave logits."""
+    return bank.probabilities.float() if bank.probabilities.shape[1] > 1 else None
+
+
+def label_issues_of(results: EpochResults, layer: str, warn: Warn) -> tuple[LabelIssues, LabelIssues | None]:
+    """Label issues in ``layer``: of the validation samples (searched like the kNN statistics: among
+    themselves, or among the training reference), and of the training reference's samples among
+    themselves, with the model's in-sample probabilities tempered (None without one)."""
+    bank, searched, num_classes = results.bank, results.searched, len(results.class_names)
+    vectors = bank.vectors[layer].float()
+    if searched is bank:
+        return find_label_issues(vectors, bank.labels, num_classes, known_probabilities(bank), warn=warn), None
+    reference = searched.vectors[layer].float()
+    validation = find_label_issues(
+        vectors,
+        bank.labels,
+        num_classes,
+        known_probabilities(bank),
+        reference=reference,
+        reference_labels=searched.labels,
+        warn=warn,
+    )
+    training = find_label_issues(
+        reference,
+        searched.labels,
+        num_classes,
+        known_probabilities(searched),
+        warn=warn,
+        model_weight=IN_SAMPLE_MODEL_WEIGHT,  # the model trained on these labels
+    )
+    return validation, training
+
+
 def gallery_image(
-    results: EpochResults, layer: str, found: WrongCluster, min_share: float, max_rows: int
+    results: EpochResults,
+    layer: str,
+    found: WrongCluster,
+    min_share: float,
+    max_rows: int,
+    issues: LabelIssues | None = None,
 ) -> np.ndarray:
-    """The top flagged samples of ``layer``, captioned in words, each followed by its neighbours:
-    an (H, W, 3) uint8 image."""
+    """The top flagged samples of ``layer`` (by label-issue score with ``issues``), captioned in words,
+    each followed by its neighbours: an (H, W, 3) uint8 image."""
     n, k = len(results.bank), results.k
     title = (
         f"{layer}: {len(found)} of {n} images sit in another class's cluster "
         f"(at least {int(np.ceil(min_share * k - 1e-9))} of {k} neighbours)"
     )
     grid = gallery_grid(
-        found, results.bank, results.searched, results.stats[layer].indices, results.class_names, title, max_rows
+        found,
+        results.bank,
+        results.searched,
+        results.stats[layer].indices,
+        results.class_names,
+        title,
+        max_rows,
+        issues,
     )
     return neighbour_grid_image([grid], f"Epoch {results.epoch}: images in the wrong semantic cluster")
 

@@ -18,6 +18,7 @@ import numpy as np
 from lightning_featviz.bank import BankData
 from lightning_featviz.embedding import MapTracker
 from lightning_featviz.knn import NeighbourStats
+from lightning_featviz.label_issues import LabelIssues, label_issue_markdown, label_issue_table, write_label_issue_csv
 from lightning_featviz.maps import LayerMaps, fit_layer_maps, map_images, projector_entries
 from lightning_featviz.outliers import WrongCluster, markdown_table, write_wrong_cluster_csv, wrong_cluster_table
 from lightning_featviz.projector import MAX_COLOURED_CLASSES, write_projector
@@ -26,6 +27,7 @@ from lightning_featviz.report import (
     confusion_images,
     depth_image,
     gallery_image,
+    label_issues_of,
     neighbour_grid_images,
     query_rows,
     wrong_clusters,
@@ -57,6 +59,7 @@ UNRANKED_KINDS = (
     "tsne_displacement",
     "wrong_cluster",
     "wrong_cluster_table",
+    "label_issues",
     "confusion",
     "purity_by_depth",
 )
@@ -188,8 +191,10 @@ class Reporter:
             images |= neighbour_grid_images(results, query_rows(results.bank, options.query_indices))
         if options.log_wrong_cluster and chosen in flagged:
             report.texts.append(self._export_wrong_cluster(results, chosen, flagged[chosen], job.paths))
+            issues = self._export_label_issues(results, chosen, job.paths, report)
             if len(flagged[chosen]) and shows_images:
-                gallery = gallery_image(results, chosen, flagged[chosen], options.min_share, options.max_gallery)
+                found, gallery_rows = flagged[chosen], options.max_gallery
+                gallery = gallery_image(results, chosen, found, options.min_share, gallery_rows, issues)
                 images[("wrong_cluster", chosen)] = gallery
         if options.log_confusion:
             images |= confusion_images(results)
@@ -223,6 +228,24 @@ class Reporter:
         folder = Path(self.log_dir or ".") / "featviz_wrong_cluster"
         write_wrong_cluster_csv(folder / f"epoch_{results.epoch:03d}_{file_name(layer)}.csv", table)
         return self.tag("wrong_cluster_table", layer), markdown_table(table)
+
+    def _export_label_issues(
+        self, results: EpochResults, layer: str, paths: list[str] | None, report: Report
+    ) -> LabelIssues:
+        """Score every sample's label in ``layer``; write the relabelling CSVs (validation samples, and
+        training samples with a training reference) and the validation list's top as Markdown."""
+        validation, training = label_issues_of(results, layer, lambda key, text: report.warnings.append((key, text)))
+        folder = Path(self.log_dir or ".") / "featviz_label_issues"
+        name = f"epoch_{results.epoch:03d}_{file_name(layer)}"
+        bank, names = results.bank, results.class_names
+        table = label_issue_table(validation, bank.indices, bank.labels, names, paths)
+        write_label_issue_csv(folder / f"{name}.csv", table)
+        if training is not None:
+            searched = results.searched
+            train_table = label_issue_table(training, searched.indices, searched.labels, names)
+            write_label_issue_csv(folder / f"{name}_train.csv", train_table)
+        report.texts.append((self.tag("label_issues", layer), label_issue_markdown(table)))
+        return validation
 
     def _write_projector(
         self,

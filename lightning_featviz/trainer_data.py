@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, SequentialSampler, Subset
 
 from lightning_featviz.bank import BankData, Choice, FeatureBank, select_subset
-from lightning_featviz.batches import read_batch, scores_of, unknown_predictions
+from lightning_featviz.batches import probabilities_of, read_batch, scores_of, unknown_predictions
 from lightning_featviz.capture import ActivationCapture
 
 
@@ -145,8 +145,9 @@ def capture_training_bank(
     thumbnails: Callable[[Tensor], Tensor],
 ) -> BankData | None:
     """Up to ``max_reference`` training samples (chosen by ``seed``) through a no-grad, eval-mode forward
-    with ``capture`` attached: ``vectors(inputs, captured)`` of each (layer -> (B, D)), labels, predictions
-    and ``thumbnails(inputs)``. None when there is no training DataLoader over a sized dataset."""
+    with ``capture`` attached: ``vectors(inputs, captured)`` of each (layer -> (B, D)), labels, predictions,
+    class probabilities (in-sample: the model trained on these labels) and ``thumbnails(inputs)``. None
+    when there is no training DataLoader over a sized dataset."""
     loader = training_loader(trainer)
     if loader is None:
         return None
@@ -168,7 +169,15 @@ def capture_training_bank(
                 preds, confidences = scores_of(output) or unknown_predictions(len(labels))
                 indices = keep[position * batch_size : position * batch_size + len(labels)]
                 captured = vectors(inputs, capture.pop())
-                bank.add(indices, labels.cpu(), preds.cpu(), confidences.cpu(), captured, thumbnails(inputs))
+                bank.add(
+                    indices,
+                    labels.cpu(),
+                    preds.cpu(),
+                    confidences.cpu(),
+                    captured,
+                    thumbnails(inputs),
+                    probabilities_of(output),
+                )
     finally:
         pl_module.train(was_training)
     return bank.finalize()

@@ -4,8 +4,10 @@ import torch
 from lightning_featviz.bank import (
     Choice,
     FeatureBank,
+    bank_bytes,
     sample_priorities,
     select_subset,
+    stored_bytes,
     stratified_choice,
     to_thumbnails,
 )
@@ -135,3 +137,41 @@ def test_to_thumbnails_undoes_normalisation_and_handles_channel_counts():
     assert to_thumbnails(torch.rand(2, 4, 8, 8), size=4).shape == (2, 3, 4, 4)
     wide = to_thumbnails(torch.tensor([-5.0, 5.0]).repeat_interleave(32).view(1, 1, 8, 8), size=8)
     assert wide.min() == 0 and wide.max() == 255  # an unknown range is min-max scaled per image
+
+
+@pytest.mark.parametrize("logits_first", [True, False], ids=["logits first", "logits later"])
+def test_class_probabilities_follow_their_rows_and_batches_without_logits_get_nan_rows(logits_first):
+    bank = FeatureBank(num_items=10, choice=Choice(max_samples=10), dtype=torch.float16)
+    vectors = {"layer": torch.zeros(2, 2)}
+    thumbnails = torch.zeros(2, 0, dtype=torch.uint8)
+    probabilities = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.3, 0.5]])
+    with_logits = (torch.tensor([8, 4]), torch.tensor([0, 1]), torch.tensor([0, 2]), torch.ones(2), vectors, thumbnails)
+    without = (torch.tensor([5, 1]), torch.tensor([0, 1]), torch.tensor([-1, -1]), torch.ones(2), vectors, thumbnails)
+    if logits_first:
+        bank.add(*with_logits, probabilities)
+        bank.add(*without)
+    else:
+        bank.add(*without)
+        bank.add(*with_logits, probabilities)
+    data = bank.finalize()
+    assert data.indices.tolist() == [1, 4, 5, 8]
+    assert data.probabilities.dtype == torch.float16  # stored like the vectors
+    expected = torch.tensor([[0.2, 0.3, 0.5], [0.9, 0.1, 0.0]])
+    torch.testing.assert_close(data.probabilities[[1, 3]].float(), expected, atol=1e-3, rtol=0)
+    assert bool(data.probabilities[[0, 2]].isnan().all())
+    assert stored_bytes(data) == 4 * (8 + 8 + 8 + 4 + 2 * 2 + 3 * 2)  # the probabilities counted
+    assert (
+        bank_bytes(4, {"layer": 2}, torch.float16, None, num_classes=3)
+        - bank_bytes(4, {"layer": 2}, torch.float16, None)
+        == 4 * 3 * 2
+    )
+    plain = FeatureBank(num_items=1, choice=Choice(max_samples=1))
+    plain.add(
+        torch.tensor([1]),
+        torch.tensor([0]),
+        torch.tensor([0]),
+        torch.ones(1),
+        {"layer": torch.zeros(1, 2)},
+        torch.zeros(1, 0, dtype=torch.uint8),
+    )
+    assert plain.finalize().probabilities.shape == (1, 0)

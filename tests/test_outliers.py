@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lightning_featviz.bank import BankData
+from lightning_featviz.label_issues import LabelIssues
 from lightning_featviz.outliers import (
     CSV_COLUMNS,
     find_wrong_cluster,
@@ -95,3 +96,27 @@ def test_table_csv_and_gallery_agree_on_which_images_are_shown(tmp_path):
     assert grid.neighbour_images.shape == (3, 4, 3, 4, 4)
     assert "| 1 | 10 | /data/0.jpg | hamburger | caesar_salad |" in markdown_table(table)
     assert markdown_table([]) == "No image sits in another class's cluster."
+
+
+def test_with_label_issue_scores_the_gallery_is_ranked_and_captioned_by_them():
+    bank = _bank()
+    neighbours = torch.tensor([[3, 3, 3, 3], [0, 2, 3, 4], [0, 1, 3, 4], [0, 1, 2, 4], [3, 3, 3, 0]])
+    found = find_wrong_cluster(bank.labels[neighbours], bank.labels, 3, min_share=0.6)
+    issues = LabelIssues(
+        scores=torch.tensor([0.5, 0.1, 0.2, 0.3, 0.9]),
+        suggested=torch.tensor([1, 0, 0, 1, 1]),
+        neighbour_share=torch.tensor([0.0, 0.5, 0.5, 0.2, 0.2]),
+        model_probability=torch.tensor([0.07, 0.6, float("nan"), 0.8, 0.2]),
+        neighbour_class=torch.tensor([1, 0, 0, 0, 1]),
+        model_class=torch.tensor([1, 0, -1, 1, 1]),
+        category=torch.tensor([0, 4, 6, 2, 0]),
+        k=4,
+    )
+    grid = gallery_grid(found, bank, bank, neighbours, NAMES, "avgpool", max_rows=2, issues=issues)
+    shown = [int(bank.indices[int(image[0, 0, 0])]) for image in grid.query_images]
+    assert shown == [14, 10]  # by score (0.9, 0.5, then 13's 0.3), cut at max_rows
+    assert grid.row_captions[0] == (
+        "#14: sushi in the caesar_salad cluster: 3 of 4 neighbours; model says caesar_salad (55%); "
+        "label issue 0.90: likely label error: neighbours and model agree on caesar_salad"
+    )
+    assert grid.query_labels.tolist() == [2, 0]

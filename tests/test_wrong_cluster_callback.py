@@ -47,6 +47,12 @@ def test_on_an_image_folder_the_export_names_the_files_of_misfiled_images(tmp_pa
     assert text.count("misfiled_") == 2 and text.startswith("| rank | index | path |")  # the text table
     share = events.Scalars("featviz/wrong_cluster_share@5/input")[0].value
     assert share == pytest.approx(2 / 38)
+    issues = _read_csv(tmp_path / "lightning_logs" / "version_0" / "featviz_label_issues" / "epoch_000_input.csv")
+    assert len(issues) == 38  # the relabelling list ranks every sample
+    assert {row["path"].rsplit("/", 1)[-1] for row in issues[:2]} == {"misfiled_0.png", "misfiled_1.png"}
+    assert all(row["given_label"] == "fries" and row["suggested_label"] == "salad" for row in issues[:2])
+    text = events.Tensors("featviz/label_issues/input/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert text.startswith("| rank | index | given_label | suggested_label | score | category |")
 
 
 def test_wrong_cluster_layer_must_be_a_captured_layer(tmp_path, small_data):
@@ -54,3 +60,35 @@ def test_wrong_cluster_layer_must_be_a_captured_layer(tmp_path, small_data):
     with pytest.raises(ValueError, match=r"`wrong_cluster_layer` to be one of the captured layers \['input', 'pool'\]"):
         tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(TinyNet(), datamodule=small_data)
     assert torch.is_grad_enabled()
+
+
+def test_with_the_training_reference_training_labels_get_their_own_relabelling_list(tmp_path):
+    # Training and validation are the same folder: two salad-green pictures filed under "fries".
+    for name, colour in COLOURS.items():
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(12):
+            shade = tuple(max(0, c - 6 * i) for c in colour)
+            Image.new("RGB", (32, 32), shade).save(tmp_path / "data" / name / f"{name}_{i}.png")
+    for i in range(2):
+        Image.new("RGB", (32, 32), (10, 130 + i, 30)).save(tmp_path / "data" / "fries" / f"misfiled_{i}.png")
+    folder = ImageFolder(str(tmp_path / "data"), transform=transforms.ToTensor())
+    data = ClassificationData(folder, folder, folder.classes, batch_size=8)
+    visualizer = FeatureVisualizer(
+        ["input", "pool"], k=5, wrong_cluster_layer="input", tsne_every_n_epochs=None, reference="train"
+    )
+    trainer = tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer])
+    trainer.fit(TinyNet(num_classes=3), datamodule=data)
+
+    output = tmp_path / "featviz_label_issues"
+    assert len(_read_csv(output / "epoch_000_input.csv")) == len(folder)  # validation samples
+    rows = _read_csv(output / "epoch_000_input_train.csv")  # training samples, leave-one-out among themselves
+    assert len(rows) == len(folder)
+    scores = [float(row["score"]) for row in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0 <= float(row["model_probability"]) <= 1 for row in rows)  # TinyNet's in-sample softmax
+    top = rows[:2]
+    assert {folder.samples[int(row["index"])][0].rsplit("/", 1)[-1] for row in top} == {
+        "misfiled_0.png",
+        "misfiled_1.png",
+    }
+    assert all(row["given_label"] == "fries" and row["suggested_label"] == "salad" for row in top)

@@ -1,0 +1,192 @@
+"""Label-issue scores: hand-computed cases, odd input, and injected flips found on real features."""
+
+import csv
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import average_precision_score
+from sklearn.neural_network import MLPClassifier
+
+from lightning_featviz.label_issues import (
+    CATEGORIES,
+    categorise,
+    find_label_issues,
+    label_issue_k,
+    label_issue_table,
+    neighbour_label_distribution,
+    score_label_issues,
+    write_label_issue_csv,
+)
+
+
+class Recorder:
+    """Collects ``warn(key, message)`` calls."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, key: str, message: str) -> None:
+        self.calls.append((key, message))
+
+    def keys(self) -> list[str]:
+        return [key for key, _ in self.calls]
+
+
+def test_neighbour_label_distribution_weights_votes_by_distance_and_smooths_by_one_vote():
+    distances = torch.tensor([[0.0, 1.0, 2.0]])
+    labels = torch.tensor([[1, 0, 1]])
+    got = neighbour_label_distribution(distances, labels, num_classes=3)
+    w = [math.exp(0.0), math.exp(-0.5), math.exp(-1.0)]  # exp(-d / d_k), d_k = 2
+    votes = np.array([w[1], w[0] + w[2], 0.0]) / sum(w) * 3
+    expected = (votes + 1 / 3) / 4
+    np.testing.assert_allclose(got.numpy()[0], expected, rtol=1e-6)
+    assert float(got.sum()) == pytest.approx(1.0)
+
+
+def test_score_is_one_minus_the_normalised_product_of_neighbours_and_model():
+    distances = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
+    neighbour_labels = torch.tensor([[1, 1], [0, 1]])
+    labels = torch.tensor([0, 0])
+    probabilities = torch.tensor([[0.2, 0.8], [0.9, 0.1]])
+    issues = score_label_issues(distances, neighbour_labels, labels, 2, probabilities, neighbour_weight=0.5)
+    q = neighbour_label_distribution(distances, neighbour_labels, 2)
+    product = q.sqrt() * probabilities
+    expected = 1 - product[:, 0] / product.sum(dim=1)
+    torch.testing.assert_close(issues.scores, expected)
+    assert issues.suggested.tolist() == [1, 0]
+    torch.testing.assert_close(issues.model_probability, torch.tensor([0.2, 0.9]))
+    assert issues.order().tolist() == [0, 1]
+
+
+def test_categories_tell_agreeing_label_errors_from_ambiguous_images():
+    labels = torch.tensor([0, 0, 0, 0, 0, 0, 0])
+    neighbours = torch.tensor([1, 1, 0, 2, 0, 1, 0])
+    model = torch.tensor([1, 2, 1, 0, 0, -1, -1])
+    category = categorise(labels, neighbours, model).tolist()
+    assert category == [0, 1, 2, 3, 4, 5, 6]
+    assert CATEGORIES[0].startswith("likely label error") and CATEGORIES[1].startswith("ambiguous")
+
+
+def test_label_issue_k_is_a_fifth_of_the_median_class_within_bounds():
+    assert label_issue_k(torch.arange(10).repeat(200)) == 40
+    assert label_issue_k(torch.arange(10).repeat(1000)) == 50
+    assert label_issue_k(torch.arange(10).repeat(3)) == 5
+    assert label_issue_k(torch.tensor([0, 1, 1])) == 2  # at most N - 1
+
+
+def _blobs(seed=0, n_per_class=30, num_classes=3):
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.eye(num_classes, 8) * 6
+    labels = torch.arange(num_classes).repeat_interleave(n_per_class)
+    vectors = centres[labels] + torch.randn(len(labels), 8, generator=generator)
+    return vectors, labels
+
+
+def test_without_probabilities_the_score_is_the_neighbourhood_alone_and_said_once():
+    vectors, labels = _blobs()
+    noisy = labels.clone()
+    noisy[[0, 31, 62]] = torch.tensor([1, 2, 0])
+    warn = Recorder()
+    issues = find_label_issues(vectors, noisy, 3, None, k=10, warn=warn)
+    assert warn.keys() == ["label-issues-no-probabilities"]
+    assert "neighbourhood only" in warn.calls[0][1]
+    torch.testing.assert_close(issues.scores, 1 - issues.neighbour_share)
+    assert set(issues.order()[:3].tolist()) == {0, 31, 62}
+    assert set(issues.category[[0, 31, 62]].tolist()) == {5}
+
+
+def test_nan_probability_rows_warn_once_and_are_scored_by_their_neighbourhood():
+    vectors, labels = _blobs()
+    probabilities = F.one_hot(labels, 3).float() * 0.8 + 0.2 / 3
+    probabilities[5] = float("nan")
+    warn = Recorder()
+    issues = find_label_issues(vectors, labels, 3, probabilities, k=10, warn=warn)
+    assert warn.keys() == ["label-issues-nan"]
+    assert math.isnan(float(issues.model_probability[5])) and int(issues.model_class[5]) == -1
+    assert float(issues.scores[5]) == pytest.approx(1 - float(issues.neighbour_share[5]))
+    assert bool(torch.isfinite(issues.scores).all())
+
+
+def test_probabilities_of_another_class_count_warn_and_are_left_out():
+    vectors, labels = _blobs()
+    warn = Recorder()
+    issues = find_label_issues(vectors, labels, 3, torch.full((90, 5), 0.2), k=10, warn=warn)
+    assert warn.keys() == ["label-issues-shape"] and "(90, 3)" in warn.calls[0][1]
+    torch.testing.assert_close(issues.scores, 1 - issues.neighbour_share)
+
+
+def test_a_single_class_warns_and_scores_nothing_as_an_issue():
+    vectors, _ = _blobs(num_classes=1)
+    labels = torch.zeros(len(vectors), dtype=torch.long)
+    warn = Recorder()
+    issues = find_label_issues(vectors, labels, 1, None, k=5, warn=warn)
+    assert "label-issues-one-class" in warn.keys()
+    assert bool((issues.scores == 0).all())
+
+
+def test_k_larger_than_a_class_warns_once_and_still_scores():
+    vectors, labels = _blobs(n_per_class=4)
+    warn = Recorder()
+    issues = find_label_issues(vectors, labels, 3, None, k=8, warn=warn)
+    assert warn.keys().count("label-issues-small-classes") == 1
+    assert issues.k == 8 and bool(torch.isfinite(issues.scores).all())
+    issues = find_label_issues(vectors, labels, 3, None, k=500, warn=Recorder())
+    assert issues.k == len(vectors) - 1  # clamped to the samples there are
+
+
+def test_relabelling_csv_lists_every_sample_by_descending_score(tmp_path):
+    vectors, labels = _blobs()
+    noisy = labels.clone()
+    noisy[7] = 2
+    probabilities = F.one_hot(labels, 3).float() * 0.7 + 0.1
+    issues = find_label_issues(vectors, noisy, 3, probabilities, k=10)
+    table = label_issue_table(issues, torch.arange(100, 190), noisy, ["a", "b", "c"], [f"f{i}.png" for i in range(90)])
+    write_label_issue_csv(tmp_path / "issues.csv", table)
+    with open(tmp_path / "issues.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 90
+    scores = [float(row["score"]) for row in rows]
+    assert scores == sorted(scores, reverse=True)
+    top = rows[0]
+    assert (top["index"], top["path"], top["given_label"], top["suggested_label"]) == ("107", "f7.png", "c", "a")
+    assert top["category"] == "likely label error: neighbours and model agree on a"
+    assert float(top["model_probability"]) == pytest.approx(0.1)
+
+
+def test_on_flipped_digit_labels_the_ranking_beats_random_and_both_signals_it_combines():
+    # The glyphs of scikit-learn's digits (what ColouredDigits paints): a small MLP trained briefly on
+    # 797 of them; its hidden layer are the features, its softmax the probabilities, of the other 1,000,
+    # 10% of whose labels are flipped.
+    digits = load_digits()
+    images, targets = digits.data / 16, digits.target
+    order = np.random.default_rng(0).permutation(len(targets))
+    train, val = order[:797], order[797:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPClassifier((32,), max_iter=20, random_state=0).fit(images[train], targets[train])
+    features = torch.from_numpy(np.maximum(images[val] @ model.coefs_[0] + model.intercepts_[0], 0)).float()
+    probabilities = torch.from_numpy(model.predict_proba(images[val])).float()
+    generator = np.random.default_rng(0)
+    noisy = targets[val].copy()
+    flipped = generator.choice(len(noisy), len(noisy) // 10, replace=False)
+    noisy[flipped] = (noisy[flipped] + generator.integers(1, 10, len(flipped))) % 10
+    is_error = noisy != targets[val]
+    labels = torch.from_numpy(noisy)
+
+    combined = find_label_issues(features, labels, 10, probabilities)
+    neighbours_only = find_label_issues(features, labels, 10, None)
+    model_only = 1 - probabilities[torch.arange(len(labels)), labels]
+    ap = {
+        "combined": average_precision_score(is_error, combined.scores.numpy()),
+        "neighbours": average_precision_score(is_error, neighbours_only.scores.numpy()),
+        "model": average_precision_score(is_error, model_only.numpy()),
+    }
+    assert is_error.mean() == pytest.approx(0.1)  # a random ranking's average precision
+    assert ap["combined"] > 0.9, ap
+    assert ap["combined"] > ap["neighbours"] + 0.005 and ap["combined"] > ap["model"] + 0.005, ap
