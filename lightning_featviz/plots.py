@@ -131,6 +131,22 @@ def confusion_image(confusion: np.ndarray, class_names: Sequence[str], title: st
     return titled(side_by_side([headed(matrix, ""), headed(scale, ""), headed(bars, "per-class purity")]), title)
 
 
+def class_purity_image(purity: np.ndarray, class_names: Sequence[str], title: str, shown: int = 30) -> np.ndarray:
+    """Bars of the (C,) per-class purity (NaN: no sample of the class): every class when C <= ``shown``,
+    else the ``shown // 2`` lowest and the ``shown // 2`` highest, lowest first. An (H, W, 3) uint8 image."""
+    present = np.flatnonzero(np.isfinite(purity))
+    order = present[np.argsort(purity[present], kind="stable")]
+    if len(order) > shown:
+        order = np.concatenate([order[: shown // 2], order[-(shown // 2) :]])
+        heading = f"the {shown // 2} lowest and {shown // 2} highest of {len(present)} classes"
+    else:
+        order = np.arange(len(purity))
+        heading = f"all {len(purity)} classes"
+    colours = rgb(class_colours(len(class_names)))[order]
+    bars = bar_chart(purity[order], [class_names[i] for i in order], colours, 24, "purity (same-class share)")
+    return titled(side_by_side([headed(bars, heading)]), title)
+
+
 def purity_depth_image(
     layers: Sequence[str], purity: Sequence[float], history: np.ndarray, epochs: Sequence[int], k: int, epoch: int
 ) -> np.ndarray:

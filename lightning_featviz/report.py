@@ -24,6 +24,7 @@ from lightning_featviz.outliers import (
 )
 from lightning_featviz.plots import (
     NeighbourGrid,
+    class_purity_image,
     confusion_image,
     neighbour_grid_image,
     purity_depth_image,
@@ -129,6 +130,17 @@ def confusion_images(results: EpochResults) -> dict[tuple[str, str], np.ndarray]
         title = f"Epoch {results.epoch}: {layer}, where each class's neighbours come from"
         images[("confusion", layer)] = confusion_image(np.nan_to_num(confusion), results.class_names, title)
     return images
+
+
+def class_purity_images(results: EpochResults) -> dict[tuple[str, str], np.ndarray]:
+    """Per layer ``("purity_by_class", layer)``: the purity of each class (of the lowest and highest
+    when there are many), (H, W, 3) uint8: one figure instead of C scalars."""
+    return {
+        ("purity_by_class", layer): class_purity_image(
+            stats.class_purity.numpy(), results.class_names, f"Epoch {results.epoch}: {layer}, purity of each class"
+        )
+        for layer, stats in results.stats.items()
+    }
 
 
 def depth_image(results: EpochResults, history: Sequence[Mapping[str, Any]]) -> np.ndarray:

@@ -18,11 +18,12 @@ import numpy as np
 from lightning_featviz.bank import BankData
 from lightning_featviz.embedding import MapTracker
 from lightning_featviz.knn import NeighbourStats
-from lightning_featviz.maps import LayerMaps, fit_layer_maps, map_images, projector_entries
+from lightning_featviz.maps import LATEST, LayerMaps, class_column, fit_layer_maps, map_images, projector_entries
 from lightning_featviz.outliers import WrongCluster, markdown_table, write_wrong_cluster_csv, wrong_cluster_table
 from lightning_featviz.projector import MAX_COLOURED_CLASSES, write_projector
 from lightning_featviz.report import (
     EpochResults,
+    class_purity_images,
     confusion_images,
     depth_image,
     gallery_image,
@@ -47,7 +48,11 @@ class ReportOptions:
     log_confusion: bool
     tsne_dims: list[int]
     log_projector: bool
+    projector_every_n_epochs: int
 
+
+#: The confusion figure is drawn up to this many classes (a C × C matrix beyond is unreadable and huge).
+MAX_CONFUSION_CLASSES = 50
 
 #: Tags of these kinds have no ``@k``: images, and a measure that does not depend on k.
 UNRANKED_KINDS = (
@@ -59,6 +64,7 @@ UNRANKED_KINDS = (
     "wrong_cluster_table",
     "confusion",
     "purity_by_depth",
+    "purity_by_class",
 )
 
 
@@ -191,7 +197,15 @@ class Reporter:
                 gallery = gallery_image(results, chosen, flagged[chosen], options.min_share, options.max_gallery)
                 images[("wrong_cluster", chosen)] = gallery
         if options.log_confusion:
-            images |= confusion_images(results)
+            if len(results.class_names) <= MAX_CONFUSION_CLASSES:
+                images |= confusion_images(results)
+            else:
+                message = (
+                    f"{len(results.class_names)} classes: no neighbourhood confusion figure (drawn up to "
+                    f"{MAX_CONFUSION_CLASSES} classes); the purity_by_class figure shows the lowest and highest."
+                )
+                report.warnings.append(("confusion-classes", message))
+            images |= class_purity_images(results)
             images[("purity_by_depth", "all_layers")] = depth_image(results, job.history)
         if maps:
             purity = {layer: layer_stats.mean_purity for layer, layer_stats in stats.items()}
@@ -239,11 +253,15 @@ class Reporter:
             )
             report.warnings.append(("projector-classes", message))
         columns: dict[str, dict[str, Sequence[object]]] = {}
+        shown = class_column(names)  # as the projector's class column writes them
         for layer, found in flagged.items():
             cluster = ["-"] * len(results.bank)
             for row, other in zip(found.rows.tolist(), found.cluster.tolist(), strict=True):
-                cluster[row] = names[other]
+                cluster[row] = shown[other]
             columns[layer] = {"wrong_cluster": cluster}
-        entries = projector_entries(results.bank, results.stats, maps, names, self.options.k, results.epoch, columns)
+        keep = results.epoch % self.options.projector_every_n_epochs == 0
+        entries = projector_entries(
+            results.bank, results.stats, maps, names, self.options.k, results.epoch, columns, keep=keep
+        )
         for folder in folders:
-            write_projector(folder, entries)
+            write_projector(folder, entries, replace_prefix=f"{LATEST}/")

@@ -37,17 +37,12 @@ def test_fit_logs_the_documented_scalar_and_image_tags(tmp_path, small_data):
             values = events.Scalars(f"featviz/{kind}@5/{layer}")
             assert len(values) == 2  # two epochs; the sanity check is not logged
             assert all(0.0 <= v.value <= 1.0 for v in values)
-        assert any(tag.startswith(f"featviz/class_purity@5/{layer}/") for tag in scalars)
         assert f"featviz/neighbours/{layer}" in images
-    assert "featviz/class_purity@5/pool/7" in scalars  # class names from the dataset
+    assert not any("class_purity" in tag for tag in scalars)  # per-class purity: a figure, not C scalars
     side_by_side = events.Images("featviz/neighbours/input_vs_pool")
     assert len(side_by_side) == 2 and side_by_side[0].width > side_by_side[0].height
     assert "featviz/knn_purity@5/pool" in trainer.callback_metrics
-    assert not any("class_purity" in tag for tag in trainer.callback_metrics)  # written to TensorBoard only
-    assert len(events.Scalars("featviz/class_purity@5/pool/7")) == 2
-    assert [v.step for v in events.Scalars("featviz/class_purity@5/pool/7")] == [
-        v.step for v in events.Scalars("featviz/knn_purity@5/pool")
-    ]
+    assert not any("class_purity" in tag for tag in trainer.callback_metrics)
     assert [row["layer"] for row in visualizer.history] == LAYERS * 2
     assert hooks_left(model) == 0
 
