@@ -92,7 +92,7 @@ def epoch_metrics(
             continue
         for class_id, value in enumerate(layer_stats.class_purity.tolist()):
             if value == value:  # NaN: no sample of that class
-                metrics[tag("class_purity", layer, "_".join(class_names[class_id].split()))] = value
+                metrics[tag("purity_of_class", layer, "_".join(class_names[class_id].split()))] = value
     return metrics
 
 

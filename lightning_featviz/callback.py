@@ -100,10 +100,10 @@ class FeatureVisualizer(_Callback):
         thumbnail_size: side of the stored thumbnails, in pixels.
         log_neighbour_grids: log the neighbour-grid images.
         monitor_class_purity: also log per-class purity as scalars
-            (``featviz/class_purity@k/<layer>/<class>``), through ``LightningModule.log``, so that
+            (``featviz/purity_of_class@k/<layer>/<class>``), through ``LightningModule.log``, so that
             it is in ``trainer.callback_metrics`` for ModelCheckpoint/EarlyStopping. Off by default:
             it is C scalars per layer per epoch (6,000 tags on ImageNet with 6 layers); the
-            ``class_purity`` figure of each layer (with ``log_confusion``) shows them instead.
+            ``purity_by_class`` figure of each layer (with ``log_confusion``) shows them instead.
         tsne_every_n_epochs: fit t-SNE maps on every n-th analysed epoch (counted in epochs of
             ``fit``, so 1 = each analysed epoch); None turns maps and projector off.
         tsne_dims: the map dimensions drawn, any of 2 and 3.
@@ -450,7 +450,7 @@ class FeatureVisualizer(_Callback):
             raise failure
         if failed:  # every rank raises, none is left waiting in a collective
             raise RuntimeError("FeatureVisualizer's analysis failed on rank 0 (strict=True); see its error.")
-        through_module = {t: v for t, v in metrics.items() if self.monitor_class_purity or "/class_purity@" not in t}
+        through_module = {t: v for t, v in metrics.items() if self.monitor_class_purity or "/purity_of_class@" not in t}
         for tag, value in through_module.items():
             pl_module.log(tag, value, on_step=False, on_epoch=True, sync_dist=False, add_dataloader_idx=False)
         epoch, step = trainer.current_epoch, logged_step(trainer)

@@ -19,7 +19,7 @@ SECTIONS = {
     "tsne_2d": "t-SNE maps (2-D)",
     "tsne_3d": "t-SNE maps (3-D)",
     "wrong_cluster": "Images in the wrong semantic cluster",
-    "confusion": "Neighbourhood confusion",
+    "neighbour_confusion": "Neighbourhood confusion",
 }
 
 _STYLE = """

@@ -121,14 +121,15 @@ def gallery_image(
 
 
 def confusion_images(results: EpochResults) -> dict[tuple[str, str], np.ndarray]:
-    """Per layer ``("confusion", layer)``: neighbourhood confusion matrix and per-class purity, (H, W, 3) uint8."""
+    """Per layer ``("neighbour_confusion", layer)``: neighbourhood confusion matrix and per-class
+    purity, (H, W, 3) uint8."""
     images = {}
     for layer in results.stats:
         confusion = neighbourhood_confusion(
             results.neighbour_labels(layer), results.bank.labels, len(results.class_names)
         ).numpy()
         title = f"Epoch {results.epoch}: {layer}, where each class's neighbours come from"
-        images[("confusion", layer)] = confusion_image(np.nan_to_num(confusion), results.class_names, title)
+        images[("neighbour_confusion", layer)] = confusion_image(np.nan_to_num(confusion), results.class_names, title)
     return images
 
 

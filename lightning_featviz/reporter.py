@@ -62,7 +62,7 @@ UNRANKED_KINDS = (
     "tsne_displacement",
     "wrong_cluster",
     "wrong_cluster_table",
-    "confusion",
+    "neighbour_confusion",
     "purity_by_depth",
     "purity_by_class",
 )

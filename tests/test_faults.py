@@ -206,7 +206,7 @@ def test_labels_beyond_the_class_names_are_named_by_id(tmp_path, digits_val):
     with pytest.warns(UserWarning, match="Labels go up to 9 but only 2 class names are known"):
         trainer.fit(TinyNet(), datamodule=data)
     tags = set(trainer.callback_metrics)
-    assert {"featviz/class_purity@5/pool/zero", "featviz/class_purity@5/pool/9"} <= tags
+    assert {"featviz/purity_of_class@5/pool/zero", "featviz/purity_of_class@5/pool/9"} <= tags
 
 
 def test_query_indices_beyond_the_dataset_are_left_out_with_a_warning(tmp_path, small_data):

@@ -94,7 +94,7 @@ def test_wrong_cluster_gallery_confusion_and_depth_figures_are_logged(fitted_run
     events = read_events(tmp_path)
     images, scalars = set(events.Tags()["images"]), set(events.Tags()["scalars"])
     for layer in LAYERS:
-        assert len(events.Images(f"featviz/confusion/{layer}")) == 2
+        assert len(events.Images(f"featviz/neighbour_confusion/{layer}")) == 2
         assert len(events.Images(f"featviz/purity_by_class/{layer}")) == 2
         assert f"featviz/wrong_cluster_share@5/{layer}" in scalars
     assert len(events.Images("featviz/purity_by_depth/all_layers")) == 2
