@@ -9,11 +9,12 @@ render in a background process, the writing in the training process.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from lightning_featviz.bank import BankData
 from lightning_featviz.embedding import MapTracker
@@ -142,6 +143,17 @@ class Destination:
             sink.finish_epoch()
 
 
+def identical_layers(bank: BankData, layers: Sequence[str]) -> dict[str, str]:
+    """Layers whose (N, D) vectors equal, element for element, those of a later layer: twin -> that layer."""
+    twins: dict[str, str] = {}
+    for i, layer in enumerate(layers):
+        vectors = bank.vectors[layer]
+        later = (other for other in layers[i + 1 :] if bank.vectors[other].shape == vectors.shape)
+        if (same := next((other for other in later if torch.equal(bank.vectors[other], vectors)), None)) is not None:
+            twins[layer] = same
+    return twins
+
+
 class Reporter:
     """Renders epoch reports; keeps only the t-SNE maps (for warm starts) from one to the next.
 
@@ -168,7 +180,7 @@ class Reporter:
         return report
 
     def _render(self, job: EpochJob, report: Report) -> None:
-        options, results = self.options, job.results
+        options, results = self.options, self._without_twins(job.results, report)
         epoch, stats = results.epoch, results.stats
         maps = self._fit_maps(results.bank, stats, report) if stats and job.with_maps else {}
         flagged = wrong_clusters(results, options.min_share) if stats else {}
@@ -217,6 +229,18 @@ class Reporter:
         report.flagged = {layer: results.bank.indices[found.rows].tolist() for layer, found in flagged.items()}
         if maps and options.log_projector and job.projector_dirs:
             self._write_projector(job.projector_dirs, results, maps, flagged, report)
+
+    def _without_twins(self, results: EpochResults, report: Report) -> EpochResults:
+        """``results`` without the layers whose vectors equal a later layer's (drawn once, as the later one)."""
+        twins = identical_layers(results.bank, list(results.stats))
+        for twin, kept in twins.items():
+            message = (
+                f"Layers {twin!r} and {kept!r} give identical vectors (a ResNet's layer4 and avgpool do on small "
+                f"images); figures and projector entries show {kept!r} only, the scalars are logged for both."
+            )
+            report.warnings.append((f"identical/{twin}", message))
+        stats = {layer: found for layer, found in results.stats.items() if layer not in twins}
+        return replace(results, stats=stats) if twins else results
 
     def _fit_maps(self, bank: BankData, stats: dict[str, NeighbourStats], report: Report) -> dict[str, LayerMaps]:
         maps: dict[str, LayerMaps] = {}

@@ -319,3 +319,35 @@ def test_reports_left_when_fit_ends_render_on_every_core(tmp_path, small_data, m
     trainer.fit(TinyNet(), datamodule=small_data)
     assert asked == [1, os.cpu_count()]  # the first during training, the second after it
     assert len(read_events(tmp_path).Images("featviz/tsne_2d/pool")) == 2
+
+
+class WithTwin(TinyNet):
+    """TinyNet with a layer that passes the pooled features through unchanged (as a ResNet's
+    ``avgpool`` does ``layer4``'s 1×1 maps on 32-px images)."""
+
+    def __init__(self):
+        super().__init__()
+        self.same = nn.Identity()
+
+    def forward(self, x):
+        x = self.relu1(self.bn1(self.conv1(x)))
+        x = self.same(self.pool(self.relu2(self.conv2(x))))
+        return self.fc(x.flatten(1))
+
+
+def test_two_identical_layers_are_said_once_and_drawn_once(tmp_path, digits_val):
+    from torch.utils.data import Subset
+
+    from lightning_featviz.demo import ClassificationData
+
+    data = ClassificationData(Subset(digits_val, range(96)), Subset(digits_val, range(96, 196)), digits_val.classes)
+    visualizer = FeatureVisualizer(["input", "pool", "same"], k=5, tsne_dims=[2], background=False)
+    trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer], num_sanity_val_steps=0)
+    with pytest.warns(UserWarning, match="Layers 'pool' and 'same' give identical vectors") as record:
+        trainer.fit(WithTwin(), datamodule=data)
+    assert sum("identical vectors" in str(w.message) for w in record) == 1  # two epochs, said once
+    events = read_events(tmp_path)
+    images, scalars = set(events.Tags()["images"]), set(events.Tags()["scalars"])
+    assert "featviz/tsne_2d/same" in images and "featviz/tsne_2d/pool" not in images
+    assert "featviz/neighbours/pool" not in images and "featviz/tsne_2d/input_vs_same" in images
+    assert {"featviz/knn_purity@5/pool", "featviz/knn_purity@5/same"} <= scalars
