@@ -140,3 +140,29 @@ def test_the_static_report_loads_every_image_and_its_tables(viewed_run, driver):
     rows = driver.find_elements("css selector", "table tr")
     assert len(rows) > len(LAYERS)
     assert "step=" not in driver.find_element("css selector", "body").text
+
+
+def test_the_documented_search_finds_exactly_the_images_in_the_wrong_cluster(viewed_run, board, driver):
+    """docs/tags.md: Search, By wrong_cluster, regex mode on, ``^[^-]``."""
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+    log_dir = viewed_run / "lightning_logs" / "version_0"
+    config = text_format.Parse((log_dir / "projector_config.pbtxt").read_text(), ProjectorConfig())
+    entry = next(e for e in config.embeddings if e.tensor_name == "latest/epoch_001/conv2/tsne_2d")
+    rows = (log_dir / entry.metadata_path).read_text().splitlines()
+    column = rows[0].split("\t").index("wrong_cluster")
+    flagged = sum(row.split("\t")[column] != "-" for row in rows[1:])
+    _projector(driver, board)
+    try:
+        panel = wait_for(lambda: deep(driver, "vz-projector-inspector-panel"), "the inspector panel")[0]
+        wait_for(lambda: deep(driver, "canvas"), "the projector canvas")
+        deep(driver, "paper-dropdown-menu", panel)[0].click()
+        by = wait_for(lambda: [e for e in deep(driver, "paper-item", panel) if e.text.strip() == "wrong_cluster"], "By")
+        driver.execute_script("arguments[0].click()", by[0])
+        driver.execute_script("arguments[0].click()", deep(driver, "paper-button#regex", panel)[0])
+        [e for e in deep(driver, "input", panel) if e.get_attribute("type") != "file"][0].send_keys("^[^-]")
+        expected = f"{flagged} matches" if flagged != 1 else "1 match"
+        wait_for(lambda: expected in deep_text(driver, panel), f"'{expected}'")
+    finally:
+        driver.switch_to.default_content()
