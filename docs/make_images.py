@@ -21,8 +21,10 @@ from matplotlib.figure import Figure
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lightning_featviz.demo import DEMO_LAYERS
+
 IMAGES = Path(__file__).parent / "images"
-LAYERS = ["input", "layer1", "layer2", "layer3", "layer4", "avgpool"]
+LAYERS = list(DEMO_LAYERS)
 
 
 def main() -> None:
