@@ -21,8 +21,10 @@ from matplotlib.figure import Figure
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lightning_featviz.demo import DEMO_LAYERS
+
 IMAGES = Path(__file__).parent / "images"
-LAYERS = ["input", "layer1", "layer2", "layer3", "layer4", "avgpool"]
+LAYERS = list(DEMO_LAYERS)
 
 
 def main() -> None:
@@ -45,8 +47,8 @@ def main() -> None:
         ("featviz/tsne_2d/input_vs_avgpool", "tsne_2d_input_vs_avgpool"),
         ("featviz/tsne_2d/all_layers", "tsne_2d_all_layers"),
         ("featviz/wrong_cluster/avgpool", "wrong_cluster_avgpool"),
-        ("featviz/confusion/avgpool", "confusion_avgpool"),
-        ("featviz/confusion/input", "confusion_input"),
+        ("featviz/neighbour_confusion/avgpool", "confusion_avgpool"),
+        ("featviz/neighbour_confusion/input", "confusion_input"),
         ("featviz/purity_by_depth/all_layers", "purity_by_depth"),
     ]:
         (IMAGES / f"{name}.png").write_bytes(events.Images(tag)[-1].encoded_image_string)

@@ -104,18 +104,22 @@ def epoch_metrics(
     class_names: Sequence[str],
     tag: Tag,
     undefined: Sequence[str] = (),
+    per_class: bool = False,
 ) -> dict[str, float]:
-    """Per layer: kNN purity, kNN accuracy and the purity of each class present, by tag; NaN purity
-    and accuracy for the ``undefined`` layers."""
+    """Per layer: kNN purity and kNN accuracy, by tag (NaN for the ``undefined`` layers); with
+    ``per_class``, also the purity of each class present (C scalars per layer: 6,000 tags per epoch for
+    ImageNet and 6 layers, so off by default; the per-class purity figure shows them instead)."""
     metrics: dict[str, float] = {}
     for layer in undefined:
         metrics[tag("knn_purity", layer)] = metrics[tag("knn_accuracy", layer)] = float("nan")
     for layer, layer_stats in stats.items():
         metrics[tag("knn_purity", layer)] = layer_stats.mean_purity
         metrics[tag("knn_accuracy", layer)] = layer_stats.accuracy(labels)
+        if not per_class:
+            continue
         for class_id, value in enumerate(layer_stats.class_purity.tolist()):
             if value == value:  # NaN: no sample of that class
-                metrics[tag("class_purity", layer, "_".join(class_names[class_id].split()))] = value
+                metrics[tag("purity_of_class", layer, "_".join(class_names[class_id].split()))] = value
     return metrics
 
 

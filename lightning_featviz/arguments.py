@@ -69,6 +69,7 @@ def check_arguments(args: Mapping[str, Any]) -> None:
         ("every_n_epochs", 1),
         ("dataloader_idx", 0),
         ("chunk_size", 1),
+        ("projector_every_n_epochs", 1),
     ]:
         require(is_int(args[name]) and args[name] >= low, name, f"an integer >= {low}", args[name])
     layer = args["wrong_cluster_layer"]

@@ -7,6 +7,8 @@ seconds (measured in benchmarks/fit_overhead.py); these pictures need no axes to
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 SUPTITLE_PX = 19  # font size of a picture's title
+MAX_WIDTH = 1600  # px: no picture is wider (wider ones wrap their panels into rows)
 
 
 @lru_cache(maxsize=8)
@@ -33,6 +36,20 @@ def fit_text(text: str, typeface: ImageFont.FreeTypeFont, width: float) -> str:
     while text and typeface.getlength(text + "…") > width:
         text = text[:-1]
     return text + "…"
+
+
+def short_names(names: Sequence[str], max_chars: int = 18) -> list[str]:
+    """Class names short enough for a legend or an axis, still telling each apart: a prefix they all
+    share is dropped, and a long name keeps its start and end around an ellipsis
+    (``"a_rather_long_class_name_one"`` -> ``"a_rather…name_one"``). Names that would collide are kept whole.
+    """
+    names = [str(n) for n in names]
+    prefix = os.path.commonprefix(names) if len(names) > 1 else ""
+    prefix = prefix[: max((i + 1 for i, c in enumerate(prefix) if not c.isalnum()), default=0)]  # whole words
+    stripped = [n[len(prefix) :] for n in names] if prefix and all(len(n) > len(prefix) for n in names) else names
+    head, tail = max_chars // 2, max_chars - max_chars // 2 - 1
+    short = [n if len(n) <= max_chars else f"{n[:head]}…{n[len(n) - tail :]}" for n in stripped]
+    return short if len(set(short)) == len(set(names)) else names
 
 
 def class_colours(num_classes: int) -> np.ndarray:
@@ -51,16 +68,21 @@ def rgb(colours: np.ndarray, paleness: np.ndarray | float = 0.0) -> np.ndarray:
 
 
 def titled(image: np.ndarray, title: str | None) -> np.ndarray:
-    """An (H, W, 3) uint8 image with ``title`` centred above it (the image as it is without one)."""
+    """An (H, W, 3) uint8 image with ``title`` centred above it (the image as it is without one).
+
+    A title wider than the image widens the picture (up to :data:`MAX_WIDTH`) rather than being cut.
+    """
     if not title:
         return image
     top = SUPTITLE_PX + 14
-    canvas = np.full((top + image.shape[0], image.shape[1], 3), 255, dtype=np.uint8)
-    canvas[top:] = image
-    picture = Image.fromarray(canvas)
     typeface = font(SUPTITLE_PX)
-    text = fit_text(title, typeface, image.shape[1])
-    ImageDraw.Draw(picture).text((image.shape[1] / 2, 4), text, fill=(0, 0, 0), font=typeface, anchor="mt")
+    width = max(image.shape[1], min(int(typeface.getlength(title)) + 16, MAX_WIDTH))
+    canvas = np.full((top + image.shape[0], width, 3), 255, dtype=np.uint8)
+    left = (width - image.shape[1]) // 2
+    canvas[top:, left : left + image.shape[1]] = image
+    picture = Image.fromarray(canvas)
+    text = fit_text(title, typeface, width)
+    ImageDraw.Draw(picture).text((width / 2, 4), text, fill=(0, 0, 0), font=typeface, anchor="mt")
     return np.asarray(picture)
 
 

@@ -141,10 +141,10 @@ def bar_chart(
 def headed(picture: Image.Image, heading: str) -> Image.Image:
     """``picture`` under a centred ``heading``."""
     typeface = font(HEADING_PX)
-    canvas = Image.new("RGB", (picture.width, picture.height + HEADING_PX + 10), "white")
-    text = fit_text(heading, typeface, picture.width)
-    ImageDraw.Draw(canvas).text((picture.width / 2, 3), text, fill=INK, font=typeface, anchor="mt")
-    canvas.paste(picture, (0, HEADING_PX + 10))
+    width = max(picture.width, int(typeface.getlength(heading)) + 8)  # a heading is never cut short
+    canvas = Image.new("RGB", (width, picture.height + HEADING_PX + 10), "white")
+    ImageDraw.Draw(canvas).text((width / 2, 3), heading, fill=INK, font=typeface, anchor="mt")
+    canvas.paste(picture, ((width - picture.width) // 2, HEADING_PX + 10))
     return canvas
 
 

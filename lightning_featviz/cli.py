@@ -7,6 +7,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from lightning_featviz.demo import DEMO_LAYERS
 
@@ -39,6 +40,8 @@ def run_demo(args: argparse.Namespace) -> int:
     else:
         data = ClassificationData.digits(batch_size=args.batch_size, seed=args.seed, image_size=args.image_size or 32)
     model = ImageClassifier(num_classes=len(data.classes), arch=args.arch, weights=args.weights, lr=args.lr)
+    logger = TensorBoardLogger(args.logdir, name="featviz_demo")
+    report_dir = Path(logger.log_dir) / "report"
     visualizer = FeatureVisualizer(
         layers=args.layers,
         k=args.k,
@@ -48,8 +51,8 @@ def run_demo(args: argparse.Namespace) -> int:
         image_std=data.std,
         tsne_every_n_epochs=args.tsne_every_n_epochs or None,
         seed=args.seed,
+        report_dir=report_dir,
     )
-    logger = TensorBoardLogger(args.logdir, name="featviz_demo")
     checkpoint = ModelCheckpoint(save_last=True, save_top_k=0)  # <log dir>/checkpoints/last.ckpt
     trainer = pl.Trainer(
         max_epochs=args.epochs,
@@ -68,6 +71,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(purity_table(visualizer.history, [str(layer) for layer in args.layers]))
     print(f"\nTrained {args.epochs} epochs in {time.perf_counter() - start:.0f} s. Logs: {logger.log_dir}")
     print(f"Open them with:\n  tensorboard --logdir {args.logdir}")
+    print(f"Or open the static report (no server needed):\n  {report_dir / 'index.html'}")
     size = args.image_size or (224 if args.data else 32)
     data_option = f" --data {args.data}" if args.data else " --no-normalize --data <an ImageFolder of digits>"
     print(

@@ -14,7 +14,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightning_featviz.datasets import IMAGENET_MEAN, IMAGENET_STD, ColouredDigits, image_folder, stratified_split
 
-DEMO_LAYERS = ("input", "layer1", "layer2", "layer3", "layer4", "avgpool")
+#: ResNet layers from pixels to the pooled features; not `layer4`, which `avgpool` only averages: pooled
+#: to one vector per image (as the callback reduces conv maps) the two are identical.
+DEMO_LAYERS = ("input", "layer1", "layer2", "layer3", "avgpool")
 
 
 def build_model(arch: str, num_classes: int, weights: str | None = None) -> nn.Module:

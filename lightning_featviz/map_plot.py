@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
-from lightning_featviz.canvas import class_colours, fit_text, font, image_figure, rgb, titled
+from lightning_featviz.canvas import MAX_WIDTH, class_colours, fit_text, font, image_figure, rgb, short_names, titled
 
 #: (elevation, azimuth) of the three views of a 3-D map: from the front, from the side, from above.
 VIEW_ANGLES = ((20.0, -60.0), (20.0, 30.0), (85.0, -90.0))
@@ -137,11 +137,14 @@ def map_image(
     rows = -(-len(cells) // cols)
     side, title_height = (SIDE_3D if three_d else SIDE_2D), TITLE_PX + 10
     shown = sorted({int(label) for panel in panels for label in np.unique(panel.labels)})
-    names = panels[0].class_names
+    names = short_names(panels[0].class_names)
     colours = class_colours(max(len(names), max(shown) + 1))
     diameter = float(np.clip(np.sqrt(6000 / max(len(panels[0].points), 1)), 2.5, 8))
     flagged = any(panel.ringed is not None and panel.ringed.any() for panel in panels)
     legend = _legend(names, shown, colours, flagged)
+    if not three_d:  # wrap into rows rather than grow wider than a screen
+        cols = max(1, min(cols, (MAX_WIDTH - legend.width) // (side + GAP)))
+        rows = -(-len(cells) // cols)
     width = cols * side + (cols - 1) * GAP + GAP + legend.width
     height = max(rows * (title_height + side) + (rows - 1) * GAP, legend.height)
     picture = Image.new("RGB", (width, height), "white")

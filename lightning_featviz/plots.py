@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from lightning_featviz.canvas import class_colours, fit_text, font, image_figure, rgb, titled
+from lightning_featviz.canvas import MAX_WIDTH, class_colours, fit_text, font, image_figure, rgb, short_names, titled
 from lightning_featviz.chart import bar_chart, colour_bar, colours_of, headed, heatmap, side_by_side
 
 QUERY_COLOUR = (31, 119, 180)  # blue
@@ -96,8 +96,16 @@ def neighbour_grid_image(panels: Sequence[NeighbourGrid], suptitle: str | None =
     Drawn with Pillow, not matplotlib: an epoch's grids cost milliseconds instead of a second.
     """
     images = [_compose(panel) for panel in panels]
-    height = max(image.shape[0] for image in images)
     width = sum(image.shape[1] for image in images) + PANEL_GAP * (len(images) - 1)
+    if width > MAX_WIDTH:  # too wide for a screen: one panel under the other
+        width = max(image.shape[1] for image in images)
+        canvas = np.full((sum(i.shape[0] for i in images) + PANEL_GAP * (len(images) - 1), width, 3), 255, np.uint8)
+        y = 0
+        for image in images:
+            canvas[y : y + image.shape[0], : image.shape[1]] = image
+            y += image.shape[0] + PANEL_GAP
+        return titled(canvas, suptitle)
+    height = max(image.shape[0] for image in images)
     canvas = np.full((height, width, 3), 255, dtype=np.uint8)
     x = 0
     for image in images:
@@ -122,6 +130,7 @@ def confusion_image(confusion: np.ndarray, class_names: Sequence[str], title: st
     """A (C, C) neighbourhood confusion matrix (rows: true class, columns: neighbours' classes,
     rows sum to 1) beside a bar chart of its diagonal, the per-class purity: an (H, W, 3) uint8 image."""
     c = len(class_names)
+    class_names = short_names(class_names)
     pitch = int(np.clip(480 // max(c, 1), 12, 48))
     matrix = heatmap(
         confusion, class_names, class_names, "Blues", (pitch, pitch), "true class", "class of the neighbours", c <= 20
@@ -129,6 +138,23 @@ def confusion_image(confusion: np.ndarray, class_names: Sequence[str], title: st
     bars = bar_chart(np.diag(confusion), class_names, rgb(class_colours(c)), pitch, "purity (same-class share)")
     scale = colour_bar("Blues", c * pitch, "share of neighbours")
     return titled(side_by_side([headed(matrix, ""), headed(scale, ""), headed(bars, "per-class purity")]), title)
+
+
+def class_purity_image(purity: np.ndarray, class_names: Sequence[str], title: str, shown: int = 30) -> np.ndarray:
+    """Bars of the (C,) per-class purity (NaN: no sample of the class): every class when C <= ``shown``,
+    else the ``shown // 2`` lowest and the ``shown // 2`` highest, lowest first. An (H, W, 3) uint8 image."""
+    present = np.flatnonzero(np.isfinite(purity))
+    order = present[np.argsort(purity[present], kind="stable")]
+    if len(order) > shown:
+        order = np.concatenate([order[: shown // 2], order[-(shown // 2) :]])
+        heading = f"the {shown // 2} lowest and {shown // 2} highest of {len(present)} classes"
+    else:
+        order = np.arange(len(purity))
+        heading = f"all {len(purity)} classes"
+    colours = rgb(class_colours(len(class_names)))[order]
+    class_names = short_names(class_names)
+    bars = bar_chart(purity[order], [class_names[i] for i in order], colours, 24, "purity (same-class share)")
+    return titled(side_by_side([headed(bars, heading)]), title)
 
 
 def purity_depth_image(

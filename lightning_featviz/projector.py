@@ -78,9 +78,10 @@ def _cell(value: object) -> str:
     return " ".join(text.split()) or "-"  # no tabs or newlines inside a cell; no empty cells
 
 
-def write_projector(log_dir: str | Path, entries: Sequence[ProjectorEntry]) -> None:
+def write_projector(log_dir: str | Path, entries: Sequence[ProjectorEntry], replace_prefix: str | None = None) -> None:
     """Write ``entries``' files under ``<log_dir>/featviz_projector/`` and merge the entries into the
-    log dir's projector config.
+    log dir's projector config. Entries already there whose name starts with ``replace_prefix``
+    (e.g. ``"latest/"``: the previous latest epoch) are dropped.
 
     Files are named by their content and written once: ``tensors/<digest>.tsv``,
     ``metadata/<digest>.tsv`` and ``sprites/<digest>.png``. Pixel space, a frozen layer, the same
@@ -93,7 +94,12 @@ def write_projector(log_dir: str | Path, entries: Sequence[ProjectorEntry]) -> N
     if config_path.exists():
         text_format.Parse(config_path.read_text(), config)
     replaced = {entry.name for entry in entries}
-    kept = [embedding for embedding in config.embeddings if embedding.tensor_name not in replaced]
+    kept = [
+        embedding
+        for embedding in config.embeddings
+        if embedding.tensor_name not in replaced
+        and not (replace_prefix and embedding.tensor_name.startswith(replace_prefix))
+    ]
     del config.embeddings[:]
     config.embeddings.extend(kept)
     for entry in entries:

@@ -25,6 +25,7 @@ from lightning_featviz.outliers import (
 )
 from lightning_featviz.plots import (
     NeighbourGrid,
+    class_purity_image,
     confusion_image,
     neighbour_grid_image,
     purity_depth_image,
@@ -167,15 +168,27 @@ def gallery_image(
 
 
 def confusion_images(results: EpochResults) -> dict[tuple[str, str], np.ndarray]:
-    """Per layer ``("confusion", layer)``: neighbourhood confusion matrix and per-class purity, (H, W, 3) uint8."""
+    """Per layer ``("neighbour_confusion", layer)``: neighbourhood confusion matrix and per-class
+    purity, (H, W, 3) uint8."""
     images = {}
     for layer in results.stats:
         confusion = neighbourhood_confusion(
             results.neighbour_labels(layer), results.bank.labels, len(results.class_names)
         ).numpy()
         title = f"Epoch {results.epoch}: {layer}, where each class's neighbours come from"
-        images[("confusion", layer)] = confusion_image(np.nan_to_num(confusion), results.class_names, title)
+        images[("neighbour_confusion", layer)] = confusion_image(np.nan_to_num(confusion), results.class_names, title)
     return images
+
+
+def class_purity_images(results: EpochResults) -> dict[tuple[str, str], np.ndarray]:
+    """Per layer ``("purity_by_class", layer)``: the purity of each class (of the lowest and highest
+    when there are many), (H, W, 3) uint8: one figure instead of C scalars."""
+    return {
+        ("purity_by_class", layer): class_purity_image(
+            stats.class_purity.numpy(), results.class_names, f"Epoch {results.epoch}: {layer}, purity of each class"
+        )
+        for layer, stats in results.stats.items()
+    }
 
 
 def depth_image(results: EpochResults, history: Sequence[Mapping[str, Any]]) -> np.ndarray:

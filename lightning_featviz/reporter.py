@@ -9,21 +9,23 @@ render in a background process, the writing in the training process.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from lightning_featviz.bank import BankData
 from lightning_featviz.embedding import MapTracker
 from lightning_featviz.knn import NeighbourStats
 from lightning_featviz.label_issues import LabelIssues, label_issue_markdown, label_issue_table, write_label_issue_csv
-from lightning_featviz.maps import LayerMaps, fit_layer_maps, map_images, projector_entries
+from lightning_featviz.maps import LATEST, LayerMaps, class_column, fit_layer_maps, map_images, projector_entries
 from lightning_featviz.outliers import WrongCluster, markdown_table, write_wrong_cluster_csv, wrong_cluster_table
 from lightning_featviz.projector import MAX_COLOURED_CLASSES, write_projector
 from lightning_featviz.report import (
     EpochResults,
+    class_purity_images,
     confusion_images,
     depth_image,
     gallery_image,
@@ -49,7 +51,11 @@ class ReportOptions:
     log_confusion: bool
     tsne_dims: list[int]
     log_projector: bool
+    projector_every_n_epochs: int
 
+
+#: The confusion figure is drawn up to this many classes (a C × C matrix beyond is unreadable and huge).
+MAX_CONFUSION_CLASSES = 50
 
 #: Tags of these kinds have no ``@k``: images, and a measure that does not depend on k.
 UNRANKED_KINDS = (
@@ -60,8 +66,9 @@ UNRANKED_KINDS = (
     "wrong_cluster",
     "wrong_cluster_table",
     "label_issues",
-    "confusion",
+    "neighbour_confusion",
     "purity_by_depth",
+    "purity_by_class",
 )
 
 
@@ -139,6 +146,17 @@ class Destination:
             sink.finish_epoch()
 
 
+def identical_layers(bank: BankData, layers: Sequence[str]) -> dict[str, str]:
+    """Layers whose (N, D) vectors equal, element for element, those of a later layer: twin -> that layer."""
+    twins: dict[str, str] = {}
+    for i, layer in enumerate(layers):
+        vectors = bank.vectors[layer]
+        later = (other for other in layers[i + 1 :] if bank.vectors[other].shape == vectors.shape)
+        if (same := next((other for other in later if torch.equal(bank.vectors[other], vectors)), None)) is not None:
+            twins[layer] = same
+    return twins
+
+
 class Reporter:
     """Renders epoch reports; keeps only the t-SNE maps (for warm starts) from one to the next.
 
@@ -165,7 +183,7 @@ class Reporter:
         return report
 
     def _render(self, job: EpochJob, report: Report) -> None:
-        options, results = self.options, job.results
+        options, results = self.options, self._without_twins(job.results, report)
         epoch, stats = results.epoch, results.stats
         maps = self._fit_maps(results.bank, stats, report) if stats and job.with_maps else {}
         flagged = wrong_clusters(results, options.min_share) if stats else {}
@@ -197,7 +215,15 @@ class Reporter:
                 gallery = gallery_image(results, chosen, found, options.min_share, gallery_rows, issues)
                 images[("wrong_cluster", chosen)] = gallery
         if options.log_confusion:
-            images |= confusion_images(results)
+            if len(results.class_names) <= MAX_CONFUSION_CLASSES:
+                images |= confusion_images(results)
+            else:
+                message = (
+                    f"{len(results.class_names)} classes: no neighbourhood confusion figure (drawn up to "
+                    f"{MAX_CONFUSION_CLASSES} classes); the purity_by_class figure shows the lowest and highest."
+                )
+                report.warnings.append(("confusion-classes", message))
+            images |= class_purity_images(results)
             images[("purity_by_depth", "all_layers")] = depth_image(results, job.history)
         if maps:
             purity = {layer: layer_stats.mean_purity for layer, layer_stats in stats.items()}
@@ -209,6 +235,18 @@ class Reporter:
         report.flagged = {layer: results.bank.indices[found.rows].tolist() for layer, found in flagged.items()}
         if maps and options.log_projector and job.projector_dirs:
             self._write_projector(job.projector_dirs, results, maps, flagged, report)
+
+    def _without_twins(self, results: EpochResults, report: Report) -> EpochResults:
+        """``results`` without the layers whose vectors equal a later layer's (drawn once, as the later one)."""
+        twins = identical_layers(results.bank, list(results.stats))
+        for twin, kept in twins.items():
+            message = (
+                f"Layers {twin!r} and {kept!r} give identical vectors (a ResNet's layer4 and avgpool do on small "
+                f"images); figures and projector entries show {kept!r} only, the scalars are logged for both."
+            )
+            report.warnings.append((f"identical/{twin}", message))
+        stats = {layer: found for layer, found in results.stats.items() if layer not in twins}
+        return replace(results, stats=stats) if twins else results
 
     def _fit_maps(self, bank: BankData, stats: dict[str, NeighbourStats], report: Report) -> dict[str, LayerMaps]:
         maps: dict[str, LayerMaps] = {}
@@ -263,11 +301,15 @@ class Reporter:
             )
             report.warnings.append(("projector-classes", message))
         columns: dict[str, dict[str, Sequence[object]]] = {}
+        shown = class_column(names)  # as the projector's class column writes them
         for layer, found in flagged.items():
             cluster = ["-"] * len(results.bank)
             for row, other in zip(found.rows.tolist(), found.cluster.tolist(), strict=True):
-                cluster[row] = names[other]
+                cluster[row] = shown[other]
             columns[layer] = {"wrong_cluster": cluster}
-        entries = projector_entries(results.bank, results.stats, maps, names, self.options.k, results.epoch, columns)
+        keep = results.epoch % self.options.projector_every_n_epochs == 0
+        entries = projector_entries(
+            results.bank, results.stats, maps, names, self.options.k, results.epoch, columns, keep=keep
+        )
         for folder in folders:
-            write_projector(folder, entries)
+            write_projector(folder, entries, replace_prefix=f"{LATEST}/")

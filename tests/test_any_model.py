@@ -107,7 +107,7 @@ def test_an_mlp_on_vector_data_gets_every_output_but_the_image_ones(tmp_path):
     log_dir = trainer.log_dir
     images = {tag for path in glob.glob(f"{log_dir}/events.out.tfevents.*") for tag in _image_tags(log_dir)}
     assert any(tag.startswith("featviz/tsne_2d/") for tag in images)
-    assert any(tag.startswith("featviz/confusion/") for tag in images)
+    assert any(tag.startswith("featviz/neighbour_confusion/") for tag in images)
     assert not any(tag.startswith(("featviz/neighbours/", "featviz/wrong_cluster/")) for tag in images)
     config = Path(log_dir, "projector_config.pbtxt").read_text()
     assert "embeddings" in config and "sprite" not in config  # vectors and metadata, no thumbnails

@@ -37,17 +37,12 @@ def test_fit_logs_the_documented_scalar_and_image_tags(tmp_path, small_data):
             values = events.Scalars(f"featviz/{kind}@5/{layer}")
             assert len(values) == 2  # two epochs; the sanity check is not logged
             assert all(0.0 <= v.value <= 1.0 for v in values)
-        assert any(tag.startswith(f"featviz/class_purity@5/{layer}/") for tag in scalars)
         assert f"featviz/neighbours/{layer}" in images
-    assert "featviz/class_purity@5/pool/7" in scalars  # class names from the dataset
+    assert not any("purity_of_class" in tag for tag in scalars)  # per-class purity: a figure, not C scalars
     side_by_side = events.Images("featviz/neighbours/input_vs_pool")
     assert len(side_by_side) == 2 and side_by_side[0].width > side_by_side[0].height
     assert "featviz/knn_purity@5/pool" in trainer.callback_metrics
-    assert not any("class_purity" in tag for tag in trainer.callback_metrics)  # written to TensorBoard only
-    assert len(events.Scalars("featviz/class_purity@5/pool/7")) == 2
-    assert [v.step for v in events.Scalars("featviz/class_purity@5/pool/7")] == [
-        v.step for v in events.Scalars("featviz/knn_purity@5/pool")
-    ]
+    assert not any("purity_of_class" in tag for tag in trainer.callback_metrics)
     assert [row["layer"] for row in visualizer.history] == LAYERS * 2
     assert hooks_left(model) == 0
 
@@ -231,7 +226,7 @@ def test_validate_runs_the_analysis_and_the_callback_pickles(tmp_path, small_dat
 def test_class_purity_reaches_callback_metrics_when_asked(tmp_path, small_data):
     trainer = tiny_trainer(tmp_path, logger=False, callbacks=[_visualizer(LAYERS, k=5, monitor_class_purity=True)])
     trainer.fit(TinyNet(), datamodule=small_data)
-    assert any(tag.startswith("featviz/class_purity@5/pool/") for tag in trainer.callback_metrics)
+    assert any(tag.startswith("featviz/purity_of_class@5/pool/") for tag in trainer.callback_metrics)
 
 
 class WithNaN(Dataset):
@@ -314,3 +309,25 @@ def test_float16_storage_gives_the_same_purity(tmp_path, small_data):
         histories.append({row["layer"]: row["knn_purity"] for row in visualizer.history})
     for layer in LAYERS:
         assert histories[1][layer] == pytest.approx(histories[0][layer], abs=0.02)
+
+
+def test_a_thousand_class_run_writes_at_most_ten_scalar_tags_per_layer_per_epoch(tmp_path):
+    """Scalars grow with layers, not layers × classes (per-class purity is a figure by default)."""
+    classes = [f"n{i:08d}" for i in range(1000)]  # ImageNet-like class ids
+    generator = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(1000, 3, 16, 16, generator=generator), torch.arange(1000)
+    dataset = torch.utils.data.TensorDataset(images, labels)
+    data = ClassificationData(Subset(dataset, range(256)), dataset, classes, batch_size=250)
+    layers = ["input", "pool"]
+    visualizer = FeatureVisualizer(layers, k=5, max_samples=200, tsne_dims=[2, 3], background=False)
+    trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer], num_sanity_val_steps=0)
+    with pytest.warns(UserWarning):  # over 50 classes: no confusion figure, the projector cannot colour them
+        trainer.fit(TinyNet(num_classes=1000), datamodule=data)
+    events = read_events(tmp_path)
+    ours = [tag for tag in events.Tags()["scalars"] if tag.startswith("featviz/")]
+    for layer in layers:
+        tags = [tag for tag in ours if f"/{layer}/" in tag or tag.endswith(f"/{layer}")]
+        assert 3 <= len(tags) <= 10, tags
+        assert all(len(events.Scalars(tag)) <= 2 for tag in tags)  # at most one value per epoch (2 epochs)
+    assert len(ours) <= 10 * len(layers)
+    assert len(events.Images("featviz/purity_by_class/pool")) == 2

@@ -36,6 +36,8 @@ def quick_start(tmp_path_factory):
 def test_quick_start_default_run_separates_classes_at_avgpool_but_not_in_pixel_space(quick_start):
     tmp_path, stdout = quick_start
     assert f"tensorboard --logdir {tmp_path}" in stdout
+    report = Path(stdout.split("static report (no server needed):\n")[1].split()[0])
+    assert report.is_file() and report.parent.parent == next(tmp_path.glob("featviz_demo/version_*"))
     assert "avgpool" in stdout.split("kNN purity@10 per layer")[1]
 
     events = read_events(tmp_path)

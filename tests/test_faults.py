@@ -82,7 +82,7 @@ def test_a_render_process_that_dies_costs_one_report_and_the_next_starts_a_new_o
     events = read_events(tmp_path)
     steps = [event.step for event in events.Scalars("featviz/knn_purity@5/pool")]
     assert len(steps) == 3  # the scalars of every epoch, those not logged through the module too:
-    assert [event.step for event in events.Scalars("featviz/class_purity@5/pool/7")] == steps
+    assert [event.step for event in events.Scalars("featviz/tsne_purity@5/pool/2d")] == [steps[0], steps[2]]
     assert [event.step for event in events.Images("featviz/tsne_2d/pool")] == [steps[0], steps[2]]  # epoch 1's is lost
     assert killed and visualizer._renderer is None  # the new one was stopped at the end of fit
     assert not _report_threads()
@@ -168,7 +168,7 @@ def test_images_that_are_not_three_channel(tmp_path, digits_val, channels):
     config = ProjectorConfig()
     log_dir = tmp_path / "lightning_logs" / "version_0"
     text_format.Parse((log_dir / "projector_config.pbtxt").read_text(), config)
-    pixels = next(e for e in config.embeddings if e.tensor_name == "input/epoch_000")
+    pixels = next(e for e in config.embeddings if e.tensor_name == "latest/epoch_000/input/vectors")
     assert list(pixels.tensor_shape)[1] == input_dims
     assert len((log_dir / pixels.tensor_path).read_text().splitlines()[0].split("\t")) == input_dims
 
@@ -206,7 +206,7 @@ def test_labels_beyond_the_class_names_are_named_by_id(tmp_path, digits_val):
     with pytest.warns(UserWarning, match="Labels go up to 9 but only 2 class names are known"):
         trainer.fit(TinyNet(), datamodule=data)
     tags = set(trainer.callback_metrics)
-    assert {"featviz/class_purity@5/pool/zero", "featviz/class_purity@5/pool/9"} <= tags
+    assert {"featviz/purity_of_class@5/pool/zero", "featviz/purity_of_class@5/pool/9"} <= tags
 
 
 def test_query_indices_beyond_the_dataset_are_left_out_with_a_warning(tmp_path, small_data):

@@ -94,7 +94,8 @@ def test_wrong_cluster_gallery_confusion_and_depth_figures_are_logged(fitted_run
     events = read_events(tmp_path)
     images, scalars = set(events.Tags()["images"]), set(events.Tags()["scalars"])
     for layer in LAYERS:
-        assert len(events.Images(f"featviz/confusion/{layer}")) == 2
+        assert len(events.Images(f"featviz/neighbour_confusion/{layer}")) == 2
+        assert len(events.Images(f"featviz/purity_by_class/{layer}")) == 2
         assert f"featviz/wrong_cluster_share@5/{layer}" in scalars
     assert len(events.Images("featviz/purity_by_depth/all_layers")) == 2
     # the last layer is the default for the gallery and the export
@@ -103,20 +104,24 @@ def test_wrong_cluster_gallery_confusion_and_depth_figures_are_logged(fitted_run
     assert visualizer.wrong_cluster_indices.keys() == set(LAYERS)
 
 
-def test_projector_config_lists_every_layer_map_and_epoch(fitted_run):
+def test_projector_config_lists_the_latest_epoch_first_and_keeps_every_nth(fitted_run):
     _, log_dir, _ = fitted_run
     config = ProjectorConfig()
     with open(f"{log_dir}/projector_config.pbtxt") as handle:
         text_format.Parse(handle.read(), config)
     names = {e.tensor_name for e in config.embeddings}
-    for epoch in (0, 1):
-        for layer in LAYERS:
-            assert {
-                f"{layer}/epoch_{epoch:03d}",
-                f"{layer}/tsne_2d/epoch_{epoch:03d}",
-                f"{layer}/tsne_3d/epoch_{epoch:03d}",
-            } <= names
-    assert len(names) == 18
+    # epoch 1 is the latest; epoch 0 is kept (a multiple of projector_every_n_epochs=5); epoch 1's
+    # "latest" entries replaced epoch 0's
+    expected = {
+        f"{when}/epoch_{epoch:03d}/{layer}/{what}"
+        for when, epoch in (("latest", 1), ("previous", 0))
+        for layer in LAYERS
+        for what in ("tsne_2d", "tsne_3d", "vectors")
+    }
+    assert names == expected
+    assert min(names).startswith("latest/epoch_001/")  # the projector lists names in order, opens on the first
+    flat = [e for e in config.embeddings if e.tensor_name.endswith("/tsne_2d")]
+    assert flat and all(list(e.tensor_shape) == [120, 3] for e in flat)  # 2-D maps drawn with z = 0
     sprites = {e.sprite.image_path for e in config.embeddings}
     assert len(sprites) == 1  # the same samples every epoch: one sprite file
 
@@ -178,21 +183,23 @@ def test_a_real_tensorboard_server_serves_the_embeddings_metadata_and_sprite(fit
     run = urllib.parse.quote(runs[0])
     info = json.loads(_get(f"{projector}/info?run={run}"))
     names = {e["tensorName"] for e in info["embeddings"]}
-    assert "pool/epoch_001" in names and "pool/tsne_3d/epoch_001" in names
+    assert "latest/epoch_001/pool/vectors" in names and "latest/epoch_001/pool/tsne_3d" in names
 
-    name = urllib.parse.quote("pool/tsne_2d/epoch_001")
+    name = urllib.parse.quote("latest/epoch_001/pool/tsne_2d")
     metadata = _get(f"{projector}/metadata?run={run}&name={name}").decode().splitlines()
-    assert metadata[0] == "index\tlabel\tprediction\tcorrect\tpurity@5\twrong_cluster" and len(metadata) == 121
+    assert metadata[0] == "class\tprediction\tcorrect\tindex\tpurity@5\twrong_cluster" and len(metadata) == 121
     rows = [line.split("\t") for line in metadata[1:]]
-    assert all(label in "0123456789" and correct in ("true", "false") for _, label, _, correct, _, _ in rows)
+    digits = {f"class {d}" for d in range(10)}  # a word in front: the projector labels by the first text column
+    assert all(label in digits and correct in ("true", "false") for label, _, correct, *_ in rows)
     assert all(0 <= float(purity) <= 1 for *_, purity, _ in rows)
-    assert all(cluster == "-" or cluster in "0123456789" for *_, cluster in rows)
+    assert all(cluster == "-" or cluster in digits for *_, cluster in rows)
 
-    # The projector shows exactly the map of the figures: the one the callback kept for warm starts.
-    tensor = np.frombuffer(_get(f"{projector}/tensor?run={run}&name={name}"), dtype=np.float32).reshape(-1, 2)
+    # The projector shows exactly the map of the figures (the one the callback kept for warm starts), z = 0.
+    tensor = np.frombuffer(_get(f"{projector}/tensor?run={run}&name={name}"), dtype=np.float32).reshape(-1, 3)
     _, _, visualizer = fitted_run
-    indices = np.array([int(row[0]) for row in rows])
-    np.testing.assert_allclose(tensor, visualizer._maps.previous("pool", 2, indices), rtol=1e-4, atol=1e-4)
+    indices = np.array([int(row[3]) for row in rows])
+    np.testing.assert_allclose(tensor[:, :2], visualizer._maps.previous("pool", 2, indices), rtol=1e-4, atol=1e-4)
+    assert not tensor[:, 2].any()
 
     sprite = _get(f"{projector}/sprite_image?run={run}&name={name}")
     assert sprite[:8] == b"\x89PNG\r\n\x1a\n"
@@ -312,3 +319,35 @@ def test_reports_left_when_fit_ends_render_on_every_core(tmp_path, small_data, m
     trainer.fit(TinyNet(), datamodule=small_data)
     assert asked == [1, os.cpu_count()]  # the first during training, the second after it
     assert len(read_events(tmp_path).Images("featviz/tsne_2d/pool")) == 2
+
+
+class WithTwin(TinyNet):
+    """TinyNet with a layer that passes the pooled features through unchanged (as a ResNet's
+    ``avgpool`` does ``layer4``'s 1×1 maps on 32-px images)."""
+
+    def __init__(self):
+        super().__init__()
+        self.same = nn.Identity()
+
+    def forward(self, x):
+        x = self.relu1(self.bn1(self.conv1(x)))
+        x = self.same(self.pool(self.relu2(self.conv2(x))))
+        return self.fc(x.flatten(1))
+
+
+def test_two_identical_layers_are_said_once_and_drawn_once(tmp_path, digits_val):
+    from torch.utils.data import Subset
+
+    from lightning_featviz.demo import ClassificationData
+
+    data = ClassificationData(Subset(digits_val, range(96)), Subset(digits_val, range(96, 196)), digits_val.classes)
+    visualizer = FeatureVisualizer(["input", "pool", "same"], k=5, tsne_dims=[2], background=False)
+    trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer], num_sanity_val_steps=0)
+    with pytest.warns(UserWarning, match="Layers 'pool' and 'same' give identical vectors") as record:
+        trainer.fit(WithTwin(), datamodule=data)
+    assert sum("identical vectors" in str(w.message) for w in record) == 1  # two epochs, said once
+    events = read_events(tmp_path)
+    images, scalars = set(events.Tags()["images"]), set(events.Tags()["scalars"])
+    assert "featviz/tsne_2d/same" in images and "featviz/tsne_2d/pool" not in images
+    assert "featviz/neighbours/pool" not in images and "featviz/tsne_2d/input_vs_same" in images
+    assert {"featviz/knn_purity@5/pool", "featviz/knn_purity@5/same"} <= scalars

@@ -154,3 +154,15 @@ def test_purity_depth_image_greys_the_epochs_a_layer_was_not_measured():
     image = purity_depth_image(["input", "pool"], [0.2, 0.8], history, [0, 1], k=5, epoch=1)
     assert len(_found(image, (225, 225, 225), 2)[0]) > 200  # the missing cell
     assert len(_found(image, colours_of(np.array(0.8), "viridis"), 3)[0]) > 400  # its cell and its bar
+
+
+def test_short_class_names_drop_the_shared_prefix_and_elide_the_middle_but_stay_distinct():
+    from lightning_featviz.canvas import short_names
+
+    assert short_names(["a_rather_long_class_name_one", "a_rather_long_class_name_two"]) == ["one", "two"]
+    assert short_names(["x_" + "a" * 30 + "_end1", "y_" + "a" * 30 + "_end2"]) == [
+        "x_aaaaaaa…aaa_end1",
+        "y_aaaaaaa…aaa_end2",
+    ]
+    same_ends = ["p" + "a" * 30 + "q", "p" + "b" * 30 + "q"]  # would both read "paaaa…q"-like: kept whole
+    assert short_names(same_ends, max_chars=3) == same_ends

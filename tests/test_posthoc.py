@@ -67,14 +67,15 @@ def test_the_analyse_command_writes_a_tensorboard_log_dir_and_an_html_report(tmp
         assert len(events.Scalars(f"featviz/knn_purity@5/{layer}")) == 1
     for layer, value in in_training["purity"].items():  # the same analysis as during training, same images
         assert events.Scalars(f"featviz/knn_purity@5/{layer}")[0].value == pytest.approx(value, abs=0.002)
-    classes = {tag.rsplit("/", 1)[1] for tag in events.Tags()["scalars"] if "class_purity@5/avgpool" in tag}
-    assert classes == {str(digit) for digit in range(10)}  # the digit folders, never "train" or "val"
+    metadata = next((out / "featviz_projector" / "metadata").glob("*.tsv")).read_text().splitlines()
+    classes = {line.split("\t")[0] for line in metadata[1:]}
+    assert classes == {f"class {digit}" for digit in range(10)}  # the digit folders, never "train" or "val"
     assert events.Images("featviz/tsne_2d/avgpool") and (out / "projector_config.pbtxt").exists()
 
     page = (out / "report" / "index.html").read_text()
     images = re.findall(r"<img src='([^']+)'", page)
     kinds = {source.split("/")[1] for source in images}
-    assert {"neighbours", "tsne_2d", "tsne_3d", "confusion", "purity_by_depth"} <= kinds
+    assert {"neighbours", "tsne_2d", "tsne_3d", "neighbour_confusion", "purity_by_depth"} <= kinds
     assert all((out / "report" / source).is_file() for source in images)
     assert "featviz/knn_purity@5/avgpool" in page
 

@@ -47,7 +47,7 @@ def test_every_logged_kind_is_documented():
     ranked = [
         "knn_purity",
         "knn_accuracy",
-        "class_purity",
+        "purity_of_class",
         "tsne_trustworthiness",
         "tsne_purity",
         "wrong_cluster_share",

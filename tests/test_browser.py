@@ -1,0 +1,168 @@
+"""What a person sees: TensorBoard's views and the static report of a real run, in headless Chromium.
+
+One short real Trainer run and one browser serve every test here (session fixtures); see
+``tests/browser.py`` for the browser, the TensorBoard server and when these tests skip.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+from browser import browser, coloured_pixels, deep, deep_text, need_browser, tensorboard, wait_for
+from conftest import TinyNet, tiny_trainer
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.data import Subset
+
+from lightning_featviz import FeatureVisualizer
+from lightning_featviz.demo import ClassificationData
+
+LAYERS = ["input", "conv2", "pool"]
+
+
+@pytest.fixture(scope="session")
+def viewed_run(tmp_path_factory, digits_val) -> Path:
+    """Two epochs of TinyNet on 120 validation digits: TensorBoard logs under ``lightning_logs``, a report."""
+    need_browser()
+    root = tmp_path_factory.mktemp("viewed")
+    data = ClassificationData(Subset(digits_val, range(240)), Subset(digits_val, range(240, 360)), digits_val.classes)
+    visualizer = FeatureVisualizer(
+        LAYERS, k=5, max_samples=120, tsne_dims=[2], background=False, report_dir=root / "report"
+    )
+    torch.manual_seed(0)
+    tiny_trainer(root, logger=TensorBoardLogger(root), callbacks=[visualizer]).fit(TinyNet(), datamodule=data)
+    return root
+
+
+@pytest.fixture(scope="session")
+def board(viewed_run):
+    with tensorboard(viewed_run / "lightning_logs") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def driver(viewed_run):
+    with browser() as chrome:
+        yield chrome
+
+
+def test_time_series_filtered_on_featviz_shows_the_headline_purity_cards_first(board, driver):
+    driver.set_window_size(1600, 6000)  # every card of the first page in view, so each draws its title
+    try:
+        driver.get(f"{board}/?tagFilter=featviz#timeseries")
+        titles = wait_for(
+            lambda: [e.get_attribute("title") for e in driver.find_elements("css selector", "tb-truncated-path")],
+            "the time series cards",
+        )
+    finally:
+        driver.set_window_size(1600, 1000)
+    headline = {f"featviz/{kind}@5/{layer}" for kind in ("knn_accuracy", "knn_purity") for layer in LAYERS}
+    assert set(titles[: len(headline)]) == headline, titles
+    assert not any("purity_of_class" in title for title in titles)
+
+
+def _projector(driver, board):
+    """Open the projector and step into the frame that holds it."""
+    driver.get(f"{board}/#projector")
+    for _ in range(2):  # TensorBoard's plugin frame, then the projector's own
+        frame = wait_for(lambda: driver.find_elements("css selector", "iframe"), "the projector frame")[0]
+        driver.switch_to.frame(frame)
+
+
+def test_the_projector_opens_on_the_latest_2d_map_and_draws_its_points(board, driver):
+    _projector(driver, board)
+    try:
+        chosen = wait_for(
+            lambda: [v for e in deep(driver, "input") if (v := e.get_attribute("value")).startswith("latest/")],
+            "the projector's tensor menu",
+        )
+        assert chosen[0] == "latest/epoch_001/conv2/tsne_2d"  # the latest epoch first; its 2-D map first
+        canvas = wait_for(lambda: deep(driver, "canvas"), "the projector canvas")[0]
+        # Thumbnails are drawn at each point: thousands of coloured pixels (an empty canvas has only
+        # its three thin axes, under 2,000).
+        drawn = wait_for(lambda: (n := coloured_pixels(canvas.screenshot_as_png)) > 10_000 and n, "points drawn")
+        assert drawn > 10_000
+        labels = {e.get_attribute("label"): e for e in deep(driver, "paper-dropdown-menu")}
+        assert labels["Label by"].get_attribute("value") == "class"
+        assert labels["Edit by"].get_attribute("value") == "class"
+    finally:
+        driver.switch_to.default_content()
+
+
+def test_searching_the_projector_selects_points_and_lists_their_class(board, driver):
+    _projector(driver, board)
+    try:
+        panel = wait_for(lambda: deep(driver, "vz-projector-inspector-panel"), "the inspector panel")[0]
+        search = wait_for(
+            lambda: [e for e in deep(driver, "input", panel) if e.get_attribute("type") != "file"],
+            "the search box",
+        )[0]
+        wait_for(lambda: deep(driver, "canvas"), "the projector canvas")
+        assert "class 3" not in deep_text(driver, panel)
+        search.send_keys("class 3")
+
+        def matches() -> str:
+            text = deep_text(driver, panel)
+            return text if "class 3" in text else ""
+
+        text = wait_for(matches, "the matching points")
+        assert "class 3" in text, text
+    finally:
+        driver.switch_to.default_content()
+
+
+def test_the_images_tab_lists_the_figure_tags(board, driver):
+    driver.get(f"{board}/#images")
+    wanted = [  # on its first page (of 12 cards, in name order)
+        "featviz/neighbours/pool",
+        "featviz/purity_by_class/pool",
+        "featviz/purity_by_depth/all_layers",
+        "featviz/tsne_2d/all_layers",
+    ]
+
+    def listed() -> str:
+        text = deep_text(driver)
+        return text if all(tag in text for tag in wanted) else ""
+
+    assert wait_for(listed, "the image tags")
+
+
+def test_the_static_report_loads_every_image_and_its_tables(viewed_run, driver):
+    page = viewed_run / "report" / "index.html"
+    driver.get(page.as_uri())
+    images = wait_for(lambda: driver.find_elements("css selector", "img"), "the report's images")
+    loaded = wait_for(
+        lambda: driver.execute_script(
+            "const all = [...document.images]; return all.every(i => i.complete) && all.map(i => i.naturalWidth);"
+        ),
+        "every image loaded",
+    )
+    assert len(loaded) == len(images) >= 5 and all(width > 0 for width in loaded)
+    rows = driver.find_elements("css selector", "table tr")
+    assert len(rows) > len(LAYERS)
+    assert "step=" not in driver.find_element("css selector", "body").text
+
+
+def test_the_documented_search_finds_exactly_the_images_in_the_wrong_cluster(viewed_run, board, driver):
+    """docs/tags.md: Search, By wrong_cluster, regex mode on, ``^[^-]``."""
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+    log_dir = viewed_run / "lightning_logs" / "version_0"
+    config = text_format.Parse((log_dir / "projector_config.pbtxt").read_text(), ProjectorConfig())
+    entry = next(e for e in config.embeddings if e.tensor_name == "latest/epoch_001/conv2/tsne_2d")
+    rows = (log_dir / entry.metadata_path).read_text().splitlines()
+    column = rows[0].split("\t").index("wrong_cluster")
+    flagged = sum(row.split("\t")[column] != "-" for row in rows[1:])
+    _projector(driver, board)
+    try:
+        panel = wait_for(lambda: deep(driver, "vz-projector-inspector-panel"), "the inspector panel")[0]
+        wait_for(lambda: deep(driver, "canvas"), "the projector canvas")
+        deep(driver, "paper-dropdown-menu", panel)[0].click()
+        by = wait_for(lambda: [e for e in deep(driver, "paper-item", panel) if e.text.strip() == "wrong_cluster"], "By")
+        driver.execute_script("arguments[0].click()", by[0])
+        driver.execute_script("arguments[0].click()", deep(driver, "paper-button#regex", panel)[0])
+        [e for e in deep(driver, "input", panel) if e.get_attribute("type") != "file"][0].send_keys("^[^-]")
+        expected = f"{flagged} matches" if flagged != 1 else "1 match"
+        wait_for(lambda: expected in deep_text(driver, panel), f"'{expected}'")
+    finally:
+        driver.switch_to.default_content()
