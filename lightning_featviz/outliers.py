@@ -10,7 +10,6 @@ neighbourhood, not a coin toss between two classes.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from torch import Tensor
 
 from lightning_featviz.bank import BankData
 from lightning_featviz.knn import majority
-from lightning_featviz.label_issues import LabelIssues
+from lightning_featviz.label_issues import LabelIssues, markdown_rows, write_csv
 from lightning_featviz.plots import NeighbourGrid
 
 CSV_COLUMNS = (
@@ -112,12 +111,7 @@ def caption(flag_rank: int, found: WrongCluster, label: int, class_names: Sequen
 
 def write_wrong_cluster_csv(path: str | Path, table: Sequence[dict[str, object]]) -> None:
     """Write flagged samples (dicts with :data:`CSV_COLUMNS` keys) as CSV with a header."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(table)
+    write_csv(path, CSV_COLUMNS, table)
 
 
 def wrong_cluster_table(
@@ -197,9 +191,7 @@ def markdown_table(table: Sequence[dict[str, object]], max_rows: int = 50) -> st
     """The first ``max_rows`` rows as a Markdown table (TensorBoard's text tab renders it)."""
     if not table:
         return "No image sits in another class's cluster."
-    columns = [c for c in CSV_COLUMNS if c != "k"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in table[:max_rows]]
+    lines = markdown_rows(table[:max_rows], [c for c in CSV_COLUMNS if c != "k"])
     if len(table) > max_rows:
         lines.append(f"\n{len(table) - max_rows} more in the CSV file.")
     return "\n".join(lines)

@@ -65,6 +65,15 @@ def small_data(digits_val) -> ClassificationData:
     return ClassificationData(train, val, digits_val.classes, batch_size=32)
 
 
+@pytest.fixture
+def one_thread():
+    """Small forwards: one thread is far faster than two that spin-wait on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_trainer(tmp_path, **kwargs) -> pl.Trainer:
     options = dict(
         default_root_dir=tmp_path,

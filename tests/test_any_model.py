@@ -45,7 +45,20 @@ class Tabular(Dataset):
         return (*item, index) if self.with_index else item
 
 
-class MLP(pl.LightningModule):
+class Classifier(pl.LightningModule):
+    """Cross-entropy training and validation loss on ``(inputs, labels)`` batches, Adam."""
+
+    def training_step(self, batch, batch_idx):
+        return F.cross_entropy(self(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", F.cross_entropy(self(batch[0]), batch[1]))
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
+class MLP(Classifier):
     """An MLP on tabular vectors: hidden -> features -> head."""
 
     def __init__(self, dims: int = 12, classes: int = 6, dead: bool = False, square: bool = False):
@@ -65,15 +78,6 @@ class MLP(pl.LightningModule):
         if self.use_square:
             self.gram(features @ features.T)
         return self.head(features)
-
-    def training_step(self, batch, batch_idx):
-        return F.cross_entropy(self(batch[0]), batch[1])
-
-    def validation_step(self, batch, batch_idx):
-        self.log("val_loss", F.cross_entropy(self(batch[0]), batch[1]))
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=1e-2)
 
 
 def sklearn_purity(vectors: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -252,7 +256,7 @@ class Sequences(Dataset):
         return self.x[index], int(self.labels[index])
 
 
-class SequenceClassifier(pl.LightningModule):
+class SequenceClassifier(Classifier):
     """An LSTM over (B, T, F) batches (transposed to (T, B, F) when not ``batch_first``), last step -> head."""
 
     def __init__(self, batch_first: bool, features: int = 3, classes: int = 4):
@@ -264,15 +268,6 @@ class SequenceClassifier(pl.LightningModule):
     def forward(self, x):
         out, _ = self.lstm(x if self.batch_first else x.transpose(0, 1))
         return self.head(out[:, -1] if self.batch_first else out[-1])
-
-    def training_step(self, batch, batch_idx):
-        return F.cross_entropy(self(batch[0]), batch[1])
-
-    def validation_step(self, batch, batch_idx):
-        self.log("val_loss", F.cross_entropy(self(batch[0]), batch[1]))
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=1e-2)
 
 
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch-first", "sequence-first, steps == batch"])
@@ -312,7 +307,7 @@ class Texts(Dataset):
         return self.tokens[index], int(self.labels[index])
 
 
-class TextClassifier(pl.LightningModule):
+class TextClassifier(Classifier):
     """Token ids -> embedding -> a small transformer encoder -> mean over tokens -> head."""
 
     def __init__(self, vocabulary: int = 120, classes: int = 3):
@@ -324,15 +319,6 @@ class TextClassifier(pl.LightningModule):
 
     def forward(self, tokens):
         return self.head(self.encoder(self.embed(tokens)).mean(dim=1))
-
-    def training_step(self, batch, batch_idx):
-        return F.cross_entropy(self(batch[0]), batch[1])
-
-    def validation_step(self, batch, batch_idx):
-        self.log("val_loss", F.cross_entropy(self(batch[0]), batch[1]))
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=1e-2)
 
 
 def test_a_text_transformer_on_token_ids_is_analysed_with_default_layers(tmp_path):

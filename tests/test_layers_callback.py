@@ -14,14 +14,7 @@ from torchvision.models import VisionTransformer, efficientnet_b0
 from lightning_featviz import FeatureVisualizer
 from lightning_featviz.cli import main
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small forwards: one thread is far faster than two that spin-wait on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Wrapped(pl.LightningModule):

@@ -15,14 +15,7 @@ from torchvision.models import SwinTransformer, VisionTransformer, convnext_tiny
 from lightning_featviz.capture import ActivationCapture
 from lightning_featviz.layouts import LayoutError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small forwards: one thread is far faster than two that spin-wait on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def capture_once(model: nn.Module, layers, x, reduction="avg", batch_size=None, call=None):

@@ -2,9 +2,6 @@
 
 import json
 import os
-import re
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -14,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from browser import tensorboard
 from conftest import TinyNet, read_events, tiny_trainer
 from google.protobuf import text_format
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -154,22 +152,8 @@ def _get(url: str) -> bytes:
 
 @pytest.fixture
 def tensorboard_server(fitted_run):
-    tmp_path, _, _ = fitted_run
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path), "--host", "127.0.0.1"]
-    process = subprocess.Popen([*command, "--port", "0", "--load_fast", "false"], stderr=subprocess.PIPE, text=True)
-    try:
-        url = None
-        deadline = time.monotonic() + 120
-        while url is None and time.monotonic() < deadline:
-            line = process.stderr.readline()
-            assert line or process.poll() is None, "tensorboard exited before serving"
-            match = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
-            url = match.group(1) if match else None
-        assert url, "tensorboard did not report its address"
+    with tensorboard(fitted_run[0]) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_a_real_tensorboard_server_serves_the_embeddings_metadata_and_sprite(fitted_run, tensorboard_server):

@@ -21,16 +21,22 @@ def _read_csv(path):
         return list(csv.DictReader(handle))
 
 
-def test_on_an_image_folder_the_export_names_the_files_of_misfiled_images(tmp_path):
-    # Three colour-coded classes; two salad-green pictures were filed under "fries".
+def misfiled_folder(root):
+    """An ImageFolder of three colour-coded classes, twelve shades each, and two salad-green pictures filed
+    under "fries"."""
     for name, colour in COLOURS.items():
-        (tmp_path / "data" / name).mkdir(parents=True)
+        (root / name).mkdir(parents=True)
         for i in range(12):
             shade = tuple(max(0, c - 6 * i) for c in colour)
-            Image.new("RGB", (32, 32), shade).save(tmp_path / "data" / name / f"{name}_{i}.png")
+            Image.new("RGB", (32, 32), shade).save(root / name / f"{name}_{i}.png")
     for i in range(2):
-        Image.new("RGB", (32, 32), (10, 130 + i, 30)).save(tmp_path / "data" / "fries" / f"misfiled_{i}.png")
-    folder = ImageFolder(str(tmp_path / "data"), transform=transforms.ToTensor())
+        Image.new("RGB", (32, 32), (10, 130 + i, 30)).save(root / "fries" / f"misfiled_{i}.png")
+    return ImageFolder(str(root), transform=transforms.ToTensor())
+
+
+def test_on_an_image_folder_the_export_names_the_files_of_misfiled_images(tmp_path):
+    # Three colour-coded classes; two salad-green pictures were filed under "fries".
+    folder = misfiled_folder(tmp_path / "data")
     data = ClassificationData(folder, folder, folder.classes, batch_size=8)
     visualizer = FeatureVisualizer(["input", "pool"], k=5, wrong_cluster_layer="input", tsne_every_n_epochs=None)
     trainer = tiny_trainer(tmp_path, max_epochs=1, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
@@ -64,14 +70,7 @@ def test_wrong_cluster_layer_must_be_a_captured_layer(tmp_path, small_data):
 
 def test_with_the_training_reference_training_labels_get_their_own_relabelling_list(tmp_path):
     # Training and validation are the same folder: two salad-green pictures filed under "fries".
-    for name, colour in COLOURS.items():
-        (tmp_path / "data" / name).mkdir(parents=True)
-        for i in range(12):
-            shade = tuple(max(0, c - 6 * i) for c in colour)
-            Image.new("RGB", (32, 32), shade).save(tmp_path / "data" / name / f"{name}_{i}.png")
-    for i in range(2):
-        Image.new("RGB", (32, 32), (10, 130 + i, 30)).save(tmp_path / "data" / "fries" / f"misfiled_{i}.png")
-    folder = ImageFolder(str(tmp_path / "data"), transform=transforms.ToTensor())
+    folder = misfiled_folder(tmp_path / "data")
     data = ClassificationData(folder, folder, folder.classes, batch_size=8)
     visualizer = FeatureVisualizer(
         ["input", "pool"], k=5, wrong_cluster_layer="input", tsne_every_n_epochs=None, reference="train"

@@ -100,13 +100,7 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], int, dict[str, Callable[[Tensor], 
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny forwards: one thread is ~100x faster than two threads that spin-wait on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", list(ZOO))
