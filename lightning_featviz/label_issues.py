@@ -23,7 +23,7 @@ The score (see docs/label_issues.md):
    posterior of the other class of the pair for exactly those samples, where the neighbourhood, itself
    voted by the swapped labels, cannot tell.
 4. **Score** ``1 - r'[given label]``: high when neighbours and model together find the label unlikely.
-   The suggested label is ``argmax r'``.
+   The suggested label is ``argmax r``: what neighbours and model say the image is.
 """
 
 from __future__ import annotations
@@ -247,6 +247,10 @@ def score_label_issues(
         probabilities = None
     combined = combine(neighbours, probabilities, neighbour_weight, model_weight)
     rows = torch.arange(len(labels))
+    # The suggestion is what neighbours and model say the image is; the noise step below only weighs how
+    # likely the given label is to be wrong (with few samples per class its prior can outweigh a clear
+    # neighbourhood and model, and a suggestion equal to a label the list puts on top helps nobody).
+    suggested = combined.argmax(dim=1)
     if class_noise:
         transition = noise_matrix(combined, labels, num_classes)
         combined = combined * transition[:, labels].T
@@ -263,7 +267,7 @@ def score_label_issues(
     return LabelIssues(
         # The others' mass, not 1 - r[given]: float32 keeps small scores apart that 1 - r would round to 0.
         scores=combined.scatter(1, labels[:, None], 0.0).sum(dim=1),
-        suggested=combined.argmax(dim=1),
+        suggested=suggested,
         neighbour_share=neighbours[rows, labels],
         model_probability=model_probability,
         neighbour_class=neighbour_class,
