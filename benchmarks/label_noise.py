@@ -8,7 +8,9 @@ whose suggested label is not the given one; cleanlab: what ``find_label_issues``
 Methods:
 - **featviz**: :func:`lightning_featviz.label_issues.find_label_issues` on one layer's vectors and the
   model's softmax (neighbourhood × model; in-sample probabilities tempered, as the callback scores training
-  samples); **featviz neighbours**: the same without probabilities.
+  samples), with its class-noise step (:func:`lightning_featviz.label_issues.noise_matrix`);
+  **featviz, no class-noise step**: the product alone (``class_noise=False``, the scorer before it);
+  **featviz neighbours**: the same as featviz without probabilities.
 - **model probability**: the softmax probability of the given label, ascending (for reference).
 - **cleanlab find_label_issues**: ``cleanlab.filter.find_label_issues`` on the softmax, ranked by
   self-confidence; the samples it does not flag follow, by ``get_label_quality_scores``.
@@ -175,6 +177,9 @@ def audit(
     model_weight = IN_SAMPLE_MODEL_WEIGHT if in_sample else 1.0
     probabilities_t = torch.from_numpy(probabilities).float()
     ours = find_label_issues(vectors, labels, NUM_CLASSES, probabilities_t, model_weight=model_weight)
+    product = find_label_issues(
+        vectors, labels, NUM_CLASSES, probabilities_t, model_weight=model_weight, class_noise=False
+    )
     neighbours = find_label_issues(vectors, labels, NUM_CLASSES, None)
     ours_flagged = np.flatnonzero(ours.suggested.numpy() != noisy)
     neighbours_flagged = np.flatnonzero(neighbours.suggested.numpy() != noisy)
@@ -182,6 +187,9 @@ def audit(
     given = probabilities[np.arange(len(noisy)), noisy]
     return {
         "featviz (neighbours x model)": measures(is_error, ours.scores.numpy(), ours_flagged),
+        "featviz, no class-noise step": measures(
+            is_error, product.scores.numpy(), np.flatnonzero(product.suggested.numpy() != noisy)
+        ),
         "featviz neighbours only": measures(is_error, neighbours.scores.numpy(), neighbours_flagged),
         "model probability of the label": measures(is_error, -given, None),
         "cleanlab find_label_issues": measures(is_error, clean_scores, clean_flagged),

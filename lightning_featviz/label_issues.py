@@ -15,8 +15,15 @@ The score (see docs/label_issues.md):
    alone. Both weights are 1 for samples the model did not train on. For training samples the model's
    probabilities are in-sample: a network that memorised its labels is sure of wrong ones too, so they
    are tempered (``model_weight`` = :data:`IN_SAMPLE_MODEL_WEIGHT`) and the neighbourhood leads.
-3. **Score** ``1 - r[given label]``: high when neighbours and model together find the label unlikely.
-   The suggested label is ``argmax r``.
+3. **Class-dependent noise** (confident learning, Northcutt et al., JAIR 2021): from ``r`` and the given
+   labels, :func:`noise_matrix` estimates ``T[i, j]`` = P(given label j | true class i). The posterior of
+   the true class given the sample *and its given label* is ``r'[i] ∝ r[i] * T[i, given]`` (Bayes, the
+   noise independent of the image given its class). Under random flips ``T`` is near-diagonal and
+   uniform off it and changes little; when a class pair was mixed up systematically it raises the
+   posterior of the other class of the pair for exactly those samples, where the neighbourhood, itself
+   voted by the swapped labels, cannot tell.
+4. **Score** ``1 - r'[given label]``: high when neighbours and model together find the label unlikely.
+   The suggested label is ``argmax r``: what neighbours and model say the image is.
 """
 
 from __future__ import annotations
@@ -119,6 +126,43 @@ def combine(
     return product / product.sum(dim=1, keepdim=True)
 
 
+def noise_matrix(distribution: Tensor, labels: Tensor, num_classes: int, smoothing: float | None = None) -> Tensor:
+    """Estimate ``T[i, j]`` = P(given label j | true class i) by confident learning.
+
+    A sample counts as "truly class i" when ``distribution[:, i]`` reaches the class's threshold
+    ``t_i`` (the mean of ``distribution[:, i]`` over the samples labelled i), the likeliest such class
+    where several do (Northcutt et al., "Confident Learning", JAIR 2021; cleanlab's confident joint).
+    The counts ``C[j, i]`` (given j, true i) are rescaled so each given label's row holds as many
+    samples as carry that label, then smoothed by ``smoothing`` pseudo-counts per cell (default
+    ``1 / num_classes``: one pseudo-sample per given label, spread evenly, as the neighbour vote's
+    pseudo-vote), so that no pair of classes is impossible.
+
+    Args:
+        distribution: (N, C) each sample's estimated distribution of its true class (rows sum to 1).
+        labels: (N,) the given labels.
+        num_classes: C.
+        smoothing: pseudo-counts added to every cell of the (C, C) count matrix.
+
+    Returns:
+        (C, C) float32, rows (true classes) sum to 1.
+    """
+    smoothing = 1.0 / num_classes if smoothing is None else smoothing
+    labels = labels.long().cpu()
+    distribution = distribution.float().cpu()
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    given = torch.zeros(len(labels), num_classes).scatter_(1, labels[:, None], 1.0)
+    thresholds = (given * distribution).sum(dim=0) / counts.clamp_min(1.0)
+    thresholds[counts == 0] = math.inf
+    above = distribution >= thresholds[None]
+    confident = above.any(dim=1)
+    true_class = torch.where(above, distribution, -1.0).argmax(dim=1)
+    joint = torch.zeros(num_classes, num_classes)
+    joint.index_put_((labels[confident], true_class[confident]), torch.ones(int(confident.sum())), accumulate=True)
+    joint = joint / joint.sum(dim=1, keepdim=True).clamp_min(1.0) * counts[:, None] + smoothing
+    transition = joint.T
+    return transition / transition.sum(dim=1, keepdim=True)
+
+
 @dataclass
 class LabelIssues:
     """Label-issue scores of N samples.
@@ -181,6 +225,7 @@ def score_label_issues(
     neighbour_weight: float = DEFAULT_NEIGHBOUR_WEIGHT,
     prior: Tensor | None = None,
     model_weight: float = 1.0,
+    class_noise: bool = True,
 ) -> LabelIssues:
     """Score each sample's label from its neighbours and (where known) the model's probabilities.
 
@@ -193,6 +238,8 @@ def score_label_issues(
         neighbour_weight: exponent of the neighbourhood distribution in the product (0: model only).
         prior: (C,) class frequencies of the searched set, for smoothing (default uniform).
         model_weight: exponent of the model's probabilities (:data:`IN_SAMPLE_MODEL_WEIGHT` for in-sample ones).
+        class_noise: weigh each class by how often the given label stands for it (:func:`noise_matrix`),
+            estimated from these samples; False: the product alone.
     """
     labels = labels.long().cpu()
     neighbours = neighbour_label_distribution(distances.cpu(), neighbour_labels.cpu(), num_classes, prior)
@@ -200,6 +247,14 @@ def score_label_issues(
         probabilities = None
     combined = combine(neighbours, probabilities, neighbour_weight, model_weight)
     rows = torch.arange(len(labels))
+    # The suggestion is what neighbours and model say the image is; the noise step below only weighs how
+    # likely the given label is to be wrong (with few samples per class its prior can outweigh a clear
+    # neighbourhood and model, and a suggestion equal to a label the list puts on top helps nobody).
+    suggested = combined.argmax(dim=1)
+    if class_noise:
+        transition = noise_matrix(combined, labels, num_classes)
+        combined = combined * transition[:, labels].T
+        combined = combined / combined.sum(dim=1, keepdim=True)
     if probabilities is not None:
         probabilities = probabilities.float().cpu()
         known = probabilities.isfinite().all(dim=1) & (probabilities.sum(dim=1) > 0)
@@ -210,8 +265,9 @@ def score_label_issues(
         model_class = torch.full((len(labels),), -1, dtype=torch.long)
     neighbour_class = neighbours.argmax(dim=1)
     return LabelIssues(
-        scores=1.0 - combined[rows, labels],
-        suggested=combined.argmax(dim=1),
+        # The others' mass, not 1 - r[given]: float32 keeps small scores apart that 1 - r would round to 0.
+        scores=combined.scatter(1, labels[:, None], 0.0).sum(dim=1),
+        suggested=suggested,
         neighbour_share=neighbours[rows, labels],
         model_probability=model_probability,
         neighbour_class=neighbour_class,
@@ -233,13 +289,15 @@ def find_label_issues(
     reference_labels: Tensor | None = None,
     warn: Warn = _ignore,
     model_weight: float = 1.0,
+    class_noise: bool = True,
 ) -> LabelIssues:
     """Label issues of samples with ``vectors`` (N, D) and ``labels`` (N,), from a kNN search in one layer.
 
     Without ``reference`` the search is leave-one-out within ``vectors``; with it (R, D) and its
     ``reference_labels`` (R,), each sample is searched there (e.g. validation samples among training
     samples). ``probabilities`` (N, C) are the model's softmax of the samples, None when unknown; for
-    samples the model trained on, pass ``model_weight=IN_SAMPLE_MODEL_WEIGHT``.
+    samples the model trained on, pass ``model_weight=IN_SAMPLE_MODEL_WEIGHT``. ``class_noise``: correct
+    for class-dependent label noise estimated from these samples (:func:`noise_matrix`).
     Odd input warns through ``warn(key, message)`` and is scored as well as it can be:
 
     - no probabilities, or NaN rows (NaN logits): neighbourhood only for those samples;
@@ -287,7 +345,15 @@ def find_label_issues(
     neighbour_labels = ref_labels[indices.cpu()]
     prior = counts.float().clamp_min(1e-3)
     issues = score_label_issues(
-        distances, neighbour_labels, labels, num_classes, probabilities, neighbour_weight, prior, model_weight
+        distances,
+        neighbour_labels,
+        labels,
+        num_classes,
+        probabilities,
+        neighbour_weight,
+        prior,
+        model_weight,
+        class_noise,
     )
     if len(classes) < 2:
         issues.scores.zero_()

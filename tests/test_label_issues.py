@@ -20,6 +20,7 @@ from lightning_featviz.label_issues import (
     label_issue_k,
     label_issue_table,
     neighbour_label_distribution,
+    noise_matrix,
     score_label_issues,
     write_label_issue_csv,
 )
@@ -54,7 +55,9 @@ def test_score_is_one_minus_the_normalised_product_of_neighbours_and_model():
     neighbour_labels = torch.tensor([[1, 1], [0, 1]])
     labels = torch.tensor([0, 0])
     probabilities = torch.tensor([[0.2, 0.8], [0.9, 0.1]])
-    issues = score_label_issues(distances, neighbour_labels, labels, 2, probabilities, neighbour_weight=0.5)
+    issues = score_label_issues(
+        distances, neighbour_labels, labels, 2, probabilities, neighbour_weight=0.5, class_noise=False
+    )
     q = neighbour_label_distribution(distances, neighbour_labels, 2)
     product = q.sqrt() * probabilities
     expected = 1 - product[:, 0] / product.sum(dim=1)
@@ -96,7 +99,8 @@ def test_without_probabilities_the_score_is_the_neighbourhood_alone_and_said_onc
     issues = find_label_issues(vectors, noisy, 3, None, k=10, warn=warn)
     assert warn.keys() == ["label-issues-no-probabilities"]
     assert "neighbourhood only" in warn.calls[0][1]
-    torch.testing.assert_close(issues.scores, 1 - issues.neighbour_share)
+    plain = find_label_issues(vectors, noisy, 3, None, k=10, class_noise=False)
+    torch.testing.assert_close(plain.scores, 1 - plain.neighbour_share)
     assert set(issues.order()[:3].tolist()) == {0, 31, 62}
     assert set(issues.category[[0, 31, 62]].tolist()) == {5}
 
@@ -109,7 +113,8 @@ def test_nan_probability_rows_warn_once_and_are_scored_by_their_neighbourhood():
     issues = find_label_issues(vectors, labels, 3, probabilities, k=10, warn=warn)
     assert warn.keys() == ["label-issues-nan"]
     assert math.isnan(float(issues.model_probability[5])) and int(issues.model_class[5]) == -1
-    assert float(issues.scores[5]) == pytest.approx(1 - float(issues.neighbour_share[5]))
+    plain = find_label_issues(vectors, labels, 3, probabilities, k=10, class_noise=False)
+    assert float(plain.scores[5]) == pytest.approx(1 - float(plain.neighbour_share[5]))
     assert bool(torch.isfinite(issues.scores).all())
 
 
@@ -118,7 +123,7 @@ def test_probabilities_of_another_class_count_warn_and_are_left_out():
     warn = Recorder()
     issues = find_label_issues(vectors, labels, 3, torch.full((90, 5), 0.2), k=10, warn=warn)
     assert warn.keys() == ["label-issues-shape"] and "(90, 3)" in warn.calls[0][1]
-    torch.testing.assert_close(issues.scores, 1 - issues.neighbour_share)
+    torch.testing.assert_close(issues.scores, find_label_issues(vectors, labels, 3, None, k=10).scores)
 
 
 def test_a_single_class_warns_and_scores_nothing_as_an_issue():
@@ -159,10 +164,52 @@ def test_relabelling_csv_lists_every_sample_by_descending_score(tmp_path):
     assert float(top["model_probability"]) == pytest.approx(0.1)
 
 
-def test_on_flipped_digit_labels_the_ranking_beats_random_and_both_signals_it_combines():
-    # The glyphs of scikit-learn's digits (what ColouredDigits paints): a small MLP trained briefly on
-    # 797 of them; its hidden layer are the features, its softmax the probabilities, of the other 1,000,
-    # 10% of whose labels are flipped.
+def _reference_noise_matrix(distribution: np.ndarray, labels: np.ndarray, smoothing: float) -> np.ndarray:
+    """Confident learning's noise matrix, sample by sample in plain Python."""
+    n, c = distribution.shape
+    thresholds = [distribution[labels == j, j].mean() if (labels == j).any() else np.inf for j in range(c)]
+    counts = np.zeros((c, c))
+    for row in range(n):
+        candidates = [i for i in range(c) if distribution[row, i] >= thresholds[i]]
+        if candidates:
+            counts[labels[row], max(candidates, key=lambda i: distribution[row, i])] += 1
+    for j in range(c):
+        if counts[j].sum():
+            counts[j] *= (labels == j).sum() / counts[j].sum()
+    counts += smoothing
+    return np.array([[counts[j, i] / counts[:, i].sum() for j in range(c)] for i in range(c)])
+
+
+def test_noise_matrix_is_the_confident_joint_per_true_class_as_counted_sample_by_sample():
+    generator = np.random.default_rng(3)
+    distribution = generator.dirichlet(np.ones(4) * 0.5, size=60)
+    labels = generator.integers(0, 3, 60)  # class 3 is never given: its threshold is never reached
+    got = noise_matrix(torch.from_numpy(distribution).float(), torch.from_numpy(labels), 4)
+    np.testing.assert_allclose(got.numpy(), _reference_noise_matrix(distribution, labels, 0.25), rtol=1e-5)
+    np.testing.assert_allclose(got.sum(dim=1).numpy(), np.ones(4), rtol=1e-6)
+
+
+def test_class_noise_weighs_each_class_by_how_often_the_given_label_stands_for_it():
+    generator = np.random.default_rng(4)
+    distances = torch.from_numpy(np.sort(generator.random((40, 5)), axis=1)).float()
+    neighbour_labels = torch.from_numpy(generator.integers(0, 3, (40, 5)))
+    labels = torch.from_numpy(generator.integers(0, 3, 40))
+    probabilities = torch.from_numpy(generator.dirichlet(np.ones(3), size=40)).float()
+    issues = score_label_issues(distances, neighbour_labels, labels, 3, probabilities)
+    product = (neighbour_label_distribution(distances, neighbour_labels, 3) * probabilities).numpy().astype(float)
+    product /= product.sum(axis=1, keepdims=True)
+    transition = _reference_noise_matrix(product, labels.numpy(), 1 / 3)
+    posterior = product * transition[:, labels.numpy()].T
+    posterior /= posterior.sum(axis=1, keepdims=True)
+    rows = np.arange(40)
+    np.testing.assert_allclose(issues.scores.numpy(), 1 - posterior[rows, labels.numpy()], rtol=1e-4, atol=1e-6)
+    assert issues.suggested.tolist() == product.argmax(axis=1).tolist()  # what the image looks like
+
+
+def _digit_audit() -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The glyphs of scikit-learn's digits (what ColouredDigits paints): a small MLP trained briefly on 797
+    of them; returns its hidden layer (features), its softmax (probabilities) and the true labels of the
+    other 1,000."""
     digits = load_digits()
     images, targets = digits.data / 16, digits.target
     order = np.random.default_rng(0).permutation(len(targets))
@@ -172,11 +219,17 @@ def test_on_flipped_digit_labels_the_ranking_beats_random_and_both_signals_it_co
         model = MLPClassifier((32,), max_iter=20, random_state=0).fit(images[train], targets[train])
     features = torch.from_numpy(np.maximum(images[val] @ model.coefs_[0] + model.intercepts_[0], 0)).float()
     probabilities = torch.from_numpy(model.predict_proba(images[val])).float()
+    return features, probabilities, targets[val]
+
+
+def test_on_flipped_digit_labels_the_ranking_beats_random_and_both_signals_it_combines():
+    # 10% of the 1,000 validation digits' labels flipped at random.
+    features, probabilities, clean = _digit_audit()
     generator = np.random.default_rng(0)
-    noisy = targets[val].copy()
+    noisy = clean.copy()
     flipped = generator.choice(len(noisy), len(noisy) // 10, replace=False)
     noisy[flipped] = (noisy[flipped] + generator.integers(1, 10, len(flipped))) % 10
-    is_error = noisy != targets[val]
+    is_error = noisy != clean
     labels = torch.from_numpy(noisy)
 
     combined = find_label_issues(features, labels, 10, probabilities)
@@ -190,3 +243,25 @@ def test_on_flipped_digit_labels_the_ranking_beats_random_and_both_signals_it_co
     assert is_error.mean() == pytest.approx(0.1)  # a random ranking's average precision
     assert ap["combined"] > 0.9, ap
     assert ap["combined"] > ap["neighbours"] + 0.005 and ap["combined"] > ap["model"] + 0.005, ap
+
+
+def test_on_a_swapped_digit_pair_class_noise_ranks_above_the_product_alone_and_the_model():
+    # 40% of the 3s labelled 5 and of the 5s labelled 3: the neighbourhoods of both classes hold the swapped
+    # labels, the product of neighbours and model alone ranks them poorly; the noise matrix finds the pair.
+    features, probabilities, clean = _digit_audit()
+    generator = np.random.default_rng(0)
+    noisy = clean.copy()
+    for source, target in ((3, 5), (5, 3)):
+        members = np.flatnonzero(clean == source)
+        noisy[generator.choice(members, int(0.4 * len(members)), replace=False)] = target
+    is_error = noisy != clean
+    labels = torch.from_numpy(noisy)
+    with_noise = find_label_issues(features, labels, 10, probabilities)
+    product = find_label_issues(features, labels, 10, probabilities, class_noise=False)
+    model_only = 1 - probabilities[torch.arange(len(labels)), labels]
+    ap = {
+        "class noise": average_precision_score(is_error, with_noise.scores.numpy()),
+        "product": average_precision_score(is_error, product.scores.numpy()),
+        "model": average_precision_score(is_error, model_only.numpy()),
+    }
+    assert ap["class noise"] > ap["product"] + 0.02 and ap["class noise"] > ap["model"] + 0.02, ap
