@@ -510,6 +510,8 @@ class FeatureVisualizer(_Callback):
         assert self._capture is not None and self._bank is not None
         captured = self._capture.pop()
         inputs, labels, indices = read_batch(batch, self.batch_extractor)
+        if len(labels) == 0:  # an empty batch (a filtering collate): nothing ran, nothing to keep
+            return True
         if indices is None:
             if (
                 self._index_batches is None

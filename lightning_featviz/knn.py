@@ -324,7 +324,7 @@ def ambiguous_share(distances: Tensor, neighbour_labels: Tensor, labels: Tensor,
     if distances.shape[1] <= k:
         return 0.0
     boundary = distances[:, k - 1 : k]
-    tolerance = TIE_TOLERANCE * boundary + 1e-12
+    tolerance = TIE_TOLERANCE * boundary + 1e-12  # and below 1e-12 apart, rounding noise: equal
     in_group = (distances - boundary).abs() <= tolerance  # (Q, s): at the k-th neighbour's distance
     straddles = in_group[:, k]
     same = neighbour_labels == labels[:, None]

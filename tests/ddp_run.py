@@ -126,7 +126,8 @@ def main() -> None:
         config = ProjectorConfig()
         text_format.Parse((Path(log_dir) / "projector_config.pbtxt").read_text(), config)
         metadata = Path(log_dir) / config.embeddings[0].metadata_path
-        result["indices"] = [int(line.split("\t")[0]) for line in metadata.read_text().splitlines()[1:]]
+        header, *rows = (line.split("\t") for line in metadata.read_text().splitlines())
+        result["indices"] = [int(row[header.index("index")]) for row in rows]
         result["wrong_cluster"] = visualizer.wrong_cluster_indices
     with open(f"{args.out}.rank{trainer.global_rank}", "w") as handle:
         json.dump(result, handle)

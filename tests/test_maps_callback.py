@@ -1,6 +1,7 @@
 """t-SNE maps and projector embeddings from real Trainer runs, read back by TensorBoard itself."""
 
 import json
+import math
 import os
 import threading
 import time
@@ -215,11 +216,13 @@ def test_constant_layer_images_out_of_range_and_many_classes_each_warn_once(tmp_
             DeadLayerNet(), datamodule=small_data
         )
     messages = [str(w.message) for w in record]
-    for expected in ("No t-SNE map of layer 'dead'", "colours points by label only up to 50", "span [0, 255]"):
+    for expected in ("Layer 'dead'", "colours points by label only up to 50", "span [0, 255]"):
         assert sum(expected in m for m in messages) == 1, (expected, messages)
     assert sum("Perplexity 30.0 is too large for 40 samples" in m for m in messages) == 1
     events = read_events(tmp_path)
+    assert any("Layer 'dead'" in m and "undefined (NaN)" in m for m in messages)  # not an index-order number
     assert len(events.Images("featviz/tsne_2d/pool")) == 2 and "featviz/tsne_2d/dead" not in events.Tags()["images"]
+    assert all(math.isnan(value.value) for value in events.Scalars("featviz/knn_purity@5/dead"))
 
 
 class _Scaled(torch.utils.data.Dataset):
