@@ -5,15 +5,19 @@ One short real Trainer run and one browser serve every test here (session fixtur
 """
 
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
+import numpy as np
 import pytest
 import torch
 from browser import browser, coloured_pixels, deep, deep_text, need_browser, tensorboard, wait_for
 from conftest import TinyNet, tiny_trainer
+from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import Subset
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import FeatureVisualizer, to_thumbnails
 from lightning_featviz.demo import ClassificationData
 
 LAYERS = ["input", "conv2", "pool"]
@@ -140,6 +144,39 @@ def test_the_static_report_loads_every_image_and_its_tables(viewed_run, driver):
     rows = driver.find_elements("css selector", "table tr")
     assert len(rows) > len(LAYERS)
     assert "step=" not in driver.find_element("css selector", "body").text
+
+
+def test_the_static_reports_wrong_cluster_table_shows_each_rows_image(viewed_run, digits_val, driver):
+    """Each row of the list has its thumbnail, loaded in the browser, and it is that sample's image."""
+    driver.get((viewed_run / "report" / "index.html").as_uri())
+    table = wait_for(
+        lambda: next(
+            (t for t in driver.find_elements("css selector", "table") if "neighbours_in_cluster" in t.text), None
+        ),
+        "the wrong-cluster table",
+    )
+    header = [cell.text for cell in table.find_elements("css selector", "tr th")]
+    rows = [
+        [cell.text for cell in row.find_elements("css selector", "td")]
+        for row in table.find_elements("css selector", "tr")[1:]
+    ]
+    assert header[0] == "image" and rows, header
+    sizes = wait_for(
+        lambda: driver.execute_script(
+            "const all = [...arguments[0].querySelectorAll('img.thumb')];"
+            "return all.every(i => i.complete) && all.map(i => [i.naturalWidth, i.naturalHeight]);",
+            table,
+        ),
+        "every thumbnail loaded",
+    )
+    assert sizes == [[32, 32]] * len(rows)  # the default thumbnail_size, one per row
+    sources = [img.get_attribute("src") for img in table.find_elements("css selector", "img.thumb")]
+    index = header.index("index")
+    for source, row in zip(sources, rows, strict=True):
+        shown = np.asarray(Image.open(Path(url2pathname(urlparse(source).path))).convert("RGB"))
+        image = digits_val[240 + int(row[index])][0]  # the validation set is digits 240 to 359
+        expected = to_thumbnails(image[None], 32)[0].permute(1, 2, 0).numpy()
+        assert np.array_equal(shown, expected), row
 
 
 def test_the_documented_search_finds_exactly_the_images_in_the_wrong_cluster(viewed_run, board, driver):
