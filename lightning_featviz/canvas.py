@@ -21,6 +21,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 SUPTITLE_PX = 19  # font size of a picture's title
 MAX_WIDTH = 1600  # px: no picture is wider (wider ones wrap their panels into rows)
+KEY_PX = 12  # font size of the table of shortened class names
+KEY_ROWS = 40  # entries of that table at most (the rest are counted)
 
 
 @lru_cache(maxsize=8)
@@ -50,6 +52,45 @@ def short_names(names: Sequence[str], max_chars: int = 18) -> list[str]:
     head, tail = max_chars // 2, max_chars - max_chars // 2 - 1
     short = [n if len(n) <= max_chars else f"{n[:head]}…{n[len(n) - tail :]}" for n in stripped]
     return short if len(set(short)) == len(set(names)) else names
+
+
+def names_key(full: Sequence[str], short: Sequence[str], shown: Sequence[int] | None = None) -> list[tuple[str, str]]:
+    """(short, full) pairs of the class names ``short_names`` shortened, for class ids ``shown``
+    (every class by default), in that order."""
+    ids = range(len(full)) if shown is None else shown
+    return [(str(short[c]), str(full[c])) for c in ids if str(short[c]) != str(full[c])]
+
+
+def with_names_key(
+    image: np.ndarray, full: Sequence[str], short: Sequence[str], shown: Sequence[int] | None = None
+) -> np.ndarray:
+    """An (H, W, 3) uint8 image with a compact table "short → full name" of the shortened names
+    (:func:`names_key`) below it, in as many columns as fit its width (widened up to :data:`MAX_WIDTH`
+    for one whole name); the image as it is when no
+    name was shortened. At most :data:`KEY_ROWS` entries are listed, the others counted."""
+    entries = names_key(full, short, shown)
+    if not entries:
+        return image
+    typeface, pitch = font(KEY_PX), KEY_PX + 6
+    lines = [f"{a} → {b}" for a, b in entries[:KEY_ROWS]]
+    if len(entries) > KEY_ROWS:
+        lines.append(f"and {len(entries) - KEY_ROWS} more shortened names")
+    longest = int(max(typeface.getlength(line) for line in lines)) + 24
+    width = max(image.shape[1], min(longest + 16, MAX_WIDTH))  # widened for a full name rather than cut
+    column = min(width - 16, longest)
+    columns = max(1, (width - 16) // column)
+    rows = -(-len(lines) // columns)
+    top = KEY_PX + 14
+    canvas = np.full((image.shape[0] + top + rows * pitch + 8, width, 3), 255, dtype=np.uint8)
+    canvas[: image.shape[0], : image.shape[1]] = image
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    y0 = image.shape[0] + 6
+    draw.text((8, y0), "Class names shortened above:", fill=(0, 0, 0), font=typeface, anchor="lt")
+    for n, line in enumerate(lines):
+        x, y = 8 + (n // rows) * column, y0 + top - 6 + (n % rows) * pitch
+        draw.text((x, y), fit_text(line, typeface, column - 12), fill=(60, 60, 60), font=typeface, anchor="lt")
+    return np.asarray(picture)
 
 
 def class_colours(num_classes: int) -> np.ndarray:

@@ -14,7 +14,17 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
-from lightning_featviz.canvas import MAX_WIDTH, class_colours, fit_text, font, image_figure, rgb, short_names, titled
+from lightning_featviz.canvas import (
+    MAX_WIDTH,
+    class_colours,
+    fit_text,
+    font,
+    image_figure,
+    rgb,
+    short_names,
+    titled,
+    with_names_key,
+)
 
 #: (elevation, azimuth) of the three views of a 3-D map: from the front, from the side, from above.
 VIEW_ANGLES = ((20.0, -60.0), (20.0, 30.0), (85.0, -90.0))
@@ -155,7 +165,7 @@ def map_image(
         draw.text((x + side / 2, y + 2), fit_text(title, typeface, side), fill=(0, 0, 0), font=typeface, anchor="mt")
         picture.paste(_panel(panel, colours, diameter, view), (x, y + title_height))
     picture.paste(legend, (width - legend.width, (height - legend.height) // 2))
-    return titled(np.asarray(picture), suptitle)
+    return titled(with_names_key(np.asarray(picture), panels[0].class_names, names, shown), suptitle)
 
 
 def map_figure(

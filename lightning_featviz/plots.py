@@ -17,7 +17,17 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from lightning_featviz.canvas import MAX_WIDTH, class_colours, fit_text, font, image_figure, rgb, short_names, titled
+from lightning_featviz.canvas import (
+    MAX_WIDTH,
+    class_colours,
+    fit_text,
+    font,
+    image_figure,
+    rgb,
+    short_names,
+    titled,
+    with_names_key,
+)
 from lightning_featviz.chart import bar_chart, colour_bar, colours_of, headed, heatmap, side_by_side
 
 QUERY_COLOUR = (31, 119, 180)  # blue
@@ -129,7 +139,7 @@ def figure_to_array(fig: Figure) -> np.ndarray:
 def confusion_image(confusion: np.ndarray, class_names: Sequence[str], title: str) -> np.ndarray:
     """A (C, C) neighbourhood confusion matrix (rows: true class, columns: neighbours' classes,
     rows sum to 1) beside a bar chart of its diagonal, the per-class purity: an (H, W, 3) uint8 image."""
-    c = len(class_names)
+    c, full = len(class_names), class_names
     class_names = short_names(class_names)
     pitch = int(np.clip(480 // max(c, 1), 12, 48))
     matrix = heatmap(
@@ -137,7 +147,8 @@ def confusion_image(confusion: np.ndarray, class_names: Sequence[str], title: st
     )
     bars = bar_chart(np.diag(confusion), class_names, rgb(class_colours(c)), pitch, "purity (same-class share)")
     scale = colour_bar("Blues", c * pitch, "share of neighbours")
-    return titled(side_by_side([headed(matrix, ""), headed(scale, ""), headed(bars, "per-class purity")]), title)
+    picture = side_by_side([headed(matrix, ""), headed(scale, ""), headed(bars, "per-class purity")])
+    return titled(with_names_key(picture, full, class_names), title)
 
 
 def class_purity_image(purity: np.ndarray, class_names: Sequence[str], title: str, shown: int = 30) -> np.ndarray:
@@ -152,9 +163,9 @@ def class_purity_image(purity: np.ndarray, class_names: Sequence[str], title: st
         order = np.arange(len(purity))
         heading = f"all {len(purity)} classes"
     colours = rgb(class_colours(len(class_names)))[order]
-    class_names = short_names(class_names)
-    bars = bar_chart(purity[order], [class_names[i] for i in order], colours, 24, "purity (same-class share)")
-    return titled(side_by_side([headed(bars, heading)]), title)
+    short = short_names(class_names)
+    bars = bar_chart(purity[order], [short[i] for i in order], colours, 24, "purity (same-class share)")
+    return titled(with_names_key(side_by_side([headed(bars, heading)]), class_names, short, order.tolist()), title)
 
 
 def purity_depth_image(

@@ -166,3 +166,41 @@ def test_short_class_names_drop_the_shared_prefix_and_elide_the_middle_but_stay_
     ]
     same_ends = ["p" + "a" * 30 + "q", "p" + "b" * 30 + "q"]  # would both read "paaaa…q"-like: kept whole
     assert short_names(same_ends, max_chars=3) == same_ends
+
+
+LONG_NAMES = [f"imagenet_synset_{word}_of_the_long_tail" for word in ("tench", "goldfish", "great_white_shark")]
+
+
+def test_names_key_lists_only_the_names_that_were_shortened_with_their_full_name():
+    from lightning_featviz.canvas import names_key, short_names
+
+    names = ["cat", "a_name_long_enough_to_be_elided_in_the_middle"]
+    short = short_names(names)
+    assert short[0] == "cat" and short[1] != names[1]
+    assert names_key(names, short) == [(short[1], names[1])]
+    assert names_key(names, short, shown=[0]) == []
+    assert names_key(LONG_NAMES, short_names(LONG_NAMES), shown=[2, 0]) == [
+        (short_names(LONG_NAMES)[2], LONG_NAMES[2]),
+        (short_names(LONG_NAMES)[0], LONG_NAMES[0]),
+    ]
+
+
+def test_figures_with_shortened_class_names_draw_a_table_of_the_full_names_below():
+    from lightning_featviz.canvas import KEY_PX
+    from lightning_featviz.plots import class_purity_image
+
+    rng = np.random.default_rng(0)
+    confusion = np.full((3, 3), 1 / 3)
+    panel = MapPanel("layer", rng.normal(size=(30, 2)), np.arange(30) % 3, [])
+    draws = {
+        "confusion": lambda names: confusion_image(confusion, names, "Epoch 0"),
+        "purity_by_class": lambda names: class_purity_image(np.array([0.2, 0.5, 0.9]), names, "Epoch 0"),
+        "map": lambda names: map_image([MapPanel(panel.title, panel.points, panel.labels, names)], "Epoch 0"),
+    }
+    longest = max(font(KEY_PX).getlength(f"x → {name}") for name in LONG_NAMES)
+    for kind, draw in draws.items():
+        shortened, plain = draw(LONG_NAMES), draw(["tench", "goldfish", "shark"])
+        assert shortened.shape[0] > plain.shape[0] + 3 * KEY_PX, kind  # a title line and three rows
+        strip = shortened[-(shortened.shape[0] - plain.shape[0]) :]
+        inked = np.flatnonzero((strip < 128).any(axis=(0, 2)))
+        assert inked.max() - inked.min() >= longest, kind  # a full name is written out, not cut
