@@ -7,6 +7,7 @@ seconds (measured in benchmarks/fit_overhead.py); these pictures need no axes to
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from functools import lru_cache
@@ -22,10 +23,21 @@ from PIL import Image, ImageDraw, ImageFont
 SUPTITLE_PX = 19  # font size of a picture's title
 MAX_WIDTH = 1600  # px: no picture is wider (wider ones wrap their panels into rows)
 KEY_PX = 12  # font size of the table of shortened class names
+#: px: TensorBoard's default image card width; a wider picture is shown scaled down to it.
+CARD_PX = 350
+CAP_HEIGHT = 0.73  # DejaVu Sans: the height of a capital letter per px of font size
+#: px: the least height of a capital letter, seen at :data:`CARD_PX`: a title's, and a caption's or legend's.
+TITLE_CAP, TEXT_CAP = 7.0, 6.0
 KEY_ROWS = 40  # entries of that table at most (the rest are counted)
 
 
-@lru_cache(maxsize=8)
+def type_px(width: float, base: int, card_cap: float = TEXT_CAP) -> int:
+    """The font size for text in a picture ``width`` px wide: ``base``, or larger, so that with the
+    picture shown :data:`CARD_PX` px wide a capital letter is still ``card_cap`` px tall."""
+    return max(base, math.ceil(card_cap * width / (CARD_PX * CAP_HEIGHT)))
+
+
+@lru_cache(maxsize=32)
 def font(size: int) -> ImageFont.FreeTypeFont:
     """DejaVu Sans (matplotlib's own font, so it is always there) at ``size`` px."""
     return ImageFont.truetype(str(Path(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")), size)
@@ -38,6 +50,24 @@ def fit_text(text: str, typeface: ImageFont.FreeTypeFont, width: float) -> str:
     while text and typeface.getlength(text + "…") > width:
         text = text[:-1]
     return text + "…"
+
+
+def wrap_text(text: str, typeface: ImageFont.FreeTypeFont, width: float, max_lines: int = 2) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width`` px, at most ``max_lines`` of them
+    (the last cut short with an ellipsis where the text goes on)."""
+    lines: list[str] = []
+    words = text.split(" ")
+    while words and len(lines) < max_lines - 1:
+        line = words.pop(0)
+        while words and typeface.getlength(f"{line} {words[0]}") <= width:
+            line += f" {words.pop(0)}"
+        if typeface.getlength(line) > width:  # one word wider than the line: cut it here
+            words.insert(0, line)
+            break
+        lines.append(line)
+    if words:
+        lines.append(fit_text(" ".join(words), typeface, width))
+    return lines
 
 
 def short_names(names: Sequence[str], max_chars: int = 18) -> list[str]:
@@ -71,7 +101,8 @@ def with_names_key(
     entries = names_key(full, short, shown)
     if not entries:
         return image
-    typeface, pitch = font(KEY_PX), KEY_PX + 6
+    size = type_px(image.shape[1], KEY_PX)
+    typeface, pitch = font(size), size + 6
     lines = [f"{a} → {b}" for a, b in entries[:KEY_ROWS]]
     if len(entries) > KEY_ROWS:
         lines.append(f"and {len(entries) - KEY_ROWS} more shortened names")
@@ -80,7 +111,7 @@ def with_names_key(
     column = min(width - 16, longest)
     columns = max(1, (width - 16) // column)
     rows = -(-len(lines) // columns)
-    top = KEY_PX + 14
+    top = size + 14
     canvas = np.full((image.shape[0] + top + rows * pitch + 8, width, 3), 255, dtype=np.uint8)
     canvas[: image.shape[0], : image.shape[1]] = image
     picture = Image.fromarray(canvas)
@@ -108,15 +139,21 @@ def rgb(colours: np.ndarray, paleness: np.ndarray | float = 0.0) -> np.ndarray:
     return np.round(255 * (colours[..., :3] * (1 - paleness) + paleness)).astype(np.uint8)
 
 
+def title_height(width: int) -> int:
+    """px that :func:`titled` adds above an image ``width`` px wide."""
+    return type_px(width, SUPTITLE_PX, TITLE_CAP) + 14
+
+
 def titled(image: np.ndarray, title: str | None) -> np.ndarray:
     """An (H, W, 3) uint8 image with ``title`` centred above it (the image as it is without one).
 
     A title wider than the image widens the picture (up to :data:`MAX_WIDTH`) rather than being cut.
+    Its type grows with the image's width (:func:`type_px`), so that it reads at TensorBoard's card width.
     """
     if not title:
         return image
-    top = SUPTITLE_PX + 14
-    typeface = font(SUPTITLE_PX)
+    size = type_px(image.shape[1], SUPTITLE_PX, TITLE_CAP)
+    top, typeface = title_height(image.shape[1]), font(size)
     width = max(image.shape[1], min(int(typeface.getlength(title)) + 16, MAX_WIDTH))
     canvas = np.full((top + image.shape[0], width, 3), 255, dtype=np.uint8)
     left = (width - image.shape[1]) // 2

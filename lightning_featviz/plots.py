@@ -26,7 +26,9 @@ from lightning_featviz.canvas import (
     rgb,
     short_names,
     titled,
+    type_px,
     with_names_key,
+    wrap_text,
 )
 from lightning_featviz.chart import bar_chart, colour_bar, colours_of, headed, heatmap, side_by_side
 
@@ -63,25 +65,37 @@ class NeighbourGrid:
     row_captions: Sequence[str] | None = None
 
 
-def _compose(grid: NeighbourGrid) -> np.ndarray:
+def _panel_width(grid: NeighbourGrid) -> int:
+    """px of one :func:`_compose` panel: the query column and the k neighbour columns."""
+    t, k = grid.query_images.shape[-1], grid.neighbour_labels.shape[1]
+    return GAP + (k + 1) * (t * max(1, round(CELL / t)) + 2 * BORDER + GAP) + 2 * GAP
+
+
+def _compose(grid: NeighbourGrid, shown_width: int | None = None) -> np.ndarray:
     """One panel as an (H, W, 3) uint8 image: thumbnails enlarged to about :data:`CELL` px (by a
-    whole factor, nearest neighbour) in coloured borders, each captioned below, under a title."""
+    whole factor, nearest neighbour) in coloured borders, each captioned below, under a title.
+
+    Type grows with ``shown_width``, the width of the whole picture the panel goes into (the
+    panel's own by default), so it reads at TensorBoard's card width (:func:`type_px`); a row's
+    caption wraps onto a second line rather than being cut."""
     q, k = grid.neighbour_labels.shape
     t = grid.query_images.shape[-1]
     scale = max(1, round(CELL / t))
     cell = t * scale + 2 * BORDER
-    headline = ROW_CAPTION_PX + 8 if grid.row_captions is not None else 0
-    pitch_x, pitch_y = cell + GAP, headline + cell + CAPTION_PX + 8
-    top = TITLE_PX + 10
-    width = GAP + (k + 1) * pitch_x + 2 * GAP
+    width = _panel_width(grid)
+    title_px, row_px = type_px(shown_width or width, TITLE_PX), type_px(shown_width or width, ROW_CAPTION_PX)
+    caption_px = min(type_px(shown_width or width, CAPTION_PX), 2 * CAPTION_PX)  # under a cell: little room
+    captions = [wrap_text(text, font(row_px), width - 2 * GAP, max_lines=2) for text in (grid.row_captions or [])]
+    headline = max((len(lines) for lines in captions), default=0) * (row_px + 4) + (4 if captions else 0)
+    pitch_x, pitch_y = cell + GAP, headline + cell + caption_px + 8
+    top = title_px + 10
     canvas = np.full((top + q * pitch_y, width, 3), 255, dtype=np.uint8)
     texts: list[tuple[tuple[float, float], str, str, int, tuple[int, int, int]]] = []  # xy, anchor, text, px, colour
-    texts.append(((width / 2, 2), "mt", fit_text(grid.title, font(TITLE_PX), width), TITLE_PX, (0, 0, 0)))
+    texts.append(((width / 2, 2), "mt", fit_text(grid.title, font(title_px), width), title_px, (0, 0, 0)))
     for row in range(q):
         y = top + row * pitch_y + headline
-        if grid.row_captions is not None:
-            line = fit_text(grid.row_captions[row], font(ROW_CAPTION_PX), width - GAP)
-            texts.append(((GAP, y - headline), "lt", line, ROW_CAPTION_PX, (0, 0, 0)))
+        for n, line in enumerate(captions[row] if captions else []):
+            texts.append(((GAP, y - headline + n * (row_px + 4)), "lt", line, row_px, (0, 0, 0)))
         cells = [(GAP, grid.query_images[row], int(grid.query_labels[row]), QUERY_COLOUR, "query:")]
         for col in range(k):
             label = int(grid.neighbour_labels[row, col])
@@ -91,8 +105,8 @@ def _compose(grid: NeighbourGrid) -> np.ndarray:
             canvas[y : y + cell, x : x + cell] = colour
             pixels = image.permute(1, 2, 0).numpy().repeat(scale, axis=0).repeat(scale, axis=1)
             canvas[y + BORDER : y + cell - BORDER, x + BORDER : x + cell - BORDER] = pixels
-            caption = fit_text(f"{mark} {grid.class_names[label]}", font(CAPTION_PX), pitch_x)
-            texts.append(((x + cell / 2, y + cell + 2), "mt", caption, CAPTION_PX, colour))
+            caption = fit_text(f"{mark} {grid.class_names[label]}", font(caption_px), pitch_x)
+            texts.append(((x + cell / 2, y + cell + 2), "mt", caption, caption_px, colour))
     panel = Image.fromarray(canvas)
     draw = ImageDraw.Draw(panel)
     for xy, anchor, text, size, colour in texts:
@@ -105,7 +119,9 @@ def neighbour_grid_image(panels: Sequence[NeighbourGrid], suptitle: str | None =
 
     Drawn with Pillow, not matplotlib: an epoch's grids cost milliseconds instead of a second.
     """
-    images = [_compose(panel) for panel in panels]
+    widths = [_panel_width(panel) for panel in panels]
+    together = sum(widths) + PANEL_GAP * (len(panels) - 1)
+    images = [_compose(panel, together if together <= MAX_WIDTH else max(widths)) for panel in panels]
     width = sum(image.shape[1] for image in images) + PANEL_GAP * (len(images) - 1)
     if width > MAX_WIDTH:  # too wide for a screen: one panel under the other
         width = max(image.shape[1] for image in images)

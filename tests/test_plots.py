@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from lightning_featviz.canvas import SUPTITLE_PX, class_colours, fit_text, font
+from lightning_featviz.canvas import SUPTITLE_PX, class_colours, fit_text, font, title_height
 from lightning_featviz.chart import colours_of
 from lightning_featviz.map_plot import SIDE_2D, SIDE_3D, MapPanel, map_figure, map_image
 from lightning_featviz.plots import (
@@ -62,7 +62,9 @@ def test_neighbour_grid_image_puts_panels_side_by_side_under_one_title():
     one = neighbour_grid_image([_grid()], "Epoch 0")
     two = neighbour_grid_image([_grid(), _grid()], "Epoch 0")
     assert one.dtype == np.uint8 and one.ndim == 3 and one.shape[2] == 3
-    assert two.shape[0] == one.shape[0] and two.shape[1] == 2 * one.shape[1] + PANEL_GAP
+    assert two.shape[1] == 2 * one.shape[1] + PANEL_GAP
+    for image in (one, two):  # each panel's type sized for the width of the whole picture
+        assert image.shape[0] - title_height(image.shape[1]) == _compose(_grid(), image.shape[1]).shape[0]
     assert _has_colour(one, QUERY_COLOUR, 30).sum() > 50  # the highlighted query borders are drawn
     assert (one[:SUPTITLE_PX] < 128).any()  # the title is written
     figure = figure_to_array(neighbour_grid_figure([_grid()], "Epoch 0"))
@@ -204,3 +206,48 @@ def test_figures_with_shortened_class_names_draw_a_table_of_the_full_names_below
         strip = shortened[-(shortened.shape[0] - plain.shape[0]) :]
         inked = np.flatnonzero((strip < 128).any(axis=(0, 2)))
         assert inked.max() - inked.min() >= longest, kind  # a full name is written out, not cut
+
+
+def _ink_runs(rows_inked):
+    """(start, stop) of each run of True in a 1-D bool array."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], rows_inked.astype(int), [0]])))
+    return list(zip(edges[::2], edges[1::2], strict=True))
+
+
+def test_type_grows_with_the_figure_width_so_capitals_stay_legible_at_card_width():
+    from lightning_featviz.canvas import CARD_PX, TEXT_CAP, TITLE_CAP, type_px
+
+    for width in (CARD_PX, 800, 1200, 1600):
+        for base, cap in ((11, TEXT_CAP), (19, TITLE_CAP)):
+            capital = -font(type_px(width, base, cap)).getbbox("H", anchor="ls")[1]  # px, drawn
+            assert capital * CARD_PX / width >= cap - 0.5, (width, base)
+    assert type_px(CARD_PX, 11) == 11  # a narrow figure keeps its type
+
+
+def test_a_wide_map_writes_its_title_and_legend_legible_at_card_width():
+    from lightning_featviz.canvas import CARD_PX, TEXT_CAP, TITLE_CAP
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 2
+    panels = [MapPanel(f"layer{i}", rng.normal(size=(60, 2)), labels, ["HIGH", "LIME"]) for i in range(4)]
+    image = map_image(panels, "EPOCH")
+    assert image.shape[1] >= 1200  # wide: shown at a quarter of its size or less on a card
+    shrink = CARD_PX / image.shape[1]
+    dark = (image < 100).all(axis=-1)
+    title_rows = _ink_runs(dark[:, image.shape[1] // 3 : 2 * image.shape[1] // 3].any(axis=1))[0]
+    assert (title_rows[1] - title_rows[0]) * shrink >= TITLE_CAP - 0.5  # "EPOCH": capitals only
+    legend = dark[:, -120:]  # the legend's text (its dots are coloured, not dark)
+    runs = [stop - start for start, stop in _ink_runs(legend.any(axis=1))]
+    assert len(runs) == 2 and min(runs) * shrink >= TEXT_CAP - 0.5, runs  # "HIGH", "LIME"
+
+
+def test_wrap_text_breaks_at_spaces_within_the_width_and_cuts_only_the_last_line():
+    from lightning_featviz.canvas import wrap_text
+
+    typeface = font(13)
+    text = "#12: labelled 3, but 5 of its 5 neighbours are 8; model says 3 (97%); label issue 0.83: likely mislabelled"
+    lines = wrap_text(text, typeface, 300)
+    assert len(lines) == 2 and all(typeface.getlength(line) <= 300 for line in lines)
+    assert lines[0] == text[: len(lines[0])] and lines[1].endswith("…")  # the first line whole, the rest cut
+    assert wrap_text("short caption", typeface, 300) == ["short caption"]
+    assert " ".join(wrap_text(text, typeface, 300, max_lines=5)) == text  # room enough: every word kept
