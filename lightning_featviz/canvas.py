@@ -71,11 +71,14 @@ def wrap_text(text: str, typeface: ImageFont.FreeTypeFont, width: float, max_lin
 
 
 def short_names(names: Sequence[str], max_chars: int = 18) -> list[str]:
-    """Class names short enough for a legend or an axis, still telling each apart: a prefix they all
-    share is dropped, and a long name keeps its start and end around an ellipsis
-    (``"a_rather_long_class_name_one"`` -> ``"a_rather…name_one"``). Names that would collide are kept whole.
+    """Class names short enough for a legend or an axis, still telling each apart: where one is longer
+    than ``max_chars``, a prefix they all share is dropped, and a long name keeps its start and end
+    around an ellipsis (``"a_rather_long_class_name_one"`` -> ``"a_rather…name_one"``). Names that
+    would collide are kept whole.
     """
     names = [str(n) for n in names]
+    if all(len(n) <= max_chars for n in names):  # short enough as they are
+        return names
     prefix = os.path.commonprefix(names) if len(names) > 1 else ""
     prefix = prefix[: max((i + 1 for i, c in enumerate(prefix) if not c.isalnum()), default=0)]  # whole words
     stripped = [n[len(prefix) :] for n in names] if prefix and all(len(n) > len(prefix) for n in names) else names

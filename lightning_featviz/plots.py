@@ -84,7 +84,7 @@ def _compose(grid: NeighbourGrid, shown_width: int | None = None) -> np.ndarray:
     cell = t * scale + 2 * BORDER
     width = _panel_width(grid)
     title_px, row_px = type_px(shown_width or width, TITLE_PX), type_px(shown_width or width, ROW_CAPTION_PX)
-    caption_px = min(type_px(shown_width or width, CAPTION_PX), 2 * CAPTION_PX)  # under a cell: little room
+    caption_px = min(type_px(shown_width or width, CAPTION_PX), 16)  # under a cell: room for 'query: 3'
     captions = [wrap_text(text, font(row_px), width - 2 * GAP, max_lines=2) for text in (grid.row_captions or [])]
     headline = max((len(lines) for lines in captions), default=0) * (row_px + 4) + (4 if captions else 0)
     pitch_x, pitch_y = cell + GAP, headline + cell + caption_px + 8

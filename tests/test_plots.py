@@ -162,6 +162,7 @@ def test_short_class_names_drop_the_shared_prefix_and_elide_the_middle_but_stay_
     from lightning_featviz.canvas import short_names
 
     assert short_names(["a_rather_long_class_name_one", "a_rather_long_class_name_two"]) == ["one", "two"]
+    assert short_names(["class 0", "class 1"]) == ["class 0", "class 1"]  # short enough: kept whole
     assert short_names(["x_" + "a" * 30 + "_end1", "y_" + "a" * 30 + "_end2"]) == [
         "x_aaaaaaa…aaa_end1",
         "y_aaaaaaa…aaa_end2",
