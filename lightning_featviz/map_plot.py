@@ -25,6 +25,7 @@ from lightning_featviz.canvas import (
     titled,
     type_px,
     with_names_key,
+    wrap_text,
 )
 
 #: (elevation, azimuth) of the three views of a 3-D map: from the front, from the side, from above.
@@ -168,14 +169,19 @@ def map_image(
             break
         legend_px = type_px(width, LEGEND_PX)
     title_px = type_px(width, TITLE_PX)
-    title_height = title_px + 10
+    angle = "elevation {:.0f}°, azimuth {:.0f}°".format
+    titles = [
+        wrap_text(panel.title if view is None or view == views[0] else angle(*view), font(title_px), side)
+        for panel, view in cells
+    ]
+    title_height = max(len(lines) for lines in titles) * (title_px + 4) + 6  # a long title wraps onto 2 lines
     height = max(rows * (title_height + side) + (rows - 1) * GAP, legend.height)
     picture = Image.new("RGB", (width, height), "white")
     draw, typeface = ImageDraw.Draw(picture), font(title_px)
     for n, (panel, view) in enumerate(cells):
         x, y = (n % cols) * (side + GAP), (n // cols) * (title_height + side + GAP)
-        title = panel.title if view is None or view == views[0] else f"elevation {view[0]:.0f}°, azimuth {view[1]:.0f}°"
-        draw.text((x + side / 2, y + 2), fit_text(title, typeface, side), fill=(0, 0, 0), font=typeface, anchor="mt")
+        for line, text in enumerate(titles[n]):
+            draw.text((x + side / 2, y + 2 + line * (title_px + 4)), text, fill=(0, 0, 0), font=typeface, anchor="mt")
         picture.paste(_panel(panel, colours, diameter, view), (x, y + title_height))
     picture.paste(legend, (width - legend.width, (height - legend.height) // 2))
     return titled(with_names_key(np.asarray(picture), panels[0].class_names, names, shown), suptitle)

@@ -88,10 +88,12 @@ def _compose(grid: NeighbourGrid, shown_width: int | None = None) -> np.ndarray:
     captions = [wrap_text(text, font(row_px), width - 2 * GAP, max_lines=2) for text in (grid.row_captions or [])]
     headline = max((len(lines) for lines in captions), default=0) * (row_px + 4) + (4 if captions else 0)
     pitch_x, pitch_y = cell + GAP, headline + cell + caption_px + 8
-    top = title_px + 10
+    title = wrap_text(grid.title, font(title_px), width - 2 * GAP)  # a long title wraps onto 2 lines
+    top = len(title) * (title_px + 4) + 6
     canvas = np.full((top + q * pitch_y, width, 3), 255, dtype=np.uint8)
     texts: list[tuple[tuple[float, float], str, str, int, tuple[int, int, int]]] = []  # xy, anchor, text, px, colour
-    texts.append(((width / 2, 2), "mt", fit_text(grid.title, font(title_px), width), title_px, (0, 0, 0)))
+    for n, words in enumerate(title):
+        texts.append(((width / 2, 2 + n * (title_px + 4)), "mt", words, title_px, (0, 0, 0)))
     for row in range(q):
         y = top + row * pitch_y + headline
         for n, line in enumerate(captions[row] if captions else []):
