@@ -8,7 +8,7 @@ neighbour grids here, the confusion matrices and purity-by-depth chart from
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +30,16 @@ from lightning_featviz.canvas import (
     with_names_key,
     wrap_text,
 )
-from lightning_featviz.chart import bar_chart, colour_bar, colours_of, headed, heatmap, side_by_side
+from lightning_featviz.chart import (
+    HEADING_PX,
+    LABEL_PX,
+    bar_chart,
+    colour_bar,
+    colours_of,
+    headed,
+    heatmap,
+    side_by_side,
+)
 
 QUERY_COLOUR = (31, 119, 180)  # blue
 SAME_COLOUR = (44, 160, 44)  # green
@@ -154,19 +163,47 @@ def figure_to_array(fig: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
+def _legible(draw: Callable[[int, int], np.ndarray]) -> np.ndarray:
+    """A chart drawn by ``draw(label_px, heading_px)`` at the charts' own type sizes, then, where it
+    came out wide enough to shrink much on a TensorBoard card, again with type sized for the width
+    it comes out at (:func:`type_px`)."""
+    size, heading = LABEL_PX, HEADING_PX
+    image = draw(size, heading)
+    for _ in range(4):  # larger type widens the chart a little: until the type suits the width it makes
+        wanted = max(size, type_px(image.shape[1], LABEL_PX)), max(heading, type_px(image.shape[1], HEADING_PX))
+        if wanted == (size, heading):
+            break
+        size, heading = wanted
+        image = draw(size, heading)
+    return image
+
+
 def confusion_image(confusion: np.ndarray, class_names: Sequence[str], title: str) -> np.ndarray:
     """A (C, C) neighbourhood confusion matrix (rows: true class, columns: neighbours' classes,
     rows sum to 1) beside a bar chart of its diagonal, the per-class purity: an (H, W, 3) uint8 image."""
     c, full = len(class_names), class_names
     class_names = short_names(class_names)
     pitch = int(np.clip(480 // max(c, 1), 12, 48))
-    matrix = heatmap(
-        confusion, class_names, class_names, "Blues", (pitch, pitch), "true class", "class of the neighbours", c <= 20
-    )
-    bars = bar_chart(np.diag(confusion), class_names, rgb(class_colours(c)), pitch, "purity (same-class share)")
-    scale = colour_bar("Blues", c * pitch, "share of neighbours")
-    picture = side_by_side([headed(matrix, ""), headed(scale, ""), headed(bars, "per-class purity")])
-    return titled(with_names_key(picture, full, class_names), title)
+
+    def draw(size: int, heading: int) -> np.ndarray:
+        matrix = heatmap(
+            confusion,
+            class_names,
+            class_names,
+            "Blues",
+            (pitch, pitch),
+            "true class",
+            "class of the neighbours",
+            c <= 20,
+            size,
+        )
+        purity = np.diag(confusion)
+        bars = bar_chart(purity, class_names, rgb(class_colours(c)), pitch, "purity (same-class share)", size)
+        scale = colour_bar("Blues", c * pitch, "share of neighbours", size)
+        pictures = [headed(matrix, "", heading), headed(scale, "", heading), headed(bars, "per-class purity", heading)]
+        return side_by_side(pictures)
+
+    return titled(with_names_key(_legible(draw), full, class_names), title)
 
 
 def class_purity_image(purity: np.ndarray, class_names: Sequence[str], title: str, shown: int = 30) -> np.ndarray:
@@ -182,8 +219,13 @@ def class_purity_image(purity: np.ndarray, class_names: Sequence[str], title: st
         heading = f"all {len(purity)} classes"
     colours = rgb(class_colours(len(class_names)))[order]
     short = short_names(class_names)
-    bars = bar_chart(purity[order], [short[i] for i in order], colours, 24, "purity (same-class share)")
-    return titled(with_names_key(side_by_side([headed(bars, heading)]), class_names, short, order.tolist()), title)
+    names = [short[i] for i in order]
+
+    def draw(size: int, heading_px: int) -> np.ndarray:
+        bars = bar_chart(purity[order], names, colours, 24, "purity (same-class share)", size)
+        return side_by_side([headed(bars, heading, heading_px)])
+
+    return titled(with_names_key(_legible(draw), class_names, short, order.tolist()), title)
 
 
 def purity_depth_image(
@@ -193,14 +235,26 @@ def purity_depth_image(
     ``history`` as a heatmap: an (H, W, 3) uint8 image."""
     pitch = 36
     cell_width = int(np.clip(480 // max(len(epochs), 1), 4, 48))
-    bars = bar_chart(purity, layers, colours_of(np.asarray(purity), "viridis"), pitch, f"kNN purity@{k}")
-    across = heatmap(
-        history, layers, [str(e) for e in epochs], "viridis", (cell_width, pitch), "", "epoch", cell_width >= 36
-    )
-    scale = colour_bar("viridis", len(layers) * pitch, f"purity@{k}")
-    pictures = [
-        headed(bars, f"Epoch {epoch}: purity by depth"),
-        headed(across, "purity across the run"),
-        headed(scale, ""),
-    ]
-    return side_by_side(pictures)
+
+    def draw(size: int, heading: int) -> np.ndarray:
+        bars = bar_chart(purity, layers, colours_of(np.asarray(purity), "viridis"), pitch, f"kNN purity@{k}", size)
+        across = heatmap(
+            history,
+            layers,
+            [str(e) for e in epochs],
+            "viridis",
+            (cell_width, pitch),
+            "",
+            "epoch",
+            cell_width >= 36,
+            size,
+        )
+        scale = colour_bar("viridis", len(layers) * pitch, f"purity@{k}", size)
+        pictures = [
+            headed(bars, f"Epoch {epoch}: purity by depth", heading),
+            headed(across, "purity across the run", heading),
+            headed(scale, "", heading),
+        ]
+        return side_by_side(pictures)
+
+    return _legible(draw)

@@ -252,3 +252,16 @@ def test_wrap_text_breaks_at_spaces_within_the_width_and_cuts_only_the_last_line
     assert lines[0] == text[: len(lines[0])] and lines[1].endswith("…")  # the first line whole, the rest cut
     assert wrap_text("short caption", typeface, 300) == ["short caption"]
     assert " ".join(wrap_text(text, typeface, 300, max_lines=5)) == text  # room enough: every word kept
+
+
+def test_a_wide_confusion_chart_writes_its_class_names_legible_at_card_width():
+    from lightning_featviz.canvas import CARD_PX, TEXT_CAP
+
+    confusion = np.random.default_rng(0).dirichlet(np.ones(10), size=10)
+    image = confusion_image(confusion, [str(c) for c in range(10)], "EPOCH")
+    assert image.shape[1] >= 900  # shown at a third of its size or less on a card
+    dark = (image < 100).all(axis=-1)
+    frame = np.flatnonzero(dark.sum(axis=0) > 300)[0]  # the heatmap's left edge: a long dark line
+    names = dark[:, frame - 18 : frame - 2]  # the row names, "0" to "9", right-aligned against it
+    runs = [stop - start for start, stop in _ink_runs(names.any(axis=1))]
+    assert len(runs) == 10 and min(runs) * CARD_PX / image.shape[1] >= TEXT_CAP - 0.5, runs
