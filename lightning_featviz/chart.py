@@ -33,7 +33,8 @@ def colours_of(values: np.ndarray, cmap: str) -> np.ndarray:
 def _vertical(text: str, size: int) -> Image.Image:
     """``text`` written bottom to top, on white."""
     typeface = font(size)
-    picture = Image.new("RGB", (int(typeface.getlength(text)) + 2, size + 4), "white")
+    height = max(size + 4, int(typeface.getbbox(text or " ")[3]) + 2)  # room for descenders at any size
+    picture = Image.new("RGB", (int(typeface.getlength(text)) + 2, height), "white")
     ImageDraw.Draw(picture).text((1, 1), text, fill=INK, font=typeface)
     return picture.transpose(Image.Transpose.ROTATE_90)
 
@@ -47,18 +48,21 @@ def heatmap(
     row_title: str,
     col_title: str,
     annotate: bool,
+    size: int = LABEL_PX,
 ) -> Image.Image:
     """An (R, C) matrix of shares as coloured (width, height) ``cell``s, rows named on the left and
-    columns below (written upwards); each cell's value written in it where ``annotate``. Cell
-    rows start at the top edge, so charts with the same row pitch line up beside it."""
+    columns below (written upwards); each cell's value written in it where ``annotate``; text in ``size`` px
+    type (names smaller where a cell is). Cell rows start at the top edge, so charts with the same
+    row pitch line up beside it."""
     rows, cols = matrix.shape
     width, height = cell
-    label_px = min(LABEL_PX, max(height - 2, 7))
+    label_px = min(size, max(height - 2, 7))
     typeface = font(label_px)
-    row_labels = [fit_text(str(n), typeface, 110) for n in row_names]
-    col_labels = [_vertical(fit_text(str(n), font(min(LABEL_PX, max(width - 2, 7))), 90), label_px) for n in col_names]
-    left = LABEL_PX + 10 + int(max(typeface.getlength(n) for n in row_labels)) + MARGIN
-    below = max(label.height for label in col_labels) + LABEL_PX + 12
+    row_labels = [fit_text(str(n), typeface, 110 * size / LABEL_PX) for n in row_names]
+    col_font = font(min(size, max(width - 2, 7)))
+    col_labels = [_vertical(fit_text(str(n), col_font, 90 * size / LABEL_PX), label_px) for n in col_names]
+    left = size + 10 + int(max(typeface.getlength(n) for n in row_labels)) + MARGIN
+    below = max(label.height for label in col_labels) + size + 12
     picture = Image.new("RGB", (left + cols * width + MARGIN, rows * height + below), "white")
     cells = colours_of(matrix, cmap).repeat(height, axis=0).repeat(width, axis=1)
     picture.paste(Image.fromarray(cells), (left, 0))
@@ -79,18 +83,19 @@ def heatmap(
                 xy = (left + c * width + width / 2, r * height + height / 2)
                 draw.text(xy, f"{value:.2f}", fill=ink, font=value_font, anchor="mm")
     middle = left + cols * width / 2
-    draw.text((middle, picture.height - 2), col_title, fill=INK, font=font(LABEL_PX + 1), anchor="md")
-    title = _vertical(row_title, LABEL_PX + 1)
+    draw.text((middle, picture.height - 2), col_title, fill=INK, font=font(size + 1), anchor="md")
+    title = _vertical(row_title, size + 1)
     picture.paste(title, (2, max(0, (rows * height - title.height) // 2)))
     return picture
 
 
-def colour_bar(cmap: str, height: int, label: str) -> Image.Image:
-    """A vertical bar of ``cmap`` from 0 (bottom) to 1 (top), ``height`` px, ticked at 0, 0.5 and 1."""
-    bar_width, typeface = 14, font(LABEL_PX)
+def colour_bar(cmap: str, height: int, label: str, size: int = LABEL_PX) -> Image.Image:
+    """A vertical bar of ``cmap`` from 0 (bottom) to 1 (top), ``height`` px, ticked at 0, 0.5 and 1
+    (``size`` px type)."""
+    bar_width, typeface = 14, font(size)
     shades = colours_of(np.linspace(1, 0, height)[:, None], cmap).repeat(bar_width, axis=1)
-    picture = Image.new("RGB", (bar_width + 2 * LABEL_PX + 2 * MARGIN, height + LABEL_PX), "white")
-    top = LABEL_PX // 2
+    picture = Image.new("RGB", (bar_width + 2 * size + 2 * MARGIN, height + size), "white")
+    top = size // 2
     picture.paste(Image.fromarray(shades), (MARGIN, top))
     draw = ImageDraw.Draw(picture)
     draw.rectangle((MARGIN - 1, top - 1, MARGIN + bar_width, top + height), outline=INK)
@@ -98,7 +103,7 @@ def colour_bar(cmap: str, height: int, label: str) -> Image.Image:
         y = top + (height - 1) * (1 - value)
         draw.line((MARGIN + bar_width, y, MARGIN + bar_width + 3, y), fill=INK)
         draw.text((MARGIN + bar_width + 5, y), f"{value:g}", fill=INK, font=typeface, anchor="lm")
-    title = _vertical(label, LABEL_PX)
+    title = _vertical(label, size)
     canvas = Image.new("RGB", (picture.width + title.width + 2, picture.height), "white")
     canvas.paste(picture, (0, 0))
     canvas.paste(title, (picture.width, max(0, (height - title.height) // 2)))
@@ -106,16 +111,23 @@ def colour_bar(cmap: str, height: int, label: str) -> Image.Image:
 
 
 def bar_chart(
-    values: Sequence[float] | np.ndarray, names: Sequence[str], colours: np.ndarray, pitch: int, xlabel: str
+    values: Sequence[float] | np.ndarray,
+    names: Sequence[str],
+    colours: np.ndarray,
+    pitch: int,
+    xlabel: str,
+    size: int = LABEL_PX,
 ) -> Image.Image:
     """Horizontal bars from 0 to 1, one ``pitch`` px row per value (the first on top), each named on
-    the left and, where there is room, its value at its end; ``colours`` (R, 3) uint8."""
-    label_px = min(LABEL_PX, max(pitch - 2, 7))
+    the left and, where there is room, its value at its end; ``colours`` (R, 3) uint8; text in
+    ``size`` px type (names smaller where a row is)."""
+    label_px = min(size, max(pitch - 2, 7))
     typeface, span = font(label_px), 220
-    labels = [fit_text(str(n), typeface, 110) for n in names]
+    labels = [fit_text(str(n), typeface, 110 * size / LABEL_PX) for n in names]
     left = int(max(typeface.getlength(n) for n in labels)) + 2 * MARGIN
+    left = max(left, int(font(size + 1).getlength(xlabel) - span) // 2 + MARGIN)  # room for the axis label
     height = len(values) * pitch
-    picture = Image.new("RGB", (left + span + 4 * LABEL_PX, height + 2 * LABEL_PX + 14), "white")
+    picture = Image.new("RGB", (left + span + 4 * size, height + 2 * size + 14), "white")
     draw = ImageDraw.Draw(picture)
     for x in (0.25, 0.5, 0.75, 1.0):
         draw.line((left + x * span, 0, left + x * span, height), fill=(230, 230, 230))
@@ -128,23 +140,23 @@ def bar_chart(
         end = left + float(np.clip(value, 0, 1)) * span
         draw.rectangle((left, middle - thickness, end, middle + thickness), fill=tuple(int(v) for v in colours[r]))
         if pitch >= 14:
-            draw.text((end + 3, middle), f"{value:.2f}", fill=INK, font=font(LABEL_PX - 1), anchor="lm")
+            draw.text((end + 3, middle), f"{value:.2f}", fill=INK, font=font(size - 1), anchor="lm")
     draw.line((left, 0, left, height), fill=INK)
     draw.line((left, height, left + span, height), fill=INK)
     for x in (0.0, 0.5, 1.0):
         draw.line((left + x * span, height, left + x * span, height + 3), fill=INK)
-        draw.text((left + x * span, height + 4), f"{x:g}", fill=INK, font=font(LABEL_PX), anchor="mt")
-    draw.text((left + span / 2, picture.height - 2), xlabel, fill=INK, font=font(LABEL_PX + 1), anchor="md")
+        draw.text((left + x * span, height + 4), f"{x:g}", fill=INK, font=font(size), anchor="mt")
+    draw.text((left + span / 2, picture.height - 2), xlabel, fill=INK, font=font(size + 1), anchor="md")
     return picture
 
 
-def headed(picture: Image.Image, heading: str) -> Image.Image:
-    """``picture`` under a centred ``heading``."""
-    typeface = font(HEADING_PX)
+def headed(picture: Image.Image, heading: str, size: int = HEADING_PX) -> Image.Image:
+    """``picture`` under a centred ``heading`` in ``size`` px type."""
+    typeface = font(size)
     width = max(picture.width, int(typeface.getlength(heading)) + 8)  # a heading is never cut short
-    canvas = Image.new("RGB", (width, picture.height + HEADING_PX + 10), "white")
+    canvas = Image.new("RGB", (width, picture.height + size + 10), "white")
     ImageDraw.Draw(canvas).text((width / 2, 3), heading, fill=INK, font=typeface, anchor="mt")
-    canvas.paste(picture, ((width - picture.width) // 2, HEADING_PX + 10))
+    canvas.paste(picture, ((width - picture.width) // 2, size + 10))
     return canvas
 
 

@@ -3,7 +3,7 @@
 The page opens with a table of contents, then the kNN purity and accuracy of every layer per epoch
 (the rest of the scalars folded away), then the latest image of every figure — grouped by kind, in
 the order the layers were captured, captioned with layer and epoch, with links to the same figure
-at earlier epochs — and the wrong-cluster list as an HTML table with the reason in words. Every
+at earlier epochs — and the wrong-cluster list as an HTML table with each image and the reason in words. Every
 path is relative: the folder can be zipped, sent and opened from ``file://``.
 """
 
@@ -33,10 +33,14 @@ table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
 td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child, td.text { text-align: left; }
 figure { margin: 1em 0 2em; } figure img { max-width: 100%; border: 1px solid #eee; }
+img.thumb { width: 48px; height: 48px; image-rendering: pixelated; border: 0; display: block; }
 figcaption { color: #555; font-size: 0.9em; } .earlier { font-size: 0.85em; color: #777; }
 """
 
 _STEP = re.compile(r"step=(\d+)")
+
+#: The folder beside a table's ``step=<step>.md`` that holds its rows' thumbnails: ``thumbnails_<step>``.
+THUMBNAILS = "thumbnails_"
 
 
 def write_html_report(root: str | Path, title: str = "lightning_featviz report") -> Path:
@@ -90,7 +94,8 @@ def write_html_report(root: str | Path, title: str = "lightning_featviz report")
         for path in texts.get(kind, []):
             layer = "/".join(path.relative_to(root).parts[2:-1])
             parts.append(f"<h3>The list: {html.escape(layer)}, {html.escape(_when(path, epochs_of))}</h3>")
-            parts.append(_markdown_table(path.read_text(encoding="utf-8")))
+            thumbnails = path.parent / f"{THUMBNAILS}{path.stem.removeprefix('step=')}"
+            parts.append(_markdown_table(path.read_text(encoding="utf-8"), root, thumbnails))
     page = root / "index.html"
     page.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return page
@@ -113,8 +118,10 @@ def _when(path: Path, epochs_of: dict[int, int]) -> str:
     return f"epoch {epochs_of[step]}" if step in epochs_of else f"step {step}"
 
 
-def _markdown_table(text: str) -> str:
-    """A Markdown table (and the lines around it) as HTML; a wrong-cluster list gains a ``why`` column."""
+def _markdown_table(text: str, root: Path | None = None, thumbnails: Path | None = None) -> str:
+    """A Markdown table (and the lines around it) as HTML; a wrong-cluster list gains a ``why`` column,
+    and an ``image`` column first where the folder ``thumbnails`` (under the page's folder ``root``)
+    holds ``rank_<rank>.png`` for each of its rows."""
     rows = [line.strip().strip("|").split("|") for line in text.splitlines() if line.strip().startswith("|")]
     rows = [[cell.strip() for cell in row] for row in rows if not all(set(c.strip()) <= {"-", ":"} for c in row)]
     notes = [line for line in text.splitlines() if line.strip() and not line.strip().startswith("|")]
@@ -134,11 +141,20 @@ def _markdown_table(text: str) -> str:
             ]
             for row in body
         ]
+    cells = ["".join(f"<td class='text'>{html.escape(cell)}</td>" for cell in row) for row in body]
+    rank = header.index("rank") if "rank" in header else -1
+    if root is not None and thumbnails is not None and body and rank >= 0 and all(r[rank].isdigit() for r in body):
+        images = [thumbnails / f"rank_{int(row[rank]):03d}.png" for row in body]
+        if all(image.exists() for image in images):
+            header = ["image", *header]
+            cells = [
+                f"<td><img class='thumb' src='{html.escape(image.relative_to(root).as_posix())}' "
+                f"alt='rank {html.escape(row[rank])}'></td>{row_cells}"
+                for image, row, row_cells in zip(images, body, cells, strict=True)
+            ]
     head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
-    cells = "".join(
-        "<tr>" + "".join(f"<td class='text'>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in body
-    )
-    return "\n".join([f"<table><tr>{head}</tr>{cells}</table>", *out])
+    table = "".join(f"<tr>{row_cells}</tr>" for row_cells in cells)
+    return "\n".join([f"<table><tr>{head}</tr>{table}</table>", *out])
 
 
 def _metrics_tables(path: Path) -> list[str]:

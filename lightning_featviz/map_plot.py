@@ -14,7 +14,19 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
-from lightning_featviz.canvas import MAX_WIDTH, class_colours, fit_text, font, image_figure, rgb, short_names, titled
+from lightning_featviz.canvas import (
+    MAX_WIDTH,
+    class_colours,
+    fit_text,
+    font,
+    image_figure,
+    rgb,
+    short_names,
+    titled,
+    type_px,
+    with_names_key,
+    wrap_text,
+)
 
 #: (elevation, azimuth) of the three views of a 3-D map: from the front, from the side, from above.
 VIEW_ANGLES = ((20.0, -60.0), (20.0, 30.0), (85.0, -90.0))
@@ -98,12 +110,17 @@ def _panel(panel: MapPanel, colours: np.ndarray, diameter: float, angles: tuple[
     return picture.reduce(SUPER)
 
 
-def _legend(names: Sequence[str], shown: list[int], colours: np.ndarray, flagged: bool) -> Image.Image:
-    """Class colours and names (then the flagged ring), :data:`LEGEND_ROWS` to a column."""
-    typeface, pitch = font(LEGEND_PX), LEGEND_PX + 8
-    entries = [(fit_text(str(names[c]), typeface, 130), c) for c in shown] + ([("flagged", -1)] if flagged else [])
+def _legend(
+    names: Sequence[str], shown: list[int], colours: np.ndarray, flagged: bool, size: int = LEGEND_PX
+) -> Image.Image:
+    """Class colours and names (then the flagged ring), :data:`LEGEND_ROWS` to a column, in ``size`` px type."""
+    typeface, pitch, grow = font(size), size + 8, size / LEGEND_PX
+    entries = [(fit_text(str(names[c]), typeface, 130 * grow), c) for c in shown] + (
+        [("flagged", -1)] if flagged else []
+    )
     columns = [entries[i : i + LEGEND_ROWS] for i in range(0, len(entries), LEGEND_ROWS)]
-    widths = [24 + int(max(typeface.getlength(text) for text, _ in column)) + 12 for column in columns]
+    dot = round(5 * grow)
+    widths = [2 * dot + 14 + int(max(typeface.getlength(text) for text, _ in column)) + 12 for column in columns]
     picture = Image.new("RGB", (sum(widths) + 8, pitch * len(columns[0]) + 8), "white")
     draw = ImageDraw.Draw(picture)
     x = 8
@@ -111,10 +128,10 @@ def _legend(names: Sequence[str], shown: list[int], colours: np.ndarray, flagged
         for row, (text, c) in enumerate(column):
             y = 4 + row * pitch + pitch / 2
             if c >= 0:
-                draw.ellipse((x, y - 5, x + 10, y + 5), fill=tuple(rgb(colours[c])))
+                draw.ellipse((x, y - dot, x + 2 * dot, y + dot), fill=tuple(rgb(colours[c])))
             else:
-                draw.ellipse((x - 1, y - 6, x + 11, y + 6), outline=(0, 0, 0), width=1)
-            draw.text((x + 18, y), text, fill=(0, 0, 0), font=typeface, anchor="lm")
+                draw.ellipse((x - 1, y - dot - 1, x + 2 * dot + 1, y + dot + 1), outline=(0, 0, 0), width=1)
+            draw.text((x + 2 * dot + 8, y), text, fill=(0, 0, 0), font=typeface, anchor="lm")
         x += width
     return picture
 
@@ -135,27 +152,39 @@ def map_image(
     cells = [(panel, view) for panel in panels for view in views]
     cols = len(views) if three_d else min(len(panels), columns)
     rows = -(-len(cells) // cols)
-    side, title_height = (SIDE_3D if three_d else SIDE_2D), TITLE_PX + 10
+    side = SIDE_3D if three_d else SIDE_2D
     shown = sorted({int(label) for panel in panels for label in np.unique(panel.labels)})
     names = short_names(panels[0].class_names)
     colours = class_colours(max(len(names), max(shown) + 1))
     diameter = float(np.clip(np.sqrt(6000 / max(len(panels[0].points), 1)), 2.5, 8))
     flagged = any(panel.ringed is not None and panel.ringed.any() for panel in panels)
-    legend = _legend(names, shown, colours, flagged)
-    if not three_d:  # wrap into rows rather than grow wider than a screen
-        cols = max(1, min(cols, (MAX_WIDTH - legend.width) // (side + GAP)))
-        rows = -(-len(cells) // cols)
-    width = cols * side + (cols - 1) * GAP + GAP + legend.width
+    legend_px, wanted = LEGEND_PX, cols
+    for _ in range(2):  # the legend's type grows with the picture's width, which the legend widens
+        legend = _legend(names, shown, colours, flagged, legend_px)
+        if not three_d:  # wrap into rows rather than grow wider than a screen
+            cols = max(1, min(wanted, (MAX_WIDTH - legend.width) // (side + GAP)))
+            rows = -(-len(cells) // cols)
+        width = cols * side + (cols - 1) * GAP + GAP + legend.width
+        if type_px(width, LEGEND_PX) <= legend_px:
+            break
+        legend_px = type_px(width, LEGEND_PX)
+    title_px = type_px(width, TITLE_PX)
+    angle = "elevation {:.0f}°, azimuth {:.0f}°".format
+    titles = [
+        wrap_text(panel.title if view is None or view == views[0] else angle(*view), font(title_px), side)
+        for panel, view in cells
+    ]
+    title_height = max(len(lines) for lines in titles) * (title_px + 4) + 6  # a long title wraps onto 2 lines
     height = max(rows * (title_height + side) + (rows - 1) * GAP, legend.height)
     picture = Image.new("RGB", (width, height), "white")
-    draw, typeface = ImageDraw.Draw(picture), font(TITLE_PX)
+    draw, typeface = ImageDraw.Draw(picture), font(title_px)
     for n, (panel, view) in enumerate(cells):
         x, y = (n % cols) * (side + GAP), (n // cols) * (title_height + side + GAP)
-        title = panel.title if view is None or view == views[0] else f"elevation {view[0]:.0f}°, azimuth {view[1]:.0f}°"
-        draw.text((x + side / 2, y + 2), fit_text(title, typeface, side), fill=(0, 0, 0), font=typeface, anchor="mt")
+        for line, text in enumerate(titles[n]):
+            draw.text((x + side / 2, y + 2 + line * (title_px + 4)), text, fill=(0, 0, 0), font=typeface, anchor="mt")
         picture.paste(_panel(panel, colours, diameter, view), (x, y + title_height))
     picture.paste(legend, (width - legend.width, (height - legend.height) // 2))
-    return titled(np.asarray(picture), suptitle)
+    return titled(with_names_key(np.asarray(picture), panels[0].class_names, names, shown), suptitle)
 
 
 def map_figure(

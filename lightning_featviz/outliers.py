@@ -114,6 +114,10 @@ def write_wrong_cluster_csv(path: str | Path, table: Sequence[dict[str, object]]
     write_csv(path, CSV_COLUMNS, table)
 
 
+#: Rows of the wrong-cluster list shown as a table (TensorBoard's text tab, the static report); the CSV has all.
+MAX_TABLE_ROWS = 50
+
+
 def wrong_cluster_table(
     found: WrongCluster,
     bank: BankData,
@@ -187,7 +191,7 @@ def gallery_grid(
     )
 
 
-def markdown_table(table: Sequence[dict[str, object]], max_rows: int = 50) -> str:
+def markdown_table(table: Sequence[dict[str, object]], max_rows: int = MAX_TABLE_ROWS) -> str:
     """The first ``max_rows`` rows as a Markdown table (TensorBoard's text tab renders it)."""
     if not table:
         return "No image sits in another class's cluster."

@@ -8,7 +8,7 @@ neighbour grids here, the confusion matrices and purity-by-depth chart from
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +17,29 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from lightning_featviz.canvas import MAX_WIDTH, class_colours, fit_text, font, image_figure, rgb, short_names, titled
-from lightning_featviz.chart import bar_chart, colour_bar, colours_of, headed, heatmap, side_by_side
+from lightning_featviz.canvas import (
+    MAX_WIDTH,
+    class_colours,
+    fit_text,
+    font,
+    image_figure,
+    rgb,
+    short_names,
+    titled,
+    type_px,
+    with_names_key,
+    wrap_text,
+)
+from lightning_featviz.chart import (
+    HEADING_PX,
+    LABEL_PX,
+    bar_chart,
+    colour_bar,
+    colours_of,
+    headed,
+    heatmap,
+    side_by_side,
+)
 
 QUERY_COLOUR = (31, 119, 180)  # blue
 SAME_COLOUR = (44, 160, 44)  # green
@@ -53,25 +74,39 @@ class NeighbourGrid:
     row_captions: Sequence[str] | None = None
 
 
-def _compose(grid: NeighbourGrid) -> np.ndarray:
+def _panel_width(grid: NeighbourGrid) -> int:
+    """px of one :func:`_compose` panel: the query column and the k neighbour columns."""
+    t, k = grid.query_images.shape[-1], grid.neighbour_labels.shape[1]
+    return GAP + (k + 1) * (t * max(1, round(CELL / t)) + 2 * BORDER + GAP) + 2 * GAP
+
+
+def _compose(grid: NeighbourGrid, shown_width: int | None = None) -> np.ndarray:
     """One panel as an (H, W, 3) uint8 image: thumbnails enlarged to about :data:`CELL` px (by a
-    whole factor, nearest neighbour) in coloured borders, each captioned below, under a title."""
+    whole factor, nearest neighbour) in coloured borders, each captioned below, under a title.
+
+    Type grows with ``shown_width``, the width of the whole picture the panel goes into (the
+    panel's own by default), so it reads at TensorBoard's card width (:func:`type_px`); a row's
+    caption wraps onto a second line rather than being cut."""
     q, k = grid.neighbour_labels.shape
     t = grid.query_images.shape[-1]
     scale = max(1, round(CELL / t))
     cell = t * scale + 2 * BORDER
-    headline = ROW_CAPTION_PX + 8 if grid.row_captions is not None else 0
-    pitch_x, pitch_y = cell + GAP, headline + cell + CAPTION_PX + 8
-    top = TITLE_PX + 10
-    width = GAP + (k + 1) * pitch_x + 2 * GAP
+    width = _panel_width(grid)
+    title_px, row_px = type_px(shown_width or width, TITLE_PX), type_px(shown_width or width, ROW_CAPTION_PX)
+    caption_px = min(type_px(shown_width or width, CAPTION_PX), 16)  # under a cell: room for 'query: 3'
+    captions = [wrap_text(text, font(row_px), width - 2 * GAP, max_lines=2) for text in (grid.row_captions or [])]
+    headline = max((len(lines) for lines in captions), default=0) * (row_px + 4) + (4 if captions else 0)
+    pitch_x, pitch_y = cell + GAP, headline + cell + caption_px + 8
+    title = wrap_text(grid.title, font(title_px), width - 2 * GAP)  # a long title wraps onto 2 lines
+    top = len(title) * (title_px + 4) + 6
     canvas = np.full((top + q * pitch_y, width, 3), 255, dtype=np.uint8)
     texts: list[tuple[tuple[float, float], str, str, int, tuple[int, int, int]]] = []  # xy, anchor, text, px, colour
-    texts.append(((width / 2, 2), "mt", fit_text(grid.title, font(TITLE_PX), width), TITLE_PX, (0, 0, 0)))
+    for n, words in enumerate(title):
+        texts.append(((width / 2, 2 + n * (title_px + 4)), "mt", words, title_px, (0, 0, 0)))
     for row in range(q):
         y = top + row * pitch_y + headline
-        if grid.row_captions is not None:
-            line = fit_text(grid.row_captions[row], font(ROW_CAPTION_PX), width - GAP)
-            texts.append(((GAP, y - headline), "lt", line, ROW_CAPTION_PX, (0, 0, 0)))
+        for n, line in enumerate(captions[row] if captions else []):
+            texts.append(((GAP, y - headline + n * (row_px + 4)), "lt", line, row_px, (0, 0, 0)))
         cells = [(GAP, grid.query_images[row], int(grid.query_labels[row]), QUERY_COLOUR, "query:")]
         for col in range(k):
             label = int(grid.neighbour_labels[row, col])
@@ -81,8 +116,8 @@ def _compose(grid: NeighbourGrid) -> np.ndarray:
             canvas[y : y + cell, x : x + cell] = colour
             pixels = image.permute(1, 2, 0).numpy().repeat(scale, axis=0).repeat(scale, axis=1)
             canvas[y + BORDER : y + cell - BORDER, x + BORDER : x + cell - BORDER] = pixels
-            caption = fit_text(f"{mark} {grid.class_names[label]}", font(CAPTION_PX), pitch_x)
-            texts.append(((x + cell / 2, y + cell + 2), "mt", caption, CAPTION_PX, colour))
+            caption = fit_text(f"{mark} {grid.class_names[label]}", font(caption_px), pitch_x)
+            texts.append(((x + cell / 2, y + cell + 2), "mt", caption, caption_px, colour))
     panel = Image.fromarray(canvas)
     draw = ImageDraw.Draw(panel)
     for xy, anchor, text, size, colour in texts:
@@ -95,7 +130,9 @@ def neighbour_grid_image(panels: Sequence[NeighbourGrid], suptitle: str | None =
 
     Drawn with Pillow, not matplotlib: an epoch's grids cost milliseconds instead of a second.
     """
-    images = [_compose(panel) for panel in panels]
+    widths = [_panel_width(panel) for panel in panels]
+    together = sum(widths) + PANEL_GAP * (len(panels) - 1)
+    images = [_compose(panel, together if together <= MAX_WIDTH else max(widths)) for panel in panels]
     width = sum(image.shape[1] for image in images) + PANEL_GAP * (len(images) - 1)
     if width > MAX_WIDTH:  # too wide for a screen: one panel under the other
         width = max(image.shape[1] for image in images)
@@ -126,18 +163,47 @@ def figure_to_array(fig: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
+def _legible(draw: Callable[[int, int], np.ndarray]) -> np.ndarray:
+    """A chart drawn by ``draw(label_px, heading_px)`` at the charts' own type sizes, then, where it
+    came out wide enough to shrink much on a TensorBoard card, again with type sized for the width
+    it comes out at (:func:`type_px`)."""
+    size, heading = LABEL_PX, HEADING_PX
+    image = draw(size, heading)
+    for _ in range(4):  # larger type widens the chart a little: until the type suits the width it makes
+        wanted = max(size, type_px(image.shape[1], LABEL_PX)), max(heading, type_px(image.shape[1], HEADING_PX))
+        if wanted == (size, heading):
+            break
+        size, heading = wanted
+        image = draw(size, heading)
+    return image
+
+
 def confusion_image(confusion: np.ndarray, class_names: Sequence[str], title: str) -> np.ndarray:
     """A (C, C) neighbourhood confusion matrix (rows: true class, columns: neighbours' classes,
     rows sum to 1) beside a bar chart of its diagonal, the per-class purity: an (H, W, 3) uint8 image."""
-    c = len(class_names)
+    c, full = len(class_names), class_names
     class_names = short_names(class_names)
     pitch = int(np.clip(480 // max(c, 1), 12, 48))
-    matrix = heatmap(
-        confusion, class_names, class_names, "Blues", (pitch, pitch), "true class", "class of the neighbours", c <= 20
-    )
-    bars = bar_chart(np.diag(confusion), class_names, rgb(class_colours(c)), pitch, "purity (same-class share)")
-    scale = colour_bar("Blues", c * pitch, "share of neighbours")
-    return titled(side_by_side([headed(matrix, ""), headed(scale, ""), headed(bars, "per-class purity")]), title)
+
+    def draw(size: int, heading: int) -> np.ndarray:
+        matrix = heatmap(
+            confusion,
+            class_names,
+            class_names,
+            "Blues",
+            (pitch, pitch),
+            "true class",
+            "class of the neighbours",
+            c <= 20,
+            size,
+        )
+        purity = np.diag(confusion)
+        bars = bar_chart(purity, class_names, rgb(class_colours(c)), pitch, "purity (same-class share)", size)
+        scale = colour_bar("Blues", c * pitch, "share of neighbours", size)
+        pictures = [headed(matrix, "", heading), headed(scale, "", heading), headed(bars, "per-class purity", heading)]
+        return side_by_side(pictures)
+
+    return titled(with_names_key(_legible(draw), full, class_names), title)
 
 
 def class_purity_image(purity: np.ndarray, class_names: Sequence[str], title: str, shown: int = 30) -> np.ndarray:
@@ -152,9 +218,14 @@ def class_purity_image(purity: np.ndarray, class_names: Sequence[str], title: st
         order = np.arange(len(purity))
         heading = f"all {len(purity)} classes"
     colours = rgb(class_colours(len(class_names)))[order]
-    class_names = short_names(class_names)
-    bars = bar_chart(purity[order], [class_names[i] for i in order], colours, 24, "purity (same-class share)")
-    return titled(side_by_side([headed(bars, heading)]), title)
+    short = short_names(class_names)
+    names = [short[i] for i in order]
+
+    def draw(size: int, heading_px: int) -> np.ndarray:
+        bars = bar_chart(purity[order], names, colours, 24, "purity (same-class share)", size)
+        return side_by_side([headed(bars, heading, heading_px)])
+
+    return titled(with_names_key(_legible(draw), class_names, short, order.tolist()), title)
 
 
 def purity_depth_image(
@@ -164,14 +235,26 @@ def purity_depth_image(
     ``history`` as a heatmap: an (H, W, 3) uint8 image."""
     pitch = 36
     cell_width = int(np.clip(480 // max(len(epochs), 1), 4, 48))
-    bars = bar_chart(purity, layers, colours_of(np.asarray(purity), "viridis"), pitch, f"kNN purity@{k}")
-    across = heatmap(
-        history, layers, [str(e) for e in epochs], "viridis", (cell_width, pitch), "", "epoch", cell_width >= 36
-    )
-    scale = colour_bar("viridis", len(layers) * pitch, f"purity@{k}")
-    pictures = [
-        headed(bars, f"Epoch {epoch}: purity by depth"),
-        headed(across, "purity across the run"),
-        headed(scale, ""),
-    ]
-    return side_by_side(pictures)
+
+    def draw(size: int, heading: int) -> np.ndarray:
+        bars = bar_chart(purity, layers, colours_of(np.asarray(purity), "viridis"), pitch, f"kNN purity@{k}", size)
+        across = heatmap(
+            history,
+            layers,
+            [str(e) for e in epochs],
+            "viridis",
+            (cell_width, pitch),
+            "",
+            "epoch",
+            cell_width >= 36,
+            size,
+        )
+        scale = colour_bar("viridis", len(layers) * pitch, f"purity@{k}", size)
+        pictures = [
+            headed(bars, f"Epoch {epoch}: purity by depth", heading),
+            headed(across, "purity across the run", heading),
+            headed(scale, "", heading),
+        ]
+        return side_by_side(pictures)
+
+    return _legible(draw)

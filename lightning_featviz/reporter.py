@@ -21,7 +21,13 @@ from lightning_featviz.embedding import MapTracker
 from lightning_featviz.knn import NeighbourStats
 from lightning_featviz.label_issues import LabelIssues, label_issue_markdown, label_issue_table, write_label_issue_csv
 from lightning_featviz.maps import LATEST, LayerMaps, class_column, fit_layer_maps, map_images, projector_entries
-from lightning_featviz.outliers import WrongCluster, markdown_table, write_wrong_cluster_csv, wrong_cluster_table
+from lightning_featviz.outliers import (
+    MAX_TABLE_ROWS,
+    WrongCluster,
+    markdown_table,
+    write_wrong_cluster_csv,
+    wrong_cluster_table,
+)
 from lightning_featviz.projector import MAX_COLOURED_CLASSES, write_projector
 from lightning_featviz.report import (
     EpochResults,
@@ -108,6 +114,7 @@ class Report:
         metrics: scalars found while rendering (map quality, wrong-cluster shares), by tag.
         images: (tag, PNG) pairs.
         texts: (tag, Markdown) pairs.
+        thumbnails: (tag of a text, PNGs of the rows of its table in order) pairs.
         flagged: layer -> dataset indices of the images in the wrong cluster.
         warnings: (key, message) pairs, for the caller to warn once per key.
         error: what stopped the render part way, if anything; what was made before it is here.
@@ -116,6 +123,7 @@ class Report:
     metrics: dict[str, float] = field(default_factory=dict)
     images: list[tuple[str, EncodedImage]] = field(default_factory=list)
     texts: list[tuple[str, str]] = field(default_factory=list)
+    thumbnails: list[tuple[str, list[EncodedImage]]] = field(default_factory=list)
     flagged: dict[str, list[int]] = field(default_factory=dict)
     warnings: list[tuple[str, str]] = field(default_factory=list)
     error: Exception | None = None
@@ -141,9 +149,17 @@ class Destination:
             sink.log_metrics({**scalars, **report.metrics}, step, epoch)
             for name, text in report.texts:
                 sink.log_text(name, text, step)
+            for name, thumbnails in report.thumbnails:
+                sink.log_thumbnails(name, thumbnails, step)
             for name, image in report.images:
                 sink.log_image(name, image, step)
             sink.finish_epoch()
+
+
+def table_thumbnails(bank: BankData, found: WrongCluster, max_rows: int = MAX_TABLE_ROWS) -> list[EncodedImage]:
+    """The thumbnails of the first ``max_rows`` flagged samples, in the order of their table's rows."""
+    rows = found.rows[:max_rows]
+    return [encode_png(image) for image in bank.thumbnails[rows].permute(0, 2, 3, 1).numpy()]
 
 
 def identical_layers(bank: BankData, layers: Sequence[str]) -> dict[str, str]:
@@ -209,6 +225,8 @@ class Reporter:
             images |= neighbour_grid_images(results, query_rows(results.bank, options.query_indices))
         if options.log_wrong_cluster and chosen in flagged:
             report.texts.append(self._export_wrong_cluster(results, chosen, flagged[chosen], job.paths))
+            if shows_images:
+                report.thumbnails.append((report.texts[-1][0], table_thumbnails(results.bank, flagged[chosen])))
             issues = self._export_label_issues(results, chosen, job.paths, report)
             if len(flagged[chosen]) and shows_images:
                 found, gallery_rows = flagged[chosen], options.max_gallery

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from lightning_featviz.html_report import write_html_report
+from lightning_featviz.html_report import THUMBNAILS, write_html_report
 
 PNG_LEVEL = 3  # zlib level: a quarter of the time of Pillow's default (6), for about 10 % more bytes
 
@@ -56,6 +56,9 @@ class Sink(Protocol):
     def log_text(self, tag: str, text: str, step: int) -> None:
         """Log a Markdown text."""
 
+    def log_thumbnails(self, tag: str, images: Sequence[EncodedImage], step: int) -> None:
+        """Keep the thumbnails of the rows of the table logged as text under ``tag``, in its order."""
+
     def finish_epoch(self) -> None:
         """Called after an epoch's report is written."""
 
@@ -87,6 +90,9 @@ class TensorBoardSink:
 
     def log_text(self, tag: str, text: str, step: int) -> None:
         self.writer.add_text(tag, text, global_step=step)
+
+    def log_thumbnails(self, tag: str, images: Sequence[EncodedImage], step: int) -> None:
+        """Nothing: TensorBoard shows the flagged images in the wrong-cluster gallery figure."""
 
     def finish_epoch(self) -> None:
         self.writer.flush()
@@ -128,6 +134,13 @@ class FileSink:
         folder = self.root.joinpath(*(file_name(part) for part in tag.split("/")))
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"step={step:07d}.md").write_text(text + "\n", encoding="utf-8")
+
+    def log_thumbnails(self, tag: str, images: Sequence[EncodedImage], step: int) -> None:
+        """Write ``<root>/<tag>/thumbnails_<step>/rank_<r>.png`` for the table's rows r = 1, 2, ..."""
+        folder = self.root.joinpath(*(file_name(part) for part in tag.split("/")), f"{THUMBNAILS}{step:07d}")
+        folder.mkdir(parents=True, exist_ok=True)
+        for rank, image in enumerate(images, start=1):
+            (folder / f"rank_{rank:03d}.png").write_bytes(image.png)
 
     def finish_epoch(self) -> None:
         write_html_report(self.root)

@@ -4,16 +4,23 @@ One short real Trainer run and one browser serve every test here (session fixtur
 ``tests/browser.py`` for the browser, the TensorBoard server and when these tests skip.
 """
 
+import time
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
+import numpy as np
 import pytest
 import torch
 from browser import browser, coloured_pixels, deep, deep_text, need_browser, tensorboard, wait_for
 from conftest import TinyNet, tiny_trainer
+from google.protobuf import text_format
+from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch.utils.data import Subset
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import FeatureVisualizer, to_thumbnails
 from lightning_featviz.demo import ClassificationData
 
 LAYERS = ["input", "conv2", "pool"]
@@ -110,6 +117,68 @@ def test_searching_the_projector_selects_points_and_lists_their_class(board, dri
         driver.switch_to.default_content()
 
 
+#: A pixel of the projector's canvas where a point is drawn, found in its picking texture (what the
+#: projector itself reads under the mouse) by halving a box that holds one: [x, y, point index], or null.
+FIND_POINT = """
+const plot = arguments[0].projectorScatterPlotAdapter.scatterPlot;
+const under = box => plot.getPointIndicesFromPickingTexture(box) || [];
+function find(box) {
+  if (!under(box).length) return null;
+  if (box.width === 1 && box.height === 1) return [box.x, box.y, under(box)[0]];
+  const w = Math.ceil(box.width / 2), h = Math.ceil(box.height / 2);
+  for (const [dx, dy] of [[0, 0], [w, 0], [0, h], [w, h]]) {
+    const part = {x: box.x + dx, y: box.y + dy, width: Math.min(w, box.width - dx)};
+    part.height = Math.min(h, box.height - dy);
+    const found = part.width > 0 && part.height > 0 ? find(part) : null;
+    if (found) return found;
+  }
+  return null;
+}
+return find({x: arguments[1], y: arguments[2], width: arguments[3], height: arguments[4]});
+"""
+
+
+def test_hovering_a_point_in_the_projector_shows_its_class(viewed_run, board, driver):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    log_dir = viewed_run / "lightning_logs" / "version_0"
+    _projector(driver, board)
+    try:
+        canvas = wait_for(lambda: deep(driver, "canvas"), "the projector canvas")[0]
+        wait_for(lambda: coloured_pixels(canvas.screenshot_as_png) > 10_000, "points drawn")
+        projector = deep(driver, "vz-projector")[0]
+        width, height = canvas.size["width"], canvas.size["height"]
+
+        def move(x: int, y: int) -> ActionChains:
+            return ActionChains(driver).move_to_element_with_offset(canvas, x - width // 2, y - height // 2)
+
+        # The projector opens turning its 3-D view round; a click where no point is stops it.
+        empty = next(
+            (x, y)
+            for x, y in ((8, height - 8), (width - 8, height - 8), (8, 8), (width - 8, 8))
+            if not driver.execute_script(FIND_POINT, projector, x - 6, y - 6, 12, 12)
+        )
+        move(*empty).click().perform()
+
+        def still() -> list[int] | None:  # the same point at the same pixel a second apart
+            first = driver.execute_script(FIND_POINT, projector, width // 4, height // 4, width // 2, height // 2)
+            time.sleep(1)
+            again = driver.execute_script(FIND_POINT, projector, width // 4, height // 4, width // 2, height // 2)
+            return first if first and first == again else None
+
+        x, y, index = wait_for(still, "a point standing still")
+        move(x, y).perform()
+        shown = wait_for(
+            lambda: driver.execute_script("return arguments[0].statusBar.innerText", projector), "the hover label"
+        )
+    finally:
+        driver.switch_to.default_content()
+    config = text_format.Parse((log_dir / "projector_config.pbtxt").read_text(), ProjectorConfig())
+    entry = next(e for e in config.embeddings if e.tensor_name == "latest/epoch_001/conv2/tsne_2d")
+    rows = [row.split("\t") for row in (log_dir / entry.metadata_path).read_text().splitlines()]
+    assert shown == rows[1 + index][rows[0].index("class")]  # the class of that sample, as written
+
+
 def test_the_images_tab_lists_the_figure_tags(board, driver):
     driver.get(f"{board}/#images")
     wanted = [  # on its first page (of 12 cards, in name order)
@@ -142,11 +211,41 @@ def test_the_static_report_loads_every_image_and_its_tables(viewed_run, driver):
     assert "step=" not in driver.find_element("css selector", "body").text
 
 
+def test_the_static_reports_wrong_cluster_table_shows_each_rows_image(viewed_run, digits_val, driver):
+    """Each row of the list has its thumbnail, loaded in the browser, and it is that sample's image."""
+    driver.get((viewed_run / "report" / "index.html").as_uri())
+    table = wait_for(
+        lambda: next(
+            (t for t in driver.find_elements("css selector", "table") if "neighbours_in_cluster" in t.text), None
+        ),
+        "the wrong-cluster table",
+    )
+    header = [cell.text for cell in table.find_elements("css selector", "tr th")]
+    rows = [
+        [cell.text for cell in row.find_elements("css selector", "td")]
+        for row in table.find_elements("css selector", "tr")[1:]
+    ]
+    assert header[0] == "image" and rows, header
+    sizes = wait_for(
+        lambda: driver.execute_script(
+            "const all = [...arguments[0].querySelectorAll('img.thumb')];"
+            "return all.every(i => i.complete) && all.map(i => [i.naturalWidth, i.naturalHeight]);",
+            table,
+        ),
+        "every thumbnail loaded",
+    )
+    assert sizes == [[32, 32]] * len(rows)  # the default thumbnail_size, one per row
+    sources = [img.get_attribute("src") for img in table.find_elements("css selector", "img.thumb")]
+    index = header.index("index")
+    for source, row in zip(sources, rows, strict=True):
+        shown = np.asarray(Image.open(Path(url2pathname(urlparse(source).path))).convert("RGB"))
+        image = digits_val[240 + int(row[index])][0]  # the validation set is digits 240 to 359
+        expected = to_thumbnails(image[None], 32)[0].permute(1, 2, 0).numpy()
+        assert np.array_equal(shown, expected), row
+
+
 def test_the_documented_search_finds_exactly_the_images_in_the_wrong_cluster(viewed_run, board, driver):
     """docs/tags.md: Search, By wrong_cluster, regex mode on, ``^[^-]``."""
-    from google.protobuf import text_format
-    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
-
     log_dir = viewed_run / "lightning_logs" / "version_0"
     config = text_format.Parse((log_dir / "projector_config.pbtxt").read_text(), ProjectorConfig())
     entry = next(e for e in config.embeddings if e.tensor_name == "latest/epoch_001/conv2/tsne_2d")

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from lightning_featviz.canvas import SUPTITLE_PX, class_colours, fit_text, font
+from lightning_featviz.canvas import SUPTITLE_PX, class_colours, fit_text, font, title_height
 from lightning_featviz.chart import colours_of
 from lightning_featviz.map_plot import SIDE_2D, SIDE_3D, MapPanel, map_figure, map_image
 from lightning_featviz.plots import (
@@ -62,7 +62,9 @@ def test_neighbour_grid_image_puts_panels_side_by_side_under_one_title():
     one = neighbour_grid_image([_grid()], "Epoch 0")
     two = neighbour_grid_image([_grid(), _grid()], "Epoch 0")
     assert one.dtype == np.uint8 and one.ndim == 3 and one.shape[2] == 3
-    assert two.shape[0] == one.shape[0] and two.shape[1] == 2 * one.shape[1] + PANEL_GAP
+    assert two.shape[1] == 2 * one.shape[1] + PANEL_GAP
+    for image in (one, two):  # each panel's type sized for the width of the whole picture
+        assert image.shape[0] - title_height(image.shape[1]) == _compose(_grid(), image.shape[1]).shape[0]
     assert _has_colour(one, QUERY_COLOUR, 30).sum() > 50  # the highlighted query borders are drawn
     assert (one[:SUPTITLE_PX] < 128).any()  # the title is written
     figure = figure_to_array(neighbour_grid_figure([_grid()], "Epoch 0"))
@@ -160,9 +162,106 @@ def test_short_class_names_drop_the_shared_prefix_and_elide_the_middle_but_stay_
     from lightning_featviz.canvas import short_names
 
     assert short_names(["a_rather_long_class_name_one", "a_rather_long_class_name_two"]) == ["one", "two"]
+    assert short_names(["class 0", "class 1"]) == ["class 0", "class 1"]  # short enough: kept whole
     assert short_names(["x_" + "a" * 30 + "_end1", "y_" + "a" * 30 + "_end2"]) == [
         "x_aaaaaaa…aaa_end1",
         "y_aaaaaaa…aaa_end2",
     ]
     same_ends = ["p" + "a" * 30 + "q", "p" + "b" * 30 + "q"]  # would both read "paaaa…q"-like: kept whole
     assert short_names(same_ends, max_chars=3) == same_ends
+
+
+LONG_NAMES = [f"imagenet_synset_{word}_of_the_long_tail" for word in ("tench", "goldfish", "great_white_shark")]
+
+
+def test_names_key_lists_only_the_names_that_were_shortened_with_their_full_name():
+    from lightning_featviz.canvas import names_key, short_names
+
+    names = ["cat", "a_name_long_enough_to_be_elided_in_the_middle"]
+    short = short_names(names)
+    assert short[0] == "cat" and short[1] != names[1]
+    assert names_key(names, short) == [(short[1], names[1])]
+    assert names_key(names, short, shown=[0]) == []
+    assert names_key(LONG_NAMES, short_names(LONG_NAMES), shown=[2, 0]) == [
+        (short_names(LONG_NAMES)[2], LONG_NAMES[2]),
+        (short_names(LONG_NAMES)[0], LONG_NAMES[0]),
+    ]
+
+
+def test_figures_with_shortened_class_names_draw_a_table_of_the_full_names_below():
+    from lightning_featviz.canvas import KEY_PX
+    from lightning_featviz.plots import class_purity_image
+
+    rng = np.random.default_rng(0)
+    confusion = np.full((3, 3), 1 / 3)
+    panel = MapPanel("layer", rng.normal(size=(30, 2)), np.arange(30) % 3, [])
+    draws = {
+        "confusion": lambda names: confusion_image(confusion, names, "Epoch 0"),
+        "purity_by_class": lambda names: class_purity_image(np.array([0.2, 0.5, 0.9]), names, "Epoch 0"),
+        "map": lambda names: map_image([MapPanel(panel.title, panel.points, panel.labels, names)], "Epoch 0"),
+    }
+    longest = max(font(KEY_PX).getlength(f"x → {name}") for name in LONG_NAMES)
+    for kind, draw in draws.items():
+        shortened, plain = draw(LONG_NAMES), draw(["tench", "goldfish", "shark"])
+        assert shortened.shape[0] > plain.shape[0] + 3 * KEY_PX, kind  # a title line and three rows
+        strip = shortened[-(shortened.shape[0] - plain.shape[0]) :]
+        inked = np.flatnonzero((strip < 128).any(axis=(0, 2)))
+        assert inked.max() - inked.min() >= longest, kind  # a full name is written out, not cut
+
+
+def _ink_runs(rows_inked):
+    """(start, stop) of each run of True in a 1-D bool array."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], rows_inked.astype(int), [0]])))
+    return list(zip(edges[::2], edges[1::2], strict=True))
+
+
+def test_type_grows_with_the_figure_width_so_capitals_stay_legible_at_card_width():
+    from lightning_featviz.canvas import CARD_PX, TEXT_CAP, TITLE_CAP, type_px
+
+    for width in (CARD_PX, 800, 1200, 1600):
+        for base, cap in ((11, TEXT_CAP), (19, TITLE_CAP)):
+            capital = -font(type_px(width, base, cap)).getbbox("H", anchor="ls")[1]  # px, drawn
+            assert capital * CARD_PX / width >= cap - 0.5, (width, base)
+    assert type_px(CARD_PX, 11) == 11  # a narrow figure keeps its type
+
+
+def test_a_wide_map_writes_its_title_and_legend_legible_at_card_width():
+    from lightning_featviz.canvas import CARD_PX, TEXT_CAP, TITLE_CAP
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 2
+    panels = [MapPanel(f"layer{i}", rng.normal(size=(60, 2)), labels, ["HIGH", "LIME"]) for i in range(4)]
+    image = map_image(panels, "EPOCH")
+    assert image.shape[1] >= 1200  # wide: shown at a quarter of its size or less on a card
+    shrink = CARD_PX / image.shape[1]
+    dark = (image < 100).all(axis=-1)
+    title_rows = _ink_runs(dark[:, image.shape[1] // 3 : 2 * image.shape[1] // 3].any(axis=1))[0]
+    assert (title_rows[1] - title_rows[0]) * shrink >= TITLE_CAP - 0.5  # "EPOCH": capitals only
+    legend = dark[:, -120:]  # the legend's text (its dots are coloured, not dark)
+    runs = [stop - start for start, stop in _ink_runs(legend.any(axis=1))]
+    assert len(runs) == 2 and min(runs) * shrink >= TEXT_CAP - 0.5, runs  # "HIGH", "LIME"
+
+
+def test_wrap_text_breaks_at_spaces_within_the_width_and_cuts_only_the_last_line():
+    from lightning_featviz.canvas import wrap_text
+
+    typeface = font(13)
+    text = "#12: labelled 3, but 5 of its 5 neighbours are 8; model says 3 (97%); label issue 0.83: likely mislabelled"
+    lines = wrap_text(text, typeface, 300)
+    assert len(lines) == 2 and all(typeface.getlength(line) <= 300 for line in lines)
+    assert lines[0] == text[: len(lines[0])] and lines[1].endswith("…")  # the first line whole, the rest cut
+    assert wrap_text("short caption", typeface, 300) == ["short caption"]
+    assert " ".join(wrap_text(text, typeface, 300, max_lines=5)) == text  # room enough: every word kept
+
+
+def test_a_wide_confusion_chart_writes_its_class_names_legible_at_card_width():
+    from lightning_featviz.canvas import CARD_PX, TEXT_CAP
+
+    confusion = np.random.default_rng(0).dirichlet(np.ones(10), size=10)
+    image = confusion_image(confusion, [str(c) for c in range(10)], "EPOCH")
+    assert image.shape[1] >= 900  # shown at a third of its size or less on a card
+    dark = (image < 100).all(axis=-1)
+    frame = np.flatnonzero(dark.sum(axis=0) > 300)[0]  # the heatmap's left edge: a long dark line
+    names = dark[:, frame - 18 : frame - 2]  # the row names, "0" to "9", right-aligned against it
+    runs = [stop - start for start, stop in _ink_runs(names.any(axis=1))]
+    assert len(runs) == 10 and min(runs) * CARD_PX / image.shape[1] >= TEXT_CAP - 0.5, runs
