@@ -1,6 +1,6 @@
 """What a person sees: TensorBoard's views and the static report of a real run, in headless Chromium.
 
-One short real Trainer run and one browser serve every test here (session fixtures); see
+One short real Trainer run (a session fixture) and one browser and server (this module's) serve every test here; see
 ``tests/browser.py`` for the browser, the TensorBoard server and when these tests skip.
 """
 
@@ -40,13 +40,15 @@ def viewed_run(tmp_path_factory, digits_val) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
+# The server and the browser live for this module only: a projector page left open keeps rotating its 3-D
+# view in software WebGL, which took a core from every test that ran after it.
+@pytest.fixture(scope="module")
 def board(viewed_run):
     with tensorboard(viewed_run / "lightning_logs") as url:
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def driver(viewed_run):
     with browser() as chrome:
         yield chrome
