@@ -107,7 +107,8 @@ def _torch_search(queries: Tensor, reference: Tensor, k: int, exclude: Tensor | 
 def _exact_distances(queries: Tensor, reference: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
     """Squared distances (Q, k) of each query to its found neighbours ``idx`` (Q, k), from the differences
     themselves (exact duplicates are 0, not the rounding left by the search's norm expansion), and the
-    neighbours re-sorted by them, nearest first. The differences go to a reused buffer of at most 4 MB."""
+    neighbours re-sorted by them, nearest first (``idx`` itself, re-sorted in place).
+    The differences go to a reused buffer of at most 4 MB."""
     q, k = idx.shape
     dims = max(queries.shape[1], 1)
     rows = max(1, min(q, 2**20 // max(k * dims, 1)))
@@ -117,9 +118,10 @@ def _exact_distances(queries: Tensor, reference: Tensor, idx: Tensor) -> tuple[T
         chunk, chosen = queries[start : start + rows], idx[start : start + rows]
         gathered = torch.index_select(reference, 0, chosen.reshape(-1), out=buffer[: chosen.numel()])
         differences = gathered.view(len(chunk), k, -1).sub_(chunk[:, None, :]).square_()
-        torch.sum(differences, dim=-1, out=sq[start : start + len(chunk)])
-    sq, order = sq.sort(dim=1, stable=True)
-    return sq, idx.gather(1, order)
+        part, order = torch.sum(differences, dim=-1).sort(dim=1, stable=True)
+        sq[start : start + len(chunk)] = part
+        idx[start : start + len(chunk)] = chosen.gather(1, order)  # re-sorted in place, chunk by chunk
+    return sq, idx
 
 
 _WORKSPACES = threading.local()
