@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lightning_featviz.knn import Metric, knn_search
+from lightning_featviz.analysis.knn import Metric, knn_search
 
 #: Columns of the relabelling CSV, in order.
 CSV_COLUMNS = (

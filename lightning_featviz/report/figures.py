@@ -14,16 +14,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_featviz.bank import BankData
-from lightning_featviz.knn import NeighbourStats
-from lightning_featviz.label_issues import IN_SAMPLE_MODEL_WEIGHT, LabelIssues, Warn, find_label_issues
-from lightning_featviz.outliers import (
+from lightning_featviz.analysis.knn import NeighbourStats
+from lightning_featviz.analysis.label_issues import IN_SAMPLE_MODEL_WEIGHT, LabelIssues, Warn, find_label_issues
+from lightning_featviz.analysis.wrong_cluster import (
     WrongCluster,
     find_wrong_cluster,
     gallery_grid,
     neighbourhood_confusion,
 )
-from lightning_featviz.plots import (
+from lightning_featviz.capture.bank import BankData
+from lightning_featviz.render.plots import (
     NeighbourGrid,
     class_purity_image,
     confusion_image,

@@ -9,9 +9,9 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from lightning_featviz.bank import BankData
-from lightning_featviz.heap import release_free_heap
-from lightning_featviz.knn import Metric, NeighbourStats, ResultCache, neighbour_stats
+from lightning_featviz.analysis.heap import release_free_heap
+from lightning_featviz.analysis.knn import Metric, NeighbourStats, ResultCache, neighbour_stats
+from lightning_featviz.capture.bank import BankData
 
 Warn = Callable[[str, str], None]
 #: Above this share of tied neighbourhoods a layer's purity is undefined.

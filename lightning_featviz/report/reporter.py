@@ -17,27 +17,35 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightning_featviz.bank import BankData
-from lightning_featviz.embedding import MapTracker
-from lightning_featviz.heap import release_free_heap
-from lightning_featviz.knn import NeighbourStats
-from lightning_featviz.label_issues import (
+from lightning_featviz.analysis.embedding import MapTracker
+from lightning_featviz.analysis.heap import release_free_heap
+from lightning_featviz.analysis.knn import NeighbourStats
+from lightning_featviz.analysis.label_issues import (
     MARKDOWN_ROWS,
     LabelIssues,
     label_issue_markdown,
     label_issue_rows,
     write_label_issue_csv,
 )
-from lightning_featviz.maps import LATEST, LayerMaps, class_column, fit_layer_maps, map_images, projector_entries
-from lightning_featviz.outliers import (
+from lightning_featviz.analysis.maps import (
+    LATEST,
+    LayerMaps,
+    class_column,
+    fit_layer_maps,
+    map_images,
+    projector_entries,
+)
+from lightning_featviz.analysis.wrong_cluster import (
     MAX_TABLE_ROWS,
     WrongCluster,
     markdown_table,
     write_wrong_cluster_csv,
     wrong_cluster_table,
 )
-from lightning_featviz.projector import MAX_COLOURED_CLASSES, write_projector
-from lightning_featviz.report import (
+from lightning_featviz.capture.bank import BankData
+from lightning_featviz.outputs.projector import MAX_COLOURED_CLASSES, write_projector
+from lightning_featviz.outputs.sinks import EncodedImage, Sink, encode_png, file_name
+from lightning_featviz.report.figures import (
     EpochResults,
     class_purity_images,
     confusion_images,
@@ -48,7 +56,6 @@ from lightning_featviz.report import (
     query_rows,
     wrong_clusters,
 )
-from lightning_featviz.sinks import EncodedImage, Sink, encode_png, file_name
 
 
 @dataclass
