@@ -25,7 +25,7 @@ _MODULE_OF = {
     "figure_to_array": "render.plots",
     "find_label_issues": "analysis.label_issues",
     "find_wrong_cluster": "analysis.wrong_cluster",
-    "image_folder": "demo.datasets",
+    "image_folder": "loading",
     "knn_purity": "analysis.knn",
     "knn_search": "analysis.knn",
     "knn_vote": "analysis.knn",
@@ -145,7 +145,8 @@ if TYPE_CHECKING:
     from lightning_featviz.capture.hooks import ActivationCapture, reduce_activation, resolve_layers
     from lightning_featviz.capture.inputs import input_kind, reduce_input
     from lightning_featviz.capture.layouts import Layout, LayoutError, reduce_output
-    from lightning_featviz.demo.datasets import ColouredDigits, image_folder
+    from lightning_featviz.demo.datasets import ColouredDigits
+    from lightning_featviz.loading import image_folder
     from lightning_featviz.outputs.projector import ProjectorEntry, write_projector
     from lightning_featviz.render.map_plot import MapPanel, map_figure, map_image
     from lightning_featviz.render.plots import (

@@ -62,11 +62,11 @@ from lightning_featviz.capture.trainer_data import (
     logged_step,
     matching_rows,
     preserved_global_rng,
+    sample_paths,
     sampler_batches,
     training_loader,
     validation_loader,
 )
-from lightning_featviz.demo.datasets import sample_paths
 from lightning_featviz.outputs.sinks import FileSink, Sink, TensorBoardSink, tensorboard_writers
 from lightning_featviz.report.figures import EpochResults
 from lightning_featviz.report.reporter import Destination, EpochJob, Report, Reporter, ReportOptions

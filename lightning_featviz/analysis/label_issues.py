@@ -28,11 +28,9 @@ The score (see docs/label_issues.md):
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -389,33 +387,3 @@ def label_issue_table(
             }
         )
     return table
-
-
-def write_label_issue_csv(path: str | Path, table: Sequence[dict[str, object]]) -> None:
-    """Write :func:`label_issue_table` rows as CSV with a header."""
-    write_csv(path, CSV_COLUMNS, table)
-
-
-def write_csv(path: str | Path, columns: Sequence[str], table: Sequence[dict[str, object]]) -> None:
-    """Write ``table`` (dicts with ``columns`` keys) as CSV with a header, making its folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(table)
-
-
-def label_issue_markdown(table: Sequence[dict[str, object]], max_rows: int = 20) -> str:
-    """The top ``max_rows`` rows of :func:`label_issue_table` as a Markdown table (TensorBoard's text tab)."""
-    if not table:
-        return "No samples scored."
-    lines = markdown_rows(table[:max_rows], [c for c in CSV_COLUMNS if c != "path"])
-    lines.append(f"\n{len(table)} samples in all in the CSV file, highest score first.")
-    return "\n".join(lines)
-
-
-def markdown_rows(table: Sequence[dict[str, object]], columns: Sequence[str]) -> list[str]:
-    """A Markdown table's lines: the header of ``columns``, then one line per row of ``table``."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return lines + ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in table]

@@ -18,27 +18,9 @@ import torch
 
 from lightning_featviz.analysis.embedding import MapTracker
 from lightning_featviz.analysis.knn import NeighbourStats
-from lightning_featviz.analysis.label_issues import (
-    LabelIssues,
-    label_issue_markdown,
-    label_issue_table,
-    write_label_issue_csv,
-)
-from lightning_featviz.analysis.maps import (
-    LATEST,
-    LayerMaps,
-    class_column,
-    fit_layer_maps,
-    map_images,
-    projector_entries,
-)
-from lightning_featviz.analysis.wrong_cluster import (
-    MAX_TABLE_ROWS,
-    WrongCluster,
-    markdown_table,
-    write_wrong_cluster_csv,
-    wrong_cluster_table,
-)
+from lightning_featviz.analysis.label_issues import LabelIssues, label_issue_table
+from lightning_featviz.analysis.maps import LayerMaps, fit_layer_maps
+from lightning_featviz.analysis.wrong_cluster import WrongCluster, wrong_cluster_table
 from lightning_featviz.capture.bank import BankData
 from lightning_featviz.outputs.projector import MAX_COLOURED_CLASSES, write_projector
 from lightning_featviz.outputs.sinks import EncodedImage, Sink, encode_png, file_name
@@ -49,9 +31,18 @@ from lightning_featviz.report.figures import (
     depth_image,
     gallery_image,
     label_issues_of,
+    map_images,
     neighbour_grid_images,
     query_rows,
     wrong_clusters,
+)
+from lightning_featviz.report.projector_entries import LATEST, class_column, projector_entries
+from lightning_featviz.report.tables import (
+    MAX_TABLE_ROWS,
+    label_issue_markdown,
+    markdown_table,
+    write_label_issue_csv,
+    write_wrong_cluster_csv,
 )
 
 
