@@ -131,3 +131,13 @@ def test_the_rule_table_in_docs_matches_the_one_the_test_checks():
 def test_every_folder_of_the_package_has_a_row_in_the_table():
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
     assert folders <= set(ALLOWED), folders - set(ALLOWED)
+
+
+def test_a_module_over_300_lines_says_why_at_its_top():
+    unexplained = []
+    for path in package_modules():
+        text = path.read_text(encoding="utf-8")
+        docstring = ast.get_docstring(ast.parse(text)) or ""
+        if len(text.splitlines()) > 300 and "Over 300 lines" not in docstring:
+            unexplained.append(f"{path.relative_to(PACKAGE)} ({len(text.splitlines())} lines)")
+    assert not unexplained, unexplained

@@ -24,6 +24,9 @@ The score (see docs/label_issues.md):
    voted by the swapped labels, cannot tell.
 4. **Score** ``1 - r'[given label]``: high when neighbours and model together find the label unlikely.
    The suggested label is ``argmax r``: what neighbours and model say the image is.
+
+Over 300 lines because the score, the class-noise estimate and the categories in words are one method
+(docs/label_issues.md) with one notation.
 """
 
 from __future__ import annotations
