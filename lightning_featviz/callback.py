@@ -24,7 +24,7 @@ from torch import Tensor
 
 from lightning_featviz.analysis.embedding import Backend, MapTracker
 from lightning_featviz.analysis.knn import Metric, NeighbourStats, ResultCache
-from lightning_featviz.analysis.measures import degenerate, epoch_metrics, layer_stats, purity_ceiling
+from lightning_featviz.analysis.measures import EpochResults, degenerate, epoch_metrics, layer_stats, purity_ceiling
 from lightning_featviz.arguments import check_arguments
 from lightning_featviz.capture.bank import (
     BankData,
@@ -57,7 +57,6 @@ from lightning_featviz.capture.trainer_data import (
     validation_loader,
 )
 from lightning_featviz.outputs.sinks import FileSink, Sink, TensorBoardSink, tensorboard_writers
-from lightning_featviz.report.figures import EpochResults
 from lightning_featviz.report.reporter import Destination, EpochJob, Report, Reporter, ReportOptions
 from lightning_featviz.report.reporter import tag as make_tag
 from lightning_featviz.runtime.distributed import all_objects, broadcast_object, gather_columns

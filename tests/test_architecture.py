@@ -18,8 +18,8 @@ ALLOWED: dict[str, set[str]] = {
     "analysis": {"analysis", "capture"},
     "render": {"render"},
     "outputs": {"outputs"},
-    "report": {"report", "capture", "analysis", "render", "outputs"},
-    "runtime": {"runtime", "capture", "analysis", "render", "outputs", "report"},
+    "report": {"report", "capture", "analysis", "render", "outputs", "dashboard"},
+    "runtime": {"runtime", "capture", "analysis", "render", "outputs", "dashboard", "report"},
     "dashboard": {"dashboard", "capture", "analysis", "render", "outputs"},
     "demo": {"demo", TOP},
 }

@@ -7,16 +7,15 @@ writes what comes back. Figures are keyed by ``(kind, name)``; the caller turns 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_featviz.analysis.knn import NeighbourStats
 from lightning_featviz.analysis.label_issues import IN_SAMPLE_MODEL_WEIGHT, LabelIssues, Warn, find_label_issues
 from lightning_featviz.analysis.maps import LayerMaps
+from lightning_featviz.analysis.measures import EpochResults
 from lightning_featviz.analysis.wrong_cluster import (
     WrongCluster,
     caption,
@@ -34,32 +33,6 @@ from lightning_featviz.render.plots import (
 )
 
 MAX_DEFAULT_QUERIES = 10
-
-
-@dataclass
-class EpochResults:
-    """One analysed epoch.
-
-    Attributes:
-        bank: the kept validation samples (the queries), N rows.
-        searched: what they were searched among: the bank itself (leave-one-out) or the
-            training reference.
-        stats: layer -> kNN results of the bank's rows against ``searched``.
-        class_names: name of each class id (C).
-        k: neighbours per sample.
-        epoch: the epoch the results belong to.
-    """
-
-    bank: BankData
-    searched: BankData
-    stats: dict[str, NeighbourStats]
-    class_names: list[str]
-    k: int
-    epoch: int
-
-    def neighbour_labels(self, layer: str) -> Tensor:
-        """(N, k) labels of each sample's neighbours in ``layer``."""
-        return self.searched.labels[self.stats[layer].indices]
 
 
 def query_rows(bank: BankData, query_indices: Sequence[int] | None) -> Tensor:

@@ -23,12 +23,12 @@ from lightning_featviz.analysis.embedding import MapTracker
 from lightning_featviz.analysis.knn import NeighbourStats
 from lightning_featviz.analysis.label_issues import LabelIssues, label_issue_table
 from lightning_featviz.analysis.maps import LayerMaps, fit_layer_maps
+from lightning_featviz.analysis.measures import EpochResults
 from lightning_featviz.analysis.wrong_cluster import WrongCluster, wrong_cluster_table
 from lightning_featviz.capture.bank import BankData
 from lightning_featviz.outputs.projector import MAX_COLOURED_CLASSES, write_projector
 from lightning_featviz.outputs.sinks import EncodedImage, Sink, encode_png, file_name
 from lightning_featviz.report.figures import (
-    EpochResults,
     class_purity_images,
     confusion_images,
     depth_image,
