@@ -103,10 +103,10 @@ def test_only_the_cli_imports_the_demo():
 @pytest.mark.parametrize(
     ("where", "source", "expected"),
     [
-        ("analysis/knn.py", "from lightning_featviz.render.plots import NeighbourGrid\n", "render"),
+        ("analysis/knn.py", "from lightning_featviz.render.grids import NeighbourGrid\n", "render"),
         ("analysis/knn.py", "def f():\n    from lightning_featviz.outputs import sinks\n", "outputs"),
         ("capture/bank.py", "import lightning_featviz.analysis.knn\n", "analysis"),
-        ("render/plots.py", "from lightning_featviz import FeatureVisualizer\n", TOP),
+        ("render/grids.py", "from lightning_featviz import FeatureVisualizer\n", TOP),
         ("outputs/sinks.py", "from ..report import reporter\n", "report"),
     ],
 )

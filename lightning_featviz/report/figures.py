@@ -23,14 +23,9 @@ from lightning_featviz.analysis.wrong_cluster import (
     neighbourhood_confusion,
 )
 from lightning_featviz.capture.bank import BankData
-from lightning_featviz.render.map_plot import MapPanel, map_image
-from lightning_featviz.render.plots import (
-    NeighbourGrid,
-    class_purity_image,
-    confusion_image,
-    neighbour_grid_image,
-    purity_depth_image,
-)
+from lightning_featviz.render.grids import NeighbourGrid, neighbour_grid_image
+from lightning_featviz.render.maps import MapPanel, map_image
+from lightning_featviz.render.purity_charts import class_purity_image, confusion_image, purity_depth_image
 
 MAX_DEFAULT_QUERIES = 10
 
