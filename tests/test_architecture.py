@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,3 +144,13 @@ def test_a_module_over_300_lines_says_why_at_its_top():
         if len(text.splitlines()) > 300 and "Over 300 lines" not in docstring:
             unexplained.append(f"{path.relative_to(PACKAGE)} ({len(text.splitlines())} lines)")
     assert not unexplained, unexplained
+
+
+def test_the_cli_and_the_post_hoc_analysis_load_without_the_demo():
+    code = (
+        "import sys, lightning_featviz.cli, lightning_featviz.posthoc; "
+        "print(sorted(m for m in sys.modules if m.startswith('lightning_featviz.demo')))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout
