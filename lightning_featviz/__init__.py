@@ -22,24 +22,24 @@ _MODULE_OF = {
     "reduce_output": "capture.layouts",
     "FeatureBank": "capture.bank",
     "FeatureVisualizer": "callback",
-    "figure_to_array": "render.plots",
+    "figure_to_array": "render.grids",
     "find_label_issues": "analysis.label_issues",
     "find_wrong_cluster": "analysis.wrong_cluster",
-    "image_folder": "demo.datasets",
+    "image_folder": "loading",
     "knn_purity": "analysis.knn",
     "knn_search": "analysis.knn",
     "knn_vote": "analysis.knn",
     "label_issue_table": "analysis.label_issues",
     "LabelIssues": "analysis.label_issues",
     "map_displacement": "analysis.embedding",
-    "map_figure": "render.map_plot",
-    "map_image": "render.map_plot",
-    "MapPanel": "render.map_plot",
+    "map_figure": "render.maps",
+    "map_image": "render.maps",
+    "MapPanel": "render.maps",
     "MapTracker": "analysis.embedding",
-    "neighbour_grid_figure": "render.plots",
-    "neighbour_grid_image": "render.plots",
+    "neighbour_grid_figure": "render.grids",
+    "neighbour_grid_image": "render.grids",
     "neighbour_stats": "analysis.knn",
-    "NeighbourGrid": "render.plots",
+    "NeighbourGrid": "render.grids",
     "neighbourhood_confusion": "analysis.wrong_cluster",
     "NeighbourStats": "analysis.knn",
     "pca_reduce": "analysis.embedding",
@@ -145,12 +145,13 @@ if TYPE_CHECKING:
     from lightning_featviz.capture.hooks import ActivationCapture, reduce_activation, resolve_layers
     from lightning_featviz.capture.inputs import input_kind, reduce_input
     from lightning_featviz.capture.layouts import Layout, LayoutError, reduce_output
-    from lightning_featviz.demo.datasets import ColouredDigits, image_folder
+    from lightning_featviz.demo.datasets import ColouredDigits
+    from lightning_featviz.loading import image_folder
     from lightning_featviz.outputs.projector import ProjectorEntry, write_projector
-    from lightning_featviz.render.map_plot import MapPanel, map_figure, map_image
-    from lightning_featviz.render.plots import (
+    from lightning_featviz.render.grids import (
         NeighbourGrid,
         figure_to_array,
         neighbour_grid_figure,
         neighbour_grid_image,
     )
+    from lightning_featviz.render.maps import MapPanel, map_figure, map_image

@@ -22,8 +22,8 @@ from lightning_featviz.analysis.label_issues import (
     neighbour_label_distribution,
     noise_matrix,
     score_label_issues,
-    write_label_issue_csv,
 )
+from lightning_featviz.report.tables import write_label_issue_csv
 
 
 class Recorder:

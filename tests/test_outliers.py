@@ -7,13 +7,12 @@ from lightning_featviz.analysis.label_issues import LabelIssues
 from lightning_featviz.analysis.wrong_cluster import (
     CSV_COLUMNS,
     find_wrong_cluster,
-    gallery_grid,
-    markdown_table,
     neighbourhood_confusion,
-    write_wrong_cluster_csv,
     wrong_cluster_table,
 )
 from lightning_featviz.capture.bank import BankData
+from lightning_featviz.report.figures import gallery_grid
+from lightning_featviz.report.tables import markdown_table, write_wrong_cluster_csv
 
 NAMES = ["hamburger", "caesar_salad", "sushi"]
 

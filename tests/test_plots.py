@@ -3,8 +3,7 @@ import torch
 
 from lightning_featviz.render.canvas import SUPTITLE_PX, class_colours, fit_text, font, title_height
 from lightning_featviz.render.chart import colours_of
-from lightning_featviz.render.map_plot import SIDE_2D, SIDE_3D, MapPanel, map_figure, map_image
-from lightning_featviz.render.plots import (
+from lightning_featviz.render.grids import (
     BORDER,
     CAPTION_PX,
     GAP,
@@ -15,12 +14,12 @@ from lightning_featviz.render.plots import (
     TITLE_PX,
     NeighbourGrid,
     _compose,
-    confusion_image,
     figure_to_array,
     neighbour_grid_figure,
     neighbour_grid_image,
-    purity_depth_image,
 )
+from lightning_featviz.render.maps import SIDE_2D, SIDE_3D, MapPanel, map_figure, map_image
+from lightning_featviz.render.purity_charts import confusion_image, purity_depth_image
 
 
 def _grid(q=2, k=3, t=8):
@@ -190,7 +189,7 @@ def test_names_key_lists_only_the_names_that_were_shortened_with_their_full_name
 
 def test_figures_with_shortened_class_names_draw_a_table_of_the_full_names_below():
     from lightning_featviz.render.canvas import KEY_PX
-    from lightning_featviz.render.plots import class_purity_image
+    from lightning_featviz.render.purity_charts import class_purity_image
 
     rng = np.random.default_rng(0)
     confusion = np.full((3, 3), 1 / 3)

@@ -11,8 +11,9 @@ from torch.utils.data import Subset
 
 from lightning_featviz import FeatureVisualizer
 from lightning_featviz.cli import main
-from lightning_featviz.demo.datasets import ColouredDigits, image_folder, save_image_folder
+from lightning_featviz.demo.datasets import ColouredDigits, save_image_folder
 from lightning_featviz.demo.model import ClassificationData, ImageClassifier
+from lightning_featviz.loading import image_folder
 from lightning_featviz.posthoc import analyse_checkpoint
 
 LAYERS = ["input", "layer4", "avgpool"]

@@ -6,6 +6,9 @@ dimensions only), on affinities from the project's exact kNN. Wide layers are re
 first. A map can start from an earlier one (warm start, a short and mild exaggeration), and
 :func:`align_map` rotates/reflects it onto the earlier map so successive epochs compare. Every
 stochastic step takes a seed; the global RNGs are never touched.
+
+Over 300 lines: t-SNE fitting, alignment, lifting and the :class:`MapTracker` that uses them; splitting
+the tracker by responsibility (cache, change detector, warm-start policy, aligner) is still to do.
 """
 
 from __future__ import annotations
@@ -184,7 +187,7 @@ def _sklearn_map(
         # Warm: scikit-learn's first phase is 250 iterations, mildly exaggerated or plain; then 100.
         early_exaggeration=12.0 if init is None else (WARM_EXAGGERATION if reorganise else 1.0),
         max_iter=1000 if init is None else 350,
-        method="barnes_hut" if n_components <= 3 else "exact",
+        method="barnes_hut",  # n_components is 2 or 3
         random_state=seed,
         n_jobs=n_jobs,
     )

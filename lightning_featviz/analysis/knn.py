@@ -2,6 +2,9 @@
 
 Shapes: Q queries, N reference vectors, D dimensions, k neighbours, C classes. Vectors are rows:
 ``queries`` is (Q, D) and ``reference`` is (N, D).
+
+Over 300 lines because the chunked search (torch and FAISS), its result cache and the purity statistics
+share the shape conventions above.
 """
 
 from __future__ import annotations

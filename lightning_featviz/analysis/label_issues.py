@@ -24,15 +24,16 @@ The score (see docs/label_issues.md):
    voted by the swapped labels, cannot tell.
 4. **Score** ``1 - r'[given label]``: high when neighbours and model together find the label unlikely.
    The suggested label is ``argmax r``: what neighbours and model say the image is.
+
+Over 300 lines because the score, the class-noise estimate and the categories in words are one method
+(docs/label_issues.md) with one notation.
 """
 
 from __future__ import annotations
 
-import csv
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -397,38 +398,3 @@ def label_issue_table(
 ) -> list[dict[str, object]]:
     """:func:`label_issue_rows` as a list."""
     return list(label_issue_rows(issues, indices, labels, class_names, paths))
-
-
-def write_label_issue_csv(path: str | Path, table: Iterable[dict[str, object]]) -> None:
-    """Write :func:`label_issue_rows` as CSV with a header."""
-    write_csv(path, CSV_COLUMNS, table)
-
-
-def write_csv(path: str | Path, columns: Sequence[str], table: Iterable[dict[str, object]]) -> None:
-    """Write ``table`` (dicts with ``columns`` keys) as CSV with a header, making its folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(table)
-
-
-#: Rows of the label-issue list shown in TensorBoard's text tab (the CSV file has them all).
-MARKDOWN_ROWS = 20
-
-
-def label_issue_markdown(top: Sequence[dict[str, object]], total: int) -> str:
-    """The ``top`` rows of :func:`label_issue_rows` as a Markdown table (TensorBoard's text tab), noting
-    the ``total`` rows of the CSV file."""
-    if not top:
-        return "No samples scored."
-    lines = markdown_rows(top, [c for c in CSV_COLUMNS if c != "path"])
-    lines.append(f"\n{total} samples in all in the CSV file, highest score first.")
-    return "\n".join(lines)
-
-
-def markdown_rows(table: Sequence[dict[str, object]], columns: Sequence[str]) -> list[str]:
-    """A Markdown table's lines: the header of ``columns``, then one line per row of ``table``."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return lines + ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in table]

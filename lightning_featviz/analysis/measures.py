@@ -1,9 +1,10 @@
 """One epoch's kNN analysis of a gathered bank (rank 0): whether the epoch means anything, then per
-layer the neighbour statistics and the scalars every rank logs."""
+layer the neighbour statistics and the scalars every rank logs; :class:`EpochResults` holds the outcome."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -144,3 +145,29 @@ def _all_finite(vectors: Tensor) -> bool:
     # Two reductions instead of an (N, D) mask or a float64 copy: amax/amin propagate NaN, and an
     # infinity is the largest or smallest value.
     return bool(vectors.amax().isfinite() & vectors.amin().isfinite()) if vectors.numel() else True
+
+
+@dataclass
+class EpochResults:
+    """One analysed epoch.
+
+    Attributes:
+        bank: the kept validation samples (the queries), N rows.
+        searched: what they were searched among: the bank itself (leave-one-out) or the
+            training reference.
+        stats: layer -> kNN results of the bank's rows against ``searched``.
+        class_names: name of each class id (C).
+        k: neighbours per sample.
+        epoch: the epoch the results belong to.
+    """
+
+    bank: BankData
+    searched: BankData
+    stats: dict[str, NeighbourStats]
+    class_names: list[str]
+    k: int
+    epoch: int
+
+    def neighbour_labels(self, layer: str) -> Tensor:
+        """(N, k) labels of each sample's neighbours in ``layer``."""
+        return self.searched.labels[self.stats[layer].indices]

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from lightning_featviz.analysis.knn import majority
-from lightning_featviz.analysis.label_issues import LabelIssues, markdown_rows, write_csv
 from lightning_featviz.capture.bank import BankData
-from lightning_featviz.render.plots import NeighbourGrid
 
 CSV_COLUMNS = (
     "rank",
@@ -109,15 +106,6 @@ def caption(flag_rank: int, found: WrongCluster, label: int, class_names: Sequen
     return f"{class_names[label]} in the {cluster} cluster: {int(found.count[flag_rank])} of {found.k} neighbours"
 
 
-def write_wrong_cluster_csv(path: str | Path, table: Sequence[dict[str, object]]) -> None:
-    """Write flagged samples (dicts with :data:`CSV_COLUMNS` keys) as CSV with a header."""
-    write_csv(path, CSV_COLUMNS, table)
-
-
-#: Rows of the wrong-cluster list shown as a table (TensorBoard's text tab, the static report); the CSV has all.
-MAX_TABLE_ROWS = 50
-
-
 def wrong_cluster_table(
     found: WrongCluster,
     bank: BankData,
@@ -148,54 +136,3 @@ def wrong_cluster_table(
             }
         )
     return table
-
-
-def gallery_grid(
-    found: WrongCluster,
-    bank: BankData,
-    searched: BankData,
-    neighbours: Tensor,
-    class_names: Sequence[str],
-    title: str,
-    max_rows: int = 8,
-    issues: LabelIssues | None = None,
-) -> NeighbourGrid:
-    """The top ``max_rows`` flagged samples, each captioned in words and followed by its neighbours.
-
-    ``neighbours`` (N, k) are rows of ``searched`` (the bank itself, or the training reference).
-    With ``issues`` (label-issue scores of the bank's N rows) the flagged samples are ranked by
-    their score, highest first, and each caption ends with the score and its category.
-    """
-    ranks = list(range(len(found)))
-    if issues is not None:
-        ranks.sort(key=lambda r: (-float(issues.scores[found.rows[r]]), r))
-    captions = []
-    for rank in ranks[:max_rows]:
-        row = int(found.rows[rank])
-        words = caption(rank, found, int(bank.labels[row]), class_names)
-        pred, confidence = int(bank.preds[row]), float(bank.confidences[row])
-        said = "" if pred < 0 else f"; model says {class_names[pred]}"
-        said += "" if pred < 0 or confidence != confidence else f" ({confidence:.0%})"
-        if issues is not None:
-            said += f"; label issue {float(issues.scores[row]):.2f}: {issues.words(row, class_names)}"
-        captions.append(f"#{int(bank.indices[row])}: {words}{said}")
-    rows = found.rows[torch.as_tensor(ranks[:max_rows], dtype=torch.long)]
-    return NeighbourGrid(
-        title=title,
-        query_images=bank.thumbnails[rows],
-        neighbour_images=searched.thumbnails[neighbours[rows]],
-        query_labels=bank.labels[rows],
-        neighbour_labels=searched.labels[neighbours[rows]],
-        class_names=class_names,
-        row_captions=captions,
-    )
-
-
-def markdown_table(table: Sequence[dict[str, object]], max_rows: int = MAX_TABLE_ROWS) -> str:
-    """The first ``max_rows`` rows as a Markdown table (TensorBoard's text tab renders it)."""
-    if not table:
-        return "No image sits in another class's cluster."
-    lines = markdown_rows(table[:max_rows], [c for c in CSV_COLUMNS if c != "k"])
-    if len(table) > max_rows:
-        lines.append(f"\n{len(table) - max_rows} more in the CSV file.")
-    return "\n".join(lines)

@@ -8,6 +8,9 @@ rest of ``max_samples`` goes to the lowest priorities overall (so classes keep t
 data). A :class:`FeatureBank` holds, batch by batch, only the rows that this choice can still take
 (about ``max_samples``, at most twice that), in buffers allocated once and grown geometrically; the
 choice itself is made by :func:`bank_from_columns` once every rank's rows are gathered.
+
+Over 300 lines because the stratified choice, the bounded store that applies it batch by batch and the
+gathered bank are one contract (which rows an epoch keeps) that changes as a whole.
 """
 
 from __future__ import annotations
@@ -115,13 +118,6 @@ def bank_bytes(
     thumbnails = 3 * thumbnail_size**2 if thumbnail_size else 0
     scalars = 8 + 8 + 8 + 4  # index, label, prediction (int64), confidence (float32)
     return num_samples * (vectors + thumbnails + scalars)
-
-
-def stored_bytes(bank: BankData) -> int:
-    """Bytes a finalised bank actually holds."""
-    tensors = [bank.indices, bank.labels, bank.preds, bank.confidences, bank.thumbnails, bank.probabilities]
-    tensors += list(bank.vectors.values())
-    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def sample_priorities(indices: Tensor, seed: int) -> Tensor:

@@ -3,6 +3,9 @@
 Layers are named by module path (``"layer3"``, ``"layer3.1.conv2"``), as in
 ``model.named_modules()``. The special name ``"input"`` is the batch itself (pixel space); it
 has no hook and is reduced with :func:`lightning_featviz.capture.inputs.reduce_input`.
+
+Over 300 lines because resolving layer names and the hook class that captures them share the errors that
+name real layers.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ else the last descendant with the same shape, else the producer of its input whe
 change, else a descendant whose output differs only along its feature axis (a concatenation, as in
 DenseNet's blocks). Where none of this decides, :class:`LayoutError` names the layer, its shape and
 the ``reduction`` entry that settles it.
+
+Over 300 lines because the layout rules of every module family (convolutions, ViT/DeiT tokens, Swin and
+ConvNeXt channels-last, RNNs, attention) are one decision table, read top to bottom.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ training samples (``reference="train"``). Works with Trainers of both Lightning 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -181,3 +181,16 @@ def capture_training_bank(
     finally:
         pl_module.train(was_training)
     return bank.finalize()
+
+
+def sample_paths(dataset: Any, indices: Sequence[int]) -> list[str] | None:
+    """File paths of the samples at ``indices``, when the dataset has them (an ImageFolder, possibly
+    inside ``Subset``s); otherwise None."""
+    positions = [int(i) for i in indices]
+    while isinstance(dataset, Subset):
+        positions = [int(dataset.indices[i]) for i in positions]
+        dataset = dataset.dataset
+    samples = getattr(dataset, "samples", None)
+    if not isinstance(samples, (list, tuple)) or not samples or not isinstance(samples[0], (list, tuple)):
+        return None
+    return [str(samples[i][0]) for i in positions]

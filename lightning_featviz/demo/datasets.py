@@ -5,15 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 NUM_VAL_DIGITS = 1000
 
 
@@ -83,23 +80,6 @@ class ColouredDigits(Dataset):
         return self.images[index], int(self.targets[index])
 
 
-def image_folder(
-    root: str | Path, image_size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-):
-    """A torchvision ``ImageFolder`` (``root/<class>/<image>``) resized, centre-cropped and normalised."""
-    from torchvision import datasets, transforms
-
-    transform = transforms.Compose(
-        [
-            transforms.Resize(image_size),
-            transforms.CenterCrop(image_size),
-            transforms.ToTensor(),
-            transforms.Normalize(mean, std),
-        ]
-    )
-    return datasets.ImageFolder(str(root), transform=transform)
-
-
 def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Split positions into (train, val), taking ``val_fraction`` of each class (at least one) for val."""
     generator = torch.Generator().manual_seed(seed)
@@ -113,19 +93,6 @@ def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> t
         val += members[:n_val]
         train += members[n_val:]
     return sorted(train), sorted(val)
-
-
-def sample_paths(dataset: Any, indices: Sequence[int]) -> list[str] | None:
-    """File paths of the samples at ``indices``, when the dataset has them (an ImageFolder, possibly
-    inside ``Subset``s); otherwise None."""
-    positions = [int(i) for i in indices]
-    while isinstance(dataset, Subset):
-        positions = [int(dataset.indices[i]) for i in positions]
-        dataset = dataset.dataset
-    samples = getattr(dataset, "samples", None)
-    if not isinstance(samples, (list, tuple)) or not samples or not isinstance(samples[0], (list, tuple)):
-        return None
-    return [str(samples[i][0]) for i in positions]
 
 
 def save_image_folder(dataset: Dataset, root: str | Path, classes: Sequence[str]) -> Path:

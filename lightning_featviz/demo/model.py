@@ -9,33 +9,15 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from lightning_featviz.demo.datasets import IMAGENET_MEAN, IMAGENET_STD, ColouredDigits, image_folder, stratified_split
+from lightning_featviz.demo.datasets import ColouredDigits, stratified_split
+from lightning_featviz.loading import IMAGENET_MEAN, IMAGENET_STD, build_model, image_folder
 
 #: ResNet layers from pixels to the pooled features; not `layer4`, which `avgpool` only averages: pooled
 #: to one vector per image (as the callback reduces conv maps) the two are identical.
 DEMO_LAYERS = ("input", "layer1", "layer2", "layer3", "avgpool")
-
-
-def build_model(arch: str, num_classes: int, weights: str | None = None) -> nn.Module:
-    """A torchvision classifier with its last layer sized for ``num_classes``.
-
-    ``weights`` is a torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; downloaded by
-    torchvision, so online only) or the path of a saved ``state_dict``; ``None`` is random init.
-    """
-    from torchvision import models
-
-    if weights is not None and Path(weights).is_file():
-        model = models.get_model(arch)
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    else:
-        model = models.get_model(arch, weights=weights)
-    head_name, head = next((n, m) for n, m in reversed(list(model.named_modules())) if isinstance(m, nn.Linear))
-    parent = model.get_submodule(head_name.rpartition(".")[0]) if "." in head_name else model
-    setattr(parent, head_name.rpartition(".")[2], nn.Linear(head.in_features, num_classes))
-    return model
 
 
 class ImageClassifier(pl.LightningModule):

@@ -4,5 +4,5 @@ Owns the epoch job handed to rank 0's reporter, the figures and tables of an epo
 that fits the maps and builds the :class:`~lightning_featviz.report.reporter.Report`, and the
 destination that writes a report to the sinks. No Lightning and no trainer state.
 
-May import: ``capture``, ``analysis``, ``render``, ``outputs``.
+May import: ``capture``, ``analysis``, ``render``, ``outputs``, ``dashboard`` (whose files it writes).
 """

@@ -7,57 +7,27 @@ writes what comes back. Figures are keyed by ``(kind, name)``; the caller turns 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_featviz.analysis.knn import NeighbourStats
 from lightning_featviz.analysis.label_issues import IN_SAMPLE_MODEL_WEIGHT, LabelIssues, Warn, find_label_issues
+from lightning_featviz.analysis.maps import LayerMaps
+from lightning_featviz.analysis.measures import EpochResults
 from lightning_featviz.analysis.wrong_cluster import (
     WrongCluster,
+    caption,
     find_wrong_cluster,
-    gallery_grid,
     neighbourhood_confusion,
 )
 from lightning_featviz.capture.bank import BankData
-from lightning_featviz.render.plots import (
-    NeighbourGrid,
-    class_purity_image,
-    confusion_image,
-    neighbour_grid_image,
-    purity_depth_image,
-)
+from lightning_featviz.render.grids import NeighbourGrid, neighbour_grid_image
+from lightning_featviz.render.maps import MapPanel, map_image
+from lightning_featviz.render.purity_charts import class_purity_image, confusion_image, purity_depth_image
 
 MAX_DEFAULT_QUERIES = 10
-
-
-@dataclass
-class EpochResults:
-    """One analysed epoch.
-
-    Attributes:
-        bank: the kept validation samples (the queries), N rows.
-        searched: what they were searched among: the bank itself (leave-one-out) or the
-            training reference.
-        stats: layer -> kNN results of the bank's rows against ``searched``.
-        class_names: name of each class id (C).
-        k: neighbours per sample.
-        epoch: the epoch the results belong to.
-    """
-
-    bank: BankData
-    searched: BankData
-    stats: dict[str, NeighbourStats]
-    class_names: list[str]
-    k: int
-    epoch: int
-
-    def neighbour_labels(self, layer: str) -> Tensor:
-        """(N, k) labels of each sample's neighbours in ``layer``."""
-        return self.searched.labels[self.stats[layer].indices]
 
 
 def query_rows(bank: BankData, query_indices: Sequence[int] | None) -> Tensor:
@@ -202,3 +172,85 @@ def depth_image(results: EpochResults, history: Sequence[Mapping[str, Any]]) -> 
             grid[layers.index(str(row["layer"])), epochs.index(int(row["epoch"]))] = float(row["knn_purity"])
     purity = [results.stats[layer].mean_purity for layer in layers]
     return purity_depth_image(layers, purity, grid, epochs, results.k, results.epoch)
+
+
+def map_images(
+    maps: dict[str, LayerMaps],
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    layer_purity: dict[str, float],
+    k: int,
+    epoch: int,
+    ringed: dict[str, np.ndarray] | None = None,
+) -> dict[tuple[str, str], np.ndarray]:
+    """The pictures of one epoch, (H, W, 3) uint8, keyed by (kind, name).
+
+    Per layer and dimension: ``("tsne_2d", layer)``, ``("tsne_3d", layer)``. With two or more
+    layers: ``("tsne_2d", "<first>_vs_<last>")`` and its 3-D twin, and the progression of every
+    layer in order ``("tsne_2d", "all_layers")``. ``ringed`` maps a layer to (N,) bool, the points
+    ringed on its 2-D maps.
+    """
+
+    def panel(layer: str, d: int) -> MapPanel:
+        title = f"{layer}: purity@{k} {layer_purity[layer]:.2f} (map {maps[layer].purity[d]:.2f})"
+        marked = (ringed or {}).get(layer) if d == 2 else None
+        return MapPanel(title, maps[layer].maps[d], labels, class_names, marked)
+
+    images: dict[tuple[str, str], np.ndarray] = {}
+    dims = sorted({d for layer_maps in maps.values() for d in layer_maps.maps})
+    for d in dims:
+        layers = [layer for layer in maps if d in maps[layer].maps]
+        kind = f"tsne_{d}d"
+        for layer in layers:
+            images[(kind, layer)] = map_image([panel(layer, d)], f"Epoch {epoch}: {d}-D t-SNE of {layer}")
+        if len(layers) >= 2:
+            first, last = layers[0], layers[-1]
+            images[(kind, f"{first}_vs_{last}")] = map_image(
+                [panel(first, d), panel(last, d)], f"Epoch {epoch}: {d}-D t-SNE, {first} vs {last}"
+            )
+        if d == 2 and len(layers) >= 2:
+            images[(kind, "all_layers")] = map_image(
+                [panel(layer, d) for layer in layers], f"Epoch {epoch}: every layer in network order", columns=4
+            )
+    return images
+
+
+def gallery_grid(
+    found: WrongCluster,
+    bank: BankData,
+    searched: BankData,
+    neighbours: Tensor,
+    class_names: Sequence[str],
+    title: str,
+    max_rows: int = 8,
+    issues: LabelIssues | None = None,
+) -> NeighbourGrid:
+    """The top ``max_rows`` flagged samples, each captioned in words and followed by its neighbours.
+
+    ``neighbours`` (N, k) are rows of ``searched`` (the bank itself, or the training reference).
+    With ``issues`` (label-issue scores of the bank's N rows) the flagged samples are ranked by
+    their score, highest first, and each caption ends with the score and its category.
+    """
+    ranks = list(range(len(found)))
+    if issues is not None:
+        ranks.sort(key=lambda r: (-float(issues.scores[found.rows[r]]), r))
+    captions = []
+    for rank in ranks[:max_rows]:
+        row = int(found.rows[rank])
+        words = caption(rank, found, int(bank.labels[row]), class_names)
+        pred, confidence = int(bank.preds[row]), float(bank.confidences[row])
+        said = "" if pred < 0 else f"; model says {class_names[pred]}"
+        said += "" if pred < 0 or confidence != confidence else f" ({confidence:.0%})"
+        if issues is not None:
+            said += f"; label issue {float(issues.scores[row]):.2f}: {issues.words(row, class_names)}"
+        captions.append(f"#{int(bank.indices[row])}: {words}{said}")
+    rows = found.rows[torch.as_tensor(ranks[:max_rows], dtype=torch.long)]
+    return NeighbourGrid(
+        title=title,
+        query_images=bank.thumbnails[rows],
+        neighbour_images=searched.thumbnails[neighbours[rows]],
+        query_labels=bank.labels[rows],
+        neighbour_labels=searched.labels[neighbours[rows]],
+        class_names=class_names,
+        row_captions=captions,
+    )

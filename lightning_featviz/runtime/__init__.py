@@ -3,5 +3,5 @@
 Owns the background thread, the child process that renders reports off the training process, and
 the uneven gathers and broadcasts across DDP ranks.
 
-May import: ``capture``, ``analysis``, ``render``, ``outputs``, ``report``.
+May import: ``capture``, ``analysis``, ``render``, ``outputs``, ``dashboard``, ``report``.
 """

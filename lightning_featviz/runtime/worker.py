@@ -3,8 +3,8 @@
 One thread runs jobs one at a time, in the order they were submitted, so an epoch's figures and
 files are written in epoch order. At most ``max_pending`` jobs wait: a further submit blocks
 until the oldest is done, so a slow report cannot pile up memory (each job holds an epoch's
-bank). An exception in a job is kept and raised again from the next :meth:`submit`, :meth:`check`
-or :meth:`drain` on the caller's thread.
+bank). An exception in a job is kept and raised again from the next :meth:`submit` or
+:meth:`drain` on the caller's thread.
 """
 
 from __future__ import annotations
@@ -36,12 +36,6 @@ class BackgroundWorker:
         if error is not None:
             raise error
 
-    def check(self) -> None:
-        """Collect finished jobs, raising the first exception one of them raised."""
-        error = self._collect(lambda: False)
-        if error is not None:
-            raise error
-
     def _collect(self, must_wait: Callable[[], bool]) -> BaseException | None:
         """Pop finished jobs (and, while ``must_wait()``, wait for the oldest); return the first error."""
         error = None
@@ -65,10 +59,6 @@ class BackgroundWorker:
             self._executor.shutdown(wait=True, cancel_futures=not wait)
             self._executor = None
         self._pending.clear()
-
-    @property
-    def busy(self) -> bool:
-        return any(not future.done() for future in self._pending)
 
     def __getstate__(self) -> dict[str, Any]:
         """A copy (pickling the callback, spawning processes) starts with no thread and no jobs."""

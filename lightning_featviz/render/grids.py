@@ -1,14 +1,14 @@
-"""Rendering: arrays in, figures and RGB images out. Nothing here computes statistics.
+"""Neighbour grids: each query image followed by its k nearest neighbours, marked same or other class.
 
 Every picture of an epoch is drawn with Pillow, in milliseconds where matplotlib took seconds:
-neighbour grids here, the confusion matrices and purity-by-depth chart from
-:mod:`lightning_featviz.render.chart`'s parts, t-SNE maps in :mod:`lightning_featviz.render.map_plot`. The
-``*_figure`` functions wrap a picture in a matplotlib figure for users who want one.
+neighbour grids here, the confusion matrices and purity charts in :mod:`lightning_featviz.render.purity_charts`,
+t-SNE maps in :mod:`lightning_featviz.render.maps`. The ``*_figure`` functions wrap a picture in a matplotlib
+figure for users who want one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,26 +19,12 @@ from torch import Tensor
 
 from lightning_featviz.render.canvas import (
     MAX_WIDTH,
-    class_colours,
     fit_text,
     font,
     image_figure,
-    rgb,
-    short_names,
     titled,
     type_px,
-    with_names_key,
     wrap_text,
-)
-from lightning_featviz.render.chart import (
-    HEADING_PX,
-    LABEL_PX,
-    bar_chart,
-    colour_bar,
-    colours_of,
-    headed,
-    heatmap,
-    side_by_side,
 )
 
 QUERY_COLOUR = (31, 119, 180)  # blue
@@ -161,100 +147,3 @@ def figure_to_array(fig: Figure) -> np.ndarray:
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
-def _legible(draw: Callable[[int, int], np.ndarray]) -> np.ndarray:
-    """A chart drawn by ``draw(label_px, heading_px)`` at the charts' own type sizes, then, where it
-    came out wide enough to shrink much on a TensorBoard card, again with type sized for the width
-    it comes out at (:func:`type_px`)."""
-    size, heading = LABEL_PX, HEADING_PX
-    image = draw(size, heading)
-    for _ in range(4):  # larger type widens the chart a little: until the type suits the width it makes
-        wanted = max(size, type_px(image.shape[1], LABEL_PX)), max(heading, type_px(image.shape[1], HEADING_PX))
-        if wanted == (size, heading):
-            break
-        size, heading = wanted
-        image = draw(size, heading)
-    return image
-
-
-def confusion_image(confusion: np.ndarray, class_names: Sequence[str], title: str) -> np.ndarray:
-    """A (C, C) neighbourhood confusion matrix (rows: true class, columns: neighbours' classes,
-    rows sum to 1) beside a bar chart of its diagonal, the per-class purity: an (H, W, 3) uint8 image."""
-    c, full = len(class_names), class_names
-    class_names = short_names(class_names)
-    pitch = int(np.clip(480 // max(c, 1), 12, 48))
-
-    def draw(size: int, heading: int) -> np.ndarray:
-        matrix = heatmap(
-            confusion,
-            class_names,
-            class_names,
-            "Blues",
-            (pitch, pitch),
-            "true class",
-            "class of the neighbours",
-            c <= 20,
-            size,
-        )
-        purity = np.diag(confusion)
-        bars = bar_chart(purity, class_names, rgb(class_colours(c)), pitch, "purity (same-class share)", size)
-        scale = colour_bar("Blues", c * pitch, "share of neighbours", size)
-        pictures = [headed(matrix, "", heading), headed(scale, "", heading), headed(bars, "per-class purity", heading)]
-        return side_by_side(pictures)
-
-    return titled(with_names_key(_legible(draw), full, class_names), title)
-
-
-def class_purity_image(purity: np.ndarray, class_names: Sequence[str], title: str, shown: int = 30) -> np.ndarray:
-    """Bars of the (C,) per-class purity (NaN: no sample of the class): every class when C <= ``shown``,
-    else the ``shown // 2`` lowest and the ``shown // 2`` highest, lowest first. An (H, W, 3) uint8 image."""
-    present = np.flatnonzero(np.isfinite(purity))
-    order = present[np.argsort(purity[present], kind="stable")]
-    if len(order) > shown:
-        order = np.concatenate([order[: shown // 2], order[-(shown // 2) :]])
-        heading = f"the {shown // 2} lowest and {shown // 2} highest of {len(present)} classes"
-    else:
-        order = np.arange(len(purity))
-        heading = f"all {len(purity)} classes"
-    colours = rgb(class_colours(len(class_names)))[order]
-    short = short_names(class_names)
-    names = [short[i] for i in order]
-
-    def draw(size: int, heading_px: int) -> np.ndarray:
-        bars = bar_chart(purity[order], names, colours, 24, "purity (same-class share)", size)
-        return side_by_side([headed(bars, heading, heading_px)])
-
-    return titled(with_names_key(_legible(draw), class_names, short, order.tolist()), title)
-
-
-def purity_depth_image(
-    layers: Sequence[str], purity: Sequence[float], history: np.ndarray, epochs: Sequence[int], k: int, epoch: int
-) -> np.ndarray:
-    """Purity@k of each layer this epoch, in network order, beside the (L, E) layer × epoch
-    ``history`` as a heatmap: an (H, W, 3) uint8 image."""
-    pitch = 36
-    cell_width = int(np.clip(480 // max(len(epochs), 1), 4, 48))
-
-    def draw(size: int, heading: int) -> np.ndarray:
-        bars = bar_chart(purity, layers, colours_of(np.asarray(purity), "viridis"), pitch, f"kNN purity@{k}", size)
-        across = heatmap(
-            history,
-            layers,
-            [str(e) for e in epochs],
-            "viridis",
-            (cell_width, pitch),
-            "",
-            "epoch",
-            cell_width >= 36,
-            size,
-        )
-        scale = colour_bar("viridis", len(layers) * pitch, f"purity@{k}", size)
-        pictures = [
-            headed(bars, f"Epoch {epoch}: purity by depth", heading),
-            headed(across, "purity across the run", heading),
-            headed(scale, "", heading),
-        ]
-        return side_by_side(pictures)
-
-    return _legible(draw)
