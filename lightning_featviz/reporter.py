@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from lightning_featviz.bank import BankData
+from lightning_featviz.dashboard.export import write_dashboard_epoch
 from lightning_featviz.embedding import MapTracker
 from lightning_featviz.knn import NeighbourStats
 from lightning_featviz.label_issues import LabelIssues, label_issue_markdown, label_issue_table, write_label_issue_csv
@@ -58,6 +59,7 @@ class ReportOptions:
     tsne_dims: list[int]
     log_projector: bool
     projector_every_n_epochs: int
+    dashboard: bool = True
 
 
 #: The confusion figure is drawn up to this many classes (a C × C matrix beyond is unreadable and huge).
@@ -253,6 +255,8 @@ class Reporter:
         report.flagged = {layer: results.bank.indices[found.rows].tolist() for layer, found in flagged.items()}
         if maps and options.log_projector and job.projector_dirs:
             self._write_projector(job.projector_dirs, results, maps, flagged, report)
+        if options.dashboard:  # the FEATVIZ tab's files: every layer, also those drawn as a twin
+            write_dashboard_epoch(self.log_dir or ".", job.results, maps, flagged, job.paths, job.step)
 
     def _without_twins(self, results: EpochResults, report: Report) -> EpochResults:
         """``results`` without the layers whose vectors equal a later layer's (drawn once, as the later one)."""
