@@ -8,6 +8,7 @@ reports them, so the routes are checked against the callback's own arrays.
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from torch.utils.data import Subset
 
 from lightning_featviz import FeatureVisualizer
 from lightning_featviz.dashboard.data import FOLDER, LayerEpoch, Samples, find_runs, read_epoch, write_epoch
+from lightning_featviz.dashboard.plugin import FeatvizPlugin
 from lightning_featviz.demo import ClassificationData
 from lightning_featviz.report import EpochResults
 
@@ -118,6 +120,18 @@ def test_one_layer_epoch_of_2000_samples_at_k_10_takes_under_1_mb(tmp_path):
     )
     size = (tmp_path / FOLDER / "epoch_0000.npz").stat().st_size
     assert size < 2**20, size
+
+
+def test_the_package_declares_the_plugin_entry_point_and_ships_its_static_files():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    module, name = config["project"]["entry-points"]["tensorboard_plugins"]["featviz"].split(":")
+    plugin = getattr(importlib.import_module(module), name)
+    assert plugin is FeatvizPlugin and plugin.plugin_name == "featviz"
+    shipped = {path for pattern in config["tool"]["setuptools"]["package-data"]["lightning_featviz"]
+               for path in (root / "lightning_featviz").glob(pattern)}  # fmt: skip
+    assert set((root / "lightning_featviz" / "dashboard" / "static").iterdir()) <= shipped
 
 
 def test_dashboard_must_be_a_bool():
