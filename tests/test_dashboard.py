@@ -134,6 +134,29 @@ def test_the_package_declares_the_plugin_entry_point_and_ships_its_static_files(
     assert set((root / "lightning_featviz" / "dashboard" / "static").iterdir()) <= shipped
 
 
+def test_an_epoch_written_while_the_plugin_serves_appears_at_the_next_request(tmp_path):
+    from tensorboard.plugins.base_plugin import TBContext
+    from werkzeug.test import Client
+
+    n, k = 30, 3
+    samples = Samples(np.arange(n), np.arange(n) % 3)
+    app = FeatvizPlugin(TBContext(logdir=str(tmp_path))).get_plugin_apps()["/run"]
+    for epoch in range(3):
+        write_epoch(
+            tmp_path / "run",
+            epoch,
+            epoch,
+            k,
+            ["a", "b", "c"],
+            samples,
+            np.zeros(n),
+            np.ones(n),
+            {"x": _layer(n, k, epoch)},
+        )
+        served = json.loads(Client(app).get("/run", query_string={"run": "run"}).get_data())
+        assert [e["epoch"] for e in served["epochs"]] == list(range(epoch + 1))
+
+
 def test_dashboard_must_be_a_bool():
     with pytest.raises(ValueError, match="Expected `dashboard` to be True or False, but got 'yes'"):
         FeatureVisualizer(["pool"], dashboard="yes")
@@ -211,6 +234,7 @@ def test_layer_route_gives_a_2d_map_of_every_sample_at_every_epoch(board, dashbo
         ("inspect", {"run": RUN, "epoch": "9", "row": "0"}, "Expected `epoch` to be one of [0, 1, 2]"),
         ("inspect", {"run": RUN, "epoch": "0", "row": "120"}, "Expected `row` to be a row in [0, 120)"),
         ("wrong", {"run": RUN, "epoch": "0", "layer": "fc"}, "Expected `layer` to be one of"),
+        ("samples", {"run": RUN, "key": "../index"}, "Expected `key` to name a sample set of this run"),
     ],
 )
 def test_a_bad_argument_answers_400_with_the_reason(board, route, params, message):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import time
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +24,8 @@ from lightning_featviz.dashboard.data import find_runs, read_epoch, read_index
 
 PLUGIN_NAME = "featviz"
 STATIC = Path(__file__).parent / "static"
+#: Seconds a search of the log dir for runs stays valid (a new run appears after at most this long).
+RUNS_TTL = 3.0
 STATIC_TYPES = {"index.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 
 
@@ -58,12 +62,13 @@ class FeatvizPlugin(base_plugin.TBPlugin):
 
     def __init__(self, context: base_plugin.TBContext):
         self.log_dir = Path(context.logdir or ".")
+        self._found: tuple[float, dict[str, Path]] | None = None
 
     def frontend_metadata(self) -> base_plugin.FrontendMetadata:
         return base_plugin.FrontendMetadata(es_module_path="/index.js", tab_name="FEATVIZ", disable_reload=True)
 
     def is_active(self) -> bool:
-        return bool(find_runs(self.log_dir))
+        return bool(self._runs())
 
     def get_plugin_apps(self) -> dict[str, Callable[..., Any]]:
         routes: dict[str, Callable[[Request], Any]] = {
@@ -99,9 +104,16 @@ class FeatvizPlugin(base_plugin.TBPlugin):
 
         return serve
 
+    def _runs(self) -> dict[str, Path]:
+        """The runs with dashboard files, looked up at most every ``RUNS_TTL`` seconds (a log dir can be large)."""
+        now = time.monotonic()
+        if self._found is None or now - self._found[0] > RUNS_TTL:
+            self._found = (now, find_runs(self.log_dir))
+        return self._found[1]
+
     def _folder(self, request: Request) -> Path:
         run = request.args.get("run")
-        runs = find_runs(self.log_dir)
+        runs = self._runs()
         if run not in runs:
             raise BadRequest(f"Expected `run` to be one of {sorted(runs)}, but got {run!r}.")
         return runs[run]
@@ -131,7 +143,7 @@ class FeatvizPlugin(base_plugin.TBPlugin):
     @staticmethod
     def _samples(folder: Path, key: str) -> dict[str, Any]:
         path = folder / f"samples_{key}.json"
-        if not path.exists():
+        if not re.fullmatch(r"[0-9a-f]{12}", key) or not path.exists():
             raise BadRequest(f"Expected `key` to name a sample set of this run, but got {key!r}.")
         described: dict[str, Any] = _json_file(str(path), path.stat().st_mtime_ns)
         return described
@@ -142,7 +154,7 @@ class FeatvizPlugin(base_plugin.TBPlugin):
         """Every run with dashboard files: its name and analysed epochs."""
         return [
             {"run": name, "epochs": [e["epoch"] for e in read_index(folder)["epochs"]]}
-            for name, folder in find_runs(self.log_dir).items()
+            for name, folder in self._runs().items()
         ]
 
     def run(self, request: Request) -> dict[str, Any]:
