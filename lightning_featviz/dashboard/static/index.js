@@ -487,7 +487,12 @@ function controls() {
     el('input', { id: 'epoch', type: 'range', min: '0', max: '0', step: '1', value: '0',
       oninput: (e) => setEpochPosition(Number(e.target.value)) }),
     el('span', { id: 'epoch-label' }, ''), play,
-    el('select', { id: 'compare', onchange: (e) => { state.compare = e.target.value; drawMaps(); } }));
+    el('select', { id: 'compare', onchange: (e) => { state.compare = e.target.value; drawMaps(); } }),
+    el('button', { id: 'refresh', title: 'read the epochs written since the tab opened', onclick: async () => {
+      state.runs = await getJSON('runs', {});
+      state.layerData = {};
+      await loadRun(state.run);
+    } }, '↻ new epochs'));
 }
 
 export async function render() {
