@@ -1,11 +1,13 @@
-"""Regenerate the FEATVIZ tab's screenshots in docs/images from two fresh short demo runs, as a person sees them.
+"""Regenerate the FEATVIZ tab's screenshots in docs/images from two short fresh runs, as a person sees them.
 
-    python docs/make_dashboard_screenshots.py [--logdir /tmp/featviz_dashboard_screens] [--epochs 4]
+    python docs/make_dashboard_screenshots.py [--logdir /tmp/featviz_dashboard_screens] [--epochs 3]
 
-Runs ``featviz demo`` twice (unless the log dir has the runs already): ResNet-18 from scratch on the built-in digits
-with Adam at its default learning rate 1e-3 (``adam_1e-3``) and ten times lower (``adam_1e-4``), 600 kept samples.
-Then starts TensorBoard on a loopback port with the FEATVIZ plugin and drives Debian's Chromium headless (as the
-browser tests do; see tests/browser.py), and saves, cropped and palette-compressed:
+Trains ResNet-18 from scratch on the built-in digits twice with the callback, as ``featviz demo`` does (unless the
+log dir has the runs already): ``full`` trains every layer, ``frozen`` keeps the stem, ``layer1`` and ``layer2`` at
+their random initialisation (a frozen backbone); 400 kept validation samples, k = 10, layers ``input``, ``layer1``,
+``layer2``, ``layer3``, ``avgpool`` (``layer4`` equals ``avgpool`` on 32 px images), 2-D maps only. Then starts
+TensorBoard on a loopback port with the FEATVIZ plugin and drives Debian's Chromium headless (as the browser tests
+do; see tests/browser.py), and saves, cropped and palette-compressed:
 
 - ``screen_dashboard.png``: the tab as it opens: the layer × epoch heatmap and the last layer's map, by class;
 - ``screen_dashboard_map.png``: the map coloured by wrong cluster, a hovered point's tooltip and a box selection;
@@ -18,20 +20,47 @@ from __future__ import annotations
 
 import argparse
 import io
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
+import torch
 from PIL import Image
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.data import Subset
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "docs" / "images"
 sys.path.insert(0, str(ROOT / "tests"))
 from browser import browser, tensorboard, wait_for  # noqa: E402
 
-RUNS = {"adam_1e-3": "0.001", "adam_1e-4": "0.0001"}
+
+def train(log_dir: Path, frozen: bool, epochs: int) -> None:
+    from lightning_featviz import FeatureVisualizer
+    from lightning_featviz.demo import ClassificationData, ImageClassifier
+
+    data = ClassificationData.digits()
+    data.val = Subset(data.val, range(400))
+    model = ImageClassifier(num_classes=10, arch="resnet18")
+    if frozen:
+        for name in ("conv1", "bn1", "layer1", "layer2"):
+            getattr(model.model, name).requires_grad_(False)
+    layers = {"input": "input", **{f"model.{name}": name for name in ("layer1", "layer2", "layer3", "avgpool")}}
+    visualizer = FeatureVisualizer(
+        layers, k=10, max_samples=400, tsne_dims=[2], log_projector=False, log_neighbour_grids=False, background=False
+    )
+    torch.manual_seed(0)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=TensorBoardLogger(log_dir, name="", version=""),
+        callbacks=[visualizer],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=data)
 
 
 def save(driver: Any, name: str, element: Any, pad: int = 8, width: int = 1100) -> None:
@@ -85,12 +114,11 @@ def point(driver: Any, row: int) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--logdir", type=Path, default=Path("/tmp/featviz_dashboard_screens"))
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
-    for name, lr in RUNS.items():
-        if not list((args.logdir / name).rglob("featviz_dashboard/index.json")):
-            command = ["featviz", "demo", "--epochs", str(args.epochs), "--max-samples", "600", "--lr", lr, "--quiet"]
-            subprocess.run([*command, "--logdir", str(args.logdir / name)], check=True)
+    for name in ("full", "frozen"):
+        if not (args.logdir / name / "featviz_dashboard" / "index.json").exists():
+            train(args.logdir / name, name == "frozen", args.epochs)
     from selenium.webdriver.common.action_chains import ActionChains
 
     with tensorboard(args.logdir, featviz_tab=True) as url, browser(1400, 1500) as driver:
@@ -104,7 +132,8 @@ def main() -> None:
         ).release().perform()
         time.sleep(1)
         flagged = driver.execute_script("return Array.from(document.querySelectorAll('#review tr[data-index]')).length")
-        row = int(driver.execute_script("return Number(document.querySelector('#review .thumb').dataset.row)"))
+        first = "const t = document.querySelector('#review .thumb'); return t ? Number(t.dataset.row) : 0"
+        row = int(driver.execute_script(first))  # the strongest flagged image, else the first sample
         ActionChains(driver).move_to_element_with_offset(canvas, *point(driver, row)).perform()
         time.sleep(1)
         save(driver, "screen_dashboard_map.png", driver.find_element("id", "map-section"))
