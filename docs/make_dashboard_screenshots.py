@@ -87,7 +87,7 @@ def save(driver: Any, name: str, element: Any, pad: int = 8, width: int = 1100) 
 def open_tab(driver: Any, url: str) -> None:
     driver.switch_to.default_content()
     driver.get("about:blank")
-    driver.get(f"{url}/#featviz")
+    driver.get(f"{url}/?featvizRun=full#featviz")  # the tab opens on this run
     driver.switch_to.frame(wait_for(lambda: driver.find_elements("css selector", "iframe"), "the FEATVIZ frame")[0])
     wait_for(lambda: driver.execute_script("return document.body.dataset.ready"), "the tab to draw")
 
@@ -121,7 +121,7 @@ def main() -> None:
             train(args.logdir / name, name == "frozen", args.epochs)
     from selenium.webdriver.common.action_chains import ActionChains
 
-    with tensorboard(args.logdir, featviz_tab=True) as url, browser(1400, 1500) as driver:
+    with tensorboard(args.logdir, featviz_tab=True) as url, browser(1400, 2800) as driver:
         open_tab(driver, url)
         save(driver, "screen_dashboard.png", driver.find_element("css selector", ".top"))
 
@@ -154,7 +154,7 @@ def main() -> None:
         open_tab(driver, url)
         other = driver.execute_script("return Array.from(document.getElementById('compare').options).at(-1).value")
         pick(driver, "compare", other)
-        save(driver, "screen_dashboard_compare.png", driver.find_element("css selector", ".maps"))
+        save(driver, "screen_dashboard_compare.png", driver.find_element("id", "map-section"))
 
 
 if __name__ == "__main__":
