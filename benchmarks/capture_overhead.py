@@ -24,7 +24,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_featviz import FeatureVisualizer
-from lightning_featviz.demo import DEMO_LAYERS, ClassificationData, ImageClassifier
+from lightning_featviz.demo.model import DEMO_LAYERS, ClassificationData, ImageClassifier
 
 
 class Stopwatch(pl.Callback):

@@ -26,7 +26,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_featviz import FeatureVisualizer
-from lightning_featviz.demo import DEMO_LAYERS, ClassificationData, ImageClassifier
+from lightning_featviz.demo.model import DEMO_LAYERS, ClassificationData, ImageClassifier
 
 
 def fit_seconds(epochs: int, background: bool | None) -> float:

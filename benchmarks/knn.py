@@ -22,7 +22,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from lightning_featviz.knn import knn_search
+from lightning_featviz.analysis.knn import knn_search
 
 K, D = 10, 512
 

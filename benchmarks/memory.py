@@ -32,8 +32,8 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_featviz import FeatureVisualizer
-from lightning_featviz.bank import bank_bytes, stored_bytes
-from lightning_featviz.demo import DEMO_LAYERS, ClassificationData, ImageClassifier
+from lightning_featviz.capture.bank import bank_bytes, stored_bytes
+from lightning_featviz.demo.model import DEMO_LAYERS, ClassificationData, ImageClassifier
 
 
 def current_rss_mib(pid: int | str = "self") -> float:

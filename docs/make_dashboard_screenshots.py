@@ -39,7 +39,7 @@ from browser import browser, tensorboard, wait_for  # noqa: E402
 
 def train(log_dir: Path, frozen: bool, epochs: int) -> None:
     from lightning_featviz import FeatureVisualizer
-    from lightning_featviz.demo import ClassificationData, ImageClassifier
+    from lightning_featviz.demo.model import ClassificationData, ImageClassifier
 
     data = ClassificationData.digits()
     data.val = Subset(data.val, range(400))

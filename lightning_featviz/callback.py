@@ -19,9 +19,11 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
-from lightning_featviz.analysis import degenerate, epoch_metrics, layer_stats, purity_ceiling
+from lightning_featviz.analysis.embedding import Backend, MapTracker
+from lightning_featviz.analysis.knn import Metric, NeighbourStats, ResultCache
+from lightning_featviz.analysis.measures import degenerate, epoch_metrics, layer_stats, purity_ceiling
 from lightning_featviz.arguments import check_arguments
-from lightning_featviz.bank import (
+from lightning_featviz.capture.bank import (
     BankData,
     Choice,
     FeatureBank,
@@ -29,14 +31,15 @@ from lightning_featviz.bank import (
     bank_from_columns,
     to_thumbnails,
 )
-from lightning_featviz.batches import (
+from lightning_featviz.capture.batches import (
     predictions_from,
     probabilities_of,
     read_batch,
     scores_of,
     unknown_predictions,
 )
-from lightning_featviz.capture import (
+from lightning_featviz.capture.default_layers import default_layers
+from lightning_featviz.capture.hooks import (
     INPUT_LAYER,
     ActivationCapture,
     Reduction,
@@ -44,18 +47,15 @@ from lightning_featviz.capture import (
     resolve_reductions,
     short_display_names,
 )
-from lightning_featviz.datasets import sample_paths
-from lightning_featviz.default_layers import default_layers
-from lightning_featviz.distributed import all_objects, broadcast_object, gather_columns
-from lightning_featviz.embedding import Backend, MapTracker
-from lightning_featviz.inputs import InputKind, as_images, check_input_kind, input_kind, input_width, reduce_input
-from lightning_featviz.knn import Metric, NeighbourStats, ResultCache
-from lightning_featviz.render_process import RenderProcess, can_render_in_a_process
-from lightning_featviz.report import EpochResults
-from lightning_featviz.reporter import Destination, EpochJob, Report, Reporter, ReportOptions
-from lightning_featviz.reporter import tag as make_tag
-from lightning_featviz.sinks import FileSink, Sink, TensorBoardSink, tensorboard_writers
-from lightning_featviz.trainer_data import (
+from lightning_featviz.capture.inputs import (
+    InputKind,
+    as_images,
+    check_input_kind,
+    input_kind,
+    input_width,
+    reduce_input,
+)
+from lightning_featviz.capture.trainer_data import (
     allows_empty_ranks,
     capture_training_bank,
     known_class_names,
@@ -66,7 +66,14 @@ from lightning_featviz.trainer_data import (
     training_loader,
     validation_loader,
 )
-from lightning_featviz.worker import BackgroundWorker
+from lightning_featviz.demo.datasets import sample_paths
+from lightning_featviz.outputs.sinks import FileSink, Sink, TensorBoardSink, tensorboard_writers
+from lightning_featviz.report.figures import EpochResults
+from lightning_featviz.report.reporter import Destination, EpochJob, Report, Reporter, ReportOptions
+from lightning_featviz.report.reporter import tag as make_tag
+from lightning_featviz.runtime.distributed import all_objects, broadcast_object, gather_columns
+from lightning_featviz.runtime.render_process import RenderProcess, can_render_in_a_process
+from lightning_featviz.runtime.worker import BackgroundWorker
 
 
 def _callback_bases() -> tuple[type, ...]:
@@ -116,7 +123,7 @@ class FeatureVisualizer(_Callback):
         pool_size: output side of the ``"adaptive"`` reduction.
         input_size: the input layer is area-downsampled to ``input_size`` per side before flattening
             (images; sequences are resampled to ``input_size`` steps, token ids counted in ``input_size**2``
-            buckets: see :mod:`lightning_featviz.inputs`).
+            buckets: see :mod:`lightning_featviz.capture.inputs`).
         input_kind: what the model's inputs are: ``"image"`` (B, C, H, W), ``"sequence"`` (B, T, F),
             ``"vector"`` (B, F) or ``"tokens"`` (integer (B, T)); default (None) told from the first batch
             (a float (B, H, W) batch is a grey image when the model has 2-D convolutions). Only images

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightning_featviz.demo import DEMO_LAYERS
+from lightning_featviz.demo.model import DEMO_LAYERS
 
 
 def purity_table(history: Sequence[dict], layers: Sequence[str]) -> str:
@@ -30,7 +30,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from pytorch_lightning.loggers import TensorBoardLogger
 
     from lightning_featviz import FeatureVisualizer
-    from lightning_featviz.demo import ClassificationData, ImageClassifier
+    from lightning_featviz.demo.model import ClassificationData, ImageClassifier
 
     pl.seed_everything(args.seed, verbose=False)
     if args.data:
@@ -76,7 +76,7 @@ def run_demo(args: argparse.Namespace) -> int:
     data_option = f" --data {args.data}" if args.data else " --no-normalize --data <an ImageFolder of digits>"
     print(
         "Analyse the trained model again later, on any data:\n  featviz analyse --module "
-        f"lightning_featviz.demo.ImageClassifier --checkpoint {checkpoint.last_model_path} --image-size {size}"
+        f"lightning_featviz.demo.model.ImageClassifier --checkpoint {checkpoint.last_model_path} --image-size {size}"
         f"{data_option}"
     )
     return 0
@@ -115,7 +115,7 @@ def list_layers(args: argparse.Namespace) -> int:
 
     import torch
 
-    from lightning_featviz.default_layers import default_layers, describe_candidates
+    from lightning_featviz.capture.default_layers import default_layers, describe_candidates
 
     if args.module is not None:
         module_name, _, class_name = args.module.rpartition(".")

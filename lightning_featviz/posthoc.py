@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_featviz.callback import FeatureVisualizer
-from lightning_featviz.datasets import IMAGENET_MEAN, IMAGENET_STD, image_folder
+from lightning_featviz.demo.datasets import IMAGENET_MEAN, IMAGENET_STD, image_folder
 
 
 @dataclass
@@ -63,7 +63,7 @@ def load_classifier(arch: str, checkpoint: str | Path, num_classes: int) -> nn.M
     ``checkpoint`` is a saved ``state_dict`` or a Lightning checkpoint whose module holds the
     network under one attribute (``self.model``, say): the prefix is found and stripped.
     """
-    from lightning_featviz.demo import build_model
+    from lightning_featviz.demo.model import build_model
 
     model = build_model(arch, num_classes)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)

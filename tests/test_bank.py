@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lightning_featviz.bank import (
+from lightning_featviz.capture.bank import (
     Choice,
     FeatureBank,
     bank_bytes,

@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_featviz.capture import ActivationCapture, reduce_activation, resolve_layers
-from lightning_featviz.inputs import reduce_input
+from lightning_featviz.capture.hooks import ActivationCapture, reduce_activation, resolve_layers
+from lightning_featviz.capture.inputs import reduce_input
 
 
 class InPlaceNet(nn.Module):

@@ -27,8 +27,8 @@ from torch.utils.data import Subset
 from lightning_featviz import FeatureVisualizer
 from lightning_featviz.dashboard.data import FOLDER, LayerEpoch, Samples, find_runs, read_epoch, write_epoch
 from lightning_featviz.dashboard.plugin import FeatvizPlugin
-from lightning_featviz.demo import ClassificationData
-from lightning_featviz.report import EpochResults
+from lightning_featviz.demo.model import ClassificationData
+from lightning_featviz.report.figures import EpochResults
 
 LAYERS = ["input", "conv2", "pool"]
 RUN = "lightning_logs/version_0"

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightning_featviz import FeatureVisualizer
-from lightning_featviz.demo import ClassificationData
+from lightning_featviz.demo.model import ClassificationData
 
 LAYERS = ["input", "conv2", "pool"]
 
@@ -35,7 +35,7 @@ def _render_in_this_process(monkeypatch):
 
 @pytest.mark.parametrize("background", [False, True])
 def test_a_plotting_failure_warns_once_and_training_and_scalars_go_on(tmp_path, small_data, monkeypatch, background):
-    monkeypatch.setattr("lightning_featviz.reporter.encode_png", _broken_pictures)
+    monkeypatch.setattr("lightning_featviz.report.reporter.encode_png", _broken_pictures)
     _render_in_this_process(monkeypatch)
     visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=60, tsne_every_n_epochs=None, background=background)
     trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
@@ -49,7 +49,7 @@ def test_a_plotting_failure_warns_once_and_training_and_scalars_go_on(tmp_path, 
 
 @pytest.mark.parametrize("background", [False, True])
 def test_strict_mode_raises_the_failure_and_cleans_up(tmp_path, small_data, monkeypatch, background):
-    monkeypatch.setattr("lightning_featviz.reporter.encode_png", _broken_pictures)
+    monkeypatch.setattr("lightning_featviz.report.reporter.encode_png", _broken_pictures)
     _render_in_this_process(monkeypatch)
     visualizer = FeatureVisualizer(
         LAYERS, k=5, max_samples=60, tsne_every_n_epochs=None, background=background, strict=True

@@ -4,7 +4,7 @@ import pytest
 import torch
 from sklearn.neighbors import NearestNeighbors
 
-from lightning_featviz.knn import (
+from lightning_featviz.analysis.knn import (
     ResultCache,
     ambiguous_share,
     knn_purity,

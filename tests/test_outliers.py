@@ -3,9 +3,8 @@ import csv
 import pytest
 import torch
 
-from lightning_featviz.bank import BankData
-from lightning_featviz.label_issues import LabelIssues
-from lightning_featviz.outliers import (
+from lightning_featviz.analysis.label_issues import LabelIssues
+from lightning_featviz.analysis.wrong_cluster import (
     CSV_COLUMNS,
     find_wrong_cluster,
     gallery_grid,
@@ -14,6 +13,7 @@ from lightning_featviz.outliers import (
     write_wrong_cluster_csv,
     wrong_cluster_table,
 )
+from lightning_featviz.capture.bank import BankData
 
 NAMES = ["hamburger", "caesar_salad", "sushi"]
 

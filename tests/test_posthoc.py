@@ -14,8 +14,8 @@ from torch.utils.data import Subset
 from lightning_featviz import FeatureVisualizer
 from lightning_featviz.cli import main
 from lightning_featviz.dashboard.data import find_runs, read_index
-from lightning_featviz.datasets import ColouredDigits, image_folder, save_image_folder
-from lightning_featviz.demo import ClassificationData, ImageClassifier
+from lightning_featviz.demo.datasets import ColouredDigits, image_folder, save_image_folder
+from lightning_featviz.demo.model import ClassificationData, ImageClassifier
 from lightning_featviz.posthoc import analyse_checkpoint
 
 LAYERS = ["input", "layer4", "avgpool"]
@@ -54,7 +54,9 @@ def trained(tmp_path_factory):
     return {"--arch": (checkpoint.best_model_path, folder), "--module": (root / "pretrained.ckpt", root / "tree")}
 
 
-@pytest.mark.parametrize("model", [["--arch", "resnet18"], ["--module", "lightning_featviz.demo.ImageClassifier"]])
+@pytest.mark.parametrize(
+    "model", [["--arch", "resnet18"], ["--module", "lightning_featviz.demo.model.ImageClassifier"]]
+)
 def test_the_analyse_command_writes_a_tensorboard_log_dir_and_an_html_report(tmp_path, trained, model, capsys):
     checkpoint, folder = trained[model[0]]  # --module: a train/val tree, whose val folder is analysed
     out = tmp_path / "analysis"
@@ -105,6 +107,6 @@ def test_analyse_needs_exactly_one_way_to_build_the_model(trained):
 
 def test_analyse_checkpoint_needs_exactly_one_of_arch_and_module(trained, tmp_path):
     checkpoint, folder = trained["--arch"]
-    for arch, module in [(None, None), ("resnet18", "lightning_featviz.demo.ImageClassifier")]:
+    for arch, module in [(None, None), ("resnet18", "lightning_featviz.demo.model.ImageClassifier")]:
         with pytest.raises(ValueError, match="exactly one of `arch` and `module`"):
             analyse_checkpoint(checkpoint, folder, tmp_path, arch=arch, module=module)

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from lightning_featviz.worker import BackgroundWorker
+from lightning_featviz.runtime.worker import BackgroundWorker
 
 
 def test_jobs_run_in_order_on_another_thread_and_drain_waits_for_all():

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from lightning_featviz.bank import BankData
+from lightning_featviz.analysis.maps import LayerMaps
+from lightning_featviz.analysis.wrong_cluster import WrongCluster
+from lightning_featviz.capture.bank import BankData
 from lightning_featviz.dashboard.data import LayerEpoch, Samples, write_epoch
-from lightning_featviz.maps import LayerMaps
-from lightning_featviz.outliers import WrongCluster
-from lightning_featviz.report import EpochResults
+from lightning_featviz.report.figures import EpochResults
 
 
 def samples_of(bank: BankData, paths: list[str] | None = None) -> Samples:

@@ -1,4 +1,4 @@
-"""A static HTML page over what a :class:`~lightning_featviz.sinks.FileSink` wrote: open it without TensorBoard.
+"""A static HTML page over what a :class:`~lightning_featviz.outputs.sinks.FileSink` wrote: open it without TensorBoard.
 
 The page opens with a table of contents, then the kNN purity and accuracy of every layer per epoch
 (the rest of the scalars folded away), then the latest image of every figure — grouped by kind, in

@@ -2,7 +2,7 @@
 
 Layers are named by module path (``"layer3"``, ``"layer3.1.conv2"``), as in
 ``model.named_modules()``. The special name ``"input"`` is the batch itself (pixel space); it
-has no hook and is reduced with :func:`lightning_featviz.inputs.reduce_input`.
+has no hook and is reduced with :func:`lightning_featviz.capture.inputs.reduce_input`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_featviz.layouts import (
+from lightning_featviz.capture.layouts import (
     MAP_REDUCTIONS,
     SEQUENCE_REDUCTIONS,
     LayerReduction,
@@ -29,7 +29,7 @@ from lightning_featviz.layouts import (
     reduce_map,
     reduce_output,
 )
-from lightning_featviz.trace import ForwardTrace, TraceEntry
+from lightning_featviz.capture.trace import ForwardTrace, TraceEntry
 
 INPUT_LAYER = "input"
 Reduction = Literal["avg", "flatten", "adaptive"]
@@ -96,7 +96,7 @@ def reduce_activation(activation: Tensor, reduction: Reduction = "avg", pool_siz
     average-pools the spatial dimensions to ``pool_size`` per side (D = C * pool_size**ndim),
     ``"flatten"`` keeps everything (D = C * prod(spatial)). (B, C) inputs are returned as they are.
     Only for conv maps: :class:`ActivationCapture` decides each layer's layout first (see
-    :mod:`lightning_featviz.layouts`).
+    :mod:`lightning_featviz.capture.layouts`).
     """
     return reduce_map(activation, reduction, pool_size)
 
@@ -150,7 +150,7 @@ class ActivationCapture:
     """Forward hooks that keep, per named layer, the (B, D) vectors of the latest forward.
 
     Each layer's output layout (conv map, channels-last map, token or time sequence, tuple, vector) is
-    decided at its first call from what the module is (see :mod:`lightning_featviz.layouts`), then
+    decided at its first call from what the module is (see :mod:`lightning_featviz.capture.layouts`), then
     reduced: conv maps as ``reduction`` says, sequences to their class token (where the model has one)
     or their mean. ``reduction`` may also map layer paths to ``"avg"``, ``"adaptive"``, ``"flatten"``,
     ``"mean"``, ``"cls"``, ``"last"``, or a callable ``output -> (B, D)`` that gets the module's output

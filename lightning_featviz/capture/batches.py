@@ -19,7 +19,7 @@ EXTRACTOR_HINT = (
 
 class Batch(NamedTuple):
     """inputs: (B, ...) what the model sees (images (B, C, H, W), sequences, vectors or token ids, see
-    :mod:`lightning_featviz.inputs`); labels: (B,) int64; indices: (B,) dataset indices, or None if unknown."""
+    :mod:`lightning_featviz.capture.inputs`); labels: (B,) int64; indices: (B,) dataset indices, or None if unknown."""
 
     inputs: Tensor
     labels: Tensor

@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from lightning_featviz.knn import Metric, knn_search
+from lightning_featviz.analysis.knn import Metric, knn_search
 
 #: Columns of the relabelling CSV, in order.
 CSV_COLUMNS = (
@@ -360,6 +360,34 @@ def find_label_issues(
     return issues
 
 
+def label_issue_rows(
+    issues: LabelIssues,
+    indices: Tensor,
+    labels: Tensor,
+    class_names: Sequence[str],
+    paths: Sequence[str] | None = None,
+) -> Iterator[dict[str, object]]:
+    """Every sample as a row with the :data:`CSV_COLUMNS` keys, highest score first, one at a time (a
+    CSV of 20,000 rows is written without holding them all).
+
+    ``indices`` (N,) are the samples' dataset indices, ``labels`` (N,) their given labels, ``paths``
+    (N,) their files where the dataset has them.
+    """
+    for rank, row in enumerate(issues.order().tolist()):
+        probability = float(issues.model_probability[row])
+        yield {
+            "rank": rank + 1,
+            "index": int(indices[row]),
+            "path": paths[row] if paths is not None else "",
+            "given_label": class_names[int(labels[row])],
+            "suggested_label": class_names[int(issues.suggested[row])],
+            "score": round(float(issues.scores[row]), 4),
+            "category": issues.words(row, class_names),
+            "neighbour_share": round(float(issues.neighbour_share[row]), 4),
+            "model_probability": "" if math.isnan(probability) else round(probability, 4),
+        }
+
+
 def label_issue_table(
     issues: LabelIssues,
     indices: Tensor,
@@ -367,36 +395,16 @@ def label_issue_table(
     class_names: Sequence[str],
     paths: Sequence[str] | None = None,
 ) -> list[dict[str, object]]:
-    """Every sample as a row with the :data:`CSV_COLUMNS` keys, highest score first.
-
-    ``indices`` (N,) are the samples' dataset indices, ``labels`` (N,) their given labels, ``paths``
-    (N,) their files where the dataset has them.
-    """
-    table = []
-    for rank, row in enumerate(issues.order().tolist()):
-        probability = float(issues.model_probability[row])
-        table.append(
-            {
-                "rank": rank + 1,
-                "index": int(indices[row]),
-                "path": paths[row] if paths is not None else "",
-                "given_label": class_names[int(labels[row])],
-                "suggested_label": class_names[int(issues.suggested[row])],
-                "score": round(float(issues.scores[row]), 4),
-                "category": issues.words(row, class_names),
-                "neighbour_share": round(float(issues.neighbour_share[row]), 4),
-                "model_probability": "" if math.isnan(probability) else round(probability, 4),
-            }
-        )
-    return table
+    """:func:`label_issue_rows` as a list."""
+    return list(label_issue_rows(issues, indices, labels, class_names, paths))
 
 
-def write_label_issue_csv(path: str | Path, table: Sequence[dict[str, object]]) -> None:
-    """Write :func:`label_issue_table` rows as CSV with a header."""
+def write_label_issue_csv(path: str | Path, table: Iterable[dict[str, object]]) -> None:
+    """Write :func:`label_issue_rows` as CSV with a header."""
     write_csv(path, CSV_COLUMNS, table)
 
 
-def write_csv(path: str | Path, columns: Sequence[str], table: Sequence[dict[str, object]]) -> None:
+def write_csv(path: str | Path, columns: Sequence[str], table: Iterable[dict[str, object]]) -> None:
     """Write ``table`` (dicts with ``columns`` keys) as CSV with a header, making its folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -406,12 +414,17 @@ def write_csv(path: str | Path, columns: Sequence[str], table: Sequence[dict[str
         writer.writerows(table)
 
 
-def label_issue_markdown(table: Sequence[dict[str, object]], max_rows: int = 20) -> str:
-    """The top ``max_rows`` rows of :func:`label_issue_table` as a Markdown table (TensorBoard's text tab)."""
-    if not table:
+#: Rows of the label-issue list shown in TensorBoard's text tab (the CSV file has them all).
+MARKDOWN_ROWS = 20
+
+
+def label_issue_markdown(top: Sequence[dict[str, object]], total: int) -> str:
+    """The ``top`` rows of :func:`label_issue_rows` as a Markdown table (TensorBoard's text tab), noting
+    the ``total`` rows of the CSV file."""
+    if not top:
         return "No samples scored."
-    lines = markdown_rows(table[:max_rows], [c for c in CSV_COLUMNS if c != "path"])
-    lines.append(f"\n{len(table)} samples in all in the CSV file, highest score first.")
+    lines = markdown_rows(top, [c for c in CSV_COLUMNS if c != "path"])
+    lines.append(f"\n{total} samples in all in the CSV file, highest score first.")
     return "\n".join(lines)
 
 

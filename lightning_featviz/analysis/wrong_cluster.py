@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lightning_featviz.bank import BankData
-from lightning_featviz.knn import majority
-from lightning_featviz.label_issues import LabelIssues, markdown_rows, write_csv
-from lightning_featviz.plots import NeighbourGrid
+from lightning_featviz.analysis.knn import majority
+from lightning_featviz.analysis.label_issues import LabelIssues, markdown_rows, write_csv
+from lightning_featviz.capture.bank import BankData
+from lightning_featviz.render.plots import NeighbourGrid
 
 CSV_COLUMNS = (
     "rank",

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from lightning_featviz.html_report import THUMBNAILS, write_html_report
+from lightning_featviz.outputs.html_report import THUMBNAILS, write_html_report
 
 PNG_LEVEL = 3  # zlib level: a quarter of the time of Pillow's default (6), for about 10 % more bytes
 

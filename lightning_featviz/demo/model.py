@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from lightning_featviz.datasets import IMAGENET_MEAN, IMAGENET_STD, ColouredDigits, image_folder, stratified_split
+from lightning_featviz.demo.datasets import IMAGENET_MEAN, IMAGENET_STD, ColouredDigits, image_folder, stratified_split
 
 #: ResNet layers from pixels to the pooled features; not `layer4`, which `avgpool` only averages: pooled
 #: to one vector per image (as the callback reduces conv maps) the two are identical.

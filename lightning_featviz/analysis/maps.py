@@ -1,6 +1,6 @@
 """One epoch's t-SNE work for every layer: maps, their quality, figures and projector entries.
 
-Plain functions over a :class:`~lightning_featviz.bank.BankData` and the kNN results; the
+Plain functions over a :class:`~lightning_featviz.capture.bank.BankData` and the kNN results; the
 callback only decides when to call them and where the results go.
 """
 
@@ -13,11 +13,11 @@ from functools import partial
 import numpy as np
 import torch
 
-from lightning_featviz.bank import BankData
-from lightning_featviz.embedding import MapTracker, map_displacement, trustworthiness
-from lightning_featviz.knn import NeighbourStats, knn_purity, knn_search
-from lightning_featviz.map_plot import MapPanel, map_image
-from lightning_featviz.projector import ProjectorEntry
+from lightning_featviz.analysis.embedding import MapTracker, map_displacement, trustworthiness
+from lightning_featviz.analysis.knn import NeighbourStats, knn_purity, knn_search
+from lightning_featviz.capture.bank import BankData
+from lightning_featviz.outputs.projector import ProjectorEntry
+from lightning_featviz.render.map_plot import MapPanel, map_image
 
 
 @dataclass
@@ -42,7 +42,7 @@ def fit_layer_maps(tracker: MapTracker, layer: str, bank: BankData, dims: Sequen
     """Fit (warm-started, aligned) maps of ``layer`` in each of ``dims`` and measure them.
 
     Raises:
-        ValueError: from :func:`~lightning_featviz.embedding.tsne_map` (too few points, constant
+        ValueError: from :func:`~lightning_featviz.analysis.embedding.tsne_map` (too few points, constant
             or non-finite vectors).
     """
     vectors = bank.vectors[layer].float()

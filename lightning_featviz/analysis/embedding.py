@@ -21,7 +21,7 @@ import torch
 from numpy.typing import NDArray
 from scipy.linalg import orthogonal_procrustes
 
-from lightning_featviz.knn import ResultCache, knn_search
+from lightning_featviz.analysis.knn import ResultCache, knn_search
 
 Backend = Literal["opentsne", "sklearn"]
 T = TypeVar("T")

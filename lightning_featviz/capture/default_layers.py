@@ -23,14 +23,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_featviz.layouts import (
+from lightning_featviz.capture.layouts import (
     POOLING,
     Layout,
     LayoutError,
     LayoutResolver,
     reduce_output,
 )
-from lightning_featviz.trace import ForwardTrace, TraceEntry, first_tensor
+from lightning_featviz.capture.trace import ForwardTrace, TraceEntry, first_tensor
 
 INPUT_LAYER = "input"
 

@@ -6,7 +6,7 @@ writes what comes back. Figures are keyed by ``(kind, name)``; the caller turns 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,16 +14,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_featviz.bank import BankData
-from lightning_featviz.knn import NeighbourStats
-from lightning_featviz.label_issues import IN_SAMPLE_MODEL_WEIGHT, LabelIssues, Warn, find_label_issues
-from lightning_featviz.outliers import (
+from lightning_featviz.analysis.knn import NeighbourStats
+from lightning_featviz.analysis.label_issues import IN_SAMPLE_MODEL_WEIGHT, LabelIssues, Warn, find_label_issues
+from lightning_featviz.analysis.wrong_cluster import (
     WrongCluster,
     find_wrong_cluster,
     gallery_grid,
     neighbourhood_confusion,
 )
-from lightning_featviz.plots import (
+from lightning_featviz.capture.bank import BankData
+from lightning_featviz.render.plots import (
     NeighbourGrid,
     class_purity_image,
     confusion_image,
@@ -71,8 +71,9 @@ def query_rows(bank: BankData, query_indices: Sequence[int] | None) -> Tensor:
     return torch.stack([torch.nonzero(bank.labels == c)[0, 0] for c in classes])
 
 
-def neighbour_grid_images(results: EpochResults, rows: Tensor) -> dict[tuple[str, str], np.ndarray]:
-    """(H, W, 3) uint8 images: per layer ``("neighbours", layer)``, and the first and last layer side by side."""
+def neighbour_grid_images(results: EpochResults, rows: Tensor) -> Iterator[tuple[tuple[str, str], np.ndarray]]:
+    """(H, W, 3) uint8 images, drawn one at a time: per layer ``("neighbours", layer)``, and the first and
+    last layer side by side."""
     bank, searched = results.bank, results.searched
     grids = {
         layer: NeighbourGrid(
@@ -86,13 +87,12 @@ def neighbour_grid_images(results: EpochResults, rows: Tensor) -> dict[tuple[str
         for layer, stats in results.stats.items()
     }
     epoch = results.epoch
-    images = {("neighbours", layer): neighbour_grid_image([grid], f"Epoch {epoch}") for layer, grid in grids.items()}
+    for layer, grid in grids.items():
+        yield ("neighbours", layer), neighbour_grid_image([grid], f"Epoch {epoch}")
     first, last = list(grids)[0], list(grids)[-1]
     if first != last:
-        images[("neighbours", f"{first}_vs_{last}")] = neighbour_grid_image(
-            [grids[first], grids[last]], f"Epoch {epoch}: the same queries in {first} and {last}"
-        )
-    return images
+        title = f"Epoch {epoch}: the same queries in {first} and {last}"
+        yield ("neighbours", f"{first}_vs_{last}"), neighbour_grid_image([grids[first], grids[last]], title)
 
 
 def wrong_clusters(results: EpochResults, min_share: float) -> dict[str, WrongCluster]:

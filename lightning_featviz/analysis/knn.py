@@ -85,10 +85,10 @@ def knn_search(
 def _torch_search(queries: Tensor, reference: Tensor, k: int, exclude: Tensor | None, chunk_size: int) -> Tensor:
     """Indices (Q, k) of the nearest reference rows, by chunked matrix products and top-k.
 
-    The scores of a chunk go to a buffer of at most 32 MB, reused by every search (:func:`_workspace`).
+    The scores of a chunk go to a buffer of at most 16 MB, reused by every search (:func:`_workspace`).
     """
     ref_sq = torch.linalg.vector_norm(reference, dim=1).square()
-    chunk_size = max(1, min(chunk_size, 2**23 // max(reference.shape[0], 1)))
+    chunk_size = max(1, min(chunk_size, 2**22 // max(reference.shape[0], 1)))
     buffer = _workspace("scores", min(chunk_size, queries.shape[0]) * reference.shape[0], queries.device)
     buffer = buffer.view(-1, reference.shape[0])
     found = torch.empty(queries.shape[0], k, dtype=torch.int64, device=queries.device)
@@ -107,19 +107,21 @@ def _torch_search(queries: Tensor, reference: Tensor, k: int, exclude: Tensor | 
 def _exact_distances(queries: Tensor, reference: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
     """Squared distances (Q, k) of each query to its found neighbours ``idx`` (Q, k), from the differences
     themselves (exact duplicates are 0, not the rounding left by the search's norm expansion), and the
-    neighbours re-sorted by them, nearest first. The differences go to a reused buffer of at most 16 MB."""
+    neighbours re-sorted by them, nearest first (``idx`` itself, re-sorted in place).
+    The differences go to a reused buffer of at most 4 MB."""
     q, k = idx.shape
     dims = max(queries.shape[1], 1)
-    rows = max(1, min(q, 2**22 // max(k * dims, 1)))
+    rows = max(1, min(q, 2**20 // max(k * dims, 1)))
     buffer = _workspace("differences", rows * k * queries.shape[1], queries.device).view(rows * k, -1)
     sq = torch.empty(q, k, device=queries.device)
     for start in range(0, q, rows):
         chunk, chosen = queries[start : start + rows], idx[start : start + rows]
         gathered = torch.index_select(reference, 0, chosen.reshape(-1), out=buffer[: chosen.numel()])
         differences = gathered.view(len(chunk), k, -1).sub_(chunk[:, None, :]).square_()
-        torch.sum(differences, dim=-1, out=sq[start : start + len(chunk)])
-    sq, order = sq.sort(dim=1, stable=True)
-    return sq, idx.gather(1, order)
+        part, order = torch.sum(differences, dim=-1).sort(dim=1, stable=True)
+        sq[start : start + len(chunk)] = part
+        idx[start : start + len(chunk)] = chosen.gather(1, order)  # re-sorted in place, chunk by chunk
+    return sq, idx
 
 
 _WORKSPACES = threading.local()
@@ -129,7 +131,7 @@ def _workspace(name: str, numel: int, device: torch.device) -> Tensor:
     """A float32 buffer of ``numel`` values, kept per thread and reused by every CPU search.
 
     Fresh large blocks for every chunk and layer leave the C allocator's heap fragmented: a process
-    that searched five layers kept ~70 MB more than it used. One buffer per purpose (at most 48 MB in
+    that searched five layers kept ~70 MB more than it used. One buffer per purpose (at most 20 MB in
     all) is allocated once and grown when a larger bank needs it. CUDA tensors come from PyTorch's own
     caching allocator instead.
     """
@@ -209,7 +211,7 @@ def majority(neighbour_labels: Tensor) -> tuple[Tensor, Tensor]:
     votes = torch.empty(q, dtype=torch.int64, device=labels.device)
     counts = torch.empty(q, dtype=torch.int64, device=labels.device)
     position = torch.arange(k, device=labels.device)
-    rows = max(1, 2**24 // max(k * k, 1))
+    rows = max(1, 2**18 // max(k * k, 1))  # (rows, k, k) int64 intermediates of at most 2 MB
     for start in range(0, q, rows):
         chunk = labels[start : start + rows]
         same = chunk[:, :, None] == chunk[:, None, :]  # (rows, k, k): position i and j hold one class
@@ -292,7 +294,8 @@ def neighbour_stats(
     )
     neighbour_labels = ref_labels.to(indices.device)[indices]
     tied = ambiguous_share(distances, neighbour_labels, labels.to(indices.device), k, available)
-    distances, indices = distances[:, :k], indices[:, :k]
+    # copies, not views: the (Q, 2k + 1) search results are freed, not kept alive by the stats
+    distances, indices = distances[:, :k].clone(), indices[:, :k].clone()
     neighbour_labels = ref_labels.to(indices.device)[indices]
     labels = labels.to(indices.device)
     purity = knn_purity(neighbour_labels, labels)

@@ -14,9 +14,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, SequentialSampler, Subset
 
-from lightning_featviz.bank import BankData, Choice, FeatureBank, select_subset
-from lightning_featviz.batches import probabilities_of, read_batch, scores_of, unknown_predictions
-from lightning_featviz.capture import ActivationCapture
+from lightning_featviz.capture.bank import BankData, Choice, FeatureBank, select_subset
+from lightning_featviz.capture.batches import probabilities_of, read_batch, scores_of, unknown_predictions
+from lightning_featviz.capture.hooks import ActivationCapture
 
 
 @contextmanager

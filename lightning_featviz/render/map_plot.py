@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
-from lightning_featviz.canvas import (
+from lightning_featviz.render.canvas import (
     MAX_WIDTH,
     class_colours,
     fit_text,

@@ -8,29 +8,45 @@ render in a background process, the writing in the training process.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from lightning_featviz.bank import BankData
-from lightning_featviz.dashboard.export import write_dashboard_epoch
-from lightning_featviz.embedding import MapTracker
-from lightning_featviz.knn import NeighbourStats
-from lightning_featviz.label_issues import LabelIssues, label_issue_markdown, label_issue_table, write_label_issue_csv
-from lightning_featviz.maps import LATEST, LayerMaps, class_column, fit_layer_maps, map_images, projector_entries
-from lightning_featviz.outliers import (
+from lightning_featviz.analysis.embedding import MapTracker
+from lightning_featviz.analysis.heap import release_free_heap
+from lightning_featviz.analysis.knn import NeighbourStats
+from lightning_featviz.analysis.label_issues import (
+    MARKDOWN_ROWS,
+    LabelIssues,
+    label_issue_markdown,
+    label_issue_rows,
+    write_label_issue_csv,
+)
+from lightning_featviz.analysis.maps import (
+    LATEST,
+    LayerMaps,
+    class_column,
+    fit_layer_maps,
+    map_images,
+    projector_entries,
+)
+from lightning_featviz.analysis.wrong_cluster import (
     MAX_TABLE_ROWS,
     WrongCluster,
     markdown_table,
     write_wrong_cluster_csv,
     wrong_cluster_table,
 )
-from lightning_featviz.projector import MAX_COLOURED_CLASSES, write_projector
-from lightning_featviz.report import (
+from lightning_featviz.capture.bank import BankData
+from lightning_featviz.dashboard.export import write_dashboard_epoch
+from lightning_featviz.outputs.projector import MAX_COLOURED_CLASSES, write_projector
+from lightning_featviz.outputs.sinks import EncodedImage, Sink, encode_png, file_name
+from lightning_featviz.report.figures import (
     EpochResults,
     class_purity_images,
     confusion_images,
@@ -41,7 +57,6 @@ from lightning_featviz.report import (
     query_rows,
     wrong_clusters,
 )
-from lightning_featviz.sinks import EncodedImage, Sink, encode_png, file_name
 
 
 @dataclass
@@ -221,10 +236,14 @@ class Reporter:
         if not stats:
             return
         chosen = options.wrong_cluster_layer or list(stats)[-1]
-        images: dict[tuple[str, str], np.ndarray] = {}
+
+        def add(images: Iterable[tuple[tuple[str, str], np.ndarray]]) -> None:
+            """Encode each (H, W, 3) figure as soon as it is drawn: one figure's pixels alive at a time."""
+            report.images.extend((self.tag(kind, name), encode_png(image)) for (kind, name), image in images)
+
         shows_images = results.bank.thumbnails.ndim == 4  # not for sequences, vectors or tokens
         if options.log_neighbour_grids and shows_images:
-            images |= neighbour_grid_images(results, query_rows(results.bank, options.query_indices))
+            add(neighbour_grid_images(results, query_rows(results.bank, options.query_indices)))
         if options.log_wrong_cluster and chosen in flagged:
             report.texts.append(self._export_wrong_cluster(results, chosen, flagged[chosen], job.paths))
             if shows_images:
@@ -233,25 +252,23 @@ class Reporter:
             if len(flagged[chosen]) and shows_images:
                 found, gallery_rows = flagged[chosen], options.max_gallery
                 gallery = gallery_image(results, chosen, found, options.min_share, gallery_rows, issues)
-                images[("wrong_cluster", chosen)] = gallery
+                add([(("wrong_cluster", chosen), gallery)])
         if options.log_confusion:
             if len(results.class_names) <= MAX_CONFUSION_CLASSES:
-                images |= confusion_images(results)
+                add(confusion_images(results).items())
             else:
                 message = (
                     f"{len(results.class_names)} classes: no neighbourhood confusion figure (drawn up to "
                     f"{MAX_CONFUSION_CLASSES} classes); the purity_by_class figure shows the lowest and highest."
                 )
                 report.warnings.append(("confusion-classes", message))
-            images |= class_purity_images(results)
-            images[("purity_by_depth", "all_layers")] = depth_image(results, job.history)
+            add(class_purity_images(results).items())
+            add([(("purity_by_depth", "all_layers"), depth_image(results, job.history))])
         if maps:
             purity = {layer: layer_stats.mean_purity for layer, layer_stats in stats.items()}
             ringed = {chosen: flagged[chosen].mask(len(results.bank)).numpy()} if chosen in flagged else {}
             labels = results.bank.labels.numpy()
-            images |= map_images(maps, labels, results.class_names, purity, options.k, epoch, ringed)
-        for (kind, name), image in images.items():
-            report.images.append((self.tag(kind, name), encode_png(image)))
+            add(map_images(maps, labels, results.class_names, purity, options.k, epoch, ringed).items())
         report.flagged = {layer: results.bank.indices[found.rows].tolist() for layer, found in flagged.items()}
         if maps and options.log_projector and job.projector_dirs:
             self._write_projector(job.projector_dirs, results, maps, flagged, report)
@@ -298,13 +315,16 @@ class Reporter:
         folder = Path(self.log_dir or ".") / "featviz_label_issues"
         name = f"epoch_{results.epoch:03d}_{file_name(layer)}"
         bank, names = results.bank, results.class_names
-        table = label_issue_table(validation, bank.indices, bank.labels, names, paths)
-        write_label_issue_csv(folder / f"{name}.csv", table)
+        write_label_issue_csv(
+            folder / f"{name}.csv", label_issue_rows(validation, bank.indices, bank.labels, names, paths)
+        )
         if training is not None:
             searched = results.searched
-            train_table = label_issue_table(training, searched.indices, searched.labels, names)
-            write_label_issue_csv(folder / f"{name}_train.csv", train_table)
-        report.texts.append((self.tag("label_issues", layer), label_issue_markdown(table)))
+            train_rows = label_issue_rows(training, searched.indices, searched.labels, names)
+            write_label_issue_csv(folder / f"{name}_train.csv", train_rows)
+        top = list(islice(label_issue_rows(validation, bank.indices, bank.labels, names, paths), MARKDOWN_ROWS))
+        report.texts.append((self.tag("label_issues", layer), label_issue_markdown(top, len(bank))))
+        release_free_heap()  # the label-issue search's freed blocks
         return validation
 
     def _write_projector(

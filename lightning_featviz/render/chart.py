@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
-from lightning_featviz.canvas import fit_text, font
+from lightning_featviz.render.canvas import fit_text, font
 
 LABEL_PX, HEADING_PX = 11, 14  # font sizes
 NAN_GREY = (225, 225, 225)

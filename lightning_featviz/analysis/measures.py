@@ -9,8 +9,9 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from lightning_featviz.bank import BankData
-from lightning_featviz.knn import Metric, NeighbourStats, ResultCache, neighbour_stats
+from lightning_featviz.analysis.heap import release_free_heap
+from lightning_featviz.analysis.knn import Metric, NeighbourStats, ResultCache, neighbour_stats
+from lightning_featviz.capture.bank import BankData
 
 Warn = Callable[[str, str], None]
 #: Above this share of tied neighbourhoods a layer's purity is undefined.
@@ -83,6 +84,7 @@ def layer_stats(
         )
         key = (vectors, bank.labels, reference_vectors, reference_labels, torch.tensor(num_classes), exclude)
         found = cache.get(key, search)
+        release_free_heap()  # the search's freed blocks, before the next layer's
         if found.tied > MAX_TIED:
             undefined.append(layer)
             warn(

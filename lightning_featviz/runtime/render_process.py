@@ -24,8 +24,8 @@ import warnings
 from multiprocessing.connection import Connection
 from typing import Any
 
-from lightning_featviz.embedding import MapTracker
-from lightning_featviz.reporter import EpochJob, Report, Reporter, ReportOptions
+from lightning_featviz.analysis.embedding import MapTracker
+from lightning_featviz.report.reporter import EpochJob, Report, Reporter, ReportOptions
 
 NICENESS = 19  # the lowest priority: the child runs on what training leaves of the CPU
 
@@ -49,7 +49,10 @@ class RenderProcess:
 
     def __init__(self, options: ReportOptions, maps: MapTracker, log_dir: str | None):
         ours, theirs = socket.socketpair()
-        code = "import sys; sys.path[:0] = sys.argv[2:]; from lightning_featviz.render_process import serve; serve()"
+        code = (
+            "import sys; sys.path[:0] = sys.argv[2:]; "
+            "from lightning_featviz.runtime.render_process import serve; serve()"
+        )
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-c", code, str(theirs.fileno()), *sys.path],

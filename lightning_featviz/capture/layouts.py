@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_featviz.trace import TraceEntry, same_tensor
+from lightning_featviz.capture.trace import TraceEntry, same_tensor
 
 MapReduction = Literal["avg", "adaptive", "flatten"]
 SequenceReduction = Literal["mean", "cls", "last", "flatten"]

@@ -2,7 +2,7 @@
 
 Every picture of an epoch is drawn with Pillow, in milliseconds where matplotlib took seconds:
 neighbour grids here, the confusion matrices and purity-by-depth chart from
-:mod:`lightning_featviz.chart`'s parts, t-SNE maps in :mod:`lightning_featviz.map_plot`. The
+:mod:`lightning_featviz.render.chart`'s parts, t-SNE maps in :mod:`lightning_featviz.render.map_plot`. The
 ``*_figure`` functions wrap a picture in a matplotlib figure for users who want one.
 """
 
@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from lightning_featviz.canvas import (
+from lightning_featviz.render.canvas import (
     MAX_WIDTH,
     class_colours,
     fit_text,
@@ -30,7 +30,7 @@ from lightning_featviz.canvas import (
     with_names_key,
     wrap_text,
 )
-from lightning_featviz.chart import (
+from lightning_featviz.render.chart import (
     HEADING_PX,
     LABEL_PX,
     bar_chart,
