@@ -177,6 +177,9 @@ class FeatureVisualizer(_Callback):
             instead of warning once and letting training go on.
         report_dir: also write every figure as PNG, the scalars as CSV, and ``index.html``, a page
             that shows them without TensorBoard, into this folder (refreshed each epoch).
+        dashboard: write the files of TensorBoard's FEATVIZ tab (neighbours, maps, predictions and
+            wrong-cluster flags of every layer, thumbnails once) under ``<log dir>/featviz_dashboard``
+            each analysed epoch (see ``docs/dashboard.md``).
     """
 
     def __init__(
@@ -219,6 +222,7 @@ class FeatureVisualizer(_Callback):
         chunk_size: int = 1024,
         strict: bool = False,
         report_dir: str | Path | None = None,
+        dashboard: bool = True,
     ) -> None:
         check_arguments({name: value for name, value in locals().items() if name != "self"})
 
@@ -266,6 +270,7 @@ class FeatureVisualizer(_Callback):
         self.chunk_size = chunk_size
         self.strict = bool(strict)
         self.report_dir = None if report_dir is None else Path(report_dir)
+        self.dashboard = dashboard
 
         self.history: list[dict[str, float | int | str]] = []
         #: Dataset indices of the images in the wrong cluster at the last analysed epoch, per layer
@@ -503,7 +508,7 @@ class FeatureVisualizer(_Callback):
         ]
         if results is not None:
             direct = {t: v for t, v in metrics.items() if t not in through_module}
-            wanted = self.log_wrong_cluster and self._val_dataset is not None
+            wanted = (self.log_wrong_cluster or self.dashboard) and self._val_dataset is not None
             paths = sample_paths(self._val_dataset, results.bank.indices.tolist()) if wanted else None
             sinks = self._sinks(trainer)
             folders = [sink.projector_dir for sink in sinks if sink.projector_dir is not None]

@@ -28,6 +28,7 @@ from lightning_featviz.analysis.maps import LayerMaps, fit_layer_maps
 from lightning_featviz.analysis.measures import EpochResults
 from lightning_featviz.analysis.wrong_cluster import WrongCluster, wrong_cluster_table
 from lightning_featviz.capture.bank import BankData
+from lightning_featviz.dashboard.export import write_dashboard_epoch
 from lightning_featviz.outputs.projector import MAX_COLOURED_CLASSES, write_projector
 from lightning_featviz.outputs.sinks import EncodedImage, Sink, encode_png, file_name
 from lightning_featviz.report.figures import (
@@ -67,6 +68,7 @@ class ReportOptions:
     tsne_dims: list[int]
     log_projector: bool
     projector_every_n_epochs: int
+    dashboard: bool = True
 
 
 #: The confusion figure is drawn up to this many classes (a C × C matrix beyond is unreadable and huge).
@@ -264,6 +266,8 @@ class Reporter:
         report.flagged = {layer: results.bank.indices[found.rows].tolist() for layer, found in flagged.items()}
         if maps and options.log_projector and job.projector_dirs:
             self._write_projector(job.projector_dirs, results, maps, flagged, report)
+        if options.dashboard:  # the FEATVIZ tab's files: every layer, also those drawn as a twin
+            write_dashboard_epoch(self.log_dir or ".", job.results, maps, flagged, job.paths, job.step)
 
     def _without_twins(self, results: EpochResults, report: Report) -> EpochResults:
         """``results`` without the layers whose vectors equal a later layer's (drawn once, as the later one)."""
