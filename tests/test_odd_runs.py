@@ -166,4 +166,5 @@ def test_models_returning_a_tuple_or_a_dict_get_predictions_in_the_export(tmp_pa
         logits = output[0] if isinstance(output, tuple) else output["logits"]
     expected = [small_data.classes[int(c)] for c in logits.argmax(dim=1)]
     assert [row["prediction"] for row in rows] == expected  # an unknown prediction is written as ""
-    assert [row["correct"] for row in rows] == [str(p == row["label"]).lower() for p, row in zip(expected, rows, strict=True)]
+    correct = [str(prediction == row["label"]).lower() for prediction, row in zip(expected, rows, strict=True)]
+    assert [row["correct"] for row in rows] == correct
