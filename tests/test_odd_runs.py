@@ -17,12 +17,15 @@ from lightning_featviz import FeatureVisualizer
 LAYERS = ["input", "conv2", "pool"]
 
 
-def test_fast_dev_run_is_skipped_quietly(tmp_path, small_data):
+def test_fast_dev_run_is_skipped_quietly(tmp_path, small_data, recwarn):
     visualizer = FeatureVisualizer(LAYERS, k=5)
     tiny_trainer(tmp_path, fast_dev_run=True, logger=False, callbacks=[visualizer]).fit(
         TinyNet(), datamodule=small_data
     )
     assert visualizer.history == []  # a smoke test of the user's code: nothing analysed, nothing written
+    assert not list(tmp_path.rglob("featviz*"))
+    ours = [str(w.message) for w in recwarn if "featviz" in w.filename or "FeatureVisualizer" in str(w.message)]
+    assert ours == []  # and nothing said about it
 
 
 @pytest.mark.parametrize("sanity_steps", [0, 2, -1])
