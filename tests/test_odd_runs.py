@@ -81,6 +81,8 @@ def test_limited_validation_batches_analyse_what_was_seen(tmp_path, small_data):
         TinyNet(), datamodule=small_data
     )
     assert len(visualizer.history) == len(LAYERS)
+    flagged = [index for indices in visualizer.wrong_cluster_indices.values() for index in indices]
+    assert flagged and max(flagged) < 2 * small_data.batch_size  # only the two batches validated
 
 
 class CapturedDtypes(pl.Callback):
