@@ -12,12 +12,14 @@ for), and training on all cores but one (``torch.set_num_threads``), as when a G
 CPU has room: the background report then runs beside training instead of after it.
 
     python benchmarks/fit_overhead.py [--epochs 8]
+    python benchmarks/fit_overhead.py --gpu [...]   # on a GPU: ResNet-18 and ViT-S/16 at 224 px (fit_overhead_gpu.py)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 
@@ -60,6 +62,10 @@ def measure(epochs: int, threads: int) -> dict[str, float]:
 
 
 def main() -> None:
+    if "--gpu" in sys.argv[1:]:  # the GPU mode lives in its own script (benchmarks/ is on sys.path when run)
+        from fit_overhead_gpu import main as gpu_main
+
+        return gpu_main(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args()

@@ -147,7 +147,7 @@ def run_large() -> None:
     print(f"  {'without the callback':<42}{baseline:>14.0f}")
     for name, label in [
         ("with", "with it (kNN by FAISS where installed)"),
-        ("with-torch-knn", "with it, kNN by torch (the plain install)"),
+        ("with-torch-knn", "with it, kNN by torch (FAISS not importable)"),
     ]:
         growth = results[name]["peak_mib"] - baseline
         ratio = growth / predicted

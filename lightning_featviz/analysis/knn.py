@@ -35,8 +35,9 @@ def knn_search(
     """Exact k nearest neighbours of each query among the reference vectors.
 
     The torch search runs in chunks of ``chunk_size`` queries (memory O(chunk_size * N)), on the
-    tensors' device. On the CPU, FAISS's exact ``IndexFlatL2`` is used when it is installed
-    (``pip install lightning_featviz[faiss]``; faster on CPU, the same neighbours up to ties).
+    tensors' device. On the CPU, FAISS's exact brute-force search is used (``faiss-cpu`` is a
+    dependency; faster on CPU, the same neighbours up to ties); where it cannot be imported, the torch
+    search is the fallback.
 
     Args:
         queries: (Q, D) float tensor.

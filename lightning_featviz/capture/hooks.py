@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from lightning_featviz.capture.host_copy import HostCopies
 from lightning_featviz.capture.layouts import (
     MAP_REDUCTIONS,
     SEQUENCE_REDUCTIONS,
@@ -161,7 +162,9 @@ class ActivationCapture:
     :meth:`pop` (the forward itself is never interrupted), naming the layer, its shape and the entry to add.
 
     The hook reduces right away and copies to CPU float32, so an in-place operation later in the
-    forward (``ReLU(inplace=True)``) cannot change what was taken, and no autograd graph is kept.
+    forward (``ReLU(inplace=True)``) cannot change what was taken, and no autograd graph is kept. From a
+    CUDA layer the copy goes to pinned host memory without blocking the forward
+    (:mod:`~lightning_featviz.capture.host_copy`); :meth:`pop` waits for it.
     A module called several times per forward (ResNet's shared ``relu``) keeps its first call.
 
     Use :meth:`attach` as a context manager (hooks removed on exit, outputs kept for :meth:`pop`), or
@@ -190,6 +193,7 @@ class ActivationCapture:
         self._trace = ForwardTrace(model)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._warned_reuse: set[str] = set()
+        self._host = HostCopies()
 
     def _hook(self, name: str):  # noqa: ANN202 - returns a hook closure
         def hook(module: nn.Module, args: Any, output: Any) -> None:
@@ -249,12 +253,11 @@ class ActivationCapture:
         vectors = reduce_output(tensor.detach(), layout, reduction, self.pool_size)
         return self._stored(vectors, tensor)
 
-    @staticmethod
-    def _stored(vectors: Tensor, source: Tensor) -> Tensor:
+    def _stored(self, vectors: Tensor, source: Tensor) -> Tensor:
         # A view of the output would change under a later in-place op: copy it. A pooled result is
         # fresh memory already, and copying it again costs a kernel per layer.
         aliased = vectors.untyped_storage().data_ptr() == source.untyped_storage().data_ptr()
-        return vectors.to(device="cpu", dtype=torch.float32, copy=aliased)
+        return self._host.to_host(vectors, copy=aliased)
 
     @staticmethod
     def _output_tensor(name: str, module: nn.Module, output: Any) -> Tensor:
@@ -301,11 +304,13 @@ class ActivationCapture:
     def remove(self) -> None:
         """Remove every hook this object registered and forget captured outputs."""
         self._unhook()
+        self._host.wait()
         self.outputs = {}
         self.failures = {}
 
     def clear(self) -> None:
         """Forget what was captured since the last :meth:`pop` (no error raised)."""
+        self._host.wait()
         self.outputs, self.failures = {}, {}
         self._trace.entries = []
 
@@ -315,6 +320,7 @@ class ActivationCapture:
         Raises:
             LayoutError: a layer's output layout could not be decided (the message says what to pass).
         """
+        self._host.wait()  # copies from a CUDA layer have landed
         outputs, failures = self.outputs, self.failures
         self.clear()
         if all(name in self.layouts or callable(self.reductions.get(name)) for name in self.layers):
