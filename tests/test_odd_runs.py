@@ -102,7 +102,7 @@ class CapturedDtypes(pl.Callback):
         pl_module.conv2.register_forward_hook(record)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        capture = self.visualizer._capture
+        capture = self.visualizer._run.hooks
         if trainer.sanity_checking or capture is None or "conv2" not in capture.outputs:
             return
         captured = capture.outputs["conv2"]
