@@ -25,6 +25,7 @@ from conftest import TinyNet  # noqa: E402
 
 from lightning_featviz import FeatureVisualizer  # noqa: E402
 from lightning_featviz.capture.bank import Choice  # noqa: E402
+from lightning_featviz.dashboard.data import FOLDER, read_epoch, read_index  # noqa: E402
 from lightning_featviz.demo.datasets import ColouredDigits  # noqa: E402
 
 SEED = 3
@@ -60,6 +61,21 @@ class SplitSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self._mine())
+
+
+def dashboard_neighbours(folder: Path) -> dict[str, object]:
+    """What the FEATVIZ tab reads of the run: its epochs, and per layer each sample's neighbours as dataset indices."""
+    index = read_index(folder)
+    found: dict[str, object] = {"epochs": [entry["epoch"] for entry in index["epochs"]]}
+    for entry in index["epochs"]:
+        samples = json.loads((folder / f"samples_{entry['samples']}.json").read_text())["indices"]
+        arrays = read_epoch(folder, entry["file"])
+        for i, layer in enumerate(entry["layers"]):
+            rows = arrays[f"L{i}_neighbours"]
+            found[f"{entry['epoch']}/{layer['name']}"] = {
+                str(samples[row]): sorted(samples[n] for n in rows[row]) for row in range(len(rows))
+            }
+    return found
 
 
 def main() -> None:
@@ -129,6 +145,7 @@ def main() -> None:
         header, *rows = (line.split("\t") for line in metadata.read_text().splitlines())
         result["indices"] = [int(row[header.index("index")]) for row in rows]
         result["wrong_cluster"] = visualizer.wrong_cluster_indices
+        result["dashboard"] = dashboard_neighbours(Path(log_dir) / FOLDER)
     with open(f"{args.out}.rank{trainer.global_rank}", "w") as handle:
         json.dump(result, handle)
     torch.distributed.destroy_process_group() if dist.is_initialized() else None
