@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from lightning_featviz.bank import BankData
-from lightning_featviz.embedding import MapTracker, map_displacement, trustworthiness
+from lightning_featviz.embedding import PCA_DIMS, MapTracker, map_displacement, pca_reduce
 from lightning_featviz.knn import NeighbourStats, knn_purity, knn_search
 from lightning_featviz.map_plot import MapPanel, map_image
+from lightning_featviz.neighbourhoods import map_k, trustworthiness_estimate
 from lightning_featviz.projector import ProjectorEntry
 
 
@@ -30,41 +31,100 @@ class LayerMaps:
         purity: dims -> kNN class purity@k measured in the map (compare with the layer's own).
         displacement: dims -> mean distance points moved since the layer's previous map of the
             same samples, over that map's RMS radius (absent for a first map).
+        trust_error: dims -> standard error of ``trust`` (0 where it is exact; an estimate from a sample
+            of rows above :data:`~lightning_featviz.neighbourhoods.EXACT_TRUST_LIMIT` points).
+        rows: (M,) the bank rows the maps show (a stratified subsample of a large bank), None for all.
     """
 
     maps: dict[int, np.ndarray] = field(default_factory=dict)
     trust: dict[int, float] = field(default_factory=dict)
     purity: dict[int, float] = field(default_factory=dict)
     displacement: dict[int, float] = field(default_factory=dict)
+    trust_error: dict[int, float] = field(default_factory=dict)
+    rows: np.ndarray | None = None
 
 
-def fit_layer_maps(tracker: MapTracker, layer: str, bank: BankData, dims: Sequence[int], k: int) -> LayerMaps:
+def merged(first: LayerMaps, second: LayerMaps) -> LayerMaps:
+    """One layer's maps of two calls (of other dimensions, the same rows) as one."""
+    return LayerMaps(
+        {**first.maps, **second.maps},
+        {**first.trust, **second.trust},
+        {**first.purity, **second.purity},
+        {**first.displacement, **second.displacement},
+        {**first.trust_error, **second.trust_error},
+        first.rows,
+    )
+
+
+def fit_layer_maps(
+    tracker: MapTracker,
+    layer: str,
+    bank: BankData,
+    dims: Sequence[int],
+    k: int,
+    stats: NeighbourStats | None = None,
+    rows: torch.Tensor | None = None,
+) -> LayerMaps:
     """Fit (warm-started, aligned) maps of ``layer`` in each of ``dims`` and measure them.
+
+    ``stats``: the layer's kNN results; where they come from a leave-one-out Euclidean search of the whole
+    bank wide enough for a map (:func:`~lightning_featviz.neighbourhoods.map_k`), the change check, the
+    t-SNE affinities and trustworthiness take their neighbours from it. ``rows`` (M,): map only these bank
+    rows (a large bank's subsample, :func:`~lightning_featviz.neighbourhoods.map_rows`); the map's
+    neighbours are then searched once, among them.
 
     Raises:
         ValueError: from :func:`~lightning_featviz.embedding.tsne_map` (too few points, constant
             or non-finite vectors).
     """
-    vectors = bank.vectors[layer].float()
-    result = LayerMaps()
-    indices = bank.indices.numpy()
+    vectors, labels, indices_t = bank.vectors[layer].float(), bank.labels, bank.indices
+    if rows is not None:
+        vectors, labels, indices_t = vectors[rows], labels[rows], indices_t[rows]
+    result = LayerMaps(rows=None if rows is None else rows.numpy())
+    indices = indices_t.numpy()
+    found = _map_neighbours(vectors, tracker.perplexity, k, stats if rows is None else None)
     for d in dims:
         previous = tracker.previous(layer, d, indices)
-        points = tracker.fit(layer, d, indices, vectors)
+        points = tracker.fit(layer, d, indices, vectors, found)
         result.maps[d] = points
         if previous is not None:
             result.displacement[d] = map_displacement(points, previous)
-        key = (vectors, torch.from_numpy(points), bank.labels, torch.tensor(k))
-        result.trust[d], result.purity[d] = tracker.measured(key, partial(_measure, vectors, points, bank.labels, k))
+        key = (vectors, torch.from_numpy(points), labels, torch.tensor(k))
+        measure = partial(_measure, vectors, points, labels, k, found, tracker.seed)
+        result.trust[d], result.purity[d], result.trust_error[d] = tracker.measured(key, measure)
     return result
 
 
-def _measure(vectors: torch.Tensor, points: np.ndarray, labels: torch.Tensor, k: int) -> tuple[float, float]:
-    """A map's trustworthiness@k and kNN class purity@k (N, D vectors; N, c map; N labels)."""
+def _map_neighbours(
+    vectors: torch.Tensor, perplexity: float, k: int, stats: NeighbourStats | None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(distances, indices)`` (N, K) of the mapped vectors (N, D) that the map's steps share: from the
+    epoch's search where it fits (see :func:`fit_layer_maps`), else one search here. None for < 5 points."""
+    if len(vectors) < 5:
+        return None
+    needed = map_k(len(vectors), perplexity, k)
+    if stats is not None and stats.leave_one_out and stats.metric == "euclidean" and len(stats.purity) == len(vectors):
+        shared = stats.neighbours(needed)
+        if shared is not None:
+            return shared
+    return knn_search(vectors, vectors, needed, exclude_self=True)
+
+
+def _measure(
+    vectors: torch.Tensor,
+    points: np.ndarray,
+    labels: torch.Tensor,
+    k: int,
+    found: tuple[torch.Tensor, torch.Tensor] | None,
+    seed: int,
+) -> tuple[float, float, float]:
+    """A map's trustworthiness@k, kNN class purity@k and the trustworthiness's standard error (N, D
+    vectors; N, c map; N labels; ``found``: the vectors' neighbours, (N, K) each)."""
     on_map = torch.as_tensor(points).float()
     neighbours = knn_search(on_map, on_map, k, exclude_self=True)[1]  # (N, k), used by both measures
-    trust = trustworthiness(vectors, points, k=min(k, (len(points) - 1) // 2), map_neighbours=neighbours)
-    return trust, float(knn_purity(labels[neighbours], labels).mean())
+    trust_k = min(k, (len(points) - 1) // 2)
+    trust, error = trustworthiness_estimate(vectors, neighbours[:, :trust_k], found, seed=seed)
+    return trust, float(knn_purity(labels[neighbours], labels).mean()), error
 
 
 def map_images(
@@ -87,6 +147,10 @@ def map_images(
     def panel(layer: str, d: int) -> MapPanel:
         title = f"{layer}: purity@{k} {layer_purity[layer]:.2f} (map {maps[layer].purity[d]:.2f})"
         marked = (ringed or {}).get(layer) if d == 2 else None
+        rows = maps[layer].rows
+        if rows is not None:  # a large bank's subsample
+            marked = marked[rows] if marked is not None else None
+            return MapPanel(title, maps[layer].maps[d], labels[rows], class_names, marked)
         return MapPanel(title, maps[layer].maps[d], labels, class_names, marked)
 
     images: dict[tuple[str, str], np.ndarray] = {}
@@ -106,6 +170,17 @@ def map_images(
                 [panel(layer, d) for layer in layers], f"Epoch {epoch}: every layer in network order", columns=4
             )
     return images
+
+
+#: Above this many vector values in an epoch's projector files (rows x dims, all layers: about 10 bytes each
+#: as text), wide layers are written as their top 50 principal components.
+MAX_PROJECTOR_VALUES = 2_000_000
+
+
+def _rows_of(maps: dict[str, LayerMaps], layer: str, n: int) -> torch.Tensor:
+    """(M,) the bank rows of ``layer``'s projector entries: those its maps show."""
+    rows = maps[layer].rows if layer in maps else None
+    return torch.arange(n) if rows is None else torch.from_numpy(rows)
 
 
 LATEST = "latest"  #: the projector entries of the latest epoch start with this; the projector lists them first
@@ -163,22 +238,38 @@ def projector_entries(
 
     Every entry comes as ``latest/epoch_<e>/<layer>/<tsne_2d|tsne_3d|vectors>`` and, when ``keep``
     (an epoch kept for later comparison), once more as ``previous/…``.
-    ``extra_columns`` maps a layer to more columns (name -> N values) for its table."""
-    labels, preds = bank.labels.tolist(), bank.preds.tolist()
-    thumbnails = bank.thumbnails if bank.thumbnails.ndim == 4 else None
+    ``extra_columns`` maps a layer to more columns (name -> N values) for its table.
+
+    A layer mapped on a subsample (:attr:`LayerMaps.rows`) has entries of those rows only; and where the
+    vectors would hold more than :data:`MAX_PROJECTOR_VALUES` values in all, layers wider than
+    :data:`~lightning_featviz.embedding.PCA_DIMS` are written as their top principal components (what the
+    projector's own PCA view shows; its t-SNE runs on those too)."""
     shown = class_column(class_names)
     entries = []
+    chosen = {layer: _rows_of(maps, layer, len(bank)) for layer in stats}
+    values = sum(len(chosen[layer]) * bank.vectors[layer].shape[1] for layer in stats)
     for layer, layer_stats in stats.items():
+        rows_of_layer = chosen[layer]
+        labels, preds = bank.labels[rows_of_layer].tolist(), bank.preds[rows_of_layer].tolist()
+        thumbnails = bank.thumbnails[rows_of_layer] if bank.thumbnails.ndim == 4 else None
+        extra = {
+            name: [column[i] for i in rows_of_layer.tolist()]
+            for name, column in (extra_columns or {}).get(layer, {}).items()
+        }
         columns: dict[str, Sequence[object]] = {
             "class": [shown[y] for y in labels],
             "prediction": [shown[p] if p >= 0 else "-" for p in preds],
             "correct": ["-" if p < 0 else str(p == y).lower() for p, y in zip(preds, labels, strict=True)],
-            "index": bank.indices.tolist(),
-            f"purity@{k}": [round(v, 4) for v in layer_stats.purity.tolist()],
-            **(extra_columns or {}).get(layer, {}),
+            "index": bank.indices[rows_of_layer].tolist(),
+            f"purity@{k}": [round(v, 4) for v in layer_stats.purity[rows_of_layer].tolist()],
+            **extra,
         }
         rows = list(zip(*columns.values(), strict=True))
-        named = {"vectors": bank.vectors[layer].numpy()}
+        vectors = bank.vectors[layer][rows_of_layer].float()
+        if values > MAX_PROJECTOR_VALUES and vectors.shape[1] > PCA_DIMS:
+            named = {"vectors": pca_reduce(vectors, PCA_DIMS)}
+        else:
+            named = {"vectors": vectors.numpy()}
         for d, points in (maps[layer].maps if layer in maps else {}).items():
             named[f"tsne_{d}d"] = flat_map(points)
         for latest in (True, False) if keep else (True,):

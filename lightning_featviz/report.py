@@ -16,7 +16,13 @@ from torch import Tensor
 
 from lightning_featviz.bank import BankData
 from lightning_featviz.knn import NeighbourStats
-from lightning_featviz.label_issues import IN_SAMPLE_MODEL_WEIGHT, LabelIssues, Warn, find_label_issues
+from lightning_featviz.label_issues import (
+    IN_SAMPLE_MODEL_WEIGHT,
+    LabelIssues,
+    Warn,
+    find_label_issues,
+    label_issue_k,
+)
 from lightning_featviz.outliers import (
     WrongCluster,
     find_wrong_cluster,
@@ -117,7 +123,12 @@ def label_issues_of(results: EpochResults, layer: str, warn: Warn) -> tuple[Labe
     bank, searched, num_classes = results.bank, results.searched, len(results.class_names)
     vectors = bank.vectors[layer].float()
     if searched is bank:
-        return find_label_issues(vectors, bank.labels, num_classes, known_probabilities(bank), warn=warn), None
+        stats = results.stats[layer]
+        k = label_issue_k(bank.labels)
+        shared = stats.neighbours(k) if stats.leave_one_out and stats.metric == "euclidean" else None
+        probabilities = known_probabilities(bank)
+        issues = find_label_issues(vectors, bank.labels, num_classes, probabilities, k, warn=warn, neighbours=shared)
+        return issues, None
     reference = searched.vectors[layer].float()
     validation = find_label_issues(
         vectors,

@@ -8,6 +8,7 @@ render in a background process, the writing in the training process.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,10 +18,20 @@ import numpy as np
 import torch
 
 from lightning_featviz.bank import BankData
+from lightning_featviz.budget import FIGURES, MAPS_2D, MAPS_3D, PROJECTOR
 from lightning_featviz.embedding import MapTracker
 from lightning_featviz.knn import NeighbourStats
 from lightning_featviz.label_issues import LabelIssues, label_issue_markdown, label_issue_table, write_label_issue_csv
-from lightning_featviz.maps import LATEST, LayerMaps, class_column, fit_layer_maps, map_images, projector_entries
+from lightning_featviz.maps import (
+    LATEST,
+    LayerMaps,
+    class_column,
+    fit_layer_maps,
+    map_images,
+    merged,
+    projector_entries,
+)
+from lightning_featviz.neighbourhoods import map_rows
 from lightning_featviz.outliers import (
     MAX_TABLE_ROWS,
     WrongCluster,
@@ -58,6 +69,8 @@ class ReportOptions:
     tsne_dims: list[int]
     log_projector: bool
     projector_every_n_epochs: int
+    map_samples: int = 2000
+    seed: int = 0
 
 
 #: The confusion figure is drawn up to this many classes (a C × C matrix beyond is unreadable and huge).
@@ -96,6 +109,8 @@ class EpochJob:
         history: the purity history so far (for the layer × epoch heatmap).
         paths: the bank's file paths, where the dataset has them.
         projector_dirs: where projector files go (one folder per sink that keeps them).
+        outputs: which of the budgeted outputs (:data:`~lightning_featviz.budget.OUTPUTS`) to make;
+            None: every one the options switch on (maps when ``with_maps``).
     """
 
     results: EpochResults
@@ -104,6 +119,13 @@ class EpochJob:
     history: list[dict[str, Any]]
     paths: list[str] | None
     projector_dirs: list[str]
+    outputs: frozenset[str] | None = None
+
+    def makes(self, output: str) -> bool:
+        """Whether this report makes ``output`` (one of :data:`~lightning_featviz.budget.OUTPUTS`)."""
+        if self.outputs is not None:
+            return output in self.outputs
+        return self.with_maps or output == FIGURES
 
 
 @dataclass
@@ -117,6 +139,7 @@ class Report:
         thumbnails: (tag of a text, PNGs of the rows of its table in order) pairs.
         flagged: layer -> dataset indices of the images in the wrong cluster.
         warnings: (key, message) pairs, for the caller to warn once per key.
+        seconds: output (:data:`~lightning_featviz.budget.OUTPUTS`) -> seconds it took to make.
         error: what stopped the render part way, if anything; what was made before it is here.
     """
 
@@ -126,6 +149,7 @@ class Report:
     thumbnails: list[tuple[str, list[EncodedImage]]] = field(default_factory=list)
     flagged: dict[str, list[int]] = field(default_factory=dict)
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
     error: Exception | None = None
 
 
@@ -154,6 +178,16 @@ class Destination:
             for name, image in report.images:
                 sink.log_image(name, image, step)
             sink.finish_epoch()
+
+
+def unfinished(job: EpochJob, destination: Destination, wanted: Sequence[str]) -> tuple[EpochJob, Destination] | None:
+    """What ``job`` would make to have every ``wanted`` output, as a job of its own (the epoch's scalars are
+    logged already, so its destination logs none of them); None when it lacks nothing."""
+    if job.outputs is None or not (missing := frozenset(wanted) - job.outputs):
+        return None
+    if PROJECTOR in missing:  # it is written with the maps (made again from the tracker's cache where made)
+        missing |= frozenset(wanted) & {MAPS_2D, MAPS_3D}
+    return replace(job, outputs=missing), Destination(destination.sinks, {}, {})
 
 
 def table_thumbnails(bank: BankData, found: WrongCluster, max_rows: int = MAX_TABLE_ROWS) -> list[EncodedImage]:
@@ -201,7 +235,9 @@ class Reporter:
     def _render(self, job: EpochJob, report: Report) -> None:
         options, results = self.options, self._without_twins(job.results, report)
         epoch, stats = results.epoch, results.stats
-        maps = self._fit_maps(results.bank, stats, report) if stats and job.with_maps else {}
+        dims = [d for d in options.tsne_dims if job.makes(MAPS_2D if d == 2 else MAPS_3D)]
+        maps = self._fit_maps(results.bank, stats, dims, report) if stats and dims else {}
+        started = time.perf_counter()
         flagged = wrong_clusters(results, options.min_share) if stats else {}
         report.metrics = {
             self.tag(measure, layer, f"{d}d"): values[d]
@@ -221,9 +257,10 @@ class Reporter:
         chosen = options.wrong_cluster_layer or list(stats)[-1]
         images: dict[tuple[str, str], np.ndarray] = {}
         shows_images = results.bank.thumbnails.ndim == 4  # not for sequences, vectors or tokens
-        if options.log_neighbour_grids and shows_images:
+        figures = job.makes(FIGURES)
+        if options.log_neighbour_grids and shows_images and figures:
             images |= neighbour_grid_images(results, query_rows(results.bank, options.query_indices))
-        if options.log_wrong_cluster and chosen in flagged:
+        if options.log_wrong_cluster and chosen in flagged and figures:
             report.texts.append(self._export_wrong_cluster(results, chosen, flagged[chosen], job.paths))
             if shows_images:
                 report.thumbnails.append((report.texts[-1][0], table_thumbnails(results.bank, flagged[chosen])))
@@ -232,7 +269,7 @@ class Reporter:
                 found, gallery_rows = flagged[chosen], options.max_gallery
                 gallery = gallery_image(results, chosen, found, options.min_share, gallery_rows, issues)
                 images[("wrong_cluster", chosen)] = gallery
-        if options.log_confusion:
+        if options.log_confusion and figures:
             if len(results.class_names) <= MAX_CONFUSION_CLASSES:
                 images |= confusion_images(results)
             else:
@@ -243,16 +280,24 @@ class Reporter:
                 report.warnings.append(("confusion-classes", message))
             images |= class_purity_images(results)
             images[("purity_by_depth", "all_layers")] = depth_image(results, job.history)
+        report.seconds[FIGURES] = time.perf_counter() - started
         if maps:
+            started = time.perf_counter()
             purity = {layer: layer_stats.mean_purity for layer, layer_stats in stats.items()}
             ringed = {chosen: flagged[chosen].mask(len(results.bank)).numpy()} if chosen in flagged else {}
             labels = results.bank.labels.numpy()
             images |= map_images(maps, labels, results.class_names, purity, options.k, epoch, ringed)
+            drawn = time.perf_counter() - started
+            report.seconds[MAPS_2D if MAPS_2D in report.seconds else MAPS_3D] += drawn  # the figures of the maps
+        started = time.perf_counter()
         for (kind, name), image in images.items():
             report.images.append((self.tag(kind, name), encode_png(image)))
+        report.seconds[FIGURES] += time.perf_counter() - started
         report.flagged = {layer: results.bank.indices[found.rows].tolist() for layer, found in flagged.items()}
-        if maps and options.log_projector and job.projector_dirs:
+        if maps and options.log_projector and job.projector_dirs and job.makes(PROJECTOR):
+            started = time.perf_counter()
             self._write_projector(job.projector_dirs, results, maps, flagged, report)
+            report.seconds[PROJECTOR] = time.perf_counter() - started
 
     def _without_twins(self, results: EpochResults, report: Report) -> EpochResults:
         """``results`` without the layers whose vectors equal a later layer's (drawn once, as the later one)."""
@@ -266,13 +311,28 @@ class Reporter:
         stats = {layer: found for layer, found in results.stats.items() if layer not in twins}
         return replace(results, stats=stats) if twins else results
 
-    def _fit_maps(self, bank: BankData, stats: dict[str, NeighbourStats], report: Report) -> dict[str, LayerMaps]:
+    def _fit_maps(
+        self, bank: BankData, stats: dict[str, NeighbourStats], dims: list[int], report: Report
+    ) -> dict[str, LayerMaps]:
+        """Each layer's maps in ``dims`` (2-D first: a first 3-D map starts from it); the seconds of each
+        dimension's maps go to ``report.seconds``."""
         maps: dict[str, LayerMaps] = {}
-        for layer in stats:
-            try:
-                maps[layer] = fit_layer_maps(self.maps, layer, bank, self.options.tsne_dims, self.options.k)
-            except ValueError as error:
-                report.warnings.append((f"tsne/{layer}", f"No t-SNE map of layer {layer!r} this epoch: {error}"))
+        failed: set[str] = set()
+        rows = map_rows(bank.labels, bank.indices, self.options.map_samples, self.options.seed)
+        for d in dims:
+            started = time.perf_counter()
+            for layer in stats:
+                if layer in failed:
+                    continue
+                try:
+                    found = fit_layer_maps(self.maps, layer, bank, [d], self.options.k, stats[layer], rows)
+                except ValueError as error:
+                    failed.add(layer)
+                    maps.pop(layer, None)
+                    report.warnings.append((f"tsne/{layer}", f"No t-SNE map of layer {layer!r} this epoch: {error}"))
+                    continue
+                maps[layer] = merged(maps[layer], found) if layer in maps else found
+            report.seconds[MAPS_2D if d == 2 else MAPS_3D] = time.perf_counter() - started
         self.maps.next_round()
         return maps
 
