@@ -65,6 +65,7 @@ class Clock:
         spent: seconds of the callback's work so far (kNN, reports).
         spent_by: of ``spent``, the seconds each output took on the epochs the budget chose it (not at the
             last epoch), by output.
+        first_epoch: the epoch the clock started at (a resumed ``fit`` starts past 0).
     """
 
     epoch: int
@@ -73,6 +74,7 @@ class Clock:
     base: float
     spent: float
     spent_by: Mapping[str, float] = field(default_factory=dict)
+    first_epoch: int = 0
 
     @property
     def spent_optional(self) -> float:
@@ -96,16 +98,16 @@ def plan_outputs(clock: Clock, costs: Mapping[str, float], wanted: Sequence[str]
     wanted = [output for output in OUTPUTS if output in wanted]
     if clock.last_epoch is not None and clock.epoch >= clock.last_epoch:
         return frozenset(wanted)
-    epochs_done = clock.epoch + 1  # this epoch's training and validation have run
+    epochs_done = clock.epoch - clock.first_epoch + 1  # this epoch's training and validation have run
     base_per_epoch = clock.base / epochs_done
     knn = costs.get(KNN, 0.0)
     if clock.last_epoch is None:  # no known end: pace on what has run so far
         released = overhead * clock.base - (clock.spent - clock.spent_optional) - knn
     else:
-        epochs = clock.last_epoch + 1
-        analysed = len(range(0, clock.last_epoch + 1, clock.every))
+        epochs = clock.last_epoch - clock.first_epoch + 1
+        analysed = len(range(clock.epoch, clock.last_epoch + 1, clock.every))
         final = knn + sum(costs.get(output, 0.0) for output in wanted)
-        total = overhead * base_per_epoch * epochs - final - knn * (analysed - 1)
+        total = overhead * base_per_epoch * epochs - final - knn * (analysed - 1) - (clock.spent - clock.spent_optional)
         released = max(total, 0.0) * epochs_done / epochs
     share = max(released, 0.0) / max(len(wanted), 1)
     chosen: list[str] = []
@@ -128,7 +130,7 @@ def next_epoch_with(
     """The next analysed epoch after ``clock.epoch`` (which makes ``chosen``) at which ``output`` would be
     made if base time per epoch and costs stay as they are now; None when not within the known run (or
     the next 1,000 epochs when the end is unknown)."""
-    base_per_epoch = clock.base / (clock.epoch + 1)
+    base_per_epoch = clock.base / (clock.epoch - clock.first_epoch + 1)
     knn = costs.get(KNN, 0.0)
     spent, by = clock.spent, dict(clock.spent_by)
     made, epoch = chosen, clock.epoch
@@ -141,7 +143,15 @@ def next_epoch_with(
         if epoch > horizon:
             return None
         made = plan_outputs(
-            Clock(epoch, clock.last_epoch, clock.every, base_per_epoch * (epoch + 1), spent, by),
+            Clock(
+                epoch,
+                clock.last_epoch,
+                clock.every,
+                base_per_epoch * (epoch - clock.first_epoch + 1),
+                spent,
+                by,
+                clock.first_epoch,
+            ),
             costs,
             wanted,
             overhead,
@@ -191,11 +201,20 @@ class TimeBudget:
         self._start: float | None = None
         self._spent = 0.0
         self._by: dict[str, float] = {}
+        self._first = 0
         self._lock = threading.Lock()
 
-    def start(self) -> None:
-        """``fit`` starts: the clock runs from now, nothing spent."""
-        self._start, self._spent, self._by = time.perf_counter(), 0.0, {}
+    def __getstate__(self) -> dict[str, object]:
+        """A copy (pickling the callback, spawning processes) has no lock and starts no clock."""
+        return {"overhead": self.overhead, "measured": dict(self.measured)}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(float(state["overhead"]))  # type: ignore[misc, arg-type]
+        self.measured = dict(state["measured"])  # type: ignore[call-overload]
+
+    def start(self, epoch: int = 0) -> None:
+        """``fit`` starts (at ``epoch``, past 0 when resumed): the clock runs from now, nothing spent."""
+        self._start, self._spent, self._by, self._first = time.perf_counter(), 0.0, {}, epoch
 
     @property
     def running(self) -> bool:
@@ -221,7 +240,7 @@ class TimeBudget:
         elapsed = time.perf_counter() - (self._start if self._start is not None else time.perf_counter())
         with self._lock:
             spent, by = self._spent, dict(self._by)
-        return Clock(epoch, last_epoch, every, max(elapsed - spent, 1e-9), spent, by)
+        return Clock(epoch, last_epoch, every, max(elapsed - spent, 1e-9), spent, by, self._first)
 
     def costs(self, samples: int, mapped: int, widths: Sequence[int]) -> dict[str, float]:
         """Each output's measured cost where it ran before, else its prior for this bank."""

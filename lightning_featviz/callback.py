@@ -361,7 +361,7 @@ class FeatureVisualizer(_Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._budget is not None:
-            self._budget.start()
+            self._budget.start(trainer.current_epoch)
         self._unfinished, self.schedule = None, []
         # Every rank runs this after the validation loaders are set up: the place to find out whether
         # some rank will see no validation batch (it then runs no validation hook, and could not gather).

@@ -30,7 +30,7 @@ def trained(tmp_path_factory):
     val = image_folder(folder, 32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     data = ClassificationData(Subset(digits, range(300)), val, digits.classes, 32)
     checkpoint = ModelCheckpoint(dirpath=root / "checkpoints")
-    watching = FeatureVisualizer(LAYERS, k=5, tsne_every_n_epochs=None, log_confusion=False)
+    watching = FeatureVisualizer(LAYERS, overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False)
     pl.Trainer(
         max_epochs=2,
         limit_train_batches=4,
