@@ -249,6 +249,12 @@ class Reporter:
             )
             for d in values
         }
+        report.metrics |= {  # a sampled estimate's standard error (above 4,000 mapped points)
+            self.tag("tsne_trustworthiness_error", layer, f"{d}d"): error
+            for layer, layer_maps in maps.items()
+            for d, error in layer_maps.trust_error.items()
+            if error > 0
+        }
         report.metrics |= {
             self.tag("wrong_cluster_share", layer): len(f) / len(results.bank) for layer, f in flagged.items()
         }

@@ -150,3 +150,11 @@ def test_a_fit_stopped_by_max_steps_makes_the_missing_outputs_of_its_last_epoch_
     assert len(events.Images("featviz/tsne_2d/pool")) == 1
     assert len(events.Images("featviz/neighbours/pool")) == 1
     assert "next 2-D map when fit ends" in visualizer.schedule[0]
+
+
+def test_a_resumed_fit_plans_from_the_epochs_it_runs_not_from_epoch_zero():
+    # Resumed at epoch 10 of 20: 10 s of base is one epoch, so the run ahead is 10 epochs of 10 s.
+    fresh = Clock(epoch=0, last_epoch=9, every=1, base=10.0, spent=0.0)
+    resumed = Clock(epoch=10, last_epoch=19, every=1, base=10.0, spent=0.0, first_epoch=10)
+    assert plan_outputs(fresh, COSTS, OUTPUTS, 1.0) == frozenset({FIGURES})
+    assert plan_outputs(resumed, COSTS, OUTPUTS, 1.0) == frozenset({FIGURES})

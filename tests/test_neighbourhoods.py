@@ -119,3 +119,41 @@ def test_one_fit_epoch_searches_each_layers_vectors_once_for_every_output(tmp_pa
     assert len(events.Scalars("featviz/tsne_trustworthiness@5/pool/3d")) == 1
     counts = Counter(width for width in widths if width > 3)
     assert counts == {768: 1, 16: 1}  # input (3 x 16 x 16) and pool (16 channels): one search each
+
+
+def test_a_large_bank_is_mapped_on_its_subsample_and_its_projector_entries_are_bounded(tmp_path):
+    """1,200 samples x two 1,500-wide layers, maps of 400 rows: every entry holds those 400 rows, with
+    their own metadata, and the vectors (400 x 3,000 = 1.2 M values < 2 M: kept whole) or, for a bank whose
+    mapped vectors exceed 2 M values, their top 50 principal components."""
+    from lightning_featviz.bank import BankData
+    from lightning_featviz.embedding import MapTracker
+    from lightning_featviz.maps import fit_layer_maps, projector_entries
+
+    n, width = 1200, 1500
+    vectors, labels = _clusters(n=n, d=width, classes=5)
+    indices = torch.arange(n) * 7
+    bank = BankData(
+        indices,
+        labels,
+        labels.clone(),
+        torch.ones(n),
+        {"a": vectors, "b": vectors * 2},
+        torch.zeros(n, 3, 8, 8, dtype=torch.uint8),
+    )
+    stats = {layer: neighbour_stats(bank.vectors[layer], labels, 5, 5) for layer in ("a", "b")}
+    rows = map_rows(labels, indices, 400)
+    assert rows is not None
+    tracker = MapTracker(perplexity=10.0)
+    maps = {layer: fit_layer_maps(tracker, layer, bank, [2], 5, stats[layer], rows) for layer in ("a", "b")}
+    assert maps["a"].maps[2].shape == (400, 2) and maps["a"].trust_error[2] == 0.0
+    entries = projector_entries(bank, stats, maps, [str(c) for c in range(5)], 5, epoch=0)
+    assert {entry.vectors.shape for entry in entries} == {(400, width), (400, 3)}
+    first = entries[0]
+    assert [row[3] for row in first.rows] == indices[rows].tolist()  # the index column: the mapped samples
+    assert first.thumbnails is not None and len(first.thumbnails) == 400
+    wide = BankData(indices, labels, labels.clone(), torch.ones(n), {"a": torch.cat([vectors] * 4, 1)}, bank.thumbnails)
+    wide_stats = {"a": stats["a"]}
+    wide_maps = {"a": fit_layer_maps(tracker, "a", wide, [2], 5, None, rows)}
+    wide_entries = projector_entries(wide, wide_stats, wide_maps, [str(c) for c in range(5)], 5, epoch=0)
+    vectors_entry = next(entry for entry in wide_entries if entry.name.endswith("/vectors"))
+    assert vectors_entry.vectors.shape == (400, 50)  # 400 x 6,000 = 2.4 M values: top 50 components
