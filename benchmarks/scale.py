@@ -78,6 +78,13 @@ def validate_runs(samples: int, runs: int) -> dict:
     }
 
 
+def measured(samples: int, runs: int) -> dict:
+    """``validate_runs`` in a fresh process (its peak resident memory is its own)."""
+    command = [sys.executable, __file__, "--run", str(samples), str(runs)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=20_000)
@@ -88,13 +95,9 @@ def main() -> None:
     if args.run:
         print(json.dumps(validate_runs(*args.run)))
         return
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # each case as it is measured
     print(f"threads: {torch.get_num_threads()}, load average before: {os.getloadavg()[0]:.1f}")
-    results = {}
-    for samples, runs in ((args.samples, args.runs), (args.large, 1)):
-        command = [sys.executable, __file__, "--run", str(samples), str(runs)]
-        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-        results[samples] = json.loads(output.strip().splitlines()[-1])
-    small = results[args.samples]
+    small = measured(args.samples, args.runs)
     print(f"{args.samples} samples x {len(LAYERS)} layers, defaults (validate: every output)")
     print(f"  validate without the callback: {small['without_s']:.1f} s")
     report = [s - small["without_s"] for s in small["with_s"]]
@@ -109,7 +112,7 @@ def main() -> None:
     print(
         f"target: <= 20 MB written per epoch -> {'met' if worst_bytes <= 20 else 'NOT met'} (max {worst_bytes:.1f} MB)"
     )
-    large = results[args.large]
+    large = measured(args.large, 1)
     complete = large["analysed_layers"] == len(LAYERS)
     print(
         f"{args.large} samples: validate with every output in {large['with_s'][0]:.0f} s "
