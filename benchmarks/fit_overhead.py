@@ -14,12 +14,14 @@ Training on every core is a CPU-only run: whatever the callback costs, training 
 and the CPU has room: the background report then runs beside training instead of after it.
 
     python benchmarks/fit_overhead.py [--epochs 8] [--spare-core]
+    python benchmarks/fit_overhead.py --gpu [...]   # on a GPU: ResNet-18 and ViT-S/16 at 224 px (fit_overhead_gpu.py)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 
@@ -28,7 +30,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_featviz import FeatureVisualizer
-from lightning_featviz.demo import DEMO_LAYERS, ClassificationData, ImageClassifier
+from lightning_featviz.demo.model import DEMO_LAYERS, ClassificationData, ImageClassifier
 
 
 def fit_seconds(epochs: int, setting: str | None) -> tuple[float, list[str]]:
@@ -79,6 +81,10 @@ def measure(epochs: int, threads: int, settings: list[str]) -> tuple[dict[str, f
 
 
 def main() -> None:
+    if "--gpu" in sys.argv[1:]:  # the GPU mode lives in its own script (benchmarks/ is on sys.path when run)
+        from fit_overhead_gpu import main as gpu_main
+
+        return gpu_main(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--spare-core", action="store_true", help="also train on all cores but one")

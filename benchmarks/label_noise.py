@@ -6,9 +6,9 @@ average precision of the full ranking (AP; a random ranking scores the error rat
 whose suggested label is not the given one; cleanlab: what ``find_label_issues`` returns).
 
 Methods:
-- **featviz**: :func:`lightning_featviz.label_issues.find_label_issues` on one layer's vectors and the
+- **featviz**: :func:`lightning_featviz.analysis.label_issues.find_label_issues` on one layer's vectors and the
   model's softmax (neighbourhood × model; in-sample probabilities tempered, as the callback scores training
-  samples), with its class-noise step (:func:`lightning_featviz.label_issues.noise_matrix`);
+  samples), with its class-noise step (:func:`lightning_featviz.analysis.label_issues.noise_matrix`);
   **featviz, no class-noise step**: the product alone (``class_noise=False``, the scorer before it);
   **featviz neighbours**: the same as featviz without probabilities.
 - **model probability**: the softmax probability of the given label, ascending (for reference).
@@ -44,8 +44,8 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 from torch import nn
 
-from lightning_featviz.datasets import ColouredDigits
-from lightning_featviz.label_issues import IN_SAMPLE_MODEL_WEIGHT, find_label_issues
+from lightning_featviz.analysis.label_issues import IN_SAMPLE_MODEL_WEIGHT, find_label_issues
+from lightning_featviz.demo.datasets import ColouredDigits
 
 NUM_CLASSES = 10
 CIFAR_MEAN, CIFAR_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -32,8 +32,8 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_featviz import FeatureVisualizer
-from lightning_featviz.bank import bank_bytes, stored_bytes
-from lightning_featviz.demo import DEMO_LAYERS, ClassificationData, ImageClassifier
+from lightning_featviz.capture.bank import BankData, bank_bytes
+from lightning_featviz.demo.model import DEMO_LAYERS, ClassificationData, ImageClassifier
 
 
 def current_rss_mib(pid: int | str = "self") -> float:
@@ -52,9 +52,15 @@ class MemoryLog(pl.Callback):
     def on_validation_epoch_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            renderer = self.visualizer._renderer
+            renderer = self.visualizer._reports.renderer
             child = current_rss_mib(renderer._process.pid) if renderer is not None else float("nan")
             self.rows.append((trainer.current_epoch, current_rss_mib(), peak, child))
+
+
+def stored_bytes(bank: BankData) -> int:
+    """Bytes a finalised bank actually holds."""
+    tensors = [bank.indices, bank.labels, bank.preds, bank.confidences, bank.thumbnails, bank.probabilities]
+    return sum(t.numel() * t.element_size() for t in [*tensors, *bank.vectors.values()])
 
 
 class BankSize(FeatureVisualizer):
@@ -141,7 +147,7 @@ def run_large() -> None:
     print(f"  {'without the callback':<42}{baseline:>14.0f}")
     for name, label in [
         ("with", "with it (kNN by FAISS where installed)"),
-        ("with-torch-knn", "with it, kNN by torch (the plain install)"),
+        ("with-torch-knn", "with it, kNN by torch (FAISS not importable)"),
     ]:
         growth = results[name]["peak_mib"] - baseline
         ratio = growth / predicted

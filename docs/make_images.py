@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_featviz.demo import DEMO_LAYERS
+from lightning_featviz.demo.model import DEMO_LAYERS
 
 IMAGES = Path(__file__).parent / "images"
 LAYERS = list(DEMO_LAYERS)

@@ -16,7 +16,7 @@ from torch import nn
 from torchvision import datasets, transforms
 
 from lightning_featviz import FeatureVisualizer
-from lightning_featviz.demo import ClassificationData, ImageClassifier
+from lightning_featviz.demo.model import ClassificationData, ImageClassifier
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 

@@ -20,7 +20,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_featviz import FeatureVisualizer
-from lightning_featviz.demo import ClassificationData, ImageClassifier
+from lightning_featviz.demo.model import ClassificationData, ImageClassifier
 
 
 def main(argv=None) -> None:

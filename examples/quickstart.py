@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_featviz import FeatureVisualizer
-from lightning_featviz.demo import ClassificationData, ImageClassifier
+from lightning_featviz.demo.model import ClassificationData, ImageClassifier
 
 pl.seed_everything(0)
 data = ClassificationData.digits(batch_size=32)

@@ -11,51 +11,51 @@ __version__ = "0.1.0"
 # Lightning (about 250 MB less to import). ``__all__`` stays a literal list, as type checkers
 # require of re-exports.
 _MODULE_OF = {
-    "ActivationCapture": "capture",
-    "align_map": "embedding",
-    "BankData": "bank",
-    "Batch": "batches",
-    "ColouredDigits": "datasets",
-    "default_layers": "default_layers",
-    "Layout": "layouts",
-    "LayoutError": "layouts",
-    "reduce_output": "layouts",
-    "FeatureBank": "bank",
+    "ActivationCapture": "capture.hooks",
+    "align_map": "analysis.embedding",
+    "BankData": "capture.bank",
+    "Batch": "capture.batches",
+    "ColouredDigits": "demo.datasets",
+    "default_layers": "capture.default_layers",
+    "Layout": "capture.layouts",
+    "LayoutError": "capture.layouts",
+    "reduce_output": "capture.layouts",
+    "FeatureBank": "capture.bank",
     "FeatureVisualizer": "callback",
-    "figure_to_array": "plots",
-    "find_label_issues": "label_issues",
-    "find_wrong_cluster": "outliers",
-    "image_folder": "datasets",
-    "knn_purity": "knn",
-    "knn_search": "knn",
-    "knn_vote": "knn",
-    "label_issue_table": "label_issues",
-    "LabelIssues": "label_issues",
-    "map_displacement": "embedding",
-    "map_figure": "map_plot",
-    "map_image": "map_plot",
-    "MapPanel": "map_plot",
-    "MapTracker": "embedding",
-    "neighbour_grid_figure": "plots",
-    "neighbour_grid_image": "plots",
-    "neighbour_stats": "knn",
-    "NeighbourGrid": "plots",
-    "neighbourhood_confusion": "outliers",
-    "NeighbourStats": "knn",
-    "pca_reduce": "embedding",
-    "per_class_mean": "knn",
-    "ProjectorEntry": "projector",
-    "read_batch": "batches",
-    "reduce_activation": "capture",
-    "reduce_input": "inputs",
-    "input_kind": "inputs",
-    "resolve_layers": "capture",
-    "select_subset": "bank",
-    "to_thumbnails": "bank",
-    "trustworthiness": "embedding",
-    "tsne_map": "embedding",
-    "write_projector": "projector",
-    "WrongCluster": "outliers",
+    "figure_to_array": "render.grids",
+    "find_label_issues": "analysis.label_issues",
+    "find_wrong_cluster": "analysis.wrong_cluster",
+    "image_folder": "loading",
+    "knn_purity": "analysis.knn",
+    "knn_search": "analysis.knn",
+    "knn_vote": "analysis.knn",
+    "label_issue_table": "analysis.label_issues",
+    "LabelIssues": "analysis.label_issues",
+    "map_displacement": "analysis.embedding",
+    "map_figure": "render.maps",
+    "map_image": "render.maps",
+    "MapPanel": "render.maps",
+    "MapTracker": "analysis.embedding",
+    "neighbour_grid_figure": "render.grids",
+    "neighbour_grid_image": "render.grids",
+    "neighbour_stats": "analysis.knn",
+    "NeighbourGrid": "render.grids",
+    "neighbourhood_confusion": "analysis.wrong_cluster",
+    "NeighbourStats": "analysis.knn",
+    "pca_reduce": "analysis.embedding",
+    "per_class_mean": "analysis.knn",
+    "ProjectorEntry": "outputs.projector",
+    "read_batch": "capture.batches",
+    "reduce_activation": "capture.hooks",
+    "reduce_input": "capture.inputs",
+    "input_kind": "capture.inputs",
+    "resolve_layers": "capture.hooks",
+    "select_subset": "capture.bank",
+    "to_thumbnails": "capture.bank",
+    "trustworthiness": "analysis.embedding",
+    "tsne_map": "analysis.embedding",
+    "write_projector": "outputs.projector",
+    "WrongCluster": "analysis.wrong_cluster",
 }
 
 __all__ = [
@@ -120,13 +120,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from lightning_featviz.bank import BankData, FeatureBank, select_subset, to_thumbnails
-    from lightning_featviz.batches import Batch, read_batch
-    from lightning_featviz.callback import FeatureVisualizer
-    from lightning_featviz.capture import ActivationCapture, reduce_activation, resolve_layers
-    from lightning_featviz.datasets import ColouredDigits, image_folder
-    from lightning_featviz.default_layers import default_layers
-    from lightning_featviz.embedding import (
+    from lightning_featviz.analysis.embedding import (
         MapTracker,
         align_map,
         map_displacement,
@@ -134,11 +128,30 @@ if TYPE_CHECKING:
         trustworthiness,
         tsne_map,
     )
-    from lightning_featviz.inputs import input_kind, reduce_input
-    from lightning_featviz.knn import NeighbourStats, knn_purity, knn_search, knn_vote, neighbour_stats, per_class_mean
-    from lightning_featviz.label_issues import LabelIssues, find_label_issues, label_issue_table
-    from lightning_featviz.layouts import Layout, LayoutError, reduce_output
-    from lightning_featviz.map_plot import MapPanel, map_figure, map_image
-    from lightning_featviz.outliers import WrongCluster, find_wrong_cluster, neighbourhood_confusion
-    from lightning_featviz.plots import NeighbourGrid, figure_to_array, neighbour_grid_figure, neighbour_grid_image
-    from lightning_featviz.projector import ProjectorEntry, write_projector
+    from lightning_featviz.analysis.knn import (
+        NeighbourStats,
+        knn_purity,
+        knn_search,
+        knn_vote,
+        neighbour_stats,
+        per_class_mean,
+    )
+    from lightning_featviz.analysis.label_issues import LabelIssues, find_label_issues, label_issue_table
+    from lightning_featviz.analysis.wrong_cluster import WrongCluster, find_wrong_cluster, neighbourhood_confusion
+    from lightning_featviz.callback import FeatureVisualizer
+    from lightning_featviz.capture.bank import BankData, FeatureBank, select_subset, to_thumbnails
+    from lightning_featviz.capture.batches import Batch, read_batch
+    from lightning_featviz.capture.default_layers import default_layers
+    from lightning_featviz.capture.hooks import ActivationCapture, reduce_activation, resolve_layers
+    from lightning_featviz.capture.inputs import input_kind, reduce_input
+    from lightning_featviz.capture.layouts import Layout, LayoutError, reduce_output
+    from lightning_featviz.demo.datasets import ColouredDigits
+    from lightning_featviz.loading import image_folder
+    from lightning_featviz.outputs.projector import ProjectorEntry, write_projector
+    from lightning_featviz.render.grids import (
+        NeighbourGrid,
+        figure_to_array,
+        neighbour_grid_figure,
+        neighbour_grid_image,
+    )
+    from lightning_featviz.render.maps import MapPanel, map_figure, map_image

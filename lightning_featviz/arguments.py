@@ -85,3 +85,5 @@ def check_arguments(args: Mapping[str, Any]) -> None:
     require(extractor is None or callable(extractor), "batch_extractor", "callable", extractor)
     folder = args["report_dir"]
     require(folder is None or isinstance(folder, (str, Path)), "report_dir", "None or a folder path", folder)
+    dashboard = args["dashboard"]
+    require(isinstance(dashboard, bool), "dashboard", "True or False", dashboard)

@@ -1,16 +1,19 @@
 """The Lightning callback: decides *when* to capture and analyse, and *where* results go.
 
 Everything it computes is done by the plain functions of the other modules.
+
+Over 300 lines: the 38 constructor arguments and their documentation take about 200; grouping them into
+option objects (issue 15) is still to do.
 """
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import fields
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,24 +23,44 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
-from lightning_featviz.analysis import degenerate, epoch_metrics, layer_stats, purity_ceiling
+from lightning_featviz.analysis.embedding import Backend, MapTracker
+from lightning_featviz.analysis.knn import Metric, NeighbourStats, ResultCache
+from lightning_featviz.analysis.label_issues import label_issue_k
+from lightning_featviz.analysis.measures import EpochResults, degenerate, epoch_metrics, layer_stats, purity_ceiling
+from lightning_featviz.analysis.neighbourhoods import neighbours_needed
 from lightning_featviz.arguments import check_arguments
-from lightning_featviz.bank import (
+from lightning_featviz.capture.bank import (
     BankData,
-    Choice,
-    FeatureBank,
-    bank_bytes,
     bank_from_columns,
-    to_thumbnails,
 )
-from lightning_featviz.batches import (
-    predictions_from,
-    probabilities_of,
+from lightning_featviz.capture.batches import (
     read_batch,
-    scores_of,
-    unknown_predictions,
 )
-from lightning_featviz.budget import (
+from lightning_featviz.capture.default_layers import default_layers
+from lightning_featviz.capture.epoch import CaptureOptions, ValidationCapture
+from lightning_featviz.capture.hooks import (
+    Reduction,
+    resolve_layers,
+    resolve_reductions,
+    short_display_names,
+)
+from lightning_featviz.capture.inputs import (
+    InputKind,
+)
+from lightning_featviz.capture.trainer_data import (
+    allows_empty_ranks,
+    capture_training_bank,
+    known_class_names,
+    logged_step,
+    matching_rows,
+    preserved_global_rng,
+    sample_paths,
+    sampler_batches,
+    training_loader,
+    validation_loader,
+)
+from lightning_featviz.outputs.sinks import FileSink, Sink, TensorBoardSink, tensorboard_writers
+from lightning_featviz.report.budget import (
     FIGURES,
     KNN,
     MAPS_2D,
@@ -47,39 +70,10 @@ from lightning_featviz.budget import (
     last_analysed_epoch,
     wanted_outputs,
 )
-from lightning_featviz.capture import (
-    INPUT_LAYER,
-    ActivationCapture,
-    Reduction,
-    resolve_layers,
-    resolve_reductions,
-    short_display_names,
-)
-from lightning_featviz.datasets import sample_paths
-from lightning_featviz.default_layers import default_layers
-from lightning_featviz.distributed import all_objects, broadcast_object, gather_columns
-from lightning_featviz.embedding import Backend, MapTracker
-from lightning_featviz.inputs import InputKind, as_images, check_input_kind, input_kind, input_width, reduce_input
-from lightning_featviz.knn import Metric, NeighbourStats, ResultCache
-from lightning_featviz.label_issues import label_issue_k
-from lightning_featviz.neighbourhoods import neighbours_needed
-from lightning_featviz.render_process import RenderProcess, can_render_in_a_process
-from lightning_featviz.report import EpochResults
-from lightning_featviz.reporter import Destination, EpochJob, Report, Reporter, ReportOptions, unfinished
-from lightning_featviz.reporter import tag as make_tag
-from lightning_featviz.sinks import FileSink, Sink, TensorBoardSink, tensorboard_writers
-from lightning_featviz.trainer_data import (
-    allows_empty_ranks,
-    capture_training_bank,
-    known_class_names,
-    logged_step,
-    matching_rows,
-    preserved_global_rng,
-    sampler_batches,
-    training_loader,
-    validation_loader,
-)
-from lightning_featviz.worker import BackgroundWorker
+from lightning_featviz.report.reporter import Destination, EpochJob, Report, Reporter, ReportOptions, unfinished
+from lightning_featviz.report.reporter import tag as make_tag
+from lightning_featviz.runtime.distributed import all_objects, broadcast_object, gather_columns
+from lightning_featviz.runtime.scheduler import ReportScheduler
 
 
 def _callback_bases() -> tuple[type, ...]:
@@ -96,6 +90,15 @@ if TYPE_CHECKING:
     _Callback = pl.Callback
 else:
     _Callback = type("_Callback", _callback_bases(), {})
+
+
+class Phase(Enum):
+    """Where a run of the callback stands."""
+
+    WAITING = "waiting"  #: for the next validation epoch to capture
+    CAPTURING = "capturing"  #: a validation epoch is being captured
+    OFF_THIS_RUN = "off this run"  #: this fit/validate cannot be gathered (a rank without validation batches)
+    OFF = "off"  #: the bank would exceed `memory_budget_mb`: off for the rest of the callback's life
 
 
 class FeatureVisualizer(_Callback):
@@ -129,7 +132,7 @@ class FeatureVisualizer(_Callback):
         pool_size: output side of the ``"adaptive"`` reduction.
         input_size: the input layer is area-downsampled to ``input_size`` per side before flattening
             (images; sequences are resampled to ``input_size`` steps, token ids counted in ``input_size**2``
-            buckets: see :mod:`lightning_featviz.inputs`).
+            buckets: see :mod:`lightning_featviz.capture.inputs`).
         input_kind: what the model's inputs are: ``"image"`` (B, C, H, W), ``"sequence"`` (B, T, F),
             ``"vector"`` (B, F) or ``"tokens"`` (integer (B, T)); default (None) told from the first batch
             (a float (B, H, W) batch is a grey image when the model has 2-D convolutions). Only images
@@ -188,6 +191,9 @@ class FeatureVisualizer(_Callback):
             instead of warning once and letting training go on.
         report_dir: also write every figure as PNG, the scalars as CSV, and ``index.html``, a page
             that shows them without TensorBoard, into this folder (refreshed each epoch).
+        dashboard: write the files of TensorBoard's FEATVIZ tab (neighbours, maps, predictions and
+            wrong-cluster flags of every layer, thumbnails once) under ``<log dir>/featviz_dashboard``
+            each analysed epoch (see ``docs/dashboard.md``).
         overhead: the time budget in ``fit``: the callback's work may add at most this share to the time
             ``fit`` takes without it (0.1: 1.1 times), over the run. kNN scalars come every analysed epoch;
             figures, maps, the projector and 3-D maps are made on the epochs the budget allows (costs are
@@ -242,6 +248,7 @@ class FeatureVisualizer(_Callback):
         chunk_size: int = 1024,
         strict: bool = False,
         report_dir: str | Path | None = None,
+        dashboard: bool = True,
         overhead: float | None = 0.1,
         map_samples: int = 2000,
     ) -> None:
@@ -291,6 +298,7 @@ class FeatureVisualizer(_Callback):
         self.chunk_size = chunk_size
         self.strict = bool(strict)
         self.report_dir = None if report_dir is None else Path(report_dir)
+        self.dashboard = dashboard
         self.overhead = overhead
         self.map_samples = map_samples
         #: One line per analysed epoch of ``fit`` under the time budget: what it made, when the next map comes.
@@ -300,31 +308,14 @@ class FeatureVisualizer(_Callback):
         #: Dataset indices of the images in the wrong cluster at the last analysed epoch, per layer
         #: (strongest first); filled on rank 0.
         self.wrong_cluster_indices: dict[str, list[int]] = {}
-        self._paths: dict[str, str] = {}
         self._log_dir: str | None = None
         self._val_dataset: Any = None
-        self._capture: ActivationCapture | None = None
-        self._output_hook: Any = None
-        self._bank: FeatureBank | None = None
-        self._index_batches: list[Tensor] | None = None
-        self._input_kind: InputKind | None = input_kind  # told from the first batch when not given
-        self._choice: Choice | None = None  # which captured samples the epoch's bank keeps
-        self._dropped: set[str] = set()  # layers left out of this epoch (did not run, changed shape)
-        self._active = False
-        self._sized = False  # the bank's size was predicted and checked against the budget
-        self._disabled = False
-        self._off_this_run = False  # this fit/validate cannot be gathered (a rank without batches)
-        self._preds: tuple[Tensor, Tensor] | None = None  # (B,) predicted class, (B,) its probability
-        self._probs: Tensor | None = None  # (B, C) the model's softmax
+        self._phase = Phase.WAITING
         self._warned: set[str] = set()
+        self._run = ValidationCapture(self._capture_options(), self._warn_once, rank_zero_info)
         self._knn_cache: ResultCache[NeighbourStats] = ResultCache()
         self._maps = MapTracker(self.perplexity, seed, tsne_backend)
-        self._worker = BackgroundWorker()
-        self._reporter: Reporter | None = None  # made at setup, when the log dir is known
-        self._renderer: RenderProcess | None = None  # started with the first background report
-        self._process_works = True  # until one fails before its first report
-        self._finishing = False  # training is done: the reports still queued may use every core
-        self._background = bool(background)
+        self._reports = ReportScheduler(self._maps, self._warn_once, self._reported)
         self._budget = TimeBudget(overhead) if overhead is not None else None
         self._outputs: frozenset[str] | None = None  # this epoch's budgeted outputs (None: every one)
         self._unfinished: tuple[EpochJob, Destination] | None = None  # the last epoch, if it lacks outputs
@@ -337,20 +328,32 @@ class FeatureVisualizer(_Callback):
     def state_key(self) -> str:
         return self._generate_state_key(layers=self.layers if self.layers == "auto" else list(self.layers), k=self.k)
 
+    @property
+    def _paths(self) -> dict[str, str]:
+        """The captured layers: module path -> display name."""
+        return self._run.paths
+
+    def _capture_options(self) -> CaptureOptions:
+        names = [option.name for option in fields(CaptureOptions) if option.name != "shows_images"]
+        shows_images = (
+            self.log_neighbour_grids or self.log_wrong_cluster or bool(self.log_projector and self.tsne_every_n_epochs)
+        )  # whether any output shows thumbnails (grids, the gallery, the projector's sprite)
+        return CaptureOptions(**{name: getattr(self, name) for name in names}, shows_images=shows_images)
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._paths, self._capture = {}, None
+        self._run.options = self._capture_options()
+        self._run.forget_layers()
         if self.layers != "auto":  # "auto": chosen at the first validation epoch, on one of its batches
             self._use_layers(pl_module, resolve_layers(pl_module, self.layers))
         # trainer.log_dir broadcasts from rank 0: ask once here, where every rank runs, never in a
         # branch that one rank could skip (that would hang the others).
         self._log_dir = trainer.log_dir
         options = ReportOptions(**{option.name: getattr(self, option.name) for option in fields(ReportOptions)})
-        self._reporter = Reporter(options, self._maps, self._log_dir)
         on_accelerator = trainer.strategy.root_device.type != "cpu"
-        self._background = self.background if self.background is not None else on_accelerator
+        background = self.background if self.background is not None else on_accelerator
         self._on_cpu = not on_accelerator
-        self._off_this_run = False
-        self._finishing = False
+        self._reports.start(Reporter(options, self._maps, self._log_dir), self._log_dir, background)
+        self._phase = Phase.OFF if self._phase is Phase.OFF else Phase.WAITING
         if stage == TrainerFn.VALIDATING and trainer.world_size > 1 and allows_empty_ranks(trainer, pl_module):
             # A rank without a batch runs no validation hook, so it could not join the gather, and
             # `validate` has no hook before its loop where the ranks could compare batch counts.
@@ -373,7 +376,7 @@ class FeatureVisualizer(_Callback):
             self._switch_off(f"ranks {empty} see no batch of validation dataloader {self.dataloader_idx}")
 
     def _switch_off(self, reason: str) -> None:
-        self._off_this_run = True
+        self._phase = Phase.OFF if self._phase is Phase.OFF else Phase.OFF_THIS_RUN
         self._warn_once(
             "empty-rank",
             f"FeatureVisualizer is off for this run: {reason}. Hint: give every rank at least one validation "
@@ -396,20 +399,13 @@ class FeatureVisualizer(_Callback):
         )
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._detach()
+        self._run.detach()
         self._drain()
-        self._worker.close()
-        self._stop_renderer(wait=True)
+        self._reports.close(wait=True)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._detach()
-        self._worker.close(wait=False)  # training failed: drop reports not started, stop the thread
-        self._stop_renderer(wait=False)
-
-    def _stop_renderer(self, wait: bool) -> None:
-        if self._renderer is not None:
-            self._renderer.close(wait)
-            self._renderer = None
+        self._run.detach()
+        self._reports.close(wait=False)  # training failed: drop reports not started, stop the thread
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": list(self.history), "maps": self._maps.state_dict()}
@@ -428,9 +424,7 @@ class FeatureVisualizer(_Callback):
                 f"Expected `wrong_cluster_layer` to be one of the captured layers {displays}, "
                 f"but got {self.wrong_cluster_layer!r}."
             )
-        reductions = resolve_reductions(pl_module, paths, self.reduction)
-        self._paths = paths
-        self._capture = ActivationCapture(pl_module, list(paths), reductions, self.pool_size)
+        self._run.use(pl_module, paths, resolve_reductions(pl_module, paths, self.reduction))
 
     def _choose_layers(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """``layers="auto"``: the input, the main stages and the pooled feature, found with one no-grad forward
@@ -466,20 +460,19 @@ class FeatureVisualizer(_Callback):
         return short_display_names(pl_module, paths)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.layers == "auto" and self._capture is None and not self._disabled:
+        if self.layers == "auto" and self._run.hooks is None and self._phase is not Phase.OFF:
             self._choose_layers(trainer, pl_module)
+        if self._phase is Phase.CAPTURING:
+            self._phase = Phase.WAITING  # the last epoch was not ended (an exception)
         fitting = trainer.state.fn == TrainerFn.FITTING
-        self._active = not trainer.sanity_checking and (not fitting or trainer.current_epoch % self.every_n_epochs == 0)
+        due = not trainer.sanity_checking and (not fitting or trainer.current_epoch % self.every_n_epochs == 0)
         smoke_test = getattr(trainer, "fast_dev_run", False)  # nothing to analyse
-        self._active &= not (self._disabled or self._off_this_run or smoke_test)
-        if not self._active or self._capture is None:
-            self._active = False
+        if not due or smoke_test or self._phase is not Phase.WAITING or self._run.hooks is None:
             return
         loader = validation_loader(trainer, self.dataloader_idx)
         size = len(loader.dataset) if loader is not None and hasattr(loader.dataset, "__len__") else None
         if loader is None or size is None:
             self._warn_once("loader", "FeatureVisualizer found no sized validation dataset; nothing is analysed.")
-            self._active = False
             return
         queries = [i for i in self.query_indices or [] if i < size]
         if len(queries) < len(self.query_indices or []):
@@ -488,28 +481,15 @@ class FeatureVisualizer(_Callback):
                 "queries",
                 f"`query_indices` {beyond} are beyond the validation dataset ({size} samples); they are left out.",
             )
-        dtype = torch.float16 if self.storage_dtype == "float16" else torch.float32
-        choice = Choice(self.max_samples, self.k + 1, self.seed, tuple(queries))
-        self._bank, self._choice, self._dropped = FeatureBank(size, choice, dtype), choice, set()
-        self._unfinished = None  # a later epoch is analysed: the last one is this
         self._val_dataset = loader.dataset
-        self._index_batches = sampler_batches(loader)
-        self._capture.register()
-        self._output_hook = pl_module.register_forward_hook(self._remember_predictions)
+        self._run.start_epoch(pl_module, size, queries, sampler_batches(loader))
+        self._unfinished = None  # a later epoch is analysed: the last one is this
+        self._phase = Phase.CAPTURING
 
     def on_validation_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if self._capture is not None:
-            self._capture.clear()
-            self._capture.batch_size = batch_size_of(batch, self.batch_extractor)
-            if trainer.sanity_checking and batch_idx == 0 and not self._sized and not self._capture.attached:
-                self._capture.register()  # one probing batch: how wide is each layer?
-        self._preds = self._probs = None
-
-    def _remember_predictions(self, module: Any, args: Any, output: Any) -> None:
-        if self._preds is None:
-            self._preds, self._probs = scores_of(output), probabilities_of(output)
+        self._run.start_batch(batch, probing=trainer.sanity_checking and batch_idx == 0)
 
     def on_validation_batch_end(
         self,
@@ -521,120 +501,16 @@ class FeatureVisualizer(_Callback):
         dataloader_idx: int = 0,
     ) -> None:
         if trainer.sanity_checking and batch_idx == 0:
-            self._probe(pl_module, batch)  # a batch we cannot read fails here, before training
-        if not self._active or dataloader_idx != self.dataloader_idx or self._capture is None or self._bank is None:
+            self._run.probe(pl_module, batch)  # a batch we cannot read fails here, before training
+        capturing = self._phase is Phase.CAPTURING and dataloader_idx == self.dataloader_idx
+        if not capturing or self._run.hooks is None or self._run.bank is None:
             return
-        if not self._guarded(self._add_batch, pl_module, outputs, batch, batch_idx):
-            self._bank = None  # not analysed this epoch (every rank still gathers, DDP)
-            self._detach()
-
-    def _probe(self, pl_module: pl.LightningModule, batch: Any) -> None:
-        """The sanity check's first batch: read it, tell the input's kind, name layers that did not run,
-        and size the bank against the memory budget."""
-        inputs, _, _ = read_batch(batch, self.batch_extractor)
-        self._kind_of(inputs, pl_module)
-        if self._sized or self._capture is None:
-            return
-        captured = self._capture.pop()
-        self._capture.remove()
-        missing = [path for path in self._paths if path != INPUT_LAYER and path not in captured]
-        if missing:
-            raise ValueError(
-                f"Expected every layer in `layers` to run in the validation forward, but {missing} did not. "
-                "Hint: name modules that `forward` calls (a module defined but unused, or only used in "
-                "training, has no output to capture)."
-            )
-        self._check_memory(captured, inputs, sanity=True)
-
-    def _add_batch(self, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> bool:
-        """Read one validation batch and add its kept rows to the bank; True when it went through (even
-        with nothing to keep), False when the epoch cannot be analysed."""
-        assert self._capture is not None and self._bank is not None
-        captured = self._capture.pop()
-        inputs, labels, indices = read_batch(batch, self.batch_extractor)
-        if len(labels) == 0:  # an empty batch (a filtering collate): nothing ran, nothing to keep
-            return True
-        if indices is None:
-            if (
-                self._index_batches is None
-                or batch_idx >= len(self._index_batches)
-                or len(self._index_batches[batch_idx]) != len(labels)
-            ):
-                self._warn_once(
-                    "indices",
-                    "FeatureVisualizer cannot tell which dataset samples a validation batch holds: only a sampler "
-                    "whose order is known (sequential, a list of indices, a non-shuffling DistributedSampler) "
-                    "tells; a random, weighted or subset-random sampler draws a new order each time; nothing is "
-                    "analysed. Hint: use shuffle=False and no sampler for validation, or return dataset indices "
-                    "from `batch_extractor`.",
-                )
-                return False
-            indices = self._index_batches[batch_idx]
-        self._kind_of(inputs, pl_module)
-        if not self._sized:
-            self._check_memory(captured, inputs, sanity=False)
-            if self._disabled:
-                return False
-        vectors = self._vectors(inputs, captured)
-        preds_and_confidences = predictions_from(outputs) or self._preds
-        if preds_and_confidences is None or len(preds_and_confidences[0]) != len(labels):
-            preds_and_confidences = unknown_predictions(len(labels))
-        preds, confidences = (values.cpu() for values in preds_and_confidences)
-        step_logits = outputs.get("logits") if isinstance(outputs, Mapping) else None
-        probs = probabilities_of(step_logits) if step_logits is not None else self._probs
-        probs = probs if probs is not None and len(probs) == len(labels) else None
-        self._bank.add(indices, labels.cpu(), preds, confidences, vectors, self._thumbnails(inputs), probs)
-        return True
-
-    def _vectors(self, inputs: Tensor, captured: dict[str, Tensor]) -> dict[str, Tensor]:
-        """One (B, D) vector per sample for each layer still captured this epoch; a layer that did not run or
-        whose vectors changed shape is left out for the rest of the epoch, with one warning."""
-        vectors = {}
-        for path, display in self._paths.items():
-            if display in self._dropped:
-                continue
-            if path == INPUT_LAYER:
-                vectors[display] = reduce_input(inputs, self._kind_of(inputs), self.input_size).cpu()
-            elif path in captured:
-                vectors[display] = captured[path]
-            else:
-                self._drop_layer(display, "it did not run in a validation forward")
-                continue
-            width, stored = tuple(vectors[display].shape[1:]), self._bank.width(display) if self._bank else None
-            if stored is not None and width != stored:
-                del vectors[display]
-                self._drop_layer(display, f"its vectors changed shape from {stored} to {width} within the epoch")
-        return vectors
-
-    def _drop_layer(self, layer: str, reason: str) -> None:
-        message = f"Layer {layer!r} is left out of this epoch's analysis: {reason}. The other layers go on."
-        if self.strict:
-            raise ValueError(message)
-        self._dropped.add(layer)
-        if self._bank is not None:
-            self._bank.drop(layer)
-        self._warn_once(f"dropped/{layer}", message)
-
-    def _kind_of(self, inputs: Tensor, pl_module: pl.LightningModule | None = None) -> InputKind:
-        """The input's kind (``input_kind``, else told from the first batch and the model), the same all run.
-
-        Raises:
-            TypeError: the batch does not have the shape and dtype of that kind.
-        """
-        if self._input_kind is None:
-            self._input_kind = self.input_kind or input_kind(inputs, pl_module)
-            if self._input_kind != "image":
-                self._warn_once(
-                    "not-images",
-                    f"FeatureVisualizer sees {self._input_kind} inputs {tuple(inputs.shape)}, not images: neighbour "
-                    "grids, the wrong-cluster gallery and projector thumbnails are left out; every other output "
-                    "is made. Hint: pass `input_kind` if that is not what the inputs are.",
-                )
-        check_input_kind(inputs, self._input_kind)
-        return self._input_kind
+        if not self._guarded(self._run.add_batch, pl_module, outputs, batch, batch_idx):
+            self._run.bank = None  # not analysed this epoch (every rank still gathers, DDP)
+            self._run.detach()
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._active:
+        if self._phase is not Phase.CAPTURING:
             return
         started = time.perf_counter()
         try:
@@ -644,14 +520,13 @@ class FeatureVisualizer(_Callback):
                 self._budget.spend(time.perf_counter() - started)
 
     def _end_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._active = False
-        self._detach()
+        self._phase = Phase.OFF if self._run.over_budget else Phase.WAITING
+        self._run.detach()
         # Every rank gathers (a collective); rank 0 analyses and tells the others what to log.
-        columns = gather_columns(self._bank.columns() if self._bank is not None else {})
-        self._bank = None
+        columns = gather_columns(self._run.take_columns())
         results, metrics, failure = None, {}, None
         if trainer.is_global_zero:
-            bank = bank_from_columns(columns or {}, self._choice)
+            bank = bank_from_columns(columns or {}, self._run.choice)
             if bank is None and "indices" not in self._warned:
                 self._warn_once(
                     "empty", "FeatureVisualizer captured no validation sample this epoch; nothing is analysed."
@@ -684,17 +559,14 @@ class FeatureVisualizer(_Callback):
         ]
         if results is not None:
             direct = {t: v for t, v in metrics.items() if t not in through_module}
-            wanted = self.log_wrong_cluster and self._val_dataset is not None
+            wanted = (self.log_wrong_cluster or self.dashboard) and self._val_dataset is not None
             paths = sample_paths(self._val_dataset, results.bank.indices.tolist()) if wanted else None
             sinks = self._sinks(trainer)
             folders = [sink.projector_dir for sink in sinks if sink.projector_dir is not None]
             job = EpochJob(results, step, self._maps_due(trainer), list(self.history), paths, folders, self._outputs)
             destination = Destination(sinks, direct, metrics)
             self._unfinished = unfinished(job, destination, self._wanted())
-            if self._background:
-                self._guarded(self._worker.submit, self._report, job, destination)
-            else:
-                self._guarded(self._report, job, destination)
+            self._guarded(self._reports.submit, job, destination)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn != TrainerFn.FITTING:  # validate: every report is written when it returns
@@ -706,14 +578,11 @@ class FeatureVisualizer(_Callback):
             self._unfinished = None
             made = ", ".join(sorted(job.outputs or []))
             rank_zero_info(f"FeatureVisualizer schedule: fit ended; epoch {job.results.epoch} also makes {made}.")
-            if self._background:
-                self._guarded(self._worker.submit, self._report, job, destination)
-            else:
-                self._guarded(self._report, job, destination)
+            self._guarded(self._reports.submit, job, destination)
         self._drain()
 
     def _wanted(self) -> list[str]:
-        """The outputs the time budget schedules (:func:`~lightning_featviz.budget.wanted_outputs`)."""
+        """The outputs the time budget schedules (:func:`~lightning_featviz.report.budget.wanted_outputs`)."""
         figures = self.log_neighbour_grids or self.log_wrong_cluster or self.log_confusion
         budgeted = self.tsne_every_n_epochs == "budget"
         return wanted_outputs(figures, self.tsne_dims, self.log_projector, budgeted)
@@ -737,8 +606,7 @@ class FeatureVisualizer(_Callback):
 
     def _drain(self) -> None:
         """Wait for every queued report; nothing trains meanwhile, so those not yet started use every core."""
-        self._finishing = True
-        self._guarded(self._worker.drain)
+        self._guarded(self._reports.drain)
 
     def _guarded(self, action: Callable[..., Any], *args: Any) -> Any:
         """Call ``action``; a failure of the analysis or a report warns once and training goes on
@@ -801,7 +669,7 @@ class FeatureVisualizer(_Callback):
         self, trainer: pl.Trainer, bank: BankData, layers: list[str], within_bank: bool
     ) -> dict[str, int]:
         """Each layer's K for its one search this epoch: what purity, label issues and (a map of the whole
-        bank) the map need (:func:`~lightning_featviz.neighbourhoods.neighbours_needed`)."""
+        bank) the map need (:func:`~lightning_featviz.analysis.neighbourhoods.neighbours_needed`)."""
         maps = within_bank and self._maps_due(trainer) and len(bank) <= self.map_samples
         labelled = (self.wrong_cluster_layer or (layers[-1] if layers else None)) if self.log_wrong_cluster else None
         figures = self._outputs is None or FIGURES in self._outputs
@@ -838,45 +706,14 @@ class FeatureVisualizer(_Callback):
             return None
         return matching_rows(self._val_dataset, bank.indices, loader.dataset, reference.indices)
 
-    def _report(self, job: EpochJob, destination: Destination) -> None:
-        started = time.perf_counter()
-        report = self._render(job)
+    def _reported(self, job: EpochJob, report: Report, seconds: float) -> None:
+        """A written report (``seconds``: its time to render); its render times go to the budget."""
+        self.wrong_cluster_indices = report.flagged
         if self._budget is not None:
             # A background report on the CPU takes the cores training would use: its time adds to fit.
-            if self._background and self._on_cpu:
-                self._budget.spend(time.perf_counter() - started)
+            if self._reports.background and self._on_cpu:
+                self._budget.spend(seconds)
             self._budget.record(report.seconds, optional=job.results.epoch not in self._final_epochs)
-        destination.write(report, job.step, job.results.epoch)
-        for key, message in report.warnings:
-            self._warn_once(key, message)
-        self.wrong_cluster_indices = report.flagged
-        if report.error is not None:
-            raise report.error
-
-    def _render(self, job: EpochJob) -> Report:
-        """Render in the report process (background, POSIX), else in this one."""
-        assert self._reporter is not None  # setup ran: the epoch was analysed
-        if not (self._background and self._process_works and can_render_in_a_process()):
-            return self._reporter.render(job)
-        started = self._renderer is None
-        try:
-            if self._renderer is None:
-                self._renderer = RenderProcess(self._reporter.options, self._maps, self._log_dir)
-            threads = (os.cpu_count() or 1) if self._finishing else 1
-            report, maps = self._renderer.render(job, threads)
-        except (OSError, RuntimeError) as error:
-            self._stop_renderer(wait=False)
-            if not started:  # it worked, then died: this report is lost; the next starts a new process
-                return Report(error=error)
-            self._process_works = False
-            self._warn_once(
-                "report-process",
-                f"FeatureVisualizer could not start its report process ({error}); reports render on a thread "
-                "of the training process instead.",
-            )
-            return self._reporter.render(job)
-        self._maps.load_state_dict(maps)  # for checkpoints
-        return report
 
     def _maps_due(self, trainer: pl.Trainer) -> bool:
         if self.tsne_every_n_epochs is None:
@@ -893,53 +730,18 @@ class FeatureVisualizer(_Callback):
 
     # ----------------------------------------------------------------------------- helpers
 
-    def _check_memory(self, captured: dict[str, Tensor], inputs: Tensor, sanity: bool) -> None:
-        """Predict the bank's size from one batch's vectors, log it once, and hold it to the budget."""
-        if any(path != INPUT_LAYER and path not in captured for path in self._paths):
-            return  # a layer did not run on this batch: try again on the next one
-        self._sized = True
-        width = input_width(tuple(inputs.shape), self._kind_of(inputs), self.input_size)
-        dims = {
-            display: width if path == INPUT_LAYER else int(captured[path][0].numel())
-            for path, display in self._paths.items()
-        }
-        rows = self.max_samples + (self.max_reference if self.reference == "train" else 0)
-        dtype = torch.float16 if self.storage_dtype == "float16" else torch.float32
-        shown = self._shows_images and self._input_kind == "image"
-        classes = self._probs.shape[1] if self._probs is not None else 0
-        size = bank_bytes(rows, dims, dtype, self.thumbnail_size if shown else None, classes) / 2**20
-        widths = " + ".join(f"{d} ({layer})" for layer, d in dims.items())
-        rank_zero_info(
-            f"FeatureVisualizer bank: up to {rows} samples x {widths} dims"
-            f"{f' + {classes} class probabilities' if classes else ''} in {self.storage_dtype}"
-            f"{' + thumbnails' if shown else ''} = {size:.1f} MiB (budget {self.memory_budget_mb:.0f} MiB)."
-        )
-        if size <= self.memory_budget_mb:
-            return
-        message = (
-            f"Expected the FeatureVisualizer bank to fit `memory_budget_mb` = {self.memory_budget_mb:g}, but it "
-            f"would take {size:.0f} MiB ({widths} dims per sample). Hint: lower `max_samples`"
-            f"{' or `max_reference`' if self.reference == 'train' else ''}, downsample the input layer more "
-            "(`input_size`), pool conv layers (`reduction='avg'` or a smaller `pool_size`), store "
-            "`storage_dtype='float16'`, or raise `memory_budget_mb`."
-        )
-        if sanity:
-            raise ValueError(message)
-        self._disabled = True  # found mid-run: keep the user's training going
-        self._warn_once("memory", message + " FeatureVisualizer is off for this run.")
-
     def _capture_reference(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> BankData | None:
         """Up to ``max_reference`` training samples, captured by a no-grad, eval-mode forward."""
-        assert self._capture is not None
+        assert self._run.hooks is not None
         bank = capture_training_bank(
             trainer,
             pl_module,
-            self._capture,
+            self._run.hooks,
             self.max_reference,
             self.seed + 1,
             self.batch_extractor,
-            self._vectors,
-            self._thumbnails,
+            self._run.vectors,
+            self._run.thumbnails,
         )
         if bank is None:
             self._warn_once(
@@ -948,40 +750,6 @@ class FeatureVisualizer(_Callback):
                 "searching the validation samples instead.",
             )
         return bank
-
-    def _thumbnails(self, inputs: Tensor) -> Tensor:
-        """(B, 3, T, T) uint8 thumbnails of image inputs, or (B, 0) when no output shows images."""
-        if not self._shows_images or self._input_kind != "image":
-            return torch.empty(inputs.shape[0], 0, dtype=torch.uint8)
-        images = as_images(inputs)
-        channels = images.shape[1]
-        if channels not in (1, 3):
-            shown = "the first three as RGB" if channels > 3 else "the first in grey"
-            self._warn_once(
-                "channels",
-                f"Validation images have {channels} channels; thumbnails (grids, gallery, projector sprite) show "
-                f"{shown}. Pixel-space vectors use all {channels}.",
-            )
-        return to_thumbnails(images, self.thumbnail_size, self.image_mean, self.image_std, self._warn_rescaled)
-
-    @property
-    def _shows_images(self) -> bool:
-        """Whether any output shows thumbnails (grids, the gallery, the projector's sprite)."""
-        return (
-            self.log_neighbour_grids or self.log_wrong_cluster or bool(self.log_projector and self.tsne_every_n_epochs)
-        )
-
-    def _warn_rescaled(self, low: float, high: float) -> None:
-        hint = (
-            "check `image_mean`/`image_std`"
-            if self.image_mean is not None
-            else "pass the normalisation as `image_mean`/`image_std` so it can be undone"
-        )
-        self._warn_once(
-            "image-range",
-            f"Validation images span [{low:.3g}, {high:.3g}], not [0, 1]; thumbnails (grids, projector sprite) are "
-            f"min-max scaled per image, so their colours are not the true ones. Hint: {hint}.",
-        )
 
     def _class_names(self, trainer: pl.Trainer, num_seen: int) -> list[str]:
         known = self.class_names or known_class_names(trainer, validation_loader(trainer, self.dataloader_idx))
@@ -1008,22 +776,7 @@ class FeatureVisualizer(_Callback):
         )
         return [FileSink(root), *report]
 
-    def _detach(self) -> None:
-        if self._capture is not None:
-            self._capture.remove()
-        if self._output_hook is not None:
-            self._output_hook.remove()
-            self._output_hook = None
-
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(message, stacklevel=2)
-
-
-def batch_size_of(batch: Any, extractor: Callable[[Any], tuple[Any, ...]] | None) -> int | None:
-    """The number of samples in ``batch`` (its labels), or None when it cannot be read."""
-    try:
-        return len(read_batch(batch, extractor).labels)
-    except (TypeError, ValueError, KeyError, IndexError):
-        return None

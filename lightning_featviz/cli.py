@@ -9,8 +9,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightning_featviz.demo import DEMO_LAYERS
-
 
 def purity_table(history: Sequence[dict], layers: Sequence[str]) -> str:
     """A text table of kNN purity, one row per epoch, one column per layer."""
@@ -30,8 +28,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from pytorch_lightning.loggers import TensorBoardLogger
 
     from lightning_featviz import FeatureVisualizer
-    from lightning_featviz.demo import ClassificationData, ImageClassifier
+    from lightning_featviz.demo.model import DEMO_LAYERS, ClassificationData, ImageClassifier
 
+    layers = args.layers or list(DEMO_LAYERS)
     pl.seed_everything(args.seed, verbose=False)
     if args.data:
         data = ClassificationData.folder(
@@ -43,7 +42,7 @@ def run_demo(args: argparse.Namespace) -> int:
     logger = TensorBoardLogger(args.logdir, name="featviz_demo")
     report_dir = Path(logger.log_dir) / "report"
     visualizer = FeatureVisualizer(
-        layers=args.layers,
+        layers=layers,
         k=args.k,
         max_samples=args.max_samples,
         query_indices=args.query_indices,
@@ -68,7 +67,7 @@ def run_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
     print(f"\nkNN purity@{args.k} per layer (fraction of each image's {args.k} nearest neighbours sharing its class):")
-    print(purity_table(visualizer.history, [str(layer) for layer in args.layers]))
+    print(purity_table(visualizer.history, [str(layer) for layer in layers]))
     print(f"\nTrained {args.epochs} epochs in {time.perf_counter() - start:.0f} s. Logs: {logger.log_dir}")
     print(f"Open them with:\n  tensorboard --logdir {args.logdir}")
     print(f"Or open the static report (no server needed):\n  {report_dir / 'index.html'}")
@@ -76,7 +75,7 @@ def run_demo(args: argparse.Namespace) -> int:
     data_option = f" --data {args.data}" if args.data else " --no-normalize --data <an ImageFolder of digits>"
     print(
         "Analyse the trained model again later, on any data:\n  featviz analyse --module "
-        f"lightning_featviz.demo.ImageClassifier --checkpoint {checkpoint.last_model_path} --image-size {size}"
+        f"lightning_featviz.demo.model.ImageClassifier --checkpoint {checkpoint.last_model_path} --image-size {size}"
         f"{data_option}"
     )
     return 0
@@ -115,7 +114,7 @@ def list_layers(args: argparse.Namespace) -> int:
 
     import torch
 
-    from lightning_featviz.default_layers import default_layers, describe_candidates
+    from lightning_featviz.capture.default_layers import default_layers, describe_candidates
 
     if args.module is not None:
         module_name, _, class_name = args.module.rpartition(".")
@@ -148,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=8)
     demo.add_argument("--arch", default="resnet18", help="torchvision architecture (default: %(default)s)")
     demo.add_argument("--weights", help="torchvision weights name (e.g. DEFAULT; needs internet) or a state_dict file")
-    demo.add_argument("--layers", nargs="+", default=list(DEMO_LAYERS))
+    demo.add_argument("--layers", nargs="+", help="layers to analyse (default: the demo's, input to avgpool)")
     demo.add_argument("--k", type=int, default=10)
     demo.add_argument("--max-samples", type=int, default=2000)
     demo.add_argument(

@@ -22,11 +22,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_featviz.callback import FeatureVisualizer
-from lightning_featviz.datasets import IMAGENET_MEAN, IMAGENET_STD, image_folder
+from lightning_featviz.loading import IMAGENET_MEAN, IMAGENET_STD, build_model, image_folder
 
 
 @dataclass
-class Analysis:
+class PosthocResult:
     """Where the artefacts went, and what the callback found.
 
     Attributes:
@@ -40,6 +40,9 @@ class Analysis:
     report: Path
     history: list[dict[str, Any]]
     wrong_cluster: dict[str, list[int]]
+
+
+Analysis = PosthocResult  #: the name before 0.2 (issue 15: ``analysis`` is now the folder of the kNN and map code)
 
 
 class _Evaluation(pl.LightningModule):
@@ -63,7 +66,6 @@ def load_classifier(arch: str, checkpoint: str | Path, num_classes: int) -> nn.M
     ``checkpoint`` is a saved ``state_dict`` or a Lightning checkpoint whose module holds the
     network under one attribute (``self.model``, say): the prefix is found and stripped.
     """
-    from lightning_featviz.demo import build_model
 
     model = build_model(arch, num_classes)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -115,7 +117,7 @@ def analyse(
     accelerator: str = "auto",
     progress: bool = True,
     **options: Any,
-) -> Analysis:
+) -> PosthocResult:
     """Run the callback's analysis of ``model`` on ``data`` once and write its artefacts under ``out_dir``.
 
     Args:
@@ -154,7 +156,7 @@ def analyse(
     report = out_dir / "report" / "index.html"
     if not report.exists():
         raise RuntimeError(f"FeatureVisualizer analysed nothing on {data!r} (see the warnings above).")
-    return Analysis(out_dir, report, list(visualizer.history), dict(visualizer.wrong_cluster_indices))
+    return PosthocResult(out_dir, report, list(visualizer.history), dict(visualizer.wrong_cluster_indices))
 
 
 def analyse_checkpoint(
@@ -164,7 +166,7 @@ def analyse_checkpoint(
     arch: str | None = None,
     module: str | None = None,
     **options: Any,
-) -> Analysis:
+) -> PosthocResult:
     """:func:`analyse` a checkpoint on an ImageFolder: what ``featviz analyse`` runs.
 
     Give ``arch`` (a torchvision architecture, its head sized to the folder's classes; see

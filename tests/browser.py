@@ -117,9 +117,11 @@ def browser(width: int = 1600, height: int = 1000) -> Iterator[Any]:
 
 
 @contextmanager
-def tensorboard(log_dir: str | Path) -> Iterator[str]:
-    """``tensorboard --logdir log_dir`` on a free loopback port; yields its address."""
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(log_dir), "--host", "127.0.0.1"]
+def tensorboard(log_dir: str | Path, featviz_tab: bool = False) -> Iterator[str]:
+    """``tensorboard --logdir log_dir`` on a free loopback port; yields its address. With ``featviz_tab``, its
+    plugins include the FEATVIZ tab of this checkout even where the installed package predates its entry point."""
+    launcher = [str(Path(__file__).with_name("tensorboard_featviz.py"))] if featviz_tab else ["-m", "tensorboard.main"]
+    command = [sys.executable, *launcher, "--logdir", str(log_dir), "--host", "127.0.0.1"]
     process = subprocess.Popen([*command, "--port", "0", "--load_fast", "false"], stderr=subprocess.PIPE, text=True)
     try:
         url = None

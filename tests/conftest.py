@@ -12,8 +12,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 from torch.utils.data import Subset
 
-from lightning_featviz.datasets import ColouredDigits
-from lightning_featviz.demo import ClassificationData
+from lightning_featviz.demo.datasets import ColouredDigits
+from lightning_featviz.demo.model import ClassificationData
 
 
 class TinyNet(pl.LightningModule):

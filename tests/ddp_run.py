@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TinyNet  # noqa: E402
 
 from lightning_featviz import FeatureVisualizer  # noqa: E402
-from lightning_featviz.bank import Choice  # noqa: E402
-from lightning_featviz.datasets import ColouredDigits  # noqa: E402
+from lightning_featviz.capture.bank import Choice  # noqa: E402
+from lightning_featviz.demo.datasets import ColouredDigits  # noqa: E402
 
 SEED = 3
 

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SubsetRandomSampler, WeightedRandomSampler
 
 from lightning_featviz import FeatureVisualizer
-from lightning_featviz.knn import neighbour_stats
+from lightning_featviz.analysis.knn import neighbour_stats
 
 
 def blobs(classes: int, per_class: int, dims: int = 12, spread: float = 0.6, seed: int = 0):

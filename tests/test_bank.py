@@ -1,13 +1,12 @@
 import pytest
 import torch
 
-from lightning_featviz.bank import (
+from lightning_featviz.capture.bank import (
     Choice,
     FeatureBank,
     bank_bytes,
     sample_priorities,
     select_subset,
-    stored_bytes,
     stratified_choice,
     to_thumbnails,
 )
@@ -159,7 +158,9 @@ def test_class_probabilities_follow_their_rows_and_batches_without_logits_get_na
     expected = torch.tensor([[0.2, 0.3, 0.5], [0.9, 0.1, 0.0]])
     torch.testing.assert_close(data.probabilities[[1, 3]].float(), expected, atol=1e-3, rtol=0)
     assert bool(data.probabilities[[0, 2]].isnan().all())
-    assert stored_bytes(data) == 4 * (8 + 8 + 8 + 4 + 2 * 2 + 3 * 2)  # the probabilities counted
+    stored = [data.indices, data.labels, data.preds, data.confidences, data.thumbnails, data.probabilities]
+    stored += list(data.vectors.values())
+    assert sum(t.numel() * t.element_size() for t in stored) == 4 * (8 + 8 + 8 + 4 + 2 * 2 + 3 * 2)  # probabilities in
     assert (
         bank_bytes(4, {"layer": 2}, torch.float16, None, num_classes=3)
         - bank_bytes(4, {"layer": 2}, torch.float16, None)

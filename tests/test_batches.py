@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lightning_featviz.batches import read_batch
+from lightning_featviz.capture.batches import read_batch
 
 
 def test_reads_tuples_dicts_and_custom_extractors():

@@ -21,7 +21,7 @@ from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch.utils.data import Subset
 
 from lightning_featviz import FeatureVisualizer, to_thumbnails
-from lightning_featviz.demo import ClassificationData
+from lightning_featviz.demo.model import ClassificationData
 
 LAYERS = ["input", "conv2", "pool"]
 

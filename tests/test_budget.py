@@ -5,7 +5,7 @@ from conftest import TinyNet, read_events, tiny_trainer
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_featviz import FeatureVisualizer
-from lightning_featviz.budget import (
+from lightning_featviz.report.budget import (
     FIGURES,
     KNN,
     MAPS_2D,

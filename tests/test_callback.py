@@ -8,12 +8,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import TinyNet, hooks_left, read_events, tiny_trainer
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightning_featviz import FeatureVisualizer
-from lightning_featviz.demo import ClassificationData
+from lightning_featviz.demo.model import ClassificationData
 
 LAYERS = ["input", "conv2", "pool"]
 
@@ -56,11 +56,17 @@ def test_purity_is_computed_on_the_same_samples_every_epoch(tmp_path, small_data
 
 def test_model_checkpoint_and_early_stopping_can_monitor_purity(tmp_path, small_data):
     checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="featviz/knn_purity@5/pool", mode="max")
+    early_stopping = EarlyStopping(monitor="featviz/knn_purity@5/pool", mode="max", patience=5)
+    visualizer = _visualizer(LAYERS, k=5)
     trainer = tiny_trainer(
-        tmp_path, logger=False, enable_checkpointing=True, callbacks=[_visualizer(LAYERS, k=5), checkpoint]
+        tmp_path, logger=False, enable_checkpointing=True, callbacks=[visualizer, checkpoint, early_stopping]
     )
     trainer.fit(TinyNet(), datamodule=small_data)
-    assert checkpoint.best_model_score is not None and 0 <= float(checkpoint.best_model_score) <= 1
+    purities = [row["knn_purity"] for row in visualizer.history if row["layer"] == "pool"]
+    assert len(purities) == 2  # both epochs analysed
+    # Both callbacks read the value the visualizer computed: the best of the two epochs.
+    assert float(checkpoint.best_model_score) == pytest.approx(max(purities))
+    assert float(early_stopping.best_score) == pytest.approx(max(purities))
 
 
 def test_an_exception_mid_epoch_leaves_no_hook_on_the_model(tmp_path, small_data):

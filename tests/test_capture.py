@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_featviz.capture import ActivationCapture, reduce_activation, resolve_layers
-from lightning_featviz.inputs import reduce_input
+from lightning_featviz.capture.hooks import ActivationCapture, reduce_activation, resolve_layers
+from lightning_featviz.capture.inputs import reduce_input
 
 
 class InPlaceNet(nn.Module):
@@ -116,3 +116,76 @@ def test_resolve_layers_refuses_a_module_list_that_never_runs_naming_an_item():
     model.blocks = nn.ModuleList([nn.Linear(1, 1), nn.Linear(1, 1)])
     with pytest.raises(ValueError, match=r"'blocks' is a ModuleList, a container that is never called.*'blocks.1'"):
         resolve_layers(model, ["blocks"])
+
+
+class TwoStageNet(nn.Module):
+    """A conv map (pooled to (B, 4)) and a linear head whose output is stored as it is."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        features = self.relu(self.conv(x)).mean(dim=(2, 3))
+        return self.head(features)
+
+
+def _reference_vectors(model, x):
+    """What the capture must give, computed without hooks: the conv map averaged (in its dtype), the head output as
+    it is, then float32 on the CPU."""
+    with torch.no_grad():
+        conv = model.conv(x)
+        head = model.head(torch.relu(conv).mean(dim=(2, 3)))
+    return {"conv": conv.mean(dim=(2, 3)).float().cpu(), "head": head.float().cpu()}
+
+
+def _capture_batches(model, batches):
+    """``{layer: (B, D)}`` popped after each batch's forward, hooks attached for the forwards only."""
+    capture = ActivationCapture(model, ["conv", "head"])
+    popped = []
+    with capture.attach():
+        for x in batches:
+            model(x)
+            popped.append((capture._host.pending, capture.pop(), capture._host.pending))
+    return popped
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_capture_gives_unpinned_float32_vectors_equal_to_a_forward_without_hooks(dtype):
+    model = TwoStageNet().to(dtype)
+    batches = [torch.randn(5, 3, 6, 6, generator=torch.Generator().manual_seed(seed)).to(dtype) for seed in range(3)]
+    for x, (_, outputs, _) in zip(batches, _capture_batches(model, batches), strict=True):  # each batch its own
+        expected = _reference_vectors(model, x)
+        for name in ("conv", "head"):
+            assert outputs[name].dtype == torch.float32 and outputs[name].device.type == "cpu"
+            assert not outputs[name].is_pinned()  # the CPU path makes plain copies, as before
+            torch.testing.assert_close(outputs[name], expected[name], rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the pinned, non-blocking copy runs only from a CUDA layer")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cuda_capture_copies_into_pinned_memory_and_equals_a_blocking_copy(dtype):
+    model = TwoStageNet().cuda().to(dtype)
+    batches = [
+        torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(seed)).cuda().to(dtype) for seed in range(3)
+    ]
+    for x, (pending, outputs, pending_after) in zip(batches, _capture_batches(model, batches), strict=True):
+        assert pending and not pending_after  # the hooks did not wait for their copies; pop did
+        expected = _reference_vectors(model, x)
+        for name in ("conv", "head"):
+            assert outputs[name].is_pinned() and outputs[name].dtype == torch.float32
+            torch.testing.assert_close(outputs[name], expected[name], rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the pinned, non-blocking copy runs only from a CUDA layer")
+def test_cuda_capture_is_taken_before_an_in_place_relu():
+    model = InPlaceNet().cuda()
+    x = torch.tensor([[[[1.0, -2.0], [3.0, 4.0]]]]).cuda()
+    capture = ActivationCapture(model, ["conv", "relu"], reduction="flatten")
+    with capture.attach():
+        model(x)
+        outputs = capture.pop()
+    assert outputs["conv"].tolist() == [[1.0, -2.0, 3.0, 4.0, -1.0, 2.0, -3.0, -4.0]]
+    assert outputs["relu"].tolist() == [[1.0, 0.0, 3.0, 4.0, 0.0, 2.0, 0.0, 0.0]]

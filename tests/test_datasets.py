@@ -2,8 +2,9 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_featviz.datasets import ColouredDigits, image_folder, stratified_split
-from lightning_featviz.knn import neighbour_stats
+from lightning_featviz.analysis.knn import neighbour_stats
+from lightning_featviz.demo.datasets import ColouredDigits, stratified_split
+from lightning_featviz.loading import image_folder
 
 
 def test_coloured_digits_are_deterministic_balanced_and_in_range(digits_val):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_featviz.distributed import broadcast_object, gather_columns
+from lightning_featviz.runtime.distributed import broadcast_object, gather_columns
 
 SCRIPT = Path(__file__).parent / "ddp_run.py"
 

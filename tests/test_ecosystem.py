@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from lightning_featviz import FeatureVisualizer
-from lightning_featviz.datasets import ColouredDigits
-from lightning_featviz.demo import ClassificationData
+from lightning_featviz.demo.datasets import ColouredDigits
+from lightning_featviz.demo.model import ClassificationData
 
 
 class UnifiedNet(L.LightningModule):

@@ -3,8 +3,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from lightning_featviz.bank import BankData
-from lightning_featviz.embedding import (
+from lightning_featviz.analysis.embedding import (
     MapTracker,
     align_map,
     clamp_perplexity,
@@ -14,8 +13,9 @@ from lightning_featviz.embedding import (
     trustworthiness,
     tsne_map,
 )
-from lightning_featviz.knn import neighbour_stats
-from lightning_featviz.maps import fit_layer_maps
+from lightning_featviz.analysis.knn import neighbour_stats
+from lightning_featviz.analysis.maps import fit_layer_maps
+from lightning_featviz.capture.bank import BankData
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,9 @@ def test_a_first_3d_map_starts_from_the_layers_2d_map_and_is_as_trustworthy_as_a
     tracker = MapTracker(seed=0)
     flat = tracker.fit("layer", 2, np.arange(400), vectors)
     starts = []
-    monkeypatch.setattr("lightning_featviz.embedding.tsne_map", lambda *args: starts.append(args[4]) or tsne_map(*args))
+    monkeypatch.setattr(
+        "lightning_featviz.analysis.embedding.tsne_map", lambda *args: starts.append(args[4]) or tsne_map(*args)
+    )
     lifted = tracker.fit("layer", 3, np.arange(400), vectors)
     np.testing.assert_array_equal(starts[0], lift_map(flat, vectors))  # from the 2-D map, not cold
     np.testing.assert_array_equal(starts[0][:, :2], flat)
@@ -174,10 +176,10 @@ def test_a_reused_map_is_not_measured_again(digits, monkeypatch):
         torch.empty(n, 0, dtype=torch.uint8),
     )
     measured = []
-    from lightning_featviz.neighbourhoods import trustworthiness_estimate
+    from lightning_featviz.analysis.neighbourhoods import trustworthiness_estimate
 
     monkeypatch.setattr(
-        "lightning_featviz.maps.trustworthiness_estimate",
+        "lightning_featviz.analysis.maps.trustworthiness_estimate",
         lambda *args, **kwargs: measured.append(1) or trustworthiness_estimate(*args, **kwargs),
     )
     tracker = MapTracker(seed=0)

@@ -7,7 +7,7 @@ import pytest
 from conftest import read_events
 from torch.utils.data import Subset
 
-from lightning_featviz.datasets import ColouredDigits, save_image_folder
+from lightning_featviz.demo.datasets import ColouredDigits, save_image_folder
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightning_featviz import FeatureVisualizer
-from lightning_featviz.demo import ClassificationData
+from lightning_featviz.demo.model import ClassificationData
 
 LAYERS = ["input", "conv2", "pool"]
 
@@ -30,12 +30,12 @@ def _broken_pictures(*args, **kwargs):
 
 def _render_in_this_process(monkeypatch):
     """A fault patched into this process does not reach a render process: render on the worker thread."""
-    monkeypatch.setattr("lightning_featviz.callback.can_render_in_a_process", lambda: False)
+    monkeypatch.setattr("lightning_featviz.runtime.scheduler.can_render_in_a_process", lambda: False)
 
 
 @pytest.mark.parametrize("background", [False, True])
 def test_a_plotting_failure_warns_once_and_training_and_scalars_go_on(tmp_path, small_data, monkeypatch, background):
-    monkeypatch.setattr("lightning_featviz.reporter.encode_png", _broken_pictures)
+    monkeypatch.setattr("lightning_featviz.report.reporter.encode_png", _broken_pictures)
     _render_in_this_process(monkeypatch)
     visualizer = FeatureVisualizer(
         LAYERS, overhead=None, k=5, max_samples=60, tsne_every_n_epochs=None, background=background
@@ -51,7 +51,7 @@ def test_a_plotting_failure_warns_once_and_training_and_scalars_go_on(tmp_path, 
 
 @pytest.mark.parametrize("background", [False, True])
 def test_strict_mode_raises_the_failure_and_cleans_up(tmp_path, small_data, monkeypatch, background):
-    monkeypatch.setattr("lightning_featviz.reporter.encode_png", _broken_pictures)
+    monkeypatch.setattr("lightning_featviz.report.reporter.encode_png", _broken_pictures)
     _render_in_this_process(monkeypatch)
     visualizer = FeatureVisualizer(
         LAYERS, overhead=None, k=5, max_samples=60, tsne_every_n_epochs=None, background=background, strict=True
@@ -71,9 +71,9 @@ def test_a_render_process_that_dies_costs_one_report_and_the_next_starts_a_new_o
     class KillTheRenderProcess(Callback):
         def on_train_epoch_start(self, trainer, pl_module):
             if trainer.current_epoch == 1:
-                visualizer._worker.drain()  # epoch 0's report is written
-                visualizer._renderer._process.kill()  # as the kernel's OOM killer would
-                killed.append(visualizer._renderer._process.pid)
+                visualizer._reports._worker.drain()  # epoch 0's report is written
+                visualizer._reports.renderer._process.kill()  # as the kernel's OOM killer would
+                killed.append(visualizer._reports.renderer._process.pid)
 
     trainer = tiny_trainer(
         tmp_path, max_epochs=3, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer, KillTheRenderProcess()]
@@ -86,7 +86,7 @@ def test_a_render_process_that_dies_costs_one_report_and_the_next_starts_a_new_o
     assert len(steps) == 3  # the scalars of every epoch, those not logged through the module too:
     assert [event.step for event in events.Scalars("featviz/tsne_purity@5/pool/2d")] == [steps[0], steps[2]]
     assert [event.step for event in events.Images("featviz/tsne_2d/pool")] == [steps[0], steps[2]]  # epoch 1's is lost
-    assert killed and visualizer._renderer is None  # the new one was stopped at the end of fit
+    assert killed and visualizer._reports.renderer is None  # the new one was stopped at the end of fit
     assert not _report_threads()
 
 
@@ -101,7 +101,7 @@ def test_a_report_process_that_cannot_start_leaves_reports_to_the_worker_thread(
         trainer.fit(TinyNet(), datamodule=small_data)
     assert sum("could not start its report process" in str(w.message) for w in record) == 1
     assert len(read_events(tmp_path).Images("featviz/tsne_2d/pool")) == 2  # no report lost
-    assert visualizer._renderer is None and not _report_threads()
+    assert visualizer._reports.renderer is None and not _report_threads()
 
 
 def test_an_error_in_training_leaves_no_hook_and_no_worker(tmp_path, small_data):

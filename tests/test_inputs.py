@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_featviz.inputs import check_input_kind, input_kind, input_width, reduce_input
+from lightning_featviz.capture.inputs import check_input_kind, input_kind, input_width, reduce_input
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,11 @@
 import math
+import sys
 
 import pytest
 import torch
 from sklearn.neighbors import NearestNeighbors
 
-from lightning_featviz.knn import (
+from lightning_featviz.analysis.knn import (
     ResultCache,
     ambiguous_share,
     knn_purity,
@@ -150,6 +151,20 @@ def test_faiss_and_torch_find_the_same_neighbours_even_among_exact_duplicates():
     assert torch.equal(faiss_idx[~torch.isin(torch.arange(500), ties)], torch_idx[~torch.isin(torch.arange(500), ties)])
     for row in ties.tolist():  # the other three copies first, in some order
         assert set(faiss_idx[row, :3].tolist()) == set(ties.tolist()) - {row}
+
+
+def test_auto_backend_falls_back_to_the_torch_search_where_faiss_cannot_be_imported(monkeypatch):
+    # FAISS is a core dependency, but a platform without its wheel keeps the torch search: same neighbours.
+    data = torch.randn(400, 16, generator=torch.Generator().manual_seed(3))
+    with_faiss = knn_search(data, data, 5, exclude_self=True, backend="auto")
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` now raises ImportError
+    from lightning_featviz.analysis.knn import _use_faiss
+
+    assert not _use_faiss("auto", data)
+    without_faiss = knn_search(data, data, 5, exclude_self=True, backend="auto")
+    _assert_same_neighbours(without_faiss, with_faiss)
+    with pytest.raises(ImportError, match="needs FAISS"):
+        knn_search(data, data, 5, exclude_self=True, backend="faiss")
 
 
 def test_a_search_in_inference_mode_and_then_outside_it_both_work():

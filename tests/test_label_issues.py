@@ -13,7 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import average_precision_score
 from sklearn.neural_network import MLPClassifier
 
-from lightning_featviz.label_issues import (
+from lightning_featviz.analysis.label_issues import (
     CATEGORIES,
     categorise,
     find_label_issues,
@@ -22,8 +22,8 @@ from lightning_featviz.label_issues import (
     neighbour_label_distribution,
     noise_matrix,
     score_label_issues,
-    write_label_issue_csv,
 )
+from lightning_featviz.report.tables import write_label_issue_csv
 
 
 class Recorder:

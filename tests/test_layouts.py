@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torchvision.models import SwinTransformer, VisionTransformer, convnext_tiny, resnet18
 
-from lightning_featviz.capture import ActivationCapture
-from lightning_featviz.layouts import LayoutError
+from lightning_featviz.capture.hooks import ActivationCapture
+from lightning_featviz.capture.layouts import LayoutError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -272,7 +272,7 @@ def _stem_to_layer2(model, x):
 
 
 def test_an_mlp_default_is_its_last_hidden_layer_stored_as_it_is():
-    from lightning_featviz.default_layers import default_layers
+    from lightning_featviz.capture.default_layers import default_layers
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 3))
@@ -286,7 +286,7 @@ def test_an_mlp_default_is_its_last_hidden_layer_stored_as_it_is():
 
 
 def test_a_text_transformer_default_is_its_encoder_averaged_over_tokens():
-    from lightning_featviz.default_layers import default_layers
+    from lightning_featviz.capture.default_layers import default_layers
 
     class Text(nn.Module):
         def __init__(self):

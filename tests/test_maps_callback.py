@@ -28,7 +28,7 @@ def _fit_with_maps(tmp_path, digits_val, background):
     """Two epochs of TinyNet with maps and projector on, logged to TensorBoard."""
     from torch.utils.data import Subset
 
-    from lightning_featviz.demo import ClassificationData
+    from lightning_featviz.demo.model import ClassificationData
 
     data = ClassificationData(Subset(digits_val, range(240)), Subset(digits_val, range(240, 400)), digits_val.classes)
     visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, max_samples=120, background=background)
@@ -285,7 +285,7 @@ def test_reports_left_when_fit_ends_render_on_every_core(tmp_path, small_data, m
     ``fit`` ends, with nothing training, take every core."""
     from pytorch_lightning import Callback
 
-    from lightning_featviz.render_process import RenderProcess
+    from lightning_featviz.runtime.render_process import RenderProcess
 
     training_done, asked = threading.Event(), []
     render = RenderProcess.render
@@ -329,7 +329,7 @@ class WithTwin(TinyNet):
 def test_two_identical_layers_are_said_once_and_drawn_once(tmp_path, digits_val):
     from torch.utils.data import Subset
 
-    from lightning_featviz.demo import ClassificationData
+    from lightning_featviz.demo.model import ClassificationData
 
     data = ClassificationData(Subset(digits_val, range(96)), Subset(digits_val, range(96, 196)), digits_val.classes)
     visualizer = FeatureVisualizer(["input", "pool", "same"], overhead=None, k=5, tsne_dims=[2], background=False)

@@ -10,14 +10,14 @@ from conftest import TinyNet, read_events, tiny_trainer
 from pytorch_lightning.loggers import TensorBoardLogger
 from sklearn.manifold import trustworthiness as sklearn_trustworthiness
 
-import lightning_featviz.embedding
-import lightning_featviz.knn
-import lightning_featviz.label_issues
-import lightning_featviz.maps
+import lightning_featviz.analysis.embedding
+import lightning_featviz.analysis.knn
+import lightning_featviz.analysis.label_issues
+import lightning_featviz.analysis.maps
 from lightning_featviz import FeatureVisualizer
-from lightning_featviz.knn import knn_search, neighbour_stats
-from lightning_featviz.label_issues import find_label_issues
-from lightning_featviz.neighbourhoods import map_k, map_rows, neighbours_needed, trustworthiness_estimate
+from lightning_featviz.analysis.knn import knn_search, neighbour_stats
+from lightning_featviz.analysis.label_issues import find_label_issues
+from lightning_featviz.analysis.neighbourhoods import map_k, map_rows, neighbours_needed, trustworthiness_estimate
 
 
 def _clusters(n=300, d=12, classes=4, seed=0):
@@ -104,10 +104,10 @@ def test_one_fit_epoch_searches_each_layers_vectors_once_for_every_output(tmp_pa
         return knn_search(queries, *args, **kwargs)
 
     for module in (
-        lightning_featviz.knn,
-        lightning_featviz.embedding,
-        lightning_featviz.maps,
-        lightning_featviz.label_issues,
+        lightning_featviz.analysis.knn,
+        lightning_featviz.analysis.embedding,
+        lightning_featviz.analysis.maps,
+        lightning_featviz.analysis.label_issues,
     ):
         monkeypatch.setattr(module, "knn_search", counted)
     visualizer = FeatureVisualizer(["input", "pool"], k=5, max_samples=120, background=False, overhead=None)
@@ -125,9 +125,10 @@ def test_a_large_bank_is_mapped_on_its_subsample_and_its_projector_entries_are_b
     """1,200 samples x two 1,500-wide layers, maps of 400 rows: every entry holds those 400 rows, with
     their own metadata, and the vectors (400 x 3,000 = 1.2 M values < 2 M: kept whole) or, for a bank whose
     mapped vectors exceed 2 M values, their top 50 principal components."""
-    from lightning_featviz.bank import BankData
-    from lightning_featviz.embedding import MapTracker
-    from lightning_featviz.maps import fit_layer_maps, projector_entries
+    from lightning_featviz.analysis.embedding import MapTracker
+    from lightning_featviz.analysis.maps import fit_layer_maps
+    from lightning_featviz.capture.bank import BankData
+    from lightning_featviz.report.projector_entries import projector_entries
 
     n, width = 1200, 1500
     vectors, labels = _clusters(n=n, d=width, classes=5)

@@ -2,7 +2,10 @@
 several validation loaders, limited batches, mixed precision, models whose forward returns a tuple or a dict.
 (``trainer.validate(ckpt_path=...)`` is in test_resume.py.)"""
 
+import csv
+
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from conftest import TinyNet, read_events, tiny_trainer
@@ -14,12 +17,15 @@ from lightning_featviz import FeatureVisualizer
 LAYERS = ["input", "conv2", "pool"]
 
 
-def test_fast_dev_run_is_skipped_quietly(tmp_path, small_data):
+def test_fast_dev_run_is_skipped_quietly(tmp_path, small_data, recwarn):
     visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5)
     tiny_trainer(tmp_path, fast_dev_run=True, logger=False, callbacks=[visualizer]).fit(
         TinyNet(), datamodule=small_data
     )
     assert visualizer.history == []  # a smoke test of the user's code: nothing analysed, nothing written
+    assert not list(tmp_path.rglob("featviz*"))
+    ours = [str(w.message) for w in recwarn if "featviz" in w.filename or "FeatureVisualizer" in str(w.message)]
+    assert ours == []  # and nothing said about it
 
 
 @pytest.mark.parametrize("sanity_steps", [0, 2, -1])
@@ -75,13 +81,44 @@ def test_limited_validation_batches_analyse_what_was_seen(tmp_path, small_data):
         TinyNet(), datamodule=small_data
     )
     assert len(visualizer.history) == len(LAYERS)
+    flagged = [index for indices in visualizer.wrong_cluster_indices.values() for index in indices]
+    assert flagged and max(flagged) < 2 * small_data.batch_size  # only the two batches validated
+
+
+class CapturedDtypes(pl.Callback):
+    """Listed before the visualizer: at each validation batch's end, before the visualizer takes its vectors,
+    records the dtype ``conv2`` ran in and what the visualizer captured from it, against the layer's output
+    pooled in float32 by a hook of its own (before the in-place ReLU that follows)."""
+
+    def __init__(self, visualizer: FeatureVisualizer):
+        self.visualizer, self.raw_dtypes, self.captured_dtypes, self.largest_error = visualizer, set(), set(), 0.0
+        self.reference = None
+
+    def on_validation_start(self, trainer, pl_module):
+        def record(module, args, output):
+            self.raw_dtypes.add(output.dtype)
+            self.reference = output.detach().float().mean(dim=(2, 3)).cpu()
+
+        pl_module.conv2.register_forward_hook(record)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        capture = self.visualizer._run.hooks
+        if trainer.sanity_checking or capture is None or "conv2" not in capture.outputs:
+            return
+        captured = capture.outputs["conv2"]
+        self.captured_dtypes.add(captured.dtype)
+        self.largest_error = max(self.largest_error, float((captured - self.reference).abs().max()))
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
 def test_mixed_precision_activations_are_stored_as_float32(tmp_path, small_data, precision):
     visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, tsne_dims=[2])
-    trainer = tiny_trainer(tmp_path, max_epochs=1, precision=precision, logger=False, callbacks=[visualizer])
+    probe = CapturedDtypes(visualizer)
+    trainer = tiny_trainer(tmp_path, max_epochs=1, precision=precision, logger=False, callbacks=[probe, visualizer])
     trainer.fit(TinyNet(), datamodule=small_data)
+    assert probe.raw_dtypes and torch.float32 not in probe.raw_dtypes  # the layer really ran in half precision
+    assert probe.captured_dtypes == {torch.float32}  # and its vectors were stored as float32
+    assert probe.largest_error < 1e-2  # the same values (pooled in half precision, then widened)
     assert len(visualizer.history) == len(LAYERS)
     assert all(0 <= row["knn_purity"] <= 1 for row in visualizer.history)
 
@@ -117,6 +154,22 @@ class DictNet(TinyNet):
 @pytest.mark.parametrize("net", [TupleNet, DictNet])
 def test_models_returning_a_tuple_or_a_dict_get_predictions_in_the_export(tmp_path, small_data, net):
     visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, tsne_every_n_epochs=None)
-    tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer]).fit(net(), datamodule=small_data)
+    model = net()
+    tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer]).fit(model, datamodule=small_data)
     assert len(visualizer.history) == len(LAYERS)
     assert all(0 <= row["knn_accuracy"] <= 1 for row in visualizer.history)
+    exported = sorted(tmp_path.rglob("featviz_wrong_cluster/*.csv"))
+    assert exported
+    with open(exported[-1], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows  # an untrained net after one epoch: plenty of images in another class's cluster
+    # Each row's prediction is the model's own class for that image (the weights did not change after validating).
+    model.eval()
+    with torch.no_grad():
+        images = torch.stack([small_data.val[int(row["index"])][0] for row in rows])
+        output = model(images)
+        logits = output[0] if isinstance(output, tuple) else output["logits"]
+    expected = [small_data.classes[int(c)] for c in logits.argmax(dim=1)]
+    assert [row["prediction"] for row in rows] == expected  # an unknown prediction is written as ""
+    correct = [str(prediction == row["label"]).lower() for prediction, row in zip(expected, rows, strict=True)]
+    assert [row["correct"] for row in rows] == correct

@@ -3,17 +3,16 @@ import csv
 import pytest
 import torch
 
-from lightning_featviz.bank import BankData
-from lightning_featviz.label_issues import LabelIssues
-from lightning_featviz.outliers import (
+from lightning_featviz.analysis.label_issues import LabelIssues
+from lightning_featviz.analysis.wrong_cluster import (
     CSV_COLUMNS,
     find_wrong_cluster,
-    gallery_grid,
-    markdown_table,
     neighbourhood_confusion,
-    write_wrong_cluster_csv,
     wrong_cluster_table,
 )
+from lightning_featviz.capture.bank import BankData
+from lightning_featviz.report.figures import gallery_grid
+from lightning_featviz.report.tables import markdown_table, write_wrong_cluster_csv
 
 NAMES = ["hamburger", "caesar_salad", "sushi"]
 

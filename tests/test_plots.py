@@ -1,10 +1,9 @@
 import numpy as np
 import torch
 
-from lightning_featviz.canvas import SUPTITLE_PX, class_colours, fit_text, font, title_height
-from lightning_featviz.chart import colours_of
-from lightning_featviz.map_plot import SIDE_2D, SIDE_3D, MapPanel, map_figure, map_image
-from lightning_featviz.plots import (
+from lightning_featviz.render.canvas import SUPTITLE_PX, class_colours, fit_text, font, title_height
+from lightning_featviz.render.chart import colours_of
+from lightning_featviz.render.grids import (
     BORDER,
     CAPTION_PX,
     GAP,
@@ -15,12 +14,12 @@ from lightning_featviz.plots import (
     TITLE_PX,
     NeighbourGrid,
     _compose,
-    confusion_image,
     figure_to_array,
     neighbour_grid_figure,
     neighbour_grid_image,
-    purity_depth_image,
 )
+from lightning_featviz.render.maps import SIDE_2D, SIDE_3D, MapPanel, map_figure, map_image
+from lightning_featviz.render.purity_charts import confusion_image, purity_depth_image
 
 
 def _grid(q=2, k=3, t=8):
@@ -159,7 +158,7 @@ def test_purity_depth_image_greys_the_epochs_a_layer_was_not_measured():
 
 
 def test_short_class_names_drop_the_shared_prefix_and_elide_the_middle_but_stay_distinct():
-    from lightning_featviz.canvas import short_names
+    from lightning_featviz.render.canvas import short_names
 
     assert short_names(["a_rather_long_class_name_one", "a_rather_long_class_name_two"]) == ["one", "two"]
     assert short_names(["class 0", "class 1"]) == ["class 0", "class 1"]  # short enough: kept whole
@@ -175,7 +174,7 @@ LONG_NAMES = [f"imagenet_synset_{word}_of_the_long_tail" for word in ("tench", "
 
 
 def test_names_key_lists_only_the_names_that_were_shortened_with_their_full_name():
-    from lightning_featviz.canvas import names_key, short_names
+    from lightning_featviz.render.canvas import names_key, short_names
 
     names = ["cat", "a_name_long_enough_to_be_elided_in_the_middle"]
     short = short_names(names)
@@ -189,8 +188,8 @@ def test_names_key_lists_only_the_names_that_were_shortened_with_their_full_name
 
 
 def test_figures_with_shortened_class_names_draw_a_table_of_the_full_names_below():
-    from lightning_featviz.canvas import KEY_PX
-    from lightning_featviz.plots import class_purity_image
+    from lightning_featviz.render.canvas import KEY_PX
+    from lightning_featviz.render.purity_charts import class_purity_image
 
     rng = np.random.default_rng(0)
     confusion = np.full((3, 3), 1 / 3)
@@ -216,7 +215,7 @@ def _ink_runs(rows_inked):
 
 
 def test_type_grows_with_the_figure_width_so_capitals_stay_legible_at_card_width():
-    from lightning_featviz.canvas import CARD_PX, TEXT_CAP, TITLE_CAP, type_px
+    from lightning_featviz.render.canvas import CARD_PX, TEXT_CAP, TITLE_CAP, type_px
 
     for width in (CARD_PX, 800, 1200, 1600):
         for base, cap in ((11, TEXT_CAP), (19, TITLE_CAP)):
@@ -226,7 +225,7 @@ def test_type_grows_with_the_figure_width_so_capitals_stay_legible_at_card_width
 
 
 def test_a_wide_map_writes_its_title_and_legend_legible_at_card_width():
-    from lightning_featviz.canvas import CARD_PX, TEXT_CAP, TITLE_CAP
+    from lightning_featviz.render.canvas import CARD_PX, TEXT_CAP, TITLE_CAP
 
     rng = np.random.default_rng(0)
     labels = np.arange(60) % 2
@@ -243,7 +242,7 @@ def test_a_wide_map_writes_its_title_and_legend_legible_at_card_width():
 
 
 def test_wrap_text_breaks_at_spaces_within_the_width_and_cuts_only_the_last_line():
-    from lightning_featviz.canvas import wrap_text
+    from lightning_featviz.render.canvas import wrap_text
 
     typeface = font(13)
     text = "#12: labelled 3, but 5 of its 5 neighbours are 8; model says 3 (97%); label issue 0.83: likely mislabelled"
@@ -255,7 +254,7 @@ def test_wrap_text_breaks_at_spaces_within_the_width_and_cuts_only_the_last_line
 
 
 def test_a_wide_confusion_chart_writes_its_class_names_legible_at_card_width():
-    from lightning_featviz.canvas import CARD_PX, TEXT_CAP
+    from lightning_featviz.render.canvas import CARD_PX, TEXT_CAP
 
     confusion = np.random.default_rng(0).dirichlet(np.ones(10), size=10)
     image = confusion_image(confusion, [str(c) for c in range(10)], "EPOCH")

@@ -1,6 +1,8 @@
 """Post-hoc analysis: `featviz analyse` on a generated ImageFolder and a freshly trained checkpoint."""
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -11,8 +13,10 @@ from torch.utils.data import Subset
 
 from lightning_featviz import FeatureVisualizer
 from lightning_featviz.cli import main
-from lightning_featviz.datasets import ColouredDigits, image_folder, save_image_folder
-from lightning_featviz.demo import ClassificationData, ImageClassifier
+from lightning_featviz.dashboard.data import find_runs, read_index
+from lightning_featviz.demo.datasets import ColouredDigits, save_image_folder
+from lightning_featviz.demo.model import ClassificationData, ImageClassifier
+from lightning_featviz.loading import image_folder
 from lightning_featviz.posthoc import analyse_checkpoint
 
 LAYERS = ["input", "layer4", "avgpool"]
@@ -30,7 +34,10 @@ def trained(tmp_path_factory):
     val = image_folder(folder, 32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     data = ClassificationData(Subset(digits, range(300)), val, digits.classes, 32)
     checkpoint = ModelCheckpoint(dirpath=root / "checkpoints")
-    watching = FeatureVisualizer(LAYERS, overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False)
+    # dashboard=False: the switch is tested here, where a run is made anyway
+    watching = FeatureVisualizer(
+        LAYERS, overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False, dashboard=False
+    )
     pl.Trainer(
         max_epochs=2,
         limit_train_batches=4,
@@ -40,6 +47,7 @@ def trained(tmp_path_factory):
         default_root_dir=root,  # without a logger the callback writes its files there
     ).fit(ImageClassifier(num_classes=10, arch="resnet18"), datamodule=data)
     in_training["purity"] = {row["layer"]: row["knn_purity"] for row in watching.history if row["epoch"] == 1}
+    in_training["dashboard_runs"] = find_runs(root)
     # the same images in a train/val tree, and a checkpoint that says it started from ImageNet weights
     save_image_folder(Subset(digits, range(650, 700)), root / "tree" / "train", digits.classes)
     save_image_folder(Subset(digits, range(500, 650)), root / "tree" / "val", digits.classes)
@@ -49,7 +57,9 @@ def trained(tmp_path_factory):
     return {"--arch": (checkpoint.best_model_path, folder), "--module": (root / "pretrained.ckpt", root / "tree")}
 
 
-@pytest.mark.parametrize("model", [["--arch", "resnet18"], ["--module", "lightning_featviz.demo.ImageClassifier"]])
+@pytest.mark.parametrize(
+    "model", [["--arch", "resnet18"], ["--module", "lightning_featviz.demo.model.ImageClassifier"]]
+)
 def test_the_analyse_command_writes_a_tensorboard_log_dir_and_an_html_report(tmp_path, trained, model, capsys):
     checkpoint, folder = trained[model[0]]  # --module: a train/val tree, whose val folder is analysed
     out = tmp_path / "analysis"
@@ -79,6 +89,18 @@ def test_the_analyse_command_writes_a_tensorboard_log_dir_and_an_html_report(tmp
     assert all((out / "report" / source).is_file() for source in images)
     assert "featviz/knn_purity@5/avgpool" in page
 
+    # the output is a run like any other for TensorBoard's FEATVIZ tab: every layer, each image's path
+    dashboard = find_runs(out)
+    assert list(dashboard) == ["."]
+    index = read_index(dashboard["."])
+    assert [layer["name"] for layer in index["epochs"][0]["layers"]] == layers
+    samples = json.loads((dashboard["."] / f"samples_{index['epochs'][0]['samples']}.json").read_text())
+    assert len(samples["paths"]) == 150 and all(Path(path).is_file() for path in samples["paths"])
+
+
+def test_dashboard_false_writes_no_files_for_the_featviz_tab(trained):
+    assert in_training["dashboard_runs"] == {}
+
 
 def test_analyse_needs_exactly_one_way_to_build_the_model(trained):
     checkpoint, folder = trained["--arch"]
@@ -88,6 +110,6 @@ def test_analyse_needs_exactly_one_way_to_build_the_model(trained):
 
 def test_analyse_checkpoint_needs_exactly_one_of_arch_and_module(trained, tmp_path):
     checkpoint, folder = trained["--arch"]
-    for arch, module in [(None, None), ("resnet18", "lightning_featviz.demo.ImageClassifier")]:
+    for arch, module in [(None, None), ("resnet18", "lightning_featviz.demo.model.ImageClassifier")]:
         with pytest.raises(ValueError, match="exactly one of `arch` and `module`"):
             analyse_checkpoint(checkpoint, folder, tmp_path, arch=arch, module=module)

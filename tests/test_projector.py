@@ -7,7 +7,7 @@ from google.protobuf import text_format
 from PIL import Image
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
-from lightning_featviz.projector import SPRITE_LIMIT, ProjectorEntry, make_sprite, sprite_side, write_projector
+from lightning_featviz.outputs.projector import SPRITE_LIMIT, ProjectorEntry, make_sprite, sprite_side, write_projector
 
 
 def _config(log_dir) -> ProjectorConfig:

@@ -7,7 +7,7 @@ from conftest import read_events
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
-from lightning_featviz.sinks import FileSink, TensorBoardSink, encode_png
+from lightning_featviz.outputs.sinks import FileSink, TensorBoardSink, encode_png
 
 
 def _picture():

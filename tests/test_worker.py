@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from lightning_featviz.worker import BackgroundWorker
+from lightning_featviz.runtime.worker import BackgroundWorker
 
 
 def test_jobs_run_in_order_on_another_thread_and_drain_waits_for_all():
@@ -14,7 +14,7 @@ def test_jobs_run_in_order_on_another_thread_and_drain_waits_for_all():
     worker.drain()
     assert [i for i, _ in seen] == list(range(5))
     assert all(name.startswith("featviz-report") for _, name in seen)
-    assert not worker.busy
+    assert not worker._pending  # nothing left queued
     worker.close()
 
 
@@ -32,10 +32,8 @@ def test_the_backlog_is_bounded():
 
 
 def test_a_failed_job_raises_on_the_callers_thread_and_the_next_job_is_still_queued():
-    worker, seen = BackgroundWorker(), []
+    worker, seen = BackgroundWorker(max_pending=1), []  # one waiting job: the next submit waits for it
     worker.submit(lambda: 1 / 0)
-    while worker.busy:
-        time.sleep(0.01)
     with pytest.raises(ZeroDivisionError):  # raised by the next call on this thread...
         worker.submit(lambda: seen.append("after"))
     worker.drain()
@@ -52,7 +50,7 @@ def test_close_without_waiting_drops_jobs_not_started_and_the_worker_pickles():
     worker.submit(lambda: seen.append("never"))
     gate.set()
     worker.close(wait=False)
-    assert seen == [] and not worker.busy
+    assert seen == [] and not worker._pending
     copy = pickle.loads(pickle.dumps(worker))
     copy.submit(lambda: seen.append("copy"))
     copy.drain()

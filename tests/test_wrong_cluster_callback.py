@@ -11,7 +11,7 @@ from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
 from lightning_featviz import FeatureVisualizer
-from lightning_featviz.demo import ClassificationData
+from lightning_featviz.demo.model import ClassificationData
 
 COLOURS = {"fries": (250, 200, 40), "salad": (40, 160, 60), "sushi": (235, 235, 235)}
 

@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from torchvision import models
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from lightning_featviz.capture import ActivationCapture
-from lightning_featviz.default_layers import default_layers
+from lightning_featviz.capture.default_layers import default_layers
+from lightning_featviz.capture.hooks import ActivationCapture
 
 
 def channels_first(out: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C)

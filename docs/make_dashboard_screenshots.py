@@ -1,0 +1,161 @@
+"""Regenerate the FEATVIZ tab's screenshots in docs/images from two short fresh runs, as a person sees them.
+
+    python docs/make_dashboard_screenshots.py [--logdir /tmp/featviz_dashboard_screens] [--epochs 3]
+
+Trains ResNet-18 from scratch on the built-in digits twice with the callback, as ``featviz demo`` does (unless the
+log dir has the runs already): ``full`` trains every layer, ``frozen`` keeps the stem, ``layer1`` and ``layer2`` at
+their random initialisation (a frozen backbone); 400 kept validation samples, k = 10, layers ``input``, ``layer1``,
+``layer2``, ``layer3``, ``avgpool`` (``layer4`` equals ``avgpool`` on 32 px images), 2-D maps only. Then starts
+TensorBoard on a loopback port with the FEATVIZ plugin and drives Debian's Chromium headless (as the browser tests
+do; see tests/browser.py), and saves, cropped and palette-compressed:
+
+- ``screen_dashboard.png``: the tab as it opens: the layer × epoch heatmap and the last layer's map, by class;
+- ``screen_dashboard_map.png``: the map coloured by wrong cluster, a hovered point's tooltip and a box selection;
+- ``screen_dashboard_inspector.png``: the image inspector: one image's neighbours at every layer;
+- ``screen_dashboard_review.png``: the wrong-cluster review (its first six rows), three of them ticked;
+- ``screen_dashboard_compare.png``: the two runs' maps side by side at the same layer and epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.data import Subset
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "docs" / "images"
+sys.path.insert(0, str(ROOT / "tests"))
+from browser import browser, tensorboard, wait_for  # noqa: E402
+
+
+def train(log_dir: Path, frozen: bool, epochs: int) -> None:
+    from lightning_featviz import FeatureVisualizer
+    from lightning_featviz.demo.model import ClassificationData, ImageClassifier
+
+    data = ClassificationData.digits()
+    data.val = Subset(data.val, range(400))
+    model = ImageClassifier(num_classes=10, arch="resnet18")
+    if frozen:
+        for name in ("conv1", "bn1", "layer1", "layer2"):
+            getattr(model.model, name).requires_grad_(False)
+    layers = {"input": "input", **{f"model.{name}": name for name in ("layer1", "layer2", "layer3", "avgpool")}}
+    visualizer = FeatureVisualizer(
+        layers, k=10, max_samples=400, tsne_dims=[2], log_projector=False, log_neighbour_grids=False, background=False
+    )
+    torch.manual_seed(0)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=TensorBoardLogger(log_dir, name="", version=""),
+        callbacks=[visualizer],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=data)
+
+
+def save(driver: Any, name: str, element: Any, pad: int = 8, width: int = 1100) -> None:
+    """Screenshot the page, crop to ``element`` of the tab's frame (and ``pad`` px), shrink to ``width``, save small."""
+    left, top, right, bottom = driver.execute_script(
+        "const r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]", element
+    )
+    driver.switch_to.default_content()
+    frame = driver.find_element("css selector", "iframe")
+    dx, dy = driver.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.left, r.top]", frame)
+    picture = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
+    driver.switch_to.frame(frame)
+    ratio = picture.width / driver.execute_script("return window.top.innerWidth")
+    box = [
+        round((v + d) * ratio) for v, d in [(left - pad, dx), (top - pad, dy), (right + pad, dx), (bottom + pad, dy)]
+    ]
+    picture = picture.crop((max(0, box[0]), max(0, box[1]), min(box[2], picture.width), min(box[3], picture.height)))
+    if picture.width > width:
+        picture = picture.resize((width, round(picture.height * width / picture.width)), Image.Resampling.LANCZOS)
+    picture.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(IMAGES / name, optimize=True)
+    print(f"wrote docs/images/{name} ({(IMAGES / name).stat().st_size // 1024} KiB)")
+
+
+def open_tab(driver: Any, url: str) -> None:
+    driver.switch_to.default_content()
+    driver.get("about:blank")
+    driver.get(f"{url}/?featvizRun=full#featviz")  # the tab opens on this run
+    driver.switch_to.frame(wait_for(lambda: driver.find_elements("css selector", "iframe"), "the FEATVIZ frame")[0])
+    wait_for(lambda: driver.execute_script("return document.body.dataset.ready"), "the tab to draw")
+
+
+def pick(driver: Any, select_id: str, value: str) -> None:
+    driver.execute_script(
+        "const s = document.getElementById(arguments[0]); s.value = arguments[1];s.dispatchEvent(new Event('change'));",
+        select_id,
+        value,
+    )
+    time.sleep(1.5)
+
+
+def point(driver: Any, row: int) -> tuple[int, int]:
+    """Offsets from the map canvas's centre of a sample's point (what selenium's mouse moves take)."""
+    canvas = driver.find_element("id", "map")
+    x, y = driver.execute_script("return window.featviz.screenPosition(arguments[0])", row)
+    left, top, width, height = driver.execute_script(
+        "const r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.width, r.height]", canvas
+    )
+    return round(x - left - width / 2), round(y - top - height / 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--logdir", type=Path, default=Path("/tmp/featviz_dashboard_screens"))
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    for name in ("full", "frozen"):
+        if not (args.logdir / name / "featviz_dashboard" / "index.json").exists():
+            train(args.logdir / name, name == "frozen", args.epochs)
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    with tensorboard(args.logdir, featviz_tab=True) as url, browser(1400, 2800) as driver:
+        open_tab(driver, url)
+        save(driver, "screen_dashboard.png", driver.find_element("css selector", ".top"))
+
+        pick(driver, "colour", "wrong")
+        canvas = driver.find_element("id", "map")
+        ActionChains(driver).move_to_element_with_offset(canvas, -200, -180).click_and_hold().move_by_offset(
+            120, 110
+        ).release().perform()
+        time.sleep(1)
+        flagged = driver.execute_script("return Array.from(document.querySelectorAll('#review tr[data-index]')).length")
+        first = "const t = document.querySelector('#review .thumb'); return t ? Number(t.dataset.row) : 0"
+        row = int(driver.execute_script(first))  # the strongest flagged image, else the first sample
+        ActionChains(driver).move_to_element_with_offset(canvas, *point(driver, row)).perform()
+        time.sleep(1)
+        save(driver, "screen_dashboard_map.png", driver.find_element("id", "map-section"))
+        print(f"{flagged} images flagged at the opened layer and epoch")
+
+        ActionChains(driver).move_to_element_with_offset(canvas, *point(driver, row)).click().perform()
+        wait_for(lambda: driver.find_elements("css selector", "#inspector .layer-row"), "the inspector")
+        time.sleep(1)
+        save(driver, "screen_dashboard_inspector.png", driver.find_element("id", "inspector-section"))
+
+        for box in driver.find_elements("css selector", "#review .pick")[:3]:
+            box.click()
+        # the first six rows of the list are enough for a picture
+        driver.execute_script("document.querySelectorAll('#review tr[data-index]').forEach((r, i) => {"
+                              " if (i >= 6) r.style.display = 'none'; })")  # fmt: skip
+        save(driver, "screen_dashboard_review.png", driver.find_element("id", "review-section"))
+
+        open_tab(driver, url)
+        other = driver.execute_script("return Array.from(document.getElementById('compare').options).at(-1).value")
+        pick(driver, "compare", other)
+        save(driver, "screen_dashboard_compare.png", driver.find_element("id", "map-section"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Reading inputs, labels and (optionally) dataset indices out of a validation batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+INPUT_KEYS = ("image", "images", "img", "input", "inputs", "x", "pixel_values", "input_ids", "features")
+LABEL_KEYS = ("label", "labels", "target", "targets", "y")
+INDEX_KEYS = ("index", "indices", "idx")
+EXTRACTOR_HINT = (
+    "Hint: pass `batch_extractor=lambda batch: (inputs, labels)` (or `(inputs, labels, dataset_indices)`) "
+    "to FeatureVisualizer."
+)
+
+
+class Batch(NamedTuple):
+    """inputs: (B, ...) what the model sees (images (B, C, H, W), sequences, vectors or token ids, see
+    :mod:`lightning_featviz.capture.inputs`); labels: (B,) int64; indices: (B,) dataset indices, or None if unknown."""
+
+    inputs: Tensor
+    labels: Tensor
+    indices: Tensor | None
+
+
+def default_extractor(batch: Any) -> tuple[Any, ...]:
+    """Read ``(x, y, ...)`` tuples/lists and dicts with common input/label/index keys."""
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    if isinstance(batch, Mapping):
+        image = next((batch[key] for key in INPUT_KEYS if key in batch), None)
+        label = next((batch[key] for key in LABEL_KEYS if key in batch), None)
+        index = next((batch[key] for key in INDEX_KEYS if key in batch), None)
+        if image is not None and label is not None:
+            return (image, label) if index is None else (image, label, index)
+        raise TypeError(
+            f"Expected a dict batch with an input key {INPUT_KEYS} and a label key {LABEL_KEYS}, "
+            f"but got keys {sorted(batch)}. {EXTRACTOR_HINT}"
+        )
+    raise TypeError(f"Expected a batch `(images, labels)` or a dict, but got {type(batch).__name__}. {EXTRACTOR_HINT}")
+
+
+def read_batch(batch: Any, extractor: Callable[[Any], tuple[Any, ...]] | None = None) -> Batch:
+    """Apply the extractor and check what it returned.
+
+    Raises:
+        TypeError: inputs are not a tensor, or labels are not integer class ids of shape (B,).
+    """
+    parts = (extractor or default_extractor)(batch)
+    if not isinstance(parts, (tuple, list)) or len(parts) not in (2, 3):
+        raise TypeError(
+            f"Expected the batch extractor to return (inputs, labels[, indices]), but got {type(parts).__name__}."
+        )
+    inputs, labels = parts[0], parts[1]
+    indices = parts[2] if len(parts) == 3 else None
+    if not isinstance(inputs, Tensor) or inputs.ndim == 0:
+        shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+        raise TypeError(
+            f"Expected inputs to be a tensor with a batch dimension (images (B, C, H, W), sequences (B, T, F), "
+            f"vectors (B, F) or token ids (B, T)), but got {shape}. {EXTRACTOR_HINT}"
+        )
+    if isinstance(labels, (list, tuple)) and any(isinstance(label, str) for label in labels):
+        raise TypeError(
+            f"Expected labels to be integer class ids, but got strings such as {next(iter(labels))!r}. Hint: map "
+            "class names to ids in the dataset (ImageFolder's `class_to_idx`) and give the names as `class_names`."
+        )
+    labels = torch.as_tensor(labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool or labels.ndim != 1:
+        raise TypeError(
+            f"Expected labels to be integer class ids of shape (B,), but got dtype {labels.dtype} and shape "
+            f"{tuple(labels.shape)}. Hint: one-hot or soft labels need `batch_extractor=lambda batch: "
+            "(batch[0], batch[1].argmax(1))`."
+        )
+    if labels.shape[0] != inputs.shape[0]:
+        raise TypeError(f"Expected one label per input, but got {labels.shape[0]} labels for {inputs.shape[0]} inputs.")
+    if indices is not None:
+        indices = torch.as_tensor(indices).long().flatten()
+    return Batch(inputs, labels.long(), indices)
+
+
+def _scores(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """(B,) predicted class ids and (B,) their softmax probability, from (B, C) logits."""
+    confidence, preds = logits.detach().float().softmax(dim=1).max(dim=1)
+    return preds.cpu(), confidence.cpu()
+
+
+def scores_of(output: Any) -> tuple[Tensor, Tensor] | None:
+    """Predictions and confidences from a forward's output: (B, C) logits, or a tuple/list starting with them."""
+    logits = (
+        output if isinstance(output, Tensor) else (output[0] if isinstance(output, (tuple, list)) and output else None)
+    )
+    if isinstance(logits, Tensor) and logits.ndim == 2 and logits.shape[1] > 1:
+        return _scores(logits)
+    return None
+
+
+def probabilities_of(output: Any) -> Tensor | None:
+    """(B, C) float32 softmax of a forward's output ((B, C) logits, or a tuple/list starting with them), else None."""
+    logits = (
+        output if isinstance(output, Tensor) else (output[0] if isinstance(output, (tuple, list)) and output else None)
+    )
+    if isinstance(logits, Tensor) and logits.ndim == 2 and logits.shape[1] > 1:
+        return logits.detach().float().softmax(dim=1).cpu()
+    return None
+
+
+def unknown_predictions(size: int) -> tuple[Tensor, Tensor]:
+    """Predictions -1 and confidences NaN: the model's output was not seen."""
+    return torch.full((size,), -1, dtype=torch.int64), torch.full((size,), float("nan"))
+
+
+def predictions_from(outputs: Any) -> tuple[Tensor, Tensor] | None:
+    """Predicted class ids and confidences from a validation_step's return value (logits or preds)."""
+    if isinstance(outputs, Mapping):
+        if isinstance(outputs.get("logits"), Tensor) and outputs["logits"].ndim == 2:
+            return _scores(outputs["logits"])
+        if isinstance(outputs.get("preds"), Tensor) and outputs["preds"].ndim == 1:
+            preds = outputs["preds"].detach().long().cpu()
+            return preds, torch.full(preds.shape, float("nan"))
+    return None

@@ -1,0 +1,245 @@
+"""The dashboard's files: what the FEATVIZ tab of TensorBoard reads, written beside a run's event files.
+
+Layout of ``<run log dir>/featviz_dashboard/``::
+
+    index.json               the run: class names, k, and per epoch its layers with purity and kNN accuracy
+    samples_<id>.json        a sample set: dataset indices, labels, paths, thumbnail size and atlas columns
+    samples_<id>.jpg         its thumbnails, one T × T tile per sample, row-major in an atlas (JPEG, quality 90)
+    epoch_<epoch>.npz        one epoch: predictions, and per layer (``L<i>_`` keys, ``i`` its place in the
+                             epoch's layer list) neighbours, distances, purity, votes, maps, wrong-cluster flags
+
+A sample set is written once and named by a hash of its indices and labels, so epochs that keep the same
+samples (the usual case) share it, and a set that changes (a resumed run, a training reference) gets its own.
+Every file is written to a temporary name and renamed into place, so a reader never sees half a file while
+training writes; a resumed run's epochs replace or join those already listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+#: The folder under a run's log dir that holds the dashboard's files.
+FOLDER = "featviz_dashboard"
+#: Bumped when the layout changes in a way an older reader cannot read.
+FORMAT_VERSION = 1
+#: JPEG quality of the thumbnail atlas (on the built-in noisy digits: 84 KB where a PNG takes 445 KB, 200 samples).
+ATLAS_QUALITY = 90
+
+
+@dataclass
+class Samples:
+    """A set of N samples shown by the dashboard.
+
+    Attributes:
+        indices: (N,) dataset indices.
+        labels: (N,) class ids.
+        thumbnails: (N, T, T, 3) uint8 RGB, or None when the samples are not images.
+        paths: N file paths, or None.
+    """
+
+    indices: np.ndarray
+    labels: np.ndarray
+    thumbnails: np.ndarray | None = None
+    paths: Sequence[str] | None = None
+
+    def key(self) -> str:
+        """A name for this set: a hash of its indices and labels."""
+        digest = hashlib.sha1(np.ascontiguousarray(self.indices, dtype=np.int64).tobytes())
+        digest.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        return digest.hexdigest()[:12]
+
+
+@dataclass
+class LayerEpoch:
+    """One layer at one epoch, for N query samples and their k neighbours.
+
+    Attributes:
+        neighbours: (N, k) rows of the reference sample set, nearest first.
+        distances: (N, k) their distances.
+        purity: (N,) share of each sample's neighbours with its label.
+        votes: (N,) majority class of the neighbours.
+        mean_purity: the layer's kNN purity.
+        accuracy: the layer's kNN accuracy (share of votes equal to the label).
+        maps: dims -> (N, dims) aligned t-SNE coordinates (absent on epochs without maps).
+        flagged: (F,) rows in the wrong cluster, strongest first.
+        cluster: (F,) the class each flagged row sits among.
+        count: (F,) how many of its k neighbours hold that class.
+        own: (F,) how many hold its own label.
+    """
+
+    neighbours: np.ndarray
+    distances: np.ndarray
+    purity: np.ndarray
+    votes: np.ndarray
+    mean_purity: float
+    accuracy: float
+    maps: dict[int, np.ndarray] = field(default_factory=dict)
+    flagged: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    cluster: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    count: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    own: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+
+
+def replace_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def atlas(thumbnails: np.ndarray) -> tuple[np.ndarray, int]:
+    """(N, T, T, 3) thumbnails tiled row-major into one (rows·T, columns·T, 3) image; and its columns."""
+    count, size = len(thumbnails), thumbnails.shape[1]
+    columns = max(1, math.ceil(math.sqrt(count)))
+    rows = max(1, math.ceil(count / columns))
+    grid = np.zeros((rows * size, columns * size, 3), np.uint8)
+    for i, image in enumerate(thumbnails):
+        r, c = divmod(i, columns)
+        grid[r * size : (r + 1) * size, c * size : (c + 1) * size] = image
+    return grid, columns
+
+
+def write_samples(folder: Path, samples: Samples) -> str:
+    """Write ``samples`` (once: an existing set of the same key is kept); return its key."""
+    key = samples.key()
+    if (folder / f"samples_{key}.json").exists():
+        return key
+    description: dict[str, Any] = {
+        "indices": [int(i) for i in samples.indices],
+        "labels": [int(i) for i in samples.labels],
+        "paths": None if samples.paths is None else [str(p) for p in samples.paths],
+        "thumbnail": 0,
+        "columns": 0,
+    }
+    if samples.thumbnails is not None and len(samples.thumbnails):
+        grid, columns = atlas(samples.thumbnails)
+        buffer = io.BytesIO()
+        Image.fromarray(grid).save(buffer, format="JPEG", quality=ATLAS_QUALITY)
+        replace_atomically(folder / f"samples_{key}.jpg", buffer.getvalue())
+        description |= {"thumbnail": int(samples.thumbnails.shape[1]), "columns": columns}
+    replace_atomically(folder / f"samples_{key}.json", json.dumps(description).encode())
+    return key
+
+
+def layer_arrays(prefix: str, layer: LayerEpoch) -> dict[str, np.ndarray]:
+    """A layer's arrays under ``prefix`` keys, in their stored types."""
+    arrays: dict[str, np.ndarray] = {
+        f"{prefix}neighbours": layer.neighbours.astype(np.int32),
+        f"{prefix}distances": layer.distances.astype(np.float16),
+        f"{prefix}purity": layer.purity.astype(np.float16),
+        f"{prefix}votes": layer.votes.astype(np.int32),
+        f"{prefix}flagged": layer.flagged.astype(np.int32),
+        f"{prefix}cluster": layer.cluster.astype(np.int32),
+        f"{prefix}count": layer.count.astype(np.int16),
+        f"{prefix}own": layer.own.astype(np.int16),
+    }
+    arrays |= {f"{prefix}map{dims}": coords.astype(np.float32) for dims, coords in layer.maps.items()}
+    return arrays
+
+
+def read_index(folder: Path) -> dict[str, Any]:
+    """The run's ``index.json``, or an empty index where none is written yet."""
+    path = folder / "index.json"
+    if not path.exists():
+        return {"version": FORMAT_VERSION, "k": 0, "class_names": [], "epochs": []}
+    index: dict[str, Any] = json.loads(path.read_text())
+    return index
+
+
+def write_epoch(
+    log_dir: str | Path,
+    epoch: int,
+    step: int,
+    k: int,
+    class_names: Sequence[str],
+    samples: Samples,
+    predictions: np.ndarray,
+    confidences: np.ndarray,
+    layers: Mapping[str, LayerEpoch],
+    reference: Samples | None = None,
+) -> Path:
+    """Write one epoch for the dashboard under ``log_dir/featviz_dashboard``; return that folder.
+
+    Args:
+        log_dir: the run's log dir (where its TensorBoard event files are).
+        epoch: the epoch; written again, it replaces the earlier entry (a resumed run).
+        step: the global step the epoch was logged at.
+        k: neighbours per sample.
+        class_names: C names of the class ids.
+        samples: the N query samples.
+        predictions: (N,) the model's predicted class, -1 where unknown.
+        confidences: (N,) its probability, NaN where unknown.
+        layers: layer name -> its results, in layer order.
+        reference: what the neighbours are rows of, when not ``samples`` itself (a training reference).
+    """
+    folder = Path(log_dir) / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    sample_key = write_samples(folder, samples)
+    reference_key = write_samples(folder, reference) if reference is not None else sample_key
+    arrays: dict[str, np.ndarray] = {
+        "predictions": np.asarray(predictions).astype(np.int32),
+        "confidences": np.asarray(confidences).astype(np.float16),
+    }
+    for i, layer in enumerate(layers.values()):
+        arrays |= layer_arrays(f"L{i}_", layer)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    name = f"epoch_{epoch:04d}.npz"
+    replace_atomically(folder / name, buffer.getvalue())
+    index = read_index(folder)
+    entry = {
+        "epoch": int(epoch),
+        "step": int(step),
+        "file": name,
+        "samples": sample_key,
+        "reference": reference_key,
+        "layers": [
+            {
+                "name": layer_name,
+                "purity": _finite(layer.mean_purity),
+                "accuracy": _finite(layer.accuracy),
+                "maps": sorted(layer.maps),
+                "flagged": len(layer.flagged),
+            }
+            for layer_name, layer in layers.items()
+        ],
+    }
+    epochs = [e for e in index["epochs"] if e["epoch"] != epoch] + [entry]
+    index |= {"version": FORMAT_VERSION, "k": int(k), "class_names": [str(c) for c in class_names]}
+    index["epochs"] = sorted(epochs, key=lambda e: e["epoch"])
+    replace_atomically(folder / "index.json", json.dumps(index).encode())
+    return folder
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def read_epoch(folder: Path, name: str) -> dict[str, np.ndarray]:
+    """Every array of one epoch file (``name`` as listed in the index)."""
+    with np.load(folder / name, allow_pickle=False) as stored:
+        return {key: stored[key] for key in stored.files}
+
+
+def find_runs(log_dir: str | Path) -> dict[str, Path]:
+    """Runs under ``log_dir`` that hold dashboard files: run name (its folder relative to ``log_dir``, as
+    TensorBoard names runs; ``.`` for ``log_dir`` itself) -> its dashboard folder."""
+    root = Path(log_dir)
+    runs: dict[str, Path] = {}
+    for parent, folders, _ in os.walk(root):
+        if FOLDER in folders and (Path(parent) / FOLDER / "index.json").exists():
+            name = Path(parent).relative_to(root).as_posix()
+            runs[name] = Path(parent) / FOLDER
+        folders[:] = sorted(f for f in folders if f != FOLDER and not f.startswith("."))
+    return dict(sorted(runs.items()))

@@ -1,0 +1,276 @@
+"""The FEATVIZ tab: a TensorBoard plugin that serves the dashboard's files of every run under the log dir.
+
+TensorBoard finds it through the package's ``tensorboard_plugins`` entry point and shows its frontend,
+``static/index.js`` (an ES module, no build step), in an iframe whose relative fetches reach the routes below.
+Routes answer JSON (PNG for thumbnails); a bad or missing argument answers 400 with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tensorboard.plugins import base_plugin
+from werkzeug import Request, Response
+
+from lightning_featviz.dashboard.data import find_runs, read_epoch, read_index
+
+PLUGIN_NAME = "featviz"
+STATIC = Path(__file__).parent / "static"
+#: Seconds a search of the log dir for runs stays valid (a new run appears after at most this long).
+RUNS_TTL = 3.0
+STATIC_TYPES = {"index.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+
+
+class BadRequest(ValueError):
+    """A request the routes cannot answer; its message goes back with status 400."""
+
+
+def _rounded(values: np.ndarray, digits: int = 4) -> list[Any]:
+    """A float array as nested lists, rounded, NaN as None (JSON has no NaN)."""
+    rounded = np.round(values.astype(np.float64), digits)
+    return [None if isinstance(v, float) and math.isnan(v) else v for v in rounded.tolist()]
+
+
+@lru_cache(maxsize=64)
+def _epoch_arrays(path: str, stamp: int) -> dict[str, np.ndarray]:
+    """An epoch file's arrays; ``stamp`` (its modification time) makes a rewritten file read again."""
+    folder, name = Path(path).parent, Path(path).name
+    return read_epoch(folder, name)
+
+
+@lru_cache(maxsize=16)
+def _json_file(path: str, stamp: int) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+class FeatvizPlugin(base_plugin.TBPlugin):
+    """TensorBoard's FEATVIZ tab (plugin name ``featviz``).
+
+    Args:
+        context: TensorBoard's plugin context; its ``logdir`` is searched for runs with dashboard files.
+    """
+
+    plugin_name = PLUGIN_NAME
+
+    def __init__(self, context: base_plugin.TBContext):
+        self.log_dir = Path(context.logdir or ".")
+        self._found: tuple[float, dict[str, Path]] | None = None
+
+    def frontend_metadata(self) -> base_plugin.FrontendMetadata:
+        return base_plugin.FrontendMetadata(es_module_path="/index.js", tab_name="FEATVIZ", disable_reload=True)
+
+    def is_active(self) -> bool:
+        return bool(self._runs())
+
+    def get_plugin_apps(self) -> dict[str, Callable[..., Any]]:
+        routes: dict[str, Callable[[Request], Any]] = {
+            "/runs": self.runs,
+            "/run": self.run,
+            "/samples": self.samples,
+            "/layer": self.layer,
+            "/inspect": self.inspect,
+            "/wrong": self.wrong,
+        }
+        apps: dict[str, Callable[..., Any]] = {f"/{name}": self._static(name) for name in STATIC_TYPES}
+        apps["/atlas"] = self._atlas
+        apps |= {path: self._json(route) for path, route in routes.items()}
+        return apps
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _static(self, name: str) -> Callable[..., Any]:
+        @Request.application
+        def serve(request: Request) -> Response:
+            return Response((STATIC / name).read_bytes(), content_type=STATIC_TYPES[name])
+
+        return serve
+
+    def _json(self, route: Callable[[Request], Any]) -> Callable[..., Any]:
+        @Request.application
+        def serve(request: Request) -> Response:
+            try:
+                body, status = route(request), 200
+            except BadRequest as error:
+                body, status = {"error": str(error)}, 400
+            return Response(json.dumps(body, allow_nan=False), status=status, content_type="application/json")
+
+        return serve
+
+    def _runs(self) -> dict[str, Path]:
+        """The runs with dashboard files, looked up at most every ``RUNS_TTL`` seconds (a log dir can be large)."""
+        now = time.monotonic()
+        if self._found is None or now - self._found[0] > RUNS_TTL:
+            self._found = (now, find_runs(self.log_dir))
+        return self._found[1]
+
+    def _folder(self, request: Request) -> Path:
+        run = request.args.get("run")
+        runs = self._runs()
+        if run not in runs:
+            raise BadRequest(f"Expected `run` to be one of {sorted(runs)}, but got {run!r}.")
+        return runs[run]
+
+    def _index(self, folder: Path) -> dict[str, Any]:
+        return read_index(folder)
+
+    def _entry(self, request: Request, index: dict[str, Any]) -> dict[str, Any]:
+        epochs = {e["epoch"]: e for e in index["epochs"]}
+        value = request.args.get("epoch", "")
+        if not value.lstrip("-").isdigit() or int(value) not in epochs:
+            raise BadRequest(f"Expected `epoch` to be one of {sorted(epochs)}, but got {value!r}.")
+        return epochs[int(value)]
+
+    @staticmethod
+    def _layer_of(entry: dict[str, Any], name: str | None) -> int:
+        names = [layer["name"] for layer in entry["layers"]]
+        if name not in names:
+            raise BadRequest(f"Expected `layer` to be one of {names} at epoch {entry['epoch']}, but got {name!r}.")
+        return names.index(name)
+
+    @staticmethod
+    def _arrays(folder: Path, entry: dict[str, Any]) -> dict[str, np.ndarray]:
+        path = folder / entry["file"]
+        return _epoch_arrays(str(path), path.stat().st_mtime_ns)
+
+    @staticmethod
+    def _samples(folder: Path, key: str) -> dict[str, Any]:
+        path = folder / f"samples_{key}.json"
+        if not re.fullmatch(r"[0-9a-f]{12}", key) or not path.exists():
+            raise BadRequest(f"Expected `key` to name a sample set of this run, but got {key!r}.")
+        described: dict[str, Any] = _json_file(str(path), path.stat().st_mtime_ns)
+        return described
+
+    # ------------------------------------------------------------------ routes
+
+    def runs(self, request: Request) -> list[dict[str, Any]]:
+        """Every run with dashboard files: its name and analysed epochs."""
+        return [
+            {"run": name, "epochs": [e["epoch"] for e in read_index(folder)["epochs"]]}
+            for name, folder in self._runs().items()
+        ]
+
+    def run(self, request: Request) -> dict[str, Any]:
+        """A run's index: class names, k, and per epoch its layers' purity and kNN accuracy (the heatmap)."""
+        return self._index(self._folder(request))
+
+    def samples(self, request: Request) -> dict[str, Any]:
+        """A sample set: dataset indices, labels, paths, thumbnail size and atlas columns."""
+        return self._samples(self._folder(request), request.args.get("key", ""))
+
+    @Request.application  # type: ignore[arg-type]
+    def _atlas(self, request: Request) -> Response:
+        try:
+            folder = self._folder(request)
+            key = request.args.get("key", "")
+            self._samples(folder, key)
+        except BadRequest as error:
+            return Response(json.dumps({"error": str(error)}), status=400, content_type="application/json")
+        path = folder / f"samples_{key}.jpg"
+        if not path.exists():
+            return Response(json.dumps({"error": "this sample set has no thumbnails"}), status=404)
+        response = Response(path.read_bytes(), content_type="image/jpeg")
+        response.headers["Cache-Control"] = "private, max-age=86400"  # a set's file never changes
+        return response
+
+    def layer(self, request: Request) -> dict[str, Any]:
+        """One layer at every epoch (for the map's slider): maps, per-sample purity, predictions, flags."""
+        folder = self._folder(request)
+        name = request.args.get("layer")
+        out = []
+        for entry in self._index(folder)["epochs"]:
+            names = [layer["name"] for layer in entry["layers"]]
+            if name not in names:
+                continue
+            arrays, prefix = self._arrays(folder, entry), f"L{names.index(name)}_"
+            maps = {
+                d: _rounded(arrays[f"{prefix}map{d}"].reshape(-1), 3) for d in (2, 3) if f"{prefix}map{d}" in arrays
+            }
+            out.append(
+                {
+                    "epoch": entry["epoch"],
+                    "samples": entry["samples"],
+                    "maps": maps,
+                    "purity": _rounded(arrays[f"{prefix}purity"], 3),
+                    "predictions": arrays["predictions"].tolist(),
+                    "flagged": arrays[f"{prefix}flagged"].tolist(),
+                    "cluster": arrays[f"{prefix}cluster"].tolist(),
+                }
+            )
+        if not out:
+            raise BadRequest(f"Expected `layer` to be a layer of this run, but got {name!r}.")
+        return {"layer": name, "epochs": out}
+
+    def inspect(self, request: Request) -> dict[str, Any]:
+        """One sample's k neighbours at every layer of one epoch (rows of the epoch's reference set)."""
+        folder = self._folder(request)
+        entry = self._entry(request, self._index(folder))
+        arrays = self._arrays(folder, entry)
+        value, count = request.args.get("row", ""), len(arrays["predictions"])
+        if not value.isdigit() or int(value) >= count:
+            raise BadRequest(f"Expected `row` to be a row in [0, {count}), but got {value!r}.")
+        row = int(value)
+        layers = [
+            {
+                "name": layer["name"],
+                "neighbours": arrays[f"L{i}_neighbours"][row].tolist(),
+                "distances": _rounded(arrays[f"L{i}_distances"][row], 3),
+                "purity": _rounded(arrays[f"L{i}_purity"][row : row + 1], 3)[0],
+            }
+            for i, layer in enumerate(entry["layers"])
+        ]
+        prediction = int(arrays["predictions"][row])
+        return {
+            "epoch": entry["epoch"],
+            "row": row,
+            "prediction": prediction,
+            "reference": entry["reference"],
+            "layers": layers,
+        }
+
+    def wrong(self, request: Request) -> dict[str, Any]:
+        """The samples in the wrong cluster of one layer and epoch, strongest first, with reasons and neighbours."""
+        folder = self._folder(request)
+        index = self._index(folder)
+        entry = self._entry(request, index)
+        i = self._layer_of(entry, request.args.get("layer"))
+        arrays, names = self._arrays(folder, entry), index["class_names"]
+        samples = self._samples(folder, entry["samples"])
+        k = int(index["k"])
+        rows = []
+        for row, cluster, count, own in zip(
+            arrays[f"L{i}_flagged"].tolist(),
+            arrays[f"L{i}_cluster"].tolist(),
+            arrays[f"L{i}_count"].tolist(),
+            arrays[f"L{i}_own"].tolist(),
+            strict=True,
+        ):
+            label = samples["labels"][row]
+            rows.append(
+                {
+                    "row": row,
+                    "index": samples["indices"][row],
+                    "path": samples["paths"][row] if samples["paths"] else None,
+                    "label": label,
+                    "cluster": cluster,
+                    "strength": round(count / k, 4),
+                    "reason": (
+                        f"{count} of its {k} nearest neighbours are {names[cluster]!r}; "
+                        f"{own} share its label {names[label]!r}"
+                    ),
+                    "neighbours": arrays[f"L{i}_neighbours"][row].tolist(),
+                }
+            )
+        return {
+            "epoch": entry["epoch"],
+            "layer": entry["layers"][i]["name"],
+            "reference": entry["reference"],
+            "rows": rows,
+        }

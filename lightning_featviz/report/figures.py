@@ -1,0 +1,271 @@
+"""What one analysed epoch shows: figures, tables and scalars built from the bank and kNN results.
+
+No Lightning here: the callback (or a post-hoc analysis) hands in an :class:`EpochResults` and
+writes what comes back. Figures are keyed by ``(kind, name)``; the caller turns that into a tag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lightning_featviz.analysis.label_issues import (
+    IN_SAMPLE_MODEL_WEIGHT,
+    LabelIssues,
+    Warn,
+    find_label_issues,
+    label_issue_k,
+)
+from lightning_featviz.analysis.maps import LayerMaps
+from lightning_featviz.analysis.measures import EpochResults
+from lightning_featviz.analysis.wrong_cluster import (
+    WrongCluster,
+    caption,
+    find_wrong_cluster,
+    neighbourhood_confusion,
+)
+from lightning_featviz.capture.bank import BankData
+from lightning_featviz.render.grids import NeighbourGrid, neighbour_grid_image
+from lightning_featviz.render.maps import MapPanel, map_image
+from lightning_featviz.render.purity_charts import class_purity_image, confusion_image, purity_depth_image
+
+MAX_DEFAULT_QUERIES = 10
+
+
+def query_rows(bank: BankData, query_indices: Sequence[int] | None) -> Tensor:
+    """Bank rows of the given dataset indices that were kept; else the first kept sample of each class (≤ 10)."""
+    if query_indices is not None:
+        kept = set(bank.indices.tolist())
+        present = [i for i in query_indices if i in kept]
+        if present:
+            return bank.rows_of(present)
+    classes = bank.labels.unique()[:MAX_DEFAULT_QUERIES]
+    return torch.stack([torch.nonzero(bank.labels == c)[0, 0] for c in classes])
+
+
+def neighbour_grid_images(results: EpochResults, rows: Tensor) -> Iterator[tuple[tuple[str, str], np.ndarray]]:
+    """(H, W, 3) uint8 images, drawn one at a time: per layer ``("neighbours", layer)``, and the first and
+    last layer side by side."""
+    bank, searched = results.bank, results.searched
+    grids = {
+        layer: NeighbourGrid(
+            title=f"{layer} (purity@{results.k} {stats.mean_purity:.2f})",
+            query_images=bank.thumbnails[rows],
+            neighbour_images=searched.thumbnails[stats.indices[rows]],
+            query_labels=bank.labels[rows],
+            neighbour_labels=searched.labels[stats.indices[rows]],
+            class_names=results.class_names,
+        )
+        for layer, stats in results.stats.items()
+    }
+    epoch = results.epoch
+    for layer, grid in grids.items():
+        yield ("neighbours", layer), neighbour_grid_image([grid], f"Epoch {epoch}")
+    first, last = list(grids)[0], list(grids)[-1]
+    if first != last:
+        title = f"Epoch {epoch}: the same queries in {first} and {last}"
+        yield ("neighbours", f"{first}_vs_{last}"), neighbour_grid_image([grids[first], grids[last]], title)
+
+
+def wrong_clusters(results: EpochResults, min_share: float) -> dict[str, WrongCluster]:
+    """Per layer, the samples that sit in another class's cluster."""
+    return {
+        layer: find_wrong_cluster(
+            results.neighbour_labels(layer), results.bank.labels, len(results.class_names), min_share
+        )
+        for layer in results.stats
+    }
+
+
+def known_probabilities(bank: BankData) -> Tensor | None:
+    """The bank's (N, C) class probabilities, or None when no batch gave logits."""
+    return bank.probabilities.float() if bank.probabilities.shape[1] > 1 else None
+
+
+def label_issues_of(results: EpochResults, layer: str, warn: Warn) -> tuple[LabelIssues, LabelIssues | None]:
+    """Label issues in ``layer``: of the validation samples (searched like the kNN statistics: among
+    themselves, or among the training reference), and of the training reference's samples among
+    themselves, with the model's in-sample probabilities tempered (None without one)."""
+    bank, searched, num_classes = results.bank, results.searched, len(results.class_names)
+    vectors = bank.vectors[layer].float()
+    if searched is bank:
+        stats = results.stats[layer]
+        k = label_issue_k(bank.labels)
+        shared = stats.neighbours(k) if stats.leave_one_out and stats.metric == "euclidean" else None
+        probabilities = known_probabilities(bank)
+        issues = find_label_issues(vectors, bank.labels, num_classes, probabilities, k, warn=warn, neighbours=shared)
+        return issues, None
+    reference = searched.vectors[layer].float()
+    validation = find_label_issues(
+        vectors,
+        bank.labels,
+        num_classes,
+        known_probabilities(bank),
+        reference=reference,
+        reference_labels=searched.labels,
+        warn=warn,
+    )
+    training = find_label_issues(
+        reference,
+        searched.labels,
+        num_classes,
+        known_probabilities(searched),
+        warn=warn,
+        model_weight=IN_SAMPLE_MODEL_WEIGHT,  # the model trained on these labels
+    )
+    return validation, training
+
+
+def gallery_image(
+    results: EpochResults,
+    layer: str,
+    found: WrongCluster,
+    min_share: float,
+    max_rows: int,
+    issues: LabelIssues | None = None,
+) -> np.ndarray:
+    """The top flagged samples of ``layer`` (by label-issue score with ``issues``), captioned in words,
+    each followed by its neighbours: an (H, W, 3) uint8 image."""
+    n, k = len(results.bank), results.k
+    title = (
+        f"{layer}: {len(found)} of {n} images sit in another class's cluster "
+        f"(at least {int(np.ceil(min_share * k - 1e-9))} of {k} neighbours)"
+    )
+    grid = gallery_grid(
+        found,
+        results.bank,
+        results.searched,
+        results.stats[layer].indices,
+        results.class_names,
+        title,
+        max_rows,
+        issues,
+    )
+    return neighbour_grid_image([grid], f"Epoch {results.epoch}: images in the wrong semantic cluster")
+
+
+def confusion_images(results: EpochResults) -> dict[tuple[str, str], np.ndarray]:
+    """Per layer ``("neighbour_confusion", layer)``: neighbourhood confusion matrix and per-class
+    purity, (H, W, 3) uint8."""
+    images = {}
+    for layer in results.stats:
+        confusion = neighbourhood_confusion(
+            results.neighbour_labels(layer), results.bank.labels, len(results.class_names)
+        ).numpy()
+        title = f"Epoch {results.epoch}: {layer}, where each class's neighbours come from"
+        images[("neighbour_confusion", layer)] = confusion_image(np.nan_to_num(confusion), results.class_names, title)
+    return images
+
+
+def class_purity_images(results: EpochResults) -> dict[tuple[str, str], np.ndarray]:
+    """Per layer ``("purity_by_class", layer)``: the purity of each class (of the lowest and highest
+    when there are many), (H, W, 3) uint8: one figure instead of C scalars."""
+    return {
+        ("purity_by_class", layer): class_purity_image(
+            stats.class_purity.numpy(), results.class_names, f"Epoch {results.epoch}: {layer}, purity of each class"
+        )
+        for layer, stats in results.stats.items()
+    }
+
+
+def depth_image(results: EpochResults, history: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Purity by layer order this epoch, and the layer × epoch purity heatmap of ``history`` rows
+    (``{"epoch", "layer", "knn_purity"}``; later rows of the same epoch and layer win)."""
+    layers = list(results.stats)
+    epochs = sorted({int(row["epoch"]) for row in history} | {results.epoch})
+    grid = np.full((len(layers), len(epochs)), np.nan)
+    for row in history:
+        if row["layer"] in layers:
+            grid[layers.index(str(row["layer"])), epochs.index(int(row["epoch"]))] = float(row["knn_purity"])
+    purity = [results.stats[layer].mean_purity for layer in layers]
+    return purity_depth_image(layers, purity, grid, epochs, results.k, results.epoch)
+
+
+def map_images(
+    maps: dict[str, LayerMaps],
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    layer_purity: dict[str, float],
+    k: int,
+    epoch: int,
+    ringed: dict[str, np.ndarray] | None = None,
+) -> dict[tuple[str, str], np.ndarray]:
+    """The pictures of one epoch, (H, W, 3) uint8, keyed by (kind, name).
+
+    Per layer and dimension: ``("tsne_2d", layer)``, ``("tsne_3d", layer)``. With two or more
+    layers: ``("tsne_2d", "<first>_vs_<last>")`` and its 3-D twin, and the progression of every
+    layer in order ``("tsne_2d", "all_layers")``. ``ringed`` maps a layer to (N,) bool, the points
+    ringed on its 2-D maps.
+    """
+
+    def panel(layer: str, d: int) -> MapPanel:
+        title = f"{layer}: purity@{k} {layer_purity[layer]:.2f} (map {maps[layer].purity[d]:.2f})"
+        marked = (ringed or {}).get(layer) if d == 2 else None
+        rows = maps[layer].rows
+        if rows is not None:  # a large bank's subsample
+            marked = marked[rows] if marked is not None else None
+            return MapPanel(title, maps[layer].maps[d], labels[rows], class_names, marked)
+        return MapPanel(title, maps[layer].maps[d], labels, class_names, marked)
+
+    images: dict[tuple[str, str], np.ndarray] = {}
+    dims = sorted({d for layer_maps in maps.values() for d in layer_maps.maps})
+    for d in dims:
+        layers = [layer for layer in maps if d in maps[layer].maps]
+        kind = f"tsne_{d}d"
+        for layer in layers:
+            images[(kind, layer)] = map_image([panel(layer, d)], f"Epoch {epoch}: {d}-D t-SNE of {layer}")
+        if len(layers) >= 2:
+            first, last = layers[0], layers[-1]
+            images[(kind, f"{first}_vs_{last}")] = map_image(
+                [panel(first, d), panel(last, d)], f"Epoch {epoch}: {d}-D t-SNE, {first} vs {last}"
+            )
+        if d == 2 and len(layers) >= 2:
+            images[(kind, "all_layers")] = map_image(
+                [panel(layer, d) for layer in layers], f"Epoch {epoch}: every layer in network order", columns=4
+            )
+    return images
+
+
+def gallery_grid(
+    found: WrongCluster,
+    bank: BankData,
+    searched: BankData,
+    neighbours: Tensor,
+    class_names: Sequence[str],
+    title: str,
+    max_rows: int = 8,
+    issues: LabelIssues | None = None,
+) -> NeighbourGrid:
+    """The top ``max_rows`` flagged samples, each captioned in words and followed by its neighbours.
+
+    ``neighbours`` (N, k) are rows of ``searched`` (the bank itself, or the training reference).
+    With ``issues`` (label-issue scores of the bank's N rows) the flagged samples are ranked by
+    their score, highest first, and each caption ends with the score and its category.
+    """
+    ranks = list(range(len(found)))
+    if issues is not None:
+        ranks.sort(key=lambda r: (-float(issues.scores[found.rows[r]]), r))
+    captions = []
+    for rank in ranks[:max_rows]:
+        row = int(found.rows[rank])
+        words = caption(rank, found, int(bank.labels[row]), class_names)
+        pred, confidence = int(bank.preds[row]), float(bank.confidences[row])
+        said = "" if pred < 0 else f"; model says {class_names[pred]}"
+        said += "" if pred < 0 or confidence != confidence else f" ({confidence:.0%})"
+        if issues is not None:
+            said += f"; label issue {float(issues.scores[row]):.2f}: {issues.words(row, class_names)}"
+        captions.append(f"#{int(bank.indices[row])}: {words}{said}")
+    rows = found.rows[torch.as_tensor(ranks[:max_rows], dtype=torch.long)]
+    return NeighbourGrid(
+        title=title,
+        query_images=bank.thumbnails[rows],
+        neighbour_images=searched.thumbnails[neighbours[rows]],
+        query_labels=bank.labels[rows],
+        neighbour_labels=searched.labels[neighbours[rows]],
+        class_names=class_names,
+        row_captions=captions,
+    )

@@ -1,0 +1,156 @@
+"""The import rules of docs/architecture.md, checked on the package's own imports (read with ``ast``)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "lightning_featviz"
+TOP = "top level"  #: callback, posthoc, cli, arguments, loading, ``__init__``: they may import anything
+
+#: Folder -> the folders its modules may import (itself included). Kept equal to docs/architecture.md's table.
+ALLOWED: dict[str, set[str]] = {
+    "capture": {"capture"},
+    "analysis": {"analysis", "capture"},
+    "render": {"render"},
+    "outputs": {"outputs"},
+    "report": {"report", "capture", "analysis", "render", "outputs", "dashboard"},
+    "runtime": {"runtime", "capture", "analysis", "render", "outputs", "dashboard", "report"},
+    "dashboard": {"dashboard", "capture", "analysis", "render", "outputs"},
+    "demo": {"demo", TOP},
+}
+#: Modules outside ``demo`` that may import it: the CLI's ``featviz demo``, and the package's lazy public name
+#: ``ColouredDigits`` (imported only when asked for).
+DEMO_USERS = {"cli.py", "__init__.py"}
+
+
+def folder_of(module: str) -> str:
+    """``lightning_featviz.capture.bank`` -> ``capture``; a top-level module (or the package itself) -> TOP."""
+    parts = module.split(".")
+    if len(parts) > 1 and (PACKAGE / parts[1]).is_dir():
+        return parts[1]
+    return TOP
+
+
+def imported_modules(source: str, module: str) -> list[tuple[int, str]]:
+    """(line, dotted module) of every import of ``lightning_featviz`` in ``source``, lazy ones included.
+
+    ``module`` is the importing module's dotted name (for relative imports). ``from lightning_featviz.analysis
+    import knn`` counts as an import of ``lightning_featviz.analysis.knn``.
+    """
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = module.split(".")[: -node.level]
+                base = ".".join([*anchor, base] if base else anchor)
+            found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
+    return [
+        (line, name) for line, name in found if name == "lightning_featviz" or name.startswith("lightning_featviz.")
+    ]
+
+
+def module_name(path: Path) -> str:
+    """``.../lightning_featviz/capture/bank.py`` -> ``lightning_featviz.capture.bank``."""
+    return ".".join(["lightning_featviz", *path.relative_to(PACKAGE).with_suffix("").parts])
+
+
+def violations(source: str, path: Path) -> list[str]:
+    """The imports of the module at ``path`` (inside the package) that break the rules, in words."""
+    relative = path.relative_to(PACKAGE)
+    module = module_name(path)
+    own = folder_of(module)
+    if own == TOP:
+        return []
+    if own not in ALLOWED:
+        return [f"{relative}: the folder {own!r} is not in the rule table; add it to docs/architecture.md and ALLOWED"]
+    broken = []
+    for line, name in imported_modules(source, module):
+        target = folder_of(name)
+        if target not in ALLOWED[own]:
+            broken.append(
+                f"{relative}:{line} imports {name} ({target}), but {own}/ may import only {sorted(ALLOWED[own])}"
+            )
+    return broken
+
+
+def package_modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_every_folder_imports_only_the_folders_its_row_of_the_table_allows():
+    broken = [v for path in package_modules() for v in violations(path.read_text(encoding="utf-8"), path)]
+    assert not broken, "\n".join(broken)
+
+
+def test_only_the_cli_imports_the_demo():
+    users = sorted(
+        str(path.relative_to(PACKAGE))
+        for path in package_modules()
+        if folder_of(module_name(path)) != "demo"
+        and any(folder_of(name) == "demo" for _, name in imported_modules(path.read_text(), module_name(path)))
+    )
+    assert set(users) <= DEMO_USERS, users
+
+
+@pytest.mark.parametrize(
+    ("where", "source", "expected"),
+    [
+        ("analysis/knn.py", "from lightning_featviz.render.grids import NeighbourGrid\n", "render"),
+        ("analysis/knn.py", "def f():\n    from lightning_featviz.outputs import sinks\n", "outputs"),
+        ("capture/bank.py", "import lightning_featviz.analysis.knn\n", "analysis"),
+        ("render/grids.py", "from lightning_featviz import FeatureVisualizer\n", TOP),
+        ("outputs/sinks.py", "from ..report import reporter\n", "report"),
+    ],
+)
+def test_the_checker_flags_an_upward_import_lazy_relative_or_through_the_package(where, source, expected):
+    found = violations(source, PACKAGE / where)
+    assert len(found) == 1 and f"({expected})" in found[0], found
+
+
+def test_the_checker_allows_a_downward_import():
+    assert violations("from lightning_featviz.capture.bank import BankData\n", PACKAGE / "analysis/maps.py") == []
+
+
+def test_the_rule_table_in_docs_matches_the_one_the_test_checks():
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = {}
+    for match in re.finditer(r"^\| `(\w+)/` \|[^|]*\| ([^|]*) \|", text, flags=re.MULTILINE):
+        allowed = {name.strip("`/ ") for name in match.group(2).split(",") if name.strip()}
+        rows[match.group(1)] = {TOP if name == "top level" else name for name in allowed if name != "nothing"}
+    assert rows == {folder: allowed - {folder} for folder, allowed in ALLOWED.items()}
+
+
+def test_every_folder_of_the_package_has_a_row_in_the_table():
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert folders <= set(ALLOWED), folders - set(ALLOWED)
+
+
+def test_a_module_over_300_lines_says_why_at_its_top():
+    unexplained = []
+    for path in package_modules():
+        text = path.read_text(encoding="utf-8")
+        docstring = ast.get_docstring(ast.parse(text)) or ""
+        if len(text.splitlines()) > 300 and "Over 300 lines" not in docstring:
+            unexplained.append(f"{path.relative_to(PACKAGE)} ({len(text.splitlines())} lines)")
+    assert not unexplained, unexplained
+
+
+def test_the_cli_and_the_post_hoc_analysis_load_without_the_demo():
+    code = (
+        "import sys, lightning_featviz.cli, lightning_featviz.posthoc; "
+        "print(sorted(m for m in sys.modules if m.startswith('lightning_featviz.demo')))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout
