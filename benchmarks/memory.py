@@ -174,7 +174,7 @@ def main() -> None:
         return
     torch.manual_seed(0)
     data = ClassificationData.digits(batch_size=32)
-    visualizer = BankSize(layers=list(DEMO_LAYERS), k=10, background=args.background)
+    visualizer = BankSize(layers=list(DEMO_LAYERS), k=10, background=args.background, overhead=None)
     memory = MemoryLog(visualizer)
     with tempfile.TemporaryDirectory() as logs:
         trainer = pl.Trainer(

@@ -53,7 +53,11 @@ def check_arguments(args: Mapping[str, Any]) -> None:
         options = ("avg", "adaptive", "flatten")
         require(reduction in options, "reduction", " or ".join(repr(c) for c in options), reduction)
     every = args["tsne_every_n_epochs"]
-    require(every is None or (is_int(every) and every >= 1), "tsne_every_n_epochs", "None or an integer >= 1", every)
+    ok = every is None or every == "budget" or (is_int(every) and every >= 1)
+    require(ok, "tsne_every_n_epochs", "'budget', None or an integer >= 1", every)
+    overhead = args["overhead"]
+    ok = overhead is None or (_is_number(overhead) and 0 < overhead <= 10)
+    require(ok, "overhead", "None or a share of fit time in (0, 10] (0.1: at most 1.1 times)", overhead)
     dims = args["tsne_dims"]
     ok = not isinstance(dims, str) and len(dims) > 0 and set(dims) <= {2, 3}
     require(ok, "tsne_dims", "a non-empty selection of 2 and 3", dims)
@@ -70,6 +74,7 @@ def check_arguments(args: Mapping[str, Any]) -> None:
         ("dataloader_idx", 0),
         ("chunk_size", 1),
         ("projector_every_n_epochs", 1),
+        ("map_samples", 10),
     ]:
         require(is_int(args[name]) and args[name] >= low, name, f"an integer >= {low}", args[name])
     layer = args["wrong_cluster_layer"]

@@ -8,6 +8,7 @@ option objects (issue 15) is still to do.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -24,7 +25,9 @@ from torch import Tensor
 
 from lightning_featviz.analysis.embedding import Backend, MapTracker
 from lightning_featviz.analysis.knn import Metric, NeighbourStats, ResultCache
+from lightning_featviz.analysis.label_issues import label_issue_k
 from lightning_featviz.analysis.measures import EpochResults, degenerate, epoch_metrics, layer_stats, purity_ceiling
+from lightning_featviz.analysis.neighbourhoods import neighbours_needed
 from lightning_featviz.arguments import check_arguments
 from lightning_featviz.capture.bank import (
     BankData,
@@ -57,7 +60,17 @@ from lightning_featviz.capture.trainer_data import (
     validation_loader,
 )
 from lightning_featviz.outputs.sinks import FileSink, Sink, TensorBoardSink, tensorboard_writers
-from lightning_featviz.report.reporter import Destination, EpochJob, Report, Reporter, ReportOptions
+from lightning_featviz.report.budget import (
+    FIGURES,
+    KNN,
+    MAPS_2D,
+    MAPS_3D,
+    PROJECTOR,
+    TimeBudget,
+    last_analysed_epoch,
+    wanted_outputs,
+)
+from lightning_featviz.report.reporter import Destination, EpochJob, Report, Reporter, ReportOptions, unfinished
 from lightning_featviz.report.reporter import tag as make_tag
 from lightning_featviz.runtime.distributed import all_objects, broadcast_object, gather_columns
 from lightning_featviz.runtime.scheduler import ReportScheduler
@@ -141,8 +154,9 @@ class FeatureVisualizer(_Callback):
             it is in ``trainer.callback_metrics`` for ModelCheckpoint/EarlyStopping. Off by default:
             it is C scalars per layer per epoch (6,000 tags on ImageNet with 6 layers); the
             ``purity_by_class`` figure of each layer (with ``log_confusion``) shows them instead.
-        tsne_every_n_epochs: fit t-SNE maps on every n-th analysed epoch (counted in epochs of
-            ``fit``, so 1 = each analysed epoch); None turns maps and projector off.
+        tsne_every_n_epochs: ``"budget"``: t-SNE maps and the projector on the epochs the time budget
+            allows (``overhead``); n: fit them on every n-th epoch of ``fit`` (1 = each analysed epoch);
+            None turns maps and projector off.
         tsne_dims: the map dimensions drawn, any of 2 and 3.
         perplexity: t-SNE perplexity (lowered, with a warning, for small banks).
         tsne_backend: ``"opentsne"`` (fast) or ``"sklearn"``.
@@ -180,6 +194,18 @@ class FeatureVisualizer(_Callback):
         dashboard: write the files of TensorBoard's FEATVIZ tab (neighbours, maps, predictions and
             wrong-cluster flags of every layer, thumbnails once) under ``<log dir>/featviz_dashboard``
             each analysed epoch (see ``docs/dashboard.md``).
+        overhead: the time budget in ``fit``: the callback's work may add at most this share to the time
+            ``fit`` takes without it (0.1: 1.1 times), over the run. kNN scalars come every analysed epoch;
+            figures, maps, the projector and 3-D maps are made on the epochs the budget allows (costs are
+            measured as they run), and all of them at the last analysed epoch (known from ``max_epochs``;
+            when ``max_steps``, early stopping or an interrupt ends ``fit`` first, what the last analysed
+            epoch lacked is made when ``fit`` ends). Each analysed epoch logs one line saying what it made
+            and when the next map comes (also in :attr:`schedule`). A cadence given explicitly
+            (``tsne_every_n_epochs`` an integer) wins over the budget. None: no budget, every output every
+            analysed epoch. ``validate`` makes everything.
+        map_samples: maps, their quality measures and the projector show at most this many samples: a
+            stratified subsample of a larger bank, the same samples every epoch; purity and the other
+            scalars use the whole bank.
     """
 
     def __init__(
@@ -202,7 +228,7 @@ class FeatureVisualizer(_Callback):
         thumbnail_size: int = 32,
         log_neighbour_grids: bool = True,
         monitor_class_purity: bool = False,
-        tsne_every_n_epochs: int | None = 1,
+        tsne_every_n_epochs: int | Literal["budget"] | None = "budget",
         tsne_dims: Sequence[int] = (2, 3),
         perplexity: float = 30.0,
         tsne_backend: Backend = "opentsne",
@@ -223,6 +249,8 @@ class FeatureVisualizer(_Callback):
         strict: bool = False,
         report_dir: str | Path | None = None,
         dashboard: bool = True,
+        overhead: float | None = 0.1,
+        map_samples: int = 2000,
     ) -> None:
         check_arguments({name: value for name, value in locals().items() if name != "self"})
 
@@ -271,6 +299,10 @@ class FeatureVisualizer(_Callback):
         self.strict = bool(strict)
         self.report_dir = None if report_dir is None else Path(report_dir)
         self.dashboard = dashboard
+        self.overhead = overhead
+        self.map_samples = map_samples
+        #: One line per analysed epoch of ``fit`` under the time budget: what it made, when the next map comes.
+        self.schedule: list[str] = []
 
         self.history: list[dict[str, float | int | str]] = []
         #: Dataset indices of the images in the wrong cluster at the last analysed epoch, per layer
@@ -284,6 +316,11 @@ class FeatureVisualizer(_Callback):
         self._knn_cache: ResultCache[NeighbourStats] = ResultCache()
         self._maps = MapTracker(self.perplexity, seed, tsne_backend)
         self._reports = ReportScheduler(self._maps, self._warn_once, self._reported)
+        self._budget = TimeBudget(overhead) if overhead is not None else None
+        self._outputs: frozenset[str] | None = None  # this epoch's budgeted outputs (None: every one)
+        self._unfinished: tuple[EpochJob, Destination] | None = None  # the last epoch, if it lacks outputs
+        self._final_epochs: set[int] = set()  # epochs whose report made everything as the last one
+        self._on_cpu = True
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -314,6 +351,7 @@ class FeatureVisualizer(_Callback):
         options = ReportOptions(**{option.name: getattr(self, option.name) for option in fields(ReportOptions)})
         on_accelerator = trainer.strategy.root_device.type != "cpu"
         background = self.background if self.background is not None else on_accelerator
+        self._on_cpu = not on_accelerator
         self._reports.start(Reporter(options, self._maps, self._log_dir), self._log_dir, background)
         self._phase = Phase.OFF if self._phase is Phase.OFF else Phase.WAITING
         if stage == TrainerFn.VALIDATING and trainer.world_size > 1 and allows_empty_ranks(trainer, pl_module):
@@ -325,6 +363,9 @@ class FeatureVisualizer(_Callback):
             )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._budget is not None:
+            self._budget.start(trainer.current_epoch)
+        self._unfinished, self.schedule = None, []
         # Every rank runs this after the validation loaders are set up: the place to find out whether
         # some rank will see no validation batch (it then runs no validation hook, and could not gather).
         counts = trainer.num_val_batches
@@ -442,6 +483,7 @@ class FeatureVisualizer(_Callback):
             )
         self._val_dataset = loader.dataset
         self._run.start_epoch(pl_module, size, queries, sampler_batches(loader))
+        self._unfinished = None  # a later epoch is analysed: the last one is this
         self._phase = Phase.CAPTURING
 
     def on_validation_batch_start(
@@ -470,6 +512,14 @@ class FeatureVisualizer(_Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._phase is not Phase.CAPTURING:
             return
+        started = time.perf_counter()
+        try:
+            self._end_epoch(trainer, pl_module)
+        finally:  # what fit waited for: gather, kNN, a report in the loop (or waiting to queue one)
+            if self._budget is not None and trainer.state.fn == TrainerFn.FITTING:
+                self._budget.spend(time.perf_counter() - started)
+
+    def _end_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._phase = Phase.OFF if self._run.over_budget else Phase.WAITING
         self._run.detach()
         # Every rank gathers (a collective); rank 0 analyses and tells the others what to log.
@@ -482,6 +532,7 @@ class FeatureVisualizer(_Callback):
                     "empty", "FeatureVisualizer captured no validation sample this epoch; nothing is analysed."
                 )
             if bank is not None:
+                self._plan(trainer, bank)
                 try:
                     results, metrics = self._guarded(self._analyse, trainer, pl_module, bank) or (None, {})
                 except Exception as error:  # strict: raised below, after telling the other ranks
@@ -512,8 +563,9 @@ class FeatureVisualizer(_Callback):
             paths = sample_paths(self._val_dataset, results.bank.indices.tolist()) if wanted else None
             sinks = self._sinks(trainer)
             folders = [sink.projector_dir for sink in sinks if sink.projector_dir is not None]
-            job = EpochJob(results, step, self._maps_due(trainer), list(self.history), paths, folders)
+            job = EpochJob(results, step, self._maps_due(trainer), list(self.history), paths, folders, self._outputs)
             destination = Destination(sinks, direct, metrics)
+            self._unfinished = unfinished(job, destination, self._wanted())
             self._guarded(self._reports.submit, job, destination)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -521,7 +573,36 @@ class FeatureVisualizer(_Callback):
             self._drain()
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._unfinished is not None:  # fit ended before the planned last epoch: what that one lacked
+            job, destination = self._unfinished
+            self._unfinished = None
+            made = ", ".join(sorted(job.outputs or []))
+            rank_zero_info(f"FeatureVisualizer schedule: fit ended; epoch {job.results.epoch} also makes {made}.")
+            self._guarded(self._reports.submit, job, destination)
         self._drain()
+
+    def _wanted(self) -> list[str]:
+        """The outputs the time budget schedules (:func:`~lightning_featviz.report.budget.wanted_outputs`)."""
+        figures = self.log_neighbour_grids or self.log_wrong_cluster or self.log_confusion
+        budgeted = self.tsne_every_n_epochs == "budget"
+        return wanted_outputs(figures, self.tsne_dims, self.log_projector, budgeted)
+
+    def _plan(self, trainer: pl.Trainer, bank: BankData) -> None:
+        """Rank 0, fitting under a budget: this epoch's outputs (``self._outputs``), logged in one line."""
+        self._outputs = None
+        if self._budget is None or not self._budget.running or trainer.state.fn != TrainerFn.FITTING:
+            return
+        last = last_analysed_epoch(trainer.max_epochs, self.every_n_epochs, trainer.max_steps)
+        clock = self._budget.clock(trainer.current_epoch, last, self.every_n_epochs)
+        widths = [int(vectors.shape[1]) for vectors in bank.vectors.values()]
+        chosen, line = self._budget.plan(clock, len(bank), min(len(bank), self.map_samples), widths, self._wanted())
+        if self.tsne_every_n_epochs not in (None, "budget") and self._maps_due(trainer):  # an explicit cadence
+            chosen |= {MAPS_2D, MAPS_3D, PROJECTOR}
+        self._outputs = chosen
+        if last is not None and trainer.current_epoch >= last:
+            self._final_epochs.add(trainer.current_epoch)
+        self.schedule.append(line)
+        rank_zero_info(f"FeatureVisualizer schedule: {line}")
 
     def _drain(self) -> None:
         """Wait for every queued report; nothing trains meanwhile, so those not yet started use every core."""
@@ -563,6 +644,7 @@ class FeatureVisualizer(_Callback):
             layers = [layer for layer in layers if layer in reference.vectors]
         self._warn_ceiling(bank, reference)
         exclude = self._same_samples(trainer, bank, reference)
+        started = time.perf_counter()
         stats, undefined = layer_stats(
             bank,
             reference,
@@ -575,10 +657,27 @@ class FeatureVisualizer(_Callback):
             self._knn_cache,
             self._warn_once,
             exclude,
+            self._search_widths(trainer, bank, layers, reference is None),
         )
+        if self._budget is not None:
+            self._budget.record({KNN: time.perf_counter() - started}, optional=False)
         metrics = epoch_metrics(stats, bank.labels, names, self.tag, undefined, self.monitor_class_purity)
         searched = reference if reference is not None else bank
         return EpochResults(bank, searched, stats, names, self.k, trainer.current_epoch), metrics
+
+    def _search_widths(
+        self, trainer: pl.Trainer, bank: BankData, layers: list[str], within_bank: bool
+    ) -> dict[str, int]:
+        """Each layer's K for its one search this epoch: what purity, label issues and (a map of the whole
+        bank) the map need (:func:`~lightning_featviz.analysis.neighbourhoods.neighbours_needed`)."""
+        maps = within_bank and self._maps_due(trainer) and len(bank) <= self.map_samples
+        labelled = (self.wrong_cluster_layer or (layers[-1] if layers else None)) if self.log_wrong_cluster else None
+        figures = self._outputs is None or FIGURES in self._outputs
+        label_k = label_issue_k(bank.labels) if within_bank and figures else 0
+        return {
+            layer: neighbours_needed(len(bank), self.k, self.perplexity, maps, label_k if layer == labelled else 0)
+            for layer in layers
+        }
 
     def _warn_ceiling(self, bank: BankData, reference: BankData | None) -> None:
         """Warn once when too few samples of some classes were kept for purity@k to reach 1."""
@@ -607,13 +706,23 @@ class FeatureVisualizer(_Callback):
             return None
         return matching_rows(self._val_dataset, bank.indices, loader.dataset, reference.indices)
 
-    def _reported(self, report: Report) -> None:
+    def _reported(self, job: EpochJob, report: Report, seconds: float) -> None:
+        """A written report (``seconds``: its time to render); its render times go to the budget."""
         self.wrong_cluster_indices = report.flagged
+        if self._budget is not None:
+            # A background report on the CPU takes the cores training would use: its time adds to fit.
+            if self._reports.background and self._on_cpu:
+                self._budget.spend(seconds)
+            self._budget.record(report.seconds, optional=job.results.epoch not in self._final_epochs)
 
     def _maps_due(self, trainer: pl.Trainer) -> bool:
         if self.tsne_every_n_epochs is None:
             return False
-        return trainer.state.fn != TrainerFn.FITTING or trainer.current_epoch % self.tsne_every_n_epochs == 0
+        if trainer.state.fn != TrainerFn.FITTING:
+            return True
+        if self.tsne_every_n_epochs == "budget":  # as planned (every epoch without a budget)
+            return self._outputs is None or bool({MAPS_2D, MAPS_3D} & self._outputs)
+        return trainer.current_epoch % self.tsne_every_n_epochs == 0
 
     def tag(self, kind: str, layer: str, *rest: str) -> str:
         """The logged tag, e.g. ``featviz/knn_purity@10/avgpool``; images have no ``@k``: ``featviz/tsne_2d/x``."""

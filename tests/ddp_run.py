@@ -111,6 +111,7 @@ def main() -> None:
     layers = "auto" if args.auto_layers else ["input", "conv2", "pool"]
     visualizer = FeatureVisualizer(
         layers,
+        overhead=None,
         k=5,
         max_samples=args.max_samples,
         seed=SEED,

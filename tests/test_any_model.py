@@ -100,7 +100,7 @@ class BankSpy(FeatureVisualizer):
 def test_an_mlp_on_vector_data_gets_every_output_but_the_image_ones(tmp_path):
     vectors, labels = blobs(classes=6, per_class=40)
     train, val = Tabular(vectors, labels), Tabular(vectors + 0.1, labels)
-    visualizer = FeatureVisualizer(["input", "hidden", "features"], k=5, tsne_dims=[2])
+    visualizer = FeatureVisualizer(["input", "hidden", "features"], overhead=None, k=5, tsne_dims=[2])
     trainer = tiny_trainer(tmp_path, max_epochs=1, callbacks=[visualizer])
     with pytest.warns(UserWarning, match=r"vector inputs \(32, 12\), not images.*left out"):
         trainer.fit(MLP(), DataLoader(train, batch_size=32, shuffle=True), DataLoader(val, batch_size=32))
@@ -128,11 +128,13 @@ def test_five_hundred_classes_keep_k_plus_one_each_or_say_what_caps_purity(tmp_p
     vectors, labels = blobs(classes=500, per_class=12, dims=16, spread=0.01)  # perfectly separable
     loader = DataLoader(Tabular(vectors, labels), batch_size=500)
     model = MLP(dims=16, classes=500)
-    capped = FeatureVisualizer(["input"], k=10, tsne_every_n_epochs=None, log_confusion=False)
+    capped = FeatureVisualizer(["input"], overhead=None, k=10, tsne_every_n_epochs=None, log_confusion=False)
     with pytest.warns(UserWarning, match=r"cannot exceed 0\.300.*`max_samples` >= 5500"):
         tiny_trainer(tmp_path / "capped", logger=False, callbacks=[capped]).validate(model, loader)
     assert capped.history[0]["knn_purity"] == pytest.approx(0.3)  # 4 per class: 3 of 10 neighbours can share it
-    enough = FeatureVisualizer(["input"], k=10, max_samples=5500, tsne_every_n_epochs=None, log_confusion=False)
+    enough = FeatureVisualizer(
+        ["input"], overhead=None, k=10, max_samples=5500, tsne_every_n_epochs=None, log_confusion=False
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tiny_trainer(tmp_path / "enough", logger=False, callbacks=[enough]).validate(model, loader)
@@ -154,12 +156,12 @@ def test_a_sampler_of_unknown_order_needs_indices_from_the_batch(tmp_path, kind)
     vectors, labels = blobs(classes=4, per_class=30)
     data = Tabular(vectors, labels)
     loader = DataLoader(data, batch_size=16, sampler=_sampler(kind, len(data)))
-    refused = BankSpy(["input"], k=5, tsne_every_n_epochs=None, log_confusion=False)
+    refused = BankSpy(["input"], overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False)
     with pytest.warns(UserWarning, match="cannot tell which dataset samples.*`batch_extractor`"):
         tiny_trainer(tmp_path / "refused", logger=False, callbacks=[refused]).validate(MLP(), loader)
     assert refused.bank is None and refused.history == []  # nothing analysed, no number at all
     indexed = DataLoader(Tabular(vectors, labels, with_index=True), batch_size=16, sampler=_sampler(kind, len(data)))
-    told = BankSpy(["input"], k=5, tsne_every_n_epochs=None, log_confusion=False, batch_extractor=tuple)
+    told = BankSpy(["input"], overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False, batch_extractor=tuple)
     tiny_trainer(tmp_path / "told", logger=False, callbacks=[told]).validate(MLP(), indexed)
     rows = told.bank.indices
     assert torch.equal(told.bank.labels, labels[rows])  # every row is the dataset sample its index names
@@ -169,7 +171,9 @@ def test_a_sampler_of_unknown_order_needs_indices_from_the_batch(tmp_path, kind)
 def test_a_constant_layer_gets_an_undefined_purity_and_one_warning_not_an_index_order_number(tmp_path):
     vectors, labels = blobs(classes=4, per_class=30)
     loader = DataLoader(Tabular(vectors, labels), batch_size=32)
-    visualizer = FeatureVisualizer(["dead", "features"], k=5, tsne_every_n_epochs=None, log_confusion=False)
+    visualizer = FeatureVisualizer(
+        ["dead", "features"], overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False
+    )
     trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer])
     with pytest.warns(UserWarning, match=r"Layer 'dead': 100% of the samples.*undefined \(NaN\)"):
         trainer.validate(MLP(dead=True), loader)
@@ -180,13 +184,15 @@ def test_a_constant_layer_gets_an_undefined_purity_and_one_warning_not_an_index_
 def test_a_layer_that_changes_shape_within_an_epoch_is_dropped_and_the_others_go_on(tmp_path):
     vectors, labels = blobs(classes=4, per_class=25)  # 100 samples: batches of 32, 32, 32 and 4
     loader = DataLoader(Tabular(vectors, labels), batch_size=32)
-    visualizer = FeatureVisualizer(["gram", "features"], k=5, tsne_every_n_epochs=None, log_confusion=False)
+    visualizer = FeatureVisualizer(
+        ["gram", "features"], overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False
+    )
     trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer])
     with pytest.warns(UserWarning, match=r"Layer 'gram'.*changed shape from \(32,\) to \(4,\)"):
         trainer.validate(MLP(square=True), loader)
     assert "featviz/knn_purity@5/gram" not in trainer.callback_metrics
     assert 0 < trainer.callback_metrics["featviz/knn_purity@5/features"].item() <= 1
-    strict = FeatureVisualizer(["gram"], k=5, tsne_every_n_epochs=None, log_confusion=False, strict=True)
+    strict = FeatureVisualizer(["gram"], overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False, strict=True)
     with pytest.raises(ValueError, match="changed shape"):
         tiny_trainer(tmp_path / "strict", logger=False, callbacks=[strict]).validate(MLP(square=True), loader)
 
@@ -194,7 +200,7 @@ def test_a_layer_that_changes_shape_within_an_epoch_is_dropped_and_the_others_go
 def test_a_layer_that_never_runs_fails_at_the_first_batch_naming_it(tmp_path, small_data):
     vectors, labels = blobs(classes=4, per_class=25)
     data = Tabular(vectors, labels)
-    visualizer = FeatureVisualizer(["unused", "features"], k=5)
+    visualizer = FeatureVisualizer(["unused", "features"], overhead=None, k=5)
     trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer], max_epochs=1)
     with pytest.raises(ValueError, match=r"\['unused'\] did not"):
         trainer.fit(MLP(), DataLoader(data, batch_size=32), DataLoader(data, batch_size=32))
@@ -209,6 +215,7 @@ def test_a_training_reference_that_holds_the_validation_samples_never_counts_a_s
     for reference in ("val", "train"):
         visualizer = FeatureVisualizer(
             ["input", "pool"],
+            overhead=None,
             k=5,
             reference=reference,
             max_reference=500,
@@ -229,7 +236,7 @@ def test_a_training_reference_that_holds_the_validation_samples_never_counts_a_s
 def test_test_and_predict_say_once_that_only_validation_is_analysed(tmp_path):
     vectors, labels = blobs(classes=4, per_class=10)
     loader = DataLoader(Tabular(vectors, labels), batch_size=20)
-    visualizer = FeatureVisualizer(["features"], k=3)
+    visualizer = FeatureVisualizer(["features"], overhead=None, k=3)
     trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer])
     model = MLP()
     model.test_step = model.validation_step
@@ -274,7 +281,7 @@ class SequenceClassifier(Classifier):
 def test_an_lstm_classifier_is_analysed_per_sequence_in_either_layout(tmp_path, batch_first):
     # Sequence-first with 12 steps and batches of 12 is the case that used to crash `fit`.
     data = Sequences(96, steps=12)
-    visualizer = FeatureVisualizer(["input", "lstm"], k=5, tsne_dims=[2])
+    visualizer = FeatureVisualizer(["input", "lstm"], overhead=None, k=5, tsne_dims=[2])
     trainer = tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer])
     model = SequenceClassifier(batch_first)
     with pytest.warns(UserWarning, match="sequence inputs"):
@@ -323,7 +330,7 @@ class TextClassifier(Classifier):
 
 def test_a_text_transformer_on_token_ids_is_analysed_with_default_layers(tmp_path):
     data = Texts(90)
-    visualizer = FeatureVisualizer(k=5, tsne_dims=[2])  # layers="auto"
+    visualizer = FeatureVisualizer(overhead=None, k=5, tsne_dims=[2])  # layers="auto"
     trainer = tiny_trainer(tmp_path, max_epochs=1, callbacks=[visualizer])
     model = TextClassifier()
     with pytest.warns(UserWarning, match="tokens inputs"):

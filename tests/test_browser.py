@@ -33,7 +33,7 @@ def viewed_run(tmp_path_factory, digits_val) -> Path:
     root = tmp_path_factory.mktemp("viewed")
     data = ClassificationData(Subset(digits_val, range(240)), Subset(digits_val, range(240, 360)), digits_val.classes)
     visualizer = FeatureVisualizer(
-        LAYERS, k=5, max_samples=120, tsne_dims=[2], background=False, report_dir=root / "report"
+        LAYERS, overhead=None, k=5, max_samples=120, tsne_dims=[2], background=False, report_dir=root / "report"
     )
     torch.manual_seed(0)
     tiny_trainer(root, logger=TensorBoardLogger(root), callbacks=[visualizer]).fit(TinyNet(), datamodule=data)

@@ -21,7 +21,7 @@ LAYERS = ["input", "conv2", "pool"]
 def _visualizer(*args, **kwargs) -> FeatureVisualizer:
     """The callback with maps and confusion figures off: these tests are about capture, kNN and logging
     (maps have their own tests; the invariance test below runs every output)."""
-    return FeatureVisualizer(*args, **{"tsne_every_n_epochs": None, "log_confusion": False, **kwargs})
+    return FeatureVisualizer(*args, overhead=None, **{"tsne_every_n_epochs": None, "log_confusion": False, **kwargs})
 
 
 def test_fit_logs_the_documented_scalar_and_image_tags(tmp_path, small_data):
@@ -101,7 +101,7 @@ def test_an_unknown_layer_fails_at_setup_with_close_matches(tmp_path, small_data
 )
 def test_bad_arguments_fail_in_init_naming_argument_and_value(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        FeatureVisualizer(**kwargs)
+        FeatureVisualizer(overhead=None, **kwargs)
 
 
 def test_without_tensorboard_figures_and_metrics_go_to_files_with_one_warning(tmp_path, small_data):
@@ -202,6 +202,7 @@ def test_reference_train_searches_training_images_and_does_not_change_training(t
     # the report on the worker thread or in the loop
     visualizer = FeatureVisualizer(
         LAYERS,
+        overhead=None,
         k=5,
         reference="train",
         max_reference=100,
@@ -278,7 +279,7 @@ def test_negative_labels_warn_and_skip(tmp_path, digits_val):
 
 
 def test_the_bank_size_is_predicted_logged_and_measured_the_same(tmp_path, small_data, caplog):
-    visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=160, tsne_every_n_epochs=None)
+    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, max_samples=160, tsne_every_n_epochs=None)
     with caplog.at_level("INFO"):
         tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer]).fit(TinyNet(), datamodule=small_data)
     line = next(r.getMessage() for r in caplog.records if "FeatureVisualizer bank" in r.getMessage())
@@ -307,7 +308,7 @@ def test_without_a_sanity_check_an_oversized_bank_turns_the_callback_off_and_tra
 def test_float16_storage_gives_the_same_purity(tmp_path, small_data):
     histories = []
     for dtype in ("float32", "float16"):
-        visualizer = FeatureVisualizer(LAYERS, k=5, storage_dtype=dtype, tsne_every_n_epochs=None)
+        visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, storage_dtype=dtype, tsne_every_n_epochs=None)
         pl.seed_everything(0)
         tiny_trainer(tmp_path / dtype, max_epochs=1, logger=False, callbacks=[visualizer]).fit(
             TinyNet(), datamodule=small_data
@@ -325,7 +326,7 @@ def test_a_thousand_class_run_writes_at_most_ten_scalar_tags_per_layer_per_epoch
     dataset = torch.utils.data.TensorDataset(images, labels)
     data = ClassificationData(Subset(dataset, range(256)), dataset, classes, batch_size=250)
     layers = ["input", "pool"]
-    visualizer = FeatureVisualizer(layers, k=5, max_samples=200, tsne_dims=[2, 3], background=False)
+    visualizer = FeatureVisualizer(layers, overhead=None, k=5, max_samples=200, tsne_dims=[2, 3], background=False)
     trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer], num_sanity_val_steps=0)
     with pytest.warns(UserWarning):  # over 50 classes: no confusion figure, the projector cannot colour them
         trainer.fit(TinyNet(num_classes=1000), datamodule=data)

@@ -55,6 +55,7 @@ def dashboard_run(tmp_path_factory, digits_val) -> tuple[Path, RecordingVisualiz
     data = ClassificationData(Subset(digits_val, range(240)), Subset(digits_val, range(240, 360)), digits_val.classes)
     visualizer = RecordingVisualizer(
         LAYERS,
+        overhead=None,  # every output every epoch: the routes are checked at each epoch
         k=5,
         max_samples=120,
         tsne_dims=[2],
@@ -358,3 +359,32 @@ def test_the_reviews_csv_download_holds_the_selected_images(board, driver, dashb
     labels = dict(zip(visualizer.seen[2].bank.indices.tolist(), visualizer.seen[2].bank.labels.tolist(), strict=True))
     assert [row["label"] for row in rows] == [names[labels[i]] for i in picked]
     assert all(row["suggested_class"] != row["label"] for row in rows)
+
+
+def test_a_map_of_a_large_banks_subsample_is_left_out_of_the_tabs_files_and_a_whole_map_is_kept(tmp_path):
+    """The tab draws point i of a map as bank row i: a map of ``map_samples`` rows (a large bank's subsample,
+    ``LayerMaps.rows``) would put those points on the wrong samples, so it is not written; a map of every
+    row is written as it is."""
+    from lightning_featviz.analysis.knn import neighbour_stats
+    from lightning_featviz.analysis.maps import LayerMaps
+    from lightning_featviz.capture.bank import BankData
+    from lightning_featviz.dashboard.export import write_dashboard_epoch
+
+    n = 30
+    labels = torch.arange(n) % 3
+    vectors = torch.randn(n, 4, generator=torch.Generator().manual_seed(0))
+    bank = BankData(
+        torch.arange(n), labels, labels.clone(), torch.ones(n), {"whole": vectors, "sub": vectors * 2}, torch.empty(0)
+    )
+    stats = {layer: neighbour_stats(bank.vectors[layer], labels, 4, 3) for layer in ("whole", "sub")}
+    whole = np.random.default_rng(0).normal(size=(n, 2))
+    maps = {
+        "whole": LayerMaps(maps={2: whole}),
+        "sub": LayerMaps(maps={2: np.zeros((10, 2))}, rows=np.arange(0, n, 3)),
+    }
+    results = EpochResults(bank, bank, stats, ["a", "b", "c"], 4, 0)
+    folder = write_dashboard_epoch(tmp_path, results, maps, {}, None, 0)
+    arrays = read_epoch(folder, "epoch_0000.npz")
+    maps_written = {key: value for key, value in arrays.items() if key.endswith("map2")}
+    assert len(maps_written) == 1
+    assert np.allclose(next(iter(maps_written.values())).reshape(n, 2), whole, atol=1e-6)

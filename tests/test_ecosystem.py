@@ -38,12 +38,14 @@ class UnifiedNet(L.LightningModule):
 
 
 def test_the_callback_is_a_callback_of_both_namespaces():
-    visualizer = FeatureVisualizer()
+    visualizer = FeatureVisualizer(overhead=None)
     assert isinstance(visualizer, pl.Callback) and isinstance(visualizer, L.Callback)
 
 
 def test_a_lightning_pytorch_trainer_runs_the_callback(tmp_path, digits_val):
-    visualizer = FeatureVisualizer(["input", "features.1", "features"], k=5, max_samples=60, tsne_dims=[2])
+    visualizer = FeatureVisualizer(
+        ["input", "features.1", "features"], overhead=None, k=5, max_samples=60, tsne_dims=[2]
+    )
     trainer = L.Trainer(
         default_root_dir=tmp_path,
         max_epochs=2,

@@ -176,9 +176,11 @@ def test_a_reused_map_is_not_measured_again(digits, monkeypatch):
         torch.empty(n, 0, dtype=torch.uint8),
     )
     measured = []
+    from lightning_featviz.analysis.neighbourhoods import trustworthiness_estimate
+
     monkeypatch.setattr(
-        "lightning_featviz.analysis.maps.trustworthiness",
-        lambda *args, **kwargs: measured.append(1) or trustworthiness(*args, **kwargs),
+        "lightning_featviz.analysis.maps.trustworthiness_estimate",
+        lambda *args, **kwargs: measured.append(1) or trustworthiness_estimate(*args, **kwargs),
     )
     tracker = MapTracker(seed=0)
     first = {layer: fit_layer_maps(tracker, layer, bank, [2], k=10) for layer in bank.vectors}

@@ -40,7 +40,7 @@ def _bank_line(caplog) -> str:
 
 def test_efficientnet_default_layers_are_found_and_analysed(tmp_path, small_data, caplog):
     torch.manual_seed(0)
-    visualizer = FeatureVisualizer(k=5, tsne_every_n_epochs=None, log_confusion=False)
+    visualizer = FeatureVisualizer(overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False)
     trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer], limit_val_batches=2)
     # At initialisation, in eval mode, EfficientNet-B0's last stage is dead: avgpool's vectors are ~1e-14
     # everywhere, so their neighbours are ties of rounding noise and purity is undefined, with a warning.
@@ -54,7 +54,7 @@ def test_efficientnet_default_layers_are_found_and_analysed(tmp_path, small_data
 
 
 def test_default_layers_of_a_plain_cnn_drop_a_stage_identical_to_the_pooled_feature(tmp_path, small_data):
-    visualizer = FeatureVisualizer(k=5, tsne_every_n_epochs=None, log_confusion=False)
+    visualizer = FeatureVisualizer(overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False)
     trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer], limit_val_batches=2)
     trainer.validate(TinyNet(), datamodule=small_data)
     # relu2 averaged over H, W is exactly `pool`: only `pool` is kept
@@ -68,6 +68,7 @@ def test_a_vit_layer_is_stored_as_its_class_token_and_the_bank_line_says_so(tmp_
     model.model = vit
     visualizer = FeatureVisualizer(
         ["input", "encoder.ln", "encoder.layers.encoder_layer_0"],
+        overhead=None,
         reduction={"encoder_layer_0": "mean"},
         k=5,
         tsne_every_n_epochs=None,
@@ -106,7 +107,7 @@ class Tokens(pl.LightningModule):
 
 
 def test_an_undecidable_layout_fails_the_sanity_check_naming_the_override(tmp_path, small_data):
-    visualizer = FeatureVisualizer(["input", "head"], k=5, tsne_every_n_epochs=None)
+    visualizer = FeatureVisualizer(["input", "head"], overhead=None, k=5, tsne_every_n_epochs=None)
     trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer], limit_train_batches=1)
     model = Tokens()
     with pytest.raises(ValueError, match=r"layer 'head'.*\(32, 32, 10\).*reduction=\{'head': 'mean'\}"):
@@ -116,7 +117,9 @@ def test_an_undecidable_layout_fails_the_sanity_check_naming_the_override(tmp_pa
 
 
 def test_the_same_layer_with_an_override_is_analysed(tmp_path, small_data):
-    visualizer = FeatureVisualizer(["input", "head"], reduction={"head": "mean"}, k=5, tsne_every_n_epochs=None)
+    visualizer = FeatureVisualizer(
+        ["input", "head"], overhead=None, reduction={"head": "mean"}, k=5, tsne_every_n_epochs=None
+    )
     tiny_trainer(tmp_path, logger=False, callbacks=[visualizer], limit_val_batches=2).validate(
         Tokens(), datamodule=small_data
     )
@@ -124,7 +127,9 @@ def test_the_same_layer_with_an_override_is_analysed(tmp_path, small_data):
 
 
 def test_a_reduction_key_that_names_no_captured_layer_fails_at_setup(tmp_path, small_data):
-    visualizer = FeatureVisualizer(["input", "conv2"], reduction={"pool": "avg"}, tsne_every_n_epochs=None)
+    visualizer = FeatureVisualizer(
+        ["input", "conv2"], overhead=None, reduction={"pool": "avg"}, tsne_every_n_epochs=None
+    )
     with pytest.raises(ValueError, match=r"every key of `reduction` to name a captured layer.*'pool'"):
         tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).validate(TinyNet(), datamodule=small_data)
 

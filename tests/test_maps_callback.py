@@ -31,7 +31,7 @@ def _fit_with_maps(tmp_path, digits_val, background):
     from lightning_featviz.demo.model import ClassificationData
 
     data = ClassificationData(Subset(digits_val, range(240)), Subset(digits_val, range(240, 400)), digits_val.classes)
-    visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=120, background=background)
+    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, max_samples=120, background=background)
     trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
     torch.manual_seed(0)
     trainer.fit(TinyNet(), datamodule=data)
@@ -128,7 +128,7 @@ def test_projector_config_lists_the_latest_epoch_first_and_keeps_every_nth(fitte
 def test_maps_state_is_saved_and_restored_for_warm_starts(fitted_run):
     _, _, visualizer = fitted_run
     state = visualizer.state_dict()
-    again = FeatureVisualizer(LAYERS, k=5, max_samples=120)
+    again = FeatureVisualizer(LAYERS, overhead=None, k=5, max_samples=120)
     again.load_state_dict(torch.load(_saved(state), weights_only=True))
     indices = state["maps"]["pool\t2"]["indices"].numpy()
     assert len(indices) == 120
@@ -209,7 +209,7 @@ class DeadLayerNet(TinyNet):
 
 def test_constant_layer_images_out_of_range_and_many_classes_each_warn_once(tmp_path, small_data):
     names = [f"class {i}" for i in range(60)]
-    visualizer = FeatureVisualizer(["input", "dead", "pool"], k=5, max_samples=40, class_names=names)
+    visualizer = FeatureVisualizer(["input", "dead", "pool"], overhead=None, k=5, max_samples=40, class_names=names)
     small_data.val = _Scaled(small_data.val)
     with pytest.warns(UserWarning) as record:
         tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer]).fit(
@@ -252,7 +252,9 @@ class StillNet(TinyNet):
 
 
 def test_maps_of_a_model_that_stopped_changing_stay_in_place_from_epoch_to_epoch(tmp_path, small_data):
-    visualizer = FeatureVisualizer(["conv2", "pool"], k=5, max_samples=160, tsne_dims=[2], log_projector=False)
+    visualizer = FeatureVisualizer(
+        ["conv2", "pool"], overhead=None, k=5, max_samples=160, tsne_dims=[2], log_projector=False
+    )
     trainer = tiny_trainer(tmp_path, max_epochs=3, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
     trainer.fit(StillNet(), datamodule=small_data)
     events = read_events(tmp_path)
@@ -267,7 +269,7 @@ def test_a_failing_report_warns_once_and_training_and_other_outputs_go_on(tmp_pa
     logger = TensorBoardLogger(tmp_path)
     Path(logger.log_dir).mkdir(parents=True)
     (Path(logger.log_dir) / "featviz_projector").write_text("a file where a folder should go")  # a broken disk
-    visualizer = FeatureVisualizer(LAYERS, k=5, max_samples=60, tsne_dims=[2], background=background)
+    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, max_samples=60, tsne_dims=[2], background=background)
     trainer = tiny_trainer(tmp_path, max_epochs=3, logger=logger, callbacks=[visualizer])
     with pytest.warns(UserWarning, match="could not analyse or report an epoch") as record:
         trainer.fit(TinyNet(), datamodule=small_data)
@@ -300,7 +302,9 @@ def test_reports_left_when_fit_ends_render_on_every_core(tmp_path, small_data, m
         def on_fit_end(self, trainer, pl_module):
             training_done.set()
 
-    visualizer = FeatureVisualizer(["conv2", "pool"], k=5, max_samples=60, tsne_dims=[2], background=True)
+    visualizer = FeatureVisualizer(
+        ["conv2", "pool"], overhead=None, k=5, max_samples=60, tsne_dims=[2], background=True
+    )
     callbacks = [TrainingDone(), visualizer]
     trainer = tiny_trainer(tmp_path, max_epochs=2, logger=TensorBoardLogger(tmp_path), callbacks=callbacks)
     trainer.fit(TinyNet(), datamodule=small_data)
@@ -328,7 +332,7 @@ def test_two_identical_layers_are_said_once_and_drawn_once(tmp_path, digits_val)
     from lightning_featviz.demo.model import ClassificationData
 
     data = ClassificationData(Subset(digits_val, range(96)), Subset(digits_val, range(96, 196)), digits_val.classes)
-    visualizer = FeatureVisualizer(["input", "pool", "same"], k=5, tsne_dims=[2], background=False)
+    visualizer = FeatureVisualizer(["input", "pool", "same"], overhead=None, k=5, tsne_dims=[2], background=False)
     trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer], num_sanity_val_steps=0)
     with pytest.warns(UserWarning, match="Layers 'pool' and 'same' give identical vectors") as record:
         trainer.fit(WithTwin(), datamodule=data)

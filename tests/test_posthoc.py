@@ -35,7 +35,9 @@ def trained(tmp_path_factory):
     data = ClassificationData(Subset(digits, range(300)), val, digits.classes, 32)
     checkpoint = ModelCheckpoint(dirpath=root / "checkpoints")
     # dashboard=False: the switch is tested here, where a run is made anyway
-    watching = FeatureVisualizer(LAYERS, k=5, tsne_every_n_epochs=None, log_confusion=False, dashboard=False)
+    watching = FeatureVisualizer(
+        LAYERS, overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False, dashboard=False
+    )
     pl.Trainer(
         max_epochs=2,
         limit_train_batches=4,

@@ -17,7 +17,7 @@ LAYERS = ["input", "pool"]
 
 
 def _visualizer() -> FeatureVisualizer:
-    return FeatureVisualizer(LAYERS, k=5, max_samples=80, tsne_dims=[2], log_confusion=False)
+    return FeatureVisualizer(LAYERS, overhead=None, k=5, max_samples=80, tsne_dims=[2], log_confusion=False)
 
 
 def _fit(tmp_path, data, max_epochs, ckpt_path=None):

@@ -38,7 +38,9 @@ def test_on_an_image_folder_the_export_names_the_files_of_misfiled_images(tmp_pa
     # Three colour-coded classes; two salad-green pictures were filed under "fries".
     folder = misfiled_folder(tmp_path / "data")
     data = ClassificationData(folder, folder, folder.classes, batch_size=8)
-    visualizer = FeatureVisualizer(["input", "pool"], k=5, wrong_cluster_layer="input", tsne_every_n_epochs=None)
+    visualizer = FeatureVisualizer(
+        ["input", "pool"], overhead=None, k=5, wrong_cluster_layer="input", tsne_every_n_epochs=None
+    )
     trainer = tiny_trainer(tmp_path, max_epochs=1, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
     trainer.fit(TinyNet(num_classes=3), datamodule=data)
 
@@ -62,7 +64,7 @@ def test_on_an_image_folder_the_export_names_the_files_of_misfiled_images(tmp_pa
 
 
 def test_wrong_cluster_layer_must_be_a_captured_layer(tmp_path, small_data):
-    visualizer = FeatureVisualizer(["input", "pool"], wrong_cluster_layer="conv2")
+    visualizer = FeatureVisualizer(["input", "pool"], overhead=None, wrong_cluster_layer="conv2")
     with pytest.raises(ValueError, match=r"`wrong_cluster_layer` to be one of the captured layers \['input', 'pool'\]"):
         tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(TinyNet(), datamodule=small_data)
     assert torch.is_grad_enabled()
@@ -73,7 +75,7 @@ def test_with_the_training_reference_training_labels_get_their_own_relabelling_l
     folder = misfiled_folder(tmp_path / "data")
     data = ClassificationData(folder, folder, folder.classes, batch_size=8)
     visualizer = FeatureVisualizer(
-        ["input", "pool"], k=5, wrong_cluster_layer="input", tsne_every_n_epochs=None, reference="train"
+        ["input", "pool"], overhead=None, k=5, wrong_cluster_layer="input", tsne_every_n_epochs=None, reference="train"
     )
     trainer = tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer])
     trainer.fit(TinyNet(num_classes=3), datamodule=data)

@@ -91,6 +91,7 @@ def tsne_map(
     n_jobs: int | None = None,
     backend: Backend = "opentsne",
     reorganise: bool = True,
+    neighbours: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> NDArray[np.float64]:
     """A t-SNE map (N, n_components) of (N, D) vectors.
 
@@ -100,7 +101,10 @@ def tsne_map(
     exaggeration (4, so points can reach neighbours they gained), then 60 plain; with
     ``reorganise=False`` (the vectors' neighbourhoods barely changed) only the 60 plain ones, so
     the map stays where it was. ``backend="sklearn"`` uses scikit-learn's TSNE instead (slower; also
-    the fallback when openTSNE cannot be imported).
+    the fallback when openTSNE cannot be imported). ``neighbours``: ``(distances, indices)`` (N, K) of the
+    vectors, nearest first, leave-one-out (the epoch's one search, :mod:`lightning_featviz.analysis.neighbourhoods`):
+    openTSNE's affinities use their first 3 · perplexity instead of a search of their own (which is in the
+    50 PCA dimensions, when K is smaller).
 
     Raises:
         ValueError: fewer than 4 points, non-finite or constant vectors, ``n_components`` not 2
@@ -124,14 +128,21 @@ def tsne_map(
     perplexity = clamp_perplexity(perplexity, x.shape[0])
     if backend == "opentsne":
         try:
-            return _opentsne_map(x, n_components, perplexity, seed, init, n_jobs, reorganise)
+            return _opentsne_map(x, n_components, perplexity, seed, init, n_jobs, reorganise, neighbours)
         except ImportError:
             warnings.warn("openTSNE is not installed; using scikit-learn's slower TSNE.", stacklevel=2)
     return _sklearn_map(x, n_components, perplexity, seed, init, n_jobs, reorganise)
 
 
 def _opentsne_map(
-    x: NDArray, n_components: int, perplexity: float, seed: int, init: NDArray | None, n_jobs: int, reorganise: bool
+    x: NDArray,
+    n_components: int,
+    perplexity: float,
+    seed: int,
+    init: NDArray | None,
+    n_jobs: int,
+    reorganise: bool,
+    neighbours: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> NDArray[np.float64]:
     from openTSNE import TSNEEmbedding, affinity, initialization
     from openTSNE.nearest_neighbors import PrecomputedNeighbors
@@ -139,12 +150,14 @@ def _opentsne_map(
     n = x.shape[0]
     # Exact neighbours from the project's matmul kNN: faster than openTSNE's approximate index on
     # PCA-reduced data (0.3 s vs 3 s at 10,000 points), and exact. This cost is paid warm or cold.
-    distances, neighbours = knn_search(
-        torch.from_numpy(x), torch.from_numpy(x), min(n - 1, int(3 * perplexity)), exclude_self=True
-    )
+    needed = min(n - 1, int(3 * perplexity))
+    if neighbours is not None and neighbours[1].shape[1] >= needed:
+        distances, found = neighbours[0][:, :needed], neighbours[1][:, :needed]
+    else:
+        distances, found = knn_search(torch.from_numpy(x), torch.from_numpy(x), needed, exclude_self=True)
     affinities = affinity.PerplexityBasedNN(
         perplexity=perplexity,
-        knn_index=PrecomputedNeighbors(neighbours.numpy(), distances.double().numpy()),
+        knn_index=PrecomputedNeighbors(found.contiguous().numpy(), distances.double().contiguous().numpy()),
         n_jobs=n_jobs,
         random_state=seed,
         verbose=False,
@@ -310,11 +323,20 @@ class MapTracker:
         self._neighbours: dict[str, tuple[NDArray, NDArray]] = {}
         self._this_round: dict[str, tuple[NDArray, NDArray, bool]] = {}
 
-    def fit(self, layer: str, dims: int, indices: NDArray | torch.Tensor, vectors: NDArray | torch.Tensor) -> NDArray:
-        """The (N, dims) map of ``layer``'s (N, D) vectors for the samples ``indices`` (N,)."""
+    def fit(
+        self,
+        layer: str,
+        dims: int,
+        indices: NDArray | torch.Tensor,
+        vectors: NDArray | torch.Tensor,
+        neighbours: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> NDArray:
+        """The (N, dims) map of ``layer``'s (N, D) vectors for the samples ``indices`` (N,); ``neighbours``
+        ``(distances, indices)`` (N, K) of the vectors, leave-one-out, serve the change check and the
+        affinities instead of searches of their own."""
         indices = np.asarray(indices, dtype=np.int64)
         key = (torch.as_tensor(vectors), torch.from_numpy(indices), torch.tensor(dims))
-        points = self._cache.get(key, partial(self._fit, layer, dims, indices, vectors))
+        points = self._cache.get(key, partial(self._fit, layer, dims, indices, vectors, neighbours))
         self._previous[(layer, dims)] = (indices, points)
         return points
 
@@ -330,8 +352,15 @@ class MapTracker:
         self._neighbours.update({layer: (i, n) for layer, (i, n, _) in self._this_round.items()})
         self._this_round = {}
 
-    def _fit(self, layer: str, dims: int, indices: NDArray, vectors: NDArray | torch.Tensor) -> NDArray:
-        changed = self._changed(layer, indices, vectors)
+    def _fit(
+        self,
+        layer: str,
+        dims: int,
+        indices: NDArray,
+        vectors: NDArray | torch.Tensor,
+        neighbours: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> NDArray:
+        changed = self._changed(layer, indices, vectors, neighbours)
         init = self.previous(layer, dims, indices)
         start = init
         flat = self.previous(layer, 2, indices) if dims == 3 and init is None else None
@@ -341,15 +370,27 @@ class MapTracker:
         perplexity = clamp_perplexity(self.perplexity, len(indices), warn=not self._clamp_warned)
         self._clamp_warned |= perplexity != self.perplexity
         reorganise = changed or init is None
-        points = tsne_map(vectors, dims, perplexity, self.seed, start, self.n_jobs, self.backend, reorganise)
+        points = tsne_map(
+            vectors, dims, perplexity, self.seed, start, self.n_jobs, self.backend, reorganise, neighbours
+        )
         return points if init is None else align_map(points, init)
 
-    def _changed(self, layer: str, indices: NDArray, vectors: NDArray | torch.Tensor) -> bool:
+    def _changed(
+        self,
+        layer: str,
+        indices: NDArray,
+        vectors: NDArray | torch.Tensor,
+        found: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> bool:
         """Whether ``layer``'s samples kept less than :data:`KEPT_TO_SETTLE` of their nearest
         neighbours since its last map (or it has none of these samples); decided once a round."""
         if layer not in self._this_round:
-            x = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
-            neighbours = knn_search(x, x, min(NEIGHBOURS_COMPARED, len(x) - 1), exclude_self=True)[1].numpy()
+            compared = min(NEIGHBOURS_COMPARED, len(indices) - 1)
+            if found is not None and found[1].shape[1] >= compared:
+                neighbours = found[1][:, :compared].numpy()
+            else:
+                x = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
+                neighbours = knn_search(x, x, compared, exclude_self=True)[1].numpy()
             earlier = self._neighbours.get(layer)
             same_samples = earlier is not None and np.array_equal(earlier[0], indices)
             kept = neighbours_kept(earlier[1], neighbours) if earlier is not None and same_samples else 0.0

@@ -249,6 +249,12 @@ class NeighbourStats:
         votes: (Q,) majority-vote class of the neighbours.
         class_purity: (C,) mean purity per true class (NaN where a class has no query).
         tied: share of queries whose purity depends on how ties are broken (:func:`ambiguous_share`).
+        wide_distances: (Q, K) distances of the one search this was made from, K >= k, nearest first: the
+            neighbours every other output of the epoch takes its own k from (maps, label issues).
+        wide_indices: (Q, K) their rows of the reference set.
+        leave_one_out: the search was within the queries themselves (so ``wide_*`` are neighbours
+            among the bank, what its maps need), not among a separate reference.
+        metric: the metric searched with.
     """
 
     distances: Tensor
@@ -257,6 +263,17 @@ class NeighbourStats:
     votes: Tensor
     class_purity: Tensor
     tied: float = 0.0
+    wide_distances: Tensor | None = None
+    wide_indices: Tensor | None = None
+    leave_one_out: bool = True
+    metric: Metric = "euclidean"
+
+    def neighbours(self, k: int) -> tuple[Tensor, Tensor] | None:
+        """``(distances, indices)``, (Q, k) each, nearest first, from the epoch's one search, or None where it
+        searched fewer than ``k``."""
+        if self.wide_indices is None or self.wide_distances is None or self.wide_indices.shape[1] < k:
+            return None
+        return self.wide_distances[:, :k], self.wide_indices[:, :k]
 
     @property
     def mean_purity(self) -> float:
@@ -277,13 +294,15 @@ def neighbour_stats(
     reference_labels: Tensor | None = None,
     chunk_size: int = 1024,
     exclude: Tensor | None = None,
+    search_k: int = 0,
 ) -> NeighbourStats:
     """kNN statistics of ``vectors`` (Q, D) with ``labels`` (Q,).
 
     Without ``reference`` the search is leave-one-out within ``vectors``; with it, each query is
     searched among ``reference`` (N, D) whose labels are ``reference_labels`` (N,), never among the
     rows ``exclude`` (Q,) names (the same sample in both sets; -1 for none). Up to 2k + 1 neighbours are
-    searched to tell how many neighbourhoods are ambiguous ties (:attr:`NeighbourStats.tied`).
+    searched to tell how many neighbourhoods are ambiguous ties (:attr:`NeighbourStats.tied`), or
+    ``search_k`` where that is more: the search other outputs share (kept as ``wide_*``).
     """
     leave_one_out = reference is None
     if (reference is None) != (reference_labels is None):
@@ -292,10 +311,12 @@ def neighbour_stats(
         (vectors, labels) if reference is None or reference_labels is None else (reference, reference_labels)
     )
     available = ref.shape[0] - int(leave_one_out or (exclude is not None and bool((exclude >= 0).any())))
-    searched = min(2 * k + 1, available)  # past the k-th neighbour, to see who ties with it
-    distances, indices = knn_search(
+    ties = min(2 * k + 1, available)  # past the k-th neighbour, to see who ties with it
+    searched = min(max(ties, search_k), available)
+    wide_distances, wide_indices = knn_search(
         vectors, ref, searched, metric, exclude_self=leave_one_out, chunk_size=chunk_size, exclude=exclude
     )
+    distances, indices = wide_distances[:, :ties], wide_indices[:, :ties]
     neighbour_labels = ref_labels.to(indices.device)[indices]
     tied = ambiguous_share(distances, neighbour_labels, labels.to(indices.device), k, available)
     # copies, not views: the (Q, 2k + 1) search results are freed, not kept alive by the stats
@@ -310,6 +331,10 @@ def neighbour_stats(
         votes=knn_vote(neighbour_labels, num_classes).cpu(),
         class_purity=per_class_mean(purity, labels, num_classes).cpu(),
         tied=tied,
+        wide_distances=wide_distances.cpu(),
+        wide_indices=wide_indices.cpu(),
+        leave_one_out=leave_one_out,
+        metric=metric,
     )
 
 

@@ -291,8 +291,12 @@ def find_label_issues(
     warn: Warn = _ignore,
     model_weight: float = 1.0,
     class_noise: bool = True,
+    neighbours: tuple[Tensor, Tensor] | None = None,
 ) -> LabelIssues:
     """Label issues of samples with ``vectors`` (N, D) and ``labels`` (N,), from a kNN search in one layer.
+
+    ``neighbours``: ``(distances, indices)`` (N, K) of the same search done already (the epoch's one
+    search of the layer, same set and metric, K >= k): their first k are used instead of searching again.
 
     Without ``reference`` the search is leave-one-out within ``vectors``; with it (R, D) and its
     ``reference_labels`` (R,), each sample is searched there (e.g. validation samples among training
@@ -342,7 +346,10 @@ def find_label_issues(
             "Label issues: the model's probabilities hold NaN (NaN logits?); those samples are scored by their "
             "neighbourhood only.",
         )
-    distances, indices = knn_search(vectors.float(), ref.float(), k, metric, exclude_self=leave_one_out)
+    if neighbours is not None and neighbours[1].shape[1] >= k:
+        distances, indices = neighbours[0][:, :k], neighbours[1][:, :k]
+    else:
+        distances, indices = knn_search(vectors.float(), ref.float(), k, metric, exclude_self=leave_one_out)
     neighbour_labels = ref_labels[indices.cpu()]
     prior = counts.float().clamp_min(1e-3)
     issues = score_label_issues(

@@ -3,7 +3,7 @@ layer the neighbour statistics and the scalars every rank logs; :class:`EpochRes
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -50,11 +50,14 @@ def layer_stats(
     cache: ResultCache[NeighbourStats],
     warn: Warn,
     exclude: Tensor | None = None,
+    search_k: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, NeighbourStats], list[str]]:
     """kNN statistics of each layer's (N, D_layer) vectors: leave-one-out within ``bank``, or its
     queries searched in ``reference`` (never among the rows ``exclude`` (N,) names: the same sample).
     A layer with NaN/Inf values is skipped with a warning; a search whose inputs are bit-identical to
-    the last epoch's (pixel space, frozen layers) is reused.
+    the last epoch's (pixel space, frozen layers) is reused. ``search_k`` (layer -> K) widens a layer's one
+    search to the K neighbours the epoch's other outputs need (maps, label issues: see
+    :func:`lightning_featviz.analysis.neighbourhoods.neighbours_needed`); they take theirs from it.
 
     Returns:
         The statistics of each layer whose neighbourhoods are defined, and the layers whose are not:
@@ -82,8 +85,10 @@ def layer_stats(
             reference_labels=reference_labels,
             chunk_size=chunk_size,
             exclude=exclude,
+            search_k=(search_k or {}).get(layer, 0),
         )
-        key = (vectors, bank.labels, reference_vectors, reference_labels, torch.tensor(num_classes), exclude)
+        wide = torch.tensor([num_classes, (search_k or {}).get(layer, 0)])
+        key = (vectors, bank.labels, reference_vectors, reference_labels, wide, exclude)
         found = cache.get(key, search)
         release_free_heap()  # the search's freed blocks, before the next layer's
         if found.tied > MAX_TIED:

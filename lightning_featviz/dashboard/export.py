@@ -33,7 +33,8 @@ def write_dashboard_epoch(
     Args:
         log_dir: the run's log dir.
         results: the epoch's bank and kNN results (every layer of ``results.stats`` is written).
-        maps: layer -> its aligned t-SNE maps this epoch (layers or epochs without maps have none).
+        maps: layer -> its aligned t-SNE maps this epoch (layers or epochs without maps have none; a map of a
+            large bank's subsample, ``LayerMaps.rows``, is left out: the tab draws one point per bank row).
         flagged: layer -> its samples in the wrong cluster.
         paths: the bank's file paths, where the dataset has them.
         step: the global step the epoch was logged at.
@@ -50,7 +51,7 @@ def write_dashboard_epoch(
             votes=stats.votes.numpy(),
             mean_purity=stats.mean_purity,
             accuracy=stats.accuracy(bank.labels),
-            maps=dict(maps[name].maps) if name in maps else {},
+            maps=dict(maps[name].maps) if name in maps and maps[name].rows is None else {},
         )
         if found is not None:
             layer.flagged, layer.cluster = found.rows.numpy(), found.cluster.numpy()

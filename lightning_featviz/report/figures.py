@@ -13,7 +13,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_featviz.analysis.label_issues import IN_SAMPLE_MODEL_WEIGHT, LabelIssues, Warn, find_label_issues
+from lightning_featviz.analysis.label_issues import (
+    IN_SAMPLE_MODEL_WEIGHT,
+    LabelIssues,
+    Warn,
+    find_label_issues,
+    label_issue_k,
+)
 from lightning_featviz.analysis.maps import LayerMaps
 from lightning_featviz.analysis.measures import EpochResults
 from lightning_featviz.analysis.wrong_cluster import (
@@ -87,7 +93,12 @@ def label_issues_of(results: EpochResults, layer: str, warn: Warn) -> tuple[Labe
     bank, searched, num_classes = results.bank, results.searched, len(results.class_names)
     vectors = bank.vectors[layer].float()
     if searched is bank:
-        return find_label_issues(vectors, bank.labels, num_classes, known_probabilities(bank), warn=warn), None
+        stats = results.stats[layer]
+        k = label_issue_k(bank.labels)
+        shared = stats.neighbours(k) if stats.leave_one_out and stats.metric == "euclidean" else None
+        probabilities = known_probabilities(bank)
+        issues = find_label_issues(vectors, bank.labels, num_classes, probabilities, k, warn=warn, neighbours=shared)
+        return issues, None
     reference = searched.vectors[layer].float()
     validation = find_label_issues(
         vectors,
@@ -194,6 +205,10 @@ def map_images(
     def panel(layer: str, d: int) -> MapPanel:
         title = f"{layer}: purity@{k} {layer_purity[layer]:.2f} (map {maps[layer].purity[d]:.2f})"
         marked = (ringed or {}).get(layer) if d == 2 else None
+        rows = maps[layer].rows
+        if rows is not None:  # a large bank's subsample
+            marked = marked[rows] if marked is not None else None
+            return MapPanel(title, maps[layer].maps[d], labels[rows], class_names, marked)
         return MapPanel(title, maps[layer].maps[d], labels, class_names, marked)
 
     images: dict[tuple[str, str], np.ndarray] = {}

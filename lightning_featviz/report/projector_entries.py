@@ -5,11 +5,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
+from lightning_featviz.analysis.embedding import PCA_DIMS, pca_reduce
 from lightning_featviz.analysis.knn import NeighbourStats
 from lightning_featviz.analysis.maps import LayerMaps
 from lightning_featviz.capture.bank import BankData
 from lightning_featviz.outputs.projector import ProjectorEntry
+
+#: Above this many vector values in an epoch's projector files (rows x dims, all layers: about 10 bytes each
+#: as text), wide layers are written as their top 50 principal components.
+MAX_PROJECTOR_VALUES = 2_000_000
+
+
+def _rows_of(maps: dict[str, LayerMaps], layer: str, n: int) -> torch.Tensor:
+    """(M,) the bank rows of ``layer``'s projector entries: those its maps show."""
+    rows = maps[layer].rows if layer in maps else None
+    return torch.arange(n) if rows is None else torch.from_numpy(rows)
+
 
 LATEST = "latest"  #: the projector entries of the latest epoch start with this; the projector lists them first
 
@@ -68,22 +81,38 @@ def projector_entries(
 
     Every entry comes as ``latest/epoch_<e>/<layer>/<tsne_2d|tsne_3d|vectors>`` and, when ``keep``
     (an epoch kept for later comparison), once more as ``previous/…``.
-    ``extra_columns`` maps a layer to more columns (name -> N values) for its table."""
-    labels, preds = bank.labels.tolist(), bank.preds.tolist()
-    thumbnails = bank.thumbnails if bank.thumbnails.ndim == 4 else None
+    ``extra_columns`` maps a layer to more columns (name -> N values) for its table.
+
+    A layer mapped on a subsample (:attr:`~lightning_featviz.analysis.maps.LayerMaps.rows`) has entries of those
+    rows only; and where the vectors would hold more than :data:`MAX_PROJECTOR_VALUES` values in all, layers
+    wider than :data:`~lightning_featviz.analysis.embedding.PCA_DIMS` are written as their top principal
+    components (what the projector's own PCA view shows; its t-SNE runs on those too)."""
     shown = class_column(class_names)
     entries = []
+    chosen = {layer: _rows_of(maps, layer, len(bank)) for layer in stats}
+    values = sum(len(chosen[layer]) * bank.vectors[layer].shape[1] for layer in stats)
     for layer, layer_stats in stats.items():
+        rows_of_layer = chosen[layer]
+        labels, preds = bank.labels[rows_of_layer].tolist(), bank.preds[rows_of_layer].tolist()
+        thumbnails = bank.thumbnails[rows_of_layer] if bank.thumbnails.ndim == 4 else None
+        extra = {
+            name: [column[i] for i in rows_of_layer.tolist()]
+            for name, column in (extra_columns or {}).get(layer, {}).items()
+        }
         columns: dict[str, Sequence[object]] = {
             "class": [shown[y] for y in labels],
             "prediction": [shown[p] if p >= 0 else "-" for p in preds],
             "correct": ["-" if p < 0 else str(p == y).lower() for p, y in zip(preds, labels, strict=True)],
-            "index": bank.indices.tolist(),
-            f"purity@{k}": [round(v, 4) for v in layer_stats.purity.tolist()],
-            **(extra_columns or {}).get(layer, {}),
+            "index": bank.indices[rows_of_layer].tolist(),
+            f"purity@{k}": [round(v, 4) for v in layer_stats.purity[rows_of_layer].tolist()],
+            **extra,
         }
         rows = list(zip(*columns.values(), strict=True))
-        named = {"vectors": bank.vectors[layer].numpy()}
+        vectors = bank.vectors[layer][rows_of_layer].float()
+        if values > MAX_PROJECTOR_VALUES and vectors.shape[1] > PCA_DIMS:
+            named = {"vectors": pca_reduce(vectors, PCA_DIMS)}
+        else:
+            named = {"vectors": vectors.numpy()}
         for d, points in (maps[layer].maps if layer in maps else {}).items():
             named[f"tsne_{d}d"] = flat_map(points)
         for latest in (True, False) if keep else (True,):

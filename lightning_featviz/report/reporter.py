@@ -11,6 +11,7 @@ is still to do.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import islice
@@ -24,13 +25,15 @@ from lightning_featviz.analysis.embedding import MapTracker
 from lightning_featviz.analysis.heap import release_free_heap
 from lightning_featviz.analysis.knn import NeighbourStats
 from lightning_featviz.analysis.label_issues import LabelIssues, label_issue_rows
-from lightning_featviz.analysis.maps import LayerMaps, fit_layer_maps
+from lightning_featviz.analysis.maps import LayerMaps, fit_layer_maps, merged
 from lightning_featviz.analysis.measures import EpochResults
+from lightning_featviz.analysis.neighbourhoods import map_rows
 from lightning_featviz.analysis.wrong_cluster import WrongCluster, wrong_cluster_table
 from lightning_featviz.capture.bank import BankData
 from lightning_featviz.dashboard.export import write_dashboard_epoch
 from lightning_featviz.outputs.projector import MAX_COLOURED_CLASSES, write_projector
 from lightning_featviz.outputs.sinks import EncodedImage, Sink, encode_png, file_name
+from lightning_featviz.report.budget import FIGURES, MAPS_2D, MAPS_3D, PROJECTOR
 from lightning_featviz.report.figures import (
     class_purity_images,
     confusion_images,
@@ -69,6 +72,8 @@ class ReportOptions:
     log_projector: bool
     projector_every_n_epochs: int
     dashboard: bool = True
+    map_samples: int = 2000
+    seed: int = 0
 
 
 #: The confusion figure is drawn up to this many classes (a C × C matrix beyond is unreadable and huge).
@@ -107,6 +112,8 @@ class EpochJob:
         history: the purity history so far (for the layer × epoch heatmap).
         paths: the bank's file paths, where the dataset has them.
         projector_dirs: where projector files go (one folder per sink that keeps them).
+        outputs: which of the budgeted outputs (:data:`~lightning_featviz.report.budget.OUTPUTS`) to make;
+            None: every one the options switch on (maps when ``with_maps``).
     """
 
     results: EpochResults
@@ -115,6 +122,13 @@ class EpochJob:
     history: list[dict[str, Any]]
     paths: list[str] | None
     projector_dirs: list[str]
+    outputs: frozenset[str] | None = None
+
+    def makes(self, output: str) -> bool:
+        """Whether this report makes ``output`` (one of :data:`~lightning_featviz.report.budget.OUTPUTS`)."""
+        if self.outputs is not None:
+            return output in self.outputs
+        return self.with_maps or output == FIGURES
 
 
 @dataclass
@@ -128,6 +142,7 @@ class Report:
         thumbnails: (tag of a text, PNGs of the rows of its table in order) pairs.
         flagged: layer -> dataset indices of the images in the wrong cluster.
         warnings: (key, message) pairs, for the caller to warn once per key.
+        seconds: output (:data:`~lightning_featviz.report.budget.OUTPUTS`) -> seconds it took to make.
         error: what stopped the render part way, if anything; what was made before it is here.
     """
 
@@ -137,6 +152,7 @@ class Report:
     thumbnails: list[tuple[str, list[EncodedImage]]] = field(default_factory=list)
     flagged: dict[str, list[int]] = field(default_factory=dict)
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
     error: Exception | None = None
 
 
@@ -165,6 +181,16 @@ class Destination:
             for name, image in report.images:
                 sink.log_image(name, image, step)
             sink.finish_epoch()
+
+
+def unfinished(job: EpochJob, destination: Destination, wanted: Sequence[str]) -> tuple[EpochJob, Destination] | None:
+    """What ``job`` would make to have every ``wanted`` output, as a job of its own (the epoch's scalars are
+    logged already, so its destination logs none of them); None when it lacks nothing."""
+    if job.outputs is None or not (missing := frozenset(wanted) - job.outputs):
+        return None
+    if PROJECTOR in missing:  # it is written with the maps (made again from the tracker's cache where made)
+        missing |= frozenset(wanted) & {MAPS_2D, MAPS_3D}
+    return replace(job, outputs=missing), Destination(destination.sinks, {}, {})
 
 
 def table_thumbnails(bank: BankData, found: WrongCluster, max_rows: int = MAX_TABLE_ROWS) -> list[EncodedImage]:
@@ -212,7 +238,9 @@ class Reporter:
     def _render(self, job: EpochJob, report: Report) -> None:
         options, results = self.options, self._without_twins(job.results, report)
         epoch, stats = results.epoch, results.stats
-        maps = self._fit_maps(results.bank, stats, report) if stats and job.with_maps else {}
+        dims = [d for d in options.tsne_dims if job.makes(MAPS_2D if d == 2 else MAPS_3D)]
+        maps = self._fit_maps(results.bank, stats, dims, report) if stats and dims else {}
+        started = time.perf_counter()
         flagged = wrong_clusters(results, options.min_share) if stats else {}
         report.metrics = {
             self.tag(measure, layer, f"{d}d"): values[d]
@@ -223,6 +251,12 @@ class Reporter:
                 ("tsne_displacement", layer_maps.displacement),
             )
             for d in values
+        }
+        report.metrics |= {  # a sampled estimate's standard error (above 4,000 mapped points)
+            self.tag("tsne_trustworthiness_error", layer, f"{d}d"): error
+            for layer, layer_maps in maps.items()
+            for d, error in layer_maps.trust_error.items()
+            if error > 0
         }
         report.metrics |= {
             self.tag("wrong_cluster_share", layer): len(f) / len(results.bank) for layer, f in flagged.items()
@@ -236,9 +270,10 @@ class Reporter:
             report.images.extend((self.tag(kind, name), encode_png(image)) for (kind, name), image in images)
 
         shows_images = results.bank.thumbnails.ndim == 4  # not for sequences, vectors or tokens
-        if options.log_neighbour_grids and shows_images:
+        figures = job.makes(FIGURES)
+        if options.log_neighbour_grids and shows_images and figures:
             add(neighbour_grid_images(results, query_rows(results.bank, options.query_indices)))
-        if options.log_wrong_cluster and chosen in flagged:
+        if options.log_wrong_cluster and chosen in flagged and figures:
             report.texts.append(self._export_wrong_cluster(results, chosen, flagged[chosen], job.paths))
             if shows_images:
                 report.thumbnails.append((report.texts[-1][0], table_thumbnails(results.bank, flagged[chosen])))
@@ -247,7 +282,7 @@ class Reporter:
                 found, gallery_rows = flagged[chosen], options.max_gallery
                 gallery = gallery_image(results, chosen, found, options.min_share, gallery_rows, issues)
                 add([(("wrong_cluster", chosen), gallery)])
-        if options.log_confusion:
+        if options.log_confusion and figures:
             if len(results.class_names) <= MAX_CONFUSION_CLASSES:
                 add(confusion_images(results).items())
             else:
@@ -258,14 +293,20 @@ class Reporter:
                 report.warnings.append(("confusion-classes", message))
             add(class_purity_images(results).items())
             add([(("purity_by_depth", "all_layers"), depth_image(results, job.history))])
+        report.seconds[FIGURES] = time.perf_counter() - started  # figures drawn and encoded
         if maps:
+            started = time.perf_counter()
             purity = {layer: layer_stats.mean_purity for layer, layer_stats in stats.items()}
             ringed = {chosen: flagged[chosen].mask(len(results.bank)).numpy()} if chosen in flagged else {}
             labels = results.bank.labels.numpy()
             add(map_images(maps, labels, results.class_names, purity, options.k, epoch, ringed).items())
+            drawn = time.perf_counter() - started
+            report.seconds[MAPS_2D if MAPS_2D in report.seconds else MAPS_3D] += drawn  # the figures of the maps
         report.flagged = {layer: results.bank.indices[found.rows].tolist() for layer, found in flagged.items()}
-        if maps and options.log_projector and job.projector_dirs:
+        if maps and options.log_projector and job.projector_dirs and job.makes(PROJECTOR):
+            started = time.perf_counter()
             self._write_projector(job.projector_dirs, results, maps, flagged, report)
+            report.seconds[PROJECTOR] = time.perf_counter() - started
         if options.dashboard:  # the FEATVIZ tab's files: every layer, also those drawn as a twin
             write_dashboard_epoch(self.log_dir or ".", job.results, maps, flagged, job.paths, job.step)
 
@@ -281,13 +322,28 @@ class Reporter:
         stats = {layer: found for layer, found in results.stats.items() if layer not in twins}
         return replace(results, stats=stats) if twins else results
 
-    def _fit_maps(self, bank: BankData, stats: dict[str, NeighbourStats], report: Report) -> dict[str, LayerMaps]:
+    def _fit_maps(
+        self, bank: BankData, stats: dict[str, NeighbourStats], dims: list[int], report: Report
+    ) -> dict[str, LayerMaps]:
+        """Each layer's maps in ``dims`` (2-D first: a first 3-D map starts from it); the seconds of each
+        dimension's maps go to ``report.seconds``."""
         maps: dict[str, LayerMaps] = {}
-        for layer in stats:
-            try:
-                maps[layer] = fit_layer_maps(self.maps, layer, bank, self.options.tsne_dims, self.options.k)
-            except ValueError as error:
-                report.warnings.append((f"tsne/{layer}", f"No t-SNE map of layer {layer!r} this epoch: {error}"))
+        failed: set[str] = set()
+        rows = map_rows(bank.labels, bank.indices, self.options.map_samples, self.options.seed)
+        for d in dims:
+            started = time.perf_counter()
+            for layer in stats:
+                if layer in failed:
+                    continue
+                try:
+                    found = fit_layer_maps(self.maps, layer, bank, [d], self.options.k, stats[layer], rows)
+                except ValueError as error:
+                    failed.add(layer)
+                    maps.pop(layer, None)
+                    report.warnings.append((f"tsne/{layer}", f"No t-SNE map of layer {layer!r} this epoch: {error}"))
+                    continue
+                maps[layer] = merged(maps[layer], found) if layer in maps else found
+            report.seconds[MAPS_2D if d == 2 else MAPS_3D] = time.perf_counter() - started
         self.maps.next_round()
         return maps
 

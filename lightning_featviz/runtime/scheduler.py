@@ -9,6 +9,7 @@ the process cannot start.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,10 +28,11 @@ class ReportScheduler:
     Args:
         maps: the t-SNE state the reports continue; a report process sends its new state back.
         warn: ``warn(key, message)``, warning once per key.
-        on_report: called with every written report (on the thread that wrote it).
+        on_report: ``on_report(job, report, seconds)`` for every written report (on the thread that wrote it;
+            ``seconds``: how long it took to render).
     """
 
-    def __init__(self, maps: MapTracker, warn: Warn, on_report: Callable[[Report], None]):
+    def __init__(self, maps: MapTracker, warn: Warn, on_report: Callable[[EpochJob, Report, float], None]):
         self._maps = maps
         self._warn = warn
         self._on_report = on_report
@@ -71,11 +73,13 @@ class ReportScheduler:
             self.renderer = None
 
     def _report(self, job: EpochJob, destination: Destination) -> None:
+        started = time.perf_counter()
         report = self._render(job)
+        seconds = time.perf_counter() - started
         destination.write(report, job.step, job.results.epoch)
         for key, message in report.warnings:
             self._warn(key, message)
-        self._on_report(report)
+        self._on_report(job, report, seconds)
         if report.error is not None:
             raise report.error
 

@@ -1,0 +1,266 @@
+"""A time budget for the callback's expensive outputs: which of them an analysed epoch makes.
+
+Plain functions on numbers (seconds), no Lightning: the callback measures how long ``fit`` has run
+without it (training, validation, other callbacks: the *base*) and how long its own work took (the
+*spent* time: the kNN analysis and, in the loop, the report), and asks :func:`plan_outputs` which
+outputs this epoch may make so that, over the run, ``spent <= overhead * base``.
+
+The policy:
+
+- the kNN scalars run on every analysed epoch (they are the headline and cost little); their cost
+  counts against the budget all the same;
+- the last analysed epoch makes every output, when the run's end is known (``max_epochs``): its cost
+  is reserved from the start;
+- the rest of the budget is released evenly over the run (in step with base time) and shared equally
+  by the outputs the user switched on: an output runs on an epoch when its share of what has been
+  released covers what it has spent so far plus its cost. A cheap output (figures) so comes more often
+  than a dear one (3-D maps); the projector only comes with a map.
+
+Costs are estimated from the bank's size (:func:`prior_costs`, measured on a 2-core machine) until an
+output has run once; then its latest measured cost is used.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+#: The expensive outputs, in the order the budget considers them.
+FIGURES = "figures"  #: neighbour grids, confusion and per-class purity, depth, gallery, wrong-cluster/label exports
+MAPS_2D = "maps_2d"  #: 2-D t-SNE maps, their figures and quality scalars
+PROJECTOR = "projector"  #: projector files (needs a map of the epoch)
+MAPS_3D = "maps_3d"  #: 3-D t-SNE maps
+OUTPUTS = (FIGURES, MAPS_2D, PROJECTOR, MAPS_3D)
+KNN = "knn"  #: the kNN analysis: always runs
+
+# Priors (seconds), from the quick start on the 2-core development machine: a 1,000-point layer's
+# warm 2-D map ~0.6 s, 3-D ~1.2 s, its figures ~0.15 s, projector ~0.05 s (plus bytes); kNN 2·N²·D flops at
+# ~100 GFLOP/s. Only used until the output has run once.
+_SECONDS_PER_POINT = {FIGURES: 1.5e-4, MAPS_2D: 1.0e-3, PROJECTOR: 1.0e-4, MAPS_3D: 2.0e-3}
+_FLOPS_PER_SECOND = 1e11
+
+
+def prior_costs(samples: int, mapped: int, widths: Sequence[int]) -> dict[str, float]:
+    """Estimated seconds of each output (and ``"knn"``) for a bank of ``samples`` rows (``mapped`` of them
+    in maps) and layers of the given widths, before any was measured."""
+    layers = max(len(widths), 1)
+    costs = {output: per_point * mapped * layers for output, per_point in _SECONDS_PER_POINT.items()}
+    costs[KNN] = sum(2.0 * samples * samples * max(width, 1) for width in widths) / _FLOPS_PER_SECOND
+    return costs
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Where the run stands when an analysed epoch is planned.
+
+    Attributes:
+        epoch: this epoch (0-based).
+        last_epoch: the last analysed epoch of the run, None when unknown (``max_epochs`` not set,
+            ``max_steps``/``max_time`` may stop it first).
+        every: analysed epochs are every ``every``-th.
+        base: seconds ``fit`` has run so far without counting the callback's work.
+        spent: seconds of the callback's work so far (kNN, reports).
+        spent_by: of ``spent``, the seconds each output took on the epochs the budget chose it (not at the
+            last epoch), by output.
+        first_epoch: the epoch the clock started at (a resumed ``fit`` starts past 0).
+    """
+
+    epoch: int
+    last_epoch: int | None
+    every: int
+    base: float
+    spent: float
+    spent_by: Mapping[str, float] = field(default_factory=dict)
+    first_epoch: int = 0
+
+    @property
+    def spent_optional(self) -> float:
+        """Seconds spent on outputs the budget chose."""
+        return sum(self.spent_by.values())
+
+
+def plan_outputs(clock: Clock, costs: Mapping[str, float], wanted: Sequence[str], overhead: float) -> frozenset[str]:
+    """Which of the ``wanted`` outputs this epoch makes, within ``overhead`` (0.1: fit takes at most
+    1.1 times as long) of the run's base time.
+
+    Args:
+        clock: where the run stands.
+        costs: estimated seconds of each output and of ``"knn"`` this epoch.
+        wanted: the outputs the user's arguments switch on.
+        overhead: the budget, a share of the base time.
+
+    Returns:
+        The outputs to make; every wanted one at the last analysed epoch.
+    """
+    wanted = [output for output in OUTPUTS if output in wanted]
+    if clock.last_epoch is not None and clock.epoch >= clock.last_epoch:
+        return frozenset(wanted)
+    epochs_done = clock.epoch - clock.first_epoch + 1  # this epoch's training and validation have run
+    base_per_epoch = clock.base / epochs_done
+    knn = costs.get(KNN, 0.0)
+    if clock.last_epoch is None:  # no known end: pace on what has run so far
+        released = overhead * clock.base - (clock.spent - clock.spent_optional) - knn
+    else:
+        epochs = clock.last_epoch - clock.first_epoch + 1
+        analysed = len(range(clock.epoch, clock.last_epoch + 1, clock.every))
+        final = knn + sum(costs.get(output, 0.0) for output in wanted)
+        total = overhead * base_per_epoch * epochs - final - knn * (analysed - 1) - (clock.spent - clock.spent_optional)
+        released = max(total, 0.0) * epochs_done / epochs
+    share = max(released, 0.0) / max(len(wanted), 1)
+    chosen: list[str] = []
+    for output in wanted:
+        if output == PROJECTOR and not ({MAPS_2D, MAPS_3D} & set(chosen)):
+            continue
+        if clock.spent_by.get(output, 0.0) + costs.get(output, 0.0) <= share:
+            chosen.append(output)
+    return frozenset(chosen)
+
+
+def next_epoch_with(
+    output: str,
+    clock: Clock,
+    chosen: frozenset[str],
+    costs: Mapping[str, float],
+    wanted: Sequence[str],
+    overhead: float,
+) -> int | None:
+    """The next analysed epoch after ``clock.epoch`` (which makes ``chosen``) at which ``output`` would be
+    made if base time per epoch and costs stay as they are now; None when not within the known run (or
+    the next 1,000 epochs when the end is unknown)."""
+    base_per_epoch = clock.base / (clock.epoch - clock.first_epoch + 1)
+    knn = costs.get(KNN, 0.0)
+    spent, by = clock.spent, dict(clock.spent_by)
+    made, epoch = chosen, clock.epoch
+    horizon = clock.last_epoch if clock.last_epoch is not None else clock.epoch + 1000
+    while True:
+        spent += knn + sum(costs.get(o, 0.0) for o in made)
+        for o in made:
+            by[o] = by.get(o, 0.0) + costs.get(o, 0.0)
+        epoch += clock.every
+        if epoch > horizon:
+            return None
+        made = plan_outputs(
+            Clock(
+                epoch,
+                clock.last_epoch,
+                clock.every,
+                base_per_epoch * (epoch - clock.first_epoch + 1),
+                spent,
+                by,
+                clock.first_epoch,
+            ),
+            costs,
+            wanted,
+            overhead,
+        )
+        if output in made:
+            return epoch
+
+
+def last_analysed_epoch(max_epochs: int | None, every: int, max_steps: int = -1) -> int | None:
+    """The last epoch of ``fit`` that is analysed: known from ``max_epochs`` when no ``max_steps`` limit
+    could end the run first; None otherwise."""
+    if max_epochs is None or max_epochs < 1 or (max_steps is not None and max_steps >= 0):
+        return None
+    return (max_epochs - 1) // every * every
+
+
+def schedule_line(
+    epoch: int, chosen: frozenset[str], clock: Clock, costs: Mapping[str, float], wanted: Sequence[str], overhead: float
+) -> str:
+    """One line saying what this epoch makes and when the next map comes, e.g.
+    ``epoch 3: kNN scalars, figures; next 2-D map at epoch 7 (budget 10% of fit time, 4% used)``."""
+    made = ["kNN scalars", *(output.replace("_", " ") for output in OUTPUTS if output in chosen)]
+    parts = [f"epoch {epoch}: {', '.join(made)}"]
+    if MAPS_2D in wanted and MAPS_2D not in chosen:
+        upcoming = next_epoch_with(MAPS_2D, clock, chosen, costs, wanted, overhead)
+        if upcoming is not None:
+            parts.append(f"next 2-D map at epoch {upcoming}")
+        elif clock.last_epoch is not None:
+            parts.append(f"next 2-D map at epoch {clock.last_epoch}")
+        else:
+            parts.append("next 2-D map when fit ends")
+    used = clock.spent / clock.base if clock.base > 0 else math.nan
+    return "; ".join(parts) + f" (budget {overhead:.0%} of fit time, {used:.0%} used so far)"
+
+
+class TimeBudget:
+    """The callback's side of the budget: a clock over ``fit``, the seconds its own work took, the latest
+    measured cost of each output, and the plan of each analysed epoch (:func:`plan_outputs`).
+
+    Args:
+        overhead: the budget, a share of ``fit``'s time without the callback (0.1: at most 1.1 times).
+    """
+
+    def __init__(self, overhead: float):
+        self.overhead = overhead
+        self.measured: dict[str, float] = {}
+        self._start: float | None = None
+        self._spent = 0.0
+        self._by: dict[str, float] = {}
+        self._first = 0
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, object]:
+        """A copy (pickling the callback, spawning processes) has no lock and starts no clock."""
+        return {"overhead": self.overhead, "measured": dict(self.measured)}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(float(state["overhead"]))  # type: ignore[misc, arg-type]
+        self.measured = dict(state["measured"])  # type: ignore[call-overload]
+
+    def start(self, epoch: int = 0) -> None:
+        """``fit`` starts (at ``epoch``, past 0 when resumed): the clock runs from now, nothing spent."""
+        self._start, self._spent, self._by, self._first = time.perf_counter(), 0.0, {}, epoch
+
+    @property
+    def running(self) -> bool:
+        return self._start is not None
+
+    def spend(self, seconds: float) -> None:
+        """Count ``seconds`` of the callback's work: time ``fit`` waited for it."""
+        with self._lock:
+            self._spent += seconds
+
+    def record(self, costs: Mapping[str, float], optional: bool = True) -> None:
+        """What each output took (kept as its latest cost); ``optional``: they were the budget's choice (not
+        kNN, not the last epoch's full report), so they count against what it released."""
+        with self._lock:
+            self.measured.update(costs)
+            if optional:
+                for key, value in costs.items():
+                    if key != KNN:
+                        self._by[key] = self._by.get(key, 0.0) + value
+
+    def clock(self, epoch: int, last_epoch: int | None, every: int) -> Clock:
+        """Where the run stands now."""
+        elapsed = time.perf_counter() - (self._start if self._start is not None else time.perf_counter())
+        with self._lock:
+            spent, by = self._spent, dict(self._by)
+        return Clock(epoch, last_epoch, every, max(elapsed - spent, 1e-9), spent, by, self._first)
+
+    def costs(self, samples: int, mapped: int, widths: Sequence[int]) -> dict[str, float]:
+        """Each output's measured cost where it ran before, else its prior for this bank."""
+        return {**prior_costs(samples, mapped, widths), **self.measured}
+
+    def plan(
+        self, clock: Clock, samples: int, mapped: int, widths: Sequence[int], wanted: Sequence[str]
+    ) -> tuple[frozenset[str], str]:
+        """The outputs this epoch makes, and the line that says so and when the next map comes."""
+        costs = self.costs(samples, mapped, widths)
+        chosen = plan_outputs(clock, costs, wanted, self.overhead)
+        return chosen, schedule_line(clock.epoch, chosen, clock, costs, wanted, self.overhead)
+
+
+def wanted_outputs(figures: bool, dims: Sequence[int], projector: bool, budgeted_maps: bool) -> list[str]:
+    """The outputs the budget schedules: figures when any is switched on; maps (and the projector) when
+    their cadence is the budget's (``tsne_every_n_epochs="budget"``)."""
+    wanted = [FIGURES] if figures else []
+    if budgeted_maps:
+        wanted += [MAPS_2D] if 2 in dims else []
+        wanted += [MAPS_3D] if 3 in dims else []
+        wanted += [PROJECTOR] if projector and dims else []
+    return wanted

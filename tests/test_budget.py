@@ -1,0 +1,160 @@
+"""The time budget's policy on numbers (which outputs an epoch makes), and on a real Trainer run."""
+
+import pytest
+from conftest import TinyNet, read_events, tiny_trainer
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from lightning_featviz import FeatureVisualizer
+from lightning_featviz.report.budget import (
+    FIGURES,
+    KNN,
+    MAPS_2D,
+    MAPS_3D,
+    OUTPUTS,
+    PROJECTOR,
+    Clock,
+    last_analysed_epoch,
+    next_epoch_with,
+    plan_outputs,
+    schedule_line,
+)
+
+COSTS = {KNN: 0.1, FIGURES: 1.0, MAPS_2D: 3.0, PROJECTOR: 0.5, MAPS_3D: 6.0}
+
+
+def _simulate(epochs, base_per_epoch, costs, overhead, every=1, known_end=True):
+    """Run the policy over a whole fit as the callback does: per analysed epoch, plan, then spend the kNN
+    and the chosen outputs' costs. Returns the plans and the callback's total seconds."""
+    last = last_analysed_epoch(epochs, every) if known_end else None
+    spent, by = 0.0, {}
+    plans = {}
+    for epoch in range(0, epochs, every):
+        clock = Clock(epoch, last, every, base_per_epoch * (epoch + 1), spent, dict(by))
+        chosen = plan_outputs(clock, costs, OUTPUTS, overhead)
+        plans[epoch] = chosen
+        spent += costs[KNN] + sum(costs[o] for o in chosen)
+        if last is None or epoch < last:
+            for o in chosen:
+                by[o] = by.get(o, 0.0) + costs[o]
+    return plans, spent
+
+
+def test_every_output_is_made_at_the_last_analysed_epoch_even_over_budget():
+    plans, _ = _simulate(epochs=5, base_per_epoch=1.0, costs=COSTS, overhead=0.01)
+    assert plans[4] == frozenset(OUTPUTS)
+    assert all(plans[e] == frozenset() for e in range(4))  # 1% of 5 s buys nothing before it
+
+
+def test_the_run_stays_within_the_budget_when_the_last_epoch_fits_in_it():
+    base, epochs, overhead = 10.0, 20, 0.3
+    plans, spent = _simulate(epochs, base, COSTS, overhead)
+    assert spent <= overhead * base * epochs + 1e-9
+    made = [e for e, chosen in plans.items() if MAPS_2D in chosen]
+    assert len(made) >= 3 and made[-1] == epochs - 1  # maps spread over the run, not only at its end
+
+
+def test_maps_are_spread_over_the_run_rather_than_spent_at_its_start():
+    plans, _ = _simulate(epochs=20, base_per_epoch=10.0, costs=COSTS, overhead=0.3)
+    made = [e for e, chosen in plans.items() if MAPS_2D in chosen]
+    assert made[0] > 0 and max(b - a for a, b in zip(made, made[1:], strict=False)) <= 8
+
+
+def test_a_cheap_output_comes_more_often_than_a_dear_one():
+    plans, _ = _simulate(epochs=20, base_per_epoch=10.0, costs=COSTS, overhead=0.3)
+    count = {o: sum(o in chosen for chosen in plans.values()) for o in OUTPUTS}
+    assert count[FIGURES] > count[MAPS_2D] > count[MAPS_3D] >= 1
+
+
+def test_a_generous_budget_makes_every_output_every_epoch():
+    plans, _ = _simulate(epochs=6, base_per_epoch=10.0, costs=COSTS, overhead=5.0)
+    assert all(chosen == frozenset(OUTPUTS) for chosen in plans.values())
+
+
+def test_the_projector_is_never_planned_without_a_map():
+    costs = {**COSTS, MAPS_2D: 100.0, MAPS_3D: 100.0, PROJECTOR: 0.0}
+    plans, _ = _simulate(epochs=10, base_per_epoch=10.0, costs=costs, overhead=0.5)
+    for epoch, chosen in plans.items():
+        if epoch < 9:
+            assert PROJECTOR not in chosen or {MAPS_2D, MAPS_3D} & chosen
+
+
+def test_an_output_runs_when_its_equal_share_of_the_released_budget_covers_it():
+    # 40 s run, no known end: 10% = 4 s, minus 0.4 s of kNN so far and 0.1 s now: 0.875 s per output.
+    clock = Clock(epoch=3, last_epoch=None, every=1, base=40.0, spent=0.4)
+    assert plan_outputs(clock, COSTS, OUTPUTS, overhead=0.1) == frozenset()
+    clock = Clock(epoch=3, last_epoch=None, every=1, base=60.0, spent=0.4)  # 1.375 s each
+    assert plan_outputs(clock, COSTS, OUTPUTS, overhead=0.1) == frozenset({FIGURES})
+    spent = Clock(epoch=3, last_epoch=None, every=1, base=60.0, spent=1.4, spent_by={FIGURES: 1.0})
+    assert plan_outputs(spent, COSTS, OUTPUTS, overhead=0.1) == frozenset()
+
+
+def test_without_a_known_end_the_plan_paces_on_the_time_run_so_far():
+    plans, spent = _simulate(epochs=12, base_per_epoch=10.0, costs=COSTS, overhead=0.2, known_end=False)
+    assert spent <= 0.2 * 10.0 * 12 + COSTS[KNN]
+    assert any(MAPS_2D in chosen for chosen in plans.values())
+
+
+def test_the_last_analysed_epoch_is_unknown_when_max_steps_may_end_the_run():
+    assert last_analysed_epoch(10, 1) == 9
+    assert last_analysed_epoch(10, 3) == 9
+    assert last_analysed_epoch(10, 4) == 8
+    assert last_analysed_epoch(10, 1, max_steps=100) is None
+    assert last_analysed_epoch(-1, 1) is None
+
+
+def test_the_schedule_line_names_the_epoch_of_the_next_map_that_the_policy_then_makes():
+    base, overhead, epochs = 10.0, 0.3, 20
+    plans, _ = _simulate(epochs, base, COSTS, overhead)
+    first_skip = next(e for e, chosen in plans.items() if MAPS_2D not in chosen)
+    spent, by = 0.0, {}
+    for epoch in range(first_skip):
+        spent += COSTS[KNN] + sum(COSTS[o] for o in plans[epoch])
+        for o in plans[epoch]:
+            by[o] = by.get(o, 0.0) + COSTS[o]
+    clock = Clock(first_skip, epochs - 1, 1, base * (first_skip + 1), spent, by)
+    upcoming = next_epoch_with(MAPS_2D, clock, plans[first_skip], COSTS, OUTPUTS, overhead)
+    assert upcoming == next(e for e in range(first_skip + 1, epochs) if MAPS_2D in plans[e])
+    line = schedule_line(first_skip, plans[first_skip], clock, COSTS, OUTPUTS, overhead)
+    assert line.startswith(f"epoch {first_skip}: kNN scalars") and f"next 2-D map at epoch {upcoming}" in line
+
+
+def test_overhead_that_is_not_a_positive_share_fails_early_naming_the_argument():
+    with pytest.raises(ValueError, match="Expected `overhead` to be None or a share of fit time"):
+        FeatureVisualizer(["input"], overhead=0)
+    with pytest.raises(ValueError, match="Expected `tsne_every_n_epochs` to be 'budget', None or an integer"):
+        FeatureVisualizer(["input"], tsne_every_n_epochs="sometimes")
+
+
+def test_a_fit_under_a_tiny_budget_logs_maps_only_at_its_last_epoch_and_says_when(tmp_path, small_data):
+    visualizer = FeatureVisualizer(["input", "pool"], k=5, max_samples=80, tsne_dims=[2], overhead=1e-6)
+    trainer = tiny_trainer(tmp_path, max_epochs=3, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
+    trainer.fit(TinyNet(), datamodule=small_data)
+    events = read_events(tmp_path)
+    purity = events.Scalars("featviz/knn_purity@5/pool")
+    assert len(purity) == 3  # the headline every epoch
+    assert [event.step for event in events.Images("featviz/tsne_2d/pool")] == [purity[-1].step]
+    assert [event.step for event in events.Images("featviz/neighbours/pool")] == [purity[-1].step]
+    assert [line.split(":")[0] for line in visualizer.schedule] == ["epoch 0", "epoch 1", "epoch 2"]
+    assert "next 2-D map at epoch 2" in visualizer.schedule[0]
+    assert "maps 2d" in visualizer.schedule[2]
+
+
+def test_a_fit_stopped_by_max_steps_makes_the_missing_outputs_of_its_last_epoch_when_it_ends(tmp_path, small_data):
+    visualizer = FeatureVisualizer(["input", "pool"], k=5, max_samples=80, tsne_dims=[2], overhead=1e-6)
+    trainer = tiny_trainer(
+        tmp_path, max_epochs=5, max_steps=8, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer]
+    )
+    trainer.fit(TinyNet(), datamodule=small_data)
+    events = read_events(tmp_path)
+    assert trainer.current_epoch < 4  # stopped by max_steps
+    assert len(events.Images("featviz/tsne_2d/pool")) == 1
+    assert len(events.Images("featviz/neighbours/pool")) == 1
+    assert "next 2-D map when fit ends" in visualizer.schedule[0]
+
+
+def test_a_resumed_fit_plans_from_the_epochs_it_runs_not_from_epoch_zero():
+    # Resumed at epoch 10 of 20: 10 s of base is one epoch, so the run ahead is 10 epochs of 10 s.
+    fresh = Clock(epoch=0, last_epoch=9, every=1, base=10.0, spent=0.0)
+    resumed = Clock(epoch=10, last_epoch=19, every=1, base=10.0, spent=0.0, first_epoch=10)
+    assert plan_outputs(fresh, COSTS, OUTPUTS, 1.0) == frozenset({FIGURES})
+    assert plan_outputs(resumed, COSTS, OUTPUTS, 1.0) == frozenset({FIGURES})
