@@ -2,7 +2,7 @@
 
 Everything it computes is done by the plain functions of the other modules.
 
-Over 300 lines: the 38 constructor arguments and their documentation take about 200; grouping them into
+Over 300 lines: the 41 constructor arguments and their documentation take about 200; grouping them into
 option objects (issue 15) is still to do.
 """
 

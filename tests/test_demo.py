@@ -46,9 +46,11 @@ def test_quick_start_default_run_separates_classes_at_avgpool_but_not_in_pixel_s
     print({layer: round(values[-1].value, 3) for layer, values in purity.items()})
     assert purity["avgpool"][-1].value >= 0.80
     assert purity["input"][-1].value <= 0.35
+    # the default time budget makes the figures and maps on the epochs it can afford, and all at the last
+    last_step = purity["avgpool"][-1].step
     for layer in DEMO_LAYERS:
         grids = events.Images(f"featviz/neighbours/{layer}")
-        assert len(grids) == 8 and grids[-1].width > 500
+        assert 1 <= len(grids) <= 8 and grids[-1].step == last_step and grids[-1].width > 500
     assert events.Images("featviz/neighbours/input_vs_avgpool")
 
     # openTSNE's own correctness check, on the trained network: kNN label agreement in the 2-D map
@@ -58,7 +60,8 @@ def test_quick_start_default_run_separates_classes_at_avgpool_but_not_in_pixel_s
     assert map_purity["avgpool"] >= 0.85
     assert map_purity["input"] <= 0.35
     for tag in ("tsne_2d/avgpool", "tsne_3d/avgpool", "tsne_2d/input_vs_avgpool", "tsne_2d/all_layers"):
-        assert len(events.Images(f"featviz/{tag}")) == 8
+        maps = events.Images(f"featviz/{tag}")
+        assert 1 <= len(maps) <= 8 and maps[-1].step == last_step, tag
 
 
 class Relabelled(Dataset):
