@@ -21,17 +21,31 @@ import pytest
 import torch
 from browser import browser, deep_text, need_browser, tensorboard, wait_for
 from conftest import TinyNet, tiny_trainer
+from google.protobuf import text_format
+from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch.utils.data import Subset
 
 from lightning_featviz import FeatureVisualizer
-from lightning_featviz.dashboard.data import FOLDER, LayerEpoch, Samples, find_runs, read_epoch, write_epoch
+from lightning_featviz.analysis.neighbourhoods import map_rows
+from lightning_featviz.dashboard.data import (
+    FOLDER,
+    PAGE_TILES,
+    LayerEpoch,
+    Samples,
+    find_runs,
+    read_epoch,
+    write_epoch,
+    write_samples,
+)
 from lightning_featviz.dashboard.plugin import FeatvizPlugin
 from lightning_featviz.demo.model import ClassificationData
 from lightning_featviz.report.figures import EpochResults
 
 LAYERS = ["input", "conv2", "pool"]
 RUN = "lightning_logs/version_0"
+SUBSAMPLED = "lightning_logs/version_1"  # the second run: maps of a subsample, on even epochs
 
 
 class RecordingVisualizer(FeatureVisualizer):
@@ -71,7 +85,30 @@ def dashboard_run(tmp_path_factory, digits_val) -> tuple[Path, RecordingVisualiz
 
 
 @pytest.fixture(scope="module")
-def board(dashboard_run):
+def subsampled_run(dashboard_run, digits_val) -> RecordingVisualizer:
+    """A second run in the same log dir: maps of a 40-sample subsample of the 120-sample bank, on even epochs only."""
+    root = dashboard_run[0]
+    data = ClassificationData(Subset(digits_val, range(240)), Subset(digits_val, range(240, 360)), digits_val.classes)
+    visualizer = RecordingVisualizer(
+        LAYERS,
+        overhead=None,
+        k=5,
+        max_samples=120,
+        map_samples=40,
+        tsne_every_n_epochs=2,
+        tsne_dims=[2],
+        background=False,
+        log_neighbour_grids=False,
+        log_confusion=False,
+    )
+    torch.manual_seed(1)
+    logger = TensorBoardLogger(root, version=1)
+    tiny_trainer(root, max_epochs=3, logger=logger, callbacks=[visualizer]).fit(TinyNet(), datamodule=data)
+    return visualizer
+
+
+@pytest.fixture(scope="module")
+def board(dashboard_run, subsampled_run):
     with tensorboard(dashboard_run[0], featviz_tab=True) as url:
         yield url
 
@@ -168,9 +205,12 @@ def test_dashboard_must_be_a_bool():
 # ---------------------------------------------------------------------------------------------- routes
 
 
-def test_runs_route_lists_the_run_with_every_analysed_epoch(board, dashboard_run):
+def test_runs_route_lists_both_runs_with_every_analysed_epoch(board, dashboard_run, subsampled_run):
     _, visualizer = dashboard_run
-    assert get(board, "runs") == [{"run": RUN, "epochs": sorted(visualizer.seen)}]
+    assert get(board, "runs") == [
+        {"run": RUN, "epochs": sorted(visualizer.seen)},
+        {"run": SUBSAMPLED, "epochs": sorted(subsampled_run.seen)},
+    ]
 
 
 def test_run_route_holds_the_purity_and_accuracy_the_callback_logged(board, dashboard_run):
@@ -260,11 +300,12 @@ def driver(dashboard_run, tmp_path_factory):
         yield chrome
 
 
-def open_tab(driver, board: str) -> None:
-    """Open the FEATVIZ tab and step into its frame; wait until it has drawn."""
+def open_tab(driver, board: str, run: str | None = None) -> None:
+    """Open the FEATVIZ tab (on ``run``: a link with ``?featvizRun=``) and step into its frame; wait until it has
+    drawn."""
     driver.switch_to.default_content()
     driver.get("about:blank")  # a fresh page: the same address again would only move to its fragment
-    driver.get(f"{board}/#featviz")
+    driver.get(f"{board}/{'?' + urlencode({'featvizRun': run}) if run else ''}#featviz")
     frame = wait_for(lambda: driver.find_elements("css selector", "iframe"), "the FEATVIZ frame")[0]
     driver.switch_to.frame(frame)
     wait_for(lambda: driver.execute_script("return document.body.dataset.ready"), "the tab to draw")
@@ -361,30 +402,120 @@ def test_the_reviews_csv_download_holds_the_selected_images(board, driver, dashb
     assert all(row["suggested_class"] != row["label"] for row in rows)
 
 
-def test_a_map_of_a_large_banks_subsample_is_left_out_of_the_tabs_files_and_a_whole_map_is_kept(tmp_path):
-    """The tab draws point i of a map as bank row i: a map of ``map_samples`` rows (a large bank's subsample,
-    ``LayerMaps.rows``) would put those points on the wrong samples, so it is not written; a map of every
-    row is written as it is."""
-    from lightning_featviz.analysis.knn import neighbour_stats
-    from lightning_featviz.analysis.maps import LayerMaps
-    from lightning_featviz.capture.bank import BankData
-    from lightning_featviz.dashboard.export import write_dashboard_epoch
+def test_a_subsampled_map_is_served_with_its_bank_rows_and_matches_the_projectors_map(
+    board, dashboard_run, subsampled_run
+):
+    """A map of ``map_samples`` rows (40 of 120 here) comes with the bank rows it shows; its points, placed on those
+    rows, are the projector's map of the same dataset indices (written by another writer, read back from its TSV)."""
+    found = get(board, "layer", run=SUBSAMPLED, layer="pool")
+    mapped = {entry["epoch"]: entry for entry in found["epochs"] if entry["maps"]}
+    assert sorted(mapped) == [0, 2]  # tsne_every_n_epochs=2
+    for epoch, entry in mapped.items():
+        bank = subsampled_run.seen[epoch].bank
+        assert entry["rows"] == map_rows(bank.labels, bank.indices, 40, 0).tolist()
+        assert len(entry["maps"]["2"]) == 2 * 40 and len(entry["predictions"]) == 120
+    log_dir = dashboard_run[0] / SUBSAMPLED
+    config = text_format.Parse((log_dir / "projector_config.pbtxt").read_text(), ProjectorConfig())
+    embedding = next(e for e in config.embeddings if e.tensor_name == "latest/epoch_002/pool/tsne_2d")
+    points = np.loadtxt(log_dir / embedding.tensor_path, delimiter="\t")[:, :2]
+    metadata = list(csv.DictReader((log_dir / embedding.metadata_path).open(), delimiter="\t"))
+    row_of = {index: row for row, index in enumerate(subsampled_run.seen[2].bank.indices.tolist())}
+    served = dict(zip(mapped[2]["rows"], np.array(mapped[2]["maps"]["2"], float).reshape(-1, 2), strict=True))
+    expected = np.array([served[row_of[int(line["index"])]] for line in metadata])
+    assert len(metadata) == 40 and np.allclose(points, expected, rtol=1e-3, atol=2e-3)
 
-    n = 30
-    labels = torch.arange(n) % 3
-    vectors = torch.randn(n, 4, generator=torch.Generator().manual_seed(0))
-    bank = BankData(
-        torch.arange(n), labels, labels.clone(), torch.ones(n), {"whole": vectors, "sub": vectors * 2}, torch.empty(0)
+
+def test_thumbnails_are_paged_and_each_rows_tile_is_on_its_page(tmp_path):
+    """2,500 samples: three pages of at most PAGE_TILES tiles; row r is tile r % PAGE_TILES of page r // PAGE_TILES,
+    read back from the JPEG files (each thumbnail one flat colour, so JPEG keeps it within a few levels)."""
+    n, size = 2500, 8
+    rng = np.random.default_rng(0)
+    colours = rng.integers(0, 256, (n, 3), dtype=np.uint8)
+    thumbnails = np.broadcast_to(colours[:, None, None, :], (n, size, size, 3))
+    samples = Samples(np.arange(n), np.arange(n) % 3, thumbnails)
+    key = write_samples(tmp_path, samples)
+    described = json.loads((tmp_path / f"samples_{key}.json").read_text())
+    assert described["tiles"] == PAGE_TILES and described["thumbnail"] == size
+    pages = sorted(tmp_path.glob(f"samples_{key}_*.jpg"))
+    assert len(pages) == -(-n // PAGE_TILES) == 3
+    for row in (0, 1, 31, 32, 1023, 1024, 2047, 2100, n - 1):
+        page, tile = divmod(row, described["tiles"])
+        r, c = divmod(tile, described["columns"])
+        with Image.open(tmp_path / f"samples_{key}_{page}.jpg") as image:
+            pixels = np.asarray(image.convert("RGB"))
+        centre = pixels[r * size + 2 : r * size + 6, c * size + 2 : c * size + 6].reshape(-1, 3).mean(axis=0)
+        assert np.abs(centre - colours[row]).max() < 12, (row, centre, colours[row])
+
+
+def _coloured(pixels: np.ndarray) -> int:
+    """How many pixels of an (H, W, 3) canvas are coloured (a class colour, not white, grey or black)."""
+    wide = pixels.astype(np.int16)
+    return int(((wide.max(axis=2) - wide.min(axis=2)) > 40).sum())
+
+
+def _open_run(driver, run: str) -> None:
+    driver.execute_script(
+        "const s = document.getElementById('run'); s.value = arguments[0]; s.dispatchEvent(new Event('change'));", run
     )
-    stats = {layer: neighbour_stats(bank.vectors[layer], labels, 4, 3) for layer in ("whole", "sub")}
-    whole = np.random.default_rng(0).normal(size=(n, 2))
-    maps = {
-        "whole": LayerMaps(maps={2: whole}),
-        "sub": LayerMaps(maps={2: np.zeros((10, 2))}, rows=np.arange(0, n, 3)),
-    }
-    results = EpochResults(bank, bank, stats, ["a", "b", "c"], 4, 0)
-    folder = write_dashboard_epoch(tmp_path, results, maps, {}, None, 0)
-    arrays = read_epoch(folder, "epoch_0000.npz")
-    maps_written = {key: value for key, value in arrays.items() if key.endswith("map2")}
-    assert len(maps_written) == 1
-    assert np.allclose(next(iter(maps_written.values())).reshape(n, 2), whole, atol=1e-6)
+    wait_for(lambda: driver.find_element("id", "map-title").text.startswith(run), f"the run {run}")
+
+
+def test_a_subsampled_map_draws_its_rows_and_a_click_inspects_the_sample_under_the_mouse(board, driver, subsampled_run):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    open_tab(driver, board, run=SUBSAMPLED)  # a link to the run
+    assert driver.find_element("id", "run").get_attribute("value") == SUBSAMPLED
+    assert driver.find_element("id", "map-title").text.endswith("map of 40 of 120 samples (map_samples)")
+    bank = subsampled_run.seen[2].bank
+    rows = map_rows(bank.labels, bank.indices, 40, 0).tolist()
+    unmapped = next(row for row in range(120) if row not in rows)
+    position = "return window.featviz.screenPosition(arguments[0])"
+    assert all(value is None for value in driver.execute_script(position, unmapped))  # NaN: not drawn
+    x, y = driver.execute_script(position, rows[5])
+    canvas = driver.find_element("id", "map")
+    left, top, width, height = driver.execute_script(
+        "const r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.width, r.height]", canvas
+    )
+    ActionChains(driver).move_to_element_with_offset(
+        canvas, round(x - left - width / 2), round(y - top - height / 2)
+    ).click().perform()
+    query = wait_for(lambda: driver.find_elements("css selector", "#inspector .thumb.query"), "the inspector")[0]
+    assert int(query.get_attribute("data-row")) in rows  # a mapped sample: rows[5], or one drawn on top of it
+    assert _coloured(map_pixels(driver)) > 40 * 10  # 40 points of 5 x 5 px, some overlapping
+
+
+def test_the_slider_over_an_epoch_without_a_map_says_so_and_the_inspector_still_works(board, driver, subsampled_run):
+    open_tab(driver, board)
+    _open_run(driver, SUBSAMPLED)
+    driver.execute_script(
+        "const s = document.getElementById('epoch'); s.value = '1'; s.dispatchEvent(new Event('input'));"
+    )
+    wait_for(lambda: driver.execute_script("return document.body.dataset.epoch") == "1", "epoch 1")
+    time.sleep(0.5)
+    assert _coloured(map_pixels(driver)) == 0  # no point drawn: the canvas holds the grey "no map" line
+    index = int(subsampled_run.seen[1].bank.indices[7])
+    search = driver.find_element("id", "search")
+    search.clear()
+    search.send_keys(str(index) + "\n")
+    query = wait_for(lambda: driver.find_elements("css selector", "#inspector .thumb.query"), "the inspector")[0]
+    assert int(query.get_attribute("data-index")) == index
+    shown = driver.find_elements("css selector", '#inspector .layer-row[data-layer="pool"] .thumb')
+    expected = subsampled_run.seen[1].bank.indices[subsampled_run.seen[1].stats["pool"].indices[7]].tolist()
+    assert [int(t.get_attribute("data-index")) for t in shown] == expected  # epoch 1's neighbours
+
+
+def test_comparing_two_runs_draws_the_other_runs_map_beside_this_one(board, driver):
+    open_tab(driver, board)
+    _open_run(driver, SUBSAMPLED)
+    driver.execute_script(
+        "const s = document.getElementById('compare'); s.value = arguments[0]; s.dispatchEvent(new Event('change'));",
+        RUN,
+    )
+    wait_for(lambda: driver.find_element("id", "compare-box").is_displayed(), "the second map")
+    assert driver.find_element("id", "compare-title").text == f"{RUN} · pool · epoch 2"
+    data = driver.execute_script("return document.getElementById('map-compare').toDataURL('image/png')")
+    from base64 import b64decode
+    from io import BytesIO
+
+    other = np.asarray(Image.open(BytesIO(b64decode(data.split(",", 1)[1]))).convert("RGB"))
+    assert _coloured(other) > 120 * 10  # the other run's 120 points

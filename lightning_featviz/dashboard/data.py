@@ -3,10 +3,12 @@
 Layout of ``<run log dir>/featviz_dashboard/``::
 
     index.json               the run: class names, k, and per epoch its layers with purity and kNN accuracy
-    samples_<id>.json        a sample set: dataset indices, labels, paths, thumbnail size and atlas columns
-    samples_<id>.jpg         its thumbnails, one T × T tile per sample, row-major in an atlas (JPEG, quality 90)
-    epoch_<epoch>.npz        one epoch: predictions, and per layer (``L<i>_`` keys, ``i`` its place in the
-                             epoch's layer list) neighbours, distances, purity, votes, maps, wrong-cluster flags
+    samples_<id>.json        a sample set: dataset indices, labels, paths, thumbnail size, tiles per page
+    samples_<id>_<page>.jpg  its thumbnails, one T × T tile per sample, row-major in pages of at most
+                             :data:`PAGE_TILES` tiles (JPEG): page ``row // tiles``, tile ``row % tiles``
+    epoch_<epoch>.npz        one epoch, compressed: predictions, and per layer (``L<i>_`` keys, ``i`` its
+                             place in the epoch's layer list) neighbours, distances, purity, votes, maps
+                             (with the rows they show where a map is of a subsample), wrong-cluster flags
 
 A sample set is written once and named by a hash of its indices and labels, so epochs that keep the same
 samples (the usual case) share it, and a set that changes (a resumed run, a training reference) gets its own.
@@ -32,9 +34,13 @@ from PIL import Image
 #: The folder under a run's log dir that holds the dashboard's files.
 FOLDER = "featviz_dashboard"
 #: Bumped when the layout changes in a way an older reader cannot read.
-FORMAT_VERSION = 1
-#: JPEG quality of the thumbnail atlas (on the built-in noisy digits: 84 KB where a PNG takes 445 KB, 200 samples).
-ATLAS_QUALITY = 90
+FORMAT_VERSION = 2
+#: JPEG quality of the thumbnail pages (1,024 noise thumbnails of 32 px: 256 KB, where quality 90 takes 360 KB and
+#: a PNG 2.2 MB; ``python benchmarks/scale.py`` prints what a 20,000-sample run writes).
+ATLAS_QUALITY = 85
+#: Thumbnails per page (32 × 32 tiles): a page is built and encoded alone, so writing a sample set of any size
+#: holds one page's pixels (3 MB at 32 px), and the tab loads only the pages it shows.
+PAGE_TILES = 1024
 
 
 @dataclass
@@ -71,7 +77,8 @@ class LayerEpoch:
         votes: (N,) majority class of the neighbours.
         mean_purity: the layer's kNN purity.
         accuracy: the layer's kNN accuracy (share of votes equal to the label).
-        maps: dims -> (N, dims) aligned t-SNE coordinates (absent on epochs without maps).
+        maps: dims -> (M, dims) aligned t-SNE coordinates (absent on epochs without maps).
+        map_rows: (M,) the rows the maps show (a large bank's subsample), None when M = N, every row.
         flagged: (F,) rows in the wrong cluster, strongest first.
         cluster: (F,) the class each flagged row sits among.
         count: (F,) how many of its k neighbours hold that class.
@@ -85,6 +92,7 @@ class LayerEpoch:
     mean_purity: float
     accuracy: float
     maps: dict[int, np.ndarray] = field(default_factory=dict)
+    map_rows: np.ndarray | None = None
     flagged: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     cluster: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     count: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
@@ -98,16 +106,16 @@ def replace_atomically(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
-def atlas(thumbnails: np.ndarray) -> tuple[np.ndarray, int]:
-    """(N, T, T, 3) thumbnails tiled row-major into one (rows·T, columns·T, 3) image; and its columns."""
+def atlas_page(thumbnails: np.ndarray) -> Image.Image:
+    """(P, T, T, 3) thumbnails, P <= :data:`PAGE_TILES`, tiled row-major into one square page of
+    ``sqrt(PAGE_TILES)`` tiles a side (a short last page is cut after its last row)."""
     count, size = len(thumbnails), thumbnails.shape[1]
-    columns = max(1, math.ceil(math.sqrt(count)))
-    rows = max(1, math.ceil(count / columns))
-    grid = np.zeros((rows * size, columns * size, 3), np.uint8)
-    for i, image in enumerate(thumbnails):
-        r, c = divmod(i, columns)
-        grid[r * size : (r + 1) * size, c * size : (c + 1) * size] = image
-    return grid, columns
+    columns = math.isqrt(PAGE_TILES)
+    rows = math.ceil(count / columns)
+    padded = np.zeros((rows * columns, size, size, 3), np.uint8)
+    padded[:count] = thumbnails
+    grid = padded.reshape(rows, columns, size, size, 3).transpose(0, 2, 1, 3, 4).reshape(rows * size, -1, 3)
+    return Image.fromarray(grid)
 
 
 def write_samples(folder: Path, samples: Samples) -> str:
@@ -121,30 +129,39 @@ def write_samples(folder: Path, samples: Samples) -> str:
         "paths": None if samples.paths is None else [str(p) for p in samples.paths],
         "thumbnail": 0,
         "columns": 0,
+        "tiles": 0,
     }
-    if samples.thumbnails is not None and len(samples.thumbnails):
-        grid, columns = atlas(samples.thumbnails)
-        buffer = io.BytesIO()
-        Image.fromarray(grid).save(buffer, format="JPEG", quality=ATLAS_QUALITY)
-        replace_atomically(folder / f"samples_{key}.jpg", buffer.getvalue())
-        description |= {"thumbnail": int(samples.thumbnails.shape[1]), "columns": columns}
+    thumbnails = samples.thumbnails
+    if thumbnails is not None and len(thumbnails):
+        for page, start in enumerate(range(0, len(thumbnails), PAGE_TILES)):
+            buffer = io.BytesIO()
+            atlas_page(thumbnails[start : start + PAGE_TILES]).save(buffer, format="JPEG", quality=ATLAS_QUALITY)
+            replace_atomically(folder / f"samples_{key}_{page}.jpg", buffer.getvalue())
+        description |= {"thumbnail": int(thumbnails.shape[1]), "columns": math.isqrt(PAGE_TILES), "tiles": PAGE_TILES}
     replace_atomically(folder / f"samples_{key}.json", json.dumps(description).encode())
     return key
+
+
+def index_type(rows: np.ndarray) -> type[np.unsignedinteger[Any]] | type[np.int32]:
+    """The smallest type that holds these non-negative integers (rows, classes): uint16 below 65,536, else int32."""
+    return np.uint16 if rows.size == 0 or int(rows.max()) < 2**16 else np.int32
 
 
 def layer_arrays(prefix: str, layer: LayerEpoch) -> dict[str, np.ndarray]:
     """A layer's arrays under ``prefix`` keys, in their stored types."""
     arrays: dict[str, np.ndarray] = {
-        f"{prefix}neighbours": layer.neighbours.astype(np.int32),
+        f"{prefix}neighbours": layer.neighbours.astype(index_type(layer.neighbours)),
         f"{prefix}distances": layer.distances.astype(np.float16),
         f"{prefix}purity": layer.purity.astype(np.float16),
-        f"{prefix}votes": layer.votes.astype(np.int32),
+        f"{prefix}votes": layer.votes.astype(index_type(layer.votes)),
         f"{prefix}flagged": layer.flagged.astype(np.int32),
         f"{prefix}cluster": layer.cluster.astype(np.int32),
         f"{prefix}count": layer.count.astype(np.int16),
         f"{prefix}own": layer.own.astype(np.int16),
     }
     arrays |= {f"{prefix}map{dims}": coords.astype(np.float32) for dims, coords in layer.maps.items()}
+    if layer.map_rows is not None and layer.maps:
+        arrays[f"{prefix}maprows"] = layer.map_rows.astype(np.int32)
     return arrays
 
 
@@ -194,7 +211,7 @@ def write_epoch(
     for i, layer in enumerate(layers.values()):
         arrays |= layer_arrays(f"L{i}_", layer)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
     name = f"epoch_{epoch:04d}.npz"
     replace_atomically(folder / name, buffer.getvalue())
     index = read_index(folder)

@@ -34,7 +34,7 @@ def write_dashboard_epoch(
         log_dir: the run's log dir.
         results: the epoch's bank and kNN results (every layer of ``results.stats`` is written).
         maps: layer -> its aligned t-SNE maps this epoch (layers or epochs without maps have none; a map of a
-            large bank's subsample, ``LayerMaps.rows``, is left out: the tab draws one point per bank row).
+            large bank's subsample is written with the bank rows it shows, ``LayerMaps.rows``).
         flagged: layer -> its samples in the wrong cluster.
         paths: the bank's file paths, where the dataset has them.
         step: the global step the epoch was logged at.
@@ -51,8 +51,9 @@ def write_dashboard_epoch(
             votes=stats.votes.numpy(),
             mean_purity=stats.mean_purity,
             accuracy=stats.accuracy(bank.labels),
-            maps=dict(maps[name].maps) if name in maps and maps[name].rows is None else {},
         )
+        if name in maps:
+            layer.maps, layer.map_rows = dict(maps[name].maps), maps[name].rows
         if found is not None:
             layer.flagged, layer.cluster = found.rows.numpy(), found.cluster.numpy()
             layer.count, layer.own = found.count.numpy(), found.own.numpy()

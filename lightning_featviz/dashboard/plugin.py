@@ -169,19 +169,22 @@ class FeatvizPlugin(base_plugin.TBPlugin):
     def _atlas(self, request: Request) -> Response:
         try:
             folder = self._folder(request)
-            key = request.args.get("key", "")
+            key, page = request.args.get("key", ""), request.args.get("page", "0")
             self._samples(folder, key)
+            if not page.isdigit():
+                raise BadRequest(f"Expected `page` to be a page number, but got {page!r}.")
         except BadRequest as error:
             return Response(json.dumps({"error": str(error)}), status=400, content_type="application/json")
-        path = folder / f"samples_{key}.jpg"
+        path = folder / f"samples_{key}_{int(page)}.jpg"
         if not path.exists():
-            return Response(json.dumps({"error": "this sample set has no thumbnails"}), status=404)
+            return Response(json.dumps({"error": "this sample set has no such page of thumbnails"}), status=404)
         response = Response(path.read_bytes(), content_type="image/jpeg")
         response.headers["Cache-Control"] = "private, max-age=86400"  # a set's file never changes
         return response
 
     def layer(self, request: Request) -> dict[str, Any]:
-        """One layer at every epoch (for the map's slider): maps, per-sample purity, predictions, flags."""
+        """One layer at every epoch (for the map's slider): maps (with the rows they show, null for every row),
+        per-sample purity, predictions, flags."""
         folder = self._folder(request)
         name = request.args.get("layer")
         out = []
@@ -198,6 +201,7 @@ class FeatvizPlugin(base_plugin.TBPlugin):
                     "epoch": entry["epoch"],
                     "samples": entry["samples"],
                     "maps": maps,
+                    "rows": arrays[f"{prefix}maprows"].tolist() if f"{prefix}maprows" in arrays else None,
                     "purity": _rounded(arrays[f"{prefix}purity"], 3),
                     "predictions": arrays["predictions"].tolist(),
                     "flagged": arrays[f"{prefix}flagged"].tolist(),

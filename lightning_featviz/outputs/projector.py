@@ -27,6 +27,9 @@ from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
 CONFIG_FILE = "projector_config.pbtxt"
 SPRITE_LIMIT = 8192  # px per side; the projector refuses larger sprites
+#: JPEG quality of the sprite (the projector shows any image its browser decodes): 2,000 noise thumbnails of
+#: 32 px take 0.7 MB where a PNG takes 4.5 MB.
+SPRITE_QUALITY = 90
 MAX_COLOURED_CLASSES = 50  # the projector colours by a column only up to this many distinct values
 
 
@@ -84,7 +87,7 @@ def write_projector(log_dir: str | Path, entries: Sequence[ProjectorEntry], repl
     (e.g. ``"latest/"``: the previous latest epoch) are dropped.
 
     Files are named by their content and written once: ``tensors/<digest>.tsv``,
-    ``metadata/<digest>.tsv`` and ``sprites/<digest>.png``. Pixel space, a frozen layer, the same
+    ``metadata/<digest>.tsv`` and ``sprites/<digest>.jpg``. Pixel space, a frozen layer, the same
     samples' images, or a layer's metadata shared by its vectors and maps cost one file per run,
     not one per epoch.
     """
@@ -112,7 +115,7 @@ def write_projector(log_dir: str | Path, entries: Sequence[ProjectorEntry], repl
         embedding.tensor_shape.extend(vectors.shape)
         if entry.thumbnails is not None and entry.thumbnails.numel():
             thumbnails = entry.thumbnails.contiguous().numpy()
-            embedding.sprite.image_path = _write_once(log_dir, "sprites", thumbnails, ".png", _sprite)
+            embedding.sprite.image_path = _write_once(log_dir, "sprites", thumbnails, ".jpg", _sprite)
             embedding.sprite.single_image_dim.extend([sprite_side(len(thumbnails), thumbnails.shape[-1])] * 2)
     _replace(config_path, lambda path: path.write_text(text_format.MessageToString(config)))
 
@@ -126,7 +129,7 @@ def _text(path: Path, text: str) -> None:
 
 
 def _sprite(path: Path, thumbnails: np.ndarray) -> None:
-    Image.fromarray(make_sprite(torch.from_numpy(thumbnails))[0]).save(path, "png")
+    Image.fromarray(make_sprite(torch.from_numpy(thumbnails))[0]).save(path, "jpeg", quality=SPRITE_QUALITY)
 
 
 def _write_once(log_dir: Path, kind: str, content: Any, suffix: str, write: Callable[[Path, Any], object]) -> str:

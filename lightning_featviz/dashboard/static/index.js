@@ -78,10 +78,21 @@ async function layerOf(run, layer) {
     for (const epoch of data.epochs) {
       const m = epoch.maps[2];
       if (!m) continue;
-      epoch.map = Float32Array.from(m, (v) => (v === null ? NaN : v));
-      for (let i = 0; i < epoch.map.length; i += 2) {
-        x0 = Math.min(x0, epoch.map[i]); x1 = Math.max(x1, epoch.map[i]);
-        y0 = Math.min(y0, epoch.map[i + 1]); y1 = Math.max(y1, epoch.map[i + 1]);
+      // map[2 * row], map[2 * row + 1]: a bank row's point; NaN for a row a subsample's map leaves out (the
+      // canvas draws nothing at NaN, and no comparison picks it)
+      const coords = Float32Array.from(m, (v) => (v === null ? NaN : v));
+      epoch.map = coords;
+      if (epoch.rows) {
+        epoch.map = new Float32Array(2 * epoch.predictions.length).fill(NaN);
+        epoch.rows.forEach((row, j) => {
+          epoch.map[2 * row] = coords[2 * j];
+          epoch.map[2 * row + 1] = coords[2 * j + 1];
+        });
+      }
+      for (let i = 0; i < coords.length; i += 2) {
+        if (Number.isNaN(coords[i]) || Number.isNaN(coords[i + 1])) continue;
+        x0 = Math.min(x0, coords[i]); x1 = Math.max(x1, coords[i]);
+        y0 = Math.min(y0, coords[i + 1]); y1 = Math.max(y1, coords[i + 1]);
       }
       epoch.flaggedSet = new Map(epoch.flagged.map((row, j) => [row, epoch.cluster[j]]));
     }
@@ -101,9 +112,9 @@ function epochEntry(epoch = state.epoch) {
 function thumb(samples, row, { size = THUMB, mark = '', caption = null } = {}) {
   const node = el('div', { class: `thumb ${mark}`, 'data-row': row, 'data-index': samples.indices[row] });
   if (samples.thumbnail) {
-    const t = samples.thumbnail, scale = size / t, cols = samples.columns;
-    const [r, c] = [Math.floor(row / cols), row % cols];
-    node.style.cssText = `width:${size}px;height:${size}px;background-image:url("${samples.atlas}");` +
+    const t = samples.thumbnail, scale = size / t, cols = samples.columns, tile = row % samples.tiles;
+    const [r, c] = [Math.floor(tile / cols), tile % cols], page = Math.floor(row / samples.tiles);
+    node.style.cssText = `width:${size}px;height:${size}px;background-image:url("${samples.atlas}&page=${page}");` +
       `background-size:${cols * t * scale}px auto;background-position:${-c * size}px ${-r * size}px`;
   } else {
     node.style.cssText = `width:${size}px;height:${size}px`;
@@ -201,7 +212,9 @@ async function drawMaps() {
   const canvas = document.getElementById('map');
   const took = drawMapOn(canvas, data, samples, state.epoch, state.hover);
   timings.redraws.push(took);
-  document.getElementById('map-title').textContent = `${state.run} · ${state.layer} · epoch ${state.epoch}`;
+  const mapped = epochData && epochData.map && epochData.rows ? ` · map of ${epochData.rows.length} of ` +
+    `${epochData.predictions.length} samples (map_samples)` : '';
+  document.getElementById('map-title').textContent = `${state.run} · ${state.layer} · epoch ${state.epoch}${mapped}`;
   const other = document.getElementById('compare-box');
   if (state.compare) {
     other.hidden = false;
@@ -455,6 +468,7 @@ async function setEpochPosition(position) {
 
 async function loadRun(run) {
   state.run = run;
+  document.getElementById('run').value = run; // also when opened on a run named in the address (featvizRun)
   state.index = await getJSON('run', { run });
   state.inspected = undefined;
   const last = state.index.epochs[state.index.epochs.length - 1];
