@@ -24,6 +24,7 @@ from conftest import TinyNet, tiny_trainer
 from google.protobuf import text_format
 from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger
+from selenium.webdriver.common.action_chains import ActionChains
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch.utils.data import Subset
 
@@ -311,6 +312,10 @@ def open_tab(driver, board: str, run: str | None = None) -> None:
     wait_for(lambda: driver.execute_script("return document.body.dataset.ready"), "the tab to draw")
 
 
+#: Where the tab draws a bank row's point (viewport pixels of its frame); nulls for a row its map leaves out.
+POSITION = "return window.featviz.screenPosition(arguments[0])"
+
+
 def map_pixels(driver) -> np.ndarray:
     data = driver.execute_script("return document.getElementById('map').toDataURL('image/png')")
     from base64 import b64decode
@@ -319,6 +324,17 @@ def map_pixels(driver) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(BytesIO(b64decode(data.split(",", 1)[1]))).convert("RGB"))
+
+
+def pointer_at(driver, x: float, y: float) -> ActionChains:
+    """Actions that start with the mouse at viewport point (x, y) of the tab's frame, over the map."""
+    canvas = driver.find_element("id", "map")
+    left, top, width, height = driver.execute_script(
+        "const r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.width, r.height]", canvas
+    )
+    return ActionChains(driver).move_to_element_with_offset(
+        canvas, round(x - left - width / 2), round(y - top - height / 2)
+    )
 
 
 def test_the_featviz_tab_appears_and_opens_on_the_last_layer_and_epoch(board, driver):
@@ -360,19 +376,10 @@ def test_moving_the_epoch_slider_redraws_a_different_map(board, driver):
 
 
 def test_clicking_a_point_opens_the_inspector_with_the_callbacks_neighbours(board, driver, dashboard_run):
-    from selenium.webdriver.common.action_chains import ActionChains
-
     _, visualizer = dashboard_run
     results = visualizer.seen[2]
     open_tab(driver, board)
-    canvas = driver.find_element("id", "map")
-    x, y = driver.execute_script("return window.featviz.screenPosition(arguments[0])", 40)
-    left, top, width, height = driver.execute_script(
-        "const r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.width, r.height]", canvas
-    )
-    ActionChains(driver).move_to_element_with_offset(
-        canvas, round(x - left - width / 2), round(y - top - height / 2)
-    ).click().perform()
+    pointer_at(driver, *driver.execute_script(POSITION, 40)).click().perform()
     query = wait_for(lambda: driver.find_elements("css selector", "#inspector .thumb.query"), "the inspector")[0]
     row = int(query.get_attribute("data-row"))  # the point under the mouse: 40, or one drawn on top of it
     assert int(query.get_attribute("data-index")) == int(results.bank.indices[row])
@@ -461,24 +468,14 @@ def _open_run(driver, run: str) -> None:
 
 
 def test_a_subsampled_map_draws_its_rows_and_a_click_inspects_the_sample_under_the_mouse(board, driver, subsampled_run):
-    from selenium.webdriver.common.action_chains import ActionChains
-
     open_tab(driver, board, run=SUBSAMPLED)  # a link to the run
     assert driver.find_element("id", "run").get_attribute("value") == SUBSAMPLED
     assert driver.find_element("id", "map-title").text.endswith("map of 40 of 120 samples (map_samples)")
     bank = subsampled_run.seen[2].bank
     rows = map_rows(bank.labels, bank.indices, 40, 0).tolist()
     unmapped = next(row for row in range(120) if row not in rows)
-    position = "return window.featviz.screenPosition(arguments[0])"
-    assert all(value is None for value in driver.execute_script(position, unmapped))  # NaN: not drawn
-    x, y = driver.execute_script(position, rows[5])
-    canvas = driver.find_element("id", "map")
-    left, top, width, height = driver.execute_script(
-        "const r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.width, r.height]", canvas
-    )
-    ActionChains(driver).move_to_element_with_offset(
-        canvas, round(x - left - width / 2), round(y - top - height / 2)
-    ).click().perform()
+    assert all(value is None for value in driver.execute_script(POSITION, unmapped))  # NaN: not drawn
+    pointer_at(driver, *driver.execute_script(POSITION, rows[5])).click().perform()
     query = wait_for(lambda: driver.find_elements("css selector", "#inspector .thumb.query"), "the inspector")[0]
     assert int(query.get_attribute("data-row")) in rows  # a mapped sample: rows[5], or one drawn on top of it
     assert _coloured(map_pixels(driver)) > 40 * 10  # 40 points of 5 x 5 px, some overlapping
@@ -519,3 +516,68 @@ def test_comparing_two_runs_draws_the_other_runs_map_beside_this_one(board, driv
 
     other = np.asarray(Image.open(BytesIO(b64decode(data.split(",", 1)[1]))).convert("RGB"))
     assert _coloured(other) > 120 * 10  # the other run's 120 points
+
+
+def test_hovering_a_point_shows_its_thumbnail_label_prediction_and_purity(board, driver, dashboard_run):
+    results = dashboard_run[1].seen[2]
+    open_tab(driver, board)
+    pointer_at(driver, *driver.execute_script(POSITION, 12)).perform()
+    tip = wait_for(lambda: next(iter(driver.find_elements("css selector", "#tooltip:not([hidden])")), None), "tooltip")
+    row = int(tip.find_element("css selector", ".thumb").get_attribute("data-row"))  # 12, or one drawn on top
+    names, labels, preds = results.class_names, results.bank.labels, results.bank.preds
+    purity = float(results.stats["pool"].purity[row])
+    assert f"#{int(results.bank.indices[row])}" in tip.text
+    assert f"label: {names[labels[row]]}" in tip.text and f"prediction: {names[preds[row]]}" in tip.text
+    assert f"purity: {purity:.2f}" in tip.text
+    assert "atlas?" in tip.find_element("css selector", ".thumb").get_attribute("style")  # its thumbnail
+
+
+def test_dragging_a_box_lists_the_points_inside_it(board, driver):
+    open_tab(driver, board)
+    points = np.array([driver.execute_script(POSITION, row) for row in range(120)])
+    canvas = driver.find_element("id", "map")
+    left, top, width, height = driver.execute_script(
+        "const r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.width, r.height]", canvas
+    )
+    x0, y0, x1, y1 = left + 0.3 * width, top + 0.3 * height, left + 0.7 * width, top + 0.7 * height
+    pointer_at(driver, x0, y0).click_and_hold().move_by_offset(round(x1 - x0), round(y1 - y0)).release().perform()
+    heading = wait_for(lambda: next(iter(driver.find_elements("css selector", "#selection h3")), None), "selection")
+    shown = {int(t.get_attribute("data-row")) for t in driver.find_elements("css selector", "#selection .thumb")}
+    inside = {row for row, (x, y) in enumerate(points) if x0 + 2 < x < x1 - 2 and y0 + 2 < y < y1 - 2}
+    outside = {row for row, (x, y) in enumerate(points) if not (x0 - 2 < x < x1 + 2 and y0 - 2 < y < y1 + 2)}
+    assert len(inside) >= 3, "the box holds too few points to say anything"
+    assert inside <= shown and not (shown & outside)  # points within 2 px of an edge may fall either way
+    assert heading.text == f"{len(shown)} selected"
+
+
+def test_colouring_by_correct_draws_green_and_red_points_as_the_predictions_say(board, driver, dashboard_run):
+    results = dashboard_run[1].seen[2]
+    wrong = int((results.bank.preds != results.bank.labels).sum())
+    open_tab(driver, board)
+    before = map_pixels(driver)
+    driver.execute_script(
+        "const s = document.getElementById('colour'); s.value = 'correct'; s.dispatchEvent(new Event('change'));"
+    )
+    wait_for(lambda: not np.array_equal(map_pixels(driver), before), "the map in its new colours")
+    pixels = map_pixels(driver).reshape(-1, 3)
+
+    def count(colour: tuple[int, int, int]) -> int:
+        return int((pixels == colour).all(axis=1).sum())
+
+    green, red = count((0x2C, 0xA0, 0x2C)), count((0xD6, 0x27, 0x28))
+    assert green > 0 and (red > 0) == (wrong > 0), (green, red, wrong)
+    # no class colour but those two (classes 2 and 3 share them): blue, orange, purple ... are gone
+    others = ["1f77b4", "ff7f0e", "9467bd", "8c564b", "e377c2", "bcbd22", "17becf"]  # (grey: anti-aliased rings)
+    assert sum(count(tuple(bytes.fromhex(c))) for c in others) == 0
+
+
+def test_play_steps_through_the_epochs_and_stop_halts_it(board, driver):
+    open_tab(driver, board)
+    epoch = lambda: driver.execute_script("return document.body.dataset.epoch")  # noqa: E731
+    driver.find_element("id", "play").click()
+    seen = {epoch()}
+    wait_for(lambda: seen.add(epoch()) or len(seen) >= 3, "play to step through the three epochs")
+    driver.find_element("id", "play").click()
+    stopped = epoch()
+    time.sleep(2.0)  # more than two of play's 0.8 s steps
+    assert epoch() == stopped and driver.find_element("id", "play").text == "▶ play"
