@@ -22,7 +22,6 @@ _MODULE_OF = {
     "reduce_output": "capture.layouts",
     "FeatureBank": "capture.bank",
     "FeatureVisualizer": "callback",
-    "figure_to_array": "render.grids",
     "find_label_issues": "analysis.label_issues",
     "find_wrong_cluster": "analysis.wrong_cluster",
     "image_folder": "loading",
@@ -32,11 +31,9 @@ _MODULE_OF = {
     "label_issue_table": "analysis.label_issues",
     "LabelIssues": "analysis.label_issues",
     "map_displacement": "analysis.embedding",
-    "map_figure": "render.maps",
     "map_image": "render.maps",
     "MapPanel": "render.maps",
     "MapTracker": "analysis.embedding",
-    "neighbour_grid_figure": "render.grids",
     "neighbour_grid_image": "render.grids",
     "neighbour_stats": "analysis.knn",
     "NeighbourGrid": "render.grids",
@@ -76,7 +73,6 @@ __all__ = [
     "WrongCluster",
     "align_map",
     "default_layers",
-    "figure_to_array",
     "find_label_issues",
     "find_wrong_cluster",
     "image_folder",
@@ -86,9 +82,7 @@ __all__ = [
     "knn_vote",
     "label_issue_table",
     "map_displacement",
-    "map_figure",
     "map_image",
-    "neighbour_grid_figure",
     "neighbour_grid_image",
     "neighbour_stats",
     "neighbourhood_confusion",
@@ -148,10 +142,5 @@ if TYPE_CHECKING:
     from lightning_featviz.demo.datasets import ColouredDigits
     from lightning_featviz.loading import image_folder
     from lightning_featviz.outputs.projector import ProjectorEntry, write_projector
-    from lightning_featviz.render.grids import (
-        NeighbourGrid,
-        figure_to_array,
-        neighbour_grid_figure,
-        neighbour_grid_image,
-    )
-    from lightning_featviz.render.maps import MapPanel, map_figure, map_image
+    from lightning_featviz.render.grids import NeighbourGrid, neighbour_grid_image
+    from lightning_featviz.render.maps import MapPanel, map_image
