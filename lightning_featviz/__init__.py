@@ -39,7 +39,7 @@ _MODULE_OF = {
     "NeighbourGrid": "render.grids",
     "neighbourhood_confusion": "analysis.wrong_cluster",
     "NeighbourStats": "analysis.knn",
-    "pca_reduce": "analysis.embedding",
+    "pca_reduce": "analysis.tsne",
     "per_class_mean": "analysis.knn",
     "ProjectorEntry": "outputs.projector",
     "read_batch": "capture.batches",
@@ -49,8 +49,8 @@ _MODULE_OF = {
     "resolve_layers": "capture.hooks",
     "select_subset": "capture.bank",
     "to_thumbnails": "capture.bank",
-    "trustworthiness": "analysis.embedding",
-    "tsne_map": "analysis.embedding",
+    "trustworthiness": "analysis.tsne",
+    "tsne_map": "analysis.tsne",
     "write_projector": "outputs.projector",
     "WrongCluster": "analysis.wrong_cluster",
 }
@@ -114,14 +114,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from lightning_featviz.analysis.embedding import (
-        MapTracker,
-        align_map,
-        map_displacement,
-        pca_reduce,
-        trustworthiness,
-        tsne_map,
-    )
+    from lightning_featviz.analysis.embedding import MapTracker, align_map, map_displacement
     from lightning_featviz.analysis.knn import (
         NeighbourStats,
         knn_purity,
@@ -131,6 +124,7 @@ if TYPE_CHECKING:
         per_class_mean,
     )
     from lightning_featviz.analysis.label_issues import LabelIssues, find_label_issues, label_issue_table
+    from lightning_featviz.analysis.tsne import pca_reduce, trustworthiness, tsne_map
     from lightning_featviz.analysis.wrong_cluster import WrongCluster, find_wrong_cluster, neighbourhood_confusion
     from lightning_featviz.callback import FeatureVisualizer
     from lightning_featviz.capture.bank import BankData, FeatureBank, select_subset, to_thumbnails
