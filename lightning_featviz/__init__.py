@@ -19,7 +19,7 @@ _MODULE_OF = {
     "default_layers": "capture.default_layers",
     "Layout": "capture.layouts",
     "LayoutError": "capture.layouts",
-    "reduce_output": "capture.layouts",
+    "reduce_output": "capture.reductions",
     "FeatureBank": "capture.bank",
     "FeatureVisualizer": "callback",
     "find_label_issues": "analysis.label_issues",
@@ -132,7 +132,8 @@ if TYPE_CHECKING:
     from lightning_featviz.capture.default_layers import default_layers
     from lightning_featviz.capture.hooks import ActivationCapture, reduce_activation, resolve_layers
     from lightning_featviz.capture.inputs import input_kind, reduce_input
-    from lightning_featviz.capture.layouts import Layout, LayoutError, reduce_output
+    from lightning_featviz.capture.layouts import Layout, LayoutError
+    from lightning_featviz.capture.reductions import reduce_output
     from lightning_featviz.demo.datasets import ColouredDigits
     from lightning_featviz.loading import image_folder
     from lightning_featviz.outputs.projector import ProjectorEntry, write_projector
