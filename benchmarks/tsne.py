@@ -23,7 +23,7 @@ import time
 import numpy as np
 from sklearn.datasets import make_blobs
 
-from lightning_featviz.analysis.embedding import trustworthiness, tsne_map
+from lightning_featviz.analysis.tsne import trustworthiness, tsne_map
 
 
 def timed(repeats, fn, *args, **kwargs):

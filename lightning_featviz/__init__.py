@@ -19,10 +19,9 @@ _MODULE_OF = {
     "default_layers": "capture.default_layers",
     "Layout": "capture.layouts",
     "LayoutError": "capture.layouts",
-    "reduce_output": "capture.layouts",
+    "reduce_output": "capture.reductions",
     "FeatureBank": "capture.bank",
     "FeatureVisualizer": "callback",
-    "figure_to_array": "render.grids",
     "find_label_issues": "analysis.label_issues",
     "find_wrong_cluster": "analysis.wrong_cluster",
     "image_folder": "loading",
@@ -32,17 +31,15 @@ _MODULE_OF = {
     "label_issue_table": "analysis.label_issues",
     "LabelIssues": "analysis.label_issues",
     "map_displacement": "analysis.embedding",
-    "map_figure": "render.maps",
     "map_image": "render.maps",
     "MapPanel": "render.maps",
     "MapTracker": "analysis.embedding",
-    "neighbour_grid_figure": "render.grids",
     "neighbour_grid_image": "render.grids",
     "neighbour_stats": "analysis.knn",
     "NeighbourGrid": "render.grids",
     "neighbourhood_confusion": "analysis.wrong_cluster",
     "NeighbourStats": "analysis.knn",
-    "pca_reduce": "analysis.embedding",
+    "pca_reduce": "analysis.tsne",
     "per_class_mean": "analysis.knn",
     "ProjectorEntry": "outputs.projector",
     "read_batch": "capture.batches",
@@ -52,8 +49,8 @@ _MODULE_OF = {
     "resolve_layers": "capture.hooks",
     "select_subset": "capture.bank",
     "to_thumbnails": "capture.bank",
-    "trustworthiness": "analysis.embedding",
-    "tsne_map": "analysis.embedding",
+    "trustworthiness": "analysis.tsne",
+    "tsne_map": "analysis.tsne",
     "write_projector": "outputs.projector",
     "WrongCluster": "analysis.wrong_cluster",
 }
@@ -76,7 +73,6 @@ __all__ = [
     "WrongCluster",
     "align_map",
     "default_layers",
-    "figure_to_array",
     "find_label_issues",
     "find_wrong_cluster",
     "image_folder",
@@ -86,9 +82,7 @@ __all__ = [
     "knn_vote",
     "label_issue_table",
     "map_displacement",
-    "map_figure",
     "map_image",
-    "neighbour_grid_figure",
     "neighbour_grid_image",
     "neighbour_stats",
     "neighbourhood_confusion",
@@ -120,14 +114,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from lightning_featviz.analysis.embedding import (
-        MapTracker,
-        align_map,
-        map_displacement,
-        pca_reduce,
-        trustworthiness,
-        tsne_map,
-    )
+    from lightning_featviz.analysis.embedding import MapTracker, align_map, map_displacement
     from lightning_featviz.analysis.knn import (
         NeighbourStats,
         knn_purity,
@@ -137,6 +124,7 @@ if TYPE_CHECKING:
         per_class_mean,
     )
     from lightning_featviz.analysis.label_issues import LabelIssues, find_label_issues, label_issue_table
+    from lightning_featviz.analysis.tsne import pca_reduce, trustworthiness, tsne_map
     from lightning_featviz.analysis.wrong_cluster import WrongCluster, find_wrong_cluster, neighbourhood_confusion
     from lightning_featviz.callback import FeatureVisualizer
     from lightning_featviz.capture.bank import BankData, FeatureBank, select_subset, to_thumbnails
@@ -144,14 +132,10 @@ if TYPE_CHECKING:
     from lightning_featviz.capture.default_layers import default_layers
     from lightning_featviz.capture.hooks import ActivationCapture, reduce_activation, resolve_layers
     from lightning_featviz.capture.inputs import input_kind, reduce_input
-    from lightning_featviz.capture.layouts import Layout, LayoutError, reduce_output
+    from lightning_featviz.capture.layouts import Layout, LayoutError
+    from lightning_featviz.capture.reductions import reduce_output
     from lightning_featviz.demo.datasets import ColouredDigits
     from lightning_featviz.loading import image_folder
     from lightning_featviz.outputs.projector import ProjectorEntry, write_projector
-    from lightning_featviz.render.grids import (
-        NeighbourGrid,
-        figure_to_array,
-        neighbour_grid_figure,
-        neighbour_grid_image,
-    )
-    from lightning_featviz.render.maps import MapPanel, map_figure, map_image
+    from lightning_featviz.render.grids import NeighbourGrid, neighbour_grid_image
+    from lightning_featviz.render.maps import MapPanel, map_image

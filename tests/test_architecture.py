@@ -154,3 +154,58 @@ def test_the_cli_and_the_post_hoc_analysis_load_without_the_demo():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert loaded.stdout.strip() == "[]", loaded.stdout
+
+
+def test_no_module_of_the_package_imports_matplotlib():
+    importers = [
+        f"{path.relative_to(PACKAGE)}: {name}"
+        for path in package_modules()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        for name in (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
+        if name.split(".")[0] == "matplotlib"
+    ]
+    assert not importers, importers
+
+
+def test_an_epoch_with_every_output_is_drawn_without_the_package_importing_matplotlib(tmp_path):
+    # Lightning's torchmetrics loads matplotlib by itself where it is installed, so the check is who asks for it:
+    # every import statement and import_module call is watched, and one made from the package is recorded.
+    code = f"""
+import builtins, importlib, sys
+asked = []
+def record(name, importer):
+    if name.split(".")[0] == "matplotlib" and importer.split(".")[0] == "lightning_featviz":
+        asked.append(f"{{importer}} -> {{name}}")
+real_import, real_import_module = builtins.__import__, importlib.import_module
+def watched_import(name, globals=None, locals=None, fromlist=(), level=0):
+    record(name, (globals or {{}}).get("__name__", ""))
+    return real_import(name, globals, locals, fromlist, level)
+def watched_import_module(name, package=None):
+    record(name, sys._getframe(1).f_globals.get("__name__", ""))
+    return real_import_module(name, package)
+builtins.__import__, importlib.import_module = watched_import, watched_import_module
+
+from torch.utils.data import Subset
+from lightning_featviz import FeatureVisualizer
+from lightning_featviz.demo.datasets import ColouredDigits
+from lightning_featviz.demo.model import ClassificationData
+from conftest import TinyNet, read_events, tiny_trainer
+
+digits = ColouredDigits("val", seed=0)
+data = ClassificationData(Subset(digits, range(64)), Subset(digits, range(64, 224)), digits.classes, batch_size=32)
+trainer = tiny_trainer({str(tmp_path)!r}, callbacks=[FeatureVisualizer(["input", "pool"], k=5)])
+trainer.validate(TinyNet(), datamodule=data)  # validate makes every output: grids, maps, charts, projector
+print(len(read_events({str(tmp_path)!r}).Tags()["images"]), sorted(set(asked)))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    images, asked = ran.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert int(images) >= 5, ran.stdout  # the pictures were drawn and written
+    assert asked == "[]", asked

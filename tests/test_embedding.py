@@ -4,17 +4,20 @@ import torch
 from sklearn.datasets import load_digits
 
 from lightning_featviz.analysis.embedding import (
+    KEPT_TO_SETTLE,
+    ChangeCheck,
+    LastMaps,
     MapTracker,
     align_map,
-    clamp_perplexity,
     lift_map,
     map_displacement,
-    pca_reduce,
-    trustworthiness,
-    tsne_map,
+    nearest_neighbours,
+    neighbourhood_changed,
+    warm_start,
 )
 from lightning_featviz.analysis.knn import neighbour_stats
 from lightning_featviz.analysis.maps import fit_layer_maps
+from lightning_featviz.analysis.tsne import clamp_perplexity, pca_reduce, trustworthiness, tsne_map
 from lightning_featviz.capture.bank import BankData
 
 
@@ -191,3 +194,89 @@ def test_a_reused_map_is_not_measured_again(digits, monkeypatch):
     again = {layer: fit_layer_maps(tracker, layer, bank, [2], k=10) for layer in bank.vectors}
     assert len(measured) == 3  # only the layer that changed
     assert again["input"].trust == first["input"].trust and again["input"].displacement[2] == 0
+
+
+def test_neighbourhoods_changed_where_samples_kept_less_than_the_share_or_are_other_samples():
+    indices = np.arange(4)
+    earlier = (indices, np.array([[1, 2], [0, 2], [0, 1], [0, 1]]))
+    assert not neighbourhood_changed(earlier, indices, earlier[1])  # kept every neighbour
+    assert not neighbourhood_changed(earlier, indices, earlier[1][:, ::-1])  # order within the k does not count
+    one_lost = np.array([[1, 2], [0, 2], [0, 1], [0, 3]])  # kept 7 of 8: 0.875
+    assert 7 / 8 < KEPT_TO_SETTLE and neighbourhood_changed(earlier, indices, one_lost)
+    assert neighbourhood_changed(None, indices, earlier[1])  # nothing to compare with
+    assert neighbourhood_changed(earlier, indices + 1, earlier[1])  # other samples
+
+
+def test_nearest_neighbours_come_from_the_shared_search_when_it_is_wide_enough():
+    vectors = np.array([[0.0], [1.0], [3.0], [7.0]], dtype=np.float32)
+    assert nearest_neighbours(vectors, 2).tolist() == [[1, 2], [0, 2], [1, 0], [2, 1]]  # by hand
+    shared = (torch.zeros(4, 3), torch.tensor([[3, 2, 1], [3, 2, 0], [3, 0, 1], [0, 1, 2]]))
+    assert nearest_neighbours(vectors, 2, shared).tolist() == [[3, 2], [3, 2], [3, 0], [0, 1]]  # taken as given
+    assert nearest_neighbours(vectors, 3, shared[:1] + (shared[1][:, :2],)).tolist()[0] == [1, 2, 3]  # too narrow
+
+
+def test_the_change_check_decides_once_a_round_and_compares_with_the_last_round(digits):
+    vectors = digits[0][:200]
+    indices = np.arange(200)
+    moved = np.random.default_rng(0).permutation(vectors)  # every sample gets another's vector
+    check = ChangeCheck()
+    assert check.changed("layer", indices, vectors)  # a first map: nothing to compare with
+    assert check.changed("layer", indices, moved)  # decided once a round: the 3-D map shares the 2-D's answer
+    check.next_round()
+    assert not check.changed("layer", indices, vectors + 1e-3)  # the same neighbourhoods
+    assert check.changed("other", indices, vectors)  # per layer
+    check.next_round()
+    assert check.changed("layer", indices, moved)
+    check.next_round()
+    check.next_round()  # a round without the layer keeps what it had
+    assert not check.changed("layer", indices, moved)
+
+
+def test_last_maps_give_a_map_only_for_the_same_samples_and_round_trip_through_a_checkpoint(tmp_path):
+    last = LastMaps()
+    flat, deep = np.random.default_rng(0).normal(size=(5, 2)), np.random.default_rng(1).normal(size=(5, 3))
+    last.remember("layer", 2, np.arange(5), flat)
+    last.remember("layer", 3, np.arange(5), deep)
+    assert last.previous("layer", 2, np.arange(5)) is flat and last.previous("layer", 3, torch.arange(5)) is deep
+    assert last.previous("layer", 2, np.arange(1, 6)) is None and last.previous("other", 2, np.arange(5)) is None
+    torch.save(last.state_dict(), tmp_path / "maps.pt")
+    restored = LastMaps()
+    restored.load_state_dict(torch.load(tmp_path / "maps.pt", weights_only=True))
+    np.testing.assert_array_equal(restored.previous("layer", 2, np.arange(5)), flat)
+    np.testing.assert_array_equal(restored.previous("layer", 3, np.arange(5)), deep)
+
+
+def test_a_warm_start_starts_from_the_layers_map_of_the_same_samples_or_lifts_its_2d_map(digits):
+    vectors, indices = digits[0][:50], np.arange(50)
+    last = LastMaps()
+    assert warm_start(last, "layer", 2, indices, vectors) == (None, None)  # cold
+    flat = np.random.default_rng(0).normal(size=(50, 2))
+    last.remember("layer", 2, indices, flat)
+    assert warm_start(last, "layer", 2, indices, vectors) == (flat, flat)
+    previous, start = warm_start(last, "layer", 3, indices, vectors, seed=0)
+    assert previous is None  # nothing to align a first 3-D map onto
+    np.testing.assert_array_equal(start, lift_map(flat, vectors, 0))
+    assert warm_start(last, "layer", 3, indices[1:], vectors[1:]) == (None, None)  # other samples: cold
+    deep = lift_map(flat, vectors)
+    last.remember("layer", 3, indices, deep)
+    assert warm_start(last, "layer", 3, indices, vectors) == (deep, deep)
+
+
+def test_fit_maps_leaves_out_a_layer_that_cannot_be_mapped_with_one_warning_and_times_each_dimension(digits):
+    from lightning_featviz.analysis.maps import fit_maps
+
+    vectors, labels = (torch.as_tensor(a[:120]) for a in digits)
+    layers = {"flat": torch.ones(120, 4), "digits": vectors}
+    bank = BankData(
+        torch.arange(120), labels, torch.full((120,), -1), torch.full((120,), float("nan")), layers, torch.empty(0)
+    )
+    stats = {layer: neighbour_stats(v, labels, k=5, num_classes=10) for layer, v in layers.items()}
+    warned: list[tuple[str, str]] = []
+    tracker = MapTracker(perplexity=10.0)
+    maps, seconds = fit_maps(tracker, bank, stats, [2, 3], 5, 2000, 0, lambda *warning: warned.append(warning))
+    assert list(maps) == ["digits"] and sorted(maps["digits"].maps) == [2, 3]
+    assert [key for key, _ in warned] == ["tsne/flat"] and "all points are the same" in warned[0][1]
+    assert sorted(seconds) == [2, 3] and all(spent > 0 for spent in seconds.values())
+    assert (
+        tracker.fit("digits", 2, np.arange(120), vectors) is maps["digits"].maps[2]
+    )  # reused after the round fit_maps ended

@@ -5,8 +5,8 @@ import pytest
 import torch
 from sklearn.neighbors import NearestNeighbors
 
+from lightning_featviz.analysis.cache import ResultCache
 from lightning_featviz.analysis.knn import (
-    ResultCache,
     ambiguous_share,
     knn_purity,
     knn_search,

@@ -14,11 +14,9 @@ from lightning_featviz.render.grids import (
     TITLE_PX,
     NeighbourGrid,
     _compose,
-    figure_to_array,
-    neighbour_grid_figure,
     neighbour_grid_image,
 )
-from lightning_featviz.render.maps import SIDE_2D, SIDE_3D, MapPanel, map_figure, map_image
+from lightning_featviz.render.maps import SIDE_2D, SIDE_3D, MapPanel, map_image
 from lightning_featviz.render.purity_charts import confusion_image, purity_depth_image
 
 
@@ -66,8 +64,6 @@ def test_neighbour_grid_image_puts_panels_side_by_side_under_one_title():
         assert image.shape[0] - title_height(image.shape[1]) == _compose(_grid(), image.shape[1]).shape[0]
     assert _has_colour(one, QUERY_COLOUR, 30).sum() > 50  # the highlighted query borders are drawn
     assert (one[:SUPTITLE_PX] < 128).any()  # the title is written
-    figure = figure_to_array(neighbour_grid_figure([_grid()], "Epoch 0"))
-    assert figure.shape == one.shape and np.abs(figure.astype(int) - one).mean() < 1  # the same picture
 
 
 def _class_rgb(c, paleness=0.15):
@@ -124,12 +120,6 @@ def test_a_3d_map_is_seen_from_each_angle_and_farther_points_are_paler():
     above = image[top : top + SIDE_3D, SIDE_3D:].astype(int)
     rows, cols = np.nonzero(above[..., 2] - above[..., 0] > 20)
     assert cols[rows > SIDE_3D / 2].mean() > cols[rows < SIDE_3D / 2].mean()  # from above: x right, y up
-
-
-def test_map_figure_is_the_map_image_in_a_matplotlib_figure():
-    panel = MapPanel("layer", np.random.default_rng(0).normal(size=(30, 2)), np.arange(30) % 3, ["a", "b", "c"])
-    image = map_image([panel], "Epoch 0")
-    assert np.abs(figure_to_array(map_figure([panel], "Epoch 0")).astype(int) - image).mean() < 1
 
 
 def test_class_colours_stay_distinct_beyond_twenty_classes():
@@ -264,3 +254,33 @@ def test_a_wide_confusion_chart_writes_its_class_names_legible_at_card_width():
     names = dark[:, frame - 18 : frame - 2]  # the row names, "0" to "9", right-aligned against it
     runs = [stop - start for start, stop in _ink_runs(names.any(axis=1))]
     assert len(runs) == 10 and min(runs) * CARD_PX / image.shape[1] >= TEXT_CAP - 0.5, runs
+
+
+def test_colour_tables_hold_the_published_colours_and_look_values_up_as_matplotlib_does():
+    from lightning_featviz.render.colours import colour_table, scale_colours
+
+    tab10 = ["1f77b4", "ff7f0e", "2ca02c", "d62728", "9467bd", "8c564b", "e377c2", "7f7f7f", "bcbd22", "17becf"]
+    assert [bytes(c).hex() for c in colour_table("tab10")] == tab10  # matplotlib's / Tableau's published hex codes
+    assert [bytes(c).hex() for c in colour_table("tab20")[::2]] == tab10  # tab20: each tab10 colour, then a light one
+    ends = {"viridis": ("440154", "fde725"), "Blues": ("f7fbff", "08306b"), "turbo": ("30123b", "7a0403")}
+    for name, (low, high) in ends.items():
+        assert len(colour_table(name)) == 256
+        assert [bytes(c).hex() for c in scale_colours(name, np.array([0.0, 1.0]))] == [low, high], name
+    table = colour_table("viridis")
+    values = np.array([-0.5, 0.0, 0.9 / 256, 1 / 256, 0.5, 255 / 256 - 1e-9, 1.0, 2.0])
+    expected = table[[0, 0, 0, 1, 128, 254, 255, 255]]  # entry floor(256 value), clipped at both ends
+    assert np.array_equal(scale_colours("viridis", values), expected)
+    assert bytes(scale_colours("viridis", np.array(0.5))).hex() == "21918c"  # a single value: one colour
+
+
+def test_the_shipped_font_draws_the_marks_arrows_and_accents_the_pictures_use():
+    typeface = font(20)
+
+    def glyph(text):
+        mask = typeface.getmask(text)
+        return mask.size, bytes(mask)
+
+    missing = glyph("\u4e00")  # a CJK letter, outside the subset: the "no such glyph" box
+    drawn = {text: glyph(text) for text in ["✓", "✗", "→", "…", "é", "ß", "Ж", "λ", "e"]}
+    assert missing not in drawn.values()  # each is a glyph of its own, none the empty box
+    assert len(set(drawn.values())) == len(drawn)

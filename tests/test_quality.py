@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lightning_featviz import FeatureVisualizer
-from lightning_featviz.report.reporter import UNRANKED_KINDS
+from lightning_featviz.report.options import UNRANKED_KINDS
 
 ROOT = Path(__file__).parent.parent
 

@@ -3,23 +3,23 @@
 Shapes: Q queries, N reference vectors, D dimensions, k neighbours, C classes. Vectors are rows:
 ``queries`` is (Q, D) and ``reference`` is (N, D).
 
-Over 300 lines because the chunked search (torch and FAISS), its result cache and the purity statistics
-share the shape conventions above.
+Over 300 lines (one module, one job): the chunked exact search (torch and FAISS) and the purity statistics
+read from its neighbours share the shape conventions above and are checked against each other.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Literal
 
 import torch
 from torch import Tensor
 
+# Transitional: callback.py (changed on another branch at the same time) still imports ResultCache from here.
+from lightning_featviz.analysis.cache import ResultCache as ResultCache
+
 Metric = Literal["euclidean", "cosine"]
-T = TypeVar("T")
 
 
 def knn_search(
@@ -364,45 +364,3 @@ def ambiguous_share(distances: Tensor, neighbour_labels: Tensor, labels: Tensor,
     mixed = (in_group & same).any(dim=1) & (in_group & ~same).any(dim=1)
     unseen = in_group[:, -1] if distances.shape[1] < total else torch.zeros_like(straddles)  # the group goes on
     return float((straddles & (mixed | unseen)).float().mean())
-
-
-def digest(tensors: tuple[Tensor | None, ...]) -> bytes:
-    """A fingerprint of the tensors' shapes, dtypes and bytes (BLAKE2b): equal for bit-identical inputs."""
-    hasher = hashlib.blake2b(digest_size=20)
-    for tensor in tensors:
-        if tensor is None:
-            hasher.update(b"none")
-            continue
-        data = tensor.detach().cpu().contiguous()
-        hasher.update(f"{tuple(data.shape)}{data.dtype}".encode())
-        if data.numel():
-            hasher.update(data.reshape(-1).view(torch.uint8).numpy().data)  # the bytes themselves, no copy
-    return hasher.digest()
-
-
-class ResultCache(Generic[T]):
-    """Reuses results (kNN searches, t-SNE maps) whose inputs are bit-identical to earlier ones.
-
-    Pixel space gives the same vectors every epoch, frozen layers do too, and some layers repeat
-    another's vectors (a ResNet's ``layer4`` and ``avgpool`` on small images). Inputs are compared by
-    :func:`digest`, O(N * D); the search it saves is O(N^2 * D). Only fingerprints are kept, never the
-    inputs (a cache must not hold an epoch's bank into the next), and only for the entries used since
-    the last :meth:`next_round`.
-    """
-
-    def __init__(self) -> None:
-        self._previous: dict[bytes, T] = {}
-        self._current: dict[bytes, T] = {}
-
-    def get(self, key: tuple[Tensor | None, ...], compute: Callable[[], T]) -> T:
-        """``compute()``'s result, or the one stored under an equal ``key`` (a tuple of tensors)."""
-        fingerprint = digest(key)
-        if fingerprint in self._current:
-            return self._current[fingerprint]
-        result = self._previous[fingerprint] if fingerprint in self._previous else compute()
-        self._current[fingerprint] = result
-        return result
-
-    def next_round(self) -> None:
-        """Forget everything not used in the round that just ended."""
-        self._previous, self._current = self._current, {}

@@ -6,6 +6,7 @@ callback only decides when to call them and where the results go.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -15,7 +16,8 @@ import torch
 
 from lightning_featviz.analysis.embedding import MapTracker, map_displacement
 from lightning_featviz.analysis.knn import NeighbourStats, knn_purity, knn_search
-from lightning_featviz.analysis.neighbourhoods import map_k, trustworthiness_estimate
+from lightning_featviz.analysis.label_issues import Warn
+from lightning_featviz.analysis.neighbourhoods import map_k, map_rows, trustworthiness_estimate
 from lightning_featviz.capture.bank import BankData
 
 
@@ -72,7 +74,7 @@ def fit_layer_maps(
     neighbours are then searched once, among them.
 
     Raises:
-        ValueError: from :func:`~lightning_featviz.analysis.embedding.tsne_map` (too few points, constant
+        ValueError: from :func:`~lightning_featviz.analysis.tsne.tsne_map` (too few points, constant
             or non-finite vectors).
     """
     vectors, labels, indices_t = bank.vectors[layer].float(), bank.labels, bank.indices
@@ -123,3 +125,40 @@ def _measure(
     trust_k = min(k, (len(points) - 1) // 2)
     trust, error = trustworthiness_estimate(vectors, neighbours[:, :trust_k], found, seed=seed)
     return trust, float(knn_purity(labels[neighbours], labels).mean()), error
+
+
+def fit_maps(
+    tracker: MapTracker,
+    bank: BankData,
+    stats: dict[str, NeighbourStats],
+    dims: Sequence[int],
+    k: int,
+    map_samples: int,
+    seed: int,
+    warn: Warn,
+) -> tuple[dict[str, LayerMaps], dict[int, float]]:
+    """Each layer of ``stats``'s maps in ``dims``, of at most ``map_samples`` rows of ``bank`` (the same rows
+    every epoch, :func:`~lightning_featviz.analysis.neighbourhoods.map_rows`), 2-D first: a first 3-D map starts
+    from it. A layer whose map cannot be made (too few points, constant vectors) is warned about and left out;
+    returns the maps by layer and the seconds each dimension's maps took. Ends the tracker's round.
+    """
+    maps: dict[str, LayerMaps] = {}
+    seconds: dict[int, float] = {}
+    failed: set[str] = set()
+    rows = map_rows(bank.labels, bank.indices, map_samples, seed)
+    for d in dims:
+        started = time.perf_counter()
+        for layer in stats:
+            if layer in failed:
+                continue
+            try:
+                found = fit_layer_maps(tracker, layer, bank, [d], k, stats[layer], rows)
+            except ValueError as error:
+                failed.add(layer)
+                maps.pop(layer, None)
+                warn(f"tsne/{layer}", f"No t-SNE map of layer {layer!r} this epoch: {error}")
+                continue
+            maps[layer] = merged(maps[layer], found) if layer in maps else found
+        seconds[d] = time.perf_counter() - started
+    tracker.next_round()
+    return maps, seconds

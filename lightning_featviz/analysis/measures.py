@@ -10,8 +10,9 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from lightning_featviz.analysis.cache import ResultCache
 from lightning_featviz.analysis.heap import release_free_heap
-from lightning_featviz.analysis.knn import Metric, NeighbourStats, ResultCache, neighbour_stats
+from lightning_featviz.analysis.knn import Metric, NeighbourStats, neighbour_stats
 from lightning_featviz.capture.bank import BankData
 
 Warn = Callable[[str, str], None]

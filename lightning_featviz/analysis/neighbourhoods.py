@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_featviz.analysis.embedding import NEIGHBOURS_COMPARED, clamp_perplexity
+from lightning_featviz.analysis.embedding import NEIGHBOURS_COMPARED
+from lightning_featviz.analysis.tsne import clamp_perplexity
 
 #: Trustworthiness is computed on every point up to this many, estimated from this many rows above.
 EXACT_TRUST_LIMIT = 4000

@@ -23,13 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_featviz.capture.layouts import (
-    POOLING,
-    Layout,
-    LayoutError,
-    LayoutResolver,
-    reduce_output,
-)
+from lightning_featviz.capture.layouts import POOLING, Layout, LayoutError, LayoutResolver
+from lightning_featviz.capture.reductions import reduce_output
 from lightning_featviz.capture.trace import ForwardTrace, TraceEntry, first_tensor
 
 INPUT_LAYER = "input"

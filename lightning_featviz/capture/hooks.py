@@ -20,14 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from lightning_featviz.capture.host_copy import HostCopies
-from lightning_featviz.capture.layouts import (
+from lightning_featviz.capture.layouts import Layout, LayoutError, LayoutResolver, UndecidedLayout
+from lightning_featviz.capture.reductions import (
     MAP_REDUCTIONS,
     SEQUENCE_REDUCTIONS,
     LayerReduction,
-    Layout,
-    LayoutError,
-    LayoutResolver,
-    UndecidedLayout,
     assumed_layout,
     check_reduction,
     reduce_map,

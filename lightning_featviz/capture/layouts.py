@@ -1,4 +1,5 @@
-"""Which axis of a layer's output is the batch and which the features, and how it becomes (B, D) vectors.
+"""Which axis of a layer's output is the batch and which the features: its layout (how a layout becomes
+(B, D) vectors is :mod:`lightning_featviz.capture.reductions`').
 
 A layer's output layout is decided from *what the module is*, never from its shape alone:
 
@@ -20,26 +21,19 @@ change, else a descendant whose output differs only along its feature axis (a co
 DenseNet's blocks). Where none of this decides, :class:`LayoutError` names the layer, its shape and
 the ``reduction`` entry that settles it.
 
-Over 300 lines because the layout rules of every module family (convolutions, ViT/DeiT tokens, Swin and
-ConvNeXt channels-last, RNNs, attention) are one decision table, read top to bottom.
+Over 300 lines (one module, one job): the layout rules of every module family (convolutions, ViT/DeiT tokens,
+Swin and ConvNeXt channels-last, RNNs, attention) are one decision table, read top to bottom.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_featviz.capture.trace import TraceEntry, same_tensor
-
-MapReduction = Literal["avg", "adaptive", "flatten"]
-SequenceReduction = Literal["mean", "cls", "last", "flatten"]
-LayerReduction = str | Callable[[Any], Tensor]
-MAP_REDUCTIONS = ("avg", "mean", "adaptive", "flatten")
-SEQUENCE_REDUCTIONS = ("mean", "avg", "cls", "first", "last", "flatten")
 
 _CHANNELS_FIRST: tuple[type[nn.Module], ...] = (
     nn.modules.conv._ConvNd,
@@ -139,74 +133,6 @@ def has_class_token(modules: Sequence[nn.Module]) -> bool:
     """Whether one of ``modules`` (a layer's ancestors) holds a class token: torchvision's ViT
     ``class_token`` or timm's ``cls_token``, a (1, 1, C) tensor prepended to the patch tokens."""
     return any(isinstance(getattr(m, name, None), Tensor) for m in modules for name in ("class_token", "cls_token"))
-
-
-# ----------------------------------------------------------------------------- reductions
-
-
-def to_standard(tensor: Tensor, layout: Layout) -> Tensor:
-    """Move axes so that maps are (B, C, *spatial), sequences (B, T, C) and vectors (B, F)."""
-    if layout.kind == "map" and layout.feature_axis != 1:
-        return tensor.movedim(layout.feature_axis % tensor.ndim, 1)
-    if layout.kind == "sequence" and layout.batch_axis != 0:
-        return tensor.transpose(0, 1)
-    return tensor
-
-
-def reduce_map(maps: Tensor, reduction: str, pool_size: int = 2) -> Tensor:
-    """(B, C, *spatial) → (B, D): ``"avg"``/``"mean"`` (D = C), ``"adaptive"`` (average pool to
-    ``pool_size`` per side, D = C * pool_size**ndim) or ``"flatten"`` (D = C * prod(spatial))."""
-    if maps.ndim <= 2:
-        return maps.reshape(maps.shape[0], -1)
-    if reduction in ("avg", "mean"):
-        return maps.flatten(2).mean(dim=2)
-    if reduction == "adaptive":
-        pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}[maps.ndim - 2]
-        return pool(maps, pool_size).flatten(1)
-    return maps.flatten(1)
-
-
-def reduce_sequence(sequence: Tensor, reduction: str) -> Tensor:
-    """(B, T, C) → (B, D): ``"cls"``/``"first"`` token 0 (D = C), ``"mean"``/``"avg"`` over T (D = C),
-    ``"last"`` step T - 1 (D = C) or ``"flatten"`` (D = T * C)."""
-    if reduction in ("cls", "first"):
-        return sequence[:, 0]
-    if reduction == "last":
-        return sequence[:, -1]
-    if reduction == "flatten":
-        return sequence.flatten(1)
-    return sequence.mean(dim=1)
-
-
-def reduce_output(tensor: Tensor, layout: Layout, reduction: str, pool_size: int = 2) -> Tensor:
-    """An output in ``layout`` → (B, D) vectors with ``reduction`` (see :func:`reduce_map`, :func:`reduce_sequence`)."""
-    standard = to_standard(tensor, layout)
-    if layout.kind == "sequence":
-        return reduce_sequence(standard, reduction)
-    return reduce_map(standard, reduction, pool_size)
-
-
-def assumed_layout(rank: int, reduction: str) -> Layout | None:
-    """The layout a reduction given for an undecidable layer implies: (B, T, C) for a sequence reduction of a
-    3-D output, (B, C, *spatial) for a map reduction, as the error message's hint says; else None."""
-    if rank == 3 and reduction in SEQUENCE_REDUCTIONS and reduction not in ("avg", "flatten"):
-        return Layout("sequence", 0, 2, why=f"reduction {reduction!r} given for (B, T, C)")
-    if rank in (3, 4) and reduction in MAP_REDUCTIONS and reduction != "mean":
-        return Layout("map", 0, 1, why=f"reduction {reduction!r} given for (B, C, ...)")
-    return None
-
-
-def check_reduction(name: str, layout: Layout, reduction: str) -> None:
-    """Raise :class:`LayoutError` when ``reduction`` does not apply to ``layout`` (``"cls"`` of a conv map)."""
-    allowed = {"map": MAP_REDUCTIONS, "sequence": SEQUENCE_REDUCTIONS, "vector": MAP_REDUCTIONS + SEQUENCE_REDUCTIONS}
-    if reduction not in allowed[layout.kind]:
-        raise LayoutError(
-            f"Expected the reduction of layer {name!r} to be one of {list(allowed[layout.kind])} for its "
-            f"{layout.kind} output, but got {reduction!r}."
-        )
-
-
-# ----------------------------------------------------------------------------- deciding a layout
 
 
 def _ancestors(root: nn.Module, path: str) -> list[nn.Module]:

@@ -1,7 +1,7 @@
 """Render: every picture, from arrays — neighbour grids, charts, t-SNE map figures.
 
-Owns drawing on a canvas (fonts, colours, text fitting), charts (heatmaps, bars), neighbour grids, purity
-charts and t-SNE map figures. Computes nothing about the data: it draws what it is given.
+Owns drawing on a canvas (the shipped font, colour tables, text fitting), charts (heatmaps, bars), neighbour
+grids, purity charts and t-SNE map figures. Computes nothing about the data: it draws what it is given.
 
 May import: nothing else of lightning_featviz.
 """

@@ -1,8 +1,11 @@
-"""Drawing basics shared by the pictures drawn with Pillow: fonts, text that fits, class colours,
-titles, and a matplotlib figure around a finished image.
+"""Drawing basics shared by the pictures drawn with Pillow: fonts, text that fits, class colours and titles.
 
-Pillow draws an epoch's neighbour grids and t-SNE maps in milliseconds, where matplotlib takes
+Pillow draws an epoch's neighbour grids and t-SNE maps in milliseconds, where matplotlib took
 seconds (measured in benchmarks/fit_overhead.py); these pictures need no axes to read.
+
+The font is DejaVu Sans, shipped with the package (``render/fonts``, its licence beside it) as a subset: Latin,
+Greek, Cyrillic, punctuation, arrows and the ✓ ✗ marks. Pillow's own default font (Aileron) has no ✓, ✗, → or
+accented letters, which the grids, the names key and class names need.
 """
 
 from __future__ import annotations
@@ -13,12 +16,10 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
+
+from lightning_featviz.render.colours import colour_table, scale_colours
 
 SUPTITLE_PX = 19  # font size of a picture's title
 MAX_WIDTH = 1600  # px: no picture is wider (wider ones wrap their panels into rows)
@@ -29,6 +30,7 @@ CAP_HEIGHT = 0.73  # DejaVu Sans: the height of a capital letter per px of font 
 #: px: the least height of a capital letter, seen at :data:`CARD_PX`: a title's, and a caption's or legend's.
 TITLE_CAP, TEXT_CAP = 7.0, 6.0
 KEY_ROWS = 40  # entries of that table at most (the rest are counted)
+FONT_FILE = Path(__file__).parent / "fonts" / "DejaVuSans.ttf"
 
 
 def type_px(width: float, base: int, card_cap: float = TEXT_CAP) -> int:
@@ -39,8 +41,8 @@ def type_px(width: float, base: int, card_cap: float = TEXT_CAP) -> int:
 
 @lru_cache(maxsize=32)
 def font(size: int) -> ImageFont.FreeTypeFont:
-    """DejaVu Sans (matplotlib's own font, so it is always there) at ``size`` px."""
-    return ImageFont.truetype(str(Path(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")), size)
+    """DejaVu Sans (shipped with the package: ``render/fonts/DejaVuSans.ttf``) at ``size`` px."""
+    return ImageFont.truetype(str(FONT_FILE), size)
 
 
 def fit_text(text: str, typeface: ImageFont.FreeTypeFont, width: float) -> str:
@@ -129,11 +131,11 @@ def with_names_key(
 
 def class_colours(num_classes: int) -> np.ndarray:
     """(C, 4) RGBA colours in [0, 1], one per class id: tab10 / tab20 when they suffice, else a spread of turbo."""
-    if num_classes <= 10:
-        return colormaps["tab10"](np.arange(num_classes))
     if num_classes <= 20:
-        return colormaps["tab20"](np.arange(num_classes))
-    return colormaps["turbo"](np.linspace(0.03, 0.97, num_classes))
+        colours = colour_table("tab10" if num_classes <= 10 else "tab20")[:num_classes]
+    else:
+        colours = scale_colours("turbo", np.linspace(0.03, 0.97, num_classes))
+    return np.concatenate([colours / 255, np.ones((num_classes, 1))], axis=1)
 
 
 def rgb(colours: np.ndarray, paleness: np.ndarray | float = 0.0) -> np.ndarray:
@@ -165,13 +167,3 @@ def titled(image: np.ndarray, title: str | None) -> np.ndarray:
     text = fit_text(title, typeface, width)
     ImageDraw.Draw(picture).text((width / 2, 4), text, fill=(0, 0, 0), font=typeface, anchor="mt")
     return np.asarray(picture)
-
-
-def image_figure(image: np.ndarray) -> Figure:
-    """An (H, W, 3) image as a matplotlib figure at 100 dpi, one figure pixel per image pixel."""
-    fig = Figure(figsize=(image.shape[1] / 100, image.shape[0] / 100), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(image, interpolation="nearest")
-    ax.set_axis_off()
-    return fig

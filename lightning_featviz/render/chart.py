@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
 from lightning_featviz.render.canvas import fit_text, font
+from lightning_featviz.render.colours import ColourTable, scale_colours
 
 LABEL_PX, HEADING_PX = 11, 14  # font sizes
 NAN_GREY = (225, 225, 225)
@@ -21,11 +21,10 @@ INK = (0, 0, 0)
 MARGIN = 6  # px around a chart's parts
 
 
-def colours_of(values: np.ndarray, cmap: str) -> np.ndarray:
-    """(...) values in [0, 1] (NaN allowed) -> (..., 3) uint8 colours of ``cmap``; NaN grey."""
+def colours_of(values: np.ndarray, cmap: ColourTable) -> np.ndarray:
+    """(...) values in [0, 1] (NaN allowed) -> (..., 3) uint8 colours of the scale ``cmap``; NaN grey."""
     values = np.asarray(values, dtype=float)
-    rgba = colormaps[cmap](np.clip(np.nan_to_num(values), 0, 1).ravel())
-    rgb = np.round(255 * rgba[:, :3]).astype(np.uint8).reshape(*values.shape, 3)
+    rgb = scale_colours(cmap, np.nan_to_num(values))
     rgb[np.isnan(values)] = NAN_GREY
     return rgb
 
@@ -43,7 +42,7 @@ def heatmap(
     matrix: np.ndarray,
     row_names: Sequence[str],
     col_names: Sequence[str],
-    cmap: str,
+    cmap: ColourTable,
     cell: tuple[int, int],
     row_title: str,
     col_title: str,
@@ -89,7 +88,7 @@ def heatmap(
     return picture
 
 
-def colour_bar(cmap: str, height: int, label: str, size: int = LABEL_PX) -> Image.Image:
+def colour_bar(cmap: ColourTable, height: int, label: str, size: int = LABEL_PX) -> Image.Image:
     """A vertical bar of ``cmap`` from 0 (bottom) to 1 (top), ``height`` px, ticked at 0, 0.5 and 1
     (``size`` px type)."""
     bar_width, typeface = 14, font(size)

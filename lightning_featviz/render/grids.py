@@ -2,8 +2,7 @@
 
 Every picture of an epoch is drawn with Pillow, in milliseconds where matplotlib took seconds:
 neighbour grids here, the confusion matrices and purity charts in :mod:`lightning_featviz.render.purity_charts`,
-t-SNE maps in :mod:`lightning_featviz.render.maps`. The ``*_figure`` functions wrap a picture in a matplotlib
-figure for users who want one.
+t-SNE maps in :mod:`lightning_featviz.render.maps`.
 """
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 from torch import Tensor
 
@@ -21,7 +18,6 @@ from lightning_featviz.render.canvas import (
     MAX_WIDTH,
     fit_text,
     font,
-    image_figure,
     titled,
     type_px,
     wrap_text,
@@ -135,15 +131,3 @@ def neighbour_grid_image(panels: Sequence[NeighbourGrid], suptitle: str | None =
         canvas[: image.shape[0], x : x + image.shape[1]] = image
         x += image.shape[1] + PANEL_GAP
     return titled(canvas, suptitle)
-
-
-def neighbour_grid_figure(panels: Sequence[NeighbourGrid], suptitle: str | None = None) -> Figure:
-    """:func:`neighbour_grid_image` as a matplotlib figure (100 dpi, one figure pixel per image pixel)."""
-    return image_figure(neighbour_grid_image(panels, suptitle))
-
-
-def figure_to_array(fig: Figure) -> np.ndarray:
-    """Render a figure to an (H, W, 3) uint8 RGB array."""
-    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 from lightning_featviz.render.canvas import (
@@ -19,7 +18,6 @@ from lightning_featviz.render.canvas import (
     class_colours,
     fit_text,
     font,
-    image_figure,
     rgb,
     short_names,
     titled,
@@ -185,13 +183,3 @@ def map_image(
         picture.paste(_panel(panel, colours, diameter, view), (x, y + title_height))
     picture.paste(legend, (width - legend.width, (height - legend.height) // 2))
     return titled(with_names_key(np.asarray(picture), panels[0].class_names, names, shown), suptitle)
-
-
-def map_figure(
-    panels: Sequence[MapPanel],
-    suptitle: str | None = None,
-    columns: int = 4,
-    angles: Sequence[tuple[float, float]] = VIEW_ANGLES,
-) -> Figure:
-    """:func:`map_image` as a matplotlib figure (100 dpi, one figure pixel per image pixel)."""
-    return image_figure(map_image(panels, suptitle, columns, angles))

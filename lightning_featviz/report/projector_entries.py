@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from lightning_featviz.analysis.embedding import PCA_DIMS, pca_reduce
 from lightning_featviz.analysis.knn import NeighbourStats
 from lightning_featviz.analysis.maps import LayerMaps
+from lightning_featviz.analysis.tsne import PCA_DIMS, pca_reduce
 from lightning_featviz.capture.bank import BankData
 from lightning_featviz.outputs.projector import ProjectorEntry
 
@@ -85,7 +85,7 @@ def projector_entries(
 
     A layer mapped on a subsample (:attr:`~lightning_featviz.analysis.maps.LayerMaps.rows`) has entries of those
     rows only; and where the vectors would hold more than :data:`MAX_PROJECTOR_VALUES` values in all, layers
-    wider than :data:`~lightning_featviz.analysis.embedding.PCA_DIMS` are written as their top principal
+    wider than :data:`~lightning_featviz.analysis.tsne.PCA_DIMS` are written as their top principal
     components (what the projector's own PCA view shows; its t-SNE runs on those too)."""
     shown = class_column(class_names)
     entries = []

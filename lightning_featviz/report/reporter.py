@@ -1,12 +1,11 @@
-"""Rank 0's report of one analysed epoch: t-SNE maps, figures, exports and projector files.
+"""Rank 0's report of one analysed epoch: t-SNE maps, pictures, exports and projector files.
 
 No Lightning and no trainer state: everything about the epoch comes in an :class:`EpochJob`, and
 :meth:`Reporter.render` turns it into a :class:`Report` (encoded images, texts, scalars), which a
 :class:`Destination` writes to the sinks. The two halves can run in different processes: the
-render in a background process, the writing in the training process.
-
-Over 300 lines: one :class:`Reporter` renders every output kind of an epoch; splitting it per output kind
-is still to do.
+render in a background process, the writing in the training process. The reporter decides what an epoch
+makes and draws its pictures (with :mod:`~lightning_featviz.report.figures`); the files it writes are
+:mod:`~lightning_featviz.report.exports`'s job, what it holds and the tags :mod:`~lightning_featviz.report.options`'.
 """
 
 from __future__ import annotations
@@ -14,90 +13,40 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import islice
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
 from lightning_featviz.analysis.embedding import MapTracker
-from lightning_featviz.analysis.heap import release_free_heap
-from lightning_featviz.analysis.knn import NeighbourStats
-from lightning_featviz.analysis.label_issues import LabelIssues, label_issue_rows
-from lightning_featviz.analysis.maps import LayerMaps, fit_layer_maps, merged
+from lightning_featviz.analysis.label_issues import Warn
+from lightning_featviz.analysis.maps import LayerMaps, fit_maps
 from lightning_featviz.analysis.measures import EpochResults
-from lightning_featviz.analysis.neighbourhoods import map_rows
-from lightning_featviz.analysis.wrong_cluster import WrongCluster, wrong_cluster_table
+from lightning_featviz.analysis.wrong_cluster import WrongCluster
 from lightning_featviz.capture.bank import BankData
 from lightning_featviz.dashboard.export import write_dashboard_epoch
-from lightning_featviz.outputs.projector import MAX_COLOURED_CLASSES, write_projector
-from lightning_featviz.outputs.sinks import EncodedImage, Sink, encode_png, file_name
+from lightning_featviz.outputs.sinks import EncodedImage, Sink, encode_png
 from lightning_featviz.report.budget import FIGURES, MAPS_2D, MAPS_3D, PROJECTOR
+from lightning_featviz.report.exports import export_label_issues, export_projector, export_wrong_cluster
 from lightning_featviz.report.figures import (
     class_purity_images,
     confusion_images,
     depth_image,
     gallery_image,
-    label_issues_of,
     map_images,
     neighbour_grid_images,
     query_rows,
     wrong_clusters,
 )
-from lightning_featviz.report.projector_entries import LATEST, class_column, projector_entries
-from lightning_featviz.report.tables import (
-    MARKDOWN_ROWS,
-    MAX_TABLE_ROWS,
-    label_issue_markdown,
-    markdown_table,
-    write_label_issue_csv,
-    write_wrong_cluster_csv,
-)
-
-
-@dataclass
-class ReportOptions:
-    """What a report holds: the callback's arguments of the same names (read from it by name)."""
-
-    k: int
-    query_indices: list[int] | None
-    log_neighbour_grids: bool
-    log_wrong_cluster: bool
-    wrong_cluster_layer: str | None
-    min_share: float
-    max_gallery: int
-    log_confusion: bool
-    tsne_dims: list[int]
-    log_projector: bool
-    projector_every_n_epochs: int
-    dashboard: bool = True
-    map_samples: int = 2000
-    seed: int = 0
-
+from lightning_featviz.report.options import ReportOptions, tag
+from lightning_featviz.report.tables import MAX_TABLE_ROWS
 
 #: The confusion figure is drawn up to this many classes (a C × C matrix beyond is unreadable and huge).
 MAX_CONFUSION_CLASSES = 50
 
-#: Tags of these kinds have no ``@k``: images, and a measure that does not depend on k.
-UNRANKED_KINDS = (
-    "neighbours",
-    "tsne_2d",
-    "tsne_3d",
-    "tsne_displacement",
-    "wrong_cluster",
-    "wrong_cluster_table",
-    "label_issues",
-    "neighbour_confusion",
-    "purity_by_depth",
-    "purity_by_class",
-)
-
-
-def tag(kind: str, layer: str, *rest: str, k: int) -> str:
-    """The logged tag, e.g. ``featviz/knn_purity@10/avgpool``; images have no ``@k``: ``featviz/tsne_2d/x``."""
-    head = f"featviz/{kind}" if kind in UNRANKED_KINDS else f"featviz/{kind}@{k}"
-    return "/".join([head, layer, *rest])
+#: (kind, layer) -> an (H, W, 3) uint8 picture, as :mod:`~lightning_featviz.report.figures` yields them.
+Pictures = Iterable[tuple[tuple[str, str], np.ndarray]]
 
 
 @dataclass
@@ -221,9 +170,7 @@ class Reporter:
 
     def __init__(self, options: ReportOptions, maps: MapTracker, log_dir: str | None):
         self.options, self.maps, self.log_dir = options, maps, log_dir
-
-    def tag(self, kind: str, layer: str, *rest: str) -> str:
-        return tag(kind, layer, *rest, k=self.options.k)
+        self.tag = partial(tag, k=options.k)
 
     def render(self, job: EpochJob) -> Report:
         """Fit maps, find images in the wrong cluster, draw and encode the figures, and write the
@@ -237,12 +184,88 @@ class Reporter:
 
     def _render(self, job: EpochJob, report: Report) -> None:
         options, results = self.options, self._without_twins(job.results, report)
-        epoch, stats = results.epoch, results.stats
+        stats, bank = results.stats, results.bank
         dims = [d for d in options.tsne_dims if job.makes(MAPS_2D if d == 2 else MAPS_3D)]
-        maps = self._fit_maps(results.bank, stats, dims, report) if stats and dims else {}
+        maps: dict[str, LayerMaps] = {}
+        if stats and dims:
+            samples, seed = options.map_samples, options.seed
+            maps, seconds = fit_maps(self.maps, bank, stats, dims, options.k, samples, seed, self._warn(report))
+            report.seconds |= {MAPS_2D if d == 2 else MAPS_3D: spent for d, spent in seconds.items()}
         started = time.perf_counter()
         flagged = wrong_clusters(results, options.min_share) if stats else {}
-        report.metrics = {
+        report.metrics = self._map_metrics(maps)
+        report.metrics |= {self.tag("wrong_cluster_share", layer): len(f) / len(bank) for layer, f in flagged.items()}
+        if not stats:
+            return
+        chosen = options.wrong_cluster_layer or list(stats)[-1]
+        if job.makes(FIGURES):
+            self._figures(job, results, flagged, chosen, report)
+        report.seconds[FIGURES] = time.perf_counter() - started  # figures drawn and encoded
+        if maps:
+            started = time.perf_counter()
+            purity = {layer: layer_stats.mean_purity for layer, layer_stats in stats.items()}
+            ringed = {chosen: flagged[chosen].mask(len(bank)).numpy()} if chosen in flagged else {}
+            labels = bank.labels.numpy()
+            pictures = map_images(maps, labels, results.class_names, purity, options.k, results.epoch, ringed)
+            self._add(report, pictures.items())
+            drawn = time.perf_counter() - started
+            report.seconds[MAPS_2D if MAPS_2D in report.seconds else MAPS_3D] += drawn  # the figures of the maps
+        report.flagged = {layer: bank.indices[found.rows].tolist() for layer, found in flagged.items()}
+        if maps and options.log_projector and job.projector_dirs and job.makes(PROJECTOR):
+            started = time.perf_counter()
+            warn = self._warn(report)
+            export_projector(
+                job.projector_dirs, results, maps, flagged, options.k, options.projector_every_n_epochs, warn
+            )
+            report.seconds[PROJECTOR] = time.perf_counter() - started
+        if options.dashboard:  # the FEATVIZ tab's files: every layer, also those drawn as a twin
+            write_dashboard_epoch(self.log_dir or ".", job.results, maps, flagged, job.paths, job.step)
+
+    def _figures(
+        self, job: EpochJob, results: EpochResults, flagged: dict[str, WrongCluster], chosen: str, report: Report
+    ) -> None:
+        """The epoch's pictures besides the maps: neighbour grids, the wrong-cluster table, gallery and exports,
+        the confusion and purity charts."""
+        options, bank = self.options, results.bank
+        shows_images = bank.thumbnails.ndim == 4  # not for sequences, vectors or tokens
+        if options.log_neighbour_grids and shows_images:
+            self._add(report, neighbour_grid_images(results, query_rows(bank, options.query_indices)))
+        if options.log_wrong_cluster and chosen in flagged:
+            found = flagged[chosen]
+            table = export_wrong_cluster(self.log_dir, results, chosen, found, job.paths)
+            report.texts.append((self.tag("wrong_cluster_table", chosen), table))
+            if shows_images:
+                report.thumbnails.append((report.texts[-1][0], table_thumbnails(bank, found)))
+            issues, top = export_label_issues(self.log_dir, results, chosen, job.paths, self._warn(report))
+            report.texts.append((self.tag("label_issues", chosen), top))
+            if len(found) and shows_images:
+                gallery = gallery_image(results, chosen, found, options.min_share, options.max_gallery, issues)
+                self._add(report, [(("wrong_cluster", chosen), gallery)])
+        if options.log_confusion:
+            if len(results.class_names) <= MAX_CONFUSION_CLASSES:
+                self._add(report, confusion_images(results).items())
+            else:
+                message = (
+                    f"{len(results.class_names)} classes: no neighbourhood confusion figure (drawn up to "
+                    f"{MAX_CONFUSION_CLASSES} classes); the purity_by_class figure shows the lowest and highest."
+                )
+                report.warnings.append(("confusion-classes", message))
+            self._add(report, class_purity_images(results).items())
+            self._add(report, [(("purity_by_depth", "all_layers"), depth_image(results, job.history))])
+
+    def _add(self, report: Report, pictures: Pictures) -> None:
+        """Encode each picture as soon as it is drawn: one picture's pixels alive at a time."""
+        report.images.extend((self.tag(kind, name), encode_png(image)) for (kind, name), image in pictures)
+
+    @staticmethod
+    def _warn(report: Report) -> Warn:
+        """A ``warn(key, message)`` that keeps the warning in ``report``, for the caller to warn once per key."""
+        return lambda key, message: report.warnings.append((key, message))
+
+    def _map_metrics(self, maps: dict[str, LayerMaps]) -> dict[str, float]:
+        """Each layer's map quality by tag: trustworthiness (and a sampled estimate's standard error, above
+        4,000 mapped points), the purity in the map and how far it moved since the last epoch."""
+        metrics = {
             self.tag(measure, layer, f"{d}d"): values[d]
             for layer, layer_maps in maps.items()
             for measure, values in (
@@ -252,63 +275,12 @@ class Reporter:
             )
             for d in values
         }
-        report.metrics |= {  # a sampled estimate's standard error (above 4,000 mapped points)
+        return metrics | {
             self.tag("tsne_trustworthiness_error", layer, f"{d}d"): error
             for layer, layer_maps in maps.items()
             for d, error in layer_maps.trust_error.items()
             if error > 0
         }
-        report.metrics |= {
-            self.tag("wrong_cluster_share", layer): len(f) / len(results.bank) for layer, f in flagged.items()
-        }
-        if not stats:
-            return
-        chosen = options.wrong_cluster_layer or list(stats)[-1]
-
-        def add(images: Iterable[tuple[tuple[str, str], np.ndarray]]) -> None:
-            """Encode each (H, W, 3) figure as soon as it is drawn: one figure's pixels alive at a time."""
-            report.images.extend((self.tag(kind, name), encode_png(image)) for (kind, name), image in images)
-
-        shows_images = results.bank.thumbnails.ndim == 4  # not for sequences, vectors or tokens
-        figures = job.makes(FIGURES)
-        if options.log_neighbour_grids and shows_images and figures:
-            add(neighbour_grid_images(results, query_rows(results.bank, options.query_indices)))
-        if options.log_wrong_cluster and chosen in flagged and figures:
-            report.texts.append(self._export_wrong_cluster(results, chosen, flagged[chosen], job.paths))
-            if shows_images:
-                report.thumbnails.append((report.texts[-1][0], table_thumbnails(results.bank, flagged[chosen])))
-            issues = self._export_label_issues(results, chosen, job.paths, report)
-            if len(flagged[chosen]) and shows_images:
-                found, gallery_rows = flagged[chosen], options.max_gallery
-                gallery = gallery_image(results, chosen, found, options.min_share, gallery_rows, issues)
-                add([(("wrong_cluster", chosen), gallery)])
-        if options.log_confusion and figures:
-            if len(results.class_names) <= MAX_CONFUSION_CLASSES:
-                add(confusion_images(results).items())
-            else:
-                message = (
-                    f"{len(results.class_names)} classes: no neighbourhood confusion figure (drawn up to "
-                    f"{MAX_CONFUSION_CLASSES} classes); the purity_by_class figure shows the lowest and highest."
-                )
-                report.warnings.append(("confusion-classes", message))
-            add(class_purity_images(results).items())
-            add([(("purity_by_depth", "all_layers"), depth_image(results, job.history))])
-        report.seconds[FIGURES] = time.perf_counter() - started  # figures drawn and encoded
-        if maps:
-            started = time.perf_counter()
-            purity = {layer: layer_stats.mean_purity for layer, layer_stats in stats.items()}
-            ringed = {chosen: flagged[chosen].mask(len(results.bank)).numpy()} if chosen in flagged else {}
-            labels = results.bank.labels.numpy()
-            add(map_images(maps, labels, results.class_names, purity, options.k, epoch, ringed).items())
-            drawn = time.perf_counter() - started
-            report.seconds[MAPS_2D if MAPS_2D in report.seconds else MAPS_3D] += drawn  # the figures of the maps
-        report.flagged = {layer: results.bank.indices[found.rows].tolist() for layer, found in flagged.items()}
-        if maps and options.log_projector and job.projector_dirs and job.makes(PROJECTOR):
-            started = time.perf_counter()
-            self._write_projector(job.projector_dirs, results, maps, flagged, report)
-            report.seconds[PROJECTOR] = time.perf_counter() - started
-        if options.dashboard:  # the FEATVIZ tab's files: every layer, also those drawn as a twin
-            write_dashboard_epoch(self.log_dir or ".", job.results, maps, flagged, job.paths, job.step)
 
     def _without_twins(self, results: EpochResults, report: Report) -> EpochResults:
         """``results`` without the layers whose vectors equal a later layer's (drawn once, as the later one)."""
@@ -321,87 +293,3 @@ class Reporter:
             report.warnings.append((f"identical/{twin}", message))
         stats = {layer: found for layer, found in results.stats.items() if layer not in twins}
         return replace(results, stats=stats) if twins else results
-
-    def _fit_maps(
-        self, bank: BankData, stats: dict[str, NeighbourStats], dims: list[int], report: Report
-    ) -> dict[str, LayerMaps]:
-        """Each layer's maps in ``dims`` (2-D first: a first 3-D map starts from it); the seconds of each
-        dimension's maps go to ``report.seconds``."""
-        maps: dict[str, LayerMaps] = {}
-        failed: set[str] = set()
-        rows = map_rows(bank.labels, bank.indices, self.options.map_samples, self.options.seed)
-        for d in dims:
-            started = time.perf_counter()
-            for layer in stats:
-                if layer in failed:
-                    continue
-                try:
-                    found = fit_layer_maps(self.maps, layer, bank, [d], self.options.k, stats[layer], rows)
-                except ValueError as error:
-                    failed.add(layer)
-                    maps.pop(layer, None)
-                    report.warnings.append((f"tsne/{layer}", f"No t-SNE map of layer {layer!r} this epoch: {error}"))
-                    continue
-                maps[layer] = merged(maps[layer], found) if layer in maps else found
-            report.seconds[MAPS_2D if d == 2 else MAPS_3D] = time.perf_counter() - started
-        self.maps.next_round()
-        return maps
-
-    def _export_wrong_cluster(
-        self, results: EpochResults, layer: str, found: WrongCluster, paths: list[str] | None
-    ) -> tuple[str, str]:
-        """Write the flagged list as CSV under the run's log dir; return it as a (tag, Markdown table)."""
-        table = wrong_cluster_table(found, results.bank, results.class_names, paths)
-        folder = Path(self.log_dir or ".") / "featviz_wrong_cluster"
-        write_wrong_cluster_csv(folder / f"epoch_{results.epoch:03d}_{file_name(layer)}.csv", table)
-        return self.tag("wrong_cluster_table", layer), markdown_table(table)
-
-    def _export_label_issues(
-        self, results: EpochResults, layer: str, paths: list[str] | None, report: Report
-    ) -> LabelIssues:
-        """Score every sample's label in ``layer``; write the relabelling CSVs (validation samples, and
-        training samples with a training reference) and the validation list's top as Markdown."""
-        validation, training = label_issues_of(results, layer, lambda key, text: report.warnings.append((key, text)))
-        folder = Path(self.log_dir or ".") / "featviz_label_issues"
-        name = f"epoch_{results.epoch:03d}_{file_name(layer)}"
-        bank, names = results.bank, results.class_names
-        write_label_issue_csv(
-            folder / f"{name}.csv", label_issue_rows(validation, bank.indices, bank.labels, names, paths)
-        )
-        if training is not None:
-            searched = results.searched
-            train_rows = label_issue_rows(training, searched.indices, searched.labels, names)
-            write_label_issue_csv(folder / f"{name}_train.csv", train_rows)
-        top = list(islice(label_issue_rows(validation, bank.indices, bank.labels, names, paths), MARKDOWN_ROWS))
-        report.texts.append((self.tag("label_issues", layer), label_issue_markdown(top, len(bank))))
-        release_free_heap()  # the label-issue search's freed blocks
-        return validation
-
-    def _write_projector(
-        self,
-        folders: list[str],
-        results: EpochResults,
-        maps: dict[str, LayerMaps],
-        flagged: dict[str, WrongCluster],
-        report: Report,
-    ) -> None:
-        names = results.class_names
-        if len(names) > MAX_COLOURED_CLASSES:
-            message = (
-                f"{len(names)} classes: the projector colours points by label only up to {MAX_COLOURED_CLASSES}; "
-                "the embeddings are written, search or filter by label there instead."
-            )
-            report.warnings.append(("projector-classes", message))
-        columns: dict[str, dict[str, Sequence[object]]] = {}
-        shown = class_column(names)  # as the projector's class column writes them
-        for layer, found in flagged.items():
-            cluster = ["-"] * len(results.bank)
-            for row, other in zip(found.rows.tolist(), found.cluster.tolist(), strict=True):
-                cluster[row] = shown[other]
-            columns[layer] = {"wrong_cluster": cluster}
-        keep = results.epoch % self.options.projector_every_n_epochs == 0
-        entries = projector_entries(
-            results.bank, results.stats, maps, names, self.options.k, results.epoch, columns, keep=keep
-        )
-        for folder in folders:
-            write_projector(folder, entries, replace_prefix=f"{LATEST}/")

@@ -25,7 +25,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from lightning_featviz.analysis.embedding import MapTracker
-from lightning_featviz.report.reporter import EpochJob, Report, Reporter, ReportOptions
+from lightning_featviz.report.options import ReportOptions
+from lightning_featviz.report.reporter import EpochJob, Report, Reporter
 
 NICENESS = 19  # the lowest priority: the child runs on what training leaves of the CPU
 
