@@ -284,3 +284,21 @@ def test_the_shipped_font_draws_the_marks_arrows_and_accents_the_pictures_use():
     drawn = {text: glyph(text) for text in ["✓", "✗", "→", "…", "é", "ß", "Ж", "λ", "e"]}
     assert missing not in drawn.values()  # each is a glyph of its own, none the empty box
     assert len(set(drawn.values())) == len(drawn)
+
+
+def test_a_narrow_heatmap_and_a_short_colour_bar_write_their_titles_whole():
+    from lightning_featviz.render.chart import LABEL_PX, colour_bar, heatmap
+
+    title = "class of the neighbours"
+    chart = np.asarray(heatmap(np.eye(2), ["a", "b"], ["a", "b"], "Blues", (16, 16), "true", title, False))
+    assert chart.shape[1] >= font(LABEL_PX + 1).getlength(title) + 4  # wider than its two cells for its title
+    bottom = (chart[-LABEL_PX - 4 :] < 128).any(axis=(0, 2))  # the title's row
+    inked = np.flatnonzero(bottom)
+    assert inked.min() > 0 and inked.max() < chart.shape[1] - 1  # not cut at either edge
+    label = "share of neighbours"
+    bar = np.asarray(colour_bar("Blues", 30, label))  # 30 px of bar, a label longer than that
+    assert bar.shape[0] >= font(LABEL_PX).getlength(label)
+    column = (bar[:, -LABEL_PX - 4 :] < 128).any(axis=(1, 2))  # the label, written upwards at the right
+    inked = np.flatnonzero(column)
+    assert inked.min() > 0 and inked.max() < bar.shape[0] - 1  # not cut at the top or the bottom
+    assert inked.max() - inked.min() >= font(LABEL_PX).getlength(label) - 4  # the whole label

@@ -7,6 +7,7 @@ Values are shares in [0, 1]; NaN cells are grey.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -62,7 +63,12 @@ def heatmap(
     col_labels = [_vertical(fit_text(str(n), col_font, 90 * size / LABEL_PX), label_px) for n in col_names]
     left = size + 10 + int(max(typeface.getlength(n) for n in row_labels)) + MARGIN
     below = max(label.height for label in col_labels) + size + 12
-    picture = Image.new("RGB", (left + cols * width + MARGIN, rows * height + below), "white")
+    title_font = font(size + 1)
+    half_title = title_font.getlength(col_title) / 2
+    middle = max(left + cols * width / 2, half_title + 2)  # under the cells, or as near as the title fits
+    picture = Image.new(
+        "RGB", (max(left + cols * width, math.ceil(middle + half_title)) + MARGIN, rows * height + below), "white"
+    )
     cells = colours_of(matrix, cmap).repeat(height, axis=0).repeat(width, axis=1)
     picture.paste(Image.fromarray(cells), (left, 0))
     draw = ImageDraw.Draw(picture)
@@ -81,8 +87,7 @@ def heatmap(
                 ink = "white" if luminance[r, c] < 0.5 else "black"
                 xy = (left + c * width + width / 2, r * height + height / 2)
                 draw.text(xy, f"{value:.2f}", fill=ink, font=value_font, anchor="mm")
-    middle = left + cols * width / 2
-    draw.text((middle, picture.height - 2), col_title, fill=INK, font=font(size + 1), anchor="md")
+    draw.text((middle, picture.height - 2), col_title, fill=INK, font=title_font, anchor="md")
     title = _vertical(row_title, size + 1)
     picture.paste(title, (2, max(0, (rows * height - title.height) // 2)))
     return picture
@@ -103,9 +108,9 @@ def colour_bar(cmap: ColourTable, height: int, label: str, size: int = LABEL_PX)
         draw.line((MARGIN + bar_width, y, MARGIN + bar_width + 3, y), fill=INK)
         draw.text((MARGIN + bar_width + 5, y), f"{value:g}", fill=INK, font=typeface, anchor="lm")
     title = _vertical(label, size)
-    canvas = Image.new("RGB", (picture.width + title.width + 2, picture.height), "white")
+    canvas = Image.new("RGB", (picture.width + title.width + 2, max(picture.height, title.height)), "white")
     canvas.paste(picture, (0, 0))
-    canvas.paste(title, (picture.width, max(0, (height - title.height) // 2)))
+    canvas.paste(title, (picture.width, max(0, (height - title.height) // 2)))  # a long label makes it taller
     return canvas
 
 
