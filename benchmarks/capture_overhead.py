@@ -27,7 +27,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions
 from lightning_featviz.demo.model import DEMO_LAYERS, ClassificationData, ImageClassifier
 
 
@@ -73,7 +73,11 @@ def main() -> None:
     data = ClassificationData.digits(batch_size=32)
     model = ImageClassifier(num_classes=10)
     visualizer = FeatureVisualizer(
-        layers=list(DEMO_LAYERS), k=10, log_neighbour_grids=False, tsne_every_n_epochs=None, every_n_epochs=2
+        layers=list(DEMO_LAYERS),
+        k=10,
+        every_n_epochs=2,
+        outputs=OutputOptions(neighbour_grids=False),
+        maps=MapOptions(every_n_epochs=None),
     )
     times = epoch_times(model, data, args.epochs + 2, visualizer)[2:]  # the first two warm up torch and scikit-learn
     analysed, skipped = times[0::2], times[1::2]

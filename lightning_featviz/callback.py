@@ -8,11 +8,11 @@ option objects (issue 15) is still to do.
 
 from __future__ import annotations
 
+import inspect
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import fields
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,8 +23,8 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
-from lightning_featviz.analysis.embedding import Backend, MapTracker
-from lightning_featviz.analysis.knn import Metric, NeighbourStats, ResultCache
+from lightning_featviz.analysis.embedding import MapTracker
+from lightning_featviz.analysis.knn import NeighbourStats, ResultCache
 from lightning_featviz.analysis.label_issues import label_issue_k
 from lightning_featviz.analysis.measures import EpochResults, degenerate, epoch_metrics, layer_stats, purity_ceiling
 from lightning_featviz.analysis.neighbourhoods import neighbours_needed
@@ -37,15 +37,11 @@ from lightning_featviz.capture.batches import (
     read_batch,
 )
 from lightning_featviz.capture.default_layers import default_layers
-from lightning_featviz.capture.epoch import CaptureOptions, ValidationCapture
+from lightning_featviz.capture.epoch import CaptureSettings, ValidationCapture
 from lightning_featviz.capture.hooks import (
-    Reduction,
     resolve_layers,
     resolve_reductions,
     short_display_names,
-)
-from lightning_featviz.capture.inputs import (
-    InputKind,
 )
 from lightning_featviz.capture.trainer_data import (
     allows_empty_ranks,
@@ -58,6 +54,17 @@ from lightning_featviz.capture.trainer_data import (
     sampler_batches,
     training_loader,
     validation_loader,
+)
+from lightning_featviz.options import (
+    GROUPS,
+    CaptureOptions,
+    MapOptions,
+    OutputOptions,
+    ProjectorOptions,
+    ResourceOptions,
+    WrongClusterOptions,
+    group_of,
+    move_deprecated,
 )
 from lightning_featviz.outputs.sinks import FileSink, Sink, TensorBoardSink, tensorboard_writers
 from lightning_featviz.report.budget import (
@@ -119,81 +126,7 @@ class FeatureVisualizer(_Callback):
             batch itself (pixel space).
         k: neighbours per sample.
         max_samples: validation samples kept (the same ones every epoch).
-        query_indices: positions in the validation dataset shown in the neighbour grids; default
-            one per class (the first kept sample of each, at most 10 classes).
-        metric: ``"euclidean"`` or ``"cosine"``.
-        reduction: how conv maps (channels first or last) become vectors: ``"avg"`` (global average
-            pool), ``"adaptive"`` (average pool to ``pool_size`` per side) or ``"flatten"``; or a mapping
-            layer -> one of those, ``"mean"``, ``"cls"``, ``"last"``, or a callable ``output -> (B, D)``
-            for that layer. Token sequences default to their class token where the model has one, else
-            their mean; RNN/attention/transformer outputs to their mean over time (``batch_first`` is read
-            off the module). A layer whose layout cannot be decided fails at the first batch, naming the
-            entry to add.
-        pool_size: output side of the ``"adaptive"`` reduction.
-        input_size: the input layer is area-downsampled to ``input_size`` per side before flattening
-            (images; sequences are resampled to ``input_size`` steps, token ids counted in ``input_size**2``
-            buckets: see :mod:`lightning_featviz.capture.inputs`).
-        input_kind: what the model's inputs are: ``"image"`` (B, C, H, W), ``"sequence"`` (B, T, F),
-            ``"vector"`` (B, F) or ``"tokens"`` (integer (B, T)); default (None) told from the first batch
-            (a float (B, H, W) batch is a grey image when the model has 2-D convolutions). Only images
-            have thumbnails: for the others, neighbour grids, the gallery and the projector's sprite are
-            left out.
-        reference: ``"val"`` (leave-one-out within the kept validation samples) or ``"train"``
-            (queries searched among up to ``max_reference`` training samples, captured by a
-            no-grad eval-mode pass at validation end).
-        max_reference: training samples kept with ``reference="train"``.
-        class_names: names of the class ids; default from the datamodule or dataset ``.classes``.
-        batch_extractor: ``batch -> (images, labels)`` or ``(images, labels, dataset_indices)``;
-            default reads ``(x, y)`` tuples and dicts with common keys.
-        image_mean: per-channel mean used to normalise images, to undo it for thumbnails.
-        image_std: per-channel std used to normalise images.
-        thumbnail_size: side of the stored thumbnails, in pixels.
-        log_neighbour_grids: log the neighbour-grid images.
-        monitor_class_purity: also log per-class purity as scalars
-            (``featviz/purity_of_class@k/<layer>/<class>``), through ``LightningModule.log``, so that
-            it is in ``trainer.callback_metrics`` for ModelCheckpoint/EarlyStopping. Off by default:
-            it is C scalars per layer per epoch (6,000 tags on ImageNet with 6 layers); the
-            ``purity_by_class`` figure of each layer (with ``log_confusion``) shows them instead.
-        tsne_every_n_epochs: ``"budget"``: t-SNE maps and the projector on the epochs the time budget
-            allows (``overhead``); n: fit them on every n-th epoch of ``fit`` (1 = each analysed epoch);
-            None turns maps and projector off.
-        tsne_dims: the map dimensions drawn, any of 2 and 3.
-        perplexity: t-SNE perplexity (lowered, with a warning, for small banks).
-        tsne_backend: ``"opentsne"`` (fast) or ``"sklearn"``.
-        log_projector: write TensorBoard projector embeddings (vectors, each map, thumbnails and
-            metadata) when maps are made.
-        log_wrong_cluster: find the images in the wrong semantic cluster of ``wrong_cluster_layer``:
-            a gallery with captions, a CSV file per epoch and a text table; they are also ringed
-            on its 2-D map. A share scalar and a projector column are logged for every layer.
-        wrong_cluster_layer: the layer (display name) for the gallery and export; default the last.
-        min_share: a sample is in the wrong cluster when another class holds the majority of its
-            k neighbours and at least this share of them (0.6: 6 of 10).
-        max_gallery: rows of the gallery figure.
-        log_confusion: per layer, the neighbourhood confusion matrix with per-class purity; and
-            purity by depth with a layer × epoch heatmap.
-        background: make the heavy part of each epoch's report (t-SNE, figures, projector, exports)
-            in a child process at the lowest CPU priority while training goes on (on Windows: on a
-            thread); kNN scalars are logged before the next training epoch either way. Reports are
-            written in epoch order, at most two wait, and all are written by the end of
-            ``fit``/``validate``. Default (None): on when the model trains on an accelerator, off
-            on the CPU, where training uses every core and the report's time adds to ``fit``
-            wherever it runs.
-        storage_dtype: how the bank stores vectors, ``"float32"`` or ``"float16"`` (half the
-            memory; kNN and t-SNE still compute in float32).
-        memory_budget_mb: the most the bank may take. Its size is predicted from the first
-            validation batch (the sanity check's, before training) and logged once; over the budget,
-            that check fails with the knobs to turn.
         every_n_epochs: run on every n-th epoch of ``fit``.
-        dataloader_idx: which validation dataloader to analyse.
-        seed: seed of the sample choice; the global RNGs are never touched.
-        chunk_size: queries per matrix product in the kNN search.
-        strict: raise failures of the analysis and of the reports (a plotting error, a full disk)
-            instead of warning once and letting training go on.
-        report_dir: also write every figure as PNG, the scalars as CSV, and ``index.html``, a page
-            that shows them without TensorBoard, into this folder (refreshed each epoch).
-        dashboard: write the files of TensorBoard's FEATVIZ tab (neighbours, maps, predictions and
-            wrong-cluster flags of every layer, thumbnails once) under ``<log dir>/featviz_dashboard``
-            each analysed epoch (see ``docs/dashboard.md``).
         overhead: the time budget in ``fit``: the callback's work may add at most this share to the time
             ``fit`` takes without it (0.1: 1.1 times), over the run. kNN scalars come every analysed epoch;
             figures, maps, the projector and 3-D maps are made on the epochs the budget allows (costs are
@@ -201,11 +134,26 @@ class FeatureVisualizer(_Callback):
             when ``max_steps``, early stopping or an interrupt ends ``fit`` first, what the last analysed
             epoch lacked is made when ``fit`` ends). Each analysed epoch logs one line saying what it made
             and when the next map comes (also in :attr:`schedule`). A cadence given explicitly
-            (``tsne_every_n_epochs`` an integer) wins over the budget. None: no budget, every output every
+            (``maps.every_n_epochs`` an integer) wins over the budget. None: no budget, every output every
             analysed epoch. ``validate`` makes everything.
-        map_samples: maps, their quality measures and the projector show at most this many samples: a
-            stratified subsample of a larger bank, the same samples every epoch; purity and the other
-            scalars use the whole bank.
+        class_names: names of the class ids; default from the datamodule or dataset ``.classes``.
+        dashboard: write the files of TensorBoard's FEATVIZ tab (neighbours, maps, predictions and
+            wrong-cluster flags of every layer, thumbnails once) under ``<log dir>/featviz_dashboard``
+            each analysed epoch (see ``docs/dashboard.md``).
+        strict: raise failures of the analysis and of the reports (a plotting error, a full disk)
+            instead of warning once and letting training go on.
+        seed: seed of the sample choice; the global RNGs are never touched.
+        capture: what is captured and how it becomes vectors (:class:`~lightning_featviz.CaptureOptions`).
+        maps: t-SNE maps (:class:`~lightning_featviz.MapOptions`); False: none (and no projector).
+        projector: projector embeddings (:class:`~lightning_featviz.ProjectorOptions`); False: none.
+        wrong_cluster: the wrong-cluster gallery and export (:class:`~lightning_featviz.WrongClusterOptions`);
+            False: none.
+        outputs: neighbour grids, confusion figures, per-class scalars, a static report folder
+            (:class:`~lightning_featviz.OutputOptions`).
+        resources: background reports, the memory budget, the kNN chunk (:class:`~lightning_featviz.ResourceOptions`).
+        **deprecated_arguments: the flat arguments of version 0.1 (``perplexity=20`` for
+            ``maps=MapOptions(perplexity=20)``, see :data:`lightning_featviz.options.DEPRECATED`): they still
+            work for this release, with a :class:`~lightning_featviz.options.FeatvizDeprecationWarning`.
     """
 
     def __init__(
@@ -213,47 +161,26 @@ class FeatureVisualizer(_Callback):
         layers: Sequence[str] | Mapping[str, str] | Literal["auto"] | None = "auto",
         k: int = 10,
         max_samples: int = 2000,
-        query_indices: Sequence[int] | None = None,
-        metric: Metric = "euclidean",
-        reduction: Reduction | Mapping[str, str | Callable[[Any], Tensor]] = "avg",
-        pool_size: int = 2,
-        input_size: int = 16,
-        input_kind: InputKind | None = None,
-        reference: Literal["val", "train"] = "val",
-        max_reference: int = 2000,
-        class_names: Sequence[str] | None = None,
-        batch_extractor: Callable[[Any], tuple[Any, ...]] | None = None,
-        image_mean: Sequence[float] | None = None,
-        image_std: Sequence[float] | None = None,
-        thumbnail_size: int = 32,
-        log_neighbour_grids: bool = True,
-        monitor_class_purity: bool = False,
-        tsne_every_n_epochs: int | Literal["budget"] | None = "budget",
-        tsne_dims: Sequence[int] = (2, 3),
-        perplexity: float = 30.0,
-        tsne_backend: Backend = "opentsne",
-        log_projector: bool = True,
-        projector_every_n_epochs: int = 5,
-        log_wrong_cluster: bool = True,
-        wrong_cluster_layer: str | None = None,
-        min_share: float = 0.6,
-        max_gallery: int = 8,
-        log_confusion: bool = True,
-        background: bool | None = None,
-        storage_dtype: Literal["float32", "float16"] = "float32",
-        memory_budget_mb: float = 2048.0,
         every_n_epochs: int = 1,
-        dataloader_idx: int = 0,
-        seed: int = 0,
-        chunk_size: int = 1024,
-        strict: bool = False,
-        report_dir: str | Path | None = None,
-        dashboard: bool = True,
         overhead: float | None = 0.1,
-        map_samples: int = 2000,
+        class_names: Sequence[str] | None = None,
+        dashboard: bool = True,
+        strict: bool = False,
+        seed: int = 0,
+        capture: CaptureOptions = CaptureOptions(),
+        maps: MapOptions | bool = MapOptions(),
+        projector: ProjectorOptions | bool = ProjectorOptions(),
+        wrong_cluster: WrongClusterOptions | bool = WrongClusterOptions(),
+        outputs: OutputOptions = OutputOptions(),
+        resources: ResourceOptions = ResourceOptions(),
+        **deprecated_arguments: Any,
     ) -> None:
-        check_arguments({name: value for name, value in locals().items() if name != "self"})
-
+        given: dict[str, Any] = {"capture": capture, "maps": maps, "projector": projector}
+        given |= {"wrong_cluster": wrong_cluster, "outputs": outputs, "resources": resources}
+        explicit = {name: value for name, value in given.items() if value is not _GROUP_DEFAULTS[name]}
+        given |= move_deprecated(explicit, deprecated_arguments)
+        groups = {name: group_of(name, value) for name, value in given.items()}
+        check_arguments(layers, k, max_samples, every_n_epochs, overhead, dashboard, groups)
         self.layers: list[str] | dict[str, str] | Literal["auto"] = (
             "auto"
             if layers is None or layers == "auto"
@@ -263,44 +190,18 @@ class FeatureVisualizer(_Callback):
         )
         self.k = k
         self.max_samples = max_samples
-        self.query_indices = None if query_indices is None else [int(i) for i in query_indices]
-        self.metric: Metric = metric
-        self.reduction = reduction if isinstance(reduction, str) else dict(reduction)
-        self.pool_size = pool_size
-        self.input_size = input_size
-        self.input_kind: InputKind | None = input_kind
-        self.reference = reference
-        self.max_reference = max_reference
-        self.class_names = None if class_names is None else [str(c) for c in class_names]
-        self.batch_extractor = batch_extractor
-        self.image_mean = None if image_mean is None else list(image_mean)
-        self.image_std = None if image_std is None else list(image_std)
-        self.thumbnail_size = thumbnail_size
-        self.log_neighbour_grids = log_neighbour_grids
-        self.monitor_class_purity = monitor_class_purity
-        self.tsne_every_n_epochs = tsne_every_n_epochs
-        self.tsne_dims = sorted(set(tsne_dims))
-        self.perplexity = float(perplexity)
-        self.tsne_backend: Backend = tsne_backend
-        self.log_projector = log_projector
-        self.projector_every_n_epochs = projector_every_n_epochs
-        self.log_wrong_cluster = log_wrong_cluster
-        self.wrong_cluster_layer = wrong_cluster_layer
-        self.min_share = float(min_share)
-        self.max_gallery = max_gallery
-        self.log_confusion = log_confusion
-        self.background = background
-        self.storage_dtype = storage_dtype
-        self.memory_budget_mb = float(memory_budget_mb)
         self.every_n_epochs = every_n_epochs
-        self.dataloader_idx = dataloader_idx
-        self.seed = seed
-        self.chunk_size = chunk_size
-        self.strict = bool(strict)
-        self.report_dir = None if report_dir is None else Path(report_dir)
-        self.dashboard = dashboard
         self.overhead = overhead
-        self.map_samples = map_samples
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.dashboard = dashboard
+        self.strict = bool(strict)
+        self.seed = seed
+        self.capture: CaptureOptions = groups["capture"]
+        self.maps: MapOptions = groups["maps"]
+        self.projector: ProjectorOptions | None = groups["projector"]
+        self.wrong_cluster: WrongClusterOptions | None = groups["wrong_cluster"]
+        self.outputs: OutputOptions = groups["outputs"]
+        self.resources: ResourceOptions = groups["resources"]
         #: One line per analysed epoch of ``fit`` under the time budget: what it made, when the next map comes.
         self.schedule: list[str] = []
 
@@ -314,8 +215,8 @@ class FeatureVisualizer(_Callback):
         self._warned: set[str] = set()
         self._run = ValidationCapture(self._capture_options(), self._warn_once, rank_zero_info)
         self._knn_cache: ResultCache[NeighbourStats] = ResultCache()
-        self._maps = MapTracker(self.perplexity, seed, tsne_backend)
-        self._reports = ReportScheduler(self._maps, self._warn_once, self._reported)
+        self._map_tracker = MapTracker(self.maps.perplexity, seed, self.maps.backend)
+        self._reports = ReportScheduler(self._map_tracker, self._warn_once, self._reported)
         self._budget = TimeBudget(overhead) if overhead is not None else None
         self._outputs: frozenset[str] | None = None  # this epoch's budgeted outputs (None: every one)
         self._unfinished: tuple[EpochJob, Destination] | None = None  # the last epoch, if it lacks outputs
@@ -333,12 +234,31 @@ class FeatureVisualizer(_Callback):
         """The captured layers: module path -> display name."""
         return self._run.paths
 
-    def _capture_options(self) -> CaptureOptions:
-        names = [option.name for option in fields(CaptureOptions) if option.name != "shows_images"]
-        shows_images = (
-            self.log_neighbour_grids or self.log_wrong_cluster or bool(self.log_projector and self.tsne_every_n_epochs)
-        )  # whether any output shows thumbnails (grids, the gallery, the projector's sprite)
-        return CaptureOptions(**{name: getattr(self, name) for name in names}, shows_images=shows_images)
+    def _capture_options(self) -> CaptureSettings:
+        capture, resources = self.capture, self.resources
+        shows_images = (  # whether any output shows thumbnails (grids, the gallery, the projector's sprite)
+            self.outputs.neighbour_grids
+            or self.wrong_cluster is not None
+            or bool(self.projector is not None and self.maps.every_n_epochs)
+        )
+        return CaptureSettings(
+            k=self.k,
+            max_samples=self.max_samples,
+            max_reference=capture.max_reference,
+            reference=capture.reference,
+            seed=self.seed,
+            pool_size=capture.pool_size,
+            input_size=capture.input_size,
+            input_kind=capture.input_kind,
+            thumbnail_size=capture.thumbnail_size,
+            image_mean=capture.image_mean,
+            image_std=capture.image_std,
+            storage_dtype=capture.storage_dtype,
+            memory_budget_mb=resources.memory_budget_mb,
+            strict=self.strict,
+            batch_extractor=capture.batch_extractor,
+            shows_images=shows_images,
+        )
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._run.options = self._capture_options()
@@ -348,11 +268,27 @@ class FeatureVisualizer(_Callback):
         # trainer.log_dir broadcasts from rank 0: ask once here, where every rank runs, never in a
         # branch that one rank could skip (that would hang the others).
         self._log_dir = trainer.log_dir
-        options = ReportOptions(**{option.name: getattr(self, option.name) for option in fields(ReportOptions)})
+        wrong_cluster = self.wrong_cluster or WrongClusterOptions()
+        options = ReportOptions(
+            k=self.k,
+            query_indices=None if self.outputs.query_indices is None else list(self.outputs.query_indices),
+            log_neighbour_grids=self.outputs.neighbour_grids,
+            log_wrong_cluster=self.wrong_cluster is not None,
+            wrong_cluster_layer=wrong_cluster.layer,
+            min_share=wrong_cluster.min_share,
+            max_gallery=wrong_cluster.max_gallery,
+            log_confusion=self.outputs.confusion,
+            tsne_dims=list(self.maps.dims),
+            log_projector=self.projector is not None,
+            projector_every_n_epochs=(self.projector or ProjectorOptions()).every_n_epochs,
+            dashboard=self.dashboard,
+            map_samples=self.maps.samples,
+            seed=self.seed,
+        )
         on_accelerator = trainer.strategy.root_device.type != "cpu"
-        background = self.background if self.background is not None else on_accelerator
+        background = self.resources.background if self.resources.background is not None else on_accelerator
         self._on_cpu = not on_accelerator
-        self._reports.start(Reporter(options, self._maps, self._log_dir), self._log_dir, background)
+        self._reports.start(Reporter(options, self._map_tracker, self._log_dir), self._log_dir, background)
         self._phase = Phase.OFF if self._phase is Phase.OFF else Phase.WAITING
         if stage == TrainerFn.VALIDATING and trainer.world_size > 1 and allows_empty_ranks(trainer, pl_module):
             # A rank without a batch runs no validation hook, so it could not join the gather, and
@@ -369,11 +305,11 @@ class FeatureVisualizer(_Callback):
         # Every rank runs this after the validation loaders are set up: the place to find out whether
         # some rank will see no validation batch (it then runs no validation hook, and could not gather).
         counts = trainer.num_val_batches
-        local = counts[self.dataloader_idx] if self.dataloader_idx < len(counts) else 0
+        local = counts[self.capture.dataloader_idx] if self.capture.dataloader_idx < len(counts) else 0
         everyone = all_objects(float(local))
         if min(everyone) == 0 < max(everyone):
             empty = [rank for rank, count in enumerate(everyone) if count == 0]
-            self._switch_off(f"ranks {empty} see no batch of validation dataloader {self.dataloader_idx}")
+            self._switch_off(f"ranks {empty} see no batch of validation dataloader {self.capture.dataloader_idx}")
 
     def _switch_off(self, reason: str) -> None:
         self._phase = Phase.OFF if self._phase is Phase.OFF else Phase.OFF_THIS_RUN
@@ -408,23 +344,23 @@ class FeatureVisualizer(_Callback):
         self._reports.close(wait=False)  # training failed: drop reports not started, stop the thread
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": list(self.history), "maps": self._maps.state_dict()}
+        return {"history": list(self.history), "maps": self._map_tracker.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
-        self._maps.load_state_dict(state_dict.get("maps", {}))
+        self._map_tracker.load_state_dict(state_dict.get("maps", {}))
 
     # ----------------------------------------------------------------------------- capture
 
     def _use_layers(self, pl_module: pl.LightningModule, paths: dict[str, str]) -> None:
         """Capture ``paths`` (module path -> display name) from now on; check the arguments that name layers."""
         displays = list(paths.values())
-        if self.wrong_cluster_layer is not None and self.wrong_cluster_layer not in displays:
+        chosen = self.wrong_cluster.layer if self.wrong_cluster is not None else None
+        if chosen is not None and chosen not in displays:
             raise ValueError(
-                f"Expected `wrong_cluster_layer` to be one of the captured layers {displays}, "
-                f"but got {self.wrong_cluster_layer!r}."
+                f"Expected `wrong_cluster.layer` to be one of the captured layers {displays}, but got {chosen!r}."
             )
-        self._run.use(pl_module, paths, resolve_reductions(pl_module, paths, self.reduction))
+        self._run.use(pl_module, paths, resolve_reductions(pl_module, paths, self.capture.reduction))
 
     def _choose_layers(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """``layers="auto"``: the input, the main stages and the pooled feature, found with one no-grad forward
@@ -443,20 +379,20 @@ class FeatureVisualizer(_Callback):
         rank_zero_info(f"FeatureVisualizer layers: {list(self._paths.values())} (`layers='auto'`).")
 
     def _probe_default_layers(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, str]:
-        loader = validation_loader(trainer, self.dataloader_idx)
+        loader = validation_loader(trainer, self.capture.dataloader_idx)
         batch = next(iter(loader), None) if loader is not None else None
         if batch is None:
             raise ValueError("no validation batch")
-        images = read_batch(batch, self.batch_extractor).inputs
+        images = read_batch(batch, self.capture.batch_extractor).inputs
         if images.is_floating_point():  # the same input on every rank: identical layers are found alike
             generator = torch.Generator().manual_seed(self.seed)
             images = torch.randn(images.shape, generator=generator, dtype=images.dtype)
         plugin = trainer.precision_plugin
         example = images.to(next(pl_module.parameters()).device)
         example = plugin.convert_input(example) if hasattr(plugin, "convert_input") else example
-        map_reduction = self.reduction if isinstance(self.reduction, str) else "avg"
+        map_reduction = self.capture.reduction if isinstance(self.capture.reduction, str) else "avg"
         with preserved_global_rng(), getattr(plugin, "forward_context", nullcontext)():
-            paths = default_layers(pl_module, example, map_reduction, self.pool_size).layers
+            paths = default_layers(pl_module, example, map_reduction, self.capture.pool_size).layers
         return short_display_names(pl_module, paths)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -469,17 +405,18 @@ class FeatureVisualizer(_Callback):
         smoke_test = getattr(trainer, "fast_dev_run", False)  # nothing to analyse
         if not due or smoke_test or self._phase is not Phase.WAITING or self._run.hooks is None:
             return
-        loader = validation_loader(trainer, self.dataloader_idx)
+        loader = validation_loader(trainer, self.capture.dataloader_idx)
         size = len(loader.dataset) if loader is not None and hasattr(loader.dataset, "__len__") else None
         if loader is None or size is None:
             self._warn_once("loader", "FeatureVisualizer found no sized validation dataset; nothing is analysed.")
             return
-        queries = [i for i in self.query_indices or [] if i < size]
-        if len(queries) < len(self.query_indices or []):
-            beyond = sorted(set(self.query_indices or []) - set(queries))
+        queries = [i for i in self.outputs.query_indices or [] if i < size]
+        if len(queries) < len(self.outputs.query_indices or []):
+            beyond = sorted(set(self.outputs.query_indices or []) - set(queries))
             self._warn_once(
                 "queries",
-                f"`query_indices` {beyond} are beyond the validation dataset ({size} samples); they are left out.",
+                f"`outputs.query_indices` {beyond} are beyond the validation dataset ({size} samples); they are left "
+                "out.",
             )
         self._val_dataset = loader.dataset
         self._run.start_epoch(pl_module, size, queries, sampler_batches(loader))
@@ -502,7 +439,7 @@ class FeatureVisualizer(_Callback):
     ) -> None:
         if trainer.sanity_checking and batch_idx == 0:
             self._run.probe(pl_module, batch)  # a batch we cannot read fails here, before training
-        capturing = self._phase is Phase.CAPTURING and dataloader_idx == self.dataloader_idx
+        capturing = self._phase is Phase.CAPTURING and dataloader_idx == self.capture.dataloader_idx
         if not capturing or self._run.hooks is None or self._run.bank is None:
             return
         if not self._guarded(self._run.add_batch, pl_module, outputs, batch, batch_idx):
@@ -542,7 +479,9 @@ class FeatureVisualizer(_Callback):
             raise failure
         if failed:  # every rank raises, none is left waiting in a collective
             raise RuntimeError("FeatureVisualizer's analysis failed on rank 0 (strict=True); see its error.")
-        through_module = {t: v for t, v in metrics.items() if self.monitor_class_purity or "/purity_of_class@" not in t}
+        through_module = {
+            t: v for t, v in metrics.items() if self.outputs.monitor_class_purity or "/purity_of_class@" not in t
+        }
         for tag, value in through_module.items():
             pl_module.log(tag, value, on_step=False, on_epoch=True, sync_dist=False, add_dataloader_idx=False)
         epoch, step = trainer.current_epoch, logged_step(trainer)
@@ -559,7 +498,7 @@ class FeatureVisualizer(_Callback):
         ]
         if results is not None:
             direct = {t: v for t, v in metrics.items() if t not in through_module}
-            wanted = (self.log_wrong_cluster or self.dashboard) and self._val_dataset is not None
+            wanted = (self.wrong_cluster is not None or self.dashboard) and self._val_dataset is not None
             paths = sample_paths(self._val_dataset, results.bank.indices.tolist()) if wanted else None
             sinks = self._sinks(trainer)
             folders = [sink.projector_dir for sink in sinks if sink.projector_dir is not None]
@@ -583,9 +522,9 @@ class FeatureVisualizer(_Callback):
 
     def _wanted(self) -> list[str]:
         """The outputs the time budget schedules (:func:`~lightning_featviz.report.budget.wanted_outputs`)."""
-        figures = self.log_neighbour_grids or self.log_wrong_cluster or self.log_confusion
-        budgeted = self.tsne_every_n_epochs == "budget"
-        return wanted_outputs(figures, self.tsne_dims, self.log_projector, budgeted)
+        figures = self.outputs.neighbour_grids or self.wrong_cluster is not None or self.outputs.confusion
+        budgeted = self.maps.every_n_epochs == "budget"
+        return wanted_outputs(figures, list(self.maps.dims), self.projector is not None, budgeted)
 
     def _plan(self, trainer: pl.Trainer, bank: BankData) -> None:
         """Rank 0, fitting under a budget: this epoch's outputs (``self._outputs``), logged in one line."""
@@ -595,8 +534,8 @@ class FeatureVisualizer(_Callback):
         last = last_analysed_epoch(trainer.max_epochs, self.every_n_epochs, trainer.max_steps)
         clock = self._budget.clock(trainer.current_epoch, last, self.every_n_epochs)
         widths = [int(vectors.shape[1]) for vectors in bank.vectors.values()]
-        chosen, line = self._budget.plan(clock, len(bank), min(len(bank), self.map_samples), widths, self._wanted())
-        if self.tsne_every_n_epochs not in (None, "budget") and self._maps_due(trainer):  # an explicit cadence
+        chosen, line = self._budget.plan(clock, len(bank), min(len(bank), self.maps.samples), widths, self._wanted())
+        if self.maps.every_n_epochs not in (None, "budget") and self._maps_due(trainer):  # an explicit cadence
             chosen |= {MAPS_2D, MAPS_3D, PROJECTOR}
         self._outputs = chosen
         if last is not None and trainer.current_epoch >= last:
@@ -629,7 +568,7 @@ class FeatureVisualizer(_Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, bank: BankData
     ) -> tuple[EpochResults | None, dict[str, float]]:
         """Rank 0: kNN per layer; the results, and the scalars every rank logs."""
-        reference = self._capture_reference(trainer, pl_module) if self.reference == "train" else None
+        reference = self._capture_reference(trainer, pl_module) if self.capture.reference == "train" else None
         names = self._class_names(
             trainer, max(int(bank.labels.max()), int(reference.labels.max()) if reference else 0) + 1
         )
@@ -651,9 +590,9 @@ class FeatureVisualizer(_Callback):
             layers,
             self.k,
             len(names),
-            self.metric,
+            self.capture.metric,
             device,
-            self.chunk_size,
+            self.resources.chunk_size,
             self._knn_cache,
             self._warn_once,
             exclude,
@@ -661,7 +600,7 @@ class FeatureVisualizer(_Callback):
         )
         if self._budget is not None:
             self._budget.record({KNN: time.perf_counter() - started}, optional=False)
-        metrics = epoch_metrics(stats, bank.labels, names, self.tag, undefined, self.monitor_class_purity)
+        metrics = epoch_metrics(stats, bank.labels, names, self.tag, undefined, self.outputs.monitor_class_purity)
         searched = reference if reference is not None else bank
         return EpochResults(bank, searched, stats, names, self.k, trainer.current_epoch), metrics
 
@@ -670,12 +609,12 @@ class FeatureVisualizer(_Callback):
     ) -> dict[str, int]:
         """Each layer's K for its one search this epoch: what purity, label issues and (a map of the whole
         bank) the map need (:func:`~lightning_featviz.analysis.neighbourhoods.neighbours_needed`)."""
-        maps = within_bank and self._maps_due(trainer) and len(bank) <= self.map_samples
-        labelled = (self.wrong_cluster_layer or (layers[-1] if layers else None)) if self.log_wrong_cluster else None
+        maps = within_bank and self._maps_due(trainer) and len(bank) <= self.maps.samples
+        labelled = (self.wrong_cluster.layer or (layers[-1] if layers else None)) if self.wrong_cluster else None
         figures = self._outputs is None or FIGURES in self._outputs
         label_k = label_issue_k(bank.labels) if within_bank and figures else 0
         return {
-            layer: neighbours_needed(len(bank), self.k, self.perplexity, maps, label_k if layer == labelled else 0)
+            layer: neighbours_needed(len(bank), self.k, self.maps.perplexity, maps, label_k if layer == labelled else 0)
             for layer in layers
         }
 
@@ -687,8 +626,8 @@ class FeatureVisualizer(_Callback):
             return
         counts = torch.bincount(searched.labels)
         small = int(((counts > 0) & (counts < self.k + int(reference is None))).sum())
-        knob = "max_reference" if reference is not None else "max_samples"
-        value = getattr(self, knob)
+        knob = "capture.max_reference" if reference is not None else "max_samples"
+        value = self.capture.max_reference if reference is not None else self.max_samples
         lifted = int((counts > 0).sum()) * (self.k + 1)
         self._warn_once(
             "ceiling",
@@ -716,13 +655,13 @@ class FeatureVisualizer(_Callback):
             self._budget.record(report.seconds, optional=job.results.epoch not in self._final_epochs)
 
     def _maps_due(self, trainer: pl.Trainer) -> bool:
-        if self.tsne_every_n_epochs is None:
+        if self.maps.every_n_epochs is None:
             return False
         if trainer.state.fn != TrainerFn.FITTING:
             return True
-        if self.tsne_every_n_epochs == "budget":  # as planned (every epoch without a budget)
+        if self.maps.every_n_epochs == "budget":  # as planned (every epoch without a budget)
             return self._outputs is None or bool({MAPS_2D, MAPS_3D} & self._outputs)
-        return trainer.current_epoch % self.tsne_every_n_epochs == 0
+        return trainer.current_epoch % self.maps.every_n_epochs == 0
 
     def tag(self, kind: str, layer: str, *rest: str) -> str:
         """The logged tag, e.g. ``featviz/knn_purity@10/avgpool``; images have no ``@k``: ``featviz/tsne_2d/x``."""
@@ -737,22 +676,22 @@ class FeatureVisualizer(_Callback):
             trainer,
             pl_module,
             self._run.hooks,
-            self.max_reference,
+            self.capture.max_reference,
             self.seed + 1,
-            self.batch_extractor,
+            self.capture.batch_extractor,
             self._run.vectors,
             self._run.thumbnails,
         )
         if bank is None:
             self._warn_once(
                 "train",
-                "`reference='train'` needs a training DataLoader over a sized dataset; "
+                "`capture.reference='train'` needs a training DataLoader over a sized dataset; "
                 "searching the validation samples instead.",
             )
         return bank
 
     def _class_names(self, trainer: pl.Trainer, num_seen: int) -> list[str]:
-        known = self.class_names or known_class_names(trainer, validation_loader(trainer, self.dataloader_idx))
+        known = self.class_names or known_class_names(trainer, validation_loader(trainer, self.capture.dataloader_idx))
         if num_seen > len(known) and known:
             self._warn_once(
                 "labels",
@@ -764,7 +703,7 @@ class FeatureVisualizer(_Callback):
     def _sinks(self, trainer: pl.Trainer) -> list[Sink]:
         """Where rank 0 writes: every TensorBoard writer, else files under the run's log dir; and the
         static report's folder when ``report_dir`` is set."""
-        report = [FileSink(self.report_dir, embeddings=False)] if self.report_dir is not None else []
+        report = [FileSink(self.outputs.report_dir, embeddings=False)] if self.outputs.report_dir is not None else []
         writers = tensorboard_writers(trainer.loggers)
         if writers:
             return [*(TensorBoardSink(w) for w in writers), *report]
@@ -780,3 +719,11 @@ class FeatureVisualizer(_Callback):
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(message, stacklevel=2)
+
+
+#: The default of each option group, as in the signature: a group that is not its default was passed.
+_GROUP_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(FeatureVisualizer.__init__).parameters.items()
+    if name in GROUPS
+}

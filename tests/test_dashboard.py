@@ -24,7 +24,7 @@ from conftest import TinyNet, tiny_trainer
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import Subset
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions, ResourceOptions
 from lightning_featviz.dashboard.data import FOLDER, LayerEpoch, Samples, find_runs, read_epoch, write_epoch
 from lightning_featviz.dashboard.plugin import FeatvizPlugin
 from lightning_featviz.demo.model import ClassificationData
@@ -58,11 +58,10 @@ def dashboard_run(tmp_path_factory, digits_val) -> tuple[Path, RecordingVisualiz
         overhead=None,  # every output every epoch: the routes are checked at each epoch
         k=5,
         max_samples=120,
-        tsne_dims=[2],
-        background=False,
-        log_projector=False,
-        log_neighbour_grids=False,
-        log_confusion=False,
+        maps=MapOptions(dims=[2]),
+        projector=False,
+        outputs=OutputOptions(neighbour_grids=False, confusion=False),
+        resources=ResourceOptions(background=False),
     )
     torch.manual_seed(0)
     trainer = tiny_trainer(root, max_epochs=3, logger=TensorBoardLogger(root), callbacks=[visualizer])
