@@ -75,8 +75,9 @@ def test_strict_mode_raises_the_failure_and_cleans_up(tmp_path, small_data, monk
     assert hooks_left(model) == 0 and not _report_threads()
 
 
-def test_a_render_process_that_dies_costs_one_report_and_the_next_starts_a_new_one(tmp_path, small_data):
-    visualizer = FeatureVisualizer(
+def _in_the_background() -> FeatureVisualizer:
+    """Every output, 2-D maps only, the reports made in the render process."""
+    return FeatureVisualizer(
         LAYERS,
         overhead=None,
         k=5,
@@ -84,6 +85,10 @@ def test_a_render_process_that_dies_costs_one_report_and_the_next_starts_a_new_o
         maps=MapOptions(dims=[2]),
         resources=ResourceOptions(background=True),
     )
+
+
+def test_a_render_process_that_dies_costs_one_report_and_the_next_starts_a_new_one(tmp_path, small_data):
+    visualizer = _in_the_background()
     killed = []
 
     class KillTheRenderProcess(Callback):
@@ -113,14 +118,7 @@ def test_a_report_process_that_cannot_start_leaves_reports_to_the_worker_thread(
     tmp_path, small_data, monkeypatch, python
 ):
     monkeypatch.setattr("sys.executable", shutil.which(python) or python)
-    visualizer = FeatureVisualizer(
-        LAYERS,
-        overhead=None,
-        k=5,
-        max_samples=60,
-        maps=MapOptions(dims=[2]),
-        resources=ResourceOptions(background=True),
-    )
+    visualizer = _in_the_background()
     trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
     with pytest.warns(UserWarning, match="could not start its report process") as record:
         trainer.fit(TinyNet(), datamodule=small_data)
@@ -131,14 +129,7 @@ def test_a_report_process_that_cannot_start_leaves_reports_to_the_worker_thread(
 
 def test_an_error_in_training_leaves_no_hook_and_no_worker(tmp_path, small_data):
     model = TinyNet(fail_at_batch=1)  # fails in the middle of a validation epoch, hooks attached
-    visualizer = FeatureVisualizer(
-        LAYERS,
-        overhead=None,
-        k=5,
-        max_samples=60,
-        maps=MapOptions(dims=[2]),
-        resources=ResourceOptions(background=True),
-    )
+    visualizer = _in_the_background()
     with pytest.raises(RuntimeError, match="boom in validation_step"):
         tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(model, datamodule=small_data)
     assert hooks_left(model) == 0 and not _report_threads()
@@ -152,14 +143,7 @@ def test_keyboard_interrupt_leaves_no_hook_and_no_worker(tmp_path, small_data):
             return super().training_step(batch, batch_idx)
 
     model = Interrupted()
-    visualizer = FeatureVisualizer(
-        LAYERS,
-        overhead=None,
-        k=5,
-        max_samples=60,
-        maps=MapOptions(dims=[2]),
-        resources=ResourceOptions(background=True),
-    )
+    visualizer = _in_the_background()
     handler = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit):  # Lightning shuts down gracefully, then exits with status 1
