@@ -4,7 +4,7 @@ naming the argument, what it should be, and the value it got."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -20,6 +20,13 @@ def is_int(value: Any) -> bool:
 
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def normalised_layers(layers: Any) -> list[str] | dict[str, str] | Literal["auto"]:
+    """``layers`` as the callback keeps it: ``"auto"`` (for None too), a list of paths or a dict path -> name."""
+    if layers is None or layers == "auto":
+        return "auto"
+    return dict(layers) if isinstance(layers, Mapping) else list(layers)
 
 
 def check_arguments(

@@ -392,3 +392,11 @@ def move_deprecated(groups: Mapping[str, Any], old: Mapping[str, Any], stackleve
             stacklevel=stacklevel,
         )
     return result
+
+
+def resolve_groups(given: Mapping[str, Any], defaults: Mapping[str, Any], old: Mapping[str, Any]) -> dict[str, Any]:
+    """The option groups of the callback from its arguments ``given`` (a group that is not its signature's default
+    ``defaults[name]`` was passed) and the deprecated flat arguments ``old``: each an instance, or None when off."""
+    explicit = {name: value for name, value in given.items() if value is not defaults[name]}
+    moved = {**given, **move_deprecated(explicit, old, stacklevel=4)}
+    return {name: group_of(name, value) for name, value in moved.items()}
