@@ -34,7 +34,7 @@ from lightning_featviz.capture.trainer_data import (
     sampler_batches,
     validation_loader,
 )
-from lightning_featviz.epoch_analysis import EpochAnalysis, queries_within
+from lightning_featviz.epoch_analysis import queries_within
 from lightning_featviz.options import (
     GROUPS,
     CaptureOptions,
@@ -46,12 +46,11 @@ from lightning_featviz.options import (
     resolve_groups,
 )
 from lightning_featviz.outputs.sinks import sinks_for
-from lightning_featviz.report.plan import OutputPlan
 from lightning_featviz.report.reporter import Destination, EpochJob, Report, Reporter, unfinished
 from lightning_featviz.runtime.distributed import gather_columns, on_rank_zero, ranks_without_batches
 from lightning_featviz.runtime.guard import Guard
 from lightning_featviz.runtime.scheduler import ReportScheduler
-from lightning_featviz.settings import capture_settings, report_options
+from lightning_featviz.settings import capture_settings, epoch_analysis, output_plan, report_options
 
 
 def _callback_bases() -> tuple[type, ...]:
@@ -155,14 +154,7 @@ class FeatureVisualizer(_Callback):
         self._phase = Phase.WAITING
         self._guard = Guard(self.strict)
         self._run = ValidationCapture(capture_settings(self), self._guard.warn_once, rank_zero_info)
-        self._analysis = EpochAnalysis(
-            k, max_samples, seed, self.class_names, self.capture, self.maps, self.wrong_cluster, self.resources,
-            self.outputs.monitor_class_purity, self._guard.warn_once,
-        )  # fmt: skip
-        figures = self.outputs.neighbour_grids or self.wrong_cluster is not None or self.outputs.confusion
-        self._plan = OutputPlan(
-            overhead, every_n_epochs, self.maps.every_n_epochs, self.maps.dims, figures, self.projector is not None
-        )
+        self._analysis, self._plan = epoch_analysis(self, self._guard.warn_once), output_plan(self)
         self._map_tracker = MapTracker(self.maps.perplexity, seed, self.maps.backend)
         self._reports = ReportScheduler(self._map_tracker, self._guard.warn_once, self._reported)
         self._unfinished: tuple[EpochJob, Destination] | None = None  # the last epoch, if it lacks outputs

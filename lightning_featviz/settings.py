@@ -1,11 +1,15 @@
-"""What the callback's parts read, made from its options: the capture's settings and the reports' options."""
+"""What the callback's parts read, made from its options: the capture's settings, rank 0's analysis, the plan of
+each epoch's outputs and the reports' options."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lightning_featviz.capture.epoch import CaptureSettings
+from lightning_featviz.epoch_analysis import EpochAnalysis
 from lightning_featviz.options import ProjectorOptions, WrongClusterOptions
+from lightning_featviz.report.plan import OutputPlan
 from lightning_featviz.report.reporter import ReportOptions
 
 if TYPE_CHECKING:
@@ -58,4 +62,22 @@ def report_options(visualizer: FeatureVisualizer) -> ReportOptions:
         dashboard=visualizer.dashboard,
         map_samples=visualizer.maps.samples,
         seed=visualizer.seed,
+    )
+
+
+def epoch_analysis(visualizer: FeatureVisualizer, warn: Callable[[str, str], None]) -> EpochAnalysis:
+    """Rank 0's analysis of each epoch, with the visualizer's options."""
+    v = visualizer
+    return EpochAnalysis(
+        v.k, v.max_samples, v.seed, v.class_names, v.capture, v.maps, v.wrong_cluster, v.resources,
+        v.outputs.monitor_class_purity, warn,
+    )  # fmt: skip
+
+
+def output_plan(visualizer: FeatureVisualizer) -> OutputPlan:
+    """The plan of each epoch's outputs: the time budget, the map cadence, the outputs switched on."""
+    v = visualizer
+    figures = v.outputs.neighbour_grids or v.wrong_cluster is not None or v.outputs.confusion
+    return OutputPlan(
+        v.overhead, v.every_n_epochs, v.maps.every_n_epochs, v.maps.dims, figures, v.projector is not None
     )

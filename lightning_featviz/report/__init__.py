@@ -1,7 +1,7 @@
 """Report: one analysed epoch turned into figures, tables, scalars and projector files.
 
 Owns the epoch job handed to rank 0's reporter, the time budget that decides which outputs it makes
-(``budget``: plain numbers), the figures and tables of an epoch, the reporter
+(``budget``: plain numbers; ``plan``: each epoch's plan), the figures and tables of an epoch, the reporter
 that fits the maps and builds the :class:`~lightning_featviz.report.reporter.Report`, and the
 destination that writes a report to the sinks. No Lightning and no trainer state.
 
