@@ -29,7 +29,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import FeatureVisualizer, ResourceOptions
 from lightning_featviz.demo.model import DEMO_LAYERS, ClassificationData, ImageClassifier
 
 
@@ -42,8 +42,8 @@ def fit_seconds(epochs: int, setting: str | None) -> tuple[float, list[str]]:
     options = {
         None: None,
         "default": {},
-        "full": {"overhead": None, "background": False},
-        "full-background": {"overhead": None, "background": True},
+        "full": {"overhead": None, "resources": ResourceOptions(background=False)},
+        "full-background": {"overhead": None, "resources": ResourceOptions(background=True)},
     }[setting]
     visualizer = None if options is None else FeatureVisualizer(list(DEMO_LAYERS), **options)
     callbacks = [] if visualizer is None else [visualizer]

@@ -28,7 +28,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import FeatureVisualizer, ResourceOptions
 from lightning_featviz.demo.datasets import ColouredDigits
 from lightning_featviz.demo.model import ClassificationData, ImageClassifier
 
@@ -85,7 +85,7 @@ class PinnedData(ClassificationData):
 def fit_seconds(args: argparse.Namespace, arch: str, data: PinnedData, with_callback: bool) -> float:
     """Wall time of one ``fit``, with the callback (defaults, background report) or without it."""
     pl.seed_everything(0, verbose=False)
-    callbacks = [FeatureVisualizer(background=True)] if with_callback else []
+    callbacks = [FeatureVisualizer(resources=ResourceOptions(background=True))] if with_callback else []
     model = Classifier(arch, len(data.classes), args.image_size)
     with tempfile.TemporaryDirectory() as logs:
         trainer = pl.Trainer(

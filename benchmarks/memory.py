@@ -31,7 +31,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions, ResourceOptions
 from lightning_featviz.capture.bank import BankData, bank_bytes
 from lightning_featviz.demo.model import DEMO_LAYERS, ClassificationData, ImageClassifier
 
@@ -118,7 +118,9 @@ def large_case(with_callback: bool) -> dict:
     torch.manual_seed(0)
     loader = torch.utils.data.DataLoader(NoiseImages(LARGE), batch_size=250)
     layers = ["input", "stages.0", "stages.1", "stages.2", "stages.3"]
-    visualizer = BankSize(layers, k=10, max_samples=LARGE, tsne_every_n_epochs=None, log_confusion=False)
+    visualizer = BankSize(
+        layers, k=10, max_samples=LARGE, maps=MapOptions(every_n_epochs=None), outputs=OutputOptions(confusion=False)
+    )
     with tempfile.TemporaryDirectory() as logs:
         trainer = pl.Trainer(
             logger=TensorBoardLogger(logs),
@@ -130,7 +132,7 @@ def large_case(with_callback: bool) -> dict:
     dims = {"input": 3 * 16 * 16, "stages.0": 16, "stages.1": 32, "stages.2": 64, "stages.3": 128}
     return {
         "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "predicted_mib": bank_bytes(LARGE, dims, torch.float32, visualizer.thumbnail_size) / 2**20,
+        "predicted_mib": bank_bytes(LARGE, dims, torch.float32, visualizer.capture.thumbnail_size) / 2**20,
         "measured_mib": visualizer.measured / 2**20,
     }
 
@@ -174,7 +176,9 @@ def main() -> None:
         return
     torch.manual_seed(0)
     data = ClassificationData.digits(batch_size=32)
-    visualizer = BankSize(layers=list(DEMO_LAYERS), k=10, background=args.background, overhead=None)
+    visualizer = BankSize(
+        layers=list(DEMO_LAYERS), k=10, overhead=None, resources=ResourceOptions(background=args.background)
+    )
     memory = MemoryLog(visualizer)
     with tempfile.TemporaryDirectory() as logs:
         trainer = pl.Trainer(
@@ -196,7 +200,7 @@ def main() -> None:
             spread = max(after) - min(after)
             print(f"{name} from epoch 2 on: {min(after):.0f}-{max(after):.0f} MiB (spread {spread:.0f} MiB)")
     dims = {"input": 3 * 16 * 16, "layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512, "avgpool": 512}
-    predicted = bank_bytes(len(data.val), dims, torch.float32, visualizer.thumbnail_size, num_classes=10)
+    predicted = bank_bytes(len(data.val), dims, torch.float32, visualizer.capture.thumbnail_size, num_classes=10)
     print(f"bank: predicted {predicted / 2**20:.2f} MiB, measured {visualizer.measured / 2**20:.2f} MiB")
 
 

@@ -92,7 +92,7 @@ def validate_runs(samples: int, runs: int) -> dict:
         "bytes": written,
         "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "analysed_layers": len({row["layer"] for row in visualizer.history}),
-        "budget_mib": visualizer.memory_budget_mb,
+        "budget_mib": visualizer.resources.memory_budget_mb,
     }
 
 

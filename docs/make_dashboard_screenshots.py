@@ -31,6 +31,8 @@ from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import Subset
 
+from lightning_featviz import MapOptions, OutputOptions, ResourceOptions
+
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "docs" / "images"
 sys.path.insert(0, str(ROOT / "tests"))
@@ -49,7 +51,13 @@ def train(log_dir: Path, frozen: bool, epochs: int) -> None:
             getattr(model.model, name).requires_grad_(False)
     layers = {"input": "input", **{f"model.{name}": name for name in ("layer1", "layer2", "layer3", "avgpool")}}
     visualizer = FeatureVisualizer(
-        layers, k=10, max_samples=400, tsne_dims=[2], log_projector=False, log_neighbour_grids=False, background=False
+        layers,
+        k=10,
+        max_samples=400,
+        maps=MapOptions(dims=[2]),
+        projector=False,
+        outputs=OutputOptions(neighbour_grids=False),
+        resources=ResourceOptions(background=False),
     )
     torch.manual_seed(0)
     trainer = pl.Trainer(

@@ -15,7 +15,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 from torchvision import datasets, transforms
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import CaptureOptions, FeatureVisualizer, MapOptions
 from lightning_featviz.demo.model import ClassificationData, ImageClassifier
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -46,9 +46,8 @@ def main(argv=None) -> None:
         layers=["input", "layer1", "layer2", "layer3", "layer4", "avgpool"],
         k=10,
         max_samples=2000,
-        image_mean=MEAN,
-        image_std=STD,
-        tsne_every_n_epochs=2,
+        capture=CaptureOptions(image_mean=MEAN, image_std=STD),
+        maps=MapOptions(every_n_epochs=2),
     )
     trainer = pl.Trainer(
         max_epochs=args.epochs,

@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import CaptureOptions, FeatureVisualizer, OutputOptions
 from lightning_featviz.demo.model import ClassificationData, ImageClassifier
 
 
@@ -39,9 +39,8 @@ def main(argv=None) -> None:
     visualizer = FeatureVisualizer(
         layers=["input", "layer1", "layer2", "layer3", "layer4", "avgpool"],
         k=10,
-        image_mean=data.mean,  # undo the ImageNet normalisation for the thumbnails
-        image_std=data.std,
-        report_dir=f"{args.logdir}/food_report",  # the same figures as a static HTML page
+        capture=CaptureOptions(image_mean=data.mean, image_std=data.std),  # undo the ImageNet normalisation
+        outputs=OutputOptions(report_dir=f"{args.logdir}/food_report"),  # the same figures as a static HTML page
     )
     trainer = pl.Trainer(
         max_epochs=args.epochs,

@@ -12,7 +12,7 @@ weights (downloaded by torchvision).
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import FeatureVisualizer, OutputOptions
 from lightning_featviz.demo.model import ClassificationData, ImageClassifier
 
 pl.seed_everything(0)
@@ -22,7 +22,7 @@ model = ImageClassifier(num_classes=len(data.classes), arch="resnet18")
 visualizer = FeatureVisualizer(
     layers=["input", "layer1", "layer2", "layer3", "layer4", "avgpool"],
     k=10,
-    query_indices=[394, 97, 996, 460, 737],
+    outputs=OutputOptions(query_indices=[394, 97, 996, 460, 737]),
 )
 trainer = pl.Trainer(max_epochs=8, logger=TensorBoardLogger("lightning_logs"), callbacks=[visualizer])
 trainer.fit(model, datamodule=data)

@@ -22,6 +22,13 @@ _MODULE_OF = {
     "reduce_output": "capture.reductions",
     "FeatureBank": "capture.bank",
     "FeatureVisualizer": "callback",
+    "CaptureOptions": "options",
+    "MapOptions": "options",
+    "ProjectorOptions": "options",
+    "WrongClusterOptions": "options",
+    "OutputOptions": "options",
+    "ResourceOptions": "options",
+    "FeatvizDeprecationWarning": "options",
     "find_label_issues": "analysis.label_issues",
     "find_wrong_cluster": "analysis.wrong_cluster",
     "image_folder": "loading",
@@ -59,18 +66,25 @@ __all__ = [
     "ActivationCapture",
     "BankData",
     "Batch",
+    "CaptureOptions",
     "ColouredDigits",
     "FeatureBank",
     "FeatureVisualizer",
+    "FeatvizDeprecationWarning",
     "LabelIssues",
     "Layout",
     "LayoutError",
+    "MapOptions",
     "MapPanel",
     "MapTracker",
     "NeighbourGrid",
     "NeighbourStats",
+    "OutputOptions",
     "ProjectorEntry",
+    "ProjectorOptions",
+    "ResourceOptions",
     "WrongCluster",
+    "WrongClusterOptions",
     "align_map",
     "default_layers",
     "find_label_issues",
@@ -136,6 +150,15 @@ if TYPE_CHECKING:
     from lightning_featviz.capture.reductions import reduce_output
     from lightning_featviz.demo.datasets import ColouredDigits
     from lightning_featviz.loading import image_folder
+    from lightning_featviz.options import (
+        CaptureOptions,
+        FeatvizDeprecationWarning,
+        MapOptions,
+        OutputOptions,
+        ProjectorOptions,
+        ResourceOptions,
+        WrongClusterOptions,
+    )
     from lightning_featviz.outputs.projector import ProjectorEntry, write_projector
     from lightning_featviz.render.grids import NeighbourGrid, neighbour_grid_image
     from lightning_featviz.render.maps import MapPanel, map_image

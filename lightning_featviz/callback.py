@@ -1,79 +1,56 @@
-"""The Lightning callback: decides *when* to capture and analyse, and *where* results go.
+"""The Lightning callback: decides *when* (which hook, which epoch) and hands the rest to objects named for
+their job: a :class:`~lightning_featviz.capture.epoch.ValidationCapture` per rank, rank 0's
+:class:`~lightning_featviz.epoch_analysis.EpochAnalysis`, the :class:`~lightning_featviz.report.plan.OutputPlan`
+of each epoch, and the :class:`~lightning_featviz.runtime.scheduler.ReportScheduler` that writes the reports.
 
-Everything it computes is done by the plain functions of the other modules.
-
-Over 300 lines: the 41 constructor arguments and their documentation take about 200; grouping them into
-option objects (issue 15) is still to do.
+Over 300 lines: one Lightning hook each for every moment it acts on, its imports and the signature of its
+options; nothing else.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
-import warnings
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
-from dataclasses import fields
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
-from torch import Tensor
 
-from lightning_featviz.analysis.embedding import Backend, MapTracker
-from lightning_featviz.analysis.knn import Metric, NeighbourStats, ResultCache
-from lightning_featviz.analysis.label_issues import label_issue_k
-from lightning_featviz.analysis.measures import EpochResults, degenerate, epoch_metrics, layer_stats, purity_ceiling
-from lightning_featviz.analysis.neighbourhoods import neighbours_needed
-from lightning_featviz.arguments import check_arguments
-from lightning_featviz.capture.bank import (
-    BankData,
-    bank_from_columns,
-)
-from lightning_featviz.capture.batches import (
-    read_batch,
-)
-from lightning_featviz.capture.default_layers import default_layers
-from lightning_featviz.capture.epoch import CaptureOptions, ValidationCapture
-from lightning_featviz.capture.hooks import (
-    Reduction,
-    resolve_layers,
-    resolve_reductions,
-    short_display_names,
-)
-from lightning_featviz.capture.inputs import (
-    InputKind,
-)
+from lightning_featviz.analysis.embedding import MapTracker
+from lightning_featviz.analysis.measures import EpochResults
+from lightning_featviz.arguments import check_arguments, normalised_layers
+from lightning_featviz.capture.bank import BankData, bank_from_columns
+from lightning_featviz.capture.epoch import ValidationCapture
+from lightning_featviz.capture.hooks import resolve_layers, resolve_reductions
 from lightning_featviz.capture.trainer_data import (
     allows_empty_ranks,
-    capture_training_bank,
-    known_class_names,
     logged_step,
-    matching_rows,
-    preserved_global_rng,
+    probe_default_layers,
     sample_paths,
     sampler_batches,
-    training_loader,
     validation_loader,
 )
-from lightning_featviz.outputs.sinks import FileSink, Sink, TensorBoardSink, tensorboard_writers
-from lightning_featviz.report.budget import (
-    FIGURES,
-    KNN,
-    MAPS_2D,
-    MAPS_3D,
-    PROJECTOR,
-    TimeBudget,
-    last_analysed_epoch,
-    wanted_outputs,
+from lightning_featviz.epoch_analysis import queries_within
+from lightning_featviz.options import (
+    GROUPS,
+    CaptureOptions,
+    MapOptions,
+    OutputOptions,
+    ProjectorOptions,
+    ResourceOptions,
+    WrongClusterOptions,
+    resolve_groups,
 )
-from lightning_featviz.report.reporter import Destination, EpochJob, Report, Reporter, ReportOptions, unfinished
-from lightning_featviz.report.reporter import tag as make_tag
-from lightning_featviz.runtime.distributed import all_objects, broadcast_object, gather_columns
+from lightning_featviz.outputs.sinks import sinks_for
+from lightning_featviz.report.reporter import Destination, EpochJob, Report, Reporter, unfinished
+from lightning_featviz.runtime.distributed import gather_columns, on_rank_zero, ranks_without_batches
+from lightning_featviz.runtime.guard import Guard
 from lightning_featviz.runtime.scheduler import ReportScheduler
+from lightning_featviz.settings import capture_settings, epoch_analysis, output_plan, report_options
 
 
 def _callback_bases() -> tuple[type, ...]:
@@ -104,108 +81,33 @@ class Phase(Enum):
 class FeatureVisualizer(_Callback):
     """Capture layer activations during validation and log what the network has learned.
 
-    Every validation epoch (not the sanity check), for each named layer: kNN class purity@k and
-    kNN majority-vote accuracy as scalars (through ``LightningModule.log``, so they are in
-    ``trainer.callback_metrics`` to be monitored), per-class purity as scalars, and a neighbour
-    grid image; plus one figure with the first and last layer's grids side by side. Every
-    ``tsne_every_n_epochs`` of those epochs: 2-D and 3-D t-SNE maps per layer, the first and last
-    layer side by side, every layer in order, map-quality scalars and projector embeddings.
+    Every analysed validation epoch (not the sanity check), for each layer: kNN purity@k and kNN accuracy as
+    scalars (through ``LightningModule.log``: they can be monitored); neighbour grids, confusion and wrong-cluster
+    figures, t-SNE maps and projector embeddings on the epochs the time budget allows; the FEATVIZ tab's files.
+    docs/api.md describes every argument and option.
 
     Args:
-        layers: ``"auto"`` (or None): the input, the outputs of the main stages and the pooled feature
-            before the classifier head, found on the module tree with one no-grad forward shaped like the
-            first validation batch (see ``docs/layers.md``); or module paths (or unique path endings,
-            ``"layer3"`` for ``"model.layer3"``), or a mapping path -> display name. ``"input"`` is the
-            batch itself (pixel space).
+        layers: ``"auto"`` (or None): the input, the main stages and the pooled feature before the head, found
+            with one forward shaped like the first validation batch; or module paths (or unique path endings),
+            or a mapping path -> display name. ``"input"`` is the batch itself.
         k: neighbours per sample.
         max_samples: validation samples kept (the same ones every epoch).
-        query_indices: positions in the validation dataset shown in the neighbour grids; default
-            one per class (the first kept sample of each, at most 10 classes).
-        metric: ``"euclidean"`` or ``"cosine"``.
-        reduction: how conv maps (channels first or last) become vectors: ``"avg"`` (global average
-            pool), ``"adaptive"`` (average pool to ``pool_size`` per side) or ``"flatten"``; or a mapping
-            layer -> one of those, ``"mean"``, ``"cls"``, ``"last"``, or a callable ``output -> (B, D)``
-            for that layer. Token sequences default to their class token where the model has one, else
-            their mean; RNN/attention/transformer outputs to their mean over time (``batch_first`` is read
-            off the module). A layer whose layout cannot be decided fails at the first batch, naming the
-            entry to add.
-        pool_size: output side of the ``"adaptive"`` reduction.
-        input_size: the input layer is area-downsampled to ``input_size`` per side before flattening
-            (images; sequences are resampled to ``input_size`` steps, token ids counted in ``input_size**2``
-            buckets: see :mod:`lightning_featviz.capture.inputs`).
-        input_kind: what the model's inputs are: ``"image"`` (B, C, H, W), ``"sequence"`` (B, T, F),
-            ``"vector"`` (B, F) or ``"tokens"`` (integer (B, T)); default (None) told from the first batch
-            (a float (B, H, W) batch is a grey image when the model has 2-D convolutions). Only images
-            have thumbnails: for the others, neighbour grids, the gallery and the projector's sprite are
-            left out.
-        reference: ``"val"`` (leave-one-out within the kept validation samples) or ``"train"``
-            (queries searched among up to ``max_reference`` training samples, captured by a
-            no-grad eval-mode pass at validation end).
-        max_reference: training samples kept with ``reference="train"``.
-        class_names: names of the class ids; default from the datamodule or dataset ``.classes``.
-        batch_extractor: ``batch -> (images, labels)`` or ``(images, labels, dataset_indices)``;
-            default reads ``(x, y)`` tuples and dicts with common keys.
-        image_mean: per-channel mean used to normalise images, to undo it for thumbnails.
-        image_std: per-channel std used to normalise images.
-        thumbnail_size: side of the stored thumbnails, in pixels.
-        log_neighbour_grids: log the neighbour-grid images.
-        monitor_class_purity: also log per-class purity as scalars
-            (``featviz/purity_of_class@k/<layer>/<class>``), through ``LightningModule.log``, so that
-            it is in ``trainer.callback_metrics`` for ModelCheckpoint/EarlyStopping. Off by default:
-            it is C scalars per layer per epoch (6,000 tags on ImageNet with 6 layers); the
-            ``purity_by_class`` figure of each layer (with ``log_confusion``) shows them instead.
-        tsne_every_n_epochs: ``"budget"``: t-SNE maps and the projector on the epochs the time budget
-            allows (``overhead``); n: fit them on every n-th epoch of ``fit`` (1 = each analysed epoch);
-            None turns maps and projector off.
-        tsne_dims: the map dimensions drawn, any of 2 and 3.
-        perplexity: t-SNE perplexity (lowered, with a warning, for small banks).
-        tsne_backend: ``"opentsne"`` (fast) or ``"sklearn"``.
-        log_projector: write TensorBoard projector embeddings (vectors, each map, thumbnails and
-            metadata) when maps are made.
-        log_wrong_cluster: find the images in the wrong semantic cluster of ``wrong_cluster_layer``:
-            a gallery with captions, a CSV file per epoch and a text table; they are also ringed
-            on its 2-D map. A share scalar and a projector column are logged for every layer.
-        wrong_cluster_layer: the layer (display name) for the gallery and export; default the last.
-        min_share: a sample is in the wrong cluster when another class holds the majority of its
-            k neighbours and at least this share of them (0.6: 6 of 10).
-        max_gallery: rows of the gallery figure.
-        log_confusion: per layer, the neighbourhood confusion matrix with per-class purity; and
-            purity by depth with a layer × epoch heatmap.
-        background: make the heavy part of each epoch's report (t-SNE, figures, projector, exports)
-            in a child process at the lowest CPU priority while training goes on (on Windows: on a
-            thread); kNN scalars are logged before the next training epoch either way. Reports are
-            written in epoch order, at most two wait, and all are written by the end of
-            ``fit``/``validate``. Default (None): on when the model trains on an accelerator, off
-            on the CPU, where training uses every core and the report's time adds to ``fit``
-            wherever it runs.
-        storage_dtype: how the bank stores vectors, ``"float32"`` or ``"float16"`` (half the
-            memory; kNN and t-SNE still compute in float32).
-        memory_budget_mb: the most the bank may take. Its size is predicted from the first
-            validation batch (the sanity check's, before training) and logged once; over the budget,
-            that check fails with the knobs to turn.
         every_n_epochs: run on every n-th epoch of ``fit``.
-        dataloader_idx: which validation dataloader to analyse.
+        overhead: the time budget: the callback may add at most this share to ``fit``'s time (0.1: 1.1 times);
+            the expensive outputs come on the epochs it allows and all at the last (:attr:`schedule` says
+            which). None: every output every analysed epoch.
+        class_names: names of the class ids; default from the datamodule or dataset ``.classes``.
+        dashboard: write the files of TensorBoard's FEATVIZ tab each analysed epoch.
+        strict: raise failures of the analysis and of the reports instead of warning once.
         seed: seed of the sample choice; the global RNGs are never touched.
-        chunk_size: queries per matrix product in the kNN search.
-        strict: raise failures of the analysis and of the reports (a plotting error, a full disk)
-            instead of warning once and letting training go on.
-        report_dir: also write every figure as PNG, the scalars as CSV, and ``index.html``, a page
-            that shows them without TensorBoard, into this folder (refreshed each epoch).
-        dashboard: write the files of TensorBoard's FEATVIZ tab (neighbours, maps, predictions and
-            wrong-cluster flags of every layer, thumbnails once) under ``<log dir>/featviz_dashboard``
-            each analysed epoch (see ``docs/dashboard.md``).
-        overhead: the time budget in ``fit``: the callback's work may add at most this share to the time
-            ``fit`` takes without it (0.1: 1.1 times), over the run. kNN scalars come every analysed epoch;
-            figures, maps, the projector and 3-D maps are made on the epochs the budget allows (costs are
-            measured as they run), and all of them at the last analysed epoch (known from ``max_epochs``;
-            when ``max_steps``, early stopping or an interrupt ends ``fit`` first, what the last analysed
-            epoch lacked is made when ``fit`` ends). Each analysed epoch logs one line saying what it made
-            and when the next map comes (also in :attr:`schedule`). A cadence given explicitly
-            (``tsne_every_n_epochs`` an integer) wins over the budget. None: no budget, every output every
-            analysed epoch. ``validate`` makes everything.
-        map_samples: maps, their quality measures and the projector show at most this many samples: a
-            stratified subsample of a larger bank, the same samples every epoch; purity and the other
-            scalars use the whole bank.
+        capture: what is captured and how (:class:`~lightning_featviz.CaptureOptions`).
+        maps: t-SNE maps (:class:`~lightning_featviz.MapOptions`); False: none.
+        projector: projector embeddings (:class:`~lightning_featviz.ProjectorOptions`); False: none.
+        wrong_cluster: the wrong-cluster gallery (:class:`~lightning_featviz.WrongClusterOptions`); False: none.
+        outputs: grids, confusion, per-class scalars, a report folder (:class:`~lightning_featviz.OutputOptions`).
+        resources: background reports, memory budget, kNN chunk (:class:`~lightning_featviz.ResourceOptions`).
+        **deprecated_arguments: the flat arguments of 0.1 (:data:`lightning_featviz.options.DEPRECATED`), for
+            one more release, with a :class:`~lightning_featviz.options.FeatvizDeprecationWarning`.
     """
 
     def __init__(
@@ -213,97 +115,36 @@ class FeatureVisualizer(_Callback):
         layers: Sequence[str] | Mapping[str, str] | Literal["auto"] | None = "auto",
         k: int = 10,
         max_samples: int = 2000,
-        query_indices: Sequence[int] | None = None,
-        metric: Metric = "euclidean",
-        reduction: Reduction | Mapping[str, str | Callable[[Any], Tensor]] = "avg",
-        pool_size: int = 2,
-        input_size: int = 16,
-        input_kind: InputKind | None = None,
-        reference: Literal["val", "train"] = "val",
-        max_reference: int = 2000,
-        class_names: Sequence[str] | None = None,
-        batch_extractor: Callable[[Any], tuple[Any, ...]] | None = None,
-        image_mean: Sequence[float] | None = None,
-        image_std: Sequence[float] | None = None,
-        thumbnail_size: int = 32,
-        log_neighbour_grids: bool = True,
-        monitor_class_purity: bool = False,
-        tsne_every_n_epochs: int | Literal["budget"] | None = "budget",
-        tsne_dims: Sequence[int] = (2, 3),
-        perplexity: float = 30.0,
-        tsne_backend: Backend = "opentsne",
-        log_projector: bool = True,
-        projector_every_n_epochs: int = 5,
-        log_wrong_cluster: bool = True,
-        wrong_cluster_layer: str | None = None,
-        min_share: float = 0.6,
-        max_gallery: int = 8,
-        log_confusion: bool = True,
-        background: bool | None = None,
-        storage_dtype: Literal["float32", "float16"] = "float32",
-        memory_budget_mb: float = 2048.0,
         every_n_epochs: int = 1,
-        dataloader_idx: int = 0,
-        seed: int = 0,
-        chunk_size: int = 1024,
-        strict: bool = False,
-        report_dir: str | Path | None = None,
-        dashboard: bool = True,
         overhead: float | None = 0.1,
-        map_samples: int = 2000,
+        class_names: Sequence[str] | None = None,
+        dashboard: bool = True,
+        strict: bool = False,
+        seed: int = 0,
+        capture: CaptureOptions = CaptureOptions(),
+        maps: MapOptions | bool = MapOptions(),
+        projector: ProjectorOptions | bool = ProjectorOptions(),
+        wrong_cluster: WrongClusterOptions | bool = WrongClusterOptions(),
+        outputs: OutputOptions = OutputOptions(),
+        resources: ResourceOptions = ResourceOptions(),
+        **deprecated_arguments: Any,
     ) -> None:
-        check_arguments({name: value for name, value in locals().items() if name != "self"})
-
-        self.layers: list[str] | dict[str, str] | Literal["auto"] = (
-            "auto"
-            if layers is None or layers == "auto"
-            else dict(layers)
-            if isinstance(layers, Mapping)
-            else list(layers)
+        given = {"capture": capture, "maps": maps, "projector": projector, "wrong_cluster": wrong_cluster}
+        groups = resolve_groups(
+            {**given, "outputs": outputs, "resources": resources}, _GROUP_DEFAULTS, deprecated_arguments
         )
-        self.k = k
-        self.max_samples = max_samples
-        self.query_indices = None if query_indices is None else [int(i) for i in query_indices]
-        self.metric: Metric = metric
-        self.reduction = reduction if isinstance(reduction, str) else dict(reduction)
-        self.pool_size = pool_size
-        self.input_size = input_size
-        self.input_kind: InputKind | None = input_kind
-        self.reference = reference
-        self.max_reference = max_reference
+        check_arguments(layers, k, max_samples, every_n_epochs, overhead, dashboard, groups)
+        self.layers = normalised_layers(layers)
+        self.k, self.max_samples, self.every_n_epochs, self.overhead = k, max_samples, every_n_epochs, overhead
         self.class_names = None if class_names is None else [str(c) for c in class_names]
-        self.batch_extractor = batch_extractor
-        self.image_mean = None if image_mean is None else list(image_mean)
-        self.image_std = None if image_std is None else list(image_std)
-        self.thumbnail_size = thumbnail_size
-        self.log_neighbour_grids = log_neighbour_grids
-        self.monitor_class_purity = monitor_class_purity
-        self.tsne_every_n_epochs = tsne_every_n_epochs
-        self.tsne_dims = sorted(set(tsne_dims))
-        self.perplexity = float(perplexity)
-        self.tsne_backend: Backend = tsne_backend
-        self.log_projector = log_projector
-        self.projector_every_n_epochs = projector_every_n_epochs
-        self.log_wrong_cluster = log_wrong_cluster
-        self.wrong_cluster_layer = wrong_cluster_layer
-        self.min_share = float(min_share)
-        self.max_gallery = max_gallery
-        self.log_confusion = log_confusion
-        self.background = background
-        self.storage_dtype = storage_dtype
-        self.memory_budget_mb = float(memory_budget_mb)
-        self.every_n_epochs = every_n_epochs
-        self.dataloader_idx = dataloader_idx
-        self.seed = seed
-        self.chunk_size = chunk_size
-        self.strict = bool(strict)
-        self.report_dir = None if report_dir is None else Path(report_dir)
-        self.dashboard = dashboard
-        self.overhead = overhead
-        self.map_samples = map_samples
-        #: One line per analysed epoch of ``fit`` under the time budget: what it made, when the next map comes.
-        self.schedule: list[str] = []
-
+        self.dashboard, self.strict, self.seed = dashboard, bool(strict), seed
+        self.capture: CaptureOptions = groups["capture"]
+        self.maps: MapOptions = groups["maps"]
+        self.projector: ProjectorOptions | None = groups["projector"]
+        self.wrong_cluster: WrongClusterOptions | None = groups["wrong_cluster"]
+        self.outputs: OutputOptions = groups["outputs"]
+        self.resources: ResourceOptions = groups["resources"]
+        #: One row per layer per analysed epoch: ``{"epoch", "step", "layer", "knn_purity", "knn_accuracy"}``.
         self.history: list[dict[str, float | int | str]] = []
         #: Dataset indices of the images in the wrong cluster at the last analysed epoch, per layer
         #: (strongest first); filled on rank 0.
@@ -311,48 +152,42 @@ class FeatureVisualizer(_Callback):
         self._log_dir: str | None = None
         self._val_dataset: Any = None
         self._phase = Phase.WAITING
-        self._warned: set[str] = set()
-        self._run = ValidationCapture(self._capture_options(), self._warn_once, rank_zero_info)
-        self._knn_cache: ResultCache[NeighbourStats] = ResultCache()
-        self._maps = MapTracker(self.perplexity, seed, tsne_backend)
-        self._reports = ReportScheduler(self._maps, self._warn_once, self._reported)
-        self._budget = TimeBudget(overhead) if overhead is not None else None
-        self._outputs: frozenset[str] | None = None  # this epoch's budgeted outputs (None: every one)
+        self._guard = Guard(self.strict)
+        self._run = ValidationCapture(capture_settings(self), self._guard.warn_once, rank_zero_info)
+        self._analysis, self._plan = epoch_analysis(self, self._guard.warn_once), output_plan(self)
+        self._map_tracker = MapTracker(self.maps.perplexity, seed, self.maps.backend)
+        self._reports = ReportScheduler(self._map_tracker, self._guard.warn_once, self._reported)
         self._unfinished: tuple[EpochJob, Destination] | None = None  # the last epoch, if it lacks outputs
-        self._final_epochs: set[int] = set()  # epochs whose report made everything as the last one
         self._on_cpu = True
 
-    # ----------------------------------------------------------------------------- lifecycle
+    @property
+    def schedule(self) -> list[str]:
+        """One line per analysed epoch of ``fit`` under the time budget: what it made, when the next map comes."""
+        return self._plan.schedule
 
     @property
     def state_key(self) -> str:
         return self._generate_state_key(layers=self.layers if self.layers == "auto" else list(self.layers), k=self.k)
 
-    @property
-    def _paths(self) -> dict[str, str]:
-        """The captured layers: module path -> display name."""
-        return self._run.paths
+    def tag(self, kind: str, layer: str, *rest: str) -> str:
+        """The logged tag, e.g. ``featviz/knn_purity@10/avgpool``; images have no ``@k``: ``featviz/tsne_2d/x``."""
+        return self._analysis.tag(kind, layer, *rest)
 
-    def _capture_options(self) -> CaptureOptions:
-        names = [option.name for option in fields(CaptureOptions) if option.name != "shows_images"]
-        shows_images = (
-            self.log_neighbour_grids or self.log_wrong_cluster or bool(self.log_projector and self.tsne_every_n_epochs)
-        )  # whether any output shows thumbnails (grids, the gallery, the projector's sprite)
-        return CaptureOptions(**{name: getattr(self, name) for name in names}, shows_images=shows_images)
+    # ----------------------------------------------------------------------------- lifecycle
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._run.options = self._capture_options()
+        self._run.options = capture_settings(self)
         self._run.forget_layers()
         if self.layers != "auto":  # "auto": chosen at the first validation epoch, on one of its batches
             self._use_layers(pl_module, resolve_layers(pl_module, self.layers))
         # trainer.log_dir broadcasts from rank 0: ask once here, where every rank runs, never in a
         # branch that one rank could skip (that would hang the others).
         self._log_dir = trainer.log_dir
-        options = ReportOptions(**{option.name: getattr(self, option.name) for option in fields(ReportOptions)})
         on_accelerator = trainer.strategy.root_device.type != "cpu"
-        background = self.background if self.background is not None else on_accelerator
+        background = self.resources.background if self.resources.background is not None else on_accelerator
         self._on_cpu = not on_accelerator
-        self._reports.start(Reporter(options, self._maps, self._log_dir), self._log_dir, background)
+        reporter = Reporter(report_options(self), self._map_tracker, self._log_dir)
+        self._reports.start(reporter, self._log_dir, background)
         self._phase = Phase.OFF if self._phase is Phase.OFF else Phase.WAITING
         if stage == TrainerFn.VALIDATING and trainer.world_size > 1 and allows_empty_ranks(trainer, pl_module):
             # A rank without a batch runs no validation hook, so it could not join the gather, and
@@ -363,21 +198,18 @@ class FeatureVisualizer(_Callback):
             )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._budget is not None:
-            self._budget.start(trainer.current_epoch)
-        self._unfinished, self.schedule = None, []
+        self._plan.start(trainer.current_epoch)
+        self._unfinished = None
         # Every rank runs this after the validation loaders are set up: the place to find out whether
         # some rank will see no validation batch (it then runs no validation hook, and could not gather).
-        counts = trainer.num_val_batches
-        local = counts[self.dataloader_idx] if self.dataloader_idx < len(counts) else 0
-        everyone = all_objects(float(local))
-        if min(everyone) == 0 < max(everyone):
-            empty = [rank for rank, count in enumerate(everyone) if count == 0]
-            self._switch_off(f"ranks {empty} see no batch of validation dataloader {self.dataloader_idx}")
+        counts, idx = trainer.num_val_batches, self.capture.dataloader_idx
+        empty = ranks_without_batches(counts[idx] if idx < len(counts) else 0)
+        if empty:
+            self._switch_off(f"ranks {empty} see no batch of validation dataloader {idx}")
 
     def _switch_off(self, reason: str) -> None:
         self._phase = Phase.OFF if self._phase is Phase.OFF else Phase.OFF_THIS_RUN
-        self._warn_once(
+        self._guard.warn_once(
             "empty-rank",
             f"FeatureVisualizer is off for this run: {reason}. Hint: give every rank at least one validation "
             "batch (Lightning's DistributedSampler does), or run the analysis on one process "
@@ -385,22 +217,14 @@ class FeatureVisualizer(_Callback):
         )
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._validation_only("test")
+        self._guard.warn_once("validation-only", _VALIDATION_ONLY.format(loop="test"))
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._validation_only("predict")
-
-    def _validation_only(self, loop: str) -> None:
-        self._warn_once(
-            "validation-only",
-            f"FeatureVisualizer analyses validation loops only (`fit`, `validate`); `trainer.{loop}` runs without "
-            "it. Hint: to analyse another set, pass it to `trainer.validate(model, dataloaders=...)` or run "
-            "`featviz analyse`.",
-        )
+        self._guard.warn_once("validation-only", _VALIDATION_ONLY.format(loop="predict"))
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._run.detach()
-        self._drain()
+        self._guard.call(self._reports.drain)
         self._reports.close(wait=True)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
@@ -408,60 +232,34 @@ class FeatureVisualizer(_Callback):
         self._reports.close(wait=False)  # training failed: drop reports not started, stop the thread
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": list(self.history), "maps": self._maps.state_dict()}
+        return {"history": list(self.history), "maps": self._map_tracker.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
-        self._maps.load_state_dict(state_dict.get("maps", {}))
+        self._map_tracker.load_state_dict(state_dict.get("maps", {}))
 
     # ----------------------------------------------------------------------------- capture
 
     def _use_layers(self, pl_module: pl.LightningModule, paths: dict[str, str]) -> None:
-        """Capture ``paths`` (module path -> display name) from now on; check the arguments that name layers."""
-        displays = list(paths.values())
-        if self.wrong_cluster_layer is not None and self.wrong_cluster_layer not in displays:
+        """Capture ``paths`` (module path -> display name) from now on; check the options that name layers."""
+        displays, chosen = list(paths.values()), self.wrong_cluster.layer if self.wrong_cluster else None
+        if chosen is not None and chosen not in displays:
             raise ValueError(
-                f"Expected `wrong_cluster_layer` to be one of the captured layers {displays}, "
-                f"but got {self.wrong_cluster_layer!r}."
+                f"Expected `wrong_cluster.layer` to be one of the captured layers {displays}, but got {chosen!r}."
             )
-        self._run.use(pl_module, paths, resolve_reductions(pl_module, paths, self.reduction))
-
-    def _choose_layers(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """``layers="auto"``: the input, the main stages and the pooled feature, found with one no-grad forward
-        of an input shaped like the first validation batch (seeded noise where it is a float tensor). Each
-        rank chooses for itself, with no collective (a rank without validation batches runs no validation
-        hook and would leave the others waiting): the same weights and input give the same choice."""
-        try:
-            found = self._probe_default_layers(trainer, pl_module)
-        except Exception as error:
-            raise ValueError(
-                "Expected `layers='auto'` to find the default layers with one forward of the first validation "
-                f"batch, but it failed ({type(error).__name__}: {error}). Hint: pass `layers=[...]` "
-                "(`featviz layers --arch NAME` lists the candidates of a torchvision model)."
-            ) from error
-        self._use_layers(pl_module, found)
-        rank_zero_info(f"FeatureVisualizer layers: {list(self._paths.values())} (`layers='auto'`).")
-
-    def _probe_default_layers(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, str]:
-        loader = validation_loader(trainer, self.dataloader_idx)
-        batch = next(iter(loader), None) if loader is not None else None
-        if batch is None:
-            raise ValueError("no validation batch")
-        images = read_batch(batch, self.batch_extractor).inputs
-        if images.is_floating_point():  # the same input on every rank: identical layers are found alike
-            generator = torch.Generator().manual_seed(self.seed)
-            images = torch.randn(images.shape, generator=generator, dtype=images.dtype)
-        plugin = trainer.precision_plugin
-        example = images.to(next(pl_module.parameters()).device)
-        example = plugin.convert_input(example) if hasattr(plugin, "convert_input") else example
-        map_reduction = self.reduction if isinstance(self.reduction, str) else "avg"
-        with preserved_global_rng(), getattr(plugin, "forward_context", nullcontext)():
-            paths = default_layers(pl_module, example, map_reduction, self.pool_size).layers
-        return short_display_names(pl_module, paths)
+        self._run.use(pl_module, paths, resolve_reductions(pl_module, paths, self.capture.reduction))
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        capture = self.capture
         if self.layers == "auto" and self._run.hooks is None and self._phase is not Phase.OFF:
-            self._choose_layers(trainer, pl_module)
+            # Each rank chooses for itself, with no collective: the same weights and input give the same choice.
+            reduction = capture.reduction if isinstance(capture.reduction, str) else "avg"
+            found = probe_default_layers(
+                trainer, pl_module, capture.dataloader_idx, capture.batch_extractor, self.seed, reduction,
+                capture.pool_size,
+            )  # fmt: skip
+            self._use_layers(pl_module, found)
+            rank_zero_info(f"FeatureVisualizer layers: {list(self._run.paths.values())} (`layers='auto'`).")
         if self._phase is Phase.CAPTURING:
             self._phase = Phase.WAITING  # the last epoch was not ended (an exception)
         fitting = trainer.state.fn == TrainerFn.FITTING
@@ -469,18 +267,12 @@ class FeatureVisualizer(_Callback):
         smoke_test = getattr(trainer, "fast_dev_run", False)  # nothing to analyse
         if not due or smoke_test or self._phase is not Phase.WAITING or self._run.hooks is None:
             return
-        loader = validation_loader(trainer, self.dataloader_idx)
+        loader = validation_loader(trainer, capture.dataloader_idx)
         size = len(loader.dataset) if loader is not None and hasattr(loader.dataset, "__len__") else None
         if loader is None or size is None:
-            self._warn_once("loader", "FeatureVisualizer found no sized validation dataset; nothing is analysed.")
+            self._guard.warn_once("loader", "FeatureVisualizer found no sized validation dataset; nothing is analysed.")
             return
-        queries = [i for i in self.query_indices or [] if i < size]
-        if len(queries) < len(self.query_indices or []):
-            beyond = sorted(set(self.query_indices or []) - set(queries))
-            self._warn_once(
-                "queries",
-                f"`query_indices` {beyond} are beyond the validation dataset ({size} samples); they are left out.",
-            )
+        queries = queries_within(self.outputs.query_indices, size, self._guard.warn_once)
         self._val_dataset = loader.dataset
         self._run.start_epoch(pl_module, size, queries, sampler_batches(loader))
         self._unfinished = None  # a later epoch is analysed: the last one is this
@@ -502,12 +294,14 @@ class FeatureVisualizer(_Callback):
     ) -> None:
         if trainer.sanity_checking and batch_idx == 0:
             self._run.probe(pl_module, batch)  # a batch we cannot read fails here, before training
-        capturing = self._phase is Phase.CAPTURING and dataloader_idx == self.dataloader_idx
+        capturing = self._phase is Phase.CAPTURING and dataloader_idx == self.capture.dataloader_idx
         if not capturing or self._run.hooks is None or self._run.bank is None:
             return
-        if not self._guarded(self._run.add_batch, pl_module, outputs, batch, batch_idx):
+        if not self._guard.call(self._run.add_batch, pl_module, outputs, batch, batch_idx):
             self._run.bank = None  # not analysed this epoch (every rank still gathers, DDP)
             self._run.detach()
+
+    # ----------------------------------------------------------------------------- epoch end
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._phase is not Phase.CAPTURING:
@@ -516,61 +310,71 @@ class FeatureVisualizer(_Callback):
         try:
             self._end_epoch(trainer, pl_module)
         finally:  # what fit waited for: gather, kNN, a report in the loop (or waiting to queue one)
-            if self._budget is not None and trainer.state.fn == TrainerFn.FITTING:
-                self._budget.spend(time.perf_counter() - started)
+            self._plan.spend(time.perf_counter() - started, trainer.state.fn == TrainerFn.FITTING)
 
     def _end_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._phase = Phase.OFF if self._run.over_budget else Phase.WAITING
         self._run.detach()
         # Every rank gathers (a collective); rank 0 analyses and tells the others what to log.
         columns = gather_columns(self._run.take_columns())
-        results, metrics, failure = None, {}, None
-        if trainer.is_global_zero:
-            bank = bank_from_columns(columns or {}, self._run.choice)
-            if bank is None and "indices" not in self._warned:
-                self._warn_once(
-                    "empty", "FeatureVisualizer captured no validation sample this epoch; nothing is analysed."
-                )
-            if bank is not None:
-                self._plan(trainer, bank)
-                try:
-                    results, metrics = self._guarded(self._analyse, trainer, pl_module, bank) or (None, {})
-                except Exception as error:  # strict: raised below, after telling the other ranks
-                    failure = error
-        failed, metrics = broadcast_object((failure is not None, metrics))
-        if failure is not None:
-            raise failure
-        if failed:  # every rank raises, none is left waiting in a collective
-            raise RuntimeError("FeatureVisualizer's analysis failed on rank 0 (strict=True); see its error.")
-        through_module = {t: v for t, v in metrics.items() if self.monitor_class_purity or "/purity_of_class@" not in t}
-        for tag, value in through_module.items():
-            pl_module.log(tag, value, on_step=False, on_epoch=True, sync_dist=False, add_dataloader_idx=False)
-        epoch, step = trainer.current_epoch, logged_step(trainer)
-        self.history += [
-            {
-                "epoch": epoch,
-                "step": step,
-                "layer": layer,
-                "knn_purity": metrics[self.tag("knn_purity", layer)],
-                "knn_accuracy": metrics[self.tag("knn_accuracy", layer)],
-            }
-            for layer in self._paths.values()
-            if self.tag("knn_purity", layer) in metrics
-        ]
+        results, metrics = on_rank_zero(trainer.is_global_zero, lambda: self._rank_zero(trainer, pl_module, columns))
+        direct, step = self._analysis.log(pl_module, metrics), logged_step(trainer)
+        self.history += self._analysis.history_rows(
+            metrics, list(self._run.paths.values()), trainer.current_epoch, step
+        )
         if results is not None:
-            direct = {t: v for t, v in metrics.items() if t not in through_module}
-            wanted = (self.log_wrong_cluster or self.dashboard) and self._val_dataset is not None
-            paths = sample_paths(self._val_dataset, results.bank.indices.tolist()) if wanted else None
-            sinks = self._sinks(trainer)
-            folders = [sink.projector_dir for sink in sinks if sink.projector_dir is not None]
-            job = EpochJob(results, step, self._maps_due(trainer), list(self.history), paths, folders, self._outputs)
-            destination = Destination(sinks, direct, metrics)
-            self._unfinished = unfinished(job, destination, self._wanted())
-            self._guarded(self._reports.submit, job, destination)
+            self._submit(trainer, results, step, direct, metrics)
+
+    def _rank_zero(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, columns: Any
+    ) -> tuple[EpochResults | None, dict[str, float]]:
+        """Rank 0: the gathered bank, this epoch's outputs under the budget (logged in one line), the analysis."""
+        bank = bank_from_columns(columns or {}, self._run.choice)
+        if bank is None:
+            if "indices" not in self._guard.warned:
+                message = "FeatureVisualizer captured no validation sample this epoch; nothing is analysed."
+                self._guard.warn_once("empty", message)
+            return None, {}
+        widths = [int(vectors.shape[1]) for vectors in bank.vectors.values()]
+        fitting, mapped = trainer.state.fn == TrainerFn.FITTING, min(len(bank), self.maps.samples)
+        line = self._plan.plan(
+            fitting, trainer.current_epoch, trainer.max_epochs, trainer.max_steps, len(bank), mapped, widths
+        )
+        if line is not None:
+            rank_zero_info(f"FeatureVisualizer schedule: {line}")
+        return self._guard.call(self._analyse, trainer, pl_module, bank) or (None, {})
+
+    def _analyse(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, bank: BankData
+    ) -> tuple[EpochResults | None, dict[str, float]]:
+        """Rank 0: kNN per layer; the results, and the scalars every rank logs."""
+        maps_due = self._plan.maps_due(trainer.state.fn == TrainerFn.FITTING, trainer.current_epoch)
+        layers = list(self._run.paths.values())
+        done = self._analysis.run(
+            trainer, pl_module, bank, self._run, layers, self._val_dataset, maps_due, self._plan.figures_due
+        )
+        if done[0] is not None:
+            self._plan.record_knn(self._analysis.knn_seconds)
+        return done
+
+    def _submit(
+        self, trainer: pl.Trainer, results: EpochResults, step: int, direct: dict[str, float], metrics: dict[str, float]
+    ) -> None:
+        """Rank 0: hand the epoch's report to the scheduler (the heavy part runs there)."""
+        wanted = (self.wrong_cluster is not None or self.dashboard) and self._val_dataset is not None
+        paths = sample_paths(self._val_dataset, results.bank.indices.tolist()) if wanted else None
+        root = Path(self._log_dir or trainer.default_root_dir) / "featviz"  # without TensorBoard
+        sinks = sinks_for(trainer.loggers, root, self.outputs.report_dir, self._guard.warn_once)
+        folders = [sink.projector_dir for sink in sinks if sink.projector_dir is not None]
+        maps_due = self._plan.maps_due(trainer.state.fn == TrainerFn.FITTING, trainer.current_epoch)
+        job = EpochJob(results, step, maps_due, list(self.history), paths, folders, self._plan.outputs)
+        destination = Destination(sinks, direct, metrics)
+        self._unfinished = unfinished(job, destination, self._plan.wanted)
+        self._guard.call(self._reports.submit, job, destination)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn != TrainerFn.FITTING:  # validate: every report is written when it returns
-            self._drain()
+            self._guard.call(self._reports.drain)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._unfinished is not None:  # fit ended before the planned last epoch: what that one lacked
@@ -578,205 +382,25 @@ class FeatureVisualizer(_Callback):
             self._unfinished = None
             made = ", ".join(sorted(job.outputs or []))
             rank_zero_info(f"FeatureVisualizer schedule: fit ended; epoch {job.results.epoch} also makes {made}.")
-            self._guarded(self._reports.submit, job, destination)
-        self._drain()
-
-    def _wanted(self) -> list[str]:
-        """The outputs the time budget schedules (:func:`~lightning_featviz.report.budget.wanted_outputs`)."""
-        figures = self.log_neighbour_grids or self.log_wrong_cluster or self.log_confusion
-        budgeted = self.tsne_every_n_epochs == "budget"
-        return wanted_outputs(figures, self.tsne_dims, self.log_projector, budgeted)
-
-    def _plan(self, trainer: pl.Trainer, bank: BankData) -> None:
-        """Rank 0, fitting under a budget: this epoch's outputs (``self._outputs``), logged in one line."""
-        self._outputs = None
-        if self._budget is None or not self._budget.running or trainer.state.fn != TrainerFn.FITTING:
-            return
-        last = last_analysed_epoch(trainer.max_epochs, self.every_n_epochs, trainer.max_steps)
-        clock = self._budget.clock(trainer.current_epoch, last, self.every_n_epochs)
-        widths = [int(vectors.shape[1]) for vectors in bank.vectors.values()]
-        chosen, line = self._budget.plan(clock, len(bank), min(len(bank), self.map_samples), widths, self._wanted())
-        if self.tsne_every_n_epochs not in (None, "budget") and self._maps_due(trainer):  # an explicit cadence
-            chosen |= {MAPS_2D, MAPS_3D, PROJECTOR}
-        self._outputs = chosen
-        if last is not None and trainer.current_epoch >= last:
-            self._final_epochs.add(trainer.current_epoch)
-        self.schedule.append(line)
-        rank_zero_info(f"FeatureVisualizer schedule: {line}")
-
-    def _drain(self) -> None:
-        """Wait for every queued report; nothing trains meanwhile, so those not yet started use every core."""
-        self._guarded(self._reports.drain)
-
-    def _guarded(self, action: Callable[..., Any], *args: Any) -> Any:
-        """Call ``action``; a failure of the analysis or a report warns once and training goes on
-        (None is returned), unless ``strict`` asks for it to be raised."""
-        try:
-            return action(*args)
-        except Exception as error:
-            if self.strict:
-                raise
-            self._warn_once(
-                f"report/{type(error).__name__}",
-                f"FeatureVisualizer could not analyse or report an epoch ({type(error).__name__}: {error}); "
-                "training goes on. Pass `strict=True` to raise instead.",
-            )
-            return None
-
-    # ----------------------------------------------------------------------------- analysis
-
-    def _analyse(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, bank: BankData
-    ) -> tuple[EpochResults | None, dict[str, float]]:
-        """Rank 0: kNN per layer; the results, and the scalars every rank logs."""
-        reference = self._capture_reference(trainer, pl_module) if self.reference == "train" else None
-        names = self._class_names(
-            trainer, max(int(bank.labels.max()), int(reference.labels.max()) if reference else 0) + 1
-        )
-        problem = degenerate(bank, reference, self.k)
-        if problem is not None:
-            self._warn_once(*problem)
-            return None, {}
-        # The search runs where the model is when that is a GPU; on the CPU, FAISS when installed.
-        device = trainer.strategy.root_device if trainer.strategy.root_device.type == "cuda" else torch.device("cpu")
-        layers = [layer for layer in self._paths.values() if layer in bank.vectors]
-        if reference is not None:
-            layers = [layer for layer in layers if layer in reference.vectors]
-        self._warn_ceiling(bank, reference)
-        exclude = self._same_samples(trainer, bank, reference)
-        started = time.perf_counter()
-        stats, undefined = layer_stats(
-            bank,
-            reference,
-            layers,
-            self.k,
-            len(names),
-            self.metric,
-            device,
-            self.chunk_size,
-            self._knn_cache,
-            self._warn_once,
-            exclude,
-            self._search_widths(trainer, bank, layers, reference is None),
-        )
-        if self._budget is not None:
-            self._budget.record({KNN: time.perf_counter() - started}, optional=False)
-        metrics = epoch_metrics(stats, bank.labels, names, self.tag, undefined, self.monitor_class_purity)
-        searched = reference if reference is not None else bank
-        return EpochResults(bank, searched, stats, names, self.k, trainer.current_epoch), metrics
-
-    def _search_widths(
-        self, trainer: pl.Trainer, bank: BankData, layers: list[str], within_bank: bool
-    ) -> dict[str, int]:
-        """Each layer's K for its one search this epoch: what purity, label issues and (a map of the whole
-        bank) the map need (:func:`~lightning_featviz.analysis.neighbourhoods.neighbours_needed`)."""
-        maps = within_bank and self._maps_due(trainer) and len(bank) <= self.map_samples
-        labelled = (self.wrong_cluster_layer or (layers[-1] if layers else None)) if self.log_wrong_cluster else None
-        figures = self._outputs is None or FIGURES in self._outputs
-        label_k = label_issue_k(bank.labels) if within_bank and figures else 0
-        return {
-            layer: neighbours_needed(len(bank), self.k, self.perplexity, maps, label_k if layer == labelled else 0)
-            for layer in layers
-        }
-
-    def _warn_ceiling(self, bank: BankData, reference: BankData | None) -> None:
-        """Warn once when too few samples of some classes were kept for purity@k to reach 1."""
-        searched = reference if reference is not None else bank
-        ceiling = purity_ceiling(bank.labels, searched.labels, self.k, reference is None)
-        if ceiling > 0.999:
-            return
-        counts = torch.bincount(searched.labels)
-        small = int(((counts > 0) & (counts < self.k + int(reference is None))).sum())
-        knob = "max_reference" if reference is not None else "max_samples"
-        value = getattr(self, knob)
-        lifted = int((counts > 0).sum()) * (self.k + 1)
-        self._warn_once(
-            "ceiling",
-            f"kNN purity@{self.k} cannot exceed {ceiling:.3f} here, however good the features: {small} of "
-            f"{int((counts > 0).sum())} classes have fewer than {self.k + int(reference is None)} samples among "
-            f"the {len(searched)} kept (`{knob}`={value}). Hint: `{knob}` >= {lifted} keeps {self.k + 1} of each "
-            "class where the data has them; or lower `k`.",
-        )
-
-    def _same_samples(self, trainer: pl.Trainer, bank: BankData, reference: BankData | None) -> Tensor | None:
-        """(N,) the reference row holding the same sample as each validation row (-1: none), where the
-        training and validation sets come from one dataset; None otherwise."""
-        loader = training_loader(trainer)
-        if reference is None or loader is None or self._val_dataset is None:
-            return None
-        return matching_rows(self._val_dataset, bank.indices, loader.dataset, reference.indices)
+            self._guard.call(self._reports.submit, job, destination)
+        self._guard.call(self._reports.drain)  # nothing trains meanwhile: reports not yet started use every core
 
     def _reported(self, job: EpochJob, report: Report, seconds: float) -> None:
         """A written report (``seconds``: its time to render); its render times go to the budget."""
         self.wrong_cluster_indices = report.flagged
-        if self._budget is not None:
-            # A background report on the CPU takes the cores training would use: its time adds to fit.
-            if self._reports.background and self._on_cpu:
-                self._budget.spend(seconds)
-            self._budget.record(report.seconds, optional=job.results.epoch not in self._final_epochs)
+        # A background report on the CPU takes the cores training would use: its time adds to fit.
+        took_training_cores = self._reports.background and self._on_cpu
+        self._plan.record_report(job.results.epoch, report.seconds, seconds, took_training_cores)
 
-    def _maps_due(self, trainer: pl.Trainer) -> bool:
-        if self.tsne_every_n_epochs is None:
-            return False
-        if trainer.state.fn != TrainerFn.FITTING:
-            return True
-        if self.tsne_every_n_epochs == "budget":  # as planned (every epoch without a budget)
-            return self._outputs is None or bool({MAPS_2D, MAPS_3D} & self._outputs)
-        return trainer.current_epoch % self.tsne_every_n_epochs == 0
 
-    def tag(self, kind: str, layer: str, *rest: str) -> str:
-        """The logged tag, e.g. ``featviz/knn_purity@10/avgpool``; images have no ``@k``: ``featviz/tsne_2d/x``."""
-        return make_tag(kind, layer, *rest, k=self.k)
+_VALIDATION_ONLY = (
+    "FeatureVisualizer analyses validation loops only (`fit`, `validate`); `trainer.{loop}` runs without it. Hint: "
+    "to analyse another set, pass it to `trainer.validate(model, dataloaders=...)` or run `featviz analyse`."
+)
 
-    # ----------------------------------------------------------------------------- helpers
-
-    def _capture_reference(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> BankData | None:
-        """Up to ``max_reference`` training samples, captured by a no-grad, eval-mode forward."""
-        assert self._run.hooks is not None
-        bank = capture_training_bank(
-            trainer,
-            pl_module,
-            self._run.hooks,
-            self.max_reference,
-            self.seed + 1,
-            self.batch_extractor,
-            self._run.vectors,
-            self._run.thumbnails,
-        )
-        if bank is None:
-            self._warn_once(
-                "train",
-                "`reference='train'` needs a training DataLoader over a sized dataset; "
-                "searching the validation samples instead.",
-            )
-        return bank
-
-    def _class_names(self, trainer: pl.Trainer, num_seen: int) -> list[str]:
-        known = self.class_names or known_class_names(trainer, validation_loader(trainer, self.dataloader_idx))
-        if num_seen > len(known) and known:
-            self._warn_once(
-                "labels",
-                f"Labels go up to {num_seen - 1} but only {len(known)} class names are known; "
-                "the rest are named by id.",
-            )
-        return list(known) + [str(i) for i in range(len(known), num_seen)]
-
-    def _sinks(self, trainer: pl.Trainer) -> list[Sink]:
-        """Where rank 0 writes: every TensorBoard writer, else files under the run's log dir; and the
-        static report's folder when ``report_dir`` is set."""
-        report = [FileSink(self.report_dir, embeddings=False)] if self.report_dir is not None else []
-        writers = tensorboard_writers(trainer.loggers)
-        if writers:
-            return [*(TensorBoardSink(w) for w in writers), *report]
-        root = Path(self._log_dir or trainer.default_root_dir) / "featviz"
-        self._warn_once(
-            "no-tb",
-            "No TensorBoard logger among trainer.loggers; FeatureVisualizer writes PNG figures, "
-            f"metrics.csv and index.html under {root}.",
-        )
-        return [FileSink(root), *report]
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            warnings.warn(message, stacklevel=2)
+#: The default of each option group, as in the signature: a group that is not its default was passed.
+_GROUP_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(FeatureVisualizer.__init__).parameters.items()
+    if name in GROUPS
+}

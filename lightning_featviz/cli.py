@@ -29,6 +29,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     from lightning_featviz import FeatureVisualizer
     from lightning_featviz.demo.model import DEMO_LAYERS, ClassificationData, ImageClassifier
+    from lightning_featviz.options import CaptureOptions, MapOptions, OutputOptions
 
     layers = args.layers or list(DEMO_LAYERS)
     pl.seed_everything(args.seed, verbose=False)
@@ -45,12 +46,10 @@ def run_demo(args: argparse.Namespace) -> int:
         layers=layers,
         k=args.k,
         max_samples=args.max_samples,
-        query_indices=args.query_indices,
-        image_mean=data.mean,
-        image_std=data.std,
-        tsne_every_n_epochs=args.tsne_every_n_epochs or None,
         seed=args.seed,
-        report_dir=report_dir,
+        outputs=OutputOptions(query_indices=args.query_indices, report_dir=report_dir),
+        capture=CaptureOptions(image_mean=data.mean, image_std=data.std),
+        maps=MapOptions(every_n_epochs=args.tsne_every_n_epochs or None),
     )
     checkpoint = ModelCheckpoint(save_last=True, save_top_k=0)  # <log dir>/checkpoints/last.ckpt
     trainer = pl.Trainer(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_featviz.callback import FeatureVisualizer
 from lightning_featviz.loading import IMAGENET_MEAN, IMAGENET_STD, build_model, image_folder
+from lightning_featviz.options import DEPRECATED, GROUPS, CaptureOptions, OutputOptions, group_of, move_deprecated
 
 
 @dataclass
@@ -136,12 +137,16 @@ def analyse(
     if isinstance(data, (str, Path)):
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalize else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
         dataset: Dataset = image_folder(evaluation_folder(data), image_size, mean, std)
-        if normalize:
-            options = {"image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD, **options}
     else:
         dataset = data
+    old = {name: options.pop(name) for name in list(options) if name in DEPRECATED}
+    groups = move_deprecated({name: options.pop(name) for name in GROUPS if name in options}, old)
+    capture = group_of("capture", groups.get("capture", CaptureOptions()))
+    if isinstance(data, (str, Path)) and normalize and capture.image_mean is None:
+        capture = replace(capture, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+    outputs = replace(group_of("outputs", groups.get("outputs", OutputOptions())), report_dir=out_dir / "report")
     module = model if isinstance(model, pl.LightningModule) else _Evaluation(model)
-    visualizer = FeatureVisualizer(layers, report_dir=out_dir / "report", **options)
+    visualizer = FeatureVisualizer(layers, **{**options, **groups, "capture": capture, "outputs": outputs})
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=1,

@@ -23,7 +23,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TinyNet  # noqa: E402
 
-from lightning_featviz import FeatureVisualizer  # noqa: E402
+from lightning_featviz import (
+    CaptureOptions,
+    FeatureVisualizer,  # noqa: E402
+    MapOptions,
+    ResourceOptions,
+)
 from lightning_featviz.capture.bank import Choice  # noqa: E402
 from lightning_featviz.dashboard.data import FOLDER, read_epoch, read_index  # noqa: E402
 from lightning_featviz.demo.datasets import ColouredDigits  # noqa: E402
@@ -115,9 +120,9 @@ def main() -> None:
         k=5,
         max_samples=args.max_samples,
         seed=SEED,
-        tsne_dims=[2],
-        background=args.background,
-        batch_extractor=extractor,
+        maps=MapOptions(dims=[2]),
+        resources=ResourceOptions(background=args.background),
+        capture=CaptureOptions(batch_extractor=extractor),
     )
     out_dir = Path(args.out).parent / f"logs_{args.devices}"
     trainer = pl.Trainer(

@@ -19,7 +19,7 @@ from sklearn.neighbors import NearestNeighbors
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SubsetRandomSampler, WeightedRandomSampler
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import CaptureOptions, FeatureVisualizer, MapOptions, OutputOptions
 from lightning_featviz.analysis.knn import neighbour_stats
 
 
@@ -100,7 +100,7 @@ class BankSpy(FeatureVisualizer):
 def test_an_mlp_on_vector_data_gets_every_output_but_the_image_ones(tmp_path):
     vectors, labels = blobs(classes=6, per_class=40)
     train, val = Tabular(vectors, labels), Tabular(vectors + 0.1, labels)
-    visualizer = FeatureVisualizer(["input", "hidden", "features"], overhead=None, k=5, tsne_dims=[2])
+    visualizer = FeatureVisualizer(["input", "hidden", "features"], overhead=None, k=5, maps=MapOptions(dims=[2]))
     trainer = tiny_trainer(tmp_path, max_epochs=1, callbacks=[visualizer])
     with pytest.warns(UserWarning, match=r"vector inputs \(32, 12\), not images.*left out"):
         trainer.fit(MLP(), DataLoader(train, batch_size=32, shuffle=True), DataLoader(val, batch_size=32))
@@ -128,12 +128,19 @@ def test_five_hundred_classes_keep_k_plus_one_each_or_say_what_caps_purity(tmp_p
     vectors, labels = blobs(classes=500, per_class=12, dims=16, spread=0.01)  # perfectly separable
     loader = DataLoader(Tabular(vectors, labels), batch_size=500)
     model = MLP(dims=16, classes=500)
-    capped = FeatureVisualizer(["input"], overhead=None, k=10, tsne_every_n_epochs=None, log_confusion=False)
+    capped = FeatureVisualizer(
+        ["input"], overhead=None, k=10, maps=MapOptions(every_n_epochs=None), outputs=OutputOptions(confusion=False)
+    )
     with pytest.warns(UserWarning, match=r"cannot exceed 0\.300.*`max_samples` >= 5500"):
         tiny_trainer(tmp_path / "capped", logger=False, callbacks=[capped]).validate(model, loader)
     assert capped.history[0]["knn_purity"] == pytest.approx(0.3)  # 4 per class: 3 of 10 neighbours can share it
     enough = FeatureVisualizer(
-        ["input"], overhead=None, k=10, max_samples=5500, tsne_every_n_epochs=None, log_confusion=False
+        ["input"],
+        overhead=None,
+        k=10,
+        max_samples=5500,
+        maps=MapOptions(every_n_epochs=None),
+        outputs=OutputOptions(confusion=False),
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -156,12 +163,21 @@ def test_a_sampler_of_unknown_order_needs_indices_from_the_batch(tmp_path, kind)
     vectors, labels = blobs(classes=4, per_class=30)
     data = Tabular(vectors, labels)
     loader = DataLoader(data, batch_size=16, sampler=_sampler(kind, len(data)))
-    refused = BankSpy(["input"], overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False)
-    with pytest.warns(UserWarning, match="cannot tell which dataset samples.*`batch_extractor`"):
+    refused = BankSpy(
+        ["input"], overhead=None, k=5, maps=MapOptions(every_n_epochs=None), outputs=OutputOptions(confusion=False)
+    )
+    with pytest.warns(UserWarning, match="cannot tell which dataset samples.*`capture.batch_extractor`"):
         tiny_trainer(tmp_path / "refused", logger=False, callbacks=[refused]).validate(MLP(), loader)
     assert refused.bank is None and refused.history == []  # nothing analysed, no number at all
     indexed = DataLoader(Tabular(vectors, labels, with_index=True), batch_size=16, sampler=_sampler(kind, len(data)))
-    told = BankSpy(["input"], overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False, batch_extractor=tuple)
+    told = BankSpy(
+        ["input"],
+        overhead=None,
+        k=5,
+        maps=MapOptions(every_n_epochs=None),
+        outputs=OutputOptions(confusion=False),
+        capture=CaptureOptions(batch_extractor=tuple),
+    )
     tiny_trainer(tmp_path / "told", logger=False, callbacks=[told]).validate(MLP(), indexed)
     rows = told.bank.indices
     assert torch.equal(told.bank.labels, labels[rows])  # every row is the dataset sample its index names
@@ -172,7 +188,11 @@ def test_a_constant_layer_gets_an_undefined_purity_and_one_warning_not_an_index_
     vectors, labels = blobs(classes=4, per_class=30)
     loader = DataLoader(Tabular(vectors, labels), batch_size=32)
     visualizer = FeatureVisualizer(
-        ["dead", "features"], overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False
+        ["dead", "features"],
+        overhead=None,
+        k=5,
+        maps=MapOptions(every_n_epochs=None),
+        outputs=OutputOptions(confusion=False),
     )
     trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer])
     with pytest.warns(UserWarning, match=r"Layer 'dead': 100% of the samples.*undefined \(NaN\)"):
@@ -185,14 +205,25 @@ def test_a_layer_that_changes_shape_within_an_epoch_is_dropped_and_the_others_go
     vectors, labels = blobs(classes=4, per_class=25)  # 100 samples: batches of 32, 32, 32 and 4
     loader = DataLoader(Tabular(vectors, labels), batch_size=32)
     visualizer = FeatureVisualizer(
-        ["gram", "features"], overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False
+        ["gram", "features"],
+        overhead=None,
+        k=5,
+        maps=MapOptions(every_n_epochs=None),
+        outputs=OutputOptions(confusion=False),
     )
     trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer])
     with pytest.warns(UserWarning, match=r"Layer 'gram'.*changed shape from \(32,\) to \(4,\)"):
         trainer.validate(MLP(square=True), loader)
     assert "featviz/knn_purity@5/gram" not in trainer.callback_metrics
     assert 0 < trainer.callback_metrics["featviz/knn_purity@5/features"].item() <= 1
-    strict = FeatureVisualizer(["gram"], overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False, strict=True)
+    strict = FeatureVisualizer(
+        ["gram"],
+        overhead=None,
+        k=5,
+        strict=True,
+        maps=MapOptions(every_n_epochs=None),
+        outputs=OutputOptions(confusion=False),
+    )
     with pytest.raises(ValueError, match="changed shape"):
         tiny_trainer(tmp_path / "strict", logger=False, callbacks=[strict]).validate(MLP(square=True), loader)
 
@@ -217,12 +248,10 @@ def test_a_training_reference_that_holds_the_validation_samples_never_counts_a_s
             ["input", "pool"],
             overhead=None,
             k=5,
-            reference=reference,
-            max_reference=500,
-            tsne_every_n_epochs=None,
-            log_confusion=False,
-            log_neighbour_grids=False,
-            log_wrong_cluster=False,
+            capture=CaptureOptions(reference=reference, max_reference=500),
+            maps=MapOptions(every_n_epochs=None),
+            outputs=OutputOptions(confusion=False, neighbour_grids=False),
+            wrong_cluster=False,
         )
         pl.seed_everything(0)
         tiny_trainer(tmp_path / reference, logger=False, callbacks=[visualizer]).validate(
@@ -281,7 +310,7 @@ class SequenceClassifier(Classifier):
 def test_an_lstm_classifier_is_analysed_per_sequence_in_either_layout(tmp_path, batch_first):
     # Sequence-first with 12 steps and batches of 12 is the case that used to crash `fit`.
     data = Sequences(96, steps=12)
-    visualizer = FeatureVisualizer(["input", "lstm"], overhead=None, k=5, tsne_dims=[2])
+    visualizer = FeatureVisualizer(["input", "lstm"], overhead=None, k=5, maps=MapOptions(dims=[2]))
     trainer = tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer])
     model = SequenceClassifier(batch_first)
     with pytest.warns(UserWarning, match="sequence inputs"):
@@ -330,7 +359,7 @@ class TextClassifier(Classifier):
 
 def test_a_text_transformer_on_token_ids_is_analysed_with_default_layers(tmp_path):
     data = Texts(90)
-    visualizer = FeatureVisualizer(overhead=None, k=5, tsne_dims=[2])  # layers="auto"
+    visualizer = FeatureVisualizer(overhead=None, k=5, maps=MapOptions(dims=[2]))  # layers="auto"
     trainer = tiny_trainer(tmp_path, max_epochs=1, callbacks=[visualizer])
     model = TextClassifier()
     with pytest.warns(UserWarning, match="tokens inputs"):

@@ -20,7 +20,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch.utils.data import Subset
 
-from lightning_featviz import FeatureVisualizer, to_thumbnails
+from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions, ResourceOptions, to_thumbnails
 from lightning_featviz.demo.model import ClassificationData
 
 LAYERS = ["input", "conv2", "pool"]
@@ -33,7 +33,13 @@ def viewed_run(tmp_path_factory, digits_val) -> Path:
     root = tmp_path_factory.mktemp("viewed")
     data = ClassificationData(Subset(digits_val, range(240)), Subset(digits_val, range(240, 360)), digits_val.classes)
     visualizer = FeatureVisualizer(
-        LAYERS, overhead=None, k=5, max_samples=120, tsne_dims=[2], background=False, report_dir=root / "report"
+        LAYERS,
+        overhead=None,
+        k=5,
+        max_samples=120,
+        maps=MapOptions(dims=[2]),
+        resources=ResourceOptions(background=False),
+        outputs=OutputOptions(report_dir=root / "report"),
     )
     torch.manual_seed(0)
     tiny_trainer(root, logger=TensorBoardLogger(root), callbacks=[visualizer]).fit(TinyNet(), datamodule=data)

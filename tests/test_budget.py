@@ -4,7 +4,7 @@ import pytest
 from conftest import TinyNet, read_events, tiny_trainer
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import FeatureVisualizer, MapOptions
 from lightning_featviz.report.budget import (
     FIGURES,
     KNN,
@@ -121,12 +121,12 @@ def test_the_schedule_line_names_the_epoch_of_the_next_map_that_the_policy_then_
 def test_overhead_that_is_not_a_positive_share_fails_early_naming_the_argument():
     with pytest.raises(ValueError, match="Expected `overhead` to be None or a share of fit time"):
         FeatureVisualizer(["input"], overhead=0)
-    with pytest.raises(ValueError, match="Expected `tsne_every_n_epochs` to be 'budget', None or an integer"):
-        FeatureVisualizer(["input"], tsne_every_n_epochs="sometimes")
+    with pytest.raises(ValueError, match="Expected `maps.every_n_epochs` to be 'budget', None or an integer"):
+        FeatureVisualizer(["input"], maps=MapOptions(every_n_epochs="sometimes"))
 
 
 def test_a_fit_under_a_tiny_budget_logs_maps_only_at_its_last_epoch_and_says_when(tmp_path, small_data):
-    visualizer = FeatureVisualizer(["input", "pool"], k=5, max_samples=80, tsne_dims=[2], overhead=1e-6)
+    visualizer = FeatureVisualizer(["input", "pool"], k=5, max_samples=80, overhead=1e-6, maps=MapOptions(dims=[2]))
     trainer = tiny_trainer(tmp_path, max_epochs=3, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
     trainer.fit(TinyNet(), datamodule=small_data)
     events = read_events(tmp_path)
@@ -140,7 +140,7 @@ def test_a_fit_under_a_tiny_budget_logs_maps_only_at_its_last_epoch_and_says_whe
 
 
 def test_a_fit_stopped_by_max_steps_makes_the_missing_outputs_of_its_last_epoch_when_it_ends(tmp_path, small_data):
-    visualizer = FeatureVisualizer(["input", "pool"], k=5, max_samples=80, tsne_dims=[2], overhead=1e-6)
+    visualizer = FeatureVisualizer(["input", "pool"], k=5, max_samples=80, overhead=1e-6, maps=MapOptions(dims=[2]))
     trainer = tiny_trainer(
         tmp_path, max_epochs=5, max_steps=8, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer]
     )

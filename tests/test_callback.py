@@ -12,8 +12,9 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import CaptureOptions, FeatureVisualizer, MapOptions, OutputOptions, ResourceOptions
 from lightning_featviz.demo.model import ClassificationData
+from lightning_featviz.options import GROUPS
 
 LAYERS = ["input", "conv2", "pool"]
 
@@ -21,11 +22,12 @@ LAYERS = ["input", "conv2", "pool"]
 def _visualizer(*args, **kwargs) -> FeatureVisualizer:
     """The callback with maps and confusion figures off: these tests are about capture, kNN and logging
     (maps have their own tests; the invariance test below runs every output)."""
-    return FeatureVisualizer(*args, overhead=None, **{"tsne_every_n_epochs": None, "log_confusion": False, **kwargs})
+    defaults = {"maps": False, "outputs": OutputOptions(confusion=False)}
+    return FeatureVisualizer(*args, overhead=None, **{**defaults, **kwargs})
 
 
 def test_fit_logs_the_documented_scalar_and_image_tags(tmp_path, small_data):
-    visualizer = _visualizer(layers=LAYERS, k=5, max_samples=120, query_indices=[3, 50, 7])
+    visualizer = _visualizer(layers=LAYERS, k=5, max_samples=120, outputs=OutputOptions(query_indices=[3, 50, 7]))
     model = TinyNet()
     trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
     trainer.fit(model, datamodule=small_data)
@@ -88,20 +90,24 @@ def test_an_unknown_layer_fails_at_setup_with_close_matches(tmp_path, small_data
     [
         ({"k": 0}, r"Expected `k` to be an integer >= 1, but got 0"),
         ({"k": 10, "max_samples": 10}, r"Expected `max_samples` to be an integer > k = 10, but got 10"),
-        ({"input_size": -2}, r"Expected `input_size` to be an integer >= 1, but got -2"),
-        ({"thumbnail_size": 0}, "thumbnail_size"),
-        ({"metric": "manhattan"}, "metric"),
-        ({"reduction": "max"}, "reduction"),
-        ({"reference": "test"}, "reference"),
-        ({"query_indices": [3, -1]}, "query_indices"),
+        ({"capture": {"input_size": -2}}, r"Expected `capture.input_size` to be an integer >= 1, but got -2"),
+        ({"capture": {"thumbnail_size": 0}}, "capture.thumbnail_size"),
+        ({"capture": {"metric": "manhattan"}}, "capture.metric"),
+        ({"capture": {"reduction": "max"}}, "capture.reduction"),
+        ({"capture": {"reference": "test"}}, "capture.reference"),
+        ({"capture": {"max_reference": 10}, "k": 10}, r"Expected `capture.max_reference` to be an integer > k = 10"),
+        ({"outputs": {"query_indices": [3, -1]}}, "outputs.query_indices"),
         ({"layers": []}, "layers"),
         ({"layers": "avgpool"}, "layers"),
-        ({"image_mean": [0.5, 0.5, 0.5]}, "image_std"),
+        ({"capture": {"image_mean": [0.5, 0.5, 0.5]}}, "capture.image_std"),
+        ({"maps": {"perplexity": 0}}, r"Expected `maps.perplexity` to be a number > 0, but got 0"),
+        ({"maps": "yes"}, r"Expected `maps` to be MapOptions\(...\) or True/False, but got 'yes'"),
     ],
 )
 def test_bad_arguments_fail_in_init_naming_argument_and_value(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        FeatureVisualizer(overhead=None, **kwargs)
+    with pytest.raises(ValueError, match=match):  # a group's field fails where the group is made
+        groups = {name: GROUPS[name](**value) for name, value in kwargs.items() if isinstance(value, dict)}
+        FeatureVisualizer(overhead=None, **{**kwargs, **groups})
 
 
 def test_without_tensorboard_figures_and_metrics_go_to_files_with_one_warning(tmp_path, small_data):
@@ -160,7 +166,9 @@ def test_dict_batches_with_a_custom_extractor_and_indices(tmp_path, digits_val):
     data = ClassificationData(
         DictDigits(Subset(digits_val, range(96))), DictDigits(Subset(digits_val, range(96, 200))), digits_val.classes
     )
-    visualizer = _visualizer(LAYERS, k=5, batch_extractor=lambda b: (b["pixels"], b["target"], b["index"]))
+    visualizer = _visualizer(
+        LAYERS, k=5, capture=CaptureOptions(batch_extractor=lambda b: (b["pixels"], b["target"], b["index"]))
+    )
     tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(DictNet(), datamodule=data)
     assert len(visualizer.history) == 6
 
@@ -169,7 +177,7 @@ def test_labels_that_are_not_class_ids_fail_in_the_sanity_check_with_a_hint(tmp_
     data = ClassificationData(
         DictDigits(Subset(digits_val, range(64)), True), DictDigits(Subset(digits_val, range(64, 128)), True), []
     )
-    visualizer = _visualizer(LAYERS, k=5, batch_extractor=lambda b: (b["pixels"], b["target"]))
+    visualizer = _visualizer(LAYERS, k=5, capture=CaptureOptions(batch_extractor=lambda b: (b["pixels"], b["target"])))
     with pytest.raises(TypeError, match="integer class ids.*batch_extractor"):
         tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(DictNet(), datamodule=data)
 
@@ -204,11 +212,9 @@ def test_reference_train_searches_training_images_and_does_not_change_training(t
         LAYERS,
         overhead=None,
         k=5,
-        reference="train",
-        max_reference=100,
-        background=background,
-        monitor_class_purity=True,
-        report_dir=tmp_path / "report",
+        capture=CaptureOptions(reference="train", max_reference=100),
+        resources=ResourceOptions(background=background),
+        outputs=OutputOptions(monitor_class_purity=True, report_dir=tmp_path / "report"),
     )
     with_callback, rng_with, logged_with = run([visualizer], "with")
     without, rng_without, logged_without = run([], "without")
@@ -231,7 +237,9 @@ def test_validate_runs_the_analysis_and_the_callback_pickles(tmp_path, small_dat
 
 
 def test_class_purity_reaches_callback_metrics_when_asked(tmp_path, small_data):
-    trainer = tiny_trainer(tmp_path, logger=False, callbacks=[_visualizer(LAYERS, k=5, monitor_class_purity=True)])
+    trainer = tiny_trainer(
+        tmp_path, logger=False, callbacks=[_visualizer(LAYERS, k=5, outputs=OutputOptions(monitor_class_purity=True))]
+    )
     trainer.fit(TinyNet(), datamodule=small_data)
     assert any(tag.startswith("featviz/purity_of_class@5/pool/") for tag in trainer.callback_metrics)
 
@@ -279,7 +287,7 @@ def test_negative_labels_warn_and_skip(tmp_path, digits_val):
 
 
 def test_the_bank_size_is_predicted_logged_and_measured_the_same(tmp_path, small_data, caplog):
-    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, max_samples=160, tsne_every_n_epochs=None)
+    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, max_samples=160, maps=MapOptions(every_n_epochs=None))
     with caplog.at_level("INFO"):
         tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer]).fit(TinyNet(), datamodule=small_data)
     line = next(r.getMessage() for r in caplog.records if "FeatureVisualizer bank" in r.getMessage())
@@ -290,15 +298,17 @@ def test_the_bank_size_is_predicted_logged_and_measured_the_same(tmp_path, small
 
 
 def test_over_the_memory_budget_the_sanity_check_fails_naming_the_knobs(tmp_path, small_data):
-    visualizer = _visualizer(LAYERS, k=5, memory_budget_mb=0.01)
+    visualizer = _visualizer(LAYERS, k=5, resources=ResourceOptions(memory_budget_mb=0.01))
     trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer])
-    with pytest.raises(ValueError, match="`memory_budget_mb` = 0.01.*`max_samples`.*`input_size`.*float16"):
+    with pytest.raises(
+        ValueError, match="`resources.memory_budget_mb` = 0.01.*`max_samples`.*`capture.input_size`.*float16"
+    ):
         trainer.fit(TinyNet(), datamodule=small_data)
     assert trainer.global_step == 0  # before any training
 
 
 def test_without_a_sanity_check_an_oversized_bank_turns_the_callback_off_and_training_goes_on(tmp_path, small_data):
-    visualizer = _visualizer(LAYERS, k=5, memory_budget_mb=0.01)
+    visualizer = _visualizer(LAYERS, k=5, resources=ResourceOptions(memory_budget_mb=0.01))
     trainer = tiny_trainer(tmp_path, logger=False, num_sanity_val_steps=0, callbacks=[visualizer])
     with pytest.warns(UserWarning, match="FeatureVisualizer is off for this run"):
         trainer.fit(TinyNet(), datamodule=small_data)
@@ -308,7 +318,13 @@ def test_without_a_sanity_check_an_oversized_bank_turns_the_callback_off_and_tra
 def test_float16_storage_gives_the_same_purity(tmp_path, small_data):
     histories = []
     for dtype in ("float32", "float16"):
-        visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, storage_dtype=dtype, tsne_every_n_epochs=None)
+        visualizer = FeatureVisualizer(
+            LAYERS,
+            overhead=None,
+            k=5,
+            capture=CaptureOptions(storage_dtype=dtype),
+            maps=MapOptions(every_n_epochs=None),
+        )
         pl.seed_everything(0)
         tiny_trainer(tmp_path / dtype, max_epochs=1, logger=False, callbacks=[visualizer]).fit(
             TinyNet(), datamodule=small_data
@@ -326,7 +342,14 @@ def test_a_thousand_class_run_writes_at_most_ten_scalar_tags_per_layer_per_epoch
     dataset = torch.utils.data.TensorDataset(images, labels)
     data = ClassificationData(Subset(dataset, range(256)), dataset, classes, batch_size=250)
     layers = ["input", "pool"]
-    visualizer = FeatureVisualizer(layers, overhead=None, k=5, max_samples=200, tsne_dims=[2, 3], background=False)
+    visualizer = FeatureVisualizer(
+        layers,
+        overhead=None,
+        k=5,
+        max_samples=200,
+        maps=MapOptions(dims=[2, 3]),
+        resources=ResourceOptions(background=False),
+    )
     trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer], num_sanity_val_steps=0)
     with pytest.warns(UserWarning):  # over 50 classes: no confusion figure, the projector cannot colour them
         trainer.fit(TinyNet(num_classes=1000), datamodule=data)

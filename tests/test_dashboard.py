@@ -28,7 +28,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch.utils.data import Subset
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions, ResourceOptions
 from lightning_featviz.analysis.neighbourhoods import map_rows
 from lightning_featviz.dashboard.data import (
     FOLDER,
@@ -73,11 +73,10 @@ def dashboard_run(tmp_path_factory, digits_val) -> tuple[Path, RecordingVisualiz
         overhead=None,  # every output every epoch: the routes are checked at each epoch
         k=5,
         max_samples=120,
-        tsne_dims=[2],
-        background=False,
-        log_projector=False,
-        log_neighbour_grids=False,
-        log_confusion=False,
+        maps=MapOptions(dims=[2]),
+        projector=False,
+        outputs=OutputOptions(neighbour_grids=False, confusion=False),
+        resources=ResourceOptions(background=False),
     )
     torch.manual_seed(0)
     trainer = tiny_trainer(root, max_epochs=3, logger=TensorBoardLogger(root), callbacks=[visualizer])
@@ -95,12 +94,9 @@ def subsampled_run(dashboard_run, digits_val) -> RecordingVisualizer:
         overhead=None,
         k=5,
         max_samples=120,
-        map_samples=40,
-        tsne_every_n_epochs=2,
-        tsne_dims=[2],
-        background=False,
-        log_neighbour_grids=False,
-        log_confusion=False,
+        maps=MapOptions(samples=40, every_n_epochs=2, dims=[2]),
+        outputs=OutputOptions(neighbour_grids=False, confusion=False),
+        resources=ResourceOptions(background=False),
     )
     torch.manual_seed(1)
     logger = TensorBoardLogger(root, version=1)
@@ -412,11 +408,11 @@ def test_the_reviews_csv_download_holds_the_selected_images(board, driver, dashb
 def test_a_subsampled_map_is_served_with_its_bank_rows_and_matches_the_projectors_map(
     board, dashboard_run, subsampled_run
 ):
-    """A map of ``map_samples`` rows (40 of 120 here) comes with the bank rows it shows; its points, placed on those
+    """A map of ``maps.samples`` rows (40 of 120 here) comes with the bank rows it shows; its points, placed on those
     rows, are the projector's map of the same dataset indices (written by another writer, read back from its TSV)."""
     found = get(board, "layer", run=SUBSAMPLED, layer="pool")
     mapped = {entry["epoch"]: entry for entry in found["epochs"] if entry["maps"]}
-    assert sorted(mapped) == [0, 2]  # tsne_every_n_epochs=2
+    assert sorted(mapped) == [0, 2]  # maps.every_n_epochs=2
     for epoch, entry in mapped.items():
         bank = subsampled_run.seen[epoch].bank
         assert entry["rows"] == map_rows(bank.labels, bank.indices, 40, 0).tolist()
@@ -470,7 +466,7 @@ def _open_run(driver, run: str) -> None:
 def test_a_subsampled_map_draws_its_rows_and_a_click_inspects_the_sample_under_the_mouse(board, driver, subsampled_run):
     open_tab(driver, board, run=SUBSAMPLED)  # a link to the run
     assert driver.find_element("id", "run").get_attribute("value") == SUBSAMPLED
-    assert driver.find_element("id", "map-title").text.endswith("map of 40 of 120 samples (map_samples)")
+    assert driver.find_element("id", "map-title").text.endswith("map of 40 of 120 samples (maps.samples)")
     bank = subsampled_run.seen[2].bank
     rows = map_rows(bank.labels, bank.indices, 40, 0).tolist()
     unmapped = next(row for row in range(120) if row not in rows)

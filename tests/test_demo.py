@@ -12,6 +12,7 @@ from conftest import read_events
 from PIL import Image
 from torch.utils.data import Dataset
 
+from lightning_featviz import MapOptions, OutputOptions
 from lightning_featviz.demo.datasets import ColouredDigits
 from lightning_featviz.demo.model import DEMO_LAYERS
 from lightning_featviz.posthoc import analyse, load_module
@@ -89,7 +90,11 @@ def test_flipped_labels_are_recovered_at_avgpool_and_not_in_pixel_space(quick_st
     checkpoint = next(quick_start[0].glob("featviz_demo/version_0/checkpoints/last.ckpt"))
     assert f"--checkpoint {checkpoint}" in quick_start[1]  # the demo tells the user how to do this
     model = load_module("lightning_featviz.demo.model.ImageClassifier", checkpoint)
-    options = dict(tsne_every_n_epochs=None, log_neighbour_grids=False, log_confusion=False, progress=False)
+    options = dict(
+        progress=False,
+        maps=MapOptions(every_n_epochs=None),
+        outputs=OutputOptions(neighbour_grids=False, confusion=False),
+    )
     analysis = analyse(model, noisy, tmp_path, layers=["input", "avgpool"], k=10, **options)
 
     found = {}

@@ -11,7 +11,7 @@ from pytorch_lightning.cli import LightningCLI
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import CaptureOptions, FeatureVisualizer, MapOptions, ProjectorOptions
 from lightning_featviz.demo.datasets import ColouredDigits
 from lightning_featviz.demo.model import ClassificationData
 
@@ -44,7 +44,7 @@ def test_the_callback_is_a_callback_of_both_namespaces():
 
 def test_a_lightning_pytorch_trainer_runs_the_callback(tmp_path, digits_val):
     visualizer = FeatureVisualizer(
-        ["input", "features.1", "features"], overhead=None, k=5, max_samples=60, tsne_dims=[2]
+        ["input", "features.1", "features"], overhead=None, k=5, max_samples=60, maps=MapOptions(dims=[2])
     )
     trainer = L.Trainer(
         default_root_dir=tmp_path,
@@ -72,7 +72,7 @@ class DigitsData(ClassificationData):
         super().__init__(train, val, digits.classes, batch_size)
 
 
-def test_lightning_cli_configures_the_callback_from_yaml(tmp_path):
+def test_lightning_cli_configures_the_callback_and_its_option_groups_from_yaml(tmp_path):
     config = {
         "seed_everything": 0,
         "trainer": {
@@ -91,8 +91,12 @@ def test_lightning_cli_configures_the_callback_from_yaml(tmp_path):
                     "init_args": {
                         "layers": {"input": "pixels", "pool": "pool"},
                         "k": 5,
-                        "tsne_dims": [2],
                         "max_samples": 60,
+                        "maps": {"perplexity": 20, "dims": [2]},
+                        "projector": {"every_n_epochs": 2},
+                        "wrong_cluster": False,
+                        "capture": {"input_size": 8, "metric": "cosine"},
+                        "resources": {"background": False},
                     },
                 }
             ],
@@ -103,5 +107,8 @@ def test_lightning_cli_configures_the_callback_from_yaml(tmp_path):
     cli = LightningCLI(TinyNet, DigitsData, args=["fit", "--config", str(path)], save_config_callback=None)
     visualizer = next(c for c in cli.trainer.callbacks if isinstance(c, FeatureVisualizer))
     assert visualizer.layers == {"input": "pixels", "pool": "pool"} and visualizer.k == 5
+    assert visualizer.maps == MapOptions(perplexity=20, dims=[2]) and visualizer.projector == ProjectorOptions(2)
+    assert visualizer.wrong_cluster is None and visualizer.resources.background is False
+    assert visualizer.capture == CaptureOptions(input_size=8, metric="cosine")
     assert {"featviz/knn_purity@5/pixels", "featviz/knn_purity@5/pool"} <= set(cli.trainer.callback_metrics)
     assert len(read_events(tmp_path).Images("featviz/tsne_2d/pool")) == 1

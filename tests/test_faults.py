@@ -14,7 +14,7 @@ from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions, ResourceOptions
 from lightning_featviz.demo.model import ClassificationData
 
 LAYERS = ["input", "conv2", "pool"]
@@ -38,7 +38,12 @@ def test_a_plotting_failure_warns_once_and_training_and_scalars_go_on(tmp_path, 
     monkeypatch.setattr("lightning_featviz.report.reporter.encode_png", _broken_pictures)
     _render_in_this_process(monkeypatch)
     visualizer = FeatureVisualizer(
-        LAYERS, overhead=None, k=5, max_samples=60, tsne_every_n_epochs=None, background=background
+        LAYERS,
+        overhead=None,
+        k=5,
+        max_samples=60,
+        maps=MapOptions(every_n_epochs=None),
+        resources=ResourceOptions(background=background),
     )
     trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
     with pytest.warns(UserWarning, match="could not analyse or report an epoch.*the plotting backend failed") as record:
@@ -54,7 +59,13 @@ def test_strict_mode_raises_the_failure_and_cleans_up(tmp_path, small_data, monk
     monkeypatch.setattr("lightning_featviz.report.reporter.encode_png", _broken_pictures)
     _render_in_this_process(monkeypatch)
     visualizer = FeatureVisualizer(
-        LAYERS, overhead=None, k=5, max_samples=60, tsne_every_n_epochs=None, background=background, strict=True
+        LAYERS,
+        overhead=None,
+        k=5,
+        max_samples=60,
+        strict=True,
+        maps=MapOptions(every_n_epochs=None),
+        resources=ResourceOptions(background=background),
     )
     model = TinyNet()
     with pytest.raises(RuntimeError, match="the plotting backend failed"):
@@ -64,8 +75,20 @@ def test_strict_mode_raises_the_failure_and_cleans_up(tmp_path, small_data, monk
     assert hooks_left(model) == 0 and not _report_threads()
 
 
+def _in_the_background() -> FeatureVisualizer:
+    """Every output, 2-D maps only, the reports made in the render process."""
+    return FeatureVisualizer(
+        LAYERS,
+        overhead=None,
+        k=5,
+        max_samples=60,
+        maps=MapOptions(dims=[2]),
+        resources=ResourceOptions(background=True),
+    )
+
+
 def test_a_render_process_that_dies_costs_one_report_and_the_next_starts_a_new_one(tmp_path, small_data):
-    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, max_samples=60, tsne_dims=[2], background=True)
+    visualizer = _in_the_background()
     killed = []
 
     class KillTheRenderProcess(Callback):
@@ -95,7 +118,7 @@ def test_a_report_process_that_cannot_start_leaves_reports_to_the_worker_thread(
     tmp_path, small_data, monkeypatch, python
 ):
     monkeypatch.setattr("sys.executable", shutil.which(python) or python)
-    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, max_samples=60, tsne_dims=[2], background=True)
+    visualizer = _in_the_background()
     trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
     with pytest.warns(UserWarning, match="could not start its report process") as record:
         trainer.fit(TinyNet(), datamodule=small_data)
@@ -106,7 +129,7 @@ def test_a_report_process_that_cannot_start_leaves_reports_to_the_worker_thread(
 
 def test_an_error_in_training_leaves_no_hook_and_no_worker(tmp_path, small_data):
     model = TinyNet(fail_at_batch=1)  # fails in the middle of a validation epoch, hooks attached
-    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, max_samples=60, tsne_dims=[2], background=True)
+    visualizer = _in_the_background()
     with pytest.raises(RuntimeError, match="boom in validation_step"):
         tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(model, datamodule=small_data)
     assert hooks_left(model) == 0 and not _report_threads()
@@ -120,7 +143,7 @@ def test_keyboard_interrupt_leaves_no_hook_and_no_worker(tmp_path, small_data):
             return super().training_step(batch, batch_idx)
 
     model = Interrupted()
-    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, max_samples=60, tsne_dims=[2], background=True)
+    visualizer = _in_the_background()
     handler = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit):  # Lightning shuts down gracefully, then exits with status 1
@@ -156,7 +179,9 @@ def test_images_that_are_not_three_channel(tmp_path, digits_val, channels):
     data = ClassificationData(
         Channels(Subset(digits_val, range(96)), channels), Channels(Subset(digits_val, range(96, 176)), channels), []
     )
-    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, tsne_dims=[2], log_confusion=False)
+    visualizer = FeatureVisualizer(
+        LAYERS, overhead=None, k=5, maps=MapOptions(dims=[2]), outputs=OutputOptions(confusion=False)
+    )
     trainer = tiny_trainer(tmp_path, max_epochs=1, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
     if channels == 4:
         with pytest.warns(UserWarning, match="have 4 channels; thumbnails .* show the first three as RGB"):
@@ -166,7 +191,7 @@ def test_images_that_are_not_three_channel(tmp_path, digits_val, channels):
     events = read_events(tmp_path)
     assert len(events.Images("featviz/neighbours/input")) == 1
     assert len(visualizer.history) == len(LAYERS)
-    input_dims = channels * visualizer.input_size**2
+    input_dims = channels * visualizer.capture.input_size**2
     config = ProjectorConfig()
     log_dir = tmp_path / "lightning_logs" / "version_0"
     text_format.Parse((log_dir / "projector_config.pbtxt").read_text(), config)
@@ -194,7 +219,9 @@ def test_empty_batches_are_passed_over(tmp_path, digits_val):
                 return super().validation_step(batch, batch_idx)
 
     data = WithEmptyBatches(Subset(digits_val, range(96)), Subset(digits_val, range(96, 176)), digits_val.classes)
-    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False)
+    visualizer = FeatureVisualizer(
+        LAYERS, overhead=None, k=5, maps=MapOptions(every_n_epochs=None), outputs=OutputOptions(confusion=False)
+    )
     tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer]).fit(SkipsEmpty(), datamodule=data)
     assert len(visualizer.history) == len(LAYERS)
 
@@ -202,7 +229,11 @@ def test_empty_batches_are_passed_over(tmp_path, digits_val):
 def test_labels_beyond_the_class_names_are_named_by_id(tmp_path, digits_val):
     data = ClassificationData(Subset(digits_val, range(96)), Subset(digits_val, range(96, 196)), ["zero", "one"])
     visualizer = FeatureVisualizer(
-        LAYERS, overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False, monitor_class_purity=True
+        LAYERS,
+        overhead=None,
+        k=5,
+        maps=MapOptions(every_n_epochs=None),
+        outputs=OutputOptions(confusion=False, monitor_class_purity=True),
     )
     trainer = tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer])
     with pytest.warns(UserWarning, match="Labels go up to 9 but only 2 class names are known"):
@@ -213,9 +244,15 @@ def test_labels_beyond_the_class_names_are_named_by_id(tmp_path, digits_val):
 
 def test_query_indices_beyond_the_dataset_are_left_out_with_a_warning(tmp_path, small_data):
     visualizer = FeatureVisualizer(
-        LAYERS, overhead=None, k=5, query_indices=[3, 500], tsne_every_n_epochs=None, log_confusion=False
+        LAYERS,
+        overhead=None,
+        k=5,
+        outputs=OutputOptions(query_indices=[3, 500], confusion=False),
+        maps=MapOptions(every_n_epochs=None),
     )
     trainer = tiny_trainer(tmp_path, max_epochs=1, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
-    with pytest.warns(UserWarning, match=r"`query_indices` \[500\] are beyond the validation dataset \(160 samples\)"):
+    with pytest.warns(
+        UserWarning, match=r"`outputs.query_indices` \[500\] are beyond the validation dataset \(160 samples\)"
+    ):
         trainer.fit(TinyNet(), datamodule=small_data)
     assert len(read_events(tmp_path).Images("featviz/neighbours/pool")) == 1

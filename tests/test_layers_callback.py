@@ -13,7 +13,7 @@ from conftest import TinyNet, hooks_left, tiny_trainer
 from torch import nn
 from torchvision.models import VisionTransformer, efficientnet_b0
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import CaptureOptions, FeatureVisualizer, MapOptions, OutputOptions
 from lightning_featviz.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,7 +40,9 @@ def _bank_line(caplog) -> str:
 
 def test_efficientnet_default_layers_are_found_and_analysed(tmp_path, small_data, caplog):
     torch.manual_seed(0)
-    visualizer = FeatureVisualizer(overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False)
+    visualizer = FeatureVisualizer(
+        overhead=None, k=5, maps=MapOptions(every_n_epochs=None), outputs=OutputOptions(confusion=False)
+    )
     trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer], limit_val_batches=2)
     # At initialisation, in eval mode, EfficientNet-B0's last stage is dead: avgpool's vectors are ~1e-14
     # everywhere, so their neighbours are ties of rounding noise and purity is undefined, with a warning.
@@ -54,7 +56,9 @@ def test_efficientnet_default_layers_are_found_and_analysed(tmp_path, small_data
 
 
 def test_default_layers_of_a_plain_cnn_drop_a_stage_identical_to_the_pooled_feature(tmp_path, small_data):
-    visualizer = FeatureVisualizer(overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False)
+    visualizer = FeatureVisualizer(
+        overhead=None, k=5, maps=MapOptions(every_n_epochs=None), outputs=OutputOptions(confusion=False)
+    )
     trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer], limit_val_batches=2)
     trainer.validate(TinyNet(), datamodule=small_data)
     # relu2 averaged over H, W is exactly `pool`: only `pool` is kept
@@ -69,10 +73,10 @@ def test_a_vit_layer_is_stored_as_its_class_token_and_the_bank_line_says_so(tmp_
     visualizer = FeatureVisualizer(
         ["input", "encoder.ln", "encoder.layers.encoder_layer_0"],
         overhead=None,
-        reduction={"encoder_layer_0": "mean"},
         k=5,
-        tsne_every_n_epochs=None,
-        log_confusion=False,
+        capture=CaptureOptions(reduction={"encoder_layer_0": "mean"}),
+        maps=MapOptions(every_n_epochs=None),
+        outputs=OutputOptions(confusion=False),
     )
     with caplog.at_level("INFO"):
         tiny_trainer(tmp_path, logger=False, callbacks=[visualizer], limit_val_batches=2).validate(
@@ -107,7 +111,7 @@ class Tokens(pl.LightningModule):
 
 
 def test_an_undecidable_layout_fails_the_sanity_check_naming_the_override(tmp_path, small_data):
-    visualizer = FeatureVisualizer(["input", "head"], overhead=None, k=5, tsne_every_n_epochs=None)
+    visualizer = FeatureVisualizer(["input", "head"], overhead=None, k=5, maps=MapOptions(every_n_epochs=None))
     trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer], limit_train_batches=1)
     model = Tokens()
     with pytest.raises(ValueError, match=r"layer 'head'.*\(32, 32, 10\).*reduction=\{'head': 'mean'\}"):
@@ -118,7 +122,11 @@ def test_an_undecidable_layout_fails_the_sanity_check_naming_the_override(tmp_pa
 
 def test_the_same_layer_with_an_override_is_analysed(tmp_path, small_data):
     visualizer = FeatureVisualizer(
-        ["input", "head"], overhead=None, reduction={"head": "mean"}, k=5, tsne_every_n_epochs=None
+        ["input", "head"],
+        overhead=None,
+        k=5,
+        capture=CaptureOptions(reduction={"head": "mean"}),
+        maps=MapOptions(every_n_epochs=None),
     )
     tiny_trainer(tmp_path, logger=False, callbacks=[visualizer], limit_val_batches=2).validate(
         Tokens(), datamodule=small_data
@@ -128,7 +136,10 @@ def test_the_same_layer_with_an_override_is_analysed(tmp_path, small_data):
 
 def test_a_reduction_key_that_names_no_captured_layer_fails_at_setup(tmp_path, small_data):
     visualizer = FeatureVisualizer(
-        ["input", "conv2"], overhead=None, reduction={"pool": "avg"}, tsne_every_n_epochs=None
+        ["input", "conv2"],
+        overhead=None,
+        capture=CaptureOptions(reduction={"pool": "avg"}),
+        maps=MapOptions(every_n_epochs=None),
     )
     with pytest.raises(ValueError, match=r"every key of `reduction` to name a captured layer.*'pool'"):
         tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).validate(TinyNet(), datamodule=small_data)

@@ -19,7 +19,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch import nn
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import FeatureVisualizer, MapOptions, ResourceOptions
 
 LAYERS = ["input", "conv2", "pool"]
 
@@ -31,7 +31,9 @@ def _fit_with_maps(tmp_path, digits_val, background):
     from lightning_featviz.demo.model import ClassificationData
 
     data = ClassificationData(Subset(digits_val, range(240)), Subset(digits_val, range(240, 400)), digits_val.classes)
-    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, max_samples=120, background=background)
+    visualizer = FeatureVisualizer(
+        LAYERS, overhead=None, k=5, max_samples=120, resources=ResourceOptions(background=background)
+    )
     trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
     torch.manual_seed(0)
     trainer.fit(TinyNet(), datamodule=data)
@@ -133,7 +135,7 @@ def test_maps_state_is_saved_and_restored_for_warm_starts(fitted_run):
     indices = state["maps"]["pool\t2"]["indices"].numpy()
     assert len(indices) == 120
     np.testing.assert_array_equal(
-        again._maps.previous("pool", 2, indices), visualizer._maps.previous("pool", 2, indices)
+        again._map_tracker.previous("pool", 2, indices), visualizer._map_tracker.previous("pool", 2, indices)
     )
 
 
@@ -183,7 +185,9 @@ def test_a_real_tensorboard_server_serves_the_embeddings_metadata_and_sprite(fit
     tensor = np.frombuffer(_get(f"{projector}/tensor?run={run}&name={name}"), dtype=np.float32).reshape(-1, 3)
     _, _, visualizer = fitted_run
     indices = np.array([int(row[3]) for row in rows])
-    np.testing.assert_allclose(tensor[:, :2], visualizer._maps.previous("pool", 2, indices), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        tensor[:, :2], visualizer._map_tracker.previous("pool", 2, indices), rtol=1e-4, atol=1e-4
+    )
     assert not tensor[:, 2].any()
 
     sprite = _get(f"{projector}/sprite_image?run={run}&name={name}")
@@ -253,7 +257,7 @@ class StillNet(TinyNet):
 
 def test_maps_of_a_model_that_stopped_changing_stay_in_place_from_epoch_to_epoch(tmp_path, small_data):
     visualizer = FeatureVisualizer(
-        ["conv2", "pool"], overhead=None, k=5, max_samples=160, tsne_dims=[2], log_projector=False
+        ["conv2", "pool"], overhead=None, k=5, max_samples=160, maps=MapOptions(dims=[2]), projector=False
     )
     trainer = tiny_trainer(tmp_path, max_epochs=3, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
     trainer.fit(StillNet(), datamodule=small_data)
@@ -269,7 +273,14 @@ def test_a_failing_report_warns_once_and_training_and_other_outputs_go_on(tmp_pa
     logger = TensorBoardLogger(tmp_path)
     Path(logger.log_dir).mkdir(parents=True)
     (Path(logger.log_dir) / "featviz_projector").write_text("a file where a folder should go")  # a broken disk
-    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, max_samples=60, tsne_dims=[2], background=background)
+    visualizer = FeatureVisualizer(
+        LAYERS,
+        overhead=None,
+        k=5,
+        max_samples=60,
+        maps=MapOptions(dims=[2]),
+        resources=ResourceOptions(background=background),
+    )
     trainer = tiny_trainer(tmp_path, max_epochs=3, logger=logger, callbacks=[visualizer])
     with pytest.warns(UserWarning, match="could not analyse or report an epoch") as record:
         trainer.fit(TinyNet(), datamodule=small_data)
@@ -303,7 +314,12 @@ def test_reports_left_when_fit_ends_render_on_every_core(tmp_path, small_data, m
             training_done.set()
 
     visualizer = FeatureVisualizer(
-        ["conv2", "pool"], overhead=None, k=5, max_samples=60, tsne_dims=[2], background=True
+        ["conv2", "pool"],
+        overhead=None,
+        k=5,
+        max_samples=60,
+        maps=MapOptions(dims=[2]),
+        resources=ResourceOptions(background=True),
     )
     callbacks = [TrainingDone(), visualizer]
     trainer = tiny_trainer(tmp_path, max_epochs=2, logger=TensorBoardLogger(tmp_path), callbacks=callbacks)
@@ -332,7 +348,13 @@ def test_two_identical_layers_are_said_once_and_drawn_once(tmp_path, digits_val)
     from lightning_featviz.demo.model import ClassificationData
 
     data = ClassificationData(Subset(digits_val, range(96)), Subset(digits_val, range(96, 196)), digits_val.classes)
-    visualizer = FeatureVisualizer(["input", "pool", "same"], overhead=None, k=5, tsne_dims=[2], background=False)
+    visualizer = FeatureVisualizer(
+        ["input", "pool", "same"],
+        overhead=None,
+        k=5,
+        maps=MapOptions(dims=[2]),
+        resources=ResourceOptions(background=False),
+    )
     trainer = tiny_trainer(tmp_path, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer], num_sanity_val_steps=0)
     with pytest.warns(UserWarning, match="Layers 'pool' and 'same' give identical vectors") as record:
         trainer.fit(WithTwin(), datamodule=data)

@@ -14,7 +14,7 @@ import lightning_featviz.analysis.embedding
 import lightning_featviz.analysis.knn
 import lightning_featviz.analysis.label_issues
 import lightning_featviz.analysis.maps
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import FeatureVisualizer, ResourceOptions
 from lightning_featviz.analysis.knn import knn_search, neighbour_stats
 from lightning_featviz.analysis.label_issues import find_label_issues
 from lightning_featviz.analysis.neighbourhoods import map_k, map_rows, neighbours_needed, trustworthiness_estimate
@@ -110,7 +110,9 @@ def test_one_fit_epoch_searches_each_layers_vectors_once_for_every_output(tmp_pa
         lightning_featviz.analysis.label_issues,
     ):
         monkeypatch.setattr(module, "knn_search", counted)
-    visualizer = FeatureVisualizer(["input", "pool"], k=5, max_samples=120, background=False, overhead=None)
+    visualizer = FeatureVisualizer(
+        ["input", "pool"], k=5, max_samples=120, overhead=None, resources=ResourceOptions(background=False)
+    )
     trainer = tiny_trainer(tmp_path, max_epochs=1, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
     trainer.fit(TinyNet(), datamodule=small_data)
     events = read_events(tmp_path)

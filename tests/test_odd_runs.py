@@ -12,7 +12,7 @@ from conftest import TinyNet, read_events, tiny_trainer
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import CaptureOptions, FeatureVisualizer, MapOptions, OutputOptions
 
 LAYERS = ["input", "conv2", "pool"]
 
@@ -30,7 +30,9 @@ def test_fast_dev_run_is_skipped_quietly(tmp_path, small_data, recwarn):
 
 @pytest.mark.parametrize("sanity_steps", [0, 2, -1])
 def test_the_sanity_check_is_never_analysed_whatever_its_length(tmp_path, small_data, sanity_steps):
-    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False)
+    visualizer = FeatureVisualizer(
+        LAYERS, overhead=None, k=5, maps=MapOptions(every_n_epochs=None), outputs=OutputOptions(confusion=False)
+    )
     trainer = tiny_trainer(
         tmp_path, num_sanity_val_steps=sanity_steps, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer]
     )
@@ -40,7 +42,7 @@ def test_the_sanity_check_is_never_analysed_whatever_its_length(tmp_path, small_
 
 
 def test_validation_several_times_per_epoch_analyses_each_time_at_lightnings_steps(tmp_path, small_data):
-    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, tsne_every_n_epochs=None)
+    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, maps=MapOptions(every_n_epochs=None))
     trainer = tiny_trainer(
         tmp_path,
         max_epochs=1,
@@ -65,7 +67,9 @@ def test_the_chosen_of_several_validation_loaders_is_analysed(tmp_path, small_da
     small_data.setup("fit")
     first = small_data.val_dataloader()
     second = DataLoader(torch.utils.data.Subset(small_data.val, range(40)), batch_size=8)
-    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, dataloader_idx=1, tsne_every_n_epochs=None)
+    visualizer = FeatureVisualizer(
+        LAYERS, overhead=None, k=5, capture=CaptureOptions(dataloader_idx=1), maps=MapOptions(every_n_epochs=None)
+    )
     trainer = tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer])
     trainer.fit(Net(), train_dataloaders=small_data.train_dataloader(), val_dataloaders=[first, second])
     assert len(visualizer.history) == len(LAYERS)
@@ -76,7 +80,7 @@ def test_the_chosen_of_several_validation_loaders_is_analysed(tmp_path, small_da
 
 
 def test_limited_validation_batches_analyse_what_was_seen(tmp_path, small_data):
-    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, tsne_every_n_epochs=None)
+    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, maps=MapOptions(every_n_epochs=None))
     tiny_trainer(tmp_path, max_epochs=1, limit_val_batches=2, logger=False, callbacks=[visualizer]).fit(
         TinyNet(), datamodule=small_data
     )
@@ -112,7 +116,7 @@ class CapturedDtypes(pl.Callback):
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
 def test_mixed_precision_activations_are_stored_as_float32(tmp_path, small_data, precision):
-    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, tsne_dims=[2])
+    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, maps=MapOptions(dims=[2]))
     probe = CapturedDtypes(visualizer)
     trainer = tiny_trainer(tmp_path, max_epochs=1, precision=precision, logger=False, callbacks=[probe, visualizer])
     trainer.fit(TinyNet(), datamodule=small_data)
@@ -153,7 +157,7 @@ class DictNet(TinyNet):
 
 @pytest.mark.parametrize("net", [TupleNet, DictNet])
 def test_models_returning_a_tuple_or_a_dict_get_predictions_in_the_export(tmp_path, small_data, net):
-    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, tsne_every_n_epochs=None)
+    visualizer = FeatureVisualizer(LAYERS, overhead=None, k=5, maps=MapOptions(every_n_epochs=None))
     model = net()
     tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer]).fit(model, datamodule=small_data)
     assert len(visualizer.history) == len(LAYERS)

@@ -11,7 +11,7 @@ from conftest import read_events
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import Subset
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions
 from lightning_featviz.cli import main
 from lightning_featviz.dashboard.data import find_runs, read_index
 from lightning_featviz.demo.datasets import ColouredDigits, save_image_folder
@@ -36,7 +36,12 @@ def trained(tmp_path_factory):
     checkpoint = ModelCheckpoint(dirpath=root / "checkpoints")
     # dashboard=False: the switch is tested here, where a run is made anyway
     watching = FeatureVisualizer(
-        LAYERS, overhead=None, k=5, tsne_every_n_epochs=None, log_confusion=False, dashboard=False
+        LAYERS,
+        overhead=None,
+        k=5,
+        dashboard=False,
+        maps=MapOptions(every_n_epochs=None),
+        outputs=OutputOptions(confusion=False),
     )
     pl.Trainer(
         max_epochs=2,

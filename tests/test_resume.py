@@ -11,13 +11,15 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions
 
 LAYERS = ["input", "pool"]
 
 
 def _visualizer() -> FeatureVisualizer:
-    return FeatureVisualizer(LAYERS, overhead=None, k=5, max_samples=80, tsne_dims=[2], log_confusion=False)
+    return FeatureVisualizer(
+        LAYERS, overhead=None, k=5, max_samples=80, maps=MapOptions(dims=[2]), outputs=OutputOptions(confusion=False)
+    )
 
 
 def _fit(tmp_path, data, max_epochs, ckpt_path=None):

@@ -10,7 +10,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
-from lightning_featviz import FeatureVisualizer
+from lightning_featviz import CaptureOptions, FeatureVisualizer, MapOptions, WrongClusterOptions
 from lightning_featviz.demo.model import ClassificationData
 
 COLOURS = {"fries": (250, 200, 40), "salad": (40, 160, 60), "sushi": (235, 235, 235)}
@@ -39,7 +39,11 @@ def test_on_an_image_folder_the_export_names_the_files_of_misfiled_images(tmp_pa
     folder = misfiled_folder(tmp_path / "data")
     data = ClassificationData(folder, folder, folder.classes, batch_size=8)
     visualizer = FeatureVisualizer(
-        ["input", "pool"], overhead=None, k=5, wrong_cluster_layer="input", tsne_every_n_epochs=None
+        ["input", "pool"],
+        overhead=None,
+        k=5,
+        wrong_cluster=WrongClusterOptions(layer="input"),
+        maps=MapOptions(every_n_epochs=None),
     )
     trainer = tiny_trainer(tmp_path, max_epochs=1, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
     trainer.fit(TinyNet(num_classes=3), datamodule=data)
@@ -64,8 +68,8 @@ def test_on_an_image_folder_the_export_names_the_files_of_misfiled_images(tmp_pa
 
 
 def test_wrong_cluster_layer_must_be_a_captured_layer(tmp_path, small_data):
-    visualizer = FeatureVisualizer(["input", "pool"], overhead=None, wrong_cluster_layer="conv2")
-    with pytest.raises(ValueError, match=r"`wrong_cluster_layer` to be one of the captured layers \['input', 'pool'\]"):
+    visualizer = FeatureVisualizer(["input", "pool"], overhead=None, wrong_cluster=WrongClusterOptions(layer="conv2"))
+    with pytest.raises(ValueError, match=r"`wrong_cluster.layer` to be one of the captured layers \['input', 'pool'\]"):
         tiny_trainer(tmp_path, logger=False, callbacks=[visualizer]).fit(TinyNet(), datamodule=small_data)
     assert torch.is_grad_enabled()
 
@@ -75,7 +79,12 @@ def test_with_the_training_reference_training_labels_get_their_own_relabelling_l
     folder = misfiled_folder(tmp_path / "data")
     data = ClassificationData(folder, folder, folder.classes, batch_size=8)
     visualizer = FeatureVisualizer(
-        ["input", "pool"], overhead=None, k=5, wrong_cluster_layer="input", tsne_every_n_epochs=None, reference="train"
+        ["input", "pool"],
+        overhead=None,
+        k=5,
+        wrong_cluster=WrongClusterOptions(layer="input"),
+        maps=MapOptions(every_n_epochs=None),
+        capture=CaptureOptions(reference="train"),
     )
     trainer = tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer])
     trainer.fit(TinyNet(num_classes=3), datamodule=data)

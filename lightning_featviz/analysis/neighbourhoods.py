@@ -6,7 +6,7 @@ Every output of an epoch needs some of each sample's nearest neighbours in a lay
 the largest of these and handing each its first columns costs one O(N²·D) search instead of four:
 :func:`neighbours_needed` says how many.
 
-Large banks are mapped on a stratified subsample of ``map_samples`` rows, the same dataset samples every
+Large banks are mapped on a stratified subsample of ``maps.samples`` rows, the same dataset samples every
 epoch (:func:`map_rows`), while purity uses the whole bank; the map's own searches then run within the
 subsample (M² instead of N²). Trustworthiness is exact up to :data:`EXACT_TRUST_LIMIT` points and a
 sampled estimate with its standard error above (:func:`trustworthiness_estimate`).

@@ -39,8 +39,8 @@ Warn = Callable[[str, str], None]
 
 
 @dataclass
-class CaptureOptions:
-    """What a capture reads: the callback's arguments of the same names (read from it by name), and whether any
+class CaptureSettings:
+    """What a capture reads: the callback's options it needs, and whether any
     output shows thumbnails."""
 
     k: int
@@ -70,7 +70,7 @@ class ValidationCapture:
         info: logs a line once (rank 0's ``rank_zero_info`` in the callback).
     """
 
-    def __init__(self, options: CaptureOptions, warn: Warn, info: Callable[[str], None]):
+    def __init__(self, options: CaptureSettings, warn: Warn, info: Callable[[str], None]):
         self.options = options
         self._warn = warn
         self._info = info
@@ -171,7 +171,7 @@ class ValidationCapture:
                     "whose order is known (sequential, a list of indices, a non-shuffling DistributedSampler) "
                     "tells; a random, weighted or subset-random sampler draws a new order each time; nothing is "
                     "analysed. Hint: use shuffle=False and no sampler for validation, or return dataset indices "
-                    "from `batch_extractor`.",
+                    "from `capture.batch_extractor`.",
                 )
                 return False
             indices = self.index_batches[batch_idx]
@@ -233,7 +233,7 @@ class ValidationCapture:
                     "not-images",
                     f"FeatureVisualizer sees {self._input_kind} inputs {tuple(inputs.shape)}, not images: neighbour "
                     "grids, the wrong-cluster gallery and projector thumbnails are left out; every other output "
-                    "is made. Hint: pass `input_kind` if that is not what the inputs are.",
+                    "is made. Hint: pass `capture.input_kind` if that is not what the inputs are.",
                 )
         check_input_kind(inputs, self._input_kind)
         return self._input_kind
@@ -263,11 +263,11 @@ class ValidationCapture:
         if size <= options.memory_budget_mb:
             return
         message = (
-            f"Expected the FeatureVisualizer bank to fit `memory_budget_mb` = {options.memory_budget_mb:g}, but it "
-            f"would take {size:.0f} MiB ({widths} dims per sample). Hint: lower `max_samples`"
-            f"{' or `max_reference`' if options.reference == 'train' else ''}, downsample the input layer more "
-            "(`input_size`), pool conv layers (`reduction='avg'` or a smaller `pool_size`), store "
-            "`storage_dtype='float16'`, or raise `memory_budget_mb`."
+            f"Expected the FeatureVisualizer bank to fit `resources.memory_budget_mb` = {options.memory_budget_mb:g}, "
+            f"but it would take {size:.0f} MiB ({widths} dims per sample). Hint: lower `max_samples`"
+            f"{' or `capture.max_reference`' if options.reference == 'train' else ''}, downsample the input layer "
+            "more (`capture.input_size`), pool conv layers (`capture.reduction='avg'` or a smaller "
+            "`capture.pool_size`), store `capture.storage_dtype='float16'`, or raise `resources.memory_budget_mb`."
         )
         if sanity:
             raise ValueError(message)
@@ -293,9 +293,9 @@ class ValidationCapture:
 
     def _warn_rescaled(self, low: float, high: float) -> None:
         hint = (
-            "check `image_mean`/`image_std`"
+            "check `capture.image_mean`/`capture.image_std`"
             if self.options.image_mean is not None
-            else "pass the normalisation as `image_mean`/`image_std` so it can be undone"
+            else "pass the normalisation as `capture.image_mean`/`capture.image_std` so it can be undone"
         )
         self._warn(
             "image-range",

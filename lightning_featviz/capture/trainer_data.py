@@ -16,7 +16,8 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Seque
 
 from lightning_featviz.capture.bank import BankData, Choice, FeatureBank, select_subset
 from lightning_featviz.capture.batches import probabilities_of, read_batch, scores_of, unknown_predictions
-from lightning_featviz.capture.hooks import ActivationCapture
+from lightning_featviz.capture.default_layers import default_layers
+from lightning_featviz.capture.hooks import ActivationCapture, short_display_names
 
 
 @contextmanager
@@ -194,3 +195,41 @@ def sample_paths(dataset: Any, indices: Sequence[int]) -> list[str] | None:
     if not isinstance(samples, (list, tuple)) or not samples or not isinstance(samples[0], (list, tuple)):
         return None
     return [str(samples[i][0]) for i in positions]
+
+
+def probe_default_layers(
+    trainer: Any,
+    pl_module: nn.Module,
+    dataloader_idx: int,
+    extractor: Callable[[Any], tuple[Any, ...]] | None,
+    seed: int,
+    map_reduction: str,
+    pool_size: int,
+) -> dict[str, str]:
+    """``layers="auto"``: the default layers (module path -> display name) found with one no-grad forward of an
+    input shaped like the first validation batch: seeded noise where it is a float tensor, so that every rank
+    (the same weights, the same input) finds the same layers without a collective.
+
+    Raises:
+        ValueError: the forward failed, with the way out.
+    """
+    try:
+        loader = validation_loader(trainer, dataloader_idx)
+        batch = next(iter(loader), None) if loader is not None else None
+        if batch is None:
+            raise ValueError("no validation batch")
+        images = read_batch(batch, extractor).inputs
+        if images.is_floating_point():
+            images = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed), dtype=images.dtype)
+        plugin = trainer.precision_plugin
+        example = images.to(next(pl_module.parameters()).device)
+        example = plugin.convert_input(example) if hasattr(plugin, "convert_input") else example
+        with preserved_global_rng(), getattr(plugin, "forward_context", nullcontext)():
+            paths = default_layers(pl_module, example, map_reduction, pool_size).layers
+    except Exception as error:
+        raise ValueError(
+            "Expected `layers='auto'` to find the default layers with one forward of the first validation "
+            f"batch, but it failed ({type(error).__name__}: {error}). Hint: pass `layers=[...]` "
+            "(`featviz layers --arch NAME` lists the candidates of a torchvision model)."
+        ) from error
+    return short_display_names(pl_module, paths)

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -154,3 +154,20 @@ def tensorboard_writers(loggers: Iterable[Any]) -> list[Any]:
         if callable(getattr(experiment, "add_image", None)) and callable(getattr(experiment, "add_figure", None)):
             writers.append(experiment)
     return writers
+
+
+def sinks_for(
+    loggers: Iterable[Any], root: Path, report_dir: str | Path | None, warn: Callable[[str, str], None]
+) -> list[Sink]:
+    """Where rank 0 writes: every TensorBoard writer among ``loggers``, else files under ``root`` (saying so with
+    ``warn(key, message)``); and the static report's folder ``report_dir`` when set."""
+    report: list[Sink] = [FileSink(report_dir, embeddings=False)] if report_dir is not None else []
+    writers = tensorboard_writers(loggers)
+    if writers:
+        return [*(TensorBoardSink(w) for w in writers), *report]
+    warn(
+        "no-tb",
+        "No TensorBoard logger among trainer.loggers; FeatureVisualizer writes PNG figures, "
+        f"metrics.csv and index.html under {root}.",
+    )
+    return [FileSink(root), *report]

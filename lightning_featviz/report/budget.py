@@ -257,7 +257,7 @@ class TimeBudget:
 
 def wanted_outputs(figures: bool, dims: Sequence[int], projector: bool, budgeted_maps: bool) -> list[str]:
     """The outputs the budget schedules: figures when any is switched on; maps (and the projector) when
-    their cadence is the budget's (``tsne_every_n_epochs="budget"``)."""
+    their cadence is the budget's (``maps.every_n_epochs="budget"``)."""
     wanted = [FIGURES] if figures else []
     if budgeted_maps:
         wanted += [MAPS_2D] if 2 in dims else []

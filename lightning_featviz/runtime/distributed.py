@@ -6,6 +6,7 @@ hang. The callback calls them from hooks that all ranks run, never inside a rank
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -73,3 +74,27 @@ def all_objects(value: Any) -> list[Any]:
     values: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(values, value)
     return values
+
+
+def on_rank_zero(is_global_zero: bool, action: Callable[[], tuple[Any, dict[str, float]]]) -> tuple[Any, dict]:
+    """``action()`` on rank 0: its results there (None elsewhere) and its scalars on every rank. When it raises
+    (``strict``), every rank raises after the broadcast: none is left waiting in a collective."""
+    results, failure = None, None
+    metrics: dict[str, float] = {}
+    if is_global_zero:
+        try:
+            results, metrics = action()
+        except Exception as error:  # raised below, after telling the other ranks
+            failure = error
+    failed, metrics = broadcast_object((failure is not None, metrics))
+    if failure is not None:
+        raise failure
+    if failed:
+        raise RuntimeError("FeatureVisualizer's analysis failed on rank 0 (strict=True); see its error.")
+    return results, metrics
+
+
+def ranks_without_batches(local_batches: float) -> list[int]:
+    """The ranks that see no validation batch, when some others do (every rank calls this: a collective)."""
+    everyone = all_objects(float(local_batches))
+    return [rank for rank, count in enumerate(everyone) if count == 0] if min(everyone) == 0 < max(everyone) else []

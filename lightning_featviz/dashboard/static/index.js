@@ -213,7 +213,7 @@ async function drawMaps() {
   const took = drawMapOn(canvas, data, samples, state.epoch, state.hover);
   timings.redraws.push(took);
   const mapped = epochData && epochData.map && epochData.rows ? ` · map of ${epochData.rows.length} of ` +
-    `${epochData.predictions.length} samples (map_samples)` : '';
+    `${epochData.predictions.length} samples (maps.samples)` : '';
   document.getElementById('map-title').textContent = `${state.run} · ${state.layer} · epoch ${state.epoch}${mapped}`;
   const other = document.getElementById('compare-box');
   if (state.compare) {
