@@ -13,7 +13,7 @@ LABEL_KEYS = ("label", "labels", "target", "targets", "y")
 INDEX_KEYS = ("index", "indices", "idx")
 EXTRACTOR_HINT = (
     "Hint: pass `batch_extractor=lambda batch: (inputs, labels)` (or `(inputs, labels, dataset_indices)`) "
-    "to FeatureVisualizer."
+    "to FeatureVisualizer inside `capture=CaptureOptions(...)`."
 )
 
 
@@ -72,7 +72,7 @@ def read_batch(batch: Any, extractor: Callable[[Any], tuple[Any, ...]] | None = 
         raise TypeError(
             f"Expected labels to be integer class ids of shape (B,), but got dtype {labels.dtype} and shape "
             f"{tuple(labels.shape)}. Hint: one-hot or soft labels need `batch_extractor=lambda batch: "
-            "(batch[0], batch[1].argmax(1))`."
+            "(batch[0], batch[1].argmax(1))` (inside `capture=CaptureOptions(...)`)."
         )
     if labels.shape[0] != inputs.shape[0]:
         raise TypeError(f"Expected one label per input, but got {labels.shape[0]} labels for {inputs.shape[0]} inputs.")

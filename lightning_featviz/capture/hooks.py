@@ -269,13 +269,15 @@ class ActivationCapture:
             raise LayoutError(
                 f"Expected layer {name!r} ({type(module).__name__}) to output a tensor, but it returns a "
                 f"PackedSequence. Hint: pass reduction={{{name!r}: lambda out: out[1][0][-1]}} (an LSTM's last-layer "
-                "final hidden state; `out[1][-1]` for an RNN or GRU), or name a module that runs after unpacking."
+                "final hidden state; `out[1][-1]` for an RNN or GRU; inside `capture=CaptureOptions(...)`), or name a "
+                "module that runs after unpacking."
             )
         what = f"a {type(output).__name__}" + (f" of {len(output)} items" if isinstance(output, (tuple, list)) else "")
         raise LayoutError(
             f"Expected layer {name!r} ({type(module).__name__}) to output one tensor, but it returns {what}. "
             f"Hint: name the submodule that produces the tensor you want, or pass "
-            f"reduction={{{name!r}: lambda out: ...}} mapping its output to (B, D)."
+            f"reduction={{{name!r}: lambda out: ...}} mapping its output to (B, D) "
+            "(inside `capture=CaptureOptions(...)`)."
         )
 
     @property

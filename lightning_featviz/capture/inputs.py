@@ -64,7 +64,8 @@ def check_input_kind(inputs: Tensor, kind: InputKind) -> None:
     if not fits[kind]:
         raise TypeError(
             f"Expected {kind} inputs ({_SHAPES[kind]}), but got dtype {inputs.dtype} and shape {tuple(inputs.shape)}. "
-            "Hint: pass `input_kind` to FeatureVisualizer (one of 'image', 'sequence', 'vector', 'tokens')."
+            "Hint: pass `capture=CaptureOptions(input_kind=...)` to FeatureVisualizer (one of 'image', 'sequence', "
+            "'vector', 'tokens')."
         )
 
 

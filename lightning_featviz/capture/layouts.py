@@ -158,7 +158,10 @@ def _hint(name: str, shape: tuple[int, ...]) -> str:
         )
     else:
         options = f"a callable reduction={{{name!r}: lambda out: ...}} returning (B, D)"
-    return f"Hint: pass {options} to FeatureVisualizer, or name a submodule of known type."
+    return (
+        f"Hint: pass {options} (to FeatureVisualizer inside `capture=CaptureOptions(...)`), or name a submodule "
+        "of known type."
+    )
 
 
 class LayoutResolver:
@@ -184,7 +187,8 @@ class LayoutResolver:
             raise LayoutError(
                 f"Expected layer {name!r} to return a tensor (or a tuple starting with one), but "
                 f"{type(entry.module).__name__} returned something else. Hint: name the submodule that "
-                f"produces the tensor you want, or pass reduction={{{name!r}: callable}} mapping its output to (B, D)."
+                f"produces the tensor you want, or pass reduction={{{name!r}: callable}} mapping its output to (B, D) "
+                "(inside `capture=CaptureOptions(...)`)."
             )
         shape = entry.shape
         if len(shape) >= 5:
