@@ -101,7 +101,7 @@ def main() -> None:
         once = sum(f.stat().st_size for f in folder.glob("samples_*"))
         print(f"{args.epochs} epochs x {args.layers} layers x {args.samples} samples, k = {args.k}")
         print(f"bytes per layer per epoch: {per_layer / 1e6:.3f} MB (file mean); largest layer's arrays", end=" ")
-        print(f"{largest / 1e6:.3f} MB; written once (thumbnail atlas, labels, paths): {once / 1e6:.2f} MB")
+        print(f"{largest / 1e6:.3f} MB; written once (thumbnail pages, labels, paths): {once / 1e6:.2f} MB")
         loads, frames, steps, draws = [], [], [], []
         with tensorboard(Path(root), featviz_tab=True) as url, browser(1400, 1000) as driver:
             for attempt in range(args.loads + 1):

@@ -5,7 +5,7 @@ Two callbacks: the **default arguments** (``FeatureVisualizer(layers)``: the tim
 ``overhead=0.1`` schedules figures, maps, projector and 3-D maps, everything at the last epoch;
 ``background`` off on the CPU), and the **full callback every epoch** (``overhead=None``: kNN scalars,
 neighbour grids, 2-D and 3-D t-SNE maps, projector, wrong-cluster gallery and export, confusion
-matrices on every epoch), six layers, 1,000 validation digits. The fit without the callback runs first
+matrices on every epoch), the demo's five layers, 1,000 validation digits. The fit without the callback runs first
 and last; the baseline is the faster of the two (the first also pays for warming up torch).
 Target (issue 16): <= 1.15 with default arguments, training on every core.
 

@@ -194,6 +194,28 @@ def test_an_epoch_written_while_the_plugin_serves_appears_at_the_next_request(tm
         assert [e["epoch"] for e in served["epochs"]] == list(range(epoch + 1))
 
 
+def test_a_sample_set_written_in_format_1_is_served_as_one_page(tmp_path):
+    """Format 1 (before pages) wrote one atlas, ``samples_<id>.jpg``, and no ``tiles``: it reads as page 0 of
+    as many tiles as samples, which is where its tiles are."""
+    from tensorboard.plugins.base_plugin import TBContext
+    from werkzeug.test import Client
+
+    n = 30
+    samples = Samples(np.arange(n), np.arange(n) % 3, np.zeros((n, 8, 8, 3), np.uint8))
+    write_epoch(tmp_path / "run", 0, 0, 3, ["a", "b", "c"], samples, np.zeros(n), np.ones(n), {"x": _layer(n, 3, 0)})
+    folder = tmp_path / "run" / FOLDER
+    key = samples.key()
+    described = json.loads((folder / f"samples_{key}.json").read_text())
+    del described["tiles"]
+    (folder / f"samples_{key}.json").write_text(json.dumps(described))
+    (folder / f"samples_{key}_0.jpg").rename(folder / f"samples_{key}.jpg")
+    apps = FeatvizPlugin(TBContext(logdir=str(tmp_path))).get_plugin_apps()
+    served = json.loads(Client(apps["/samples"]).get("/samples", query_string={"run": "run", "key": key}).get_data())
+    assert served["tiles"] == n and served["columns"] == described["columns"]
+    atlas = Client(apps["/atlas"]).get("/atlas", query_string={"run": "run", "key": key, "page": "0"})
+    assert atlas.status_code == 200 and atlas.get_data() == (folder / f"samples_{key}.jpg").read_bytes()
+
+
 def test_dashboard_must_be_a_bool():
     with pytest.raises(ValueError, match="Expected `dashboard` to be True or False, but got 'yes'"):
         FeatureVisualizer(["pool"], dashboard="yes")

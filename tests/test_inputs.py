@@ -37,7 +37,7 @@ def test_inputs_of_no_known_kind_are_refused_with_the_shapes_that_are(inputs, ma
 
 
 def test_a_batch_that_does_not_fit_the_given_kind_names_the_argument():
-    with pytest.raises(TypeError, match="Expected image inputs.*`capture=CaptureOptions\(input_kind="):
+    with pytest.raises(TypeError, match=r"Expected image inputs.*`capture=CaptureOptions\(input_kind="):
         check_input_kind(torch.rand(4, 10), "image")
 
 

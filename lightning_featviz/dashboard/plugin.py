@@ -146,6 +146,8 @@ class FeatvizPlugin(base_plugin.TBPlugin):
         if not re.fullmatch(r"[0-9a-f]{12}", key) or not path.exists():
             raise BadRequest(f"Expected `key` to name a sample set of this run, but got {key!r}.")
         described: dict[str, Any] = _json_file(str(path), path.stat().st_mtime_ns)
+        if described["thumbnail"] and "tiles" not in described:  # format 1: one atlas of every tile, page 0
+            described = described | {"tiles": len(described["indices"])}
         return described
 
     # ------------------------------------------------------------------ routes
@@ -176,6 +178,8 @@ class FeatvizPlugin(base_plugin.TBPlugin):
         except BadRequest as error:
             return Response(json.dumps({"error": str(error)}), status=400, content_type="application/json")
         path = folder / f"samples_{key}_{int(page)}.jpg"
+        if not path.exists() and int(page) == 0:
+            path = folder / f"samples_{key}.jpg"  # format 1: one atlas
         if not path.exists():
             return Response(json.dumps({"error": "this sample set has no such page of thumbnails"}), status=404)
         response = Response(path.read_bytes(), content_type="image/jpeg")
