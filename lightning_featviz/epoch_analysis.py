@@ -15,7 +15,8 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from lightning_featviz.analysis.knn import NeighbourStats, ResultCache
+from lightning_featviz.analysis.cache import ResultCache
+from lightning_featviz.analysis.knn import NeighbourStats
 from lightning_featviz.analysis.label_issues import label_issue_k
 from lightning_featviz.analysis.measures import EpochResults, degenerate, epoch_metrics, layer_stats, purity_ceiling
 from lightning_featviz.analysis.neighbourhoods import neighbours_needed
@@ -29,7 +30,7 @@ from lightning_featviz.capture.trainer_data import (
     validation_loader,
 )
 from lightning_featviz.options import CaptureOptions, MapOptions, ResourceOptions, WrongClusterOptions
-from lightning_featviz.report.reporter import tag as make_tag
+from lightning_featviz.report.settings import tag as make_tag
 
 Warn = Callable[[str, str], None]
 

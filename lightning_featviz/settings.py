@@ -10,7 +10,7 @@ from lightning_featviz.capture.epoch import CaptureSettings
 from lightning_featviz.epoch_analysis import EpochAnalysis
 from lightning_featviz.options import ProjectorOptions, WrongClusterOptions
 from lightning_featviz.report.plan import OutputPlan
-from lightning_featviz.report.reporter import ReportOptions
+from lightning_featviz.report.settings import ReportSettings
 
 if TYPE_CHECKING:
     from lightning_featviz.callback import FeatureVisualizer
@@ -44,10 +44,10 @@ def capture_settings(visualizer: FeatureVisualizer) -> CaptureSettings:
     )
 
 
-def report_options(visualizer: FeatureVisualizer) -> ReportOptions:
+def report_options(visualizer: FeatureVisualizer) -> ReportSettings:
     """What the visualizer's reports read."""
     outputs, wrong_cluster = visualizer.outputs, visualizer.wrong_cluster or WrongClusterOptions()
-    return ReportOptions(
+    return ReportSettings(
         k=visualizer.k,
         query_indices=None if outputs.query_indices is None else list(outputs.query_indices),
         log_neighbour_grids=outputs.neighbour_grids,

@@ -11,7 +11,7 @@ import pytest
 
 from lightning_featviz import FeatureVisualizer
 from lightning_featviz.options import DEPRECATED, GROUPS, new_spelling
-from lightning_featviz.report.options import UNRANKED_KINDS
+from lightning_featviz.report.settings import UNRANKED_KINDS
 
 ROOT = Path(__file__).parent.parent
 

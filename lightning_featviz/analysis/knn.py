@@ -16,9 +16,6 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-# Transitional: callback.py (changed on another branch at the same time) still imports ResultCache from here.
-from lightning_featviz.analysis.cache import ResultCache as ResultCache
-
 Metric = Literal["euclidean", "cosine"]
 
 

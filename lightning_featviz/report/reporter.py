@@ -5,7 +5,7 @@ No Lightning and no trainer state: everything about the epoch comes in an :class
 :class:`Destination` writes to the sinks. The two halves can run in different processes: the
 render in a background process, the writing in the training process. The reporter decides what an epoch
 makes and draws its pictures (with :mod:`~lightning_featviz.report.figures`); the files it writes are
-:mod:`~lightning_featviz.report.exports`'s job, what it holds and the tags :mod:`~lightning_featviz.report.options`'.
+:mod:`~lightning_featviz.report.exports`'s job, what it holds and the tags :mod:`~lightning_featviz.report.settings`'.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from lightning_featviz.report.figures import (
     query_rows,
     wrong_clusters,
 )
-from lightning_featviz.report.options import ReportOptions, tag
+from lightning_featviz.report.settings import ReportSettings, tag
 from lightning_featviz.report.tables import MAX_TABLE_ROWS
 
 #: The confusion figure is drawn up to this many classes (a C × C matrix beyond is unreadable and huge).
@@ -168,7 +168,7 @@ class Reporter:
         log_dir: the run's log dir, for the CSV exports.
     """
 
-    def __init__(self, options: ReportOptions, maps: MapTracker, log_dir: str | None):
+    def __init__(self, options: ReportSettings, maps: MapTracker, log_dir: str | None):
         self.options, self.maps, self.log_dir = options, maps, log_dir
         self.tag = partial(tag, k=options.k)
 

@@ -25,8 +25,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from lightning_featviz.analysis.embedding import MapTracker
-from lightning_featviz.report.options import ReportOptions
 from lightning_featviz.report.reporter import EpochJob, Report, Reporter
+from lightning_featviz.report.settings import ReportSettings
 
 NICENESS = 19  # the lowest priority: the child runs on what training leaves of the CPU
 
@@ -48,7 +48,7 @@ class RenderProcess:
         log_dir: the run's log dir, for CSV exports.
     """
 
-    def __init__(self, options: ReportOptions, maps: MapTracker, log_dir: str | None):
+    def __init__(self, options: ReportSettings, maps: MapTracker, log_dir: str | None):
         ours, theirs = socket.socketpair()
         code = (
             "import sys; sys.path[:0] = sys.argv[2:]; "

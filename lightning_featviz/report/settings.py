@@ -1,4 +1,4 @@
-"""What an epoch's report holds (:class:`ReportOptions`), and the names its outputs are logged under: :func:`tag`,
+"""What an epoch's report holds (:class:`ReportSettings`), and the names its outputs are logged under: :func:`tag`,
 the one function in the package that builds a TensorBoard tag."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 
 @dataclass
-class ReportOptions:
+class ReportSettings:
     """What a report holds: the callback's arguments of the same names (read from it by name)."""
 
     k: int
