@@ -93,7 +93,7 @@ class FeatureVisualizer(_Callback):
         k: neighbours per sample.
         max_samples: validation samples kept (the same ones every epoch).
         every_n_epochs: run on every n-th epoch of ``fit``.
-        overhead: the time budget: the callback may add at most this share to ``fit``'s time (0.1: 1.1 times);
+        overhead: the time budget: the share of ``fit``'s time the callback aims to add at most (0.1: 1.1 times);
             the expensive outputs come on the epochs it allows and all at the last (:attr:`schedule` says
             which). None: every output every analysed epoch.
         class_names: names of the class ids; default from the datamodule or dataset ``.classes``.

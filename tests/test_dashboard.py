@@ -63,45 +63,36 @@ class RecordingVisualizer(FeatureVisualizer):
         return results, metrics
 
 
-@pytest.fixture(scope="module")
-def dashboard_run(tmp_path_factory, digits_val) -> tuple[Path, RecordingVisualizer]:
-    """Three epochs of TinyNet, 120 validation digits, k = 5: TensorBoard logs and dashboard files."""
-    root = tmp_path_factory.mktemp("dashboard")
-    data = ClassificationData(Subset(digits_val, range(240)), Subset(digits_val, range(240, 360)), digits_val.classes)
-    visualizer = RecordingVisualizer(
-        LAYERS,
-        overhead=None,  # every output every epoch: the routes are checked at each epoch
-        k=5,
-        max_samples=120,
-        maps=MapOptions(dims=[2]),
-        projector=False,
-        outputs=OutputOptions(neighbour_grids=False, confusion=False),
-        resources=ResourceOptions(background=False),
-    )
-    torch.manual_seed(0)
-    trainer = tiny_trainer(root, max_epochs=3, logger=TensorBoardLogger(root), callbacks=[visualizer])
-    trainer.fit(TinyNet(), datamodule=data)
-    return root, visualizer
-
-
-@pytest.fixture(scope="module")
-def subsampled_run(dashboard_run, digits_val) -> RecordingVisualizer:
-    """A second run in the same log dir: maps of a 40-sample subsample of the 120-sample bank, on even epochs only."""
-    root = dashboard_run[0]
+def recorded_run(root: Path, digits_val, version: int, **options) -> RecordingVisualizer:
+    """Three epochs of TinyNet on 120 validation digits, k = 5, every output every epoch (the routes are checked
+    at each epoch), logged as ``lightning_logs/version_<version>`` under ``root``."""
     data = ClassificationData(Subset(digits_val, range(240)), Subset(digits_val, range(240, 360)), digits_val.classes)
     visualizer = RecordingVisualizer(
         LAYERS,
         overhead=None,
         k=5,
         max_samples=120,
-        maps=MapOptions(samples=40, every_n_epochs=2, dims=[2]),
         outputs=OutputOptions(neighbour_grids=False, confusion=False),
         resources=ResourceOptions(background=False),
+        **options,
     )
-    torch.manual_seed(1)
-    logger = TensorBoardLogger(root, version=1)
+    torch.manual_seed(version)
+    logger = TensorBoardLogger(root, version=version)
     tiny_trainer(root, max_epochs=3, logger=logger, callbacks=[visualizer]).fit(TinyNet(), datamodule=data)
     return visualizer
+
+
+@pytest.fixture(scope="module")
+def dashboard_run(tmp_path_factory, digits_val) -> tuple[Path, RecordingVisualizer]:
+    """The first run: 2-D maps of every sample on every epoch, no projector."""
+    root = tmp_path_factory.mktemp("dashboard")
+    return root, recorded_run(root, digits_val, 0, maps=MapOptions(dims=[2]), projector=False)
+
+
+@pytest.fixture(scope="module")
+def subsampled_run(dashboard_run, digits_val) -> RecordingVisualizer:
+    """A second run in the same log dir: maps of a 40-sample subsample of the 120-sample bank, on even epochs only."""
+    return recorded_run(dashboard_run[0], digits_val, 1, maps=MapOptions(samples=40, every_n_epochs=2, dims=[2]))
 
 
 @pytest.fixture(scope="module")
@@ -599,3 +590,20 @@ def test_play_steps_through_the_epochs_and_stop_halts_it(board, driver):
     stopped = epoch()
     time.sleep(2.0)  # more than two of play's 0.8 s steps
     assert epoch() == stopped and driver.find_element("id", "play").text == "▶ play"
+
+
+def test_every_epochs_map_is_drawn_at_one_size(board, driver, dashboard_run):
+    """Warm-started maps contract from epoch to epoch; the tab centres each and scales it to one RMS radius, so a
+    late epoch's map is not a dot in the middle of the first epoch's bounds."""
+    open_tab(driver, board)
+    radii = []
+    for position in ("0", "2"):
+        driver.execute_script(
+            "const s = document.getElementById('epoch'); s.value = arguments[0]; s.dispatchEvent(new Event('input'));",
+            position,
+        )
+        shown = lambda p=position: driver.execute_script("return document.body.dataset.epoch") == p  # noqa: E731
+        wait_for(shown, f"epoch {position}")
+        points = np.array([driver.execute_script(POSITION, row) for row in range(120)], dtype=float)
+        radii.append(np.sqrt(((points - points.mean(axis=0)) ** 2).sum(axis=1).mean()))
+    assert radii[0] == pytest.approx(radii[1], rel=1e-3) and radii[0] > 50, radii

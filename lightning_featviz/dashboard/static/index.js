@@ -70,6 +70,24 @@ async function samplesOf(run, key) {
   return state.samples[id];
 }
 
+// (2M,) x, y pairs centred and divided by their RMS radius (NaN pairs left out and kept): warm-started t-SNE maps
+// keep their orientation but contract from epoch to epoch, so each epoch is shown at one size.
+function normalised(coords) {
+  let [n, mx, my, squares] = [0, 0, 0, 0];
+  for (let i = 0; i < coords.length; i += 2) {
+    if (Number.isNaN(coords[i]) || Number.isNaN(coords[i + 1])) continue;
+    n += 1; mx += coords[i]; my += coords[i + 1];
+  }
+  if (!n) return coords;
+  [mx, my] = [mx / n, my / n];
+  for (let i = 0; i < coords.length; i += 2) {
+    if (Number.isNaN(coords[i]) || Number.isNaN(coords[i + 1])) continue;
+    squares += (coords[i] - mx) ** 2 + (coords[i + 1] - my) ** 2;
+  }
+  const radius = Math.sqrt(squares / n) || 1;
+  return coords.map((v, i) => (v - (i % 2 ? my : mx)) / radius);
+}
+
 async function layerOf(run, layer) {
   const id = `${run}\u0000${layer}`;
   if (!state.layerData[id]) {
@@ -80,7 +98,7 @@ async function layerOf(run, layer) {
       if (!m) continue;
       // map[2 * row], map[2 * row + 1]: a bank row's point; NaN for a row a subsample's map leaves out (the
       // canvas draws nothing at NaN, and no comparison picks it)
-      const coords = Float32Array.from(m, (v) => (v === null ? NaN : v));
+      const coords = normalised(Float32Array.from(m, (v) => (v === null ? NaN : v)));
       epoch.map = coords;
       if (epoch.rows) {
         epoch.map = new Float32Array(2 * epoch.predictions.length).fill(NaN);
@@ -96,7 +114,7 @@ async function layerOf(run, layer) {
       }
       epoch.flaggedSet = new Map(epoch.flagged.map((row, j) => [row, epoch.cluster[j]]));
     }
-    data.bounds = [x0, x1, y0, y1]; // shared by every epoch: aligned maps keep their place
+    data.bounds = [x0, x1, y0, y1]; // shared by every epoch: aligned (and normalised) maps keep their place
     data.byEpoch = new Map(data.epochs.map((e) => [e.epoch, e]));
     state.layerData[id] = data;
   }
