@@ -34,8 +34,9 @@ def misfiled_folder(root):
     return ImageFolder(str(root), transform=transforms.ToTensor())
 
 
-def test_on_an_image_folder_the_export_names_the_files_of_misfiled_images(tmp_path):
-    # Three colour-coded classes; two salad-green pictures were filed under "fries".
+def fit_on_misfiled_folder(tmp_path, logger, **options) -> ImageFolder:
+    """One epoch of TinyNet trained and validated on :func:`misfiled_folder`, wrong cluster at the input layer, k = 5,
+    every output (no maps); returns the folder."""
     folder = misfiled_folder(tmp_path / "data")
     data = ClassificationData(folder, folder, folder.classes, batch_size=8)
     visualizer = FeatureVisualizer(
@@ -44,9 +45,17 @@ def test_on_an_image_folder_the_export_names_the_files_of_misfiled_images(tmp_pa
         k=5,
         wrong_cluster=WrongClusterOptions(layer="input"),
         maps=MapOptions(every_n_epochs=None),
+        **options,
     )
-    trainer = tiny_trainer(tmp_path, max_epochs=1, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
-    trainer.fit(TinyNet(num_classes=3), datamodule=data)
+    tiny_trainer(tmp_path, max_epochs=1, logger=logger, callbacks=[visualizer]).fit(
+        TinyNet(num_classes=3), datamodule=data
+    )
+    return folder
+
+
+def test_on_an_image_folder_the_export_names_the_files_of_misfiled_images(tmp_path):
+    # Three colour-coded classes; two salad-green pictures were filed under "fries".
+    folder = fit_on_misfiled_folder(tmp_path, TensorBoardLogger(tmp_path))
 
     rows = _read_csv(tmp_path / "lightning_logs" / "version_0" / "featviz_wrong_cluster" / "epoch_000_input.csv")
     assert {row["path"].rsplit("/", 1)[-1] for row in rows} == {"misfiled_0.png", "misfiled_1.png"}
@@ -76,18 +85,7 @@ def test_wrong_cluster_layer_must_be_a_captured_layer(tmp_path, small_data):
 
 def test_with_the_training_reference_training_labels_get_their_own_relabelling_list(tmp_path):
     # Training and validation are the same folder: two salad-green pictures filed under "fries".
-    folder = misfiled_folder(tmp_path / "data")
-    data = ClassificationData(folder, folder, folder.classes, batch_size=8)
-    visualizer = FeatureVisualizer(
-        ["input", "pool"],
-        overhead=None,
-        k=5,
-        wrong_cluster=WrongClusterOptions(layer="input"),
-        maps=MapOptions(every_n_epochs=None),
-        capture=CaptureOptions(reference="train"),
-    )
-    trainer = tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer])
-    trainer.fit(TinyNet(num_classes=3), datamodule=data)
+    folder = fit_on_misfiled_folder(tmp_path, False, capture=CaptureOptions(reference="train"))
 
     output = tmp_path / "featviz_label_issues"
     assert len(_read_csv(output / "epoch_000_input.csv")) == len(folder)  # validation samples
