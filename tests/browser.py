@@ -97,8 +97,9 @@ def chromium() -> str | None:
 
 
 @contextmanager
-def browser(width: int = 1600, height: int = 1000) -> Iterator[Any]:
-    """A headless Chromium (a fresh profile) under selenium's control."""
+def browser(width: int = 1600, height: int = 1000, downloads: Path | None = None) -> Iterator[Any]:
+    """A headless Chromium (a fresh profile) under selenium's control; it keeps the pages' console messages
+    (:func:`console_errors`) and saves downloads into ``downloads`` without asking."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -106,6 +107,10 @@ def browser(width: int = 1600, height: int = 1000) -> Iterator[Any]:
     options.binary_location = chromium() or "chromium"
     for flag in [*FLAGS, f"--window-size={width},{height}"]:
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    if downloads is not None:
+        prefs = {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+        options.add_experimental_option("prefs", prefs)
     with tempfile.TemporaryDirectory() as profile:
         options.add_argument(f"--user-data-dir={profile}")
         driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -136,6 +141,11 @@ def tensorboard(log_dir: str | Path, featviz_tab: bool = False) -> Iterator[str]
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def console_errors(driver: Any) -> list[str]:
+    """The console's error messages (level SEVERE) since the last call, of every page and frame."""
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
 def wait_for(check: Callable[[], T], what: str, timeout: float = 90.0) -> T:

@@ -19,7 +19,7 @@ from urllib.request import urlopen
 import numpy as np
 import pytest
 import torch
-from browser import browser, deep_text, need_browser, tensorboard, wait_for
+from browser import browser, console_errors, deep_text, need_browser, tensorboard, wait_for
 from conftest import TinyNet, tiny_trainer
 from google.protobuf import text_format
 from PIL import Image
@@ -304,8 +304,7 @@ def test_a_bad_argument_answers_400_with_the_reason(board, route, params, messag
 def driver(dashboard_run, tmp_path_factory):
     need_browser()
     downloads = tmp_path_factory.mktemp("downloads")
-    with browser(1400, 1400) as chrome:
-        chrome.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    with browser(1400, 1400, downloads=downloads) as chrome:
         chrome.downloads = downloads
         yield chrome
 
@@ -400,7 +399,17 @@ def test_clicking_a_point_opens_the_inspector_with_the_callbacks_neighbours(boar
         assert ["same" in t.get_attribute("class") for t in shown] == same
 
 
-def test_the_reviews_csv_download_holds_the_selected_images(board, driver, dashboard_run):
+def download(driver, button: str) -> tuple[str, list[dict[str, str]]]:
+    """Click a download button of the tab; the saved CSV's name and rows (the download folder emptied first)."""
+    for old in Path(driver.downloads).iterdir():
+        old.unlink()
+    driver.find_element("id", button).click()
+    path = wait_for(lambda: next(iter(Path(driver.downloads).glob("*.csv")), None), "the CSV download")
+    rows = wait_for(lambda: list(csv.DictReader(path.open())), "the CSV's rows")
+    return path.name, rows
+
+
+def test_the_reviews_csv_download_holds_the_ticked_images_named_by_run_layer_and_epoch(board, driver, dashboard_run):
     _, visualizer = dashboard_run
     open_tab(driver, board)
     flagged = visualizer.wrong_cluster_indices["pool"]
@@ -408,14 +417,80 @@ def test_the_reviews_csv_download_holds_the_selected_images(board, driver, dashb
     picked = flagged[:: max(1, len(flagged) // 3)][:3]
     for index in picked:
         driver.find_element("css selector", f'#review input.pick[data-index="{index}"]').click()
-    driver.find_element("id", "download").click()
-    path = wait_for(lambda: next(iter(Path(driver.downloads).glob("*.csv")), None), "the CSV download")
-    rows = list(csv.DictReader(path.open()))
+    name, rows = download(driver, "download")
+    assert name == "lightning_logs_version_0_pool_epoch2_wrong_cluster_ticked.csv"
     assert [int(row["index"]) for row in rows] == picked
+    assert [int(row["rank"]) for row in rows] == [flagged.index(i) + 1 for i in picked]
     names = visualizer.seen[2].class_names
     labels = dict(zip(visualizer.seen[2].bank.indices.tolist(), visualizer.seen[2].bank.labels.tolist(), strict=True))
     assert [row["label"] for row in rows] == [names[labels[i]] for i in picked]
-    assert all(row["suggested_class"] != row["label"] for row in rows)
+    assert all(row["cluster"] != row["label"] for row in rows)
+
+
+def callback_csv(dashboard_run, epoch: int, layer: str = "pool") -> list[dict[str, str]]:
+    """The wrong-cluster list the callback wrote for ``epoch`` (``featviz_wrong_cluster/epoch_{e}_{layer}.csv``)."""
+    path = dashboard_run[0] / RUN / "featviz_wrong_cluster" / f"epoch_{epoch:03d}_{layer}.csv"
+    return list(csv.DictReader(path.open()))
+
+
+def shown(driver) -> str:
+    """``run|layer|epoch`` once every view of the tab belongs to the epoch and layer on screen, else ''."""
+    return driver.execute_script("return document.body.dataset.shown || ''")
+
+
+def assert_views_belong_to(driver, dashboard_run, epoch: int, inspected: int) -> None:
+    """The review, the inspector and the list's CSV export show ``epoch`` of pool, as the callback computed it."""
+    _, visualizer = dashboard_run
+    results = visualizer.seen[epoch]
+    expected = callback_csv(dashboard_run, epoch)
+    assert len(expected) >= 2, f"too few flagged images at epoch {epoch} to tell two lists apart"
+    table = driver.find_element("css selector", "#review table.review")
+    assert (table.get_attribute("data-layer"), table.get_attribute("data-epoch")) == ("pool", str(epoch))
+    listed = [
+        int(r.get_attribute("data-index")) for r in driver.find_elements("css selector", "#review tr[data-index]")
+    ]
+    assert listed == [int(row["index"]) for row in expected]
+    head = driver.find_element("css selector", "#inspector .inspected")
+    assert (head.get_attribute("data-epoch"), head.get_attribute("data-index")) == (str(epoch), str(inspected))
+    row = results.bank.indices.tolist().index(inspected)
+    neighbours = driver.find_elements("css selector", '#inspector .layer-row[data-layer="pool"] .thumb')
+    assert [int(t.get_attribute("data-index")) for t in neighbours] == results.bank.indices[
+        results.stats["pool"].indices[row]
+    ].tolist()
+    name, rows = download(driver, "download-all")
+    assert name == f"lightning_logs_version_0_pool_epoch{epoch}_wrong_cluster.csv"
+    assert [r.keys() for r in rows] and set(rows[0]) <= set(expected[0])
+    for got, want in zip(rows, expected, strict=True):
+        assert float(got.pop("share")) == pytest.approx(float(want["share"]))
+        assert got == {column: want[column] for column in got}
+
+
+def test_after_the_slider_and_after_play_review_inspector_and_export_belong_to_the_shown_epoch(
+    board, driver, dashboard_run
+):
+    """Epochs flag different images: the list, the inspected sample's neighbours and the CSV export follow the
+    epoch on screen, compared with the callback's own CSV of that epoch; quick slider moves whose answers cross
+    leave the last epoch's views."""
+    open_tab(driver, board)
+    lists = {e: [row["index"] for row in callback_csv(dashboard_run, e)] for e in (0, 1, 2)}
+    assert len({tuple(v) for v in lists.values()}) > 1, "every epoch flags the same images: nothing to tell apart"
+    pointer_at(driver, *driver.execute_script(POSITION, 40)).click().perform()
+    head = wait_for(lambda: driver.find_elements("css selector", "#inspector .inspected"), "the inspector")[0]
+    inspected = int(head.get_attribute("data-index"))
+    assert_views_belong_to(driver, dashboard_run, 2, inspected)
+    driver.execute_script(  # three slider moves in one go: the answers of 1 and 2 may come after those of 0
+        "const s = document.getElementById('epoch');"
+        "for (const v of ['1', '2', '0']) { s.value = v; s.dispatchEvent(new Event('input')); }"
+    )
+    wait_for(lambda: shown(driver) == f"{RUN}|pool|0", "epoch 0 on screen")
+    assert_views_belong_to(driver, dashboard_run, 0, inspected)
+    play = driver.find_element("id", "play")
+    play.click()
+    wait_for(lambda: driver.execute_script("return document.getElementById('epoch').value") != "0", "a play step")
+    play.click()
+    epoch = int(wait_for(lambda: (s := shown(driver)) and s.split("|")[2], "play to stop on an epoch"))
+    assert driver.find_element("id", "epoch-label").text == f"epoch {epoch}"
+    assert_views_belong_to(driver, dashboard_run, epoch, inspected)
 
 
 def test_a_subsampled_map_is_served_with_its_bank_rows_and_matches_the_projectors_map(
@@ -607,3 +682,96 @@ def test_every_epochs_map_is_drawn_at_one_size(board, driver, dashboard_run):
         points = np.array([driver.execute_script(POSITION, row) for row in range(120)], dtype=float)
         radii.append(np.sqrt(((points - points.mean(axis=0)) ** 2).sum(axis=1).mean()))
     assert radii[0] == pytest.approx(radii[1], rel=1e-3) and radii[0] > 50, radii
+
+
+def _rect(driver, element) -> list[float]:
+    """An element's box in its document (left, top, width, height): where it is on the page, not in the view."""
+    return driver.execute_script(
+        "const r = arguments[0].getBoundingClientRect();"
+        "return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height]",
+        element,
+    )
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1600, 1000)])
+def test_the_inspector_opens_in_view_beside_the_map_after_a_click(board, driver, size):
+    driver.set_window_size(*size)
+    try:
+        open_tab(driver, board)
+        canvas = driver.find_element("id", "map")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+        view = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+        points = [driver.execute_script(POSITION, row) for row in range(120)]
+        middle = np.array(view) / 2  # a point near the middle of the view: one a person sees and clicks
+        x, y = min(points, key=lambda p: float(np.hypot(*(np.array(p) - middle))))
+        assert 0 < y < view[1], "no point in view to click"
+        map_before = _rect(driver, canvas)
+        pointer_at(driver, x, y).click().perform()
+        head = wait_for(lambda: driver.find_elements("css selector", "#inspector .inspected"), "the inspector")[0]
+        left, top, right, bottom = driver.execute_script(
+            "const r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]", head
+        )
+        assert 0 <= left and right <= view[0] and 0 <= top and bottom <= view[1], (left, top, right, bottom, view)
+        assert _rect(driver, canvas) == map_before  # the map did not move for it
+        assert map_before[2] > 0.55 * view[0]  # the map takes most of the width
+        driver.switch_to.default_content()  # and the tab's frame is itself in the window's view
+        frame = driver.find_element("css selector", "iframe")
+        frame_box = driver.execute_script(
+            "const r = arguments[0].getBoundingClientRect(); return [r.top, r.bottom]", frame
+        )
+        window_height = driver.execute_script("return window.innerHeight")
+        assert 0 <= frame_box[0] and frame_box[0] + top >= 0 and frame_box[0] + bottom <= window_height
+    finally:
+        driver.switch_to.default_content()
+        driver.set_window_size(1400, 1400)
+
+
+def test_selection_and_compare_leave_the_map_in_place_and_compare_shows_both_runs_heatmaps_and_numbers(board, driver):
+    open_tab(driver, board)
+    canvas = driver.find_element("id", "map")
+    before = _rect(driver, canvas)
+    left, top, width, height = driver.execute_script(
+        "const r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.width, r.height]", canvas
+    )
+    pointer_at(driver, left + 0.2 * width, top + 0.2 * height).click_and_hold().move_by_offset(
+        round(0.6 * width), round(0.6 * height)
+    ).release().perform()
+    wait_for(lambda: driver.find_elements("css selector", "#selection .thumb"), "the selection")
+    assert _rect(driver, canvas) == before
+    driver.execute_script(
+        "const s = document.getElementById('compare'); s.value = arguments[0]; s.dispatchEvent(new Event('change'));",
+        SUBSAMPLED,
+    )
+    wait_for(lambda: driver.find_element("id", "compare-box").is_displayed(), "the second map")
+    assert _rect(driver, canvas) == before
+    heatmaps = wait_for(
+        lambda: (
+            len(driver.find_elements("css selector", "table.heatmap")) == 2
+            and driver.find_elements("css selector", "table.heatmap")
+        ),
+        "two heatmaps",
+    )
+    assert [t.get_attribute("data-run") for t in heatmaps] == [RUN, SUBSAMPLED]
+    numbers = driver.find_element("id", "compare-numbers").text
+    for run in (RUN, SUBSAMPLED):
+        layer = next(x for x in get(board, "run", run=run)["epochs"][-1]["layers"] if x["name"] == "pool")
+        assert f"{run}: kNN purity {layer['purity']:.2f}, accuracy {layer['accuracy']:.2f}" in numbers, numbers
+    compare = driver.find_element("id", "map-compare")
+    assert _rect(driver, compare)[2:] == before[2:]  # both maps one size
+
+
+def test_a_slider_step_moves_the_points_over_several_frames(board, driver):
+    """The transition between epochs is drawn frame by frame (requestAnimationFrame), not as one jump."""
+    open_tab(driver, board)
+    driver.execute_script(
+        "const s = document.getElementById('epoch'); s.value = '1'; s.dispatchEvent(new Event('input'));"
+    )
+    wait_for(lambda: shown(driver) == f"{RUN}|pool|1", "epoch 1")
+    frames = wait_for(lambda: driver.execute_script("return window.featviz.transitions.at(-1)"), "the transition")
+    assert frames >= 3, frames
+
+
+def test_the_tab_logs_no_console_error(board, driver):
+    """Every test of the tab above ran in this browser: the console (every page and frame) holds no error."""
+    open_tab(driver, board)
+    assert console_errors(driver) == []

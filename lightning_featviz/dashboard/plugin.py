@@ -268,7 +268,9 @@ class FeatvizPlugin(base_plugin.TBPlugin):
                     "path": samples["paths"][row] if samples["paths"] else None,
                     "label": label,
                     "cluster": cluster,
+                    "count": count,
                     "strength": round(count / k, 4),
+                    "prediction": int(arrays["predictions"][row]),
                     "reason": (
                         f"{count} of its {k} nearest neighbours are {names[cluster]!r}; "
                         f"{own} share its label {names[label]!r}"

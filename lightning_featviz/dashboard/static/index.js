@@ -1,22 +1,40 @@
 // The FEATVIZ tab: what every layer learned, epoch by epoch. Plain ES module, no build step, nothing fetched
 // from outside TensorBoard. TensorBoard loads it in an iframe whose <base> is this plugin's route prefix, so
-// relative URLs ("run?run=...") reach lightning_featviz/dashboard/plugin.py.
+// relative URLs ("run?run=...") reach lightning_featviz/dashboard/plugin.py. One file (over 300 lines): the plugin
+// serves its static files by name, and a second module would need a route of its own.
+//
+// Never stale: every view derived from the run, layer and epoch on screen (map, review, inspector, selection,
+// exports) is re-derived by show() whenever one of them changes (slider, play, heatmap, layer menu, run menu).
+// Each change takes a ticket; an answer that arrives after a newer change is dropped, and the views of the previous
+// epoch are cleared at once, so nothing on screen ever belongs to another epoch or layer. When every view belongs
+// to the epoch shown, <body data-shown="run|layer|epoch"> says so.
 //
 // Timings for the benchmark and the tests live in window.featviz: `ready` (performance.timeOrigin-based
 // milliseconds when the heatmap and the map were first drawn), `redraws` (milliseconds of canvas drawing per map)
-// and `epochs` (milliseconds from a slider step to the animation frame that shows its map).
+// `epochs` (milliseconds from a slider step to the animation frame that starts its transition) and `transitions`
+// (frames drawn between two epochs' maps, one entry per finished transition).
 
 const PALETTE = [
   '#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf',
   '#aec7e8', '#ffbb78', '#98df8a', '#ff9896', '#c5b0d5', '#c49c94', '#f7b6d2', '#c7c7c7', '#dbdb8d', '#9edae5',
 ];
+// Selected and inspected points: a black square in a white halo. No class colour is black or white (classes past
+// the palette are hsl(h, 65%, 50%)), and flagged samples are ringed with black circles, not squares.
+const SELECTED = '#000000', HALO = '#ffffff';
 const THUMB = 48; // px a thumbnail is shown at
+const BORDER = 3; // px of a thumbnail's frame (same / other class); the image is clipped inside it
+const TRANSITION_MS = 300; // how long points take to move from one epoch's map to the next
 
 const state = {
   runs: [], run: null, index: null, layer: null, epoch: null, colour: 'class', measure: 'purity',
-  compare: '', layerData: {}, samples: {}, hover: -1, selection: [], playing: null, review: [],
+  compare: '', layerData: {}, samples: {}, indexes: {}, playing: null,
+  selection: [], // dataset indices of the box-selected samples (shown at every epoch that keeps them)
+  inspected: null, // dataset index of the inspected sample
+  review: null, // {run, layer, epoch, rows}: the wrong-cluster list on screen, null while it loads
+  ticket: 0, // bumped at every change of run, layer or epoch
+  animation: null, // {from, to, epochData, start, t, coords}: the map's move between two epochs
 };
-const timings = { ready: null, redraws: [], epochs: [] };
+const timings = { ready: null, redraws: [], epochs: [], transitions: [] };
 window.featviz = timings;
 // Where a sample's point is drawn in the main map (viewport pixels of this frame), for tests and screenshots.
 timings.screenPosition = async (row) => {
@@ -47,11 +65,12 @@ async function getJSON(path, params) {
 }
 
 const classColour = (c) => (c < PALETTE.length ? PALETTE[c] : `hsl(${(c * 137.5) % 360}, 65%, 50%)`);
+const fixed = (value, digits = 2) => (value === null || value === undefined ? '–' : value.toFixed(digits));
 
 function viridis(t) {
   // A short viridis-like ramp: dark purple (0) -> teal -> yellow (1).
   const stops = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
-  if (t === null || Number.isNaN(t)) return 'rgb(220,220,220)';
+  if (t === null || t === undefined || Number.isNaN(t)) return 'rgb(220,220,220)';
   const x = Math.min(Math.max(t, 0), 1) * (stops.length - 1), i = Math.min(Math.floor(x), stops.length - 2);
   const f = x - i, [a, b] = [stops[i], stops[i + 1]];
   return `rgb(${a.map((v, j) => Math.round(v + f * (b[j] - v))).join(',')})`;
@@ -63,11 +82,17 @@ async function samplesOf(run, key) {
   const id = `${run}\u0000${key}`;
   if (!state.samples[id]) {
     const described = await getJSON('samples', { run, key });
+    described.key = key;
     described.rowOf = new Map(described.indices.map((index, row) => [index, row]));
     described.atlas = `atlas?${new URLSearchParams({ run, key })}`;
     state.samples[id] = described;
   }
   return state.samples[id];
+}
+
+async function indexOf(run) {
+  if (!state.indexes[run]) state.indexes[run] = await getJSON('run', { run });
+  return state.indexes[run];
 }
 
 // (2M,) x, y pairs centred and divided by their RMS radius (NaN pairs left out and kept): warm-started t-SNE maps
@@ -94,6 +119,7 @@ async function layerOf(run, layer) {
     const data = await getJSON('layer', { run, layer });
     let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
     for (const epoch of data.epochs) {
+      epoch.flaggedSet = new Map(epoch.flagged.map((row, j) => [row, epoch.cluster[j]]));
       const m = epoch.maps[2];
       if (!m) continue;
       // map[2 * row], map[2 * row + 1]: a bank row's point; NaN for a row a subsample's map leaves out (the
@@ -112,7 +138,6 @@ async function layerOf(run, layer) {
         x0 = Math.min(x0, coords[i]); x1 = Math.max(x1, coords[i]);
         y0 = Math.min(y0, coords[i + 1]); y1 = Math.max(y1, coords[i + 1]);
       }
-      epoch.flaggedSet = new Map(epoch.flagged.map((row, j) => [row, epoch.cluster[j]]));
     }
     data.bounds = [x0, x1, y0, y1]; // shared by every epoch: aligned (and normalised) maps keep their place
     data.byEpoch = new Map(data.epochs.map((e) => [e.epoch, e]));
@@ -121,34 +146,39 @@ async function layerOf(run, layer) {
   return state.layerData[id];
 }
 
-function epochEntry(epoch = state.epoch) {
-  return state.index.epochs.find((e) => e.epoch === epoch);
+function epochEntry(epoch = state.epoch, index = state.index) {
+  return index.epochs.find((e) => e.epoch === epoch);
+}
+
+// The sample set of the epoch on screen (its rows are the rows of every per-sample array of that epoch).
+async function shownSamples() {
+  return samplesOf(state.run, epochEntry().samples);
 }
 
 // ------------------------------------------------------------------ thumbnails
 
 function thumb(samples, row, { size = THUMB, mark = '', caption = null } = {}) {
   const node = el('div', { class: `thumb ${mark}`, 'data-row': row, 'data-index': samples.indices[row] });
+  node.style.cssText = `width:${size}px;height:${size}px;border-width:${BORDER}px`;
   if (samples.thumbnail) {
-    const t = samples.thumbnail, scale = size / t, cols = samples.columns, tile = row % samples.tiles;
+    // The atlas scaled so that one tile fills the frame's inside; drawn and clipped there (content-box), so no
+    // part of the next tile shows.
+    const inner = size - 2 * BORDER, cols = samples.columns, tile = row % samples.tiles;
     const [r, c] = [Math.floor(tile / cols), tile % cols], page = Math.floor(row / samples.tiles);
-    node.style.cssText = `width:${size}px;height:${size}px;background-image:url("${samples.atlas}&page=${page}");` +
-      `background-size:${cols * t * scale}px auto;background-position:${-c * size}px ${-r * size}px`;
-  } else {
-    node.style.cssText = `width:${size}px;height:${size}px`;
-    node.textContent = samples.indices[row];
-  }
+    node.style.cssText += `;background-image:url("${samples.atlas}&page=${page}");background-size:${cols * inner}px ` +
+      `auto;background-position:${-c * inner}px ${-r * inner}px;background-origin:content-box;` +
+      'background-clip:content-box';
+  } else node.textContent = samples.indices[row];
   node.title = `#${samples.indices[row]} · ${state.index.class_names[samples.labels[row]]}`;
   return caption === null ? node : el('figure', { class: 'captioned' }, node, el('figcaption', {}, caption));
 }
 
 // ------------------------------------------------------------------ heatmap
 
-function drawHeatmap() {
-  const box = document.getElementById('heatmap');
-  const epochs = state.index.epochs, names = [];
+function heatmapTable(index, run) {
+  const epochs = index.epochs, names = [];
   for (const e of epochs) for (const l of e.layers) if (!names.includes(l.name)) names.push(l.name);
-  const table = el('table', { class: 'heatmap' });
+  const table = el('table', { class: 'heatmap', 'data-run': run });
   table.append(el('tr', {}, el('th', {}, `layer \\ epoch`), ...epochs.map((e) => el('th', {}, String(e.epoch)))));
   for (const name of names) {
     const row = el('tr', {}, el('th', { class: 'layer-name' }, name));
@@ -158,20 +188,24 @@ function drawHeatmap() {
       const cell = el('td', {
         class: `cell${selected ? ' selected' : ''}`, 'data-layer': name, 'data-epoch': e.epoch,
         style: `background:${viridis(value)};color:${value !== null && value > 0.6 ? '#000' : '#fff'}`,
-        onclick: () => select(name, e.epoch),
-      }, value === null || value === undefined ? '–' : value.toFixed(2));
+        onclick: () => { if (state.index.epochs.some((x) => x.epoch === e.epoch)) show(name, e.epoch); },
+      }, fixed(value));
       cell.title = `${name}, epoch ${e.epoch}: ${state.measure} ${value === null ? 'undefined' : value.toFixed(3)}`;
       row.append(cell);
     }
     table.append(row);
   }
-  box.replaceChildren(table);
+  return table;
+}
+
+function drawHeatmap() {
+  document.getElementById('heatmap').replaceChildren(heatmapTable(state.index, state.run));
 }
 
 // ------------------------------------------------------------------ map
 
-function pointColour(epochData, samples, row, labelOf) {
-  const label = labelOf(row), pred = epochData.predictions[row];
+function pointColour(epochData, row, label) {
+  const pred = epochData.predictions[row];
   switch (state.colour) {
     case 'prediction': return pred < 0 ? '#bbb' : classColour(pred);
     case 'correct': return pred < 0 ? '#bbb' : pred === label ? '#2ca02c' : '#d62728';
@@ -188,7 +222,18 @@ function project(data, canvas) {
   return [(x) => ox + (x - x0) * scale, (y) => canvas.height - (oy + (y - y0) * scale)];
 }
 
-function drawMapOn(canvas, data, samples, epoch, highlight) {
+// The (2N,) points of an epoch as drawn now: during a transition, between the previous epoch's and this one's.
+function drawnCoords(epochData) {
+  const move = state.animation;
+  if (!move || move.epochData !== epochData || move.t >= 1) return epochData.map;
+  if (move.coords && move.coordsT === move.t) return move.coords;
+  const e = move.t < 0.5 ? 4 * move.t ** 3 : 1 - (-2 * move.t + 2) ** 3 / 2; // ease in and out
+  move.coords = move.to.map((to, i) => (Number.isNaN(move.from[i]) ? to : move.from[i] + e * (to - move.from[i])));
+  move.coordsT = move.t;
+  return move.coords;
+}
+
+function drawMapOn(canvas, data, samples, epoch, marked) {
   const start = performance.now();
   const ctx = canvas.getContext('2d');
   ctx.fillStyle = '#fff';
@@ -200,55 +245,119 @@ function drawMapOn(canvas, data, samples, epoch, highlight) {
     ctx.fillText(data ? `no map of this layer at epoch ${epoch}` : 'no such layer in this run', 20, 30);
     return performance.now() - start;
   }
-  const [sx, sy] = project(data, canvas), map = epochData.map, labels = samples.labels;
-  const labelOf = (row) => labels[row];
-  const selected = new Set(state.selection);
+  const [sx, sy] = project(data, canvas), map = drawnCoords(epochData), labels = samples.labels;
+  const size = Math.max(3, Math.min(6, Math.round(1400 / Math.sqrt(labels.length) / 20))); // smaller as N grows
   for (let row = 0; row < labels.length; row++) {
-    ctx.fillStyle = pointColour(epochData, samples, row, labelOf);
-    ctx.fillRect(sx(map[2 * row]) - 2.5, sy(map[2 * row + 1]) - 2.5, 5, 5);
+    ctx.fillStyle = pointColour(epochData, row, labels[row]);
+    ctx.fillRect(sx(map[2 * row]) - size / 2, sy(map[2 * row + 1]) - size / 2, size, size);
   }
   ctx.lineWidth = 1.5;
   if (state.colour !== 'wrong') {
     ctx.strokeStyle = '#000';
     for (const row of epochData.flagged) { // wrong-cluster samples ringed, as in the static maps
       ctx.beginPath();
-      ctx.arc(sx(map[2 * row]), sy(map[2 * row + 1]), 5, 0, 2 * Math.PI);
+      ctx.arc(sx(map[2 * row]), sy(map[2 * row + 1]), size, 0, 2 * Math.PI);
       ctx.stroke();
     }
   }
-  ctx.strokeStyle = '#ff00ff';
-  for (const row of [...selected, highlight].filter((r) => r >= 0 && r < labels.length)) {
-    ctx.strokeRect(sx(map[2 * row]) - 5, sy(map[2 * row + 1]) - 5, 10, 10);
+  for (const row of marked.filter((r) => r >= 0 && r < labels.length)) {
+    const [x, y] = [sx(map[2 * row]), sy(map[2 * row + 1])];
+    ctx.lineWidth = 4; ctx.strokeStyle = HALO; ctx.strokeRect(x - 6, y - 6, 12, 12);
+    ctx.lineWidth = 2; ctx.strokeStyle = SELECTED; ctx.strokeRect(x - 6, y - 6, 12, 12);
   }
   return performance.now() - start;
 }
 
-async function drawMaps() {
-  const data = await layerOf(state.run, state.layer);
-  const epochData = data.byEpoch.get(state.epoch);
-  const samples = await samplesOf(state.run, epochData ? epochData.samples : epochEntry().samples);
-  const canvas = document.getElementById('map');
-  const took = drawMapOn(canvas, data, samples, state.epoch, state.hover);
-  timings.redraws.push(took);
+// Rows of `samples` marked on the map: the selection, and the inspected sample.
+function markedRows(samples) {
+  const rows = state.selection.map((index) => samples.rowOf.get(index));
+  if (state.inspected !== null) rows.push(samples.rowOf.get(state.inspected));
+  return rows.filter((row) => row !== undefined);
+}
+
+// Canvases as wide as their column, and as tall as fits beside the controls (both maps one size).
+function sizeCanvases() {
+  const column = document.getElementById('map-column');
+  const width = Math.max(320, Math.floor(column.clientWidth) - 2); // less the canvas's 1-px border
+  const height = Math.round(Math.max(300, Math.min(0.7 * width, window.innerHeight - 150)));
+  for (const canvas of [document.getElementById('map'), document.getElementById('map-compare')]) {
+    if (canvas.width !== width || canvas.height !== height) [canvas.width, canvas.height] = [width, height];
+  }
+}
+
+async function drawMain() {
+  const data = await layerOf(state.run, state.layer), samples = await shownSamples();
+  timings.redraws.push(drawMapOn(document.getElementById('map'), data, samples, state.epoch, markedRows(samples)));
+  return [data, samples];
+}
+
+// Move the points from `from` (2N,) to the epoch's map over TRANSITION_MS; resolves at the first frame.
+function transition(from, epochData) {
+  const move = { from, to: epochData.map, epochData, start: performance.now(), t: 0, frames: 0 };
+  state.animation = move;
+  return new Promise((firstFrame) => {
+    const frame = async (now) => {
+      if (state.animation !== move) { firstFrame(); return; }
+      move.t = Math.min(1, Math.max(0, (now - move.start) / TRANSITION_MS));
+      await drawMain();
+      firstFrame();
+      if (move.t > 0 && move.t < 1) move.frames += 1;
+      if (move.t < 1) requestAnimationFrame(frame);
+      else {
+        timings.transitions.push(move.frames);
+        if (state.animation === move) state.animation = null;
+      }
+    };
+    requestAnimationFrame(frame);
+  });
+}
+
+async function drawMaps({ from = null } = {}) {
+  const ticket = state.ticket;
+  const data = await layerOf(state.run, state.layer), samples = await shownSamples();
+  if (ticket !== state.ticket) return;
+  sizeCanvases();
+  const epochData = data.byEpoch.get(state.epoch), previous = from && data.byEpoch.get(from);
+  if (previous && previous.map && epochData && epochData.map && previous.samples === epochData.samples) {
+    await transition(drawnCoords(previous), epochData);
+  } else {
+    state.animation = null;
+    await drawMain();
+  }
   const mapped = epochData && epochData.map && epochData.rows ? ` · map of ${epochData.rows.length} of ` +
     `${epochData.predictions.length} samples (maps.samples)` : '';
   document.getElementById('map-title').textContent = `${state.run} · ${state.layer} · epoch ${state.epoch}${mapped}`;
-  const other = document.getElementById('compare-box');
-  if (state.compare) {
-    other.hidden = false;
-    document.getElementById('compare-title').textContent = `${state.compare} · ${state.layer} · epoch ${state.epoch}`;
-    let otherData = null, otherSamples = samples;
-    try {
-      otherData = await layerOf(state.compare, state.layer);
-      const e = otherData.byEpoch.get(state.epoch);
-      if (e) otherSamples = await samplesOf(state.compare, e.samples);
-    } catch (error) { otherData = null; }
-    drawMapOn(document.getElementById('map-compare'), otherData, otherSamples, state.epoch, -1);
-  } else other.hidden = true;
-  drawLegend(samples);
+  drawLegend();
+  await drawCompare(samples, ticket);
 }
 
-function drawLegend(samples) {
+// The other run's map, heatmap and numbers, below this run's map (which never moves for it).
+async function drawCompare(samples, ticket) {
+  const box = document.getElementById('compare-box');
+  if (!state.compare) { box.hidden = true; return; }
+  const other = state.compare;
+  let otherData = null, otherSamples = samples, otherIndex = null;
+  try {
+    otherIndex = await indexOf(other);
+    otherData = await layerOf(other, state.layer);
+    const e = otherData.byEpoch.get(state.epoch);
+    if (e) otherSamples = await samplesOf(other, e.samples);
+  } catch (error) { otherData = null; }
+  if (ticket !== state.ticket || other !== state.compare) return;
+  box.hidden = false;
+  document.getElementById('compare-title').textContent = `${other} · ${state.layer} · epoch ${state.epoch}`;
+  const numbers = (index) => {
+    const entry = index && epochEntry(state.epoch, index);
+    const layer = entry && entry.layers.find((l) => l.name === state.layer);
+    return layer ? `kNN purity ${fixed(layer.purity)}, accuracy ${fixed(layer.accuracy)}` : 'not analysed';
+  };
+  document.getElementById('compare-numbers').textContent =
+    `${other}: ${numbers(otherIndex)} · this run, ${state.run}: ${numbers(state.index)}`;
+  drawMapOn(document.getElementById('map-compare'), otherData, otherSamples, state.epoch, []);
+  document.getElementById('compare-heatmap').replaceChildren(...(otherIndex ? [heatmapTable(otherIndex, other)] : []));
+}
+
+function drawLegend() {
   const legend = document.getElementById('legend'), names = state.index.class_names;
   const items = {
     class: names.map((n, c) => [classColour(c), n]), prediction: names.map((n, c) => [classColour(c), n]),
@@ -259,6 +368,7 @@ function drawLegend(samples) {
   legend.replaceChildren(...items.slice(0, 40).map(([colour, name]) =>
     el('span', { class: 'key' }, el('i', { style: `background:${colour}` }), name)));
   if (state.colour !== 'wrong') legend.append(el('span', { class: 'key' }, el('i', { class: 'ring' }), 'wrong cluster'));
+  legend.append(el('span', { class: 'key' }, el('i', { class: 'square' }), 'selected / inspected'));
 }
 
 async function nearestRow(event) {
@@ -294,7 +404,7 @@ async function showTooltip(event, row) {
   const tip = document.getElementById('tooltip');
   if (row < 0) { tip.hidden = true; return; }
   const data = await layerOf(state.run, state.layer), epochData = data.byEpoch.get(state.epoch);
-  const samples = await samplesOf(state.run, epochData.samples), names = state.index.class_names;
+  const samples = await shownSamples(), names = state.index.class_names;
   const pred = epochData.predictions[row], purity = epochData.purity[row];
   tip.replaceChildren(thumb(samples, row, { size: 64 }), el('div', {},
     el('b', {}, `#${samples.indices[row]}`), el('br'), `label: ${names[samples.labels[row]]}`, el('br'),
@@ -302,7 +412,8 @@ async function showTooltip(event, row) {
     `purity: ${purity === null ? 'undefined' : purity.toFixed(2)}`,
     ...(epochData.flaggedSet.has(row) ? [el('br'), `among ${names[epochData.flaggedSet.get(row)]}`] : [])));
   const host = document.getElementById('map').parentElement.getBoundingClientRect();
-  tip.style.left = `${event.clientX - host.left + 14}px`;
+  const left = Math.min(event.clientX - host.left + 14, host.width - 260);
+  tip.style.left = `${Math.max(0, left)}px`;
   tip.style.top = `${event.clientY - host.top + 14}px`;
   tip.hidden = false;
 }
@@ -331,61 +442,102 @@ function attachMapEvents() {
     if (!from) return;
     if (Math.abs(event.clientX - from[0]) + Math.abs(event.clientY - from[1]) < 5) {
       const row = await nearestRow(event);
-      if (row >= 0) inspect(row);
+      if (row >= 0) await inspectRow(row);
       return;
     }
     const rect = canvas.getBoundingClientRect(), sx = canvas.width / rect.width, sy = canvas.height / rect.height;
     const box = [(from[0] - rect.left) * sx, (from[1] - rect.top) * sy,
       (event.clientX - rect.left) * sx, (event.clientY - rect.top) * sy];
-    state.selection = rowsInBox(await layerOf(state.run, state.layer), canvas, box);
-    await drawMaps();
-    await showSelection();
+    const samples = await shownSamples();
+    state.selection = rowsInBox(await layerOf(state.run, state.layer), canvas, box).map((r) => samples.indices[r]);
+    await drawMain();
+    await showSelection(state.ticket);
   });
+  // The maps follow their column's width and the window's height.
+  let [pending, seen] = [false, ''];
+  const resized = () => {
+    const size = `${document.getElementById('map-column').clientWidth}x${window.innerHeight}`;
+    if (pending || !state.index || size === seen) return;
+    [pending, seen] = [true, size];
+    requestAnimationFrame(() => { pending = false; drawMaps(); });
+  };
+  new ResizeObserver(resized).observe(document.getElementById('map-column'));
+  window.addEventListener('resize', resized);
 }
 
-async function showSelection() {
-  const data = await layerOf(state.run, state.layer), epochData = data.byEpoch.get(state.epoch);
-  const samples = await samplesOf(state.run, epochData.samples);
+// The selected samples as the epoch on screen keeps them: their rows in its sample set.
+async function showSelection(ticket) {
+  const samples = await shownSamples();
+  if (ticket !== state.ticket) return;
   const list = document.getElementById('selection');
-  list.replaceChildren(el('h3', {}, `${state.selection.length} selected`),
-    el('div', { class: 'thumbs' }, ...state.selection.slice(0, 400).map((row) => {
+  if (!state.selection.length) { list.replaceChildren(); return; }
+  const rows = state.selection.map((index) => samples.rowOf.get(index)).filter((row) => row !== undefined);
+  const missing = state.selection.length - rows.length;
+  list.replaceChildren(el('h3', {}, `${rows.length} selected`),
+    el('p', { class: 'hint' }, `epoch ${state.epoch}${missing ? `; ${missing} selected samples are not kept at ` +
+      'this epoch' : ''} · `, el('a', { href: '#', onclick: (e) => { e.preventDefault(); clearSelection(); } },
+      'clear')),
+    el('div', { class: 'thumbs' }, ...rows.slice(0, 400).map((row) => {
       const node = thumb(samples, row, { size: 40 });
-      node.addEventListener('click', () => inspect(row));
+      node.addEventListener('click', () => inspectRow(row));
       return node;
     })));
+}
+
+async function clearSelection() {
+  state.selection = [];
+  await drawMain();
+  await showSelection(state.ticket);
 }
 
 // ------------------------------------------------------------------ inspector
 
-async function inspect(row) {
-  state.inspected = row;
+async function inspectRow(row) {
+  const samples = await shownSamples();
+  state.inspected = samples.indices[row];
+  await Promise.all([showInspector(state.ticket, true), drawMain()]);
+}
+
+// The inspected sample at the epoch on screen: its neighbours at every layer, the shown layer first in mind.
+async function showInspector(ticket, reveal = false) {
   const box = document.getElementById('inspector');
+  if (state.inspected === null) return;
+  const samples = await shownSamples(), names = state.index.class_names, entry = epochEntry();
+  if (ticket !== state.ticket) return;
+  const row = samples.rowOf.get(state.inspected);
+  if (row === undefined) {
+    box.replaceChildren(el('p', { class: 'hint' }, `#${state.inspected} is not among epoch ${state.epoch}'s samples.`));
+    return;
+  }
   const found = await getJSON('inspect', { run: state.run, epoch: state.epoch, row });
-  const entry = epochEntry(), names = state.index.class_names;
-  const samples = await samplesOf(state.run, entry.samples), reference = await samplesOf(state.run, found.reference);
+  const reference = await samplesOf(state.run, found.reference);
+  if (ticket !== state.ticket) return;
   const label = samples.labels[row];
-  const head = el('div', { class: 'inspected' }, thumb(samples, row, { size: 72, mark: 'query' }),
+  const head = el('div', { class: 'inspected', 'data-epoch': found.epoch, 'data-index': samples.indices[row] },
+    thumb(samples, row, { size: 72, mark: 'query' }),
     el('div', {}, el('b', {}, `#${samples.indices[row]}`), ` label ${names[label]}, prediction `,
-      found.prediction < 0 ? 'unknown' : names[found.prediction], ` · epoch ${found.epoch}`,
+      found.prediction < 0 ? 'unknown' : names[found.prediction], el('br'), `epoch ${found.epoch}`,
       samples.paths ? el('div', { class: 'path' }, samples.paths[row]) : ''));
-  const rows = found.layers.map((layer) => el('div', { class: 'layer-row', 'data-layer': layer.name },
-    el('div', { class: 'layer-label' }, layer.name, el('br'),
-      el('small', {}, `purity ${layer.purity === null ? '–' : layer.purity.toFixed(2)}`)),
-    ...layer.neighbours.map((n, j) => {
-      const same = reference.labels[n] === label;
-      const node = thumb(reference, n, { mark: same ? 'same' : 'other', caption: names[reference.labels[n]] });
-      node.title = `#${reference.indices[n]}, ${names[reference.labels[n]]} (${same ? 'same' : 'other'} class), ` +
-        `distance ${layer.distances[j]}`;
-      if (found.reference === entry.samples) node.addEventListener('click', () => inspect(n));
-      return node;
-    })));
+  const rows = found.layers.map((layer) => el('div', {
+    class: `layer-row${layer.name === state.layer ? ' shown' : ''}`, 'data-layer': layer.name,
+  }, el('div', { class: 'layer-label' }, layer.name, el('br'), el('small', {}, `purity ${fixed(layer.purity)}`)),
+  el('div', { class: 'neighbours' }, ...layer.neighbours.map((n, j) => {
+    const same = reference.labels[n] === label;
+    const node = thumb(reference, n, { size: 40, mark: same ? 'same' : 'other', caption: names[reference.labels[n]] });
+    node.title = `#${reference.indices[n]}, ${names[reference.labels[n]]} (${same ? 'same' : 'other'} class), ` +
+      `distance ${layer.distances[j]}`;
+    if (found.reference === entry.samples) node.addEventListener('click', () => inspectRow(n));
+    return node;
+  }))));
   box.replaceChildren(head, ...rows);
-  state.hover = row;
-  await drawMaps();
+  if (reveal) { // where the eye is: beside the map (a sticky panel); scrolled to where it is not in view
+    const rect = box.getBoundingClientRect();
+    if (rect.top < 0 || rect.top > window.innerHeight - 80) box.scrollIntoView({ block: 'nearest' });
+  }
 }
 
 async function search(text) {
-  const entry = epochEntry(), samples = await samplesOf(state.run, entry.samples), query = text.trim();
+  const samples = await shownSamples(), query = text.trim();
   let row = /^\d+$/.test(query) ? samples.rowOf.get(Number(query)) : undefined;
   if (row === undefined && samples.paths) row = samples.paths.findIndex((p) => p.includes(query));
   const message = document.getElementById('search-message');
@@ -394,39 +546,44 @@ async function search(text) {
     return;
   }
   message.textContent = '';
-  await inspect(row);
+  await inspectRow(row);
 }
 
 // ------------------------------------------------------------------ wrong-cluster review
 
-async function drawReview() {
+// The wrong-cluster list of the layer and epoch on screen, in the callback's order (its CSV's rank).
+async function drawReview(ticket) {
   const box = document.getElementById('review');
+  const [run, layer, epoch] = [state.run, state.layer, state.epoch];
   let found;
   try {
-    found = await getJSON('wrong', { run: state.run, epoch: state.epoch, layer: state.layer });
+    found = await getJSON('wrong', { run, epoch, layer });
   } catch (error) {
-    box.replaceChildren(el('p', {}, String(error.message)));
+    if (ticket === state.ticket) box.replaceChildren(el('p', {}, String(error.message)));
     return;
   }
-  const entry = epochEntry(), names = state.index.class_names;
-  const samples = await samplesOf(state.run, entry.samples), reference = await samplesOf(state.run, found.reference);
-  state.review = found.rows;
-  const table = el('table', { class: 'review' }, el('tr', {}, el('th', {}, ''), el('th', {}, 'image'),
-    el('th', {}, 'index'), el('th', {}, 'label → suggested'), el('th', {}, 'strength'), el('th', {}, 'why'),
-    el('th', {}, 'neighbours')));
-  for (const item of found.rows) {
+  const samples = await shownSamples(), reference = await samplesOf(run, found.reference);
+  if (ticket !== state.ticket) return;
+  const names = state.index.class_names;
+  state.review = { run, layer, epoch, k: state.index.k, rows: found.rows };
+  const table = el('table', { class: 'review', 'data-layer': layer, 'data-epoch': epoch },
+    el('tr', {}, ...['', 'rank', 'image', 'index', 'label → suggested', 'model says', 'neighbours in cluster',
+      'why', 'neighbours'].map((h) => el('th', {}, h))));
+  found.rows.forEach((item, i) => {
     const check = el('input', { type: 'checkbox', class: 'pick', 'data-index': item.index });
     const image = thumb(samples, item.row);
-    image.addEventListener('click', () => inspect(item.row));
-    table.append(el('tr', { 'data-index': item.index }, el('td', {}, check), el('td', {}, image),
-      el('td', {}, String(item.index)), el('td', {}, `${names[item.label]} → ${names[item.cluster]}`),
-      el('td', {}, item.strength.toFixed(2)), el('td', { class: 'reason' }, item.reason),
+    image.addEventListener('click', () => inspectRow(item.row));
+    table.append(el('tr', { 'data-index': item.index }, el('td', {}, check), el('td', {}, String(i + 1)),
+      el('td', {}, image), el('td', {}, String(item.index)), el('td', {}, `${names[item.label]} → ${names[item.cluster]}`),
+      el('td', {}, item.prediction < 0 ? 'unknown' : names[item.prediction]),
+      el('td', {}, `${item.count} of ${state.index.k}`), el('td', { class: 'reason' }, item.reason),
       el('td', { class: 'thumbs' }, ...item.neighbours.map((n) =>
         thumb(reference, n, { size: 32, mark: reference.labels[n] === item.label ? 'same' : 'other' })))));
-  }
-  const heading = el('p', {}, `${found.rows.length} images of ${samples.indices.length} sit in another class's ` +
-    `cluster at ${found.layer}, epoch ${found.epoch} (strongest first).`);
+  });
+  const heading = el('p', { class: 'review-heading' }, `${found.rows.length} images of ${samples.indices.length} sit ` +
+    `in another class's cluster at ${found.layer}, epoch ${found.epoch} (strongest first).`);
   box.replaceChildren(heading, found.rows.length ? table : el('p', {}, 'None flagged.'));
+  for (const button of document.querySelectorAll('#review-section button')) button.disabled = !found.rows.length;
 }
 
 function csvField(value) {
@@ -434,15 +591,30 @@ function csvField(value) {
   return /[",\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 
-function downloadSelection() {
-  const picked = new Set([...document.querySelectorAll('#review .pick:checked')].map((c) => Number(c.dataset.index)));
+// `<run>_<layer>_epoch<N>_<what>.csv`, with the characters a file name cannot hold replaced by _.
+function exportName(review, what) {
+  return `${review.run}_${review.layer}_epoch${review.epoch}_${what}.csv`.replace(/[^A-Za-z0-9._@=-]+/g, '_');
+}
+
+// The review's rows (all, or the ticked ones) as the callback's wrong-cluster CSV writes them (its columns, its
+// rank), as the list on screen shows them.
+function downloadReview(onlyTicked) {
+  const review = state.review;
+  if (!review) return; // the list is loading: nothing on screen to export
+  const ticked = new Set([...document.querySelectorAll('#review .pick:checked')].map((c) => Number(c.dataset.index)));
   const names = state.index.class_names;
-  const lines = [['index', 'path', 'label', 'suggested_class'].join(',')];
-  for (const item of state.review.filter((r) => picked.has(r.index))) {
-    lines.push([item.index, item.path, names[item.label], names[item.cluster]].map(csvField).join(','));
-  }
+  const lines = [['rank', 'index', 'path', 'label', 'cluster', 'neighbours_in_cluster', 'k', 'share', 'prediction',
+    'correct'].join(',')];
+  review.rows.forEach((item, i) => {
+    if (onlyTicked && !ticked.has(item.index)) return;
+    const known = item.prediction >= 0;
+    lines.push([i + 1, item.index, item.path, names[item.label], names[item.cluster], item.count, review.k,
+      Math.round((item.count / review.k) * 1e4) / 1e4, known ? names[item.prediction] : '',
+      known ? String(item.prediction === item.label) : ''].map(csvField).join(','));
+  });
   const blob = new Blob([lines.join('\n') + '\n'], { type: 'text/csv' });
-  const link = el('a', { href: URL.createObjectURL(blob), download: `featviz_relabel_epoch${state.epoch}.csv` });
+  const what = onlyTicked ? 'wrong_cluster_ticked' : 'wrong_cluster';
+  const link = el('a', { href: URL.createObjectURL(blob), download: exportName(review, what) });
   document.body.append(link);
   link.click();
   link.remove();
@@ -450,69 +622,80 @@ function downloadSelection() {
 
 // ------------------------------------------------------------------ controls
 
-async function select(layer, epoch) {
-  state.layer = layer;
-  state.epoch = epoch;
-  state.selection = [];
+// Show `layer` at `epoch` and re-derive every view from them; `animate` moves the points from the epoch shown.
+async function show(layer, epoch, { animate = false } = {}) {
+  const previous = state.layer === layer ? state.epoch : null;
+  const ticket = ++state.ticket;
+  [state.layer, state.epoch] = [layer, epoch];
+  state.review = null;
+  delete document.body.dataset.shown;
   const epochs = state.index.epochs.map((e) => e.epoch);
   const slider = document.getElementById('epoch');
   slider.max = String(epochs.length - 1);
   slider.value = String(epochs.indexOf(epoch));
   document.getElementById('epoch-label').textContent = `epoch ${epoch}`;
   document.getElementById('layer').value = layer;
+  // What belonged to the previous epoch or layer goes at once; each view comes back when its data is here.
+  document.getElementById('review').replaceChildren(el('p', { class: 'hint' }, `loading ${layer}, epoch ${epoch}…`));
+  for (const button of document.querySelectorAll('#review-section button')) button.disabled = true;
+  const inspected = document.querySelector('#inspector .inspected');
+  if (inspected && inspected.dataset.epoch !== String(epoch)) inspected.classList.add('stale');
   drawHeatmap();
-  await drawMaps();
+  const start = performance.now();
+  await drawMaps({ from: animate ? previous : null });
+  if (ticket !== state.ticket) return;
+  if (animate) timings.epochs.push(performance.now() - start);
   if (timings.ready === null) { // the heatmap and the first map are on screen
     timings.ready = performance.timeOrigin + performance.now();
     performance.mark('featviz-ready');
   }
+  await Promise.all([drawReview(ticket), showInspector(ticket), showSelection(ticket)]);
+  if (ticket !== state.ticket) return;
   document.body.dataset.layer = layer;
   document.body.dataset.epoch = String(epoch);
-  await drawReview();
-  if (state.inspected !== undefined) await inspect(state.inspected);
+  document.body.dataset.shown = `${state.run}|${layer}|${epoch}`;
 }
 
 async function setEpochPosition(position) {
-  const epoch = state.index.epochs[position].epoch;
-  state.epoch = epoch;
-  document.getElementById('epoch-label').textContent = `epoch ${epoch}`;
-  document.body.dataset.epoch = String(epoch);
-  const start = performance.now();
-  await drawMaps();
-  await new Promise((done) => requestAnimationFrame(() => done())); // until the frame that shows it
-  timings.epochs.push(performance.now() - start);
-  drawHeatmap();
+  await show(state.layer, state.index.epochs[position].epoch, { animate: true });
 }
 
 async function loadRun(run) {
   state.run = run;
   document.getElementById('run').value = run; // also when opened on a run named in the address (featvizRun)
-  state.index = await getJSON('run', { run });
-  state.inspected = undefined;
+  delete state.indexes[run];
+  state.index = await indexOf(run);
+  state.inspected = null;
+  state.selection = [];
+  document.getElementById('inspector').replaceChildren(el('p', { class: 'hint' }, 'Click a point, a list entry or search.'));
   const last = state.index.epochs[state.index.epochs.length - 1];
   const layers = last.layers.map((l) => l.name);
   const layer = layers.includes(state.layer) ? state.layer : layers[layers.length - 1];
   document.getElementById('layer').replaceChildren(...layers.map((name) => el('option', { value: name }, name)));
+  if (state.compare === run) state.compare = '';
   document.getElementById('compare').replaceChildren(el('option', { value: '' }, 'compare with… (none)'),
     ...state.runs.filter((r) => r.run !== run).map((r) => el('option', { value: r.run }, r.run)));
-  await select(layer, last.epoch);
+  document.getElementById('compare').value = state.compare;
+  await show(layer, last.epoch);
+}
+
+function togglePlay(play) {
+  if (state.playing) { clearInterval(state.playing); state.playing = null; play.textContent = '▶ play'; return; }
+  play.textContent = '■ stop';
+  state.playing = setInterval(() => {
+    const slider = document.getElementById('epoch');
+    slider.value = String((Number(slider.value) + 1) % (Number(slider.max) + 1));
+    setEpochPosition(Number(slider.value));
+  }, 800);
 }
 
 function controls() {
   const runSelect = el('select', { id: 'run', onchange: (e) => loadRun(e.target.value) },
     ...state.runs.map((r) => el('option', { value: r.run }, r.run)));
-  const play = el('button', { id: 'play', onclick: () => {
-    if (state.playing) { clearInterval(state.playing); state.playing = null; play.textContent = '▶ play'; return; }
-    play.textContent = '■ stop';
-    state.playing = setInterval(() => {
-      const slider = document.getElementById('epoch');
-      slider.value = String((Number(slider.value) + 1) % (Number(slider.max) + 1));
-      setEpochPosition(Number(slider.value));
-    }, 800);
-  } }, '▶ play');
+  const play = el('button', { id: 'play', onclick: () => togglePlay(play) }, '▶ play');
   return el('div', { class: 'controls' },
     el('label', {}, 'run ', runSelect),
-    el('label', {}, 'layer ', el('select', { id: 'layer', onchange: (e) => select(e.target.value, state.epoch) })),
+    el('label', {}, 'layer ', el('select', { id: 'layer', onchange: (e) => show(e.target.value, state.epoch) })),
     el('label', {}, 'colour by ', el('select', { id: 'colour', onchange: (e) => { state.colour = e.target.value; drawMaps(); } },
       ...[['class', 'class'], ['prediction', 'prediction'], ['correct', 'correct?'], ['wrong', 'wrong cluster'],
         ['purity', 'purity']].map(([v, t]) => el('option', { value: v }, t)))),
@@ -522,7 +705,7 @@ function controls() {
     el('select', { id: 'compare', onchange: (e) => { state.compare = e.target.value; drawMaps(); } }),
     el('button', { id: 'refresh', title: 'read the epochs written since the tab opened', onclick: async () => {
       state.runs = await getJSON('runs', {});
-      state.layerData = {};
+      [state.layerData, state.indexes] = [{}, {}];
       await loadRun(state.run);
     } }, '↻ new epochs'));
 }
@@ -536,31 +719,34 @@ export async function render() {
     return;
   }
   const section = (id, title, ...body) => el('section', { id: `${id}-section` }, el('h2', {}, title), ...body);
-  const measure = el('select', { id: 'measure', onchange: (e) => { state.measure = e.target.value; drawHeatmap(); } },
+  const measure = el('select', { id: 'measure', onchange: (e) => { state.measure = e.target.value; drawHeatmap(); drawMaps(); } },
     el('option', { value: 'purity' }, 'kNN purity'), el('option', { value: 'accuracy' }, 'kNN accuracy'));
+  const button = (id, text, onclick) => el('button', { id, onclick }, text);
   document.body.append(
     controls(),
-    el('div', { class: 'top' },
-      section('heatmap', 'Layer × epoch', measure, el('div', { id: 'heatmap' }),
-        el('p', { class: 'hint' }, 'Click a cell to open that layer and epoch.')),
-      section('map', 'Map', el('div', { id: 'map-title', class: 'title' }),
-        el('div', { class: 'maps' },
+    el('div', { class: 'workspace' },
+      el('div', { id: 'map-column' },
+        section('heatmap', 'Layer × epoch', measure, el('div', { id: 'heatmap' }),
+          el('p', { class: 'hint' }, 'Click a cell to open that layer and epoch.')),
+        section('map', 'Map', el('div', { id: 'map-title', class: 'title' }),
           el('div', { class: 'canvas-box' }, el('canvas', { id: 'map', width: '560', height: '460' }),
             el('div', { id: 'tooltip', class: 'tooltip', hidden: '' }), el('div', { id: 'band', hidden: '' })),
+          el('div', { id: 'legend' }),
+          el('p', { class: 'hint' }, 'Hover a point for its image; click it to inspect it; drag a box to select.'),
+          el('div', { id: 'selection' }),
           el('div', { id: 'compare-box', hidden: '' }, el('div', { id: 'compare-title', class: 'title' }),
-            el('canvas', { id: 'map-compare', width: '560', height: '460' }))),
-        el('div', { id: 'legend' }),
-        el('p', { class: 'hint' }, 'Hover a point for its image; click it to inspect it; drag a box to select.'),
-        el('div', { id: 'selection' }))),
-    section('inspector', 'Image inspector',
-      el('div', { class: 'search' }, el('input', { id: 'search', placeholder: 'dataset index or path',
-        onkeydown: (e) => { if (e.key === 'Enter') search(e.target.value); } }),
-      el('span', { id: 'search-message' })),
-      el('div', { id: 'inspector' }, el('p', { class: 'hint' }, 'Click a point, a list entry or search.'))),
+            el('div', { id: 'compare-numbers', class: 'numbers' }),
+            el('canvas', { id: 'map-compare', width: '560', height: '460' }), el('div', { id: 'compare-heatmap' })))),
+      el('aside', { id: 'inspector-section' }, el('h2', {}, 'Image inspector'),
+        el('div', { class: 'search' }, el('input', { id: 'search', placeholder: 'dataset index or path',
+          onkeydown: (e) => { if (e.key === 'Enter') search(e.target.value); } }),
+        el('span', { id: 'search-message' })),
+        el('div', { id: 'inspector' }, el('p', { class: 'hint' }, 'Click a point, a list entry or search.')))),
     section('review', 'Wrong-cluster review',
-      el('div', {}, el('button', { id: 'select-all', onclick: () => {
+      el('div', {}, button('select-all', 'select all', () => {
         for (const box of document.querySelectorAll('#review .pick')) box.checked = true;
-      } }, 'select all'), el('button', { id: 'download', onclick: downloadSelection }, 'download selection as CSV')),
+      }), button('download', 'download ticked as CSV', () => downloadReview(true)),
+      button('download-all', 'download the list as CSV', () => downloadReview(false))),
       el('div', { id: 'review' })),
   );
   attachMapEvents();
