@@ -9,11 +9,13 @@ their random initialisation (a frozen backbone); 400 kept validation samples, k 
 TensorBoard on a loopback port with the FEATVIZ plugin and drives Debian's Chromium headless (as the browser tests
 do; see tests/browser.py), and saves, cropped and palette-compressed:
 
-- ``screen_dashboard.png``: the tab as it opens: the layer × epoch heatmap and the last layer's map, by class;
+- ``screen_dashboard.png``: the tab as it opens: the layer × epoch heatmap, the last layer's map, by class, and the
+  inspector's panel beside it;
 - ``screen_dashboard_map.png``: the map coloured by wrong cluster, a hovered point's tooltip and a box selection;
 - ``screen_dashboard_inspector.png``: the image inspector: one image's neighbours at every layer;
 - ``screen_dashboard_review.png``: the wrong-cluster review (its first six rows), three of them ticked;
-- ``screen_dashboard_compare.png``: the two runs' maps side by side at the same layer and epoch.
+- ``screen_dashboard_compare.png``: the two runs at the same layer and epoch: this run's heatmap and map, the other
+  run's numbers, map and heatmap below.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ def main() -> None:
 
     with tensorboard(args.logdir, featviz_tab=True) as url, browser(1400, 2800) as driver:
         open_tab(driver, url)
-        save(driver, "screen_dashboard.png", driver.find_element("css selector", ".top"))
+        save(driver, "screen_dashboard.png", driver.find_element("css selector", ".workspace"))
 
         pick(driver, "colour", "wrong")
         canvas = driver.find_element("id", "map")
@@ -162,7 +164,7 @@ def main() -> None:
         open_tab(driver, url)
         other = driver.execute_script("return Array.from(document.getElementById('compare').options).at(-1).value")
         pick(driver, "compare", other)
-        save(driver, "screen_dashboard_compare.png", driver.find_element("id", "map-section"))
+        save(driver, "screen_dashboard_compare.png", driver.find_element("id", "map-column"), width=800)
 
 
 if __name__ == "__main__":

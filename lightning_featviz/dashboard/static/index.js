@@ -279,7 +279,7 @@ function markedRows(samples) {
 function sizeCanvases() {
   const column = document.getElementById('map-column');
   const width = Math.max(320, Math.floor(column.clientWidth) - 2); // less the canvas's 1-px border
-  const height = Math.round(Math.max(300, Math.min(0.7 * width, window.innerHeight - 150)));
+  const height = Math.round(Math.max(300, Math.min(0.7 * width, window.innerHeight - 130)));
   for (const canvas of [document.getElementById('map'), document.getElementById('map-compare')]) {
     if (canvas.width !== width || canvas.height !== height) [canvas.width, canvas.height] = [width, height];
   }
@@ -520,10 +520,10 @@ async function showInspector(ticket, reveal = false) {
       samples.paths ? el('div', { class: 'path' }, samples.paths[row]) : ''));
   const rows = found.layers.map((layer) => el('div', {
     class: `layer-row${layer.name === state.layer ? ' shown' : ''}`, 'data-layer': layer.name,
-  }, el('div', { class: 'layer-label' }, layer.name, el('br'), el('small', {}, `purity ${fixed(layer.purity)}`)),
+  }, el('div', { class: 'layer-label' }, el('b', {}, layer.name), ` · purity ${fixed(layer.purity)}`),
   el('div', { class: 'neighbours' }, ...layer.neighbours.map((n, j) => {
     const same = reference.labels[n] === label;
-    const node = thumb(reference, n, { size: 40, mark: same ? 'same' : 'other', caption: names[reference.labels[n]] });
+    const node = thumb(reference, n, { size: 36, mark: same ? 'same' : 'other', caption: names[reference.labels[n]] });
     node.title = `#${reference.indices[n]}, ${names[reference.labels[n]]} (${same ? 'same' : 'other'} class), ` +
       `distance ${layer.distances[j]}`;
     if (found.reference === entry.samples) node.addEventListener('click', () => inspectRow(n));
@@ -726,9 +726,7 @@ export async function render() {
     controls(),
     el('div', { class: 'workspace' },
       el('div', { id: 'map-column' },
-        section('heatmap', 'Layer × epoch', measure, el('div', { id: 'heatmap' }),
-          el('p', { class: 'hint' }, 'Click a cell to open that layer and epoch.')),
-        section('map', 'Map', el('div', { id: 'map-title', class: 'title' }),
+        el('section', { id: 'map-section' }, el('div', { id: 'map-title', class: 'title' }),
           el('div', { class: 'canvas-box' }, el('canvas', { id: 'map', width: '560', height: '460' }),
             el('div', { id: 'tooltip', class: 'tooltip', hidden: '' }), el('div', { id: 'band', hidden: '' })),
           el('div', { id: 'legend' }),
@@ -737,11 +735,15 @@ export async function render() {
           el('div', { id: 'compare-box', hidden: '' }, el('div', { id: 'compare-title', class: 'title' }),
             el('div', { id: 'compare-numbers', class: 'numbers' }),
             el('canvas', { id: 'map-compare', width: '560', height: '460' }), el('div', { id: 'compare-heatmap' })))),
-      el('aside', { id: 'inspector-section' }, el('h2', {}, 'Image inspector'),
-        el('div', { class: 'search' }, el('input', { id: 'search', placeholder: 'dataset index or path',
-          onkeydown: (e) => { if (e.key === 'Enter') search(e.target.value); } }),
-        el('span', { id: 'search-message' })),
-        el('div', { id: 'inspector' }, el('p', { class: 'hint' }, 'Click a point, a list entry or search.')))),
+      // Beside the map: which layer and epoch (the heatmap), and the inspected image, where the eye is.
+      el('aside', { id: 'side' },
+        section('heatmap', 'Layer × epoch', measure, el('div', { id: 'heatmap' }),
+          el('p', { class: 'hint' }, 'Click a cell to open that layer and epoch.')),
+        el('section', { id: 'inspector-section' }, el('h2', {}, 'Image inspector'),
+          el('div', { class: 'search' }, el('input', { id: 'search', placeholder: 'dataset index or path',
+            onkeydown: (e) => { if (e.key === 'Enter') search(e.target.value); } }),
+          el('span', { id: 'search-message' })),
+          el('div', { id: 'inspector' }, el('p', { class: 'hint' }, 'Click a point, a list entry or search.'))))),
     section('review', 'Wrong-cluster review',
       el('div', {}, button('select-all', 'select all', () => {
         for (const box of document.querySelectorAll('#review .pick')) box.checked = true;
