@@ -175,8 +175,8 @@ class WrongClusterOptions:
     """The images in the wrong semantic cluster of one layer: a gallery with captions, a CSV file per epoch and a
     text table; they are also ringed on its 2-D map. A share scalar and a projector column are logged for every
     layer; and the label-issue relabelling lists of ``layer`` (validation, and training with
-    ``capture.reference="train"``), which rank the gallery (``wrong_cluster=...``; ``wrong_cluster=False`` turns
-    it off).
+    ``capture.reference="train"``), whose scores the gallery's captions name (``wrong_cluster=...``;
+    ``wrong_cluster=False`` turns it off).
 
     Args:
         layer: the layer (display name) of the gallery and export; default the last; must be a captured layer

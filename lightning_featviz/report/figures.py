@@ -128,8 +128,8 @@ def gallery_image(
     max_rows: int,
     issues: LabelIssues | None = None,
 ) -> np.ndarray:
-    """The top flagged samples of ``layer`` (by label-issue score with ``issues``), captioned in words,
-    each followed by its neighbours: an (H, W, 3) uint8 image."""
+    """The top flagged samples of ``layer`` (in the wrong-cluster list's order; with ``issues`` each caption names
+    the label-issue score), captioned in words, each followed by its neighbours: an (H, W, 3) uint8 image."""
     n, k = len(results.bank), results.k
     title = (
         f"{layer}: {len(found)} of {n} images sit in another class's cluster "
@@ -243,12 +243,10 @@ def gallery_grid(
     """The top ``max_rows`` flagged samples, each captioned in words and followed by its neighbours.
 
     ``neighbours`` (N, k) are rows of ``searched`` (the bank itself, or the training reference).
-    With ``issues`` (label-issue scores of the bank's N rows) the flagged samples are ranked by
-    their score, highest first, and each caption ends with the score and its category.
+    The samples keep ``found``'s ranking, the one of the wrong-cluster CSV, the text table and the FEATVIZ tab's
+    review; with ``issues`` (label-issue scores of the bank's N rows) each caption ends with the score and category.
     """
     ranks = list(range(len(found)))
-    if issues is not None:
-        ranks.sort(key=lambda r: (-float(issues.scores[found.rows[r]]), r))
     captions = []
     for rank in ranks[:max_rows]:
         row = int(found.rows[rank])
