@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -20,6 +21,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
 
+from lightning_featviz import __version__
 from lightning_featviz.analysis.embedding import MapTracker
 from lightning_featviz.analysis.measures import EpochResults
 from lightning_featviz.arguments import check_arguments, normalised_layers
@@ -364,7 +366,8 @@ class FeatureVisualizer(_Callback):
         wanted = (self.wrong_cluster is not None or self.dashboard) and self._val_dataset is not None
         paths = sample_paths(self._val_dataset, results.bank.indices.tolist()) if wanted else None
         root = Path(self._log_dir or trainer.default_root_dir) / "featviz"  # without TensorBoard
-        sinks = sinks_for(trainer.loggers, root, self.outputs.report_dir, self._guard.warn_once)
+        about = run_identity(trainer, self._val_dataset, results)
+        sinks = sinks_for(trainer.loggers, root, self.outputs.report_dir, self._guard.warn_once, about)
         folders = [sink.projector_dir for sink in sinks if sink.projector_dir is not None]
         maps_due = self._plan.maps_due(trainer.state.fn == TrainerFn.FITTING, trainer.current_epoch)
         job = EpochJob(results, step, maps_due, list(self.history), paths, folders, self._plan.outputs)
@@ -391,6 +394,19 @@ class FeatureVisualizer(_Callback):
         # A background report on the CPU takes the cores training would use: its time adds to fit.
         took_training_cores = self._reports.background and self._on_cpu
         self._plan.record_report(job.results.epoch, report.seconds, seconds, took_training_cores)
+
+
+def run_identity(trainer: pl.Trainer, dataset: Any, results: EpochResults) -> dict[str, object]:
+    """What the static report names the run by: model and data classes, samples and classes analysed, date, version."""
+    data = trainer.datamodule if getattr(trainer, "datamodule", None) is not None else dataset
+    return {
+        "model": type(trainer.lightning_module).__name__,
+        "data": type(data).__name__,
+        "samples": len(results.bank),
+        "classes": len(results.class_names),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "version": __version__,
+    }
 
 
 _VALIDATION_ONLY = (

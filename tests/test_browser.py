@@ -4,8 +4,11 @@ One short real Trainer run (a session fixture) and one browser and server (this 
 ``tests/browser.py`` for the browser, the TensorBoard server and when these tests skip.
 """
 
+import csv
+import re
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
@@ -20,7 +23,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch.utils.data import Subset
 
-from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions, ResourceOptions, to_thumbnails
+from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions, ResourceOptions, __version__, to_thumbnails
 from lightning_featviz.demo.model import ClassificationData
 
 LAYERS = ["input", "conv2", "pool"]
@@ -223,9 +226,7 @@ def test_the_static_reports_wrong_cluster_table_shows_each_rows_image(viewed_run
     """Each row of the list has its thumbnail, loaded in the browser, and it is that sample's image."""
     driver.get((viewed_run / "report" / "index.html").as_uri())
     table = wait_for(
-        lambda: next(
-            (t for t in driver.find_elements("css selector", "table") if "neighbours_in_cluster" in t.text), None
-        ),
+        lambda: next((t for t in driver.find_elements("css selector", "table") if "sits among" in t.text), None),
         "the wrong-cluster table",
     )
     header = [cell.text for cell in table.find_elements("css selector", "tr th")]
@@ -250,6 +251,63 @@ def test_the_static_reports_wrong_cluster_table_shows_each_rows_image(viewed_run
         image = digits_val[240 + int(row[index])][0]  # the validation set is digits 240 to 359
         expected = to_thumbnails(image[None], 32)[0].permute(1, 2, 0).numpy()
         assert np.array_equal(shown, expected), row
+
+
+def _report_tables(driver) -> dict[str, Any]:
+    """The report's tables by the words of their header row."""
+    tables = driver.find_elements("css selector", "table")
+    return {" | ".join(th.text for th in t.find_elements("css selector", "tr:first-child th")): t for t in tables}
+
+
+def test_the_static_report_names_the_run_and_says_what_it_found_in_words(viewed_run, driver):
+    """A page to send: the run's identity and a headline at the top, epochs ascending, figures side by side in a grid,
+    the label-issue table with each row's image, and no logged tag or CSV column name in what a person reads."""
+    driver.get((viewed_run / "report" / "index.html").as_uri())
+    identity = wait_for(lambda: driver.find_element("css selector", ".identity").text, "the run's identity")
+    assert re.fullmatch(
+        rf"model TinyNet · data ClassificationData · samples analysed 120 · classes 10 · "
+        rf"written \d{{4}}-\d\d-\d\d \d\d:\d\d UTC · lightning_featviz {re.escape(__version__)}",
+        identity,
+    ), identity
+    # the headline: the best layer's purity at the last epoch, and the callback's count of flagged images
+    metrics = list(csv.DictReader((viewed_run / "report" / "metrics.csv").open()))
+    purity = {
+        r["tag"].split("/")[-1]: float(r["value"]) for r in metrics if "/knn_purity@" in r["tag"] and r["epoch"] == "1"
+    }
+    flagged = list(
+        csv.DictReader(
+            (viewed_run / "lightning_logs" / "version_0" / "featviz_wrong_cluster" / "epoch_001_pool.csv").open()
+        )
+    )
+    words = driver.find_element("css selector", ".headline").text
+    assert f"{max(purity.values()):.2f}" in words, words
+    assert words.endswith(f"{len(flagged)} images sit in another class's cluster at pool, epoch 1."), words
+    assert "separate" in words
+    headers = [
+        th.text
+        for th in next(
+            t for name, t in _report_tables(driver).items() if name.startswith("layer: measure")
+        ).find_elements("css selector", "th")
+    ]
+    assert headers == ["layer: measure", "epoch 0", "epoch 1"]  # epochs ascending
+    text = driver.find_element("css selector", "body").text
+    assert "featviz/" not in text and not re.search(r"\b[a-z]+_[a-z_]+\b", text.replace("lightning_featviz", "")), (
+        re.findall(r"\b[a-z]+_[a-z_]+\b", text.replace("lightning_featviz", ""))
+    )
+    grid = driver.find_elements("css selector", "#purity_by_class + .grid figure")
+    tops = [figure.rect["y"] for figure in grid]
+    assert len(grid) == len(LAYERS) and tops[0] == tops[1]  # side by side, not one per row
+    issues = next(t for name, t in _report_tables(driver).items() if "given label" in name)
+    rows = issues.find_elements("css selector", "tr")[1:]
+    images = wait_for(
+        lambda: driver.execute_script(
+            "const all = [...arguments[0].querySelectorAll('img.thumb')];"
+            "return all.every(i => i.complete) && all.map(i => i.naturalWidth);",
+            issues,
+        ),
+        "the label-issue thumbnails",
+    )
+    assert len(images) == len(rows) > 0 and all(width == 32 for width in images)
 
 
 def test_the_documented_search_finds_exactly_the_images_in_the_wrong_cluster(viewed_run, board, driver):

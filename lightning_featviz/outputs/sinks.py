@@ -109,9 +109,10 @@ class FileSink:
 
     receives_module_metrics = False
 
-    def __init__(self, root: str | Path, embeddings: bool = True):
+    def __init__(self, root: str | Path, embeddings: bool = True, about: Mapping[str, object] | None = None):
         self.root = Path(root)
         self.projector_dir = str(self.root) if embeddings else None
+        self.about = about  # the run's identity at the top of index.html (model, data, samples, ...)
 
     def log_image(self, tag: str, image: EncodedImage, step: int) -> None:
         folder = self.root.joinpath(*(file_name(part) for part in tag.split("/")))
@@ -143,7 +144,7 @@ class FileSink:
             (folder / f"rank_{rank:03d}.png").write_bytes(image.png)
 
     def finish_epoch(self) -> None:
-        write_html_report(self.root)
+        write_html_report(self.root, about=self.about)
 
 
 def tensorboard_writers(loggers: Iterable[Any]) -> list[Any]:
@@ -157,11 +158,16 @@ def tensorboard_writers(loggers: Iterable[Any]) -> list[Any]:
 
 
 def sinks_for(
-    loggers: Iterable[Any], root: Path, report_dir: str | Path | None, warn: Callable[[str, str], None]
+    loggers: Iterable[Any],
+    root: Path,
+    report_dir: str | Path | None,
+    warn: Callable[[str, str], None],
+    about: Mapping[str, object] | None = None,
 ) -> list[Sink]:
     """Where rank 0 writes: every TensorBoard writer among ``loggers``, else files under ``root`` (saying so with
-    ``warn(key, message)``); and the static report's folder ``report_dir`` when set."""
-    report: list[Sink] = [FileSink(report_dir, embeddings=False)] if report_dir is not None else []
+    ``warn(key, message)``); and the static report's folder ``report_dir`` when set. ``about`` names the run at the
+    top of the files' pages."""
+    report: list[Sink] = [FileSink(report_dir, embeddings=False, about=about)] if report_dir is not None else []
     writers = tensorboard_writers(loggers)
     if writers:
         return [*(TensorBoardSink(w) for w in writers), *report]
@@ -170,4 +176,4 @@ def sinks_for(
         "No TensorBoard logger among trainer.loggers; FeatureVisualizer writes PNG figures, "
         f"metrics.csv and index.html under {root}.",
     )
-    return [FileSink(root), *report]
+    return [FileSink(root, about=about), *report]

@@ -40,7 +40,7 @@ from lightning_featviz.report.figures import (
     wrong_clusters,
 )
 from lightning_featviz.report.settings import ReportSettings, tag
-from lightning_featviz.report.tables import MAX_TABLE_ROWS
+from lightning_featviz.report.tables import MARKDOWN_ROWS, MAX_TABLE_ROWS
 
 #: The confusion figure is drawn up to this many classes (a C × C matrix beyond is unreadable and huge).
 MAX_CONFUSION_CLASSES = 50
@@ -144,7 +144,11 @@ def unfinished(job: EpochJob, destination: Destination, wanted: Sequence[str]) -
 
 def table_thumbnails(bank: BankData, found: WrongCluster, max_rows: int = MAX_TABLE_ROWS) -> list[EncodedImage]:
     """The thumbnails of the first ``max_rows`` flagged samples, in the order of their table's rows."""
-    rows = found.rows[:max_rows]
+    return encoded_thumbnails(bank, found.rows[:max_rows])
+
+
+def encoded_thumbnails(bank: BankData, rows: torch.Tensor) -> list[EncodedImage]:
+    """The thumbnails of the bank's ``rows`` (R,), in that order, as PNGs."""
     return [encode_png(image) for image in bank.thumbnails[rows].permute(0, 2, 3, 1).numpy()]
 
 
@@ -238,6 +242,9 @@ class Reporter:
                 report.thumbnails.append((report.texts[-1][0], table_thumbnails(bank, found)))
             issues, top = export_label_issues(self.log_dir, results, chosen, job.paths, self._warn(report))
             report.texts.append((self.tag("label_issues", chosen), top))
+            if shows_images:  # the static report shows each row's image
+                rows = issues.order()[:MARKDOWN_ROWS]
+                report.thumbnails.append((report.texts[-1][0], encoded_thumbnails(bank, rows)))
             if len(found) and shows_images:
                 gallery = gallery_image(results, chosen, found, options.min_share, options.max_gallery, issues)
                 self._add(report, [(("wrong_cluster", chosen), gallery)])
