@@ -398,7 +398,7 @@ class FeatureVisualizer(_Callback):
 
 def run_identity(trainer: pl.Trainer, dataset: Any, results: EpochResults) -> dict[str, object]:
     """What the static report names the run by: model and data classes, samples and classes analysed, date, version."""
-    data = trainer.datamodule if getattr(trainer, "datamodule", None) is not None else dataset
+    data = getattr(trainer, "datamodule", None) or dataset
     return {
         "model": type(trainer.lightning_module).__name__,
         "data": type(data).__name__,

@@ -128,7 +128,7 @@ def headline(values: dict[str, dict[int, float]], layers: list[str], flagged: tu
                 f"{latest} (the best, {best_layer}: {best:.2f}; {first}: {final[first]:.2f})."
             )
     if flagged is not None:
-        count, layer, epoch = flagged
+        count, where, when_flagged = flagged
         verb = "image sits" if count == 1 else "images sit"
-        said.append(f"{count} {verb} in another class's cluster at {layer}, {epoch}.")
+        said.append(f"{count} {verb} in another class's cluster at {where}, {when_flagged}.")
     return " ".join(said) or "No epoch analysed yet."

@@ -142,13 +142,8 @@ def unfinished(job: EpochJob, destination: Destination, wanted: Sequence[str]) -
     return replace(job, outputs=missing), Destination(destination.sinks, {}, {})
 
 
-def table_thumbnails(bank: BankData, found: WrongCluster, max_rows: int = MAX_TABLE_ROWS) -> list[EncodedImage]:
-    """The thumbnails of the first ``max_rows`` flagged samples, in the order of their table's rows."""
-    return encoded_thumbnails(bank, found.rows[:max_rows])
-
-
-def encoded_thumbnails(bank: BankData, rows: torch.Tensor) -> list[EncodedImage]:
-    """The thumbnails of the bank's ``rows`` (R,), in that order, as PNGs."""
+def table_thumbnails(bank: BankData, rows: torch.Tensor) -> list[EncodedImage]:
+    """The thumbnails of the bank's ``rows`` (R,) (a table's rows, in its order), as PNGs."""
     return [encode_png(image) for image in bank.thumbnails[rows].permute(0, 2, 3, 1).numpy()]
 
 
@@ -239,12 +234,11 @@ class Reporter:
             table = export_wrong_cluster(self.log_dir, results, chosen, found, job.paths)
             report.texts.append((self.tag("wrong_cluster_table", chosen), table))
             if shows_images:
-                report.thumbnails.append((report.texts[-1][0], table_thumbnails(bank, found)))
+                report.thumbnails.append((report.texts[-1][0], table_thumbnails(bank, found.rows[:MAX_TABLE_ROWS])))
             issues, top = export_label_issues(self.log_dir, results, chosen, job.paths, self._warn(report))
             report.texts.append((self.tag("label_issues", chosen), top))
             if shows_images:  # the static report shows each row's image
-                rows = issues.order()[:MARKDOWN_ROWS]
-                report.thumbnails.append((report.texts[-1][0], encoded_thumbnails(bank, rows)))
+                report.thumbnails.append((report.texts[-1][0], table_thumbnails(bank, issues.order()[:MARKDOWN_ROWS])))
             if len(found) and shows_images:
                 gallery = gallery_image(results, chosen, found, options.min_share, options.max_gallery, issues)
                 self._add(report, [(("wrong_cluster", chosen), gallery)])
