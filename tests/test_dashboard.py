@@ -261,10 +261,11 @@ def test_wrong_route_lists_the_callbacks_flagged_images_strongest_first(board, d
     for layer in LAYERS:
         found = get(board, "wrong", run=RUN, epoch=epoch, layer=layer)
         assert [row["index"] for row in found["rows"]] == visualizer.wrong_cluster_indices[layer]
-        labels = visualizer.seen[epoch].bank.labels
+        labels, preds = visualizer.seen[epoch].bank.labels, visualizer.seen[epoch].bank.preds
         for row in found["rows"]:
             neighbour_labels = labels[row["neighbours"]]
-            assert int((neighbour_labels == row["cluster"]).sum()) == round(row["strength"] * 5)
+            assert int((neighbour_labels == row["cluster"]).sum()) == row["count"] == round(row["strength"] * 5)
+            assert row["prediction"] == int(preds[row["row"]])
             assert f"are '{row['cluster']}'" in row["reason"]
 
 
