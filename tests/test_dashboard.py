@@ -772,6 +772,41 @@ def test_a_slider_step_moves_the_points_over_several_frames(board, driver):
     assert frames >= 3, frames
 
 
+def test_a_thumbnail_shows_its_own_tile_fitted_to_its_frame_and_nothing_of_the_next(board, driver):
+    """The review's thumbnails (48 px in a 3-px frame) against their tile of the served atlas, scaled to the 42-px
+    inside: what shows is that tile, whole (an atlas scaled for the outer size showed a sliver of the next tile)."""
+    from io import BytesIO
+
+    key = get(board, "run", run=RUN)["epochs"][-1]["samples"]
+    described = get(board, "samples", run=RUN, key=key)
+    size, columns = described["thumbnail"], described["columns"]
+    with urlopen(f"{board}/data/plugin/featviz/atlas?{urlencode({'run': RUN, 'key': key, 'page': 0})}") as answer:
+        atlas = Image.open(BytesIO(answer.read())).convert("RGB")
+    open_tab(driver, board)
+    thumbs = driver.find_elements("css selector", "#review tr[data-index] td:nth-child(3) .thumb")[:4]
+    assert thumbs, "no flagged image to show"
+
+    def coarse(image: Image.Image) -> np.ndarray:  # 7 x 7 means: the browser's resampling (sharp or smooth) aside
+        return np.asarray(image.resize((7, 7), Image.Resampling.BOX)).astype(int)
+
+    for node in thumbs:
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", node)
+        shown = Image.open(BytesIO(node.screenshot_as_png)).convert("RGB").crop((3, 3, 45, 45))  # inside the frame
+        r, c = divmod(int(node.get_attribute("data-row")), columns)
+        tile = atlas.crop((c * size, r * size, (c + 1) * size, (r + 1) * size))
+        # the geometry: one tile scaled to the frame's inside, clipped there
+        style = driver.execute_script(
+            "const s = getComputedStyle(arguments[0]);"
+            "return [s.backgroundSize, s.backgroundPosition, s.backgroundClip, s.backgroundOrigin]",
+            node,
+        )
+        assert style == [f"{columns * 42}px auto", f"{-c * 42}px {-r * 42}px", "content-box", "content-box"], style
+        fitted, scaled_for_outside = tile.resize((42, 42)), tile.resize((48, 48)).crop((0, 0, 42, 42))
+        error = np.abs(coarse(shown) - coarse(fitted)).mean()
+        wrong = np.abs(coarse(shown) - coarse(scaled_for_outside)).mean()
+        assert error < 0.7 * wrong, (r, c, error, wrong)
+
+
 def test_the_tab_logs_no_console_error(board, driver):
     """Every test of the tab above ran in this browser: the console (every page and frame) holds no error."""
     open_tab(driver, board)
