@@ -762,7 +762,8 @@ def test_selection_and_compare_leave_the_map_in_place_and_compare_shows_both_run
 
 
 def test_a_slider_step_moves_the_points_over_several_frames(board, driver):
-    """The transition between epochs is drawn frame by frame (requestAnimationFrame), not as one jump."""
+    """The transition between epochs is drawn frame by frame (requestAnimationFrame), not as one jump: over 300 ms,
+    and in at least three frames between the two maps however busy the browser (so no clock is asserted here)."""
     open_tab(driver, board)
     driver.execute_script(
         "const s = document.getElementById('epoch'); s.value = '1'; s.dispatchEvent(new Event('input'));"

@@ -24,6 +24,7 @@ const SELECTED = '#000000', HALO = '#ffffff';
 const THUMB = 48; // px a thumbnail is shown at
 const BORDER = 3; // px of a thumbnail's frame (same / other class); the image is clipped inside it
 const TRANSITION_MS = 300; // how long points take to move from one epoch's map to the next
+const MIN_FRAMES = 4; // frames a transition takes at least (the first draws where the points were)
 
 const state = {
   runs: [], run: null, index: null, layer: null, epoch: null, colour: 'class', measure: 'purity',
@@ -293,12 +294,14 @@ async function drawMain() {
 
 // Move the points from `from` (2N,) to the epoch's map over TRANSITION_MS; resolves at the first frame.
 function transition(from, epochData) {
-  const move = { from, to: epochData.map, epochData, start: performance.now(), t: 0, frames: 0 };
+  const move = { from, to: epochData.map, epochData, start: performance.now(), t: 0, frames: 0, step: 0 };
   state.animation = move;
   return new Promise((firstFrame) => {
     const frame = async (now) => {
       if (state.animation !== move) { firstFrame(); return; }
-      move.t = Math.min(1, Math.max(0, (now - move.start) / TRANSITION_MS));
+      // by the clock, but in no fewer than MIN_FRAMES steps: a busy browser's late frames still show the move
+      move.step += 1;
+      move.t = Math.min(1, Math.max(0, (now - move.start) / TRANSITION_MS), (move.step - 1) / MIN_FRAMES);
       await drawMain();
       firstFrame();
       if (move.t > 0 && move.t < 1) move.frames += 1;
