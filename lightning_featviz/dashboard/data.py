@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from lightning_featviz.outputs.files import write_atomically
+
 #: The folder under a run's log dir that holds the dashboard's files.
 FOLDER = "featviz_dashboard"
 #: Bumped when the layout changes in a way an older reader cannot read.
@@ -99,11 +101,9 @@ class LayerEpoch:
     own: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
 
-def replace_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+def replace_atomically(path: Path, data: bytes, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` whole or not at all (:func:`~lightning_featviz.outputs.files.write_atomically`)."""
+    write_atomically(path, data, durable)
 
 
 def atlas_page(thumbnails: np.ndarray) -> Image.Image:
@@ -235,7 +235,7 @@ def write_epoch(
     epochs = [e for e in index["epochs"] if e["epoch"] != epoch] + [entry]
     index |= {"version": FORMAT_VERSION, "k": int(k), "class_names": [str(c) for c in class_names]}
     index["epochs"] = sorted(epochs, key=lambda e: e["epoch"])
-    replace_atomically(folder / "index.json", json.dumps(index).encode())
+    replace_atomically(folder / "index.json", json.dumps(index).encode(), durable=True)
     return folder
 
 

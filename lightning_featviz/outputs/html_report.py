@@ -9,11 +9,13 @@ path is relative: the folder can be zipped, sent and opened from ``file://``.
 
 from __future__ import annotations
 
-import csv
 import html
 import re
 from collections import defaultdict
 from pathlib import Path
+
+from lightning_featviz.outputs.files import write_atomically
+from lightning_featviz.outputs.metrics_file import read_metrics
 
 #: Figure kinds in the order a reader wants them, with a heading each; others follow in name order.
 SECTIONS = {
@@ -97,16 +99,13 @@ def write_html_report(root: str | Path, title: str = "lightning_featviz report")
             thumbnails = path.parent / f"{THUMBNAILS}{path.stem.removeprefix('step=')}"
             parts.append(_markdown_table(path.read_text(encoding="utf-8"), root, thumbnails))
     page = root / "index.html"
-    page.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    write_atomically(page, "\n".join(parts) + "\n")
     return page
 
 
 def _epochs_of_steps(path: Path) -> dict[int, int]:
     """step -> epoch, from ``metrics.csv``."""
-    if not path.exists():
-        return {}
-    with path.open(newline="") as handle:
-        return {int(row["step"]): int(row["epoch"]) for row in csv.DictReader(handle)}
+    return {row.step: row.epoch for row in read_metrics(path)[0]}
 
 
 def _when(path: Path, epochs_of: dict[int, int]) -> str:
@@ -159,12 +158,12 @@ def _markdown_table(text: str, root: Path | None = None, thumbnails: Path | None
 
 def _metrics_tables(path: Path) -> list[str]:
     """An epoch x tag table of the headline scalars, and one of every other scalar inside a <details>."""
-    if not path.exists():
+    rows = read_metrics(path)[0]  # rows that do not read are named by the sink that wrote the file
+    if not rows:
         return []
     values: dict[str, dict[int, float]] = defaultdict(dict)
-    with path.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            values[row["tag"]][int(row["epoch"])] = float(row["value"])
+    for row in rows:
+        values[row.tag][row.epoch] = row.value
     headline = [tag for tag in values if "/knn_purity@" in tag or "/knn_accuracy@" in tag]
     rest = sorted(set(values) - set(headline))
     epochs = sorted({epoch for series in values.values() for epoch in series}, reverse=True)  # the latest first
