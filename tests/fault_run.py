@@ -60,7 +60,7 @@ if not args.no_callback:
         resources=ResourceOptions(background=args.background),
     )
 log_dir = Path(args.log_dir)
-checkpoints = ModelCheckpoint(dirpath=log_dir / "checkpoints", save_last=True, save_top_k=0)
+checkpoints = ModelCheckpoint(dirpath=log_dir / "checkpoints", save_last=True)  # last.ckpt every epoch
 trainer = pl.Trainer(
     default_root_dir=log_dir,
     max_epochs=args.epochs,

@@ -1,9 +1,15 @@
 """Faults and hostile input: each is handled with a precise message, and none ends or corrupts the run."""
 
 import os
+import re
 import signal
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from conftest import TinyNet, hooks_left, read_events, tiny_trainer
@@ -15,7 +21,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions, ResourceOptions
+from lightning_featviz.dashboard.data import FOLDER, read_index
 from lightning_featviz.demo.model import ClassificationData
+from lightning_featviz.outputs.files import TEMP_SUFFIX
 from lightning_featviz.runtime.scheduler import ReportScheduler
 
 LAYERS = ["input", "conv2", "pool"]
@@ -263,3 +271,101 @@ def test_query_indices_beyond_the_dataset_are_left_out_with_a_warning(tmp_path, 
     ):
         trainer.fit(TinyNet(), datamodule=small_data)
     assert len(read_events(tmp_path).Images("featviz/neighbours/pool")) == 1
+
+
+# ----------------------------------------------------------------------------- faults from outside, in real processes
+
+SCRIPT = Path(__file__).parent / "fault_run.py"
+
+
+def _start(log_dir: Path, *flags: str, new_session: bool = False) -> subprocess.Popen:
+    """``tests/fault_run.py`` in a fresh process, as a user's script (no ``__main__`` guard)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, str(SCRIPT), str(log_dir), *flags]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=new_session
+    )
+
+
+def _wait_for_ready(process: subprocess.Popen) -> list[psutil.Process]:
+    """Read the script's output up to READY; return its report process (started with the first report)."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("READY"):
+            break
+    else:
+        pytest.fail(f"the script ended before READY: {process.communicate()[1][-3000:]}")
+    parent = psutil.Process(process.pid)
+    for _ in range(600):  # the first report starts it (spawn: a fresh interpreter)
+        children = [c for c in parent.children() if "resource_tracker" not in " ".join(c.cmdline())]
+        if children:
+            return children
+        time.sleep(0.1)
+    pytest.fail("no report process started")
+
+
+def _written_files(log_dir: Path) -> list[Path]:
+    return [path for path in log_dir.rglob("*") if path.is_file()]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """Two 3 MB tmpfs folders (root only: CI runs as root)."""
+    disks = [tmp_path / "with", tmp_path / "without"]
+    for disk in disks:
+        disk.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)]).returncode:
+            pytest.skip("cannot mount a tmpfs here")
+    yield disks
+    for disk in disks:
+        subprocess.run(["umount", "-l", str(disk)])
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_full_disk_ends_the_fit_as_without_the_callback_with_one_warning_and_no_partial_file(small_disk):
+    with_callback, without = small_disk
+    runs = {disk: _start(disk, *([] if disk is with_callback else ["--no-callback"])) for disk in small_disk}
+    outputs = {disk: run.communicate(timeout=500) for disk, run in runs.items()}
+    assert runs[with_callback].returncode == runs[without].returncode == 0, outputs[with_callback][1][-3000:]
+    stderr = outputs[with_callback][1]
+    assert stderr.count("No space left for FeatureVisualizer's") == 1
+    assert re.search(r"No space left for FeatureVisualizer's /\S+: \d+\.\d MiB free", stderr)
+    files = _written_files(with_callback)
+    assert not [path for path in files if path.name.endswith((TEMP_SUFFIX, ".partial", ".tmp"))]
+    assert not [path for path in files if path.stat().st_size == 0]
+    assert (with_callback / "checkpoints" / "last.ckpt").exists()  # Lightning's own files were written
+    assert len(read_events(with_callback).Scalars("val_loss")) == 3
+
+
+def test_a_kill_during_a_background_report_then_resume_names_each_missing_epoch_and_leaves_no_partial_file(tmp_path):
+    first = _start(tmp_path, "--background", "--ready-at", "2", "--epochs", "3")
+    report_processes = _wait_for_ready(first)  # epochs 0 and 1 checkpointed, their reports queued or running
+    first.kill()
+    first.communicate()
+    gone, alive = psutil.wait_procs(report_processes, timeout=10)
+    assert not alive  # the report process died with its parent
+    resumed = _start(tmp_path, "--background", "--resume", "--epochs", "3")
+    _, stderr = resumed.communicate(timeout=500)
+    assert resumed.returncode == 0, stderr[-3000:]
+    named = re.findall(r"the reports of epoch\(s\) \[([\d, ]*)\] were written", stderr)
+    assert len(named) <= 1
+    missing = {int(epoch) for epoch in named[0].split(",")} if named else set()
+    index = read_index(tmp_path / "lightning_logs" / "version_0" / FOLDER)
+    listed = {entry["epoch"] for entry in index["epochs"]}
+    assert listed | missing == {0, 1, 2} and 2 in listed  # each epoch's outputs are there, or it is named
+    files = _written_files(tmp_path)
+    assert not [path for path in files if path.name.endswith(TEMP_SUFFIX)]
+    assert not [path for path in files if path.stat().st_size == 0]
+
+
+def test_ctrl_c_during_the_first_report_exits_promptly_and_leaves_no_process(tmp_path):
+    run = _start(tmp_path, "--background", "--ready-at", "1", "--epochs", "3", new_session=True)
+    report_processes = _wait_for_ready(run)  # epoch 0's report: the report process is starting or rendering it
+    os.killpg(run.pid, signal.SIGINT)  # Ctrl+C: to the whole process group, the report process too
+    stdout, stderr = run.communicate(timeout=120)
+    exited = time.time()
+    fit_ended = float(re.search(r"FIT_ENDED (\S+)", stdout).group(1))
+    assert run.returncode != 0 and exited - fit_ended < 2.0  # the interpreter's exit waits for nothing of ours
+    _, alive = psutil.wait_procs(report_processes, timeout=5)
+    assert not alive
+    assert "could not start" not in stderr and "ended unexpectedly" not in stderr and "BrokenPipe" not in stderr
