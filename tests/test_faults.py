@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -324,8 +325,12 @@ def small_disk(tmp_path):
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_a_full_disk_ends_the_fit_as_without_the_callback_with_one_warning_and_no_partial_file(small_disk):
     with_callback, without = small_disk
+    started = time.perf_counter()
     runs = {disk: _start(disk, *([] if disk is with_callback else ["--no-callback"])) for disk in small_disk}
     outputs = {disk: run.communicate(timeout=500) for disk, run in runs.items()}
+    free = shutil.disk_usage(with_callback).free / 2**20
+    print(f"\nfull disk: exit codes {runs[with_callback].returncode} (with) {runs[without].returncode} (without), "
+          f"{free:.1f} MiB left free, both runs {time.perf_counter() - started:.0f} s")  # fmt: skip
     assert runs[with_callback].returncode == runs[without].returncode == 0, outputs[with_callback][1][-3000:]
     stderr = outputs[with_callback][1]
     assert stderr.count("No space left for FeatureVisualizer's") == 1
@@ -341,9 +346,11 @@ def test_a_kill_during_a_background_report_then_resume_names_each_missing_epoch_
     first = _start(tmp_path, "--background", "--ready-at", "2", "--epochs", "3")
     report_processes = _wait_for_ready(first)  # epochs 0 and 1 checkpointed, their reports queued or running
     first.kill()
+    killed = time.perf_counter()
     first.communicate()
-    gone, alive = psutil.wait_procs(report_processes, timeout=10)
+    _, alive = psutil.wait_procs(report_processes, timeout=10)
     assert not alive  # the report process died with its parent
+    print(f"\nkill -9: the report process gone {time.perf_counter() - killed:.2f} s after its parent's kill")
     resumed = _start(tmp_path, "--background", "--resume", "--epochs", "3")
     _, stderr = resumed.communicate(timeout=500)
     assert resumed.returncode == 0, stderr[-3000:]
@@ -353,6 +360,7 @@ def test_a_kill_during_a_background_report_then_resume_names_each_missing_epoch_
     index = read_index(tmp_path / "lightning_logs" / "version_0" / FOLDER)
     listed = {entry["epoch"] for entry in index["epochs"]}
     assert listed | missing == {0, 1, 2} and 2 in listed  # each epoch's outputs are there, or it is named
+    print(f"kill -9 at epoch 2, resumed: epochs named as missing {sorted(missing)}, listed {sorted(listed)}")
     files = _written_files(tmp_path)
     assert not [path for path in files if path.name.endswith(TEMP_SUFFIX)]
     assert not [path for path in files if path.stat().st_size == 0]
@@ -361,10 +369,13 @@ def test_a_kill_during_a_background_report_then_resume_names_each_missing_epoch_
 def test_ctrl_c_during_the_first_report_exits_promptly_and_leaves_no_process(tmp_path):
     run = _start(tmp_path, "--background", "--ready-at", "1", "--epochs", "3", new_session=True)
     report_processes = _wait_for_ready(run)  # epoch 0's report: the report process is starting or rendering it
+    signalled = time.time()
     os.killpg(run.pid, signal.SIGINT)  # Ctrl+C: to the whole process group, the report process too
     stdout, stderr = run.communicate(timeout=120)
     exited = time.time()
     fit_ended = float(re.search(r"FIT_ENDED (\S+)", stdout).group(1))
+    ended, left = fit_ended - signalled, exited - fit_ended
+    print(f"\nCtrl+C: fit returned {ended:.2f} s after it, the process exited {left:.2f} s later")
     assert run.returncode != 0 and exited - fit_ended < 2.0  # the interpreter's exit waits for nothing of ours
     _, alive = psutil.wait_procs(report_processes, timeout=5)
     assert not alive

@@ -150,7 +150,7 @@ def serve(connection: Connection, parent: int, start: bytes) -> None:
     import torch
 
     options, settings, state, log_dir = pickle.loads(start)
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, AttributeError):  # (no os.nice on Windows)
         os.nice(NICENESS)
     perplexity, seed, backend = settings
     maps = MapTracker(perplexity, seed, backend)
