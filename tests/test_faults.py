@@ -280,22 +280,46 @@ SCRIPT = Path(__file__).parent / "fault_run.py"
 
 
 def _start(log_dir: Path, *flags: str, new_session: bool = False) -> subprocess.Popen:
-    """``tests/fault_run.py`` in a fresh process, as a user's script (no ``__main__`` guard)."""
+    """``tests/fault_run.py`` in a fresh process, as a user's script (no ``__main__`` guard); its stderr goes to a
+    file (``.stderr`` of the result): a process it leaves behind would hold a pipe open past its exit."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, str(SCRIPT), str(log_dir), *flags]
-    return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=new_session
+    stderr = log_dir.parent / f"{log_dir.name}-{len(list(log_dir.parent.glob(f'{log_dir.name}-*.txt')))}.txt"
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=stderr.open("w"),
+        text=True,
+        env=env,
+        start_new_session=new_session,
     )
+    process.stderr_path = stderr  # type: ignore[attr-defined]
+    return process
 
 
-def _wait_for_ready(process: subprocess.Popen) -> list[psutil.Process]:
+def _finish(process: subprocess.Popen, timeout: float = 500) -> tuple[str, str, float]:
+    """Wait for ``process`` to exit (not for its pipes: see ``_start``): its stdout read so far, its stderr, and
+    ``time.time()`` when it exited."""
+    assert process.stdout is not None
+    stdout: list[str] = []
+    reader = threading.Thread(target=lambda: stdout.extend(process.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    process.wait(timeout=timeout)
+    exited = time.time()
+    reader.join(timeout=5)
+    return "".join(stdout), process.stderr_path.read_text(), exited  # type: ignore[attr-defined]
+
+
+def _wait_for_ready(process: subprocess.Popen, report_process: bool = True) -> list[psutil.Process]:
     """Read the script's output up to READY; return its report process (started with the first report)."""
     assert process.stdout is not None
     for line in process.stdout:
         if line.startswith("READY"):
             break
     else:
-        pytest.fail(f"the script ended before READY: {process.communicate()[1][-3000:]}")
+        pytest.fail(f"the script ended before READY: {_finish(process)[1][-3000:]}")
+    if not report_process:
+        return []
     parent = psutil.Process(process.pid)
     for _ in range(600):  # the first report starts it (spawn: a fresh interpreter)
         children = [c for c in parent.children() if "resource_tracker" not in " ".join(c.cmdline())]
@@ -327,7 +351,7 @@ def test_a_full_disk_ends_the_fit_as_without_the_callback_with_one_warning_and_n
     with_callback, without = small_disk
     started = time.perf_counter()
     runs = {disk: _start(disk, *([] if disk is with_callback else ["--no-callback"])) for disk in small_disk}
-    outputs = {disk: run.communicate(timeout=500) for disk, run in runs.items()}
+    outputs = {disk: _finish(run) for disk, run in runs.items()}
     free = shutil.disk_usage(with_callback).free / 2**20
     print(f"\nfull disk: exit codes {runs[with_callback].returncode} (with) {runs[without].returncode} (without), "
           f"{free:.1f} MiB left free, both runs {time.perf_counter() - started:.0f} s")  # fmt: skip
@@ -343,16 +367,17 @@ def test_a_full_disk_ends_the_fit_as_without_the_callback_with_one_warning_and_n
 
 
 def test_a_kill_during_a_background_report_then_resume_names_each_missing_epoch_and_leaves_no_partial_file(tmp_path):
+    tmp_path = tmp_path / "run"  # (the scripts' stderr beside it)
     first = _start(tmp_path, "--background", "--ready-at", "2", "--epochs", "3")
     report_processes = _wait_for_ready(first)  # epochs 0 and 1 checkpointed, their reports queued or running
     first.kill()
     killed = time.perf_counter()
-    first.communicate()
+    first.wait()
     _, alive = psutil.wait_procs(report_processes, timeout=10)
     assert not alive  # the report process died with its parent
     print(f"\nkill -9: the report process gone {time.perf_counter() - killed:.2f} s after its parent's kill")
     resumed = _start(tmp_path, "--background", "--resume", "--epochs", "3")
-    _, stderr = resumed.communicate(timeout=500)
+    _, stderr, _ = _finish(resumed)
     assert resumed.returncode == 0, stderr[-3000:]
     named = re.findall(r"the reports of epoch\(s\) \[([\d, ]*)\] were written", stderr)
     assert len(named) <= 1
@@ -366,17 +391,23 @@ def test_a_kill_during_a_background_report_then_resume_names_each_missing_epoch_
     assert not [path for path in files if path.stat().st_size == 0]
 
 
-def test_ctrl_c_during_the_first_report_exits_promptly_and_leaves_no_process(tmp_path):
-    run = _start(tmp_path, "--background", "--ready-at", "1", "--epochs", "3", new_session=True)
-    report_processes = _wait_for_ready(run)  # epoch 0's report: the report process is starting or rendering it
+def _interrupt(log_dir: Path, *flags: str) -> tuple[float, list[psutil.Process], str]:
+    """Ctrl+C to the process group of a fit in its second epoch: seconds from the signal to the process's exit, the
+    report processes it had, its stderr."""
+    run = _start(log_dir, *flags, "--ready-at", "1", "--epochs", "3", new_session=True)
+    report_processes = _wait_for_ready(run, report_process="--no-callback" not in flags)
     signalled = time.time()
     os.killpg(run.pid, signal.SIGINT)  # Ctrl+C: to the whole process group, the report process too
-    stdout, stderr = run.communicate(timeout=120)
-    exited = time.time()
-    fit_ended = float(re.search(r"FIT_ENDED (\S+)", stdout).group(1))
-    ended, left = fit_ended - signalled, exited - fit_ended
-    print(f"\nCtrl+C: fit returned {ended:.2f} s after it, the process exited {left:.2f} s later")
-    assert run.returncode != 0 and exited - fit_ended < 2.0  # the interpreter's exit waits for nothing of ours
+    _, stderr, exited = _finish(run, timeout=120)
+    assert run.returncode == 1  # Lightning's graceful shutdown
+    return exited - signalled, report_processes, stderr
+
+
+def test_ctrl_c_during_the_first_report_exits_as_promptly_as_without_the_callback_and_leaves_no_process(tmp_path):
+    alone, _, _ = _interrupt(tmp_path / "alone", "--no-callback")
+    seconds, report_processes, stderr = _interrupt(tmp_path / "run", "--background")  # epoch 0's report renders
+    print(f"\nCtrl+C: exit {seconds:.2f} s after it with the callback, {alone:.2f} s without")
+    assert seconds < alone + 2.0
     _, alive = psutil.wait_procs(report_processes, timeout=5)
     assert not alive
     assert "could not start" not in stderr and "ended unexpectedly" not in stderr and "BrokenPipe" not in stderr

@@ -11,8 +11,9 @@ starts, :func:`_without_main_script` shows ``multiprocessing`` a ``__main__`` wi
 attribute is the real one's). Jobs and reports travel over a pipe, pickled by value.
 
 The child ignores SIGINT (Ctrl+C reaches the whole process group; the parent stops it), dies with its parent
-(``PR_SET_PDEATHSIG`` on Linux, and a check of its parent before every job), so it never writes after the
-training process is gone.
+(``PR_SET_PDEATHSIG`` on Linux, set before it imports anything heavy, and a check of its parent before every job
+and every answer), so it never writes after the training process is gone. This module imports nothing heavy at
+its top: the child imports it first.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ import types
 import warnings
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lightning_featviz.analysis.embedding import MapTracker
-from lightning_featviz.report.reporter import EpochJob, Report, Reporter
-from lightning_featviz.report.settings import ReportSettings
+if TYPE_CHECKING:  # imported by the child only once it is sure to die with its parent: see `serve`
+    from lightning_featviz.analysis.embedding import MapTracker
+    from lightning_featviz.report.reporter import EpochJob, Report
+    from lightning_featviz.report.settings import ReportSettings
 
 NICENESS = 19  # the lowest priority: the child runs on what training leaves of the CPU
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal the child gets when its parent dies
@@ -146,8 +148,11 @@ def _check_parent(parent: int) -> None:
 def serve(connection: Connection, parent: int, start: bytes) -> None:
     """The child's loop: read jobs from ``connection``, answer each with its report and the maps' state.
     ``start``: the pickled report options, map settings, map state and log dir."""
-    _die_with_parent(parent)
+    _die_with_parent(parent)  # before the imports below, which take seconds on a busy machine
     import torch
+
+    from lightning_featviz.analysis.embedding import MapTracker
+    from lightning_featviz.report.reporter import Reporter
 
     options, settings, state, log_dir = pickle.loads(start)
     with contextlib.suppress(OSError, AttributeError):  # (no os.nice on Windows)

@@ -115,6 +115,9 @@ class ReportScheduler:
             if self.renderer is None:
                 self._starts += 1
                 self.renderer = ReportProcess(self._reporter.options, self._maps, self._log_dir)
+                if self._closing:  # stopped while it started
+                    self._stop_renderer(wait=False)
+                    return Report()
             threads = (os.cpu_count() or 1) if self._finishing else 1
             report, maps = self.renderer.render(job, threads)
         except (OSError, RuntimeError) as error:
