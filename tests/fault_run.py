@@ -5,20 +5,23 @@ the report process must not run this script again.
     python tests/fault_run.py LOG_DIR [--epochs 3] [--no-callback] [--background] [--resume]
         [--ready-at EPOCH]  # print READY (and wait) at the start of training epoch EPOCH
 
-Prints ``FIT_ENDED <time.time()>`` when ``fit`` returns or raises.
+Prints ``SCRIPT_STARTED <pid>`` first, and ``FIT_ENDED <time.time()>`` when ``fit`` returns or raises.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import TensorBoardLogger
-from torch.utils.data import Subset
+print(f"SCRIPT_STARTED {os.getpid()}", flush=True)  # once: a report process that ran this script would say so too
+
+import pytorch_lightning as pl  # noqa: E402
+from pytorch_lightning.callbacks import ModelCheckpoint  # noqa: E402
+from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
+from torch.utils.data import Subset  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TinyNet  # noqa: E402

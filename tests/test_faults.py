@@ -377,8 +377,9 @@ def test_a_kill_during_a_background_report_then_resume_names_each_missing_epoch_
     assert not alive  # the report process died with its parent
     print(f"\nkill -9: the report process gone {time.perf_counter() - killed:.2f} s after its parent's kill")
     resumed = _start(tmp_path, "--background", "--resume", "--epochs", "3")
-    _, stderr, _ = _finish(resumed)
+    stdout, stderr, _ = _finish(resumed)
     assert resumed.returncode == 0, stderr[-3000:]
+    assert stdout.count("SCRIPT_STARTED") == 1  # the report process (spawn) did not run the script again
     named = re.findall(r"the reports of epoch\(s\) \[([\d, ]*)\] were written", stderr)
     assert len(named) <= 1
     missing = {int(epoch) for epoch in named[0].split(",")} if named else set()
