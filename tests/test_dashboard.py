@@ -37,6 +37,7 @@ from lightning_featviz.dashboard.data import (
     Samples,
     find_runs,
     read_epoch,
+    read_index,
     write_epoch,
     write_samples,
 )
@@ -120,6 +121,18 @@ def _layer(n: int, k: int, seed: int) -> LayerEpoch:
         accuracy=0.6,
         maps={2: rng.normal(size=(n, 2))},
     )
+
+
+def test_a_cut_index_is_named_once_and_written_anew_with_the_next_epoch(tmp_path):
+    n, k = 20, 3
+    samples = Samples(np.arange(n), np.arange(n) % 3)
+    write_epoch(tmp_path, 0, 0, k, ["a", "b", "c"], samples, np.zeros(n), np.ones(n), {"x": _layer(n, k, 0)})
+    index = tmp_path / FOLDER / "index.json"
+    index.write_bytes(index.read_bytes()[:30])  # cut short
+    with pytest.warns(UserWarning, match=r"index\.json does not read .*written anew from epoch 1 on"):
+        write_epoch(tmp_path, 1, 1, k, ["a", "b", "c"], samples, np.zeros(n), np.ones(n), {"x": _layer(n, k, 1)})
+    assert [entry["epoch"] for entry in read_index(tmp_path / FOLDER)["epochs"]] == [1]
+    assert not [path for path in (tmp_path / FOLDER).iterdir() if path.name.startswith(".")]  # no temporary left
 
 
 def test_a_resumed_run_replaces_its_rewritten_epoch_and_shares_one_sample_set(tmp_path):
