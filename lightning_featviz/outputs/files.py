@@ -29,11 +29,13 @@ class NoSpaceLeft(OSError):
 
 
 def free_bytes(folder: str | Path) -> int:
-    """Free bytes on the file system of ``folder`` (its nearest existing parent)."""
+    """Free bytes on the file system of ``folder`` (its nearest existing parent); a file system that reports no
+    size at all (some network and FUSE mounts) counts as never full."""
     path = Path(folder)
     while not path.exists() and path != path.parent:
         path = path.parent
-    return shutil.disk_usage(path).free
+    usage = shutil.disk_usage(path)
+    return usage.free if usage.total > 0 else 2**62
 
 
 def no_space_left(path: str | Path, needed: int = 0) -> NoSpaceLeft:
