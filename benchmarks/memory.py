@@ -53,7 +53,7 @@ class MemoryLog(pl.Callback):
         if not trainer.sanity_checking:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             renderer = self.visualizer._reports.renderer
-            child = current_rss_mib(renderer._process.pid) if renderer is not None else float("nan")
+            child = current_rss_mib(renderer.pid) if renderer is not None else float("nan")
             self.rows.append((trainer.current_epoch, current_rss_mib(), peak, child))
 
 

@@ -160,6 +160,7 @@ class FeatureVisualizer(_Callback):
         self._map_tracker = MapTracker(self.maps.perplexity, seed, self.maps.backend)
         self._reports = ReportScheduler(self._map_tracker, self._guard.warn_once, self._reported)
         self._unfinished: tuple[EpochJob, Destination] | None = None  # the last epoch, if it lacks outputs
+        self._reported_epochs: set[int] = set()  # epochs whose report is written (the checkpoints say which)
         self._on_cpu = True
 
     @property
@@ -234,11 +235,19 @@ class FeatureVisualizer(_Callback):
         self._reports.close(wait=False)  # training failed: drop reports not started, stop the thread
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": list(self.history), "maps": self._map_tracker.state_dict()}
+        # "reported": the epochs whose reports were written (or failed with a warning) when the checkpoint was
+        # saved; a background report may still be queued then, and lost if the process is killed.
+        reported = sorted(self._reported_epochs)
+        return {"history": list(self.history), "maps": self._map_tracker.state_dict(), "reported": reported}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
         self._map_tracker.load_state_dict(state_dict.get("maps", {}))
+        if "reported" in state_dict:  # (older checkpoints do not say)
+            self._reported_epochs = {int(epoch) for epoch in state_dict["reported"]}
+            missing = sorted({int(row["epoch"]) for row in self.history} - self._reported_epochs)
+            if missing:
+                self._guard.warn_once("unreported", _UNREPORTED.format(epochs=missing))
 
     # ----------------------------------------------------------------------------- capture
 
@@ -391,6 +400,7 @@ class FeatureVisualizer(_Callback):
     def _reported(self, job: EpochJob, report: Report, seconds: float) -> None:
         """A written report (``seconds``: its time to render); its render times go to the budget."""
         self.wrong_cluster_indices = report.flagged
+        self._reported_epochs.add(job.results.epoch)
         # A background report on the CPU takes the cores training would use: its time adds to fit.
         took_training_cores = self._reports.background and self._on_cpu
         self._plan.record_report(job.results.epoch, report.seconds, seconds, took_training_cores)
@@ -412,6 +422,12 @@ def run_identity(trainer: pl.Trainer, dataset: Any, results: EpochResults) -> di
 _VALIDATION_ONLY = (
     "FeatureVisualizer analyses validation loops only (`fit`, `validate`); `trainer.{loop}` runs without it. Hint: "
     "to analyse another set, pass it to `trainer.validate(model, dataloaders=...)` or run `featviz analyse`."
+)
+
+_UNREPORTED = (
+    "FeatureVisualizer: the checkpoint was saved before the reports of epoch(s) {epochs} were written, and the run "
+    "that saved it stopped before they were (killed?): their scalars are in `history`, their figures, maps and files "
+    "are missing. Hint: `featviz analyse` on that checkpoint remakes its epoch's outputs."
 )
 
 #: The default of each option group, as in the signature: a group that is not its default was passed.

@@ -13,6 +13,7 @@ from lightning_featviz.report.budget import (
     OUTPUTS,
     PROJECTOR,
     Clock,
+    TimeBudget,
     last_analysed_epoch,
     next_epoch_with,
     plan_outputs,
@@ -158,3 +159,15 @@ def test_a_resumed_fit_plans_from_the_epochs_it_runs_not_from_epoch_zero():
     resumed = Clock(epoch=10, last_epoch=19, every=1, base=10.0, spent=0.0, first_epoch=10)
     assert plan_outputs(fresh, COSTS, OUTPUTS, 1.0) == frozenset({FIGURES})
     assert plan_outputs(resumed, COSTS, OUTPUTS, 1.0) == frozenset({FIGURES})
+
+
+def test_a_background_report_is_charged_to_the_budget_but_not_taken_out_of_the_base_time():
+    """A report on another process runs while fit goes on: fit's base time is not shorter for it (taking it out
+    printed "20101% used" when background reports outlasted the epochs)."""
+    budget = TimeBudget(0.1)
+    budget.start()
+    budget.spend(1000.0, alongside=True)  # far more than the run so far
+    clock = budget.clock(epoch=0, last_epoch=9, every=1)
+    assert clock.spent == 1000.0 and clock.base > 1e-6  # the base is the time fit ran, not clamped to nothing
+    line = schedule_line(0, frozenset(), clock, COSTS, [FIGURES], 0.1)
+    assert line.endswith(f"{clock.spent / clock.base:.0%} used so far)")

@@ -37,6 +37,7 @@ from lightning_featviz.dashboard.data import (
     Samples,
     find_runs,
     read_epoch,
+    read_index,
     write_epoch,
     write_samples,
 )
@@ -122,6 +123,18 @@ def _layer(n: int, k: int, seed: int) -> LayerEpoch:
     )
 
 
+def test_a_cut_index_is_named_once_and_written_anew_with_the_next_epoch(tmp_path):
+    n, k = 20, 3
+    samples = Samples(np.arange(n), np.arange(n) % 3)
+    write_epoch(tmp_path, 0, 0, k, ["a", "b", "c"], samples, np.zeros(n), np.ones(n), {"x": _layer(n, k, 0)})
+    index = tmp_path / FOLDER / "index.json"
+    index.write_bytes(index.read_bytes()[:30])  # cut short
+    with pytest.warns(UserWarning, match=r"index\.json does not read .*written anew from epoch 1 on"):
+        write_epoch(tmp_path, 1, 1, k, ["a", "b", "c"], samples, np.zeros(n), np.ones(n), {"x": _layer(n, k, 1)})
+    assert [entry["epoch"] for entry in read_index(tmp_path / FOLDER)["epochs"]] == [1]
+    assert not [path for path in (tmp_path / FOLDER).iterdir() if path.name.startswith(".")]  # no temporary left
+
+
 def test_a_resumed_run_replaces_its_rewritten_epoch_and_shares_one_sample_set(tmp_path):
     n, k = 50, 4
     samples = Samples(
@@ -205,6 +218,60 @@ def test_a_sample_set_written_in_format_1_is_served_as_one_page(tmp_path):
     assert served["tiles"] == n and served["columns"] == described["columns"]
     atlas = Client(apps["/atlas"]).get("/atlas", query_string={"run": "run", "key": key, "page": "0"})
     assert atlas.status_code == 200 and atlas.get_data() == (folder / f"samples_{key}.jpg").read_bytes()
+
+
+def _serve(log_dir: Path, route: str, **params: object):
+    """One request to the plugin's WSGI app of ``route`` over ``log_dir``: (status, JSON body, headers)."""
+    from tensorboard.plugins.base_plugin import TBContext
+    from werkzeug.test import Client
+
+    app = FeatvizPlugin(TBContext(logdir=str(log_dir))).get_plugin_apps()[f"/{route}"]
+    response = Client(app).get(f"/{route}", query_string={k: str(v) for k, v in params.items()})
+    return response.status_code, json.loads(response.get_data()), response.headers
+
+
+def test_a_broken_run_is_listed_with_its_reason_and_a_traversal_in_its_index_is_refused(tmp_path):
+    n, k = 30, 3
+    samples = Samples(np.arange(n), np.arange(n) % 3, np.zeros((n, 8, 8, 3), np.uint8))
+    for run in ("good", "truncated", "traversal"):
+        for epoch in range(2):
+            layers = {"x": _layer(n, k, epoch)}
+            write_epoch(tmp_path / run, epoch, epoch, k, ["a", "b", "c"], samples, np.zeros(n), np.ones(n), layers)
+    truncated = tmp_path / "truncated" / FOLDER / "index.json"
+    truncated.write_bytes(truncated.read_bytes()[:40])  # cut short, as a kill during a plain write would leave it
+    (tmp_path / "outside").mkdir()
+    np.savez(tmp_path / "outside" / "secret.npz", predictions=np.zeros(n))
+    index_path = tmp_path / "traversal" / FOLDER / "index.json"
+    index = json.loads(index_path.read_text())
+    index["epochs"][1]["file"] = "../../outside/secret.npz"
+    index_path.write_text(json.dumps(index))
+    good = tmp_path / "good" / FOLDER
+    (good / "epoch_0001.npz").write_bytes((good / "epoch_0001.npz").read_bytes()[:100])  # one epoch file cut short
+
+    status, listed, headers = _serve(tmp_path, "runs")
+    assert status == 200 and headers["X-Content-Type-Options"] == "nosniff"
+    runs = {entry["run"]: entry for entry in listed}
+    assert runs["good"]["epochs"] == [0, 1] and runs["traversal"]["epochs"] == [0, 1]
+    assert runs["truncated"]["epochs"] == [] and "index.json of this run does not read" in runs["truncated"]["error"]
+
+    status, body, _ = _serve(tmp_path, "inspect", run="traversal", epoch=1, row=0)
+    assert status == 403 and "'../../outside/secret.npz', outside its dashboard folder" in body["error"]
+    assert _serve(tmp_path, "inspect", run="traversal", epoch=0, row=0)[0] == 200
+    status, body, _ = _serve(tmp_path, "run", run="truncated")
+    assert status == 500 and "index.json of this run does not read" in body["error"]
+    status, body, _ = _serve(tmp_path, "layer", run="good", layer="x")  # the epoch that reads is served
+    assert status == 200 and [e["epoch"] for e in body["epochs"]] == [0]
+    assert body["errors"][0]["epoch"] == 1 and "epoch_0001.npz of this run does not read" in body["errors"][0]["error"]
+    status, body, _ = _serve(tmp_path, "inspect", run="good", epoch=1, row=0)
+    assert status == 500 and "epoch_0001.npz" in body["error"]
+    for route, params, message in [
+        ("atlas", {"key": samples.key(), "page": "²"}, "Expected `page` to be a whole number"),
+        ("inspect", {"epoch": 0, "row": "²"}, "Expected `row` to be a row in [0, 30)"),
+        ("inspect", {"epoch": "--1", "row": 0}, "Expected `epoch` to be one of [0, 1]"),
+        ("wrong", {"epoch": "1e0", "layer": "x"}, "Expected `epoch` to be one of [0, 1]"),
+    ]:
+        status, body, headers = _serve(tmp_path, route, run="good", **params)
+        assert (status, headers["X-Content-Type-Options"]) == (400, "nosniff") and message in body["error"], body
 
 
 def test_dashboard_must_be_a_bool():

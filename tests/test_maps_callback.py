@@ -296,10 +296,10 @@ def test_reports_left_when_fit_ends_render_on_every_core(tmp_path, small_data, m
     ``fit`` ends, with nothing training, take every core."""
     from pytorch_lightning import Callback
 
-    from lightning_featviz.runtime.render_process import RenderProcess
+    from lightning_featviz.runtime.report_process import ReportProcess
 
     training_done, asked = threading.Event(), []
-    render = RenderProcess.render
+    render = ReportProcess.render
 
     def recorded(self, job, threads=1):
         asked.append(threads)
@@ -307,7 +307,7 @@ def test_reports_left_when_fit_ends_render_on_every_core(tmp_path, small_data, m
             training_done.wait(timeout=60)  # hold the first report until training is over
         return render(self, job, threads)
 
-    monkeypatch.setattr(RenderProcess, "render", recorded)
+    monkeypatch.setattr(ReportProcess, "render", recorded)
 
     class TrainingDone(Callback):  # runs before the visualizer's own on_fit_end
         def on_fit_end(self, trainer, pl_module):

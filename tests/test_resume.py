@@ -34,8 +34,10 @@ def _fit(tmp_path, data, max_epochs, ckpt_path=None):
 
 
 def _all_events(log_dir) -> EventAccumulator:
-    """Every event file of the run directory (a resumed run adds one), read in order by TensorBoard's reader."""
-    assert len(glob.glob(f"{log_dir}/events.out.tfevents.*")) == 2
+    """Every event file of the run directory (a resumed run adds the logger's and the callback's), read in order by
+    TensorBoard's reader."""
+    assert len(glob.glob(f"{log_dir}/events.out.tfevents.*")) == 4
+    assert len(glob.glob(f"{log_dir}/events.out.tfevents.*.featviz")) == 2
     accumulator = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0})
     accumulator.Reload()
     return accumulator

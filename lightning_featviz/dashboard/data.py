@@ -23,6 +23,7 @@ import io
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from lightning_featviz.outputs.files import write_atomically
 
 #: The folder under a run's log dir that holds the dashboard's files.
 FOLDER = "featviz_dashboard"
@@ -99,11 +102,9 @@ class LayerEpoch:
     own: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
 
-def replace_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+def replace_atomically(path: Path, data: bytes, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` whole or not at all (:func:`~lightning_featviz.outputs.files.write_atomically`)."""
+    write_atomically(path, data, durable)
 
 
 def atlas_page(thumbnails: np.ndarray) -> Image.Image:
@@ -166,11 +167,29 @@ def layer_arrays(prefix: str, layer: LayerEpoch) -> dict[str, np.ndarray]:
 
 
 def read_index(folder: Path) -> dict[str, Any]:
-    """The run's ``index.json``, or an empty index where none is written yet."""
+    """The run's ``index.json``, or an empty index where none is written yet (not checked: :func:`checked_index`)."""
     path = folder / "index.json"
     if not path.exists():
         return {"version": FORMAT_VERSION, "k": 0, "class_names": [], "epochs": []}
     index: dict[str, Any] = json.loads(path.read_text())
+    return index
+
+
+def checked_index(index: Any) -> dict[str, Any]:
+    """``index`` if it has the layout of an ``index.json``, else a ``ValueError`` that says where it does not."""
+    if not isinstance(index, dict) or not isinstance(index.get("epochs"), list):
+        raise ValueError("expected an object with a list of `epochs`")
+    if not isinstance(index.get("class_names"), list) or not isinstance(index.get("k"), int):
+        raise ValueError("expected `class_names` (a list) and `k` (a number)")
+    fields = {"epoch": int, "step": int, "file": str, "samples": str, "reference": str, "layers": list}
+    for number, entry in enumerate(index["epochs"]):
+        entry = entry if isinstance(entry, dict) else {}
+        wrong = [name for name, kind in fields.items() if not isinstance(entry.get(name), kind)]
+        layers = entry.get("layers") or []
+        if not wrong and not all(isinstance(layer, dict) and isinstance(layer.get("name"), str) for layer in layers):
+            wrong = ["layers"]
+        if wrong:
+            raise ValueError(f"entry {number} of `epochs` lacks or mistypes {wrong}")
     return index
 
 
@@ -214,7 +233,15 @@ def write_epoch(
     np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
     name = f"epoch_{epoch:04d}.npz"
     replace_atomically(folder / name, buffer.getvalue())
-    index = read_index(folder)
+    try:
+        index = checked_index(read_index(folder))
+    except (OSError, ValueError) as error:  # cut short by a kill or a full disk, or not ours
+        warnings.warn(
+            f"FeatureVisualizer: {folder / 'index.json'} does not read ({error}); it is written anew from epoch "
+            f"{epoch} on (the files of earlier epochs stay, no longer listed).",
+            stacklevel=2,
+        )
+        index = {"version": FORMAT_VERSION, "k": 0, "class_names": [], "epochs": []}
     entry = {
         "epoch": int(epoch),
         "step": int(step),
@@ -235,7 +262,7 @@ def write_epoch(
     epochs = [e for e in index["epochs"] if e["epoch"] != epoch] + [entry]
     index |= {"version": FORMAT_VERSION, "k": int(k), "class_names": [str(c) for c in class_names]}
     index["epochs"] = sorted(epochs, key=lambda e: e["epoch"])
-    replace_atomically(folder / "index.json", json.dumps(index).encode())
+    replace_atomically(folder / "index.json", json.dumps(index).encode(), durable=True)
     return folder
 
 

@@ -2,7 +2,12 @@
 
 TensorBoard finds it through the package's ``tensorboard_plugins`` entry point and shows its frontend,
 ``static/index.js`` (an ES module, no build step), in an iframe whose relative fetches reach the routes below.
-Routes answer JSON (PNG for thumbnails); a bad or missing argument answers 400 with the reason.
+Routes answer JSON (JPEG for thumbnails), every one through TensorBoard's ``http_util.Respond`` (which adds
+``X-Content-Type-Options: nosniff``): a bad or missing argument answers 400 with the reason, a path outside the
+run's dashboard folder 403, a file that does not read 500 naming the file; a broken run is listed with its reason
+and never hides the others.
+
+Over 300 lines: one method per route and the checks every route shares (arguments, confinement, unreadable files).
 """
 
 from __future__ import annotations
@@ -11,16 +16,18 @@ import json
 import math
 import re
 import time
+import zipfile
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import Request, Response
 
-from lightning_featviz.dashboard.data import find_runs, read_epoch, read_index
+from lightning_featviz.dashboard.data import checked_index, find_runs, read_epoch, read_index
 
 PLUGIN_NAME = "featviz"
 STATIC = Path(__file__).parent / "static"
@@ -31,6 +38,37 @@ STATIC_TYPES = {"index.js": "text/javascript; charset=utf-8", "style.css": "text
 
 class BadRequest(ValueError):
     """A request the routes cannot answer; its message goes back with status 400."""
+
+
+class Forbidden(ValueError):
+    """A path that lies outside the run's dashboard folder; its message goes back with status 403."""
+
+
+class Unreadable(ValueError):
+    """A file of the run that does not read (cut short, not the format); its message goes back with status 500."""
+
+
+def _number(value: str, name: str) -> int:
+    """``value`` as a whole number written in ASCII digits, or :class:`BadRequest`."""
+    if not re.fullmatch(r"[0-9]+", value):
+        raise BadRequest(f"Expected `{name}` to be a whole number, but got {value!r}.")
+    return int(value)
+
+
+def _json_response(request: Request, body: Any, status: int = 200) -> Response:
+    return http_util.Respond(request, json.dumps(body, allow_nan=False), "application/json", code=status)
+
+
+def _answer(request: Request, route: Callable[[], Response]) -> Response:
+    """``route()``'s response, or the error it raised as JSON with its status."""
+    try:
+        return route()
+    except BadRequest as error:
+        return _json_response(request, {"error": str(error)}, 400)
+    except Forbidden as error:
+        return _json_response(request, {"error": str(error)}, 403)
+    except Unreadable as error:
+        return _json_response(request, {"error": str(error)}, 500)
 
 
 def _rounded(values: np.ndarray, digits: int = 4) -> list[Any]:
@@ -49,6 +87,14 @@ def _epoch_arrays(path: str, stamp: int) -> dict[str, np.ndarray]:
 @lru_cache(maxsize=16)
 def _json_file(path: str, stamp: int) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def _read(path: Path, read: Callable[[], Any]) -> Any:
+    """``read()``, with any failure to read ``path`` as :class:`Unreadable` naming the file."""
+    try:
+        return read()
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:  # JSON's: ValueError
+        raise Unreadable(f"{path.name} of this run does not read ({type(error).__name__}: {error}).") from error
 
 
 class FeatvizPlugin(base_plugin.TBPlugin):
@@ -89,18 +135,14 @@ class FeatvizPlugin(base_plugin.TBPlugin):
     def _static(self, name: str) -> Callable[..., Any]:
         @Request.application
         def serve(request: Request) -> Response:
-            return Response((STATIC / name).read_bytes(), content_type=STATIC_TYPES[name])
+            return http_util.Respond(request, (STATIC / name).read_bytes(), STATIC_TYPES[name])
 
         return serve
 
     def _json(self, route: Callable[[Request], Any]) -> Callable[..., Any]:
         @Request.application
         def serve(request: Request) -> Response:
-            try:
-                body, status = route(request), 200
-            except BadRequest as error:
-                body, status = {"error": str(error)}, 400
-            return Response(json.dumps(body, allow_nan=False), status=status, content_type="application/json")
+            return _answer(request, lambda: _json_response(request, route(request)))
 
         return serve
 
@@ -112,19 +154,25 @@ class FeatvizPlugin(base_plugin.TBPlugin):
         return self._found[1]
 
     def _folder(self, request: Request) -> Path:
-        run = request.args.get("run")
+        return self._folder_of(request.args.get("run"))
+
+    def _folder_of(self, run: str | None) -> Path:
+        """The dashboard folder of ``run``, checked to lie inside the log dir."""
         runs = self._runs()
         if run not in runs:
             raise BadRequest(f"Expected `run` to be one of {sorted(runs)}, but got {run!r}.")
-        return runs[run]
+        folder = runs[run].resolve()
+        if not folder.is_relative_to(self.log_dir.resolve()):
+            raise Forbidden(f"The dashboard folder of run {run!r} lies outside the log dir (a link?); it is not read.")
+        return folder
 
     def _index(self, folder: Path) -> dict[str, Any]:
-        return read_index(folder)
+        return _read(folder / "index.json", lambda: checked_index(read_index(folder)))
 
     def _entry(self, request: Request, index: dict[str, Any]) -> dict[str, Any]:
         epochs = {e["epoch"]: e for e in index["epochs"]}
         value = request.args.get("epoch", "")
-        if not value.lstrip("-").isdigit() or int(value) not in epochs:
+        if not re.fullmatch(r"-?[0-9]+", value) or int(value) not in epochs:
             raise BadRequest(f"Expected `epoch` to be one of {sorted(epochs)}, but got {value!r}.")
         return epochs[int(value)]
 
@@ -137,15 +185,17 @@ class FeatvizPlugin(base_plugin.TBPlugin):
 
     @staticmethod
     def _arrays(folder: Path, entry: dict[str, Any]) -> dict[str, np.ndarray]:
-        path = folder / entry["file"]
-        return _epoch_arrays(str(path), path.stat().st_mtime_ns)
+        path = (folder / entry["file"]).resolve()
+        if not path.is_relative_to(folder):
+            raise Forbidden(f"The index of this run names {entry['file']!r}, outside its dashboard folder; not read.")
+        return _read(path, lambda: _epoch_arrays(str(path), path.stat().st_mtime_ns))
 
     @staticmethod
     def _samples(folder: Path, key: str) -> dict[str, Any]:
         path = folder / f"samples_{key}.json"
         if not re.fullmatch(r"[0-9a-f]{12}", key) or not path.exists():
             raise BadRequest(f"Expected `key` to name a sample set of this run, but got {key!r}.")
-        described: dict[str, Any] = _json_file(str(path), path.stat().st_mtime_ns)
+        described: dict[str, Any] = _read(path, lambda: _json_file(str(path), path.stat().st_mtime_ns))
         if described["thumbnail"] and "tiles" not in described:  # format 1: one atlas of every tile, page 0
             described = described | {"tiles": len(described["indices"])}
         return described
@@ -153,11 +203,17 @@ class FeatvizPlugin(base_plugin.TBPlugin):
     # ------------------------------------------------------------------ routes
 
     def runs(self, request: Request) -> list[dict[str, Any]]:
-        """Every run with dashboard files: its name and analysed epochs."""
-        return [
-            {"run": name, "epochs": [e["epoch"] for e in read_index(folder)["epochs"]]}
-            for name, folder in self._runs().items()
-        ]
+        """Every run with dashboard files: its name and analysed epochs; a run whose files do not read is listed
+        with no epoch and ``error``, its reason."""
+        listed = []
+        for name in self._runs():
+            try:
+                listed.append(
+                    {"run": name, "epochs": [e["epoch"] for e in self._index(self._folder_of(name))["epochs"]]}
+                )
+            except (Unreadable, Forbidden) as error:
+                listed.append({"run": name, "epochs": [], "error": str(error)})
+        return listed
 
     def run(self, request: Request) -> dict[str, Any]:
         """A run's index: class names, k, and per epoch its layers' purity and kNN accuracy (the heatmap)."""
@@ -169,34 +225,37 @@ class FeatvizPlugin(base_plugin.TBPlugin):
 
     @Request.application  # type: ignore[arg-type]
     def _atlas(self, request: Request) -> Response:
-        try:
-            folder = self._folder(request)
-            key, page = request.args.get("key", ""), request.args.get("page", "0")
-            self._samples(folder, key)
-            if not page.isdigit():
-                raise BadRequest(f"Expected `page` to be a page number, but got {page!r}.")
-        except BadRequest as error:
-            return Response(json.dumps({"error": str(error)}), status=400, content_type="application/json")
-        path = folder / f"samples_{key}_{int(page)}.jpg"
-        if not path.exists() and int(page) == 0:
+        return _answer(request, lambda: self._atlas_page(request))
+
+    def _atlas_page(self, request: Request) -> Response:
+        folder = self._folder(request)
+        key = request.args.get("key", "")
+        self._samples(folder, key)
+        page = _number(request.args.get("page", "0"), "page")
+        path = folder / f"samples_{key}_{page}.jpg"
+        if not path.exists() and page == 0:
             path = folder / f"samples_{key}.jpg"  # format 1: one atlas
         if not path.exists():
-            return Response(json.dumps({"error": "this sample set has no such page of thumbnails"}), status=404)
-        response = Response(path.read_bytes(), content_type="image/jpeg")
-        response.headers["Cache-Control"] = "private, max-age=86400"  # a set's file never changes
-        return response
+            raise BadRequest(f"Expected `page` to be a page of thumbnails of this sample set, but got {page}.")
+        data = _read(path, path.read_bytes)
+        # a set's file never changes
+        return http_util.Respond(request, data, "image/jpeg", headers=[("Cache-Control", "private, max-age=86400")])
 
     def layer(self, request: Request) -> dict[str, Any]:
         """One layer at every epoch (for the map's slider): maps (with the rows they show, null for every row),
         per-sample purity, predictions, flags."""
         folder = self._folder(request)
         name = request.args.get("layer")
-        out = []
+        out, errors = [], []
         for entry in self._index(folder)["epochs"]:
             names = [layer["name"] for layer in entry["layers"]]
             if name not in names:
                 continue
-            arrays, prefix = self._arrays(folder, entry), f"L{names.index(name)}_"
+            try:
+                arrays, prefix = self._arrays(folder, entry), f"L{names.index(name)}_"
+            except (Unreadable, Forbidden) as error:  # that epoch only: the others are served
+                errors.append({"epoch": entry["epoch"], "error": str(error)})
+                continue
             maps = {
                 d: _rounded(arrays[f"{prefix}map{d}"].reshape(-1), 3) for d in (2, 3) if f"{prefix}map{d}" in arrays
             }
@@ -212,9 +271,11 @@ class FeatvizPlugin(base_plugin.TBPlugin):
                     "cluster": arrays[f"{prefix}cluster"].tolist(),
                 }
             )
+        if not out and errors:
+            raise Unreadable("; ".join(error["error"] for error in errors))
         if not out:
             raise BadRequest(f"Expected `layer` to be a layer of this run, but got {name!r}.")
-        return {"layer": name, "epochs": out}
+        return {"layer": name, "epochs": out, "errors": errors}
 
     def inspect(self, request: Request) -> dict[str, Any]:
         """One sample's k neighbours at every layer of one epoch (rows of the epoch's reference set)."""
@@ -222,7 +283,7 @@ class FeatvizPlugin(base_plugin.TBPlugin):
         entry = self._entry(request, self._index(folder))
         arrays = self._arrays(folder, entry)
         value, count = request.args.get("row", ""), len(arrays["predictions"])
-        if not value.isdigit() or int(value) >= count:
+        if not re.fullmatch(r"[0-9]+", value) or int(value) >= count:  # (not int(): it reads "²" and "-1")
             raise BadRequest(f"Expected `row` to be a row in [0, {count}), but got {value!r}.")
         row = int(value)
         layers = [

@@ -11,7 +11,6 @@ is relative: the folder can be zipped, sent and opened from ``file://``.
 
 from __future__ import annotations
 
-import csv
 import html
 import json
 import re
@@ -20,6 +19,8 @@ from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 
+from lightning_featviz.outputs.files import write_atomically
+from lightning_featviz.outputs.metrics_file import read_metrics
 from lightning_featviz.outputs.report_words import (
     ABOUT_WORDS,
     COLUMN_WORDS,
@@ -70,7 +71,7 @@ def write_html_report(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     if about is not None:
-        (root / ABOUT).write_text(json.dumps(dict(about), default=str), encoding="utf-8")
+        write_atomically(root / ABOUT, json.dumps(dict(about), default=str))
     elif (root / ABOUT).exists():
         about = json.loads((root / ABOUT).read_text(encoding="utf-8"))
     epochs_of, values = _read_metrics(root / "metrics.csv")
@@ -116,7 +117,7 @@ def write_html_report(
             thumbnails = path.parent / f"{THUMBNAILS}{path.stem.removeprefix('step=')}"
             parts.append(_markdown_table(path.read_text(encoding="utf-8"), root, thumbnails))
     page = root / "index.html"
-    page.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    write_atomically(page, "\n".join(parts) + "\n")
     return page
 
 
@@ -155,14 +156,13 @@ def _png_width(path: Path) -> int:
 
 
 def _read_metrics(path: Path) -> tuple[dict[int, int], dict[str, dict[int, float]]]:
-    """step -> epoch, and tag -> epoch -> value, from ``metrics.csv`` (tags in the order first logged)."""
+    """step -> epoch, and tag -> epoch -> value, from ``metrics.csv`` (tags in the order first logged; rows that do
+    not read are named by the sink that wrote the file)."""
     epochs_of: dict[int, int] = {}
     values: dict[str, dict[int, float]] = {}
-    if path.exists():
-        with path.open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                epochs_of[int(row["step"])] = int(row["epoch"])
-                values.setdefault(row["tag"], {})[int(row["epoch"])] = float(row["value"])
+    for row in read_metrics(path)[0]:
+        epochs_of[row.step] = row.epoch
+        values.setdefault(row.tag, {})[row.epoch] = row.value
     return epochs_of, values
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ import torch.nn.functional as F
 from google.protobuf import text_format
 from PIL import Image
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+from lightning_featviz.outputs.files import write_atomically
 
 CONFIG_FILE = "projector_config.pbtxt"
 SPRITE_LIMIT = 8192  # px per side; the projector refuses larger sprites
@@ -117,7 +118,7 @@ def write_projector(log_dir: str | Path, entries: Sequence[ProjectorEntry], repl
             thumbnails = entry.thumbnails.contiguous().numpy()
             embedding.sprite.image_path = _write_once(log_dir, "sprites", thumbnails, ".jpg", _sprite)
             embedding.sprite.single_image_dim.extend([sprite_side(len(thumbnails), thumbnails.shape[-1])] * 2)
-    _replace(config_path, lambda path: path.write_text(text_format.MessageToString(config)))
+    write_atomically(config_path, text_format.MessageToString(config), durable=True)
 
 
 def _tsv(path: Path, vectors: np.ndarray) -> None:
@@ -138,12 +139,5 @@ def _write_once(log_dir: Path, kind: str, content: Any, suffix: str, write: Call
     relative = Path("featviz_projector") / kind / f"{hashlib.sha1(data).hexdigest()[:16]}{suffix}"
     if not (log_dir / relative).exists():
         (log_dir / relative).parent.mkdir(parents=True, exist_ok=True)
-        _replace(log_dir / relative, lambda path: write(path, content))
+        write_atomically(log_dir / relative, lambda path: write(path, content))
     return relative.as_posix()
-
-
-def _replace(path: Path, write: Callable[[Path], object]) -> None:
-    """Write beside ``path`` and rename: the projector (or a crash) never sees a half-written file."""
-    partial = path.with_name(path.name + ".partial")
-    write(partial)
-    os.replace(partial, path)

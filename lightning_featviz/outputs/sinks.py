@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import re
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,10 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from lightning_featviz.outputs import events
+from lightning_featviz.outputs.files import write_atomically
 from lightning_featviz.outputs.html_report import THUMBNAILS, write_html_report
+from lightning_featviz.outputs.metrics_file import append_metrics
 
 PNG_LEVEL = 3  # zlib level: a quarter of the time of Pillow's default (6), for about 10 % more bytes
 
@@ -64,7 +66,8 @@ class Sink(Protocol):
 
 
 class TensorBoardSink:
-    """Writes into the ``SummaryWriter`` of a TensorBoard logger."""
+    """Writes into the log dir of a TensorBoard logger's ``SummaryWriter``, through the callback's own event file
+    (:mod:`~lightning_featviz.outputs.events`): a full disk costs the callback's outputs, never the logger's."""
 
     receives_module_metrics = True
 
@@ -73,29 +76,28 @@ class TensorBoardSink:
         self.projector_dir = str(getattr(writer, "log_dir", None) or writer.get_logdir())
 
     def log_image(self, tag: str, image: EncodedImage, step: int) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        if not isinstance(self.writer, SummaryWriter):  # tensorboardX's: its own protobuf classes
-            self.writer.add_image(tag, image.decode(), global_step=step, dataformats="HWC")
-            return
         from tensorboard.compat.proto.summary_pb2 import Summary
 
-        # add_image takes pixels only; the PNG is made already, off the training process.
+        # The PNG is made already, off the training process: sent as it is, not decoded and encoded again.
         encoded = Summary.Image(height=image.height, width=image.width, colorspace=3, encoded_image_string=image.png)
-        self.writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=encoded)]), step)
+        events.add_summary(self.projector_dir, Summary(value=[Summary.Value(tag=tag, image=encoded)]), step)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, epoch: int) -> None:
+        from torch.utils.tensorboard.summary import scalar
+
         for tag, value in metrics.items():
-            self.writer.add_scalar(tag, value, global_step=step)
+            events.add_summary(self.projector_dir, scalar(tag, float(value)), step)
 
     def log_text(self, tag: str, text: str, step: int) -> None:
-        self.writer.add_text(tag, text, global_step=step)
+        from torch.utils.tensorboard.summary import text as text_summary
+
+        events.add_summary(self.projector_dir, text_summary(tag, text), step)
 
     def log_thumbnails(self, tag: str, images: Sequence[EncodedImage], step: int) -> None:
         """Nothing: TensorBoard shows the flagged images in the wrong-cluster gallery figure."""
 
     def finish_epoch(self) -> None:
-        self.writer.flush()
+        events.flush(self.projector_dir)
 
 
 def file_name(tag: str) -> str:
@@ -117,31 +119,24 @@ class FileSink:
     def log_image(self, tag: str, image: EncodedImage, step: int) -> None:
         folder = self.root.joinpath(*(file_name(part) for part in tag.split("/")))
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"step={step:07d}.png").write_bytes(image.png)
+        write_atomically(folder / f"step={step:07d}.png", image.png)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, epoch: int) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        csv_path = self.root / "metrics.csv"
-        new = not csv_path.exists()
-        with csv_path.open("a", newline="") as handle:
-            writer = csv.writer(handle)
-            if new:
-                writer.writerow(["epoch", "step", "tag", "value"])
-            writer.writerows([epoch, step, tag, value] for tag, value in metrics.items())
-        with (self.root / "metrics.jsonl").open("a") as handle:
-            handle.write(json.dumps({"epoch": epoch, "step": step, **metrics}) + "\n")
+        # The files are rewritten without the bad rows: each is named once.
+        for bad in append_metrics(self.root, metrics, step, epoch):
+            warnings.warn(f"FeatureVisualizer dropped the unreadable {bad} (a write cut short?).", stacklevel=2)
 
     def log_text(self, tag: str, text: str, step: int) -> None:
         folder = self.root.joinpath(*(file_name(part) for part in tag.split("/")))
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"step={step:07d}.md").write_text(text + "\n", encoding="utf-8")
+        write_atomically(folder / f"step={step:07d}.md", text + "\n")
 
     def log_thumbnails(self, tag: str, images: Sequence[EncodedImage], step: int) -> None:
         """Write ``<root>/<tag>/thumbnails_<step>/rank_<r>.png`` for the table's rows r = 1, 2, ..."""
         folder = self.root.joinpath(*(file_name(part) for part in tag.split("/")), f"{THUMBNAILS}{step:07d}")
         folder.mkdir(parents=True, exist_ok=True)
         for rank, image in enumerate(images, start=1):
-            (folder / f"rank_{rank:03d}.png").write_bytes(image.png)
+            write_atomically(folder / f"rank_{rank:03d}.png", image.png)
 
     def finish_epoch(self) -> None:
         write_html_report(self.root, about=self.about)

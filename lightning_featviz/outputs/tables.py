@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from lightning_featviz.outputs.files import write_atomically
+
 
 def write_csv(path: str | Path, columns: Sequence[str], table: Iterable[dict[str, object]]) -> None:
-    """Write ``table`` (dicts with ``columns`` keys) as CSV with a header, making its folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(table)
+    """Write ``table`` (dicts with ``columns`` keys) as CSV with a header, making its folder; whole or not at all."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(columns))
+    writer.writeheader()
+    writer.writerows(table)
+    write_atomically(path, text.getvalue(), durable=True)
 
 
 def markdown_rows(table: Sequence[dict[str, object]], columns: Sequence[str]) -> list[str]:

@@ -199,7 +199,8 @@ class TimeBudget:
         self.overhead = overhead
         self.measured: dict[str, float] = {}
         self._start: float | None = None
-        self._spent = 0.0
+        self._spent = 0.0  # seconds fit waited for the callback: not part of its base time
+        self._alongside = 0.0  # seconds of background reports that took training's cores: charged, not waited for
         self._by: dict[str, float] = {}
         self._first = 0
         self._lock = threading.Lock()
@@ -214,16 +215,21 @@ class TimeBudget:
 
     def start(self, epoch: int = 0) -> None:
         """``fit`` starts (at ``epoch``, past 0 when resumed): the clock runs from now, nothing spent."""
-        self._start, self._spent, self._by, self._first = time.perf_counter(), 0.0, {}, epoch
+        self._start, self._spent, self._alongside, self._by, self._first = time.perf_counter(), 0.0, 0.0, {}, epoch
 
     @property
     def running(self) -> bool:
         return self._start is not None
 
-    def spend(self, seconds: float) -> None:
-        """Count ``seconds`` of the callback's work: time ``fit`` waited for it."""
+    def spend(self, seconds: float, alongside: bool = False) -> None:
+        """Count ``seconds`` of the callback's work: time ``fit`` waited for it, or (``alongside``) a background
+        report's that ran while ``fit`` went on (on its cores): charged to the budget, but not taken out of the
+        base time, which it never stopped."""
         with self._lock:
-            self._spent += seconds
+            if alongside:
+                self._alongside += seconds
+            else:
+                self._spent += seconds
 
     def record(self, costs: Mapping[str, float], optional: bool = True) -> None:
         """What each output took (kept as its latest cost); ``optional``: they were the budget's choice (not
@@ -239,8 +245,8 @@ class TimeBudget:
         """Where the run stands now."""
         elapsed = time.perf_counter() - (self._start if self._start is not None else time.perf_counter())
         with self._lock:
-            spent, by = self._spent, dict(self._by)
-        return Clock(epoch, last_epoch, every, max(elapsed - spent, 1e-9), spent, by, self._first)
+            waited, alongside, by = self._spent, self._alongside, dict(self._by)
+        return Clock(epoch, last_epoch, every, max(elapsed - waited, 1e-9), waited + alongside, by, self._first)
 
     def costs(self, samples: int, mapped: int, widths: Sequence[int]) -> dict[str, float]:
         """Each output's measured cost where it ran before, else its prior for this bank."""

@@ -73,7 +73,7 @@ class OutputPlan:
         if self.budget is None:
             return
         if took_training_cores:
-            self.budget.spend(seconds)
+            self.budget.spend(seconds, alongside=True)
         self.budget.record(costs, optional=epoch not in self._final_epochs)
 
     def plan(

@@ -2,28 +2,33 @@
 
 The callback hands each analysed epoch to :meth:`ReportScheduler.submit` and says when training is
 done (:meth:`ReportScheduler.drain`) or has failed (:meth:`ReportScheduler.close`). The scheduler
-owns the worker thread and the report process, and falls back from the process to the thread when
-the process cannot start.
+owns the worker thread and the report process; a report process that dies is started again once, and when
+that one dies too the run's later reports are skipped with one warning (they never move into the training process).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from lightning_featviz.analysis.embedding import MapTracker
+from lightning_featviz.outputs import events
+from lightning_featviz.outputs.files import sweep_temporaries
 from lightning_featviz.report.reporter import Destination, EpochJob, Report, Reporter
-from lightning_featviz.runtime.render_process import RenderProcess, can_render_in_a_process
+from lightning_featviz.runtime.report_process import ReportProcess
 from lightning_featviz.runtime.worker import BackgroundWorker
 
 Warn = Callable[[str, str], None]
 
+MAX_STARTS = 2  #: report processes per fit: the first, and one more after it died
+
 
 class ReportScheduler:
     """Runs reports in epoch order: in the caller's thread, or (``background``) on a worker thread that
-    renders in a child process where it can (POSIX).
+    renders in a child process.
 
     Args:
         maps: the t-SNE state the reports continue; a report process sends its new state back.
@@ -32,6 +37,9 @@ class ReportScheduler:
             ``seconds``: how long it took to render).
     """
 
+    #: Background reports render in a child process (False: on the worker thread, e.g. for a patched fault).
+    in_a_process = True
+
     def __init__(self, maps: MapTracker, warn: Warn, on_report: Callable[[EpochJob, Report, float], None]):
         self._maps = maps
         self._warn = warn
@@ -39,15 +47,20 @@ class ReportScheduler:
         self._worker = BackgroundWorker()
         self._reporter: Reporter | None = None  # set by `start`, when the log dir is known
         self._log_dir: str | None = None
-        self.renderer: RenderProcess | None = None  # started with the first background report
+        self.renderer: ReportProcess | None = None  # started with the first background report
         self.background = False
-        self._process_works = True  # until one fails before its first report
+        self._starts = 0  # report processes started this fit
+        self._skipping = False  # the report process died twice: reports are skipped
+        self._closing = False  # stopped at once (training failed): a process that ends is no fault
         self._finishing = False  # training is done: the reports still queued may use every core
 
     def start(self, reporter: Reporter, log_dir: str | None, background: bool) -> None:
         """A new fit or validate: where reports go and whether they run in the background."""
         self._reporter, self._log_dir, self.background = reporter, log_dir, background
-        self._finishing = False
+        self._finishing = self._skipping = self._closing = False
+        self._starts = 0
+        if log_dir is not None and os.path.isdir(log_dir):
+            sweep_temporaries(log_dir)  # what writes killed with an earlier run left
 
     def submit(self, job: EpochJob, destination: Destination) -> None:
         """Report ``job`` now, or queue it (background). Raises the error of this report, or (background) of
@@ -63,9 +76,15 @@ class ReportScheduler:
         self._worker.drain()
 
     def close(self, wait: bool) -> None:
-        """Stop the thread and the report process; ``wait=False`` (training failed) drops reports not started."""
+        """Stop the thread and the report process; ``wait=False`` (training failed or was interrupted) kills the
+        report process at once, drops the reports not started and does not wait for the running one."""
+        if not wait:
+            self._closing = True  # what the killed process leaves is no fault to warn of
+            self._stop_renderer(wait=False)
         self._worker.close(wait)
-        self._stop_renderer(wait)
+        self._stop_renderer(wait)  # (again: one the running job may have started meanwhile)
+        with contextlib.suppress(OSError):  # a full disk: said when it was written to
+            events.close(None)
 
     def _stop_renderer(self, wait: bool) -> None:
         if self.renderer is not None:
@@ -84,27 +103,37 @@ class ReportScheduler:
             raise report.error
 
     def _render(self, job: EpochJob) -> Report:
-        """Render in the report process (background, POSIX), else in this one."""
+        """Render in the report process (background), else in this one. A report process that dies costs its
+        report and is started again once; if that one dies too, the rest of the run's reports are skipped (their
+        scalars are still written): they never move into the training process."""
         assert self._reporter is not None  # `start` ran: the epoch was analysed
-        if not (self.background and self._process_works and can_render_in_a_process()):
+        if not (self.background and self.in_a_process):
             return self._reporter.render(job)
-        started = self.renderer is None
+        if self._closing or self._skipping:
+            return Report()
         try:
             if self.renderer is None:
-                self.renderer = RenderProcess(self._reporter.options, self._maps, self._log_dir)
+                self._starts += 1
+                self.renderer = ReportProcess(self._reporter.options, self._maps, self._log_dir)
+                if self._closing:  # stopped while it started
+                    self._stop_renderer(wait=False)
+                    return Report()
             threads = (os.cpu_count() or 1) if self._finishing else 1
             report, maps = self.renderer.render(job, threads)
         except (OSError, RuntimeError) as error:
             self._stop_renderer(wait=False)
-            if not started:  # it worked, then died: this report is lost; the next starts a new process
-                return Report(error=error)
-            self._process_works = False
+            if self._closing:
+                return Report()
+            if self._starts < MAX_STARTS:  # this report is lost; the next starts a new process
+                return Report(error=RuntimeError(f"{error} The next report starts a new one."))
+            self._skipping = True
             self._warn(
                 "report-process",
-                f"FeatureVisualizer could not start its report process ({error}); reports render on a thread "
-                "of the training process instead.",
+                f"FeatureVisualizer's report process failed again ({error}); the reports (figures, maps, files) of "
+                f"the rest of this run are skipped from epoch {job.results.epoch} on, its scalars are still logged. "
+                "Hint: a process killed by the kernel is often out of memory: lower `max_samples` or `maps.samples`.",
             )
-            return self._reporter.render(job)
+            return Report()
         self._maps.load_state_dict(maps)  # for checkpoints
         return report
 
