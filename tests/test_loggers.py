@@ -220,6 +220,46 @@ def test_mlflow_run_holds_the_csvs_the_map_points_and_the_page(mlflow_run):
     assert (root / "featviz_wrong_cluster" / "epoch_001_pool.csv").is_file() and (root / "featviz_dashboard").is_dir()
 
 
+@pytest.mark.slow
+def test_mlflow_ui_shows_a_featviz_image_and_the_page(mlflow_run):
+    """The real ``mlflow ui`` on the run's SQLite store, in headless Chromium: the run's Artifacts tab previews the
+    2-D map of ``pool`` (a ``log_image`` file) and the page ``featviz/index.html`` with every image loaded."""
+    from browser import browser, mlflow_ui, need_browser, wait_for
+    from selenium.webdriver.common.by import By
+
+    need_browser()
+    client, run_id, root = mlflow_run
+    experiment = client.get_run(run_id).info.experiment_id
+
+    def node(driver: Any, name: str) -> Any:
+        selector = f"[data-testid='artifact-tree-node'][artifact-name='{name}']"
+        return wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, selector), f"artifact {name}")[0]
+
+    def loaded(driver: Any, images: list[Any]) -> list[Any]:
+        return [image for image in images if driver.execute_script("return arguments[0].naturalWidth", image) > 100]
+
+    with mlflow_ui(f"sqlite:///{root}/mlflow.db") as url, browser(1400, 1000) as driver:
+        driver.get(f"{url}/#/experiments/{experiment}/runs/{run_id}/artifacts")
+        node(driver, "images").click()
+        maps = [name for name in _image_artifacts(client, run_id) if name.startswith("featviz~tsne_2d~pool+")]
+        node(driver, maps[-1]).click()
+        preview = ".mlflow-artifact-right img"
+        wait_for(lambda: loaded(driver, driver.find_elements(By.CSS_SELECTOR, preview)), "the map's preview")
+        node(driver, "featviz").click()
+        node(driver, "index.html").click()
+        frame = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".mlflow-artifact-right iframe"), "the page")
+        driver.switch_to.frame(frame[0])
+        assert wait_for(lambda: driver.find_element(By.TAG_NAME, "h1").text, "its title") == "lightning_featviz report"
+        shown = wait_for(lambda: loaded(driver, driver.find_elements(By.TAG_NAME, "img")), "its images")
+        assert len(shown) == len(driver.find_elements(By.CSS_SELECTOR, "figure img"))  # every figure drawn
+
+
+def _image_artifacts(client: Any, run_id: str) -> list[str]:
+    """The file names of the full-size images ``log_image`` kept, in step order within each key."""
+    names = [entry.path.rsplit("/", 1)[-1] for entry in client.list_artifacts(run_id, "images")]
+    return sorted((name for name in names if name.endswith(".png")), key=lambda name: int(name.split("+")[2]))
+
+
 # ---------------------------------------------------------------- which sinks, and what is imported
 
 

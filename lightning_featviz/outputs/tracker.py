@@ -108,5 +108,6 @@ def self_contained_page(page: Path) -> str:
         return f"src='data:image/png;base64,{base64.b64encode(path.read_bytes()).decode('ascii')}'"
 
     text = _EARLIER.sub("", page.read_text(encoding="utf-8"))
+    text = text.replace("; the links under each open the same figure at earlier epochs.", ".")
     text = text.replace("</h1>", "</h1>" + _NOTE, 1)
     return _IMAGE_SOURCE.sub(inline, text)
