@@ -305,3 +305,39 @@ def test_a_tensorboard_run_imports_neither_wandb_nor_mlflow(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+# ---------------------------------------------------------------- what the tracker sinks share
+
+
+def test_a_markdown_table_reads_back_as_the_values_it_was_made_from():
+    from lightning_featviz.outputs.tables import markdown_rows
+    from lightning_featviz.outputs.tracker import markdown_table
+
+    rows = [
+        {"rank": 1, "label": "cat", "share": 0.6, "correct": False},
+        {"rank": 2, "label": "7", "share": 1.0, "correct": True},
+    ]
+    text = "\n".join(markdown_rows(rows, ["rank", "label", "share", "correct"])) + "\n\n3 more in the CSV file."
+    table = markdown_table(text)
+    assert table is not None and table.columns == ["rank", "label", "share", "correct"]
+    assert table.rows == [[1, "cat", 0.6, False], [2, 7, 1.0, True]]  # a class named "7" reads as a number
+    assert markdown_table("No image sits in another class's cluster.") is None
+
+
+def test_the_page_for_a_tracker_inlines_every_image_it_shows(tmp_path):
+    import numpy as np
+
+    from lightning_featviz.outputs.sinks import encode_png
+    from lightning_featviz.outputs.tracker import self_contained_page
+
+    sink = FileSink(tmp_path)
+    picture = encode_png(np.full((8, 12, 3), 200, dtype=np.uint8))
+    for step in (3, 7):
+        sink.log_metrics({"featviz/knn_purity@5/pool": 0.5}, step, epoch=step // 4)
+        sink.log_image("featviz/tsne_2d/pool", picture, step)
+        sink.log_image("featviz/neighbours/pool", picture, step)
+    sink.finish_epoch()
+    page = self_contained_page(tmp_path / "index.html")
+    assert page.count("src='data:image/png;base64,") == 2  # the latest of each figure
+    assert ".png'" not in page and "earlier:" not in page  # no file beside the page is referred to
