@@ -192,7 +192,7 @@ def sinks_for(
     writers = tensorboard_writers(loggers)
     trackers = tracker_sinks(loggers, root)
     sinks: list[Sink] = [TensorBoardSink(w) for w in writers]
-    files_only = [type(logger).__name__ for logger in loggers if type(logger).__name__ in FILES_ONLY_LOGGERS]
+    files_only = [name for logger in loggers for name in FILES_ONLY_LOGGERS if logger_named(logger, name)]
     if files_only and (writers or trackers):
         message = (
             f"{', '.join(files_only)} gets FeatureVisualizer's scalars only; its figures, tables and page are "
