@@ -321,7 +321,7 @@ def test_a_markdown_table_reads_back_as_the_values_it_was_made_from():
     text = "\n".join(markdown_rows(rows, ["rank", "label", "share", "correct"])) + "\n\n3 more in the CSV file."
     table = markdown_table(text)
     assert table is not None and table.columns == ["rank", "label", "share", "correct"]
-    assert table.rows == [[1, "cat", 0.6, False], [2, 7, 1.0, True]]  # a class named "7" reads as a number
+    assert table.rows == [[1, "cat", 0.6, False], [2, "7", 1.0, True]]  # each column of one type (W&B's rule)
     assert markdown_table("No image sits in another class's cluster.") is None
 
 

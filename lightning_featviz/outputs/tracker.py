@@ -55,16 +55,17 @@ def log_tables_and_files(sink: Sink, tables: Sequence[tuple[str, Table]], files:
         sink.log_files(files, step)
 
 
-def parsed_cell(cell: str) -> object:
-    """A Markdown table cell as the value it shows: an int, a float, a bool or the text."""
-    if cell in ("True", "False"):
-        return cell == "True"
+def parsed_column(cells: Sequence[str]) -> list[object]:
+    """A Markdown table's column as the values it shows, of one type (a tracker's table refuses mixed ones):
+    ints where every cell is one, else floats, else bools (``True``/``False``), else the texts."""
     for kind in (int, float):
         try:
-            return kind(cell)
+            return [kind(cell) for cell in cells]
         except ValueError:
             pass
-    return cell
+    if cells and set(cells) <= {"True", "False"}:
+        return [cell == "True" for cell in cells]
+    return list(cells)
 
 
 def markdown_table(text: str) -> Table | None:
@@ -74,8 +75,9 @@ def markdown_table(text: str) -> Table | None:
     cells = [row for row in cells if not all(set(cell) <= {"-", ":"} for cell in row)]  # the |---| line
     if not cells:
         return None
-    header, body = cells[0], cells[1:]
-    return Table(header, [[parsed_cell(cell) for cell in row] for row in body if len(row) == len(header)])
+    header, body = cells[0], [row for row in cells[1:] if len(row) == len(cells[0])]
+    columns = [parsed_column([row[at] for row in body]) for at in range(len(header))]
+    return Table(header, [list(row) for row in zip(*columns, strict=True)] if body else [])
 
 
 def thumbnail_images(images: Sequence[EncodedImage]) -> list[object]:
