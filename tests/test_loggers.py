@@ -3,6 +3,7 @@ back through their own files and client; TensorBoard beside W&B gets the same; C
 
 from __future__ import annotations
 
+import csv
 import json
 import struct
 import subprocess
@@ -212,8 +213,11 @@ def test_mlflow_run_holds_the_csvs_the_map_points_and_the_page(mlflow_run):
     points = [entry.path for entry in client.list_artifacts(run_id, "featviz/tsne_2d/pool/points")]
     assert len(points) == 2
     local = Path(client.download_artifacts(run_id, points[-1], str(root / "down")))
-    assert local.read_text().splitlines()[0] == "index,x,y,label,prediction,wrong_cluster"
-    assert len(local.read_text().splitlines()) == 121
+    points = list(csv.DictReader(local.read_text().splitlines()))
+    assert list(points[0]) == ["index", "x", "y", "label", "prediction", "wrong_cluster"] and len(points) == 120
+    exported = list(csv.DictReader((root / "featviz_wrong_cluster" / "epoch_001_pool.csv").read_text().splitlines()))
+    flagged = {int(row["index"]): row["wrong_cluster"] for row in points if row["wrong_cluster"]}
+    assert flagged and flagged == {int(row["index"]): row["cluster"] for row in exported}  # the same samples
     page = Path(client.download_artifacts(run_id, "featviz/index.html", str(root / "down"))).read_text()
     assert "data:image/png;base64," in page and "Images in the wrong semantic cluster" in page
     # MLflow on a database keeps nothing on disk (trainer.log_dir is None): the files go under the root dir
