@@ -17,6 +17,7 @@ W&B's own background process: nothing here waits for an upload.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,16 +46,14 @@ class WandbSink:
     def __init__(self, run: Any, pages: Path | None = None):
         self.run, self.pages = run, pages
         self._row: dict[str, Any] = {}
+        self._images: dict[str, EncodedImage] = {}
         self._texts: dict[str, str] = {}
         self._thumbnails: dict[str, Sequence[EncodedImage]] = {}
         self._files: list[str] = []
         self._step, self._epoch = 0, 0
 
     def log_image(self, tag: str, image: EncodedImage, step: int) -> None:
-        import wandb
-
-        (picture,) = thumbnail_images([image])
-        self._row[tag] = wandb.Image(picture)
+        self._images[tag] = image  # handed over as its PNG file at finish_epoch: no decoding, no encoding again
         self._step = step
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, epoch: int) -> None:
@@ -96,11 +95,16 @@ class WandbSink:
         page = self.pages / "index.html" if self.pages is not None else None
         if page is not None and page.is_file():
             self._row[PAGE_KEY] = wandb.Html(self_contained_page(page), inject=False)
-        if self._row:
-            self.run.log({**self._row, "trainer/global_step": self._step})
+        with tempfile.TemporaryDirectory() as folder:  # wandb.Image copies each file into the run when logged
+            for at, (tag, image) in enumerate(self._images.items()):
+                png = Path(folder) / f"{at}.png"
+                png.write_bytes(image.png)
+                self._row[tag] = wandb.Image(str(png))
+            if self._row:
+                self.run.log({**self._row, "trainer/global_step": self._step})
         if self._files:
             artifact = wandb.Artifact(CSV_ARTIFACT, type="featviz")
             for path in self._files:
                 artifact.add_file(path, name=f"{Path(path).parent.name}/{Path(path).name}")
             self.run.log_artifact(artifact, aliases=[f"epoch_{self._epoch}"])
-        self._row, self._texts, self._thumbnails, self._files = {}, {}, {}, []
+        self._row, self._images, self._texts, self._thumbnails, self._files = {}, {}, {}, {}, []
