@@ -184,8 +184,9 @@ class FeatureVisualizer(_Callback):
         if self.layers != "auto":  # "auto": chosen at the first validation epoch, on one of its batches
             self._use_layers(pl_module, resolve_layers(pl_module, self.layers))
         # trainer.log_dir broadcasts from rank 0: ask once here, where every rank runs, never in a
-        # branch that one rank could skip (that would hang the others).
-        self._log_dir = trainer.log_dir
+        # branch that one rank could skip (that would hang the others). It is None where the first logger keeps
+        # nothing on disk (MLflow on a database or server): the files then go under the Trainer's root dir.
+        self._log_dir = trainer.log_dir or trainer.default_root_dir
         on_accelerator = trainer.strategy.root_device.type != "cpu"
         background = self.resources.background if self.resources.background is not None else on_accelerator
         self._on_cpu = not on_accelerator

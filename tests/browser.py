@@ -11,6 +11,7 @@ import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -146,6 +147,35 @@ def tensorboard(log_dir: str | Path, featviz_tab: bool = False) -> Iterator[str]
 def console_errors(driver: Any) -> list[str]:
     """The console's error messages (level SEVERE) since the last call, of every page and frame."""
     return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+@contextmanager
+def mlflow_ui(store: str) -> Iterator[str]:
+    """``mlflow ui`` on the tracking store ``store`` (``sqlite:///...``), on a free loopback port; yields its
+    address once it answers."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:  # a port free now (the server binds it a moment later)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1"]
+    # its own process group: the server's workers end with it
+    launch = [*command, "--port", str(port), "--workers", "1"]
+    process = subprocess.Popen(launch, stdout=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def answers() -> bool:
+            assert process.poll() is None, "mlflow ui exited before serving"
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+                return bool(response.status == 200)
+
+        wait_for(answers, "mlflow ui to answer", timeout=180)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
 
 
 def wait_for(check: Callable[[], T], what: str, timeout: float = 90.0) -> T:

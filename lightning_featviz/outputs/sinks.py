@@ -152,6 +152,31 @@ def tensorboard_writers(loggers: Iterable[Any]) -> list[Any]:
     return writers
 
 
+#: Lightning loggers that could show images but have no adapter here: they get files and one note.
+FILES_ONLY_LOGGERS = ("CometLogger", "NeptuneLogger")
+
+
+def logger_named(logger: Any, name: str) -> bool:
+    """Whether ``logger`` is a ``name`` (a class of that name in its MRO: both Lightning namespaces, subclasses)."""
+    return any(cls.__name__ == name for cls in type(logger).__mro__)
+
+
+def tracker_sinks(loggers: Iterable[Any], pages: Path) -> list[Sink]:
+    """A sink for every W&B and MLflow logger among ``loggers`` (their modules, and so their clients, are
+    imported only here); each logs the page that a :class:`FileSink` writes under ``pages``."""
+    sinks: list[Sink] = []
+    for logger in loggers:
+        if logger_named(logger, "WandbLogger"):
+            from lightning_featviz.outputs.wandb_sink import WandbSink
+
+            sinks.append(WandbSink(logger.experiment, pages))
+        elif logger_named(logger, "MLFlowLogger"):
+            from lightning_featviz.outputs.mlflow_sink import MlflowSink
+
+            sinks.append(MlflowSink(logger.experiment, logger.run_id, pages))
+    return sinks
+
+
 def sinks_for(
     loggers: Iterable[Any],
     root: Path,
@@ -159,16 +184,28 @@ def sinks_for(
     warn: Callable[[str, str], None],
     about: Mapping[str, object] | None = None,
 ) -> list[Sink]:
-    """Where rank 0 writes: every TensorBoard writer among ``loggers``, else files under ``root`` (saying so with
+    """Where rank 0 writes: every TensorBoard writer among ``loggers``, every W&B and MLflow run (with files under
+    ``root`` first, the page they log is made from those), else files under ``root`` (saying so with
     ``warn(key, message)``); and the static report's folder ``report_dir`` when set. ``about`` names the run at the
     top of the files' pages."""
+    loggers = list(loggers)
     report: list[Sink] = [FileSink(report_dir, embeddings=False, about=about)] if report_dir is not None else []
     writers = tensorboard_writers(loggers)
-    if writers:
-        return [*(TensorBoardSink(w) for w in writers), *report]
-    warn(
-        "no-tb",
-        "No TensorBoard logger among trainer.loggers; FeatureVisualizer writes PNG figures, "
-        f"metrics.csv and index.html under {root}.",
-    )
-    return [FileSink(root, about=about), *report]
+    trackers = tracker_sinks(loggers, root)
+    sinks: list[Sink] = [TensorBoardSink(w) for w in writers]
+    files_only = [name for logger in loggers for name in FILES_ONLY_LOGGERS if logger_named(logger, name)]
+    if files_only and (writers or trackers):
+        message = (
+            f"{', '.join(files_only)} gets FeatureVisualizer's scalars only; its figures, tables and page are "
+            f"written under {root} too (index.html opens them)."
+        )
+        warn("files-only", message)
+    if trackers or files_only or not writers:
+        sinks.append(FileSink(root, embeddings=not writers, about=about))  # before the trackers: they log its page
+    if not writers and not trackers:
+        warn(
+            "no-tb",
+            "No TensorBoard logger among trainer.loggers; FeatureVisualizer writes PNG figures, "
+            f"metrics.csv and index.html under {root}.",
+        )
+    return [*sinks, *trackers, *report]

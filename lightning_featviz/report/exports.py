@@ -26,31 +26,49 @@ from lightning_featviz.report.tables import (
 
 
 def export_wrong_cluster(
-    log_dir: str | None, results: EpochResults, layer: str, found: WrongCluster, paths: list[str] | None
+    log_dir: str | None,
+    results: EpochResults,
+    layer: str,
+    found: WrongCluster,
+    paths: list[str] | None,
+    written: list[str] | None = None,
 ) -> str:
     """Write the samples of ``layer`` in the wrong cluster as CSV under the run's log dir
-    (``featviz_wrong_cluster/epoch_NNN_<layer>.csv``); return the table as Markdown."""
+    (``featviz_wrong_cluster/epoch_NNN_<layer>.csv``, its path appended to ``written``); return the table as
+    Markdown."""
     table = wrong_cluster_table(found, results.bank, results.class_names, paths)
-    folder = Path(log_dir or ".") / "featviz_wrong_cluster"
-    write_wrong_cluster_csv(folder / f"epoch_{results.epoch:03d}_{file_name(layer)}.csv", table)
+    path = Path(log_dir or ".") / "featviz_wrong_cluster" / f"epoch_{results.epoch:03d}_{file_name(layer)}.csv"
+    write_wrong_cluster_csv(path, table)
+    if written is not None:
+        written.append(str(path))
     return markdown_table(table)
 
 
 def export_label_issues(
-    log_dir: str | None, results: EpochResults, layer: str, paths: list[str] | None, warn: Warn
+    log_dir: str | None,
+    results: EpochResults,
+    layer: str,
+    paths: list[str] | None,
+    warn: Warn,
+    written: list[str] | None = None,
 ) -> tuple[LabelIssues, str]:
     """Score every sample's label in ``layer``; write the relabelling CSVs under the run's log dir
-    (``featviz_label_issues/``: the validation samples, and the training samples with a training reference);
-    return the validation samples' issues and the top of their list as Markdown."""
+    (``featviz_label_issues/``: the validation samples, and the training samples with a training reference;
+    their paths appended to ``written``); return the validation samples' issues and the top of their list as
+    Markdown."""
     validation, training = label_issues_of(results, layer, warn)
     folder = Path(log_dir or ".") / "featviz_label_issues"
     name = f"epoch_{results.epoch:03d}_{file_name(layer)}"
     bank, names = results.bank, results.class_names
-    write_label_issue_csv(folder / f"{name}.csv", label_issue_rows(validation, bank.indices, bank.labels, names, paths))
+    files = [folder / f"{name}.csv"]
+    write_label_issue_csv(files[0], label_issue_rows(validation, bank.indices, bank.labels, names, paths))
     if training is not None:
         searched = results.searched
         train_rows = label_issue_rows(training, searched.indices, searched.labels, names)
-        write_label_issue_csv(folder / f"{name}_train.csv", train_rows)
+        files.append(folder / f"{name}_train.csv")
+        write_label_issue_csv(files[1], train_rows)
+    if written is not None:
+        written.extend(str(path) for path in files)
     top = list(islice(label_issue_rows(validation, bank.indices, bank.labels, names, paths), MARKDOWN_ROWS))
     release_free_heap()  # the label-issue search's freed blocks
     return validation, label_issue_markdown(top, len(bank))

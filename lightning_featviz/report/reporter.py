@@ -27,6 +27,7 @@ from lightning_featviz.analysis.wrong_cluster import WrongCluster
 from lightning_featviz.capture.bank import BankData
 from lightning_featviz.dashboard.export import write_dashboard_epoch
 from lightning_featviz.outputs.sinks import EncodedImage, Sink, encode_png
+from lightning_featviz.outputs.tracker import Table, log_tables_and_files
 from lightning_featviz.report.budget import FIGURES, MAPS_2D, MAPS_3D, PROJECTOR
 from lightning_featviz.report.exports import export_label_issues, export_projector, export_wrong_cluster
 from lightning_featviz.report.figures import (
@@ -40,7 +41,7 @@ from lightning_featviz.report.figures import (
     wrong_clusters,
 )
 from lightning_featviz.report.settings import ReportSettings, tag
-from lightning_featviz.report.tables import MARKDOWN_ROWS, MAX_TABLE_ROWS
+from lightning_featviz.report.tables import MARKDOWN_ROWS, MAX_TABLE_ROWS, map_point_tables, table_thumbnails
 
 #: The confusion figure is drawn up to this many classes (a C × C matrix beyond is unreadable and huge).
 MAX_CONFUSION_CLASSES = 50
@@ -89,6 +90,8 @@ class Report:
         images: (tag, PNG) pairs.
         texts: (tag, Markdown) pairs.
         thumbnails: (tag of a text, PNGs of the rows of its table in order) pairs.
+        tables: (tag, table) pairs for trackers: each layer's 2-D map as points.
+        files: the files the render wrote (CSV exports), for trackers.
         flagged: layer -> dataset indices of the images in the wrong cluster.
         warnings: (key, message) pairs, for the caller to warn once per key.
         seconds: output (:data:`~lightning_featviz.report.budget.OUTPUTS`) -> seconds it took to make.
@@ -99,6 +102,8 @@ class Report:
     images: list[tuple[str, EncodedImage]] = field(default_factory=list)
     texts: list[tuple[str, str]] = field(default_factory=list)
     thumbnails: list[tuple[str, list[EncodedImage]]] = field(default_factory=list)
+    tables: list[tuple[str, Table]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
     flagged: dict[str, list[int]] = field(default_factory=dict)
     warnings: list[tuple[str, str]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -129,6 +134,7 @@ class Destination:
                 sink.log_thumbnails(name, thumbnails, step)
             for name, image in report.images:
                 sink.log_image(name, image, step)
+            log_tables_and_files(sink, report.tables, report.files, step)
             sink.finish_epoch()
 
 
@@ -140,11 +146,6 @@ def unfinished(job: EpochJob, destination: Destination, wanted: Sequence[str]) -
     if PROJECTOR in missing:  # it is written with the maps (made again from the tracker's cache where made)
         missing |= frozenset(wanted) & {MAPS_2D, MAPS_3D}
     return replace(job, outputs=missing), Destination(destination.sinks, {}, {})
-
-
-def table_thumbnails(bank: BankData, rows: torch.Tensor) -> list[EncodedImage]:
-    """The thumbnails of the bank's ``rows`` (R,) (a table's rows, in its order), as PNGs."""
-    return [encode_png(image) for image in bank.thumbnails[rows].permute(0, 2, 3, 1).numpy()]
 
 
 def identical_layers(bank: BankData, layers: Sequence[str]) -> dict[str, str]:
@@ -207,6 +208,7 @@ class Reporter:
             labels = bank.labels.numpy()
             pictures = map_images(maps, labels, results.class_names, purity, options.k, results.epoch, ringed)
             self._add(report, pictures.items())
+            report.tables += map_point_tables(maps, bank, results.class_names, flagged, self.tag)
             drawn = time.perf_counter() - started
             report.seconds[MAPS_2D if MAPS_2D in report.seconds else MAPS_3D] += drawn  # the figures of the maps
         report.flagged = {layer: bank.indices[found.rows].tolist() for layer, found in flagged.items()}
@@ -231,11 +233,13 @@ class Reporter:
             self._add(report, neighbour_grid_images(results, query_rows(bank, options.query_indices)))
         if options.log_wrong_cluster and chosen in flagged:
             found = flagged[chosen]
-            table = export_wrong_cluster(self.log_dir, results, chosen, found, job.paths)
+            table = export_wrong_cluster(self.log_dir, results, chosen, found, job.paths, report.files)
             report.texts.append((self.tag("wrong_cluster_table", chosen), table))
             if shows_images:
                 report.thumbnails.append((report.texts[-1][0], table_thumbnails(bank, found.rows[:MAX_TABLE_ROWS])))
-            issues, top = export_label_issues(self.log_dir, results, chosen, job.paths, self._warn(report))
+            issues, top = export_label_issues(
+                self.log_dir, results, chosen, job.paths, self._warn(report), report.files
+            )
             report.texts.append((self.tag("label_issues", chosen), top))
             if shows_images:  # the static report shows each row's image
                 report.thumbnails.append((report.texts[-1][0], table_thumbnails(bank, issues.order()[:MARKDOWN_ROWS])))

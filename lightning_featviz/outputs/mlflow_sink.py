@@ -1,0 +1,87 @@
+"""MLflow: an epoch's report logged into the run of a Lightning ``MLFlowLogger``, through its ``MlflowClient``.
+
+- each figure with ``MlflowClient.log_image(run_id, image, key=tag, step=step)``: the run page's image charts
+  step through the epochs with their slider;
+- the scalars the callback does not log through ``LightningModule.log`` (map quality, wrong-cluster shares) as
+  metrics at the step, named as ``MLFlowLogger`` names the others (characters MLflow refuses, like ``@``,
+  dropped: ``featviz/knn_purity10/avgpool``);
+- the wrong-cluster and label-issue lists as Markdown artifacts ``<tag>/step_<step>.md``, each layer's 2-D map
+  as a CSV artifact ``<map tag>/points/step_<step>.csv``, and the CSV exports under ``featviz/<folder>/``;
+- the static page (:mod:`~lightning_featviz.outputs.html_report`), self-contained, as the artifact
+  ``featviz/index.html`` (replaced each epoch): MLflow's artifact view shows it.
+
+``mlflow`` is imported only when an ``MLFlowLogger`` is in use (its client comes from the logger).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning_featviz.outputs.sinks import EncodedImage
+from lightning_featviz.outputs.tracker import Table, self_contained_page, thumbnail_images
+
+#: The artifact path of the static page.
+PAGE_ARTIFACT = "featviz/index.html"
+
+
+def mlflow_key(tag: str) -> str:
+    """``tag`` as MLflow takes a metric or image key: the characters ``MLFlowLogger`` drops, dropped."""
+    return re.sub(r"[^a-zA-Z0-9_/. -]+", "", tag)
+
+
+class MlflowSink:
+    """Logs into an MLflow run.
+
+    Args:
+        client: the ``mlflow.MlflowClient`` (``MLFlowLogger.experiment``).
+        run_id: the run (``MLFlowLogger.run_id``).
+        pages: the folder whose ``index.html`` (written there by a :class:`FileSink` earlier in the epoch's sink
+            list) is logged as the page; None for no page.
+    """
+
+    receives_module_metrics = True  # MLFlowLogger logs LightningModule.log's scalars
+    projector_dir = None
+
+    def __init__(self, client: Any, run_id: str, pages: Path | None = None):
+        self.client, self.run_id, self.pages = client, run_id, pages
+
+    def log_image(self, tag: str, image: EncodedImage, step: int) -> None:
+        (picture,) = thumbnail_images([image])
+        self.client.log_image(self.run_id, picture, key=mlflow_key(tag), step=step)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int, epoch: int) -> None:
+        if not metrics:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        logged = [Metric(mlflow_key(tag), float(value), now, step) for tag, value in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=logged)
+
+    def log_text(self, tag: str, text: str, step: int) -> None:
+        self.client.log_text(self.run_id, text + "\n", f"{mlflow_key(tag)}/step_{step:07d}.md")
+
+    def log_thumbnails(self, tag: str, images: Sequence[EncodedImage], step: int) -> None:
+        """Nothing: the page shows each row's image beside the list."""
+
+    def log_table(self, tag: str, table: Table, step: int) -> None:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(table.columns)
+        writer.writerows(table.rows)
+        self.client.log_text(self.run_id, buffer.getvalue(), f"{mlflow_key(tag)}/step_{step:07d}.csv")
+
+    def log_files(self, paths: Sequence[str], step: int) -> None:
+        for path in paths:
+            self.client.log_artifact(self.run_id, path, f"featviz/{Path(path).parent.name}")
+
+    def finish_epoch(self) -> None:
+        page = self.pages / "index.html" if self.pages is not None else None
+        if page is not None and page.is_file():
+            self.client.log_text(self.run_id, self_contained_page(page), PAGE_ARTIFACT)
