@@ -98,4 +98,4 @@ def test_the_file_sink_names_a_cut_row_of_metrics_csv_once_and_rewrites_the_file
         sink.log_metrics({"featviz/knn_purity@5/pool": 0.8}, step=15, epoch=3)
     sink.finish_epoch()
     page = (tmp_path / "index.html").read_text()
-    assert "<th>epoch 3</th><th>epoch 2</th><th>epoch 0</th>" in page  # no phantom epoch column
+    assert "<th>epoch 0</th><th>epoch 2</th><th>epoch 3</th></tr>" in page  # ascending, no phantom epoch column
