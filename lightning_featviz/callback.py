@@ -240,25 +240,25 @@ class FeatureVisualizer(_Callback):
 
     # ----------------------------------------------------------------------------- capture
 
-    def _use_layers(self, pl_module: pl.LightningModule, paths: dict[str, str]) -> None:
+    def _use_layers(self, pl_module: pl.LightningModule, paths: dict[str, str], identified: Sequence[Any] = ()) -> None:
         """Capture ``paths`` (module path -> display name) from now on; check the options that name layers."""
         displays, chosen = list(paths.values()), self.wrong_cluster.layer if self.wrong_cluster else None
         if chosen is not None and chosen not in displays:
             raise ValueError(
                 f"Expected `wrong_cluster.layer` to be one of the captured layers {displays}, but got {chosen!r}."
             )
-        self._run.use(pl_module, paths, resolve_reductions(pl_module, paths, self.capture.reduction))
+        self._run.use(pl_module, paths, resolve_reductions(pl_module, paths, self.capture.reduction), identified)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         capture = self.capture
         if self.layers == "auto" and self._run.hooks is None and self._phase is not Phase.OFF:
             # Each rank chooses for itself, with no collective: the same weights and input give the same choice.
             reduction = capture.reduction if isinstance(capture.reduction, str) else "avg"
-            found = probe_default_layers(
+            found, identified = probe_default_layers(
                 trainer, pl_module, capture.dataloader_idx, capture.batch_extractor, self.seed, reduction,
                 capture.pool_size,
             )  # fmt: skip
-            self._use_layers(pl_module, found)
+            self._use_layers(pl_module, found, identified)
             rank_zero_info(f"FeatureVisualizer layers: {list(self._run.paths.values())} (`layers='auto'`).")
         if self._phase is Phase.CAPTURING:
             self._phase = Phase.WAITING  # the last epoch was not ended (an exception)

@@ -50,12 +50,13 @@ def read_batch(batch: Any, extractor: Callable[[Any], tuple[Any, ...]] | None = 
         TypeError: inputs are not a tensor, or labels are not integer class ids of shape (B,).
     """
     parts = (extractor or default_extractor)(batch)
-    if not isinstance(parts, (tuple, list)) or len(parts) not in (2, 3):
+    if not isinstance(parts, (tuple, list)) or len(parts) not in (2, 3, 4):
         raise TypeError(
-            f"Expected the batch extractor to return (inputs, labels[, indices]), but got {type(parts).__name__}."
+            "Expected the batch extractor to return (inputs, labels[, indices[, attention_mask]]), but got "
+            f"{type(parts).__name__}."
         )
     inputs, labels = parts[0], parts[1]
-    indices = parts[2] if len(parts) == 3 else None
+    indices = parts[2] if len(parts) >= 3 else None
     if not isinstance(inputs, Tensor) or inputs.ndim == 0:
         shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
         raise TypeError(
@@ -81,6 +82,27 @@ def read_batch(batch: Any, extractor: Callable[[Any], tuple[Any, ...]] | None = 
     return Batch(inputs, labels.long(), indices)
 
 
+def attention_mask_of(batch: Any, extractor: Callable[[Any], tuple[Any, ...]] | None = None) -> Tensor | None:
+    """(B, T) nonzero at real tokens: the 4th item a ``batch_extractor`` returns, else a dict batch's
+    ``"attention_mask"`` (HF tokenizer output); None when the batch has none."""
+    if extractor is not None:
+        try:
+            parts = extractor(batch)
+        except Exception:  # read_batch reports a failing extractor
+            return None
+        mask = parts[3] if isinstance(parts, (tuple, list)) and len(parts) == 4 else None
+    else:
+        mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
+    return mask if isinstance(mask, Tensor) and mask.ndim == 2 else None
+
+
+def logits_of(output: Any) -> Any:
+    """A forward's logits: ``output`` itself, or the ``logits`` of an HF ``ModelOutput`` (a dict with them)."""
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), Tensor):
+        return output["logits"]
+    return output
+
+
 def _scores(logits: Tensor) -> tuple[Tensor, Tensor]:
     """(B,) predicted class ids and (B,) their softmax probability, from (B, C) logits."""
     confidence, preds = logits.detach().float().softmax(dim=1).max(dim=1)
@@ -89,6 +111,7 @@ def _scores(logits: Tensor) -> tuple[Tensor, Tensor]:
 
 def scores_of(output: Any) -> tuple[Tensor, Tensor] | None:
     """Predictions and confidences from a forward's output: (B, C) logits, or a tuple/list starting with them."""
+    output = logits_of(output)
     logits = (
         output if isinstance(output, Tensor) else (output[0] if isinstance(output, (tuple, list)) and output else None)
     )
@@ -99,6 +122,7 @@ def scores_of(output: Any) -> tuple[Tensor, Tensor] | None:
 
 def probabilities_of(output: Any) -> Tensor | None:
     """(B, C) float32 softmax of a forward's output ((B, C) logits, or a tuple/list starting with them), else None."""
+    output = logits_of(output)
     logits = (
         output if isinstance(output, Tensor) else (output[0] if isinstance(output, (tuple, list)) and output else None)
     )
