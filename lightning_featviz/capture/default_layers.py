@@ -108,7 +108,7 @@ def probe_candidates(
     batch_size: int | None = None,
     mask: Tensor | None = None,
 ) -> Probe:
-    """Run ``model(example)`` once (eval mode, no grad; the training flag is restored) and describe each
+    """Run ``model(example)`` once (eval mode, no grad; every module's training flag is restored) and describe each
     module's first call. ``example`` is a (B, ...) input batch, or a dict batch for a module whose ``forward`` takes
     the batch (then give ``batch_size``); ``mask``: its (B, T) attention mask, or None. Each output is reduced as it
     is made, so the probe holds (B, D) vectors, never a forward's worth of activations."""
@@ -146,7 +146,7 @@ def probe_candidates(
 
         return hook
 
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]  # each restored: a wrapper may differ
     handles = [module.register_forward_hook(describe(path)) for path, module in model.named_modules()]
     head = PreLogits(model, known)
     try:
@@ -161,7 +161,8 @@ def probe_candidates(
         head.remove()
         for handle in handles:
             handle.remove()
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     return Probe(sorted(candidates.values(), key=lambda c: c.order), reference, known)
 
 

@@ -157,6 +157,12 @@ def short_display_names(model: nn.Module, paths: Mapping[str, str]) -> dict[str,
     return short if len(set(short.values())) == len(short) else dict(paths)
 
 
+def _library_layer(module: nn.Module) -> bool:
+    """A layer of timm or HF transformers: a tuple it returns starts with its hidden states (an HF layer's
+    ``(hidden_states, attention_weights)``)."""
+    return type(module).__module__.startswith(("transformers.models.", "timm."))
+
+
 class ActivationCapture:
     """Forward hooks that keep, per named layer, the (B, D) vectors of the latest forward.
 
@@ -275,7 +281,7 @@ class ActivationCapture:
         """The tensor of ``output``: itself, the first element of an RNN's or attention's tuple, a 1-tuple's element."""
         if isinstance(output, Tensor):
             return output
-        known_tuple = isinstance(module, (nn.RNNBase, nn.MultiheadAttention))
+        known_tuple = isinstance(module, (nn.RNNBase, nn.MultiheadAttention)) or _library_layer(module)
         if isinstance(output, (tuple, list)) and output and (known_tuple or len(output) == 1):
             if isinstance(output[0], Tensor):
                 return output[0]
