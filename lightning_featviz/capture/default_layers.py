@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_featviz.capture.compiled import COMPILED_ATTRIBUTE
 from lightning_featviz.capture.layouts import POOLING, Layout, LayoutError, LayoutResolver
 from lightning_featviz.capture.pooling import KnownModel, TokenPooling, known_models, pooling_of, same_vectors
 from lightning_featviz.capture.pre_logits import PreLogits, alternatives, identify
@@ -189,6 +190,9 @@ def _trunk(model: nn.Module, path: str, by_path: dict[str, Candidate]) -> list[C
     one after another is replaced by its children (recursively), others are kept whole."""
     items: list[Candidate] = []
     for child in _children(model, path, by_path):
+        if child.kind == "OptimizedModule" or child.path.rsplit(".", 1)[-1] == COMPILED_ATTRIBUTE:
+            items.extend(_trunk(model, child.path, by_path))  # torch.compile's wrapper: the model inside
+            continue
         inner = _children(model, child.path, by_path) if child.container else []
         if _is_trunk([_resolution(c) for c in inner]):
             items.extend(_trunk(model, child.path, by_path))
