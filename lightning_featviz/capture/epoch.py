@@ -20,7 +20,10 @@ from torch import Tensor, nn
 
 from lightning_featviz.capture.bank import Choice, FeatureBank, bank_bytes, to_thumbnails
 from lightning_featviz.capture.batches import (
+    UnsupportedTargets,
     attention_mask_of,
+    check_class_ids,
+    output_width,
     predictions_from,
     probabilities_of,
     read_batch,
@@ -92,6 +95,8 @@ class ValidationCapture:
         self._output_hook: Any = None
         self._mask: Tensor | None = None  # (B, T) attention mask of the batch being run
         self._eager = ExitStack()  # a captured batch runs compiled code eagerly: the hooks fire
+        self._width: int | None = None  # values per sample of the model's output (C of (B, C) logits)
+        self.unsupported_targets = False  # labels are not class ids (regression, multi-label): off for the run
 
     def use(
         self,
@@ -152,12 +157,25 @@ class ValidationCapture:
     def _remember_predictions(self, module: Any, args: Any, output: Any) -> None:
         if self._preds is None:
             self._preds, self._probs = scores_of(output), probabilities_of(output)
+            self._width = output_width(output)
+
+    def _targets(self, error: UnsupportedTargets) -> None:
+        """Labels that are not class ids: say so once (raise with ``strict``); nothing more is analysed this run."""
+        if self.options.strict:
+            raise error
+        self.unsupported_targets = True
+        self.detach()
+        self._warn("targets", f"{error} FeatureVisualizer is off for this run; training goes on.")
 
     def probe(self, model: nn.Module, batch: Any) -> None:
         """The sanity check's first batch: read it, tell the input's kind, name layers that did not run,
         and size the bank against the memory budget."""
         self._eager.close()
-        inputs, _, _ = read_batch(batch, self.options.batch_extractor)
+        try:
+            inputs, _, _ = read_batch(batch, self.options.batch_extractor)
+        except UnsupportedTargets as error:
+            self._targets(error)
+            return
         self.kind_of(inputs, model)
         if self._sized or self.hooks is None:
             return
@@ -178,7 +196,12 @@ class ValidationCapture:
         assert self.hooks is not None and self.bank is not None
         self._eager.close()
         captured = self.hooks.pop()
-        inputs, labels, indices = read_batch(batch, self.options.batch_extractor)
+        try:
+            inputs, labels, indices = read_batch(batch, self.options.batch_extractor)
+            check_class_ids(labels, self._width)
+        except UnsupportedTargets as error:
+            self._targets(error)
+            return False
         if len(labels) == 0:  # an empty batch (a filtering collate): nothing ran, nothing to keep
             return True
         if indices is None:
