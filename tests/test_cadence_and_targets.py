@@ -81,12 +81,22 @@ def _targets(kind: str) -> tuple[torch.Tensor, int, Any]:
     ],
 )
 def test_targets_that_are_not_class_ids_get_one_message_and_no_purity(tmp_path: Any, kind: str, match: str) -> None:
-    """Why: integer regression targets got a purity logged; float and multi-hot ones a TypeError saying "argmax"."""
+    """Why: integer regression targets got a purity logged; float and multi-hot ones a TypeError saying "argmax".
+    Without a sanity check (where such labels fail before training) the run goes on and nothing is logged."""
     targets, outputs, loss = _targets(kind)
     data = TensorDataset(torch.rand(64, 6, generator=torch.Generator().manual_seed(1)), targets)
-    trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=[_visualizer()])
+    trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=[_visualizer()], num_sanity_val_steps=0)
     with pytest.warns(UserWarning, match=match) as caught:
         trainer.fit(Regressor(outputs, loss), DataLoader(data, batch_size=16), DataLoader(data, batch_size=16))
     assert trainer.current_epoch == 2  # training went on
     assert not [tag for tag in trainer.callback_metrics if tag.startswith("featviz/")]
     assert len([w for w in caught if "not class ids" in str(w.message) or "Expected labels" in str(w.message)]) == 1
+
+
+@pytest.mark.parametrize(("kind", "match"), [("float", r"float targets \(regression\)"), ("multi_hot", "multi-hot")])
+def test_the_sanity_check_refuses_float_and_multi_hot_targets_before_training(tmp_path: Any, kind: str, match: str):
+    targets, outputs, loss = _targets(kind)
+    data = TensorDataset(torch.rand(64, 6, generator=torch.Generator().manual_seed(1)), targets)
+    trainer = tiny_trainer(tmp_path, max_epochs=1, callbacks=[_visualizer()])
+    with pytest.raises(TypeError, match=match + r".*single-label classifiers.*Hint: "):
+        trainer.fit(Regressor(outputs, loss), DataLoader(data, batch_size=16), DataLoader(data, batch_size=16))

@@ -184,3 +184,14 @@ def test_a_trained_mean_pooled_vit_logs_the_purity_of_its_pre_logits_feature(tmp
         pooled = module.net.forward_head(module.net.forward_features(val.tensors[0]), pre_logits=True)
     expected = sklearn_purity(pooled.numpy(), val.tensors[1].numpy(), k=5)
     assert trainer.callback_metrics["featviz/knn_purity@5/fc_norm"].item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_featviz_layers_shows_the_reduction_of_every_layer(capsys: Any) -> None:
+    from lightning_featviz.cli import main
+
+    assert main(["layers", "--timm", "deit_tiny_distilled_patch16_224", "--image-size", "64"]) == 0
+    printed = capsys.readouterr().out
+    lines = {line.split()[1] if line.startswith("*") else line.split()[0]: line for line in printed.splitlines()[2:]}
+    assert "(cls+dist)/2" in lines["blocks.0"] and lines["blocks.0"].startswith("*")
+    assert " mean " in lines["patch_embed"]  # patches only: no class token to read
+    assert printed.splitlines()[0].endswith("blocks.11, norm")

@@ -92,10 +92,10 @@ def check_class_ids(labels: Tensor, width: int | None) -> None:
     if width is None or len(labels) == 0:
         return
     top = int(labels.max())
-    if width < 2 or top >= width or int(labels.min()) < 0:
+    if width < 2 or top >= width:  # negative labels are ignored samples (an ignore index): told later
         raise UnsupportedTargets(
-            f"Expected labels to be class ids below the model's output width {width}, but got integer targets from "
-            f"{int(labels.min())} to {top}: integer-valued regression targets, not class ids. {_SUPPORTED} Hint: bin "
+            f"Expected labels to be class ids below the model's output width {width}, but got integer targets up to "
+            f"{top}: integer-valued regression targets, not class ids. {_SUPPORTED} Hint: bin "
             "them into class ids in a `batch_extractor` to analyse them (inside `capture=CaptureOptions(...)`)."
         )
 

@@ -34,7 +34,13 @@ from lightning_featviz.capture.compiled import COMPILED_ATTRIBUTE
 from lightning_featviz.capture.layouts import POOLING, Layout, LayoutError, LayoutResolver
 from lightning_featviz.capture.pooling import KnownModel, TokenPooling, known_models, pooling_of, same_vectors
 from lightning_featviz.capture.pre_logits import PreLogits, alternatives, identify
-from lightning_featviz.capture.reductions import layer_reduction, reduce_output, reduction_name, to_standard
+from lightning_featviz.capture.reductions import (
+    layer_reduction,
+    reduce_output,
+    reduction_name,
+    to_standard,
+    token_layout,
+)
 from lightning_featviz.capture.trace import ForwardTrace, TraceEntry, first_tensor
 
 INPUT_LAYER = "input"
@@ -130,6 +136,7 @@ def probe_candidates(
                 layout = resolver.resolve(path, entry, trace.entries)
                 assert tensor is not None
                 pooling = pooling_of(known, path)
+                layout = token_layout(layout, pooling, tensor.ndim)
                 reduction = layer_reduction(layout, None, pooling, map_reduction)
                 vectors = reduce_output(tensor.detach(), layout, reduction, pool_size, mask).float().cpu()
                 name = reduction_name(reduction, tensor.shape[1 - layout.batch_axis] if tensor.ndim == 3 else None)
@@ -210,7 +217,9 @@ def choose_default_layers(model: nn.Module, probe: Probe) -> tuple[dict[str, str
     """
     candidates = probe.candidates
     weighted = [c for c in candidates if not c.container and c.layout is not None and _has_weights(c)]
-    head = weighted[-1] if weighted else None
+    classifiers = [c for c in candidates if any(c.path == known.classifier for known in probe.known)]
+    heads = classifiers or weighted  # a library's classifier, even an Identity (num_classes=0)
+    head = heads[-1] if heads else None
     before = [c for c in candidates if head is None or c.order < head.order]
     if head is not None:
         before = [c for c in before if not head.path.startswith(c.path + ".")]  # not the head's ancestors
@@ -228,6 +237,10 @@ def choose_default_layers(model: nn.Module, probe: Probe) -> tuple[dict[str, str
         trunk = [by_path[path] for path in stages if path in by_path and path in allowed and by_path[path].dims]
     else:
         trunk = [c for c in _trunk(model, "", by_path) if c.path in allowed and _resolution(c) is not None and c.dims]
+    for known in probe.known:  # a library's head block (timm's `head`: pool, norm, fc) holds no stage
+        block = (known.classifier or "").rpartition(".")[0]
+        if block and block != known.path:
+            trunk = [c for c in trunk if not c.path.startswith(block + ".")]
     groups: dict[Any, list[Candidate]] = {}
     for candidate in trunk:
         key = candidate.path if stages else (_resolution(candidate) or ())  # a transformer: every block

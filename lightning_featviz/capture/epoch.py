@@ -160,7 +160,9 @@ class ValidationCapture:
             self._width = output_width(output)
 
     def _targets(self, error: UnsupportedTargets) -> None:
-        """Labels that are not class ids: say so once (raise with ``strict``); nothing more is analysed this run."""
+        """Labels that are not class ids found in training (integer-valued regression, told by the model's output
+        width; any such labels without a sanity check): say so once (raise with ``strict``); nothing more is
+        analysed this run. The sanity check's first batch raises instead (:meth:`probe`)."""
         if self.options.strict:
             raise error
         self.unsupported_targets = True
@@ -171,11 +173,7 @@ class ValidationCapture:
         """The sanity check's first batch: read it, tell the input's kind, name layers that did not run,
         and size the bank against the memory budget."""
         self._eager.close()
-        try:
-            inputs, _, _ = read_batch(batch, self.options.batch_extractor)
-        except UnsupportedTargets as error:
-            self._targets(error)
-            return
+        inputs, _, _ = read_batch(batch, self.options.batch_extractor)  # labels that are not class ids fail here
         self.kind_of(inputs, model)
         if self._sized or self.hooks is None:
             return

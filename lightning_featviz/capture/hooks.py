@@ -32,6 +32,7 @@ from lightning_featviz.capture.reductions import (
     layer_reduction,
     reduce_map,
     reduce_output,
+    token_layout,
 )
 from lightning_featviz.capture.trace import ForwardTrace, TraceEntry
 
@@ -259,6 +260,7 @@ class ActivationCapture:
                 if assumed is None:
                     raise
                 layout = assumed
+            layout = token_layout(layout, pooling_of(self.known, name), tensor.ndim)
             check_reduction(name, layout, layer_reduction(layout, reduction, None, self.reduction))
             self.layouts[name], self._ranks[name] = layout, tensor.ndim
         elif tensor.ndim != self._ranks[name]:

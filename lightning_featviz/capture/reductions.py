@@ -72,6 +72,14 @@ def reduce_output(
     return reduce_map(standard, reduction, pool_size)
 
 
+def token_layout(layout: Layout, pooling: TokenPooling | None, rank: int) -> Layout:
+    """A rank-3 output inside a timm / HF transformers token model is its (B, N, C) tokens (those libraries are
+    batch first), whatever a shape-keeping module that produced it suggested."""
+    if pooling is None or rank != 3 or layout.kind == "sequence":
+        return layout
+    return Layout("sequence", 0, 2, why=f"tokens of {pooling.owner}")
+
+
 def layer_reduction(
     layout: Layout, given: str | TokenPooling | None, pooling: TokenPooling | None, map_reduction: str
 ) -> str | TokenPooling:
