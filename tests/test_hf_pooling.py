@@ -233,3 +233,21 @@ def test_a_trained_hf_vit_logs_the_purity_of_the_feature_its_head_reads(tmp_path
     expected = sklearn_purity(pooled.numpy(), labels, k=5)
     logged = trainer.callback_metrics["featviz/knn_purity@5/vit.layernorm"].item()
     assert logged == pytest.approx(expected, abs=1e-6)
+
+
+def test_posthoc_analyse_of_an_hf_model_reads_its_logits_and_the_heads_feature(tmp_path: Any, built: Any) -> None:
+    """Why: `posthoc.analyse` on an HF model failed with `AttributeError: ... 'argmax'`. The same layer gives the
+    same vector in the callback, `posthoc.analyse` and `ActivationCapture`: the class token after the layernorm."""
+    from lightning_featviz.posthoc import analyse
+
+    model = built["vit"][0].model
+    samples = coloured_squares(30, seed=3)
+    data = [(sample["pixel_values"], int(sample["labels"])) for sample in samples]
+    result = analyse(
+        model, data, tmp_path, layers=["vit.layernorm"], batch_size=10, k=5, progress=False, accelerator="cpu",
+        maps=False, projector=False, wrong_cluster=False, dashboard=False,
+    )  # fmt: skip
+    with torch.no_grad():
+        pooled = model.vit(pixel_values=torch.stack([image for image, _ in data])).last_hidden_state[:, 0]
+    expected = sklearn_purity(pooled.numpy(), torch.tensor([label for _, label in data]).numpy(), k=5)
+    assert result.history[-1]["knn_purity"] == pytest.approx(expected, abs=1e-6)
