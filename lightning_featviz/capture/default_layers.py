@@ -1,7 +1,8 @@
 """Default layers for any model: the input, the outputs of its main stages, and the last pooled feature
 before the classifier head, found on the module tree during one forward (not from names like ``avgpool``).
 
-- **Head**: the last module with weights that runs (the classifier's Linear, SqueezeNet's final conv).
+- **Head**: a timm / HF model's classifier, else the last module with weights that runs (the classifier's Linear,
+  SqueezeNet's final conv).
 - **Pooled feature**: the model's pre-logits feature (:mod:`lightning_featviz.capture.pre_logits`): the last module
   before the head whose vectors (a token layer pooled as the model pools it) equal what the head reads — after a
   head norm (timm ConvNeXt's ``head.norm``), never a head's logits. Where nothing reproduces it, the last global
@@ -19,6 +20,9 @@ before the classifier head, found on the module tree during one forward (not fro
   stage. A model without containers uses its plain modules instead.
 - A stage whose vectors equal a later default's on the probe batch (ResNet's ``layer4`` averaged is
   ``avgpool``) is left out.
+
+Over 300 lines: the probe forward, the stages, the pre-logits feature and an unknown token model's pooling are
+all decided on one list of :class:`Candidate` records, read top to bottom.
 """
 
 from __future__ import annotations
