@@ -263,6 +263,7 @@ def choose_default_layers(model: nn.Module, probe: Probe) -> tuple[dict[str, str
 
 
 _PASS_THROUGH = ("Dropout", "Identity", "Flatten")
+_RECURRENT = ("RNN", "LSTM", "GRU")
 
 
 def _pre_logits(before: list[Candidate], reference: Tensor | None) -> Candidate | None:
@@ -286,11 +287,13 @@ def _identified(probe: Probe, before: list[Candidate]) -> list[KnownModel]:
         return []
     assert last.options is not None and last.shape is not None
     pooling = identify(last.options, probe.reference)
+    if pooling is None and last.kind in _RECURRENT:
+        return []  # an RNN's head may read its state (h_n of a bidirectional LSTM): the old default stands
     if pooling is None:
         raise LayoutError(
             f"Expected one pooling of the last token layer {last.path!r} (shape {last.shape}) to reproduce what the "
             f"classifier head reads (shape {tuple(probe.reference.shape)}), but none does (tried the class token, "
-            "class and distillation tokens, the mean after 0-4 prefix tokens). Hint: pass "
+            "class and distillation tokens, the mean after 1-4 prefix tokens, the mean, the last token). Hint: pass "
             f"reduction={{{last.path!r}: lambda out: ...}} returning (B, D) as the head pools, or name the module "
             "whose output the head reads (inside `capture=CaptureOptions(...)`)."
         )

@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-PoolKind = Literal["token", "avg", "max", "avgmax", "token_dist", "mean"]
+PoolKind = Literal["token", "avg", "max", "avgmax", "token_dist", "mean", "last"]
 _NAMES = {
     "token": "cls",
     "token_dist": "(cls+dist)/2",
@@ -33,6 +33,7 @@ _NAMES = {
     "max": "max[{p}:]",
     "avgmax": "avgmax[{p}:]",
     "mean": "mean",
+    "last": "last",
 }
 
 
@@ -43,7 +44,7 @@ class TokenPooling:
     Attributes:
         kind: ``"token"`` (token 0), ``"token_dist"`` (the mean of tokens 0 and 1), ``"avg"`` / ``"max"`` /
             ``"avgmax"`` (of the tokens after the prefix), ``"mean"`` (of every token; masked by the batch's
-            attention mask where there is one).
+            attention mask where there is one), ``"last"`` (the last token: an RNN's last step).
         prefix: leading tokens that are not patches (class, distillation, register tokens).
         patches: patch tokens per image where the model has a fixed grid; None for text (every sequence carries the
             prefix).
@@ -67,6 +68,8 @@ class TokenPooling:
 
     def reduce(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
         """(B, T, C) tokens -> (B, C); ``mask``: (B, T), nonzero where a token is real (text padding), or None."""
+        if self.kind == "last":
+            return tokens[:, -1]
         if self.kind == "mean" or not self.carries_prefix(tokens.shape[1]):
             return masked_mean(tokens, mask)
         if self.kind == "token":
@@ -232,12 +235,13 @@ def pooling_of(models: list[KnownModel], path: str) -> TokenPooling | None:
 
 def candidate_poolings(length: int, patches: int | None = None) -> Iterator[TokenPooling]:
     """The poolings tried when identifying an unknown model's (its last token layer vs its head's input):
-    token 0, tokens 0 and 1, the mean after 0-4 prefix tokens, the mean of every token, the last token."""
+    token 0, tokens 0 and 1, the mean after 1-4 prefix tokens, the mean of every token, the last token."""
     yield TokenPooling("token", 1, patches, "identified")
     yield TokenPooling("token_dist", 2, patches, "identified")
     for prefix in range(1, min(5, length)):
         yield TokenPooling("avg", prefix, patches, "identified")
     yield TokenPooling("mean", 0, patches, "identified")
+    yield TokenPooling("last", 0, patches, "identified")
 
 
 def identified(pooling: TokenPooling, length: int) -> TokenPooling:
