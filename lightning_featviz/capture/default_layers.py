@@ -128,6 +128,7 @@ def probe_candidates(
     resolver = LayoutResolver(model, size)
     known = known_models(model)
     candidates: dict[str, Candidate] = {}
+    latest: list[Candidate] = []  # the token layer whose candidate poolings are kept
 
     def describe(path: str) -> Callable[[nn.Module, Any, Any], None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
@@ -155,6 +156,10 @@ def probe_candidates(
             candidates[path] = Candidate(
                 path, kind, entry.shape, layout, dims, vectors, order, container, problem, name, options
             )
+            if options is not None:  # only the latest token layer's options are kept (memory)
+                for earlier in latest:
+                    earlier.options = None
+                latest[:] = [candidates[path]]
 
         return hook
 
