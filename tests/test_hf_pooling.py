@@ -251,3 +251,71 @@ def test_posthoc_analyse_of_an_hf_model_reads_its_logits_and_the_heads_feature(t
         pooled = model.vit(pixel_values=torch.stack([image for image, _ in data])).last_hidden_state[:, 0]
     expected = sklearn_purity(pooled.numpy(), torch.tensor([label for _, label in data]).numpy(), k=5)
     assert result.history[-1]["knn_purity"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_padded_text_through_the_callback_counts_real_tokens_only(tmp_path: Any) -> None:
+    """Why: with dict batches of padded text, the `input` bag and token means counted the padding. Through a
+    Trainer: the logged purity of `input` and of a token mean equal scikit-learn on the masked references."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    from lightning_featviz import CaptureOptions, FeatureVisualizer
+    from lightning_featviz.capture.inputs import reduce_input
+
+    generator = torch.Generator().manual_seed(4)
+    samples = []
+    for index in range(60):
+        label, length = index % 3, int(torch.randint(3, 10, (1,), generator=generator))
+        ids = torch.zeros(9, dtype=torch.long)
+        ids[:length] = torch.randint(5 + 15 * label, 20 + 15 * label, (length,), generator=generator)
+        samples.append({"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": torch.tensor(label)})
+
+    class TextClassifier(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = transformers.BertForSequenceClassification(transformers.BertConfig(**TEXT))
+
+        def forward(self, batch: dict[str, Tensor]) -> Tensor:
+            return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+        def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+            return self.model(**batch).loss
+
+        def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+            self.log("val_acc", (self(batch).argmax(1) == batch["labels"]).float().mean())
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    class BankSpy(FeatureVisualizer):
+        """The callback, keeping the bank it analysed."""
+
+        bank: Any = None
+
+        def _analyse(self, trainer: Any, pl_module: Any, bank: Any) -> Any:
+            self.bank = bank
+            return super()._analyse(trainer, pl_module, bank)
+
+    pl.seed_everything(0, verbose=False)
+    module, layer = TextClassifier(), "model.bert.encoder.layer.1"
+    visualizer = BankSpy(
+        ["input", layer], k=5, overhead=None, maps=False, projector=False, wrong_cluster=False, dashboard=False,
+        capture=CaptureOptions(reduction={layer: "mean"}, input_size=6),
+    )  # fmt: skip
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, max_epochs=1, limit_train_batches=2, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=1, callbacks=[visualizer],
+    )  # fmt: skip
+    trainer.fit(module, DataLoader(samples, batch_size=15), DataLoader(samples, batch_size=20))
+    ids = torch.stack([s["input_ids"] for s in samples])
+    mask, labels = ids != 0, torch.stack([s["labels"] for s in samples]).numpy()
+    module.eval()
+    with torch.no_grad():
+        hidden = module.model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True).hidden_states[2]
+    rows = visualizer.bank.indices.long()
+    means = torch.stack([hidden[i, mask[i]].mean(dim=0) for i in range(len(ids))])
+    bags = torch.cat([reduce_input(ids[i : i + 1, : int(mask[i].sum())], "tokens", 6) for i in range(len(ids))])
+    torch.testing.assert_close(visualizer.bank.vectors["input"].float(), bags[rows])
+    torch.testing.assert_close(visualizer.bank.vectors[layer].float(), means[rows])
+    logged = trainer.callback_metrics[f"featviz/knn_purity@5/{layer}"].item()
+    assert logged == pytest.approx(sklearn_purity(means.numpy(), labels, 5), abs=1e-6)
