@@ -275,7 +275,7 @@ class FeatureVisualizer(_Callback):
         # every n epochs of the validation runs there are (with `check_val_every_n_epoch`, validation may skip the
         # multiples of n: then the first validation of each block of n epochs is analysed)
         cadence = epoch % self.every_n_epochs == 0 or epoch // self.every_n_epochs != self._last_block
-        due = not trainer.sanity_checking and (not fitting or cadence) and not self._run.unsupported_targets
+        due = not trainer.sanity_checking and (not fitting or cadence)
         smoke_test = getattr(trainer, "fast_dev_run", False)  # nothing to analyse
         if not due or smoke_test or self._phase is not Phase.WAITING or self._run.hooks is None:
             return
@@ -325,7 +325,7 @@ class FeatureVisualizer(_Callback):
             self._plan.spend(time.perf_counter() - started, trainer.state.fn == TrainerFn.FITTING)
 
     def _end_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._phase = Phase.OFF if self._run.over_budget or self._run.unsupported_targets else Phase.WAITING
+        self._phase = Phase.OFF if self._run.over_budget else Phase.WAITING
         self._run.detach()
         # Every rank gathers (a collective); rank 0 analyses and tells the others what to log.
         columns = gather_columns(self._run.take_columns())

@@ -96,7 +96,7 @@ class ValidationCapture:
         self._mask: Tensor | None = None  # (B, T) attention mask of the batch being run
         self._eager = ExitStack()  # a captured batch runs compiled code eagerly: the hooks fire
         self._width: int | None = None  # values per sample of the model's output (C of (B, C) logits)
-        self.unsupported_targets = False  # labels are not class ids (regression, multi-label): off for the run
+        self.unsupported_targets = False  # labels are not class ids (regression, multi-label): nothing kept this run
 
     def use(
         self,
@@ -194,6 +194,8 @@ class ValidationCapture:
         assert self.hooks is not None and self.bank is not None
         self._eager.close()
         captured = self.hooks.pop()
+        if self.unsupported_targets:  # every epoch still runs on every rank (DDP gathers), with nothing kept
+            return False
         try:
             inputs, labels, indices = read_batch(batch, self.options.batch_extractor)
             check_class_ids(labels, self._width)

@@ -88,7 +88,7 @@ def masked_mean(tokens: Tensor, mask: Tensor | None) -> Tensor:
     """(B, T, C) -> (B, C): the mean over the tokens where ``mask`` (B, T) is nonzero (every token without one)."""
     if mask is None or tuple(mask.shape) != tuple(tokens.shape[:2]):
         return tokens.mean(dim=1)
-    weights = (mask != 0).to(tokens.dtype).unsqueeze(-1)
+    weights = (mask != 0).to(device=tokens.device, dtype=tokens.dtype).unsqueeze(-1)
     return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)
 
 
