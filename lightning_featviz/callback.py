@@ -162,6 +162,7 @@ class FeatureVisualizer(_Callback):
         self._unfinished: tuple[EpochJob, Destination] | None = None  # the last epoch, if it lacks outputs
         self._reported_epochs: set[int] = set()  # epochs whose report is written (the checkpoints say which)
         self._on_cpu = True
+        self._last_block: int | None = None  # epoch // every_n_epochs of the last epoch analysed in fit
 
     @property
     def schedule(self) -> list[str]:
@@ -203,7 +204,15 @@ class FeatureVisualizer(_Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._plan.start(trainer.current_epoch)
-        self._unfinished = None
+        self._unfinished, self._last_block = None, None
+        every, epochs = getattr(trainer, "check_val_every_n_epoch", 1), trainer.max_epochs
+        if isinstance(every, int) and isinstance(epochs, int) and 0 <= epochs - trainer.current_epoch < every:
+            self._guard.warn_once(
+                "never",
+                f"FeatureVisualizer analyses validation epochs, but this fit runs {epochs} epochs and validates every "
+                f"{every} (`check_val_every_n_epoch`): no validation runs, nothing will be analysed. Hint: lower "
+                "`check_val_every_n_epoch` or run `trainer.validate` after fit.",
+            )
         # Every rank runs this after the validation loaders are set up: the place to find out whether
         # some rank will see no validation batch (it then runs no validation hook, and could not gather).
         counts, idx = trainer.num_val_batches, self.capture.dataloader_idx
@@ -252,30 +261,33 @@ class FeatureVisualizer(_Callback):
 
     # ----------------------------------------------------------------------------- capture
 
-    def _use_layers(self, pl_module: pl.LightningModule, paths: dict[str, str]) -> None:
+    def _use_layers(self, pl_module: pl.LightningModule, paths: dict[str, str], identified: Sequence[Any] = ()) -> None:
         """Capture ``paths`` (module path -> display name) from now on; check the options that name layers."""
         displays, chosen = list(paths.values()), self.wrong_cluster.layer if self.wrong_cluster else None
         if chosen is not None and chosen not in displays:
             raise ValueError(
                 f"Expected `wrong_cluster.layer` to be one of the captured layers {displays}, but got {chosen!r}."
             )
-        self._run.use(pl_module, paths, resolve_reductions(pl_module, paths, self.capture.reduction))
+        self._run.use(pl_module, paths, resolve_reductions(pl_module, paths, self.capture.reduction), identified)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         capture = self.capture
         if self.layers == "auto" and self._run.hooks is None and self._phase is not Phase.OFF:
             # Each rank chooses for itself, with no collective: the same weights and input give the same choice.
             reduction = capture.reduction if isinstance(capture.reduction, str) else "avg"
-            found = probe_default_layers(
+            found, identified = probe_default_layers(
                 trainer, pl_module, capture.dataloader_idx, capture.batch_extractor, self.seed, reduction,
                 capture.pool_size,
             )  # fmt: skip
-            self._use_layers(pl_module, found)
+            self._use_layers(pl_module, found, identified)
             rank_zero_info(f"FeatureVisualizer layers: {list(self._run.paths.values())} (`layers='auto'`).")
         if self._phase is Phase.CAPTURING:
             self._phase = Phase.WAITING  # the last epoch was not ended (an exception)
-        fitting = trainer.state.fn == TrainerFn.FITTING
-        due = not trainer.sanity_checking and (not fitting or trainer.current_epoch % self.every_n_epochs == 0)
+        fitting, epoch = trainer.state.fn == TrainerFn.FITTING, trainer.current_epoch
+        # every n epochs of the validation runs there are (with `check_val_every_n_epoch`, validation may skip the
+        # multiples of n: then the first validation of each block of n epochs is analysed)
+        cadence = epoch % self.every_n_epochs == 0 or epoch // self.every_n_epochs != self._last_block
+        due = not trainer.sanity_checking and (not fitting or cadence)
         smoke_test = getattr(trainer, "fast_dev_run", False)  # nothing to analyse
         if not due or smoke_test or self._phase is not Phase.WAITING or self._run.hooks is None:
             return
@@ -285,7 +297,7 @@ class FeatureVisualizer(_Callback):
             self._guard.warn_once("loader", "FeatureVisualizer found no sized validation dataset; nothing is analysed.")
             return
         queries = queries_within(self.outputs.query_indices, size, self._guard.warn_once)
-        self._val_dataset = loader.dataset
+        self._val_dataset, self._last_block = loader.dataset, epoch // self.every_n_epochs if fitting else None
         self._run.start_epoch(pl_module, size, queries, sampler_batches(loader))
         self._unfinished = None  # a later epoch is analysed: the last one is this
         self._phase = Phase.CAPTURING
@@ -343,7 +355,7 @@ class FeatureVisualizer(_Callback):
         """Rank 0: the gathered bank, this epoch's outputs under the budget (logged in one line), the analysis."""
         bank = bank_from_columns(columns or {}, self._run.choice)
         if bank is None:
-            if "indices" not in self._guard.warned:
+            if not {"indices", "targets"} & self._guard.warned:
                 message = "FeatureVisualizer captured no validation sample this epoch; nothing is analysed."
                 self._guard.warn_once("empty", message)
             return None, {}

@@ -120,6 +120,13 @@ def list_layers(args: argparse.Namespace) -> int:
         if not module_name:
             raise SystemExit(f"featviz layers: expected --module like 'package.module.Class', but got {args.module!r}.")
         model = getattr(importlib.import_module(module_name), class_name)()
+    elif args.timm is not None:
+        import timm
+
+        try:  # random init: nothing is downloaded; a ViT is built for the input size
+            model = timm.create_model(args.timm, pretrained=False, img_size=args.image_size)
+        except TypeError:  # a CNN takes any size
+            model = timm.create_model(args.timm, pretrained=False)
     else:
         from torchvision import models
 
@@ -186,10 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     post.set_defaults(run=run_analysis)
 
     layers = commands.add_parser(
-        "layers", help="a model's default layers and every module path with its output layout and vector size"
+        "layers",
+        help="a model's default layers and every module path with its output layout, reduction and vector size",
     )
     layers.add_argument("--arch", default="resnet18", help="torchvision architecture (default: %(default)s)")
     layers.add_argument("--module", help="or an importable class (package.module.Class) built without arguments")
+    layers.add_argument("--timm", help="or a timm model name (random init; needs `pip install timm`)")
     layers.add_argument("--image-size", type=int, default=224, help="input side in pixels (default: %(default)s)")
     layers.add_argument("--channels", type=int, default=3, help="input channels (default: %(default)s)")
     layers.add_argument(

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_featviz.callback import FeatureVisualizer
+from lightning_featviz.capture.batches import logits_of
 from lightning_featviz.loading import IMAGENET_MEAN, IMAGENET_STD, build_model, image_folder
 from lightning_featviz.options import DEPRECATED, GROUPS, CaptureOptions, OutputOptions, group_of, move_deprecated
 
@@ -54,7 +55,7 @@ class _Evaluation(pl.LightningModule):
         self.model = model
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+        return logits_of(self.model(x))  # an HF model returns a ModelOutput holding them
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch[0], batch[1]

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torchvision.models import SwinTransformer, VisionTransformer, convnext_tiny, resnet18
 
+from lightning_featviz.capture.default_layers import default_layers
 from lightning_featviz.capture.hooks import ActivationCapture
 from lightning_featviz.capture.layouts import LayoutError
 
@@ -317,3 +318,43 @@ def test_an_rnn_fed_a_packed_sequence_fails_with_a_hint_for_its_hidden_state():
         model.lstm(packed)
     with pytest.raises(LayoutError, match=r"'lstm' \(LSTM\).*PackedSequence.*out\[1\]\[0\]\[-1\]"):
         capture.pop()
+
+
+class PrefixTokens(nn.Module):
+    """A token model no library knows: 2 learned prefix tokens before 16 patch tokens, a head reading ``read``
+    of the encoder's output: ``"avg"`` (the patches after the prefix), ``"max"`` (which no candidate pools)."""
+
+    def __init__(self, read: str):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 16, 4, stride=4)
+        self.prefix = nn.Parameter(torch.randn(1, 2, 16))
+        layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(16, 3)
+        self.read = read
+
+    def forward(self, x):
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        tokens = self.encoder(torch.cat([self.prefix.expand(len(x), -1, -1), tokens], dim=1))
+        pooled = tokens[:, 2:].mean(dim=1) if self.read == "avg" else tokens.amax(dim=1)
+        return self.head(pooled)
+
+
+def test_an_unknown_token_models_pooling_is_identified_from_what_its_head_reads():
+    torch.manual_seed(0)
+    model, x = PrefixTokens("avg").eval(), torch.rand(4, 3, 16, 16)
+    found = default_layers(model, x)
+    assert [known.pooling.name for known in found.identified] == ["mean[2:]"]
+    encoder = next(c for c in found.candidates if c.path == "encoder")
+    with torch.no_grad():
+        tokens = model.encoder(
+            torch.cat([model.prefix.expand(4, -1, -1), model.embed(x).flatten(2).transpose(1, 2)], 1)
+        )
+    torch.testing.assert_close(encoder.vectors, tokens[:, 2:].mean(dim=1))
+    assert encoder.reduction == "mean[2:]"
+
+
+def test_an_unknown_token_model_whose_head_reads_no_candidate_pooling_fails_naming_the_layer():
+    torch.manual_seed(0)
+    with pytest.raises(LayoutError, match=r"last token layer 'encoder' \(shape \(4, 18, 16\)\).*Hint: pass reduction="):
+        default_layers(PrefixTokens("max").eval(), torch.rand(4, 3, 16, 16))

@@ -2,7 +2,8 @@
 random init (nothing downloaded), with its default layers. Each captured vector equals an independent
 reference: torchvision's FX ``create_feature_extractor`` for the same node, reduced by hand as written here
 (mean over H, W of a (B, C, H, W) map; mean over H, W of Swin's channels-last (B, H, W, C); the class token of
-a ViT's encoder output). The expected default layers are written out per model too."""
+a ViT's encoder output). The expected default layers are written out per model too; the last is the model's
+pre-logits feature (what its last Linear reads: after ConvNeXt's head norm, MobileNetV3's and MaxViT's head MLP)."""
 
 from __future__ import annotations
 
@@ -51,12 +52,20 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], int, dict[str, Callable[[Tensor], 
     "mobilenet_v2": (
         models.mobilenet_v2,
         32,
-        {"features.1": CF, "features.3": CF, "features.6": CF, "features.13": CF, "classifier.0": vector},
+        {"features.1": CF, "features.3": CF, "features.6": CF, "features.13": CF, "features": CF},
     ),
     "mobilenet_v3_small": (
         models.mobilenet_v3_small,
         32,
-        {"features.0": CF, "features.1": CF, "features.3": CF, "features.8": CF, "avgpool": CF},
+        # the pre-logits feature is the head MLP's hidden layer (what the last Linear reads), after Hardswish
+        {
+            "features.0": CF,
+            "features.1": CF,
+            "features.3": CF,
+            "features.8": CF,
+            "features.12": CF,
+            "classifier.1": vector,
+        },
     ),
     "efficientnet_b0": (models.efficientnet_b0, 32, EFFICIENT),
     "efficientnet_v2_s": (models.efficientnet_v2_s, 32, EFFICIENT),
@@ -71,7 +80,11 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], int, dict[str, Callable[[Tensor], 
         {"conv1": CF, "stage2": CF, "stage3": CF, "conv5": CF},
     ),
     "squeezenet1_1": (models.squeezenet1_1, 64, {"features.4": CF, "features.7": CF, "features.12": CF}),
-    "convnext_tiny": (models.convnext_tiny, 32, {"features.1": CF, "features.3": CF, "features.5": CF, "avgpool": CF}),
+    "convnext_tiny": (  # the pre-logits feature is after the head's LayerNorm2d
+        models.convnext_tiny,
+        32,
+        {"features.1": CF, "features.3": CF, "features.5": CF, "features.7": CF, "classifier.0": CF},
+    ),
     "vit": (
         lambda: models.VisionTransformer(
             image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64
@@ -95,7 +108,7 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], int, dict[str, Callable[[Tensor], 
             stochastic_depth_prob=0.0,
         ),
         32,
-        {"stem": CF, "blocks.0": CF, "classifier.0": CF},
+        {"stem": CF, "blocks.0": CF, "blocks.1": CF, "classifier.4": vector},  # after the head's Tanh
     ),
 }
 

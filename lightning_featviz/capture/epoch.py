@@ -11,6 +11,7 @@ the memory budget) all guard one bank.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,12 +20,17 @@ from torch import Tensor, nn
 
 from lightning_featviz.capture.bank import Choice, FeatureBank, bank_bytes, to_thumbnails
 from lightning_featviz.capture.batches import (
+    UnsupportedTargets,
+    attention_mask_of,
+    check_class_ids,
+    output_width,
     predictions_from,
     probabilities_of,
     read_batch,
     scores_of,
     unknown_predictions,
 )
+from lightning_featviz.capture.compiled import eager
 from lightning_featviz.capture.hooks import INPUT_LAYER, ActivationCapture, LayerReduction
 from lightning_featviz.capture.inputs import (
     InputKind,
@@ -34,6 +40,7 @@ from lightning_featviz.capture.inputs import (
     input_width,
     reduce_input,
 )
+from lightning_featviz.capture.pooling import KnownModel
 
 Warn = Callable[[str, str], None]
 
@@ -86,12 +93,24 @@ class ValidationCapture:
         self._preds: tuple[Tensor, Tensor] | None = None  # (B,) predicted class, (B,) its probability
         self._probs: Tensor | None = None  # (B, C) the model's softmax
         self._output_hook: Any = None
+        self._mask: Tensor | None = None  # (B, T) attention mask of the batch being run
+        self._eager = ExitStack()  # a captured batch runs compiled code eagerly: the hooks fire
+        self._width: int | None = None  # values per sample of the model's output (C of (B, C) logits)
+        self.unsupported_targets = False  # labels are not class ids (regression, multi-label): nothing kept this run
 
-    def use(self, model: nn.Module, paths: dict[str, str], reduction: str | Mapping[str, LayerReduction]) -> None:
+    def use(
+        self,
+        model: nn.Module,
+        paths: dict[str, str],
+        reduction: str | Mapping[str, LayerReduction],
+        identified: Sequence[KnownModel] = (),
+    ) -> None:
         """Capture ``paths`` (module path -> display name) of ``model`` from now on, reduced as ``reduction`` says
-        (see :func:`~lightning_featviz.capture.hooks.resolve_reductions`)."""
+        (see :func:`~lightning_featviz.capture.hooks.resolve_reductions`); ``identified``: token models whose
+        pooling a probe found (:func:`~lightning_featviz.capture.default_layers.default_layers`)."""
         self.paths = paths
         self.hooks = ActivationCapture(model, list(paths), reduction, self.options.pool_size)
+        self.hooks.known.extend(identified)
 
     def forget_layers(self) -> None:
         self.paths, self.hooks = {}, None
@@ -112,8 +131,13 @@ class ValidationCapture:
         if self.hooks is not None:
             self.hooks.clear()
             self.hooks.batch_size = batch_size_of(batch, self.options.batch_extractor)
+            self._mask = attention_mask_of(batch, self.options.batch_extractor)
+            self.hooks.attention_mask = self._mask
             if probing and not self._sized and not self.hooks.attached:
                 self.hooks.register()
+            if self.hooks.attached:
+                self._eager.close()
+                self._eager.enter_context(eager())
         self._preds = self._probs = None
 
     def take_columns(self) -> dict[str, Any]:
@@ -123,6 +147,7 @@ class ValidationCapture:
         return columns
 
     def detach(self) -> None:
+        self._eager.close()
         if self.hooks is not None:
             self.hooks.remove()
         if self._output_hook is not None:
@@ -132,11 +157,23 @@ class ValidationCapture:
     def _remember_predictions(self, module: Any, args: Any, output: Any) -> None:
         if self._preds is None:
             self._preds, self._probs = scores_of(output), probabilities_of(output)
+            self._width = output_width(output)
+
+    def _targets(self, error: UnsupportedTargets) -> None:
+        """Labels that are not class ids found in training (integer-valued regression, told by the model's output
+        width; any such labels without a sanity check): say so once (raise with ``strict``); nothing more is
+        analysed this run. The sanity check's first batch raises instead (:meth:`probe`)."""
+        if self.options.strict:
+            raise error
+        self.unsupported_targets = True
+        self.detach()
+        self._warn("targets", f"{error} FeatureVisualizer is off for this run; training goes on.")
 
     def probe(self, model: nn.Module, batch: Any) -> None:
         """The sanity check's first batch: read it, tell the input's kind, name layers that did not run,
         and size the bank against the memory budget."""
-        inputs, _, _ = read_batch(batch, self.options.batch_extractor)
+        self._eager.close()
+        inputs, _, _ = read_batch(batch, self.options.batch_extractor)  # labels that are not class ids fail here
         self.kind_of(inputs, model)
         if self._sized or self.hooks is None:
             return
@@ -155,8 +192,16 @@ class ValidationCapture:
         """Read one validation batch and add its kept rows to the bank; True when it went through (even
         with nothing to keep), False when the epoch cannot be analysed."""
         assert self.hooks is not None and self.bank is not None
+        self._eager.close()
         captured = self.hooks.pop()
-        inputs, labels, indices = read_batch(batch, self.options.batch_extractor)
+        if self.unsupported_targets:  # every epoch still runs on every rank (DDP gathers), with nothing kept
+            return False
+        try:
+            inputs, labels, indices = read_batch(batch, self.options.batch_extractor)
+            check_class_ids(labels, self._width)
+        except UnsupportedTargets as error:
+            self._targets(error)
+            return False
         if len(labels) == 0:  # an empty batch (a filtering collate): nothing ran, nothing to keep
             return True
         if indices is None:
@@ -180,7 +225,7 @@ class ValidationCapture:
             self._check_memory(captured, inputs, sanity=False)
             if self.over_budget:
                 return False
-        vectors = self.vectors(inputs, captured)
+        vectors = self.vectors(inputs, captured, self._mask)
         preds_and_confidences = predictions_from(outputs) or self._preds
         if preds_and_confidences is None or len(preds_and_confidences[0]) != len(labels):
             preds_and_confidences = unknown_predictions(len(labels))
@@ -191,15 +236,16 @@ class ValidationCapture:
         self.bank.add(indices, labels.cpu(), preds, confidences, vectors, self.thumbnails(inputs), probs)
         return True
 
-    def vectors(self, inputs: Tensor, captured: dict[str, Tensor]) -> dict[str, Tensor]:
-        """One (B, D) vector per sample for each layer still captured this epoch; a layer that did not run or
-        whose vectors changed shape is left out for the rest of the epoch, with one warning."""
+    def vectors(self, inputs: Tensor, captured: dict[str, Tensor], mask: Tensor | None = None) -> dict[str, Tensor]:
+        """One (B, D) vector per sample for each layer still captured this epoch (``mask``: the batch's (B, T)
+        attention mask, for token ids); a layer that did not run or whose vectors changed shape is left out for the
+        rest of the epoch, with one warning."""
         vectors = {}
         for path, display in self.paths.items():
             if display in self.dropped:
                 continue
             if path == INPUT_LAYER:
-                vectors[display] = reduce_input(inputs, self.kind_of(inputs), self.options.input_size).cpu()
+                vectors[display] = reduce_input(inputs, self.kind_of(inputs), self.options.input_size, mask).cpu()
             elif path in captured:
                 vectors[display] = captured[path]
             else:

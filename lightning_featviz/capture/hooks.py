@@ -19,16 +19,20 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from lightning_featviz.capture.compiled import COMPILED_ATTRIBUTE, without_compiled
 from lightning_featviz.capture.host_copy import HostCopies
 from lightning_featviz.capture.layouts import Layout, LayoutError, LayoutResolver, UndecidedLayout
+from lightning_featviz.capture.pooling import TokenPooling, known_models, pooling_of
 from lightning_featviz.capture.reductions import (
     MAP_REDUCTIONS,
     SEQUENCE_REDUCTIONS,
     LayerReduction,
     assumed_layout,
     check_reduction,
+    layer_reduction,
     reduce_map,
     reduce_output,
+    token_layout,
 )
 from lightning_featviz.capture.trace import ForwardTrace, TraceEntry
 
@@ -48,21 +52,27 @@ def resolve_layers(model: nn.Module, layers: Sequence[str] | Mapping[str, str]) 
     mapping = dict(layers) if isinstance(layers, Mapping) else {name: name for name in layers}
     modules = dict(model.named_modules())
     known = [name for name in modules if name]
+    compiled = {without_compiled(name): name for name in known if COMPILED_ATTRIBUTE in name.split(".")}
     resolved = {}
     for name, display in mapping.items():
         if name == INPUT_LAYER or name in known:
             resolved[name] = display
             continue
-        endings = [path for path in known if path.endswith("." + name)]
+        if name in compiled:  # a module inside torch.compile's OptimizedModule: hooked on the original
+            resolved[compiled[name]] = display
+            continue
+        name = without_compiled(name)
+        searched = [without_compiled(path) for path in known] if compiled else known
+        endings = [path for path in searched if path.endswith("." + name)]
         if len(endings) == 1:
-            resolved[endings[0]] = display
+            resolved[compiled.get(endings[0], endings[0])] = display
             continue
         if endings:
             raise ValueError(
                 f"Expected every entry of `layers` to name one module, but {name!r} ends several paths: "
                 f"{endings[:5]}. Hint: give the full path."
             )
-        close = _close_matches(name, known)
+        close = _close_matches(name, searched)
         hint = f" Close matches: {close}." if close else ""
         raise ValueError(
             f"Expected every entry of `layers` to be {INPUT_LAYER!r} or a module path of the model, "
@@ -116,7 +126,7 @@ def resolve_reductions(
     by_display = {display: path for path, display in paths.items()}
     resolved: dict[str, LayerReduction] = {}
     for key, value in reduction.items():
-        if not (callable(value) or value in (*MAP_REDUCTIONS, *SEQUENCE_REDUCTIONS)):
+        if not (callable(value) or isinstance(value, TokenPooling) or value in (*MAP_REDUCTIONS, *SEQUENCE_REDUCTIONS)):
             raise ValueError(
                 f"Expected `reduction[{key!r}]` to be one of {sorted({*MAP_REDUCTIONS, *SEQUENCE_REDUCTIONS})} "
                 f"or a callable (output -> (B, D)), but got {value!r}."
@@ -137,14 +147,21 @@ def resolve_reductions(
 
 
 def short_display_names(model: nn.Module, paths: Mapping[str, str]) -> dict[str, str]:
-    """Display names without the attribute that holds the network (``model.layer1`` -> ``layer1``) when
-    every module path starts with it and the shortened names stay distinct."""
-    modules = [path for path in paths if path != INPUT_LAYER]
+    """Display names without torch.compile's ``_orig_mod`` and the attribute that holds the network (``model.layer1``
+    -> ``layer1``) when every module path starts with it and the shortened names stay distinct."""
+    paths = {path: without_compiled(display) for path, display in paths.items()}
+    modules = [without_compiled(path) for path in paths if path != INPUT_LAYER]
     heads = {path.split(".", 1)[0] for path in modules}
     if len(heads) != 1 or not all("." in path for path in modules):
         return dict(paths)
-    short = {path: path.split(".", 1)[1] if path != INPUT_LAYER else path for path in paths}
+    short = {path: display.split(".", 1)[1] if path != INPUT_LAYER else path for path, display in paths.items()}
     return short if len(set(short.values())) == len(short) else dict(paths)
+
+
+def _library_layer(module: nn.Module) -> bool:
+    """A layer of timm or HF transformers: a tuple it returns starts with its hidden states (an HF layer's
+    ``(hidden_states, attention_weights)``)."""
+    return type(module).__module__.startswith(("transformers.models.", "timm."))
 
 
 class ActivationCapture:
@@ -152,8 +169,10 @@ class ActivationCapture:
 
     Each layer's output layout (conv map, channels-last map, token or time sequence, tuple, vector) is
     decided at its first call from what the module is (see :mod:`lightning_featviz.capture.layouts`), then
-    reduced: conv maps as ``reduction`` says, sequences to their class token (where the model has one)
-    or their mean. ``reduction`` may also map layer paths to ``"avg"``, ``"adaptive"``, ``"flatten"``,
+    reduced: conv maps as ``reduction`` says, the tokens of a timm or HF transformers model as the model's own head
+    pools them (:mod:`lightning_featviz.capture.pooling`), other sequences to their class token (where the model has
+    one) or their mean (over the real tokens only, where :attr:`attention_mask` (B, T) is set). ``reduction`` may
+    also map layer paths to ``"avg"``, ``"adaptive"``, ``"flatten"``,
     ``"mean"``, ``"cls"``, ``"last"``, or a callable ``output -> (B, D)`` that gets the module's output
     as it is. A layer whose layout cannot be decided without a guess raises :class:`LayoutError` from
     :meth:`pop` (the forward itself is never interrupted), naming the layer, its shape and the entry to add.
@@ -183,6 +202,8 @@ class ActivationCapture:
         self.reductions: dict[str, LayerReduction] = {} if isinstance(reduction, str) else dict(reduction)
         self.pool_size = pool_size
         self.batch_size = batch_size
+        self.attention_mask: Tensor | None = None  # (B, T) of the batch being run, nonzero at real tokens
+        self.known = known_models(model)
         self.outputs: dict[str, Tensor] = {}
         self.layouts: dict[str, Layout] = {}
         self._ranks: dict[str, int] = {}
@@ -214,7 +235,7 @@ class ActivationCapture:
 
     def _vectors(self, name: str, module: nn.Module, args: Any, output: Any) -> Tensor:
         given = self.reductions.get(name)
-        if callable(given):
+        if callable(given) and not isinstance(given, TokenPooling):
             vectors = given(output)
             if not isinstance(vectors, Tensor) or vectors.ndim != 2:
                 shape = tuple(vectors.shape) if isinstance(vectors, Tensor) else type(vectors).__name__
@@ -229,25 +250,26 @@ class ActivationCapture:
             return self._stored(vectors.detach(), vectors)
         tensor = self._output_tensor(name, module, output)
         layout = self.layouts.get(name)
-        reduction = given if isinstance(given, str) else None
+        reduction = given if isinstance(given, (str, TokenPooling)) else None
         if layout is None:
             entry = TraceEntry.of(name, module, args, tensor)
             try:
                 layout = LayoutResolver(self.model, self.batch_size).resolve(name, entry, self._trace.entries)
             except UndecidedLayout:
-                assumed = assumed_layout(tensor.ndim, reduction) if reduction else None
+                assumed = assumed_layout(tensor.ndim, reduction) if isinstance(reduction, str) else None
                 if assumed is None:
                     raise
                 layout = assumed
-            check_reduction(name, layout, reduction or layout.default_reduction(self.reduction))
+            layout = token_layout(layout, pooling_of(self.known, name), tensor.ndim)
+            check_reduction(name, layout, layer_reduction(layout, reduction, None, self.reduction))
             self.layouts[name], self._ranks[name] = layout, tensor.ndim
         elif tensor.ndim != self._ranks[name]:
             raise LayoutError(
                 f"Expected layer {name!r} to keep the rank of its first output ({self._ranks[name]} dimensions), "
                 f"but got shape {tuple(tensor.shape)}."
             )
-        reduction = reduction or layout.default_reduction(self.reduction)
-        vectors = reduce_output(tensor.detach(), layout, reduction, self.pool_size)
+        chosen = layer_reduction(layout, reduction, pooling_of(self.known, name), self.reduction)
+        vectors = reduce_output(tensor.detach(), layout, chosen, self.pool_size, self.attention_mask)
         return self._stored(vectors, tensor)
 
     def _stored(self, vectors: Tensor, source: Tensor) -> Tensor:
@@ -261,7 +283,7 @@ class ActivationCapture:
         """The tensor of ``output``: itself, the first element of an RNN's or attention's tuple, a 1-tuple's element."""
         if isinstance(output, Tensor):
             return output
-        known_tuple = isinstance(module, (nn.RNNBase, nn.MultiheadAttention))
+        known_tuple = isinstance(module, (nn.RNNBase, nn.MultiheadAttention)) or _library_layer(module)
         if isinstance(output, (tuple, list)) and output and (known_tuple or len(output) == 1):
             if isinstance(output[0], Tensor):
                 return output[0]

@@ -82,8 +82,9 @@ def as_images(inputs: Tensor) -> Tensor:
     return inputs[:, None] if inputs.ndim == 3 else inputs
 
 
-def reduce_input(inputs: Tensor, kind: InputKind, size: int) -> Tensor:
-    """One float32 vector per sample of a batch of ``kind``: (B, D) with D from :func:`input_width`."""
+def reduce_input(inputs: Tensor, kind: InputKind, size: int, mask: Tensor | None = None) -> Tensor:
+    """One float32 vector per sample of a batch of ``kind``: (B, D) with D from :func:`input_width`. Token ids count
+    only where ``mask`` (B, T) is nonzero (text padding is no token), when it is given."""
     if kind == "image":
         images = as_images(inputs).float()
         if images.shape[-2:] != (size, size):
@@ -98,10 +99,11 @@ def reduce_input(inputs: Tensor, kind: InputKind, size: int) -> Tensor:
         return inputs.float().reshape(inputs.shape[0], -1)
     buckets = size * size
     ids = inputs.long().remainder(buckets)
-    counts = torch.zeros(inputs.shape[0], buckets, device=inputs.device).scatter_add_(
-        1, ids, torch.ones_like(ids, dtype=torch.float32)
-    )
-    return counts / max(inputs.shape[1], 1)
+    real = torch.ones_like(ids, dtype=torch.float32)
+    if mask is not None and tuple(mask.shape) == tuple(ids.shape):
+        real = (mask.to(ids.device) != 0).float()
+    counts = torch.zeros(inputs.shape[0], buckets, device=inputs.device).scatter_add_(1, ids, real)
+    return counts / real.sum(dim=1, keepdim=True).clamp_min(1)
 
 
 def input_width(shape: tuple[int, ...], kind: InputKind, size: int) -> int:

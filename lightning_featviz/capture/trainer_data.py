@@ -15,9 +15,17 @@ from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, SequentialSampler, Subset
 
 from lightning_featviz.capture.bank import BankData, Choice, FeatureBank, select_subset
-from lightning_featviz.capture.batches import probabilities_of, read_batch, scores_of, unknown_predictions
+from lightning_featviz.capture.batches import (
+    attention_mask_of,
+    probabilities_of,
+    read_batch,
+    scores_of,
+    unknown_predictions,
+)
+from lightning_featviz.capture.compiled import eager
 from lightning_featviz.capture.default_layers import default_layers
 from lightning_featviz.capture.hooks import ActivationCapture, short_display_names
+from lightning_featviz.capture.pooling import KnownModel
 
 
 @contextmanager
@@ -142,7 +150,7 @@ def capture_training_bank(
     max_reference: int,
     seed: int,
     extractor: Callable[[Any], tuple[Any, ...]] | None,
-    vectors: Callable[[Tensor, dict[str, Tensor]], dict[str, Tensor]],
+    vectors: Callable[[Tensor, dict[str, Tensor], Tensor | None], dict[str, Tensor]],
     thumbnails: Callable[[Tensor], Tensor],
 ) -> BankData | None:
     """Up to ``max_reference`` training samples (chosen by ``seed``) through a no-grad, eval-mode forward
@@ -166,10 +174,12 @@ def capture_training_bank(
         with preserved_global_rng(), torch.no_grad(), capture.attach(), precision():
             for position, raw in enumerate(subset):
                 inputs, labels, _ = read_batch(raw, extractor)
+                mask = attention_mask_of(raw, extractor)
+                capture.attention_mask = mask
                 output = pl_module(inputs.to(next(pl_module.parameters()).device))
                 preds, confidences = scores_of(output) or unknown_predictions(len(labels))
                 indices = keep[position * batch_size : position * batch_size + len(labels)]
-                captured = vectors(inputs, capture.pop())
+                captured = vectors(inputs, capture.pop(), mask)
                 bank.add(
                     indices,
                     labels.cpu(),
@@ -205,10 +215,12 @@ def probe_default_layers(
     seed: int,
     map_reduction: str,
     pool_size: int,
-) -> dict[str, str]:
+) -> tuple[dict[str, str], list[KnownModel]]:
     """``layers="auto"``: the default layers (module path -> display name) found with one no-grad forward of an
     input shaped like the first validation batch: seeded noise where it is a float tensor, so that every rank
-    (the same weights, the same input) finds the same layers without a collective.
+    (the same weights, the same input) finds the same layers without a collective. A module whose ``forward`` takes
+    the batch (an HF model called with a dict) gets the dict batch, its input replaced by the noise. Also the models
+    whose token pooling was identified on the probe.
 
     Raises:
         ValueError: the forward failed, with the way out.
@@ -219,17 +231,31 @@ def probe_default_layers(
         if batch is None:
             raise ValueError("no validation batch")
         images = read_batch(batch, extractor).inputs
+        original = images
         if images.is_floating_point():
             images = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed), dtype=images.dtype)
         plugin = trainer.precision_plugin
-        example = images.to(next(pl_module.parameters()).device)
+        device = next(pl_module.parameters()).device
+        example = images.to(device)
         example = plugin.convert_input(example) if hasattr(plugin, "convert_input") else example
-        with preserved_global_rng(), getattr(plugin, "forward_context", nullcontext)():
-            paths = default_layers(pl_module, example, map_reduction, pool_size).layers
+        mask = attention_mask_of(batch, extractor)
+        mask = mask.to(device) if mask is not None else None
+        with preserved_global_rng(), getattr(plugin, "forward_context", nullcontext)(), eager():
+            try:
+                found = default_layers(pl_module, example, map_reduction, pool_size, mask=mask)
+            except Exception:
+                if not isinstance(batch, Mapping):
+                    raise
+                whole = {
+                    key: (example if value is original else value.to(device) if isinstance(value, Tensor) else value)
+                    for key, value in batch.items()
+                }
+                found = default_layers(pl_module, whole, map_reduction, pool_size, len(images), mask)
     except Exception as error:
+        cause = str(error) if len(str(error)) < 400 else str(error)[:400] + " ..."
         raise ValueError(
             "Expected `layers='auto'` to find the default layers with one forward of the first validation "
-            f"batch, but it failed ({type(error).__name__}: {error}). Hint: pass `layers=[...]` "
-            "(`featviz layers --arch NAME` lists the candidates of a torchvision model)."
+            f"batch, but it failed ({type(error).__name__}: {cause}). Hint: pass `layers=[...]` "
+            "(`featviz layers --module package.module.Class` lists the candidates and their reductions)."
         ) from error
-    return short_display_names(pl_module, paths)
+    return short_display_names(pl_module, found.layers), found.identified

@@ -1,0 +1,31 @@
+"""Data and references shared by the pooling tests (tests/test_timm_pooling.py, tests/test_hf_pooling.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.neighbors import NearestNeighbors
+from torch import Tensor
+
+
+def coloured_squares(count: int, seed: int, side: int = 16) -> list[dict[str, Tensor]]:
+    """Easy images for training tests: class c is a square of colour c (red, green, blue) at a random place on
+    dark noise. Dict samples, as HF datasets give them."""
+    generator = torch.Generator().manual_seed(seed)
+    samples = []
+    for index in range(count):
+        label = index % 3
+        image = 0.1 * torch.rand(3, side, side, generator=generator)
+        top, left = (int(v) for v in torch.randint(0, side // 2, (2,), generator=generator))
+        image[label, top : top + side // 2, left : left + side // 2] += 0.8
+        samples.append({"pixel_values": image, "labels": torch.tensor(label)})
+    return samples
+
+
+def sklearn_purity(vectors: Any, labels: Any, k: int) -> float:
+    """Leave-one-out kNN purity by scikit-learn: the reference the callback must equal."""
+    found = NearestNeighbors(n_neighbors=k + 1).fit(vectors).kneighbors(vectors, return_distance=False)
+    neighbours = np.array([[j for j in row if j != i][:k] for i, row in enumerate(found)])
+    return float((labels[neighbours] == labels[:, None]).mean())

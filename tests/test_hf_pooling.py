@@ -1,0 +1,321 @@
+"""HF transformers conformance: image and text classifiers from tiny configs (no download), called the way HF users
+call them — a LightningModule-like ``forward(batch)`` with dict batches, padded text of varying length. Every default
+layer's vector equals a reference built from ``output_hidden_states=True`` and the model's own pooling, and
+``layers="auto"`` finds the encoder stages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from pooling_data import coloured_squares, sklearn_purity
+from torch import Tensor, nn
+
+from lightning_featviz.capture.default_layers import default_layers
+from lightning_featviz.capture.hooks import ActivationCapture
+
+transformers = pytest.importorskip("transformers")
+
+SMALL = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32}
+IMAGE = {**SMALL, "image_size": 16, "patch_size": 4, "num_labels": 3}
+TEXT = {**SMALL, "vocab_size": 60, "max_position_embeddings": 32, "num_labels": 3}
+
+
+class ForwardBatch(nn.Module):
+    """What HF users write in a LightningModule: ``forward(batch)`` calls the model with the dict's tensors."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.model(**{key: value for key, value in batch.items() if key != "labels"}).logits
+
+
+def _image_batch() -> dict[str, Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return {"pixel_values": torch.rand(4, 3, 16, 16, generator=generator), "labels": torch.tensor([0, 1, 2, 0])}
+
+
+def _text_batch() -> dict[str, Tensor]:
+    """Four padded sentences of lengths 9, 5, 3 and 7 (padding id 0, masked out)."""
+    generator = torch.Generator().manual_seed(2)
+    ids = torch.randint(5, 60, (4, 9), generator=generator)
+    lengths = torch.tensor([9, 5, 3, 7])
+    mask = (torch.arange(9)[None] < lengths[:, None]).long()
+    return {"input_ids": ids * mask, "attention_mask": mask, "labels": torch.tensor([0, 1, 2, 0])}
+
+
+def _cls(hidden: Tensor) -> Tensor:
+    return hidden[:, 0]
+
+
+def _patch_mean(hidden: Tensor) -> Tensor:
+    return hidden[:, 1:].mean(dim=1)
+
+
+#: name -> (model builder, batch builder, pooling of an encoder layer's hidden state, pre-logits reference)
+Reference = Callable[[Any, Any], Tensor]
+MODELS: dict[
+    str, tuple[Callable[[], nn.Module], Callable[[], dict[str, Tensor]], Callable[[Tensor], Tensor], Reference]
+] = {
+    "vit": (
+        lambda: transformers.ViTForImageClassification(transformers.ViTConfig(**IMAGE)),
+        _image_batch,
+        _cls,
+        lambda model, out: model.vit.layernorm(out.hidden_states[-1])[:, 0],
+    ),
+    "deit": (
+        lambda: transformers.DeiTForImageClassification(transformers.DeiTConfig(**IMAGE)),
+        _image_batch,
+        _cls,
+        lambda model, out: model.deit.layernorm(out.hidden_states[-1])[:, 0],
+    ),
+    "beit": (
+        lambda: transformers.BeitForImageClassification(transformers.BeitConfig(**IMAGE, use_mean_pooling=True)),
+        _image_batch,
+        _patch_mean,
+        lambda model, out: model.beit.pooler.layernorm(out.hidden_states[-1][:, 1:].mean(dim=1)),
+    ),
+    "bert": (
+        lambda: transformers.BertForSequenceClassification(transformers.BertConfig(**TEXT)),
+        _text_batch,
+        _cls,
+        lambda model, out: model.bert.pooler(out.hidden_states[-1]),
+    ),
+    "distilbert": (
+        lambda: transformers.DistilBertForSequenceClassification(
+            transformers.DistilBertConfig(vocab_size=60, dim=16, n_layers=2, n_heads=2, hidden_dim=32, num_labels=3)
+        ),
+        _text_batch,
+        _cls,
+        lambda model, out: torch.relu(model.pre_classifier(out.hidden_states[-1][:, 0])),
+    ),
+    "deberta_v2": (
+        lambda: transformers.DebertaV2ForSequenceClassification(transformers.DebertaV2Config(**TEXT)),
+        _text_batch,
+        _cls,
+        lambda model, out: model.pooler(out.hidden_states[-1]),
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, tuple[nn.Module, dict[str, Tensor]]]:
+    torch.manual_seed(0)
+    return {name: (ForwardBatch(build().eval()), batch()) for name, (build, batch, _, _) in MODELS.items()}
+
+
+def _run(wrapper: nn.Module, batch: dict[str, Tensor], layers: list[str]) -> dict[str, Tensor]:
+    capture = ActivationCapture(wrapper, layers, batch_size=4)
+    capture.attention_mask = batch.get("attention_mask")
+    with capture.attach(), torch.no_grad():
+        wrapper(batch)
+    return capture.pop()
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_default_layer_equals_the_models_own_pooling_of_its_hidden_states(name: str, built: Any) -> None:
+    wrapper, batch = built[name]
+    _, _, pool, pre_logits = MODELS[name]
+    found = default_layers(wrapper, batch, batch_size=4, mask=batch.get("attention_mask"))
+    layers = [path for path in found.layers if path != "input"]
+    encoder = [path for path in layers if path.rsplit(".", 1)[-1].isdigit()]
+    assert len(encoder) == 2 and encoder[0].endswith(".0") and encoder[1].endswith(".1"), layers  # the stages
+    vectors = _run(wrapper, batch, layers)
+    model = wrapper.model
+    with torch.no_grad():
+        out = model(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=True)
+        for i, path in enumerate(encoder):
+            torch.testing.assert_close(vectors[path], pool(out.hidden_states[i + 1]), rtol=1e-5, atol=1e-5)
+        reference = pre_logits(model, out)
+    torch.testing.assert_close(vectors[layers[-1]], reference, rtol=1e-5, atol=1e-5, msg=str(layers))
+    assert layers[-1] != "model.classifier"  # never the logits
+
+
+def test_hf_vit_gives_one_answer_with_or_without_a_batch_size(built: Any) -> None:
+    """Why: `ActivationCapture` without a batch size gave the class token of `vit.layernorm`, the callback the mean."""
+    wrapper, batch = built["vit"]
+    layers = ["model.vit.layernorm", "model.vit.layers.1"]
+    unsized = ActivationCapture(wrapper, layers)
+    with unsized.attach(), torch.no_grad():
+        wrapper(batch)
+    plain = unsized.pop()
+    sized = _run(wrapper, batch, layers)
+    for layer in layers:
+        torch.testing.assert_close(plain[layer], sized[layer])
+    with torch.no_grad():
+        tokens = wrapper.model.vit(pixel_values=batch["pixel_values"]).last_hidden_state
+    torch.testing.assert_close(sized["model.vit.layernorm"], tokens[:, 0])
+
+
+def test_hf_patch_embeddings_are_averaged_not_read_at_token_0(built: Any) -> None:
+    """Why: token 0 of `patch_embeddings` is the top-left patch, not a class token."""
+    wrapper, batch = built["vit"]
+    path = "model.vit.embeddings.patch_embeddings"
+    raw: dict[str, Tensor] = {}
+    handle = wrapper.get_submodule(path).register_forward_hook(lambda m, a, out: raw.setdefault("out", out))
+    vectors = _run(wrapper, batch, [path])[path]
+    handle.remove()
+    assert raw["out"].shape[1] == 16  # a 4 x 4 grid of patches, no class token
+    torch.testing.assert_close(vectors, raw["out"].mean(dim=1))
+
+
+def test_padded_text_token_means_and_the_input_bag_count_real_tokens_only(built: Any) -> None:
+    """Why: token means and the `input` bag of tokens counted padding (BERT, dict batches with `attention_mask`)."""
+    from lightning_featviz.capture.inputs import reduce_input
+
+    wrapper, batch = built["bert"]
+    path, mask = "model.bert.encoder.layer.1", batch["attention_mask"]
+    capture = ActivationCapture(wrapper, [path], reduction={path: "mean"}, batch_size=4)
+    capture.attention_mask = mask
+    with capture.attach(), torch.no_grad():
+        wrapper(batch)
+    vectors = capture.pop()[path]
+    with torch.no_grad():
+        hidden = wrapper.model(input_ids=batch["input_ids"], attention_mask=mask, output_hidden_states=True)
+    for row, length in enumerate(mask.sum(dim=1).tolist()):
+        torch.testing.assert_close(vectors[row], hidden.hidden_states[2][row, :length].mean(dim=0))
+    bags = reduce_input(batch["input_ids"], "tokens", 8, mask)
+    for row, length in enumerate(mask.sum(dim=1).tolist()):
+        torch.testing.assert_close(bags[row], reduce_input(batch["input_ids"][row : row + 1, :length], "tokens", 8)[0])
+    fixed = torch.zeros(4, 32, dtype=torch.long)  # padded to a fixed length: the bag stays finite
+    fixed_mask = torch.zeros(4, 32, dtype=torch.long)
+    fixed[:, :9], fixed_mask[:, :9] = batch["input_ids"], mask
+    torch.testing.assert_close(reduce_input(fixed, "tokens", 8, fixed_mask), bags)
+
+
+def test_a_trained_hf_vit_logs_the_purity_of_the_feature_its_head_reads(tmp_path: Any) -> None:
+    """Why: a trained HF ViT logged 0.83 for `vit.layernorm` (mean of tokens) where its head's class token gives
+    1.00; "auto" with dict batches found only `input`. Here: `forward(batch)`, dict batches, `layers="auto"`."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    from lightning_featviz import FeatureVisualizer
+
+    class HFClassifier(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = transformers.ViTForImageClassification(transformers.ViTConfig(**IMAGE))
+
+        def forward(self, batch: dict[str, Tensor]) -> Tensor:
+            return self.model(pixel_values=batch["pixel_values"]).logits
+
+        def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+            return self.model(**batch).loss
+
+        def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+            self.log("val_acc", (self(batch).argmax(1) == batch["labels"]).float().mean())
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.Adam(self.parameters(), lr=3e-3)
+
+    pl.seed_everything(0, verbose=False)
+    module, val = HFClassifier(), coloured_squares(60, seed=1)
+    visualizer = FeatureVisualizer(
+        k=5, overhead=None, maps=False, projector=False, wrong_cluster=False, dashboard=False
+    )
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, max_epochs=6, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=1, deterministic=True, callbacks=[visualizer],
+    )  # fmt: skip
+    trainer.fit(module, DataLoader(coloured_squares(150, seed=0), batch_size=15, shuffle=True), DataLoader(val, 20))
+    layers = list(visualizer._run.paths.values())
+    assert layers[-1] == "vit.layernorm" and "vit.layers.0" in layers, layers
+    assert trainer.callback_metrics["val_acc"].item() > 0.9  # trained: the class token and the mean differ
+    module.eval()
+    with torch.no_grad():
+        images = torch.stack([sample["pixel_values"] for sample in val])
+        pooled = module.model.vit(pixel_values=images).last_hidden_state[:, 0]
+    labels = torch.stack([sample["labels"] for sample in val]).numpy()
+    expected = sklearn_purity(pooled.numpy(), labels, k=5)
+    logged = trainer.callback_metrics["featviz/knn_purity@5/vit.layernorm"].item()
+    assert logged == pytest.approx(expected, abs=1e-6)
+
+
+def test_posthoc_analyse_of_an_hf_model_reads_its_logits_and_the_heads_feature(tmp_path: Any, built: Any) -> None:
+    """Why: `posthoc.analyse` on an HF model failed with `AttributeError: ... 'argmax'`. The same layer gives the
+    same vector in the callback, `posthoc.analyse` and `ActivationCapture`: the class token after the layernorm."""
+    from lightning_featviz.posthoc import analyse
+
+    model = built["vit"][0].model
+    samples = coloured_squares(30, seed=3)
+    data = [(sample["pixel_values"], int(sample["labels"])) for sample in samples]
+    result = analyse(
+        model, data, tmp_path, layers=["vit.layernorm"], batch_size=10, k=5, progress=False, accelerator="cpu",
+        maps=False, projector=False, wrong_cluster=False, dashboard=False,
+    )  # fmt: skip
+    with torch.no_grad():
+        pooled = model.vit(pixel_values=torch.stack([image for image, _ in data])).last_hidden_state[:, 0]
+    expected = sklearn_purity(pooled.numpy(), torch.tensor([label for _, label in data]).numpy(), k=5)
+    assert result.history[-1]["knn_purity"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_padded_text_through_the_callback_counts_real_tokens_only(tmp_path: Any) -> None:
+    """Why: with dict batches of padded text, the `input` bag and token means counted the padding. Through a
+    Trainer: the logged purity of `input` and of a token mean equal scikit-learn on the masked references."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    from lightning_featviz import CaptureOptions, FeatureVisualizer
+    from lightning_featviz.capture.inputs import reduce_input
+
+    generator = torch.Generator().manual_seed(4)
+    samples = []
+    for index in range(60):
+        label, length = index % 3, int(torch.randint(3, 10, (1,), generator=generator))
+        ids = torch.zeros(9, dtype=torch.long)
+        ids[:length] = torch.randint(5 + 15 * label, 20 + 15 * label, (length,), generator=generator)
+        samples.append({"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": torch.tensor(label)})
+
+    class TextClassifier(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = transformers.BertForSequenceClassification(transformers.BertConfig(**TEXT))
+
+        def forward(self, batch: dict[str, Tensor]) -> Tensor:
+            return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+        def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+            return self.model(**batch).loss
+
+        def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+            self.log("val_acc", (self(batch).argmax(1) == batch["labels"]).float().mean())
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    class BankSpy(FeatureVisualizer):
+        """The callback, keeping the bank it analysed."""
+
+        bank: Any = None
+
+        def _analyse(self, trainer: Any, pl_module: Any, bank: Any) -> Any:
+            self.bank = bank
+            return super()._analyse(trainer, pl_module, bank)
+
+    pl.seed_everything(0, verbose=False)
+    module, layer = TextClassifier(), "model.bert.encoder.layer.1"
+    visualizer = BankSpy(
+        ["input", layer], k=5, overhead=None, maps=False, projector=False, wrong_cluster=False, dashboard=False,
+        capture=CaptureOptions(reduction={layer: "mean"}, input_size=6),
+    )  # fmt: skip
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, max_epochs=1, limit_train_batches=2, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=1, callbacks=[visualizer],
+    )  # fmt: skip
+    trainer.fit(module, DataLoader(samples, batch_size=15), DataLoader(samples, batch_size=20))
+    ids = torch.stack([s["input_ids"] for s in samples])
+    mask, labels = ids != 0, torch.stack([s["labels"] for s in samples]).numpy()
+    module.eval()
+    with torch.no_grad():
+        hidden = module.model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True).hidden_states[2]
+    rows = visualizer.bank.indices.long()
+    means = torch.stack([hidden[i, mask[i]].mean(dim=0) for i in range(len(ids))])
+    bags = torch.cat([reduce_input(ids[i : i + 1, : int(mask[i].sum())], "tokens", 6) for i in range(len(ids))])
+    torch.testing.assert_close(visualizer.bank.vectors["input"].float(), bags[rows])
+    torch.testing.assert_close(visualizer.bank.vectors[layer].float(), means[rows])
+    logged = trainer.callback_metrics[f"featviz/knn_purity@5/{layer}"].item()
+    assert logged == pytest.approx(sklearn_purity(means.numpy(), labels, 5), abs=1e-6)
