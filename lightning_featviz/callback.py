@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pytorch_lightning as pl
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
+from torch import nn
 
 from lightning_featviz import __version__
 from lightning_featviz.analysis.embedding import MapTracker
@@ -28,6 +29,8 @@ from lightning_featviz.arguments import check_arguments, normalised_layers
 from lightning_featviz.capture.bank import BankData, bank_from_columns
 from lightning_featviz.capture.epoch import ValidationCapture
 from lightning_featviz.capture.hooks import resolve_layers, resolve_reductions
+from lightning_featviz.capture.layouts import has_class_token
+from lightning_featviz.capture.pooling import known_models
 from lightning_featviz.capture.trainer_data import (
     allows_empty_ranks,
     logged_step,
@@ -53,6 +56,15 @@ from lightning_featviz.runtime.distributed import gather_columns, on_rank_zero, 
 from lightning_featviz.runtime.guard import Guard
 from lightning_featviz.runtime.scheduler import ReportScheduler
 from lightning_featviz.settings import capture_settings, epoch_analysis, output_plan, report_options
+
+
+def _has_tokens(model: nn.Module) -> bool:
+    """Whether ``model`` looks like a token model: an attention module, or a ``cls_token`` / ``class_token``."""
+    return any(
+        isinstance(module, (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer))
+        or has_class_token([module])
+        for module in model.modules()
+    )
 
 
 def _callback_bases() -> tuple[type, ...]:
@@ -163,6 +175,7 @@ class FeatureVisualizer(_Callback):
         self._reported_epochs: set[int] = set()  # epochs whose report is written (the checkpoints say which)
         self._on_cpu = True
         self._last_block: int | None = None  # epoch // every_n_epochs of the last epoch analysed in fit
+        self._pooling_probed = False  # named layers: how an unknown token model pools was looked for
 
     @property
     def schedule(self) -> list[str]:
@@ -184,6 +197,7 @@ class FeatureVisualizer(_Callback):
         self._run.forget_layers()
         if self.layers != "auto":  # "auto": chosen at the first validation epoch, on one of its batches
             self._use_layers(pl_module, resolve_layers(pl_module, self.layers))
+            self._pooling_probed = False
         # trainer.log_dir broadcasts from rank 0: ask once here, where every rank runs, never in a
         # branch that one rank could skip (that would hang the others). It is None where the first logger keeps
         # nothing on disk (MLflow on a database or server): the files then go under the Trainer's root dir.
@@ -270,6 +284,30 @@ class FeatureVisualizer(_Callback):
             )
         self._run.use(pl_module, paths, resolve_reductions(pl_module, paths, self.capture.reduction), identified)
 
+    def _identify_pooling(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Named layers of a token model that no library describes: the probe of ``layers="auto"`` finds, once, the
+        pooling of its last token layer that reproduces what its head reads, and the named layers use it."""
+        self._pooling_probed = True
+        if not _has_tokens(pl_module) or any(model.pooling is not None for model in known_models(pl_module)):
+            return  # no attention or class token; or timm / HF transformers: their own settings say how they pool
+        capture = self.capture
+        reduction = capture.reduction if isinstance(capture.reduction, str) else "avg"
+        try:
+            _, identified = probe_default_layers(
+                trainer, pl_module, capture.dataloader_idx, capture.batch_extractor, self.seed, reduction,
+                capture.pool_size,
+            )  # fmt: skip
+        except ValueError as error:
+            self._guard.warn_once(
+                "pooling-probe",
+                "FeatureVisualizer could not find how the model pools its tokens for its head "
+                f"({error.__cause__ or error}); token layers are reduced to their class token where the model has "
+                "one, else to their mean. Hint: pass `capture=CaptureOptions(reduction={layer: ...})` to be sure.",
+            )
+            return
+        if identified:
+            self._use_layers(pl_module, self._run.paths, identified)
+
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         capture = self.capture
         if self.layers == "auto" and self._run.hooks is None and self._phase is not Phase.OFF:
@@ -281,6 +319,8 @@ class FeatureVisualizer(_Callback):
             )  # fmt: skip
             self._use_layers(pl_module, found, identified)
             rank_zero_info(f"FeatureVisualizer layers: {list(self._run.paths.values())} (`layers='auto'`).")
+        elif self.layers != "auto" and self._run.hooks is not None and not self._pooling_probed:
+            self._identify_pooling(trainer, pl_module)
         if self._phase is Phase.CAPTURING:
             self._phase = Phase.WAITING  # the last epoch was not ended (an exception)
         fitting, epoch = trainer.state.fn == TrainerFn.FITTING, trainer.current_epoch

@@ -100,3 +100,42 @@ def test_the_sanity_check_refuses_float_and_multi_hot_targets_before_training(tm
     trainer = tiny_trainer(tmp_path, max_epochs=1, callbacks=[_visualizer()])
     with pytest.raises(TypeError, match=match + r".*single-label classifiers.*Hint: "):
         trainer.fit(Regressor(outputs, loss), DataLoader(data, batch_size=16), DataLoader(data, batch_size=16))
+
+
+def test_named_layers_of_an_unknown_token_model_are_pooled_as_its_head_pools(tmp_path: Any) -> None:
+    """Why: identification ran for `layers="auto"` only; a named token layer of a model no library describes, with a
+    class-token-like prefix, got token 0 where the head reads the mean of the patch tokens after 2 prefix tokens."""
+    from test_layouts import PrefixTokens
+
+    class Classifier(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = PrefixTokens("avg")
+            self.net.cls_token = nn.Parameter(torch.zeros(1, 1, 16))  # unused: the old rule would read token 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            self.log("val_loss", F.cross_entropy(self(batch[0]), batch[1]))
+
+    class BankSpy(FeatureVisualizer):
+        bank: Any = None
+
+        def _analyse(self, trainer: Any, pl_module: Any, bank: Any) -> Any:
+            self.bank = bank
+            return super()._analyse(trainer, pl_module, bank)
+
+    torch.manual_seed(0)
+    images, labels = torch.rand(24, 3, 16, 16), torch.arange(24) % 3
+    module = Classifier().eval()
+    visualizer = BankSpy(["net.encoder"], k=3, overhead=None, maps=False, projector=False, wrong_cluster=False)
+    trainer = tiny_trainer(tmp_path, callbacks=[visualizer])
+    trainer.validate(module, DataLoader(TensorDataset(images, labels), batch_size=8))
+    net = module.net
+    with torch.no_grad():
+        tokens = net.encoder(
+            torch.cat([net.prefix.expand(len(images), -1, -1), net.embed(images).flatten(2).transpose(1, 2)], 1)
+        )
+    rows = visualizer.bank.indices.long()
+    torch.testing.assert_close(visualizer.bank.vectors["net.encoder"].float(), tokens[:, 2:].mean(dim=1)[rows])
