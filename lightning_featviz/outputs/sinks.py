@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from lightning_featviz.outputs.custom_scalars import write_layout_once
 from lightning_featviz.outputs.html_report import THUMBNAILS, write_html_report
 
 PNG_LEVEL = 3  # zlib level: a quarter of the time of Pillow's default (6), for about 10 % more bytes
@@ -71,6 +72,7 @@ class TensorBoardSink:
     def __init__(self, writer: Any):
         self.writer = writer
         self.projector_dir = str(getattr(writer, "log_dir", None) or writer.get_logdir())
+        write_layout_once(writer)  # every layer's purity and accuracy on one chart (Custom Scalars)
 
     def log_image(self, tag: str, image: EncodedImage, step: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
