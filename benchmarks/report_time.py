@@ -6,7 +6,10 @@ results, its t-SNE maps and history; then each figure kind of ``report/figures.p
 ``--repeats`` times from those same inputs, and the median is printed (map fitting is not timed: it is the same
 before and after a change of how figures are drawn).
 
-    python benchmarks/report_time.py [--repeats 3]
+    python benchmarks/report_time.py [--repeats 3] [--inputs /tmp/report_inputs.pkl]
+
+With ``--inputs``, the recorded inputs are saved there, or loaded when the file exists (the same epoch drawn by
+two versions of the package).
 
 Run it at two commits to compare how figures are drawn: the older one unpacked beside it
 (``git archive <commit> | tar -x -C /tmp/old``, then ``PYTHONPATH=/tmp/old python benchmarks/report_time.py``).
@@ -15,11 +18,13 @@ Run it at two commits to compare how figures are drawn: the older one unpacked b
 from __future__ import annotations
 
 import argparse
+import pickle
 import statistics
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,9 +79,15 @@ def timed(draw: Callable[[], Iterable[np.ndarray]], repeats: int) -> tuple[float
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--inputs", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    seen = record_inputs()
+    if args.inputs is not None and args.inputs.exists():
+        seen = pickle.loads(args.inputs.read_bytes())
+    else:
+        seen = record_inputs()
+        if args.inputs is not None:
+            args.inputs.write_bytes(pickle.dumps(seen))
     maps_args, maps_kwargs = seen["map_images"]
     results = seen["confusion_images"][0][0]
     rows = figures.query_rows(results.bank, None)

@@ -32,20 +32,20 @@ def every(pitch_px: float, label_px: float) -> int:
 
 def names_width(names: Sequence[str]) -> float:
     """px of the widest of ``names`` as an axis writes them (cut to :data:`NAME_PX`)."""
-    return max((text_size(fitted(str(n), NAME_PX))[0] for n in names), default=0.0)
+    return max((text_size(fitted(str(n), NAME_PX, middle=True))[0] for n in names), default=0.0)
 
 
 def name_rows(ax: Axes, names: Sequence[str], pitch_px: float) -> None:
     """Name the rows 0, 1, ... of ``ax`` (top to bottom), every n-th where they are closer than a line."""
     step = every(pitch_px, line_px() - 2)
     ticks = list(range(0, len(names), step))
-    ax.set_yticks(ticks, [fitted(str(names[t]), NAME_PX) for t in ticks], fontsize=TEXT_PT)
+    ax.set_yticks(ticks, [fitted(str(names[t]), NAME_PX, middle=True) for t in ticks], fontsize=TEXT_PT)
 
 
 def upwards(names: Sequence[str], pitch_px: float) -> bool:
     """Whether columns ``pitch_px`` apart are named upwards: where their names, all longer than one
     character, would touch written upright, and a line of text fits between two columns."""
-    widest = max((text_size(fitted(str(n), NAME_PX))[0] for n in names), default=0.0)
+    widest = max((text_size(fitted(str(n), NAME_PX, middle=True))[0] for n in names), default=0.0)
     single = all(len(str(n)) <= 1 for n in names)
     return not single and widest + 4 > pitch_px and pitch_px >= line_px()
 
@@ -58,7 +58,7 @@ def columns_px(names: Sequence[str], pitch_px: float) -> float:
 def name_columns(ax: Axes, names: Sequence[str], pitch_px: float, turn: bool = True) -> None:
     """Name the columns 0, 1, ... of ``ax``: upright, or (``turn``) upwards where names would touch
     (:func:`upwards`), and only every n-th where neither fits."""
-    labels = [fitted(str(n), NAME_PX) for n in names]
+    labels = [fitted(str(n), NAME_PX, middle=True) for n in names]
     if turn and upwards(names, pitch_px):
         ax.set_xticks(range(len(names)), labels, fontsize=TEXT_PT, rotation=90)
         return

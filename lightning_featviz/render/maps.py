@@ -186,7 +186,7 @@ def map_figure(
         ax = axes_at(fig, x, y + panel_title, side, side, "3d" if view is not None else None)
         _draw_panel(ax, panel, colours, diameter, view)
         first = view is None or view == views[0]
-        heading = fitted(panel.title, side) if first else _view_name(view)  # type: ignore[arg-type]
+        heading = fitted(panel.title, side, middle=True) if first else _view_name(view)  # type: ignore[arg-type]
         below = fitted(panel.subtitle, side) if first else ""
         fig.text(
             (x + side / 2) / WIDTH_PX,

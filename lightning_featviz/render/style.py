@@ -76,13 +76,18 @@ def line_px(points: float = TEXT_PT) -> float:
     return text_size("lp", points)[1] * 1.2
 
 
-def fitted(text: str, width_px: float, points: float = TEXT_PT) -> str:
-    """``text``, cut short with an ellipsis where it is wider than ``width_px`` px."""
+def fitted(text: str, width_px: float, points: float = TEXT_PT, middle: bool = False) -> str:
+    """``text``, cut short with an ellipsis where it is wider than ``width_px`` px: at its end, or (``middle``)
+    in its middle, keeping its start and end (``encoder.lay…11.mlp``)."""
     if text_size(text, points)[0] <= width_px:
         return text
-    while text and text_size(text + "…", points)[0] > width_px:
-        text = text[:-1]
-    return text + "…"
+    head, tail = (text[: (len(text) + 1) // 2], text[(len(text) + 1) // 2 :]) if middle else (text, "")
+    while head and text_size(f"{head}…{tail}", points)[0] > width_px:
+        if middle and len(tail) >= len(head):
+            tail = tail[1:]
+        else:
+            head = head[:-1]
+    return f"{head}…{tail}"
 
 
 def wrapped(text: str, width_px: float, points: float = TITLE_PT, max_lines: int = 2) -> str:
