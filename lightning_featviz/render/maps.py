@@ -191,7 +191,7 @@ def map_figure(
         fig.text(
             (x + side / 2) / WIDTH_PX,
             1 - y / fig.bbox.height,
-            f"{heading}\n{below}",
+            f"{heading}\n{below}" if below else heading,
             ha="center",
             va="top",
             fontsize=TEXT_PT,
