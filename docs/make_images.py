@@ -65,7 +65,7 @@ def main() -> None:
     ax.legend(fontsize=8, ncol=2, loc="upper left")
     fig.tight_layout()
     fig.savefig(IMAGES / "purity_by_layer.png")
-    sprite = Image.open(sorted((run_dir / "featviz_projector" / "sprites").glob("*.png"))[0])
+    sprite = Image.open(sorted((run_dir / "featviz_projector" / "sprites").glob("*.*"))[0])  # a JPEG
     sprite.resize((512, 512), Image.Resampling.LANCZOS).save(IMAGES / "projector_sprite.png")
     print(f"wrote {sorted(p.name for p in IMAGES.glob('*.png'))}")
 

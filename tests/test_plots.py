@@ -1,8 +1,17 @@
+"""The pictures: neighbour grids (Pillow), and the charts and maps (matplotlib), checked on their pixels and on
+matplotlib's own text extents (``fig.canvas.get_renderer()``, ``Text.get_window_extent``) at the width they are
+shown at on a TensorBoard card."""
+
+import itertools
+import re
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 
-from lightning_featviz.render.canvas import SUPTITLE_PX, class_colours, fit_text, font, title_height
-from lightning_featviz.render.chart import colours_of
+from lightning_featviz.render.canvas import SUPTITLE_PX, fit_text, font, font_file, title_height
+from lightning_featviz.render.colours import PALETTE, class_colour, class_colours
 from lightning_featviz.render.grids import (
     BORDER,
     CAPTION_PX,
@@ -16,8 +25,16 @@ from lightning_featviz.render.grids import (
     _compose,
     neighbour_grid_image,
 )
-from lightning_featviz.render.maps import SIDE_2D, SIDE_3D, MapPanel, map_image
-from lightning_featviz.render.purity_charts import confusion_image, purity_depth_image
+from lightning_featviz.render.maps import MapPanel, map_figure
+from lightning_featviz.render.names import key_lines, names_key, short_names
+from lightning_featviz.render.purity_charts import (
+    class_purity_figure,
+    confusion_figure,
+    confusion_image,
+    purity_depth_figure,
+    purity_depth_image,
+)
+from lightning_featviz.render.style import NAN_GREY, WIDTH_PX, pixels
 
 
 def _grid(q=2, k=3, t=8):
@@ -66,171 +83,6 @@ def test_neighbour_grid_image_puts_panels_side_by_side_under_one_title():
     assert (one[:SUPTITLE_PX] < 128).any()  # the title is written
 
 
-def _class_rgb(c, paleness=0.15):
-    return np.round(255 * (class_colours(3)[c, :3] * (1 - paleness) + paleness)).astype(int)
-
-
-def _found(image, colour, tolerance=12):
-    """(rows, cols) of the pixels of ``colour``."""
-    return np.nonzero(_has_colour(image, colour, tolerance))
-
-
-def test_a_2d_map_draws_each_class_in_its_colour_where_its_points_are_with_y_up():
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(3), 30)
-    centres = np.array([[-5.0, -5.0], [5.0, 5.0], [5.0, -5.0]])  # bottom left, top right, bottom right
-    panel = MapPanel("layer", centres[labels] + rng.normal(scale=0.3, size=(90, 2)), labels, ["a", "b", "c"])
-    image = map_image([panel], "Epoch 1")
-    top = SUPTITLE_PX + 14 + TITLE_PX + 10  # the drawing area starts under the titles
-    area = image[top : top + SIDE_2D, :SIDE_2D]
-    for c, (right, up) in enumerate([(False, False), (True, True), (True, False)]):
-        rows, cols = _found(area, _class_rgb(c))
-        assert len(rows) > 30, f"class {c} is not drawn"
-        assert (cols.mean() > SIDE_2D / 2) == right and (rows.mean() < SIDE_2D / 2) == up
-    legend = image[:, SIDE_2D:]
-    for c in range(3):
-        assert len(_found(legend, _class_rgb(c, 0.0))[0]) > 20  # a legend dot per class, in full colour
-
-
-def test_a_2d_map_rings_the_flagged_points_and_says_so_in_the_legend():
-    labels = np.arange(40) % 2
-    points = np.random.default_rng(0).normal(size=(40, 2))
-    ringed = np.zeros(40, bool)
-    ringed[:3] = True
-    plain, flagged = (map_image([MapPanel("layer", points, labels, ["a", "b"], r)]) for r in (None, ringed))
-    assert plain.shape[0] == flagged.shape[0] and flagged.shape[1] >= plain.shape[1]
-    black = lambda image: int((image[:, : SIDE_2D - 4].max(axis=-1) < 60).sum())  # noqa: E731
-    assert black(flagged) > black(plain) + 30  # the rings (the frame and title are the same in both)
-
-
-def test_a_3d_map_is_seen_from_each_angle_and_farther_points_are_paler():
-    labels = np.zeros(60, int)
-    near = np.array([1.0, -0.6, 0.0]) + np.random.default_rng(0).normal(scale=0.05, size=(30, 3))
-    far = np.array([-1.0, 0.6, 0.0]) + np.random.default_rng(1).normal(scale=0.05, size=(30, 3))
-    panel = MapPanel("layer", np.concatenate([near, far]), labels, ["a"])
-    image = map_image([panel], angles=[(0.0, 0.0), (90.0, -90.0)])  # looking along -x; from above
-    top = TITLE_PX + 10
-    assert image.shape[1] > 2 * SIDE_3D
-    side = image[top : top + SIDE_3D, :SIDE_3D].astype(int)
-    blue = side[..., 2] - side[..., 0]  # tab:blue, paler (less blue than red) when farther
-    rows, cols = np.nonzero(blue > 20)
-    left, right = cols < SIDE_3D / 2, cols >= SIDE_3D / 2  # y = -0.6 is on the left when looking along -x
-    assert left.sum() > 20 and right.sum() > 20
-    assert blue[rows[left], cols[left]].mean() > blue[rows[right], cols[right]].mean() + 20
-    above = image[top : top + SIDE_3D, SIDE_3D:].astype(int)
-    rows, cols = np.nonzero(above[..., 2] - above[..., 0] > 20)
-    assert cols[rows > SIDE_3D / 2].mean() > cols[rows < SIDE_3D / 2].mean()  # from above: x right, y up
-
-
-def test_class_colours_stay_distinct_beyond_twenty_classes():
-    for n in (3, 15, 60):
-        colours = class_colours(n)
-        assert len(colours) == n and len({tuple(np.round(c, 3)) for c in colours}) == n
-
-
-def test_confusion_image_shades_each_cell_by_its_share_and_lines_up_the_per_class_bars():
-    confusion = np.array([[0.9, 0.1, 0.0], [0.2, 0.5, 0.3], [0.0, 0.0, 1.0]])
-    image = confusion_image(confusion, ["apple", "banana", "cherry"], "Epoch 0")
-    for value in (0.9, 0.5, 1.0, 0.3):
-        assert len(_found(image, colours_of(np.array(value), "Blues"), 3)[0]) > 200  # a cell of that shade
-    bar_rows = [_found(image, np.round(255 * class_colours(3)[c, :3]), 3)[0] for c in range(3)]
-    assert all(len(rows) > 50 for rows in bar_rows)
-    assert bar_rows[0].mean() < bar_rows[1].mean() < bar_rows[2].mean()  # the first class on top
-    cells = [_found(image, colours_of(np.array(v), "Blues"), 3)[0].mean() for v in (0.9, 0.5, 1.0)]  # the diagonal
-    assert np.allclose(cells, [rows.mean() for rows in bar_rows], atol=3)  # a class's bar beside its row
-
-
-def test_purity_depth_image_greys_the_epochs_a_layer_was_not_measured():
-    history = np.array([[0.1, 0.2], [np.nan, 0.8]])
-    image = purity_depth_image(["input", "pool"], [0.2, 0.8], history, [0, 1], k=5, epoch=1)
-    assert len(_found(image, (225, 225, 225), 2)[0]) > 200  # the missing cell
-    assert len(_found(image, colours_of(np.array(0.8), "viridis"), 3)[0]) > 400  # its cell and its bar
-
-
-def test_short_class_names_drop_the_shared_prefix_and_elide_the_middle_but_stay_distinct():
-    from lightning_featviz.render.canvas import short_names
-
-    assert short_names(["a_rather_long_class_name_one", "a_rather_long_class_name_two"]) == ["one", "two"]
-    assert short_names(["class 0", "class 1"]) == ["class 0", "class 1"]  # short enough: kept whole
-    assert short_names(["x_" + "a" * 30 + "_end1", "y_" + "a" * 30 + "_end2"]) == [
-        "x_aaaaaaa…aaa_end1",
-        "y_aaaaaaa…aaa_end2",
-    ]
-    same_ends = ["p" + "a" * 30 + "q", "p" + "b" * 30 + "q"]  # would both read "paaaa…q"-like: kept whole
-    assert short_names(same_ends, max_chars=3) == same_ends
-
-
-LONG_NAMES = [f"imagenet_synset_{word}_of_the_long_tail" for word in ("tench", "goldfish", "great_white_shark")]
-
-
-def test_names_key_lists_only_the_names_that_were_shortened_with_their_full_name():
-    from lightning_featviz.render.canvas import names_key, short_names
-
-    names = ["cat", "a_name_long_enough_to_be_elided_in_the_middle"]
-    short = short_names(names)
-    assert short[0] == "cat" and short[1] != names[1]
-    assert names_key(names, short) == [(short[1], names[1])]
-    assert names_key(names, short, shown=[0]) == []
-    assert names_key(LONG_NAMES, short_names(LONG_NAMES), shown=[2, 0]) == [
-        (short_names(LONG_NAMES)[2], LONG_NAMES[2]),
-        (short_names(LONG_NAMES)[0], LONG_NAMES[0]),
-    ]
-
-
-def test_figures_with_shortened_class_names_draw_a_table_of_the_full_names_below():
-    from lightning_featviz.render.canvas import KEY_PX
-    from lightning_featviz.render.purity_charts import class_purity_image
-
-    rng = np.random.default_rng(0)
-    confusion = np.full((3, 3), 1 / 3)
-    panel = MapPanel("layer", rng.normal(size=(30, 2)), np.arange(30) % 3, [])
-    draws = {
-        "confusion": lambda names: confusion_image(confusion, names, "Epoch 0"),
-        "purity_by_class": lambda names: class_purity_image(np.array([0.2, 0.5, 0.9]), names, "Epoch 0"),
-        "map": lambda names: map_image([MapPanel(panel.title, panel.points, panel.labels, names)], "Epoch 0"),
-    }
-    longest = max(font(KEY_PX).getlength(f"x → {name}") for name in LONG_NAMES)
-    for kind, draw in draws.items():
-        shortened, plain = draw(LONG_NAMES), draw(["tench", "goldfish", "shark"])
-        assert shortened.shape[0] > plain.shape[0] + 3 * KEY_PX, kind  # a title line and three rows
-        strip = shortened[-(shortened.shape[0] - plain.shape[0]) :]
-        inked = np.flatnonzero((strip < 128).any(axis=(0, 2)))
-        assert inked.max() - inked.min() >= longest, kind  # a full name is written out, not cut
-
-
-def _ink_runs(rows_inked):
-    """(start, stop) of each run of True in a 1-D bool array."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], rows_inked.astype(int), [0]])))
-    return list(zip(edges[::2], edges[1::2], strict=True))
-
-
-def test_type_grows_with_the_figure_width_so_capitals_stay_legible_at_card_width():
-    from lightning_featviz.render.canvas import CARD_PX, TEXT_CAP, TITLE_CAP, type_px
-
-    for width in (CARD_PX, 800, 1200, 1600):
-        for base, cap in ((11, TEXT_CAP), (19, TITLE_CAP)):
-            capital = -font(type_px(width, base, cap)).getbbox("H", anchor="ls")[1]  # px, drawn
-            assert capital * CARD_PX / width >= cap - 0.5, (width, base)
-    assert type_px(CARD_PX, 11) == 11  # a narrow figure keeps its type
-
-
-def test_a_wide_map_writes_its_title_and_legend_legible_at_card_width():
-    from lightning_featviz.render.canvas import CARD_PX, TEXT_CAP, TITLE_CAP
-
-    rng = np.random.default_rng(0)
-    labels = np.arange(60) % 2
-    panels = [MapPanel(f"layer{i}", rng.normal(size=(60, 2)), labels, ["HIGH", "LIME"]) for i in range(4)]
-    image = map_image(panels, "EPOCH")
-    assert image.shape[1] >= 1200  # wide: shown at a quarter of its size or less on a card
-    shrink = CARD_PX / image.shape[1]
-    dark = (image < 100).all(axis=-1)
-    title_rows = _ink_runs(dark[:, image.shape[1] // 3 : 2 * image.shape[1] // 3].any(axis=1))[0]
-    assert (title_rows[1] - title_rows[0]) * shrink >= TITLE_CAP - 0.5  # "EPOCH": capitals only
-    legend = dark[:, -120:]  # the legend's text (its dots are coloured, not dark)
-    runs = [stop - start for start, stop in _ink_runs(legend.any(axis=1))]
-    assert len(runs) == 2 and min(runs) * shrink >= TEXT_CAP - 0.5, runs  # "HIGH", "LIME"
-
-
 def test_wrap_text_breaks_at_spaces_within_the_width_and_cuts_only_the_last_line():
     from lightning_featviz.render.canvas import wrap_text
 
@@ -243,62 +95,283 @@ def test_wrap_text_breaks_at_spaces_within_the_width_and_cuts_only_the_last_line
     assert " ".join(wrap_text(text, typeface, 300, max_lines=5)) == text  # room enough: every word kept
 
 
-def test_a_wide_confusion_chart_writes_its_class_names_legible_at_card_width():
-    from lightning_featviz.render.canvas import CARD_PX, TEXT_CAP
+# ----------------------------------------------------------------------------------- charts and maps
 
-    confusion = np.random.default_rng(0).dirichlet(np.ones(10), size=10)
-    image = confusion_image(confusion, [str(c) for c in range(10)], "EPOCH")
-    assert image.shape[1] >= 900  # shown at a third of its size or less on a card
-    dark = (image < 100).all(axis=-1)
-    frame = np.flatnonzero(dark.sum(axis=0) > 300)[0]  # the heatmap's left edge: a long dark line
-    names = dark[:, frame - 18 : frame - 2]  # the row names, "0" to "9", right-aligned against it
-    runs = [stop - start for start, stop in _ink_runs(names.any(axis=1))]
-    assert len(runs) == 10 and min(runs) * CARD_PX / image.shape[1] >= TEXT_CAP - 0.5, runs
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+LONG_NAMES = [f"imagenet_synset_{word}_of_the_long_tail" for word in ("tench", "goldfish", "great_white_shark")]
 
 
-def test_colour_tables_hold_the_published_colours_and_look_values_up_as_matplotlib_does():
-    from lightning_featviz.render.colours import colour_table, scale_colours
-
-    tab10 = ["1f77b4", "ff7f0e", "2ca02c", "d62728", "9467bd", "8c564b", "e377c2", "7f7f7f", "bcbd22", "17becf"]
-    assert [bytes(c).hex() for c in colour_table("tab10")] == tab10  # matplotlib's / Tableau's published hex codes
-    assert [bytes(c).hex() for c in colour_table("tab20")[::2]] == tab10  # tab20: each tab10 colour, then a light one
-    ends = {"viridis": ("440154", "fde725"), "Blues": ("f7fbff", "08306b"), "turbo": ("30123b", "7a0403")}
-    for name, (low, high) in ends.items():
-        assert len(colour_table(name)) == 256
-        assert [bytes(c).hex() for c in scale_colours(name, np.array([0.0, 1.0]))] == [low, high], name
-    table = colour_table("viridis")
-    values = np.array([-0.5, 0.0, 0.9 / 256, 1 / 256, 0.5, 255 / 256 - 1e-9, 1.0, 2.0])
-    expected = table[[0, 0, 0, 1, 128, 254, 255, 255]]  # entry floor(256 value), clipped at both ends
-    assert np.array_equal(scale_colours("viridis", values), expected)
-    assert bytes(scale_colours("viridis", np.array(0.5))).hex() == "21918c"  # a single value: one colour
+def _confusion(c, seed=0):
+    rng = np.random.default_rng(seed)
+    matrix = rng.dirichlet(np.full(c, 0.3), size=c) + 2 * np.eye(c)
+    return matrix / matrix.sum(axis=1, keepdims=True)
 
 
-def test_the_shipped_font_draws_the_marks_arrows_and_accents_the_pictures_use():
+def _clusters(n, classes, d=2, seed=0):
+    """(n, d) points in one blob per class around a circle, and their (n,) labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    angle = 2 * np.pi * labels / classes
+    centres = np.stack([np.cos(angle), np.sin(angle), *([labels / classes] if d == 3 else [])], axis=1) * 4
+    return centres + rng.normal(size=(n, d)), labels
+
+
+def _panel(layer, n=600, classes=10, d=2, names=None, ringed=None, seed=0):
+    points, labels = _clusters(n, classes, d, seed)
+    names = names or [str(c) for c in range(classes)]
+    return MapPanel(layer, points, labels, names, ringed, "purity@10 0.91, map 0.89")
+
+
+def _figures():
+    """Every chart and map kind, at the sizes that stress its layout: (name, a function that draws the figure)."""
+    rng = np.random.default_rng(0)
+    ringed = rng.random(600) < 0.05
+    layers = ["input", "layer1", "layer2", "layer3", "avgpool"]
+    many_layers = [f"encoder.layers.{i}.mlp" for i in range(12)]
+    history, long_history = rng.uniform(size=(5, 8)), rng.uniform(size=(12, 40))
+    history[0, :3] = np.nan
+    title = "Epoch 7: avgpool, where each class's neighbours come from"
+    figures = {
+        "confusion, 10 classes": lambda: confusion_figure(_confusion(10), DIGITS, title),
+        "confusion, 3 long names": lambda: confusion_figure(_confusion(3), LONG_NAMES, "Epoch 0: layer"),
+        "confusion, 50 classes": lambda: confusion_figure(_confusion(50), [f"class {c}" for c in range(50)], "E"),
+        "confusion, 20 one-digit names": lambda: confusion_figure(
+            _confusion(20), [str(c % 10) for c in range(20)], "E"
+        ),
+        "purity by class, 10": lambda: class_purity_figure(rng.uniform(size=10), DIGITS, "Epoch 7: avgpool"),
+        "purity by class, 60": lambda: class_purity_figure(rng.uniform(size=60), [f"c{c}" for c in range(60)], "E"),
+        "depth, 5 layers": lambda: purity_depth_figure(layers, history[:, -1], history, list(range(8)), 10, 7),
+        "depth, 12 layers 40 epochs": lambda: purity_depth_figure(
+            many_layers, long_history[:, -1], long_history, list(range(40)), 10, 39
+        ),
+        "map, one": lambda: map_figure([_panel("avgpool", ringed=ringed)], "Epoch 7: 2-D t-SNE of avgpool"),
+        "map, first vs last": lambda: map_figure(
+            [_panel("input", ringed=ringed), _panel("avgpool", ringed=ringed)], "Epoch 7: 2-D t-SNE, input vs avgpool"
+        ),
+        "map, all layers": lambda: map_figure(
+            [_panel(layer, seed=i) for i, layer in enumerate(layers)], "Epoch 7: every layer in network order"
+        ),
+        "map, 3-D": lambda: map_figure([_panel("avgpool", d=3)], "Epoch 7: 3-D t-SNE of avgpool"),
+        "map, 3-D first vs last": lambda: map_figure(
+            [_panel("input", d=3), _panel("avgpool", d=3)], "Epoch 7: 3-D t-SNE, input vs avgpool"
+        ),
+        "map, 60 classes": lambda: map_figure([_panel("avgpool", 3000, 60)], "Epoch 7: 2-D t-SNE of avgpool"),
+        "map, long names": lambda: map_figure(
+            [_panel("a", 90, 3, names=LONG_NAMES), _panel("b", 90, 3, names=LONG_NAMES)], "E"
+        ),
+    }
+    yield from figures.items()
+
+
+FIGURES = list(_figures())
+
+
+def _texts(fig):
+    """(text artist, its window extent) of every visible, non-empty text of the drawn ``fig``."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    found = []
+    for text in fig.findobj(Text):
+        if text.get_visible() and text.get_text().strip() and text.get_figure() is not None:
+            found.append((text, text.get_window_extent(renderer)))
+    return found
+
+
+def _line_height(text, extent):
+    """px of one line of ``text`` (upright or turned a quarter)."""
+    across = extent.width if text.get_rotation() % 180 == 90 else extent.height
+    lines = text.get_text().count("\n") + 1
+    return across / (1.2 * lines - 0.2)  # matplotlib's line spacing: 1.2
+
+
+@pytest.mark.parametrize(("name", "draw"), FIGURES, ids=[name for name, _ in FIGURES])
+def test_a_figure_is_card_sized_and_its_text_is_on_one_type_scale_inside_the_canvas(name, draw):
+    fig = draw()
+    width, height = fig.canvas.get_width_height()
+    assert 600 <= width <= 800 and width <= 2 * height, (width, height)  # a TensorBoard card, aspect <= 2:1
+    texts = _texts(fig)
+    assert len(texts) >= 5
+    heights = [_line_height(text, extent) for text, extent in texts]
+    assert max(heights) <= min(heights) * 1.25, sorted(set(np.round(heights)))  # one scale: titles a little larger
+    assert min(heights) >= 10  # 10-pt type at 100 dpi, shown at its size on a card up to 735 px wide
+    for text, extent in texts:  # nothing cut at the canvas's edges
+        assert extent.x0 >= -0.5 and extent.y0 >= -0.5, text.get_text()
+        assert extent.x1 <= width + 0.5 and extent.y1 <= height + 0.5, text.get_text()
+    for axes in fig.axes:  # upright ticks: only names longer than one character may be turned (to fit)
+        for label in [*axes.get_xticklabels(), *axes.get_yticklabels()]:
+            if len(label.get_text().strip()) <= 1:
+                assert label.get_rotation() == 0, (name, label.get_text())
+            assert label.get_rotation() in (0, 90)
+    pixels(fig)  # drawn and freed
+    assert not fig.axes and not fig.texts
+
+
+@pytest.mark.parametrize(("name", "draw"), FIGURES, ids=[name for name, _ in FIGURES])
+def test_no_two_texts_of_a_figure_overlap(name, draw):
+    fig = draw()
+    texts = _texts(fig)
+    assert len(texts) >= 5
+    for (a, box_a), (b, box_b) in itertools.combinations(texts, 2):
+        overlap_x = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0)
+        overlap_y = min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
+        assert min(overlap_x, overlap_y) <= 1, (name, a.get_text(), b.get_text())
+    pixels(fig)
+
+
+def test_class_colours_are_the_tabs_in_every_figure():
+    script = (Path(font_file.__code__.co_filename).parents[1] / "dashboard" / "static" / "index.js").read_text()
+    palette = re.findall(r"'(#[0-9a-f]{6})'", script[script.index("const PALETTE") : script.index("];")])
+    assert list(PALETTE) == palette and len(palette) == 20
+    assert "`hsl(${(c * 137.5) % 360}, 65%, 50%)`" in script  # the rule beyond twenty, which class_colour follows
+    import colorsys
+
+    for c in (20, 33, 59):
+        assert np.allclose(class_colour(c), colorsys.hls_to_rgb((c * 137.5) % 360 / 360, 0.5, 0.65))
+    for n in (3, 15, 60):
+        colours = class_colours(n)
+        assert len(colours) == n and len({tuple(np.round(c, 3)) for c in colours}) == n
+
+
+def _has_rgb(image, colour, tolerance=3):
+    return np.all(np.abs(image.astype(int) - np.round(255 * np.asarray(colour[:3]))) <= tolerance, axis=-1)
+
+
+def test_a_2d_map_draws_each_class_in_its_colour_where_its_points_are_with_y_up():
+    labels = np.repeat(np.arange(3), 30)
+    centres = np.array([[-5.0, -5.0], [5.0, 5.0], [5.0, -5.0]])  # bottom left, top right, bottom right
+    points = centres[labels] + np.random.default_rng(0).normal(scale=0.3, size=(90, 2))
+    fig = map_figure([MapPanel("layer", points, labels, ["a", "b", "c"])])
+    axes = fig.axes[0].get_window_extent()
+    image = pixels(fig)
+    height = image.shape[0]
+    inside = image[int(height - axes.y1) + 2 : int(height - axes.y0) - 2, int(axes.x0) + 2 : int(axes.x1) - 2]
+    middle_row, middle_col = inside.shape[0] / 2, inside.shape[1] / 2
+    for c, (right, up) in enumerate([(False, False), (True, True), (True, False)]):
+        rows, cols = np.nonzero(_has_rgb(inside, class_colour(c)))
+        assert len(rows) > 30, f"class {c} is not drawn in its colour"
+        assert (cols.mean() > middle_col) == right and (rows.mean() < middle_row) == up
+    legend = image[:, int(axes.x1) :]
+    assert all(_has_rgb(legend, class_colour(c)).sum() > 20 for c in range(3))  # a legend dot per class
+
+
+def test_a_map_scales_its_points_to_their_number_and_rings_the_flagged_ones():
+    few, many = (map_figure([_panel("layer", n, 5)]) for n in (100, 5000))
+    size = lambda fig: float(fig.axes[0].collections[0].get_sizes()[0])  # noqa: E731
+    assert size(few) > 4 * size(many)
+    ringed = np.zeros(600, bool)
+    ringed[:7] = True
+    fig = map_figure([_panel("layer", ringed=ringed)])
+    rings = fig.axes[0].collections[1]
+    assert len(rings.get_offsets()) == 7 and (rings.get_facecolors().size == 0 or rings.get_facecolors()[0, 3] == 0)
+    assert rings.get_sizes()[0] > 4 * fig.axes[0].collections[0].get_sizes()[0]  # a ring around a point
+    assert any("flagged" in text.get_text() for text in fig.texts)  # and said in the legend
+
+
+def test_a_3d_map_is_seen_from_each_angle_and_names_each_view():
+    fig = map_figure([_panel("layer", d=3)], angles=[(0.0, 0.0), (90.0, -90.0)])
+    assert [ax.name for ax in fig.axes] == ["3d", "3d"]
+    assert [(ax.elev, ax.azim) for ax in fig.axes] == [(0.0, 0.0), (90.0, -90.0)]
+    written = " ".join(text.get_text() for text in fig.texts)
+    assert "layer" in written and "elevation 90°, azimuth -90°" in written
+
+
+def test_confusion_chart_shades_each_cell_by_its_share_and_lines_up_the_per_class_bars():
+    confusion = np.array([[0.9, 0.1, 0.0], [0.2, 0.5, 0.3], [0.0, 0.0, 1.0]])
+    fig = confusion_figure(confusion, ["apple", "banana", "cherry"], "Epoch 0")
+    heat, _, bars = fig.axes
+    assert np.array_equal(np.asarray(heat.images[0].get_array()), confusion)
+    widths = [patch.get_width() for patch in bars.patches]
+    assert np.allclose(widths, [0.9, 0.5, 1.0])  # the diagonal
+    for row, patch in enumerate(bars.patches):  # a class's bar beside its row, in its colour
+        bar_y = bars.transData.transform((0, patch.get_y() + patch.get_height() / 2))[1]
+        assert abs(bar_y - heat.transData.transform((0, row))[1]) < 1
+        assert np.allclose(patch.get_facecolor()[:3], class_colour(row))
+    values = {text.get_text() for text in heat.texts}
+    assert {"0.90", "0.50", "1.00", "0.30"} <= values and "0.00" not in values  # shares written, zeros not
+    image = confusion_image(confusion, ["apple", "banana", "cherry"], "Epoch 0")
+    assert image.dtype == np.uint8 and image.shape[1] == WIDTH_PX
+
+
+def test_bar_values_stay_inside_the_axis_of_shares():
+    fig = class_purity_figure(np.array([0.02, 0.5, 0.97, 1.0]), ["a", "b", "c", "d"], "E")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    right = ax.get_window_extent().x1
+    renderer = fig.canvas.get_renderer()
+    assert len(ax.texts) == 4
+    assert all(text.get_window_extent(renderer).x1 <= right + 0.5 for text in ax.texts)
+    assert ax.get_xlim() == (0, 1)
+
+
+def test_purity_depth_chart_greys_the_epochs_a_layer_was_not_measured():
+    history = np.array([[0.1, 0.2], [np.nan, 0.8]])
+    image = purity_depth_image(["input", "pool"], [0.2, 0.8], history, [0, 1], k=5, epoch=1)
+    grey = tuple(int(NAN_GREY[i : i + 2], 16) for i in (1, 3, 5))
+    assert _has_rgb(image, np.array(grey) / 255, 2).sum() > 200  # the missing cell
+
+
+def test_many_classes_write_every_nth_name_and_long_names_are_turned_not_cut():
+    fig = confusion_figure(_confusion(50), [f"class {c}" for c in range(50)], "E")
+    heat = fig.axes[0]
+    assert 10 <= len(heat.get_yticklabels()) < 50  # rows too close for every name: every n-th
+    assert not heat.texts  # cells too small for their values
+    fig = confusion_figure(_confusion(10), DIGITS, "E")
+    columns = fig.axes[0].get_xticklabels()
+    assert [label.get_text() for label in columns] == DIGITS and {label.get_rotation() for label in columns} == {90.0}
+    pixels(fig)
+
+
+def test_short_class_names_drop_the_shared_prefix_and_elide_the_middle_but_stay_distinct():
+    assert short_names(["a_rather_long_class_name_one", "a_rather_long_class_name_two"]) == ["one", "two"]
+    assert short_names(["class 0", "class 1"]) == ["class 0", "class 1"]  # short enough: kept whole
+    assert short_names(["x_" + "a" * 30 + "_end1", "y_" + "a" * 30 + "_end2"]) == [
+        "x_aaaaaaa…aaa_end1",
+        "y_aaaaaaa…aaa_end2",
+    ]
+    same_ends = ["p" + "a" * 30 + "q", "p" + "b" * 30 + "q"]  # would both read "paaaa…q"-like: kept whole
+    assert short_names(same_ends, max_chars=3) == same_ends
+
+
+def test_names_key_lists_only_the_names_that_were_shortened_with_their_full_name():
+    names = ["cat", "a_name_long_enough_to_be_elided_in_the_middle"]
+    short = short_names(names)
+    assert short[0] == "cat" and short[1] != names[1]
+    assert names_key(names, short) == [(short[1], names[1])]
+    assert names_key(names, short, shown=[0]) == [] and key_lines(names, short, shown=[0]) == []
+    assert names_key(LONG_NAMES, short_names(LONG_NAMES), shown=[2, 0]) == [
+        (short_names(LONG_NAMES)[2], LONG_NAMES[2]),
+        (short_names(LONG_NAMES)[0], LONG_NAMES[0]),
+    ]
+
+
+def test_figures_with_shortened_class_names_write_the_full_names_below():
+    confusion = np.full((3, 3), 1 / 3)
+    draws = {
+        "confusion": lambda names: confusion_figure(confusion, names, "Epoch 0"),
+        "purity_by_class": lambda names: class_purity_figure(np.array([0.2, 0.5, 0.9]), names, "Epoch 0"),
+        "map": lambda names: map_figure([_panel("layer", 90, 3, names=names)], "Epoch 0"),
+    }
+    for kind, draw in draws.items():
+        shortened, plain = draw(LONG_NAMES), draw(["tench", "goldfish", "shark"])
+        written = [text.get_text() for text in shortened.texts]
+        assert all(any(text.endswith(f"= {name}") for text in written) for name in LONG_NAMES), kind
+        shortened.canvas.draw()
+        renderer, lowest = shortened.canvas.get_renderer(), min(ax.get_window_extent().y0 for ax in shortened.axes)
+        key = [text for text in shortened.texts if "=" in text.get_text() or "shortened" in text.get_text()]
+        assert all(text.get_window_extent(renderer).y1 < lowest for text in key), kind  # below every chart
+        assert not any("=" in text.get_text() for text in plain.texts), kind
+
+
+def test_matplotlibs_font_draws_the_marks_arrows_and_accents_the_mosaics_use():
     typeface = font(20)
 
     def glyph(text):
         mask = typeface.getmask(text)
         return mask.size, bytes(mask)
 
-    missing = glyph("\u4e00")  # a CJK letter, outside the subset: the "no such glyph" box
+    missing = glyph("\\U0001f600")  # an emoji, outside DejaVu Sans: the "no such glyph" box
     drawn = {text: glyph(text) for text in ["✓", "✗", "→", "…", "é", "ß", "Ж", "λ", "e"]}
     assert missing not in drawn.values()  # each is a glyph of its own, none the empty box
     assert len(set(drawn.values())) == len(drawn)
-
-
-def test_a_narrow_heatmap_and_a_short_colour_bar_write_their_titles_whole():
-    from lightning_featviz.render.chart import LABEL_PX, colour_bar, heatmap
-
-    title = "class of the neighbours"
-    chart = np.asarray(heatmap(np.eye(2), ["a", "b"], ["a", "b"], "Blues", (16, 16), "true", title, False))
-    assert chart.shape[1] >= font(LABEL_PX + 1).getlength(title) + 4  # wider than its two cells for its title
-    bottom = (chart[-LABEL_PX - 4 :] < 128).any(axis=(0, 2))  # the title's row
-    inked = np.flatnonzero(bottom)
-    assert inked.min() > 0 and inked.max() < chart.shape[1] - 1  # not cut at either edge
-    label = "share of neighbours"
-    bar = np.asarray(colour_bar("Blues", 30, label))  # 30 px of bar, a label longer than that
-    assert bar.shape[0] >= font(LABEL_PX).getlength(label)
-    column = (bar[:, -LABEL_PX - 4 :] < 128).any(axis=(1, 2))  # the label, written upwards at the right
-    inked = np.flatnonzero(column)
-    assert inked.min() > 0 and inked.max() < bar.shape[0] - 1  # not cut at the top or the bottom
-    assert inked.max() - inked.min() >= font(LABEL_PX).getlength(label) - 4  # the whole label

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from lightning_featviz.outputs import events
+from lightning_featviz.outputs.custom_scalars import write_layout_once
 from lightning_featviz.outputs.files import write_atomically
 from lightning_featviz.outputs.html_report import THUMBNAILS, write_html_report
 from lightning_featviz.outputs.metrics_file import append_metrics
@@ -80,18 +81,22 @@ class TensorBoardSink:
 
         # The PNG is made already, off the training process: sent as it is, not decoded and encoded again.
         encoded = Summary.Image(height=image.height, width=image.width, colorspace=3, encoded_image_string=image.png)
-        events.add_summary(self.projector_dir, Summary(value=[Summary.Value(tag=tag, image=encoded)]), step)
+        self._add(Summary(value=[Summary.Value(tag=tag, image=encoded)]), step)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, epoch: int) -> None:
         from torch.utils.tensorboard.summary import scalar
 
         for tag, value in metrics.items():
-            events.add_summary(self.projector_dir, scalar(tag, float(value)), step)
+            self._add(scalar(tag, float(value)), step)
 
     def log_text(self, tag: str, text: str, step: int) -> None:
         from torch.utils.tensorboard.summary import text as text_summary
 
-        events.add_summary(self.projector_dir, text_summary(tag, text), step)
+        self._add(text_summary(tag, text), step)
+
+    def _add(self, summary: Any, step: int) -> None:
+        write_layout_once(self.projector_dir)  # every layer's purity and accuracy on one chart (Custom Scalars)
+        events.add_summary(self.projector_dir, summary, step)
 
     def log_thumbnails(self, tag: str, images: Sequence[EncodedImage], step: int) -> None:
         """Nothing: TensorBoard shows the flagged images in the wrong-cluster gallery figure."""

@@ -1,8 +1,8 @@
 """Neighbour grids: each query image followed by its k nearest neighbours, marked same or other class.
 
-Every picture of an epoch is drawn with Pillow, in milliseconds where matplotlib took seconds:
-neighbour grids here, the confusion matrices and purity charts in :mod:`lightning_featviz.render.purity_charts`,
-t-SNE maps in :mod:`lightning_featviz.render.maps`.
+Image mosaics are drawn with Pillow (thumbnails enlarged by whole factors, borders and captions need no axes);
+the charts and t-SNE maps, with matplotlib (:mod:`lightning_featviz.render.purity_charts`,
+:mod:`lightning_featviz.render.maps`).
 """
 
 from __future__ import annotations

@@ -203,13 +203,13 @@ def map_images(
     """
 
     def panel(layer: str, d: int) -> MapPanel:
-        title = f"{layer}: purity@{k} {layer_purity[layer]:.2f} (map {maps[layer].purity[d]:.2f})"
+        subtitle = f"purity@{k} {layer_purity[layer]:.2f}, map {maps[layer].purity[d]:.2f}"
         marked = (ringed or {}).get(layer) if d == 2 else None
         rows = maps[layer].rows
         if rows is not None:  # a large bank's subsample
             marked = marked[rows] if marked is not None else None
-            return MapPanel(title, maps[layer].maps[d], labels[rows], class_names, marked)
-        return MapPanel(title, maps[layer].maps[d], labels, class_names, marked)
+            return MapPanel(layer, maps[layer].maps[d], labels[rows], class_names, marked, subtitle)
+        return MapPanel(layer, maps[layer].maps[d], labels, class_names, marked, subtitle)
 
     images: dict[tuple[str, str], np.ndarray] = {}
     dims = sorted({d for layer_maps in maps.values() for d in layer_maps.maps})
