@@ -236,21 +236,34 @@ def test_mlflow_ui_shows_a_featviz_image_and_the_page(mlflow_run):
     experiment = client.get_run(run_id).info.experiment_id
 
     def node(driver: Any, name: str) -> Any:
+        """The artifact tree's node ``name``, once it is shown (a folder's children appear as it expands)."""
         selector = f"[data-testid='artifact-tree-node'][artifact-name='{name}']"
-        return wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, selector), f"artifact {name}")[0]
+        shown = lambda: [e for e in driver.find_elements(By.CSS_SELECTOR, selector) if e.is_displayed()]  # noqa: E731
+        return wait_for(shown, f"artifact {name}")[0]
+
+    def open_node(driver: Any, name: str) -> None:
+        """Click ``name`` in the tree, again until the click lands (a node still moving is not interactable)."""
+
+        def click() -> bool:
+            element = node(driver, name)
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+            element.click()
+            return True
+
+        wait_for(click, f"a click on artifact {name}")
 
     def loaded(driver: Any, images: list[Any]) -> list[Any]:
         return [image for image in images if driver.execute_script("return arguments[0].naturalWidth", image) > 100]
 
     with mlflow_ui(f"sqlite:///{root}/mlflow.db") as url, browser(1400, 1000) as driver:
         driver.get(f"{url}/#/experiments/{experiment}/runs/{run_id}/artifacts")
-        node(driver, "images").click()
+        open_node(driver, "images")
         maps = [name for name in _image_artifacts(client, run_id) if name.startswith("featviz~tsne_2d~pool+")]
-        node(driver, maps[-1]).click()
+        open_node(driver, maps[-1])
         preview = ".mlflow-artifact-right img"
         wait_for(lambda: loaded(driver, driver.find_elements(By.CSS_SELECTOR, preview)), "the map's preview")
-        node(driver, "featviz").click()
-        node(driver, "index.html").click()
+        open_node(driver, "featviz")
+        open_node(driver, "index.html")
         frame = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".mlflow-artifact-right iframe"), "the page")
         driver.switch_to.frame(frame[0])
         assert wait_for(lambda: driver.find_element(By.TAG_NAME, "h1").text, "its title") == "lightning_featviz report"
