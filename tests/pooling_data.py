@@ -29,3 +29,21 @@ def sklearn_purity(vectors: Any, labels: Any, k: int) -> float:
     found = NearestNeighbors(n_neighbors=k + 1).fit(vectors).kneighbors(vectors, return_distance=False)
     neighbours = np.array([[j for j in row if j != i][:k] for i, row in enumerate(found)])
     return float((labels[neighbours] == labels[:, None]).mean())
+
+
+def fit_six_epochs(tmp_path: Any, module: Any, train: Any, val: Any) -> tuple[Any, Any]:
+    """Train ``module`` for 6 epochs with the callback at its default layers (k = 5, kNN only, every epoch);
+    the Trainer and the callback, to read what it logged."""
+    import pytorch_lightning as pl
+
+    from lightning_featviz import FeatureVisualizer
+
+    visualizer = FeatureVisualizer(
+        k=5, overhead=None, maps=False, projector=False, wrong_cluster=False, dashboard=False
+    )
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, max_epochs=6, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=1, deterministic=True, callbacks=[visualizer],
+    )  # fmt: skip
+    trainer.fit(module, train, val)
+    return trainer, visualizer

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import torch
-from pooling_data import coloured_squares, sklearn_purity
+from pooling_data import coloured_squares, fit_six_epochs, sklearn_purity
 from torch import Tensor, nn
 
 from lightning_featviz.capture.default_layers import default_layers
@@ -193,8 +193,6 @@ def test_a_trained_hf_vit_logs_the_purity_of_the_feature_its_head_reads(tmp_path
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader
 
-    from lightning_featviz import FeatureVisualizer
-
     class HFClassifier(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
@@ -214,14 +212,9 @@ def test_a_trained_hf_vit_logs_the_purity_of_the_feature_its_head_reads(tmp_path
 
     pl.seed_everything(0, verbose=False)
     module, val = HFClassifier(), coloured_squares(60, seed=1)
-    visualizer = FeatureVisualizer(
-        k=5, overhead=None, maps=False, projector=False, wrong_cluster=False, dashboard=False
+    trainer, visualizer = fit_six_epochs(
+        tmp_path, module, DataLoader(coloured_squares(150, seed=0), batch_size=15, shuffle=True), DataLoader(val, 20)
     )
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path, max_epochs=6, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=1, deterministic=True, callbacks=[visualizer],
-    )  # fmt: skip
-    trainer.fit(module, DataLoader(coloured_squares(150, seed=0), batch_size=15, shuffle=True), DataLoader(val, 20))
     layers = list(visualizer._run.paths.values())
     assert layers[-1] == "vit.layernorm" and "vit.layers.0" in layers, layers
     assert trainer.callback_metrics["val_acc"].item() > 0.9  # trained: the class token and the mean differ

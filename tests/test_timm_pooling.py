@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from pooling_data import coloured_squares, sklearn_purity
+from pooling_data import coloured_squares, fit_six_epochs, sklearn_purity
 from torch import Tensor, nn
 
 from lightning_featviz.capture.default_layers import default_layers
@@ -139,8 +139,6 @@ def test_a_trained_mean_pooled_vit_logs_the_purity_of_its_pre_logits_feature(tmp
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, TensorDataset
 
-    from lightning_featviz import FeatureVisualizer
-
     class TimmClassifier(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
@@ -168,14 +166,9 @@ def test_a_trained_mean_pooled_vit_logs_the_purity_of_its_pre_logits_feature(tmp
 
     pl.seed_everything(0, verbose=False)
     module, val = TimmClassifier(), tensors(coloured_squares(60, seed=1))
-    visualizer = FeatureVisualizer(
-        k=5, overhead=None, maps=False, projector=False, wrong_cluster=False, dashboard=False
+    trainer, visualizer = fit_six_epochs(
+        tmp_path, module, DataLoader(tensors(coloured_squares(150, seed=0)), 15, shuffle=True), DataLoader(val, 20)
     )
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path, max_epochs=6, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=1, deterministic=True, callbacks=[visualizer],
-    )  # fmt: skip
-    trainer.fit(module, DataLoader(tensors(coloured_squares(150, seed=0)), 15, shuffle=True), DataLoader(val, 20))
     layers = list(visualizer._run.paths.values())
     assert layers[-1] == "fc_norm" and "blocks.0" in layers, layers
     assert trainer.callback_metrics["val_acc"].item() > 0.9
