@@ -169,7 +169,7 @@ class FeatureVisualizer(_Callback):
         self._guard = Guard(self.strict)
         self._run = ValidationCapture(capture_settings(self), self._guard.warn_once, rank_zero_info)
         self._analysis, self._plan = epoch_analysis(self, self._guard.warn_once), output_plan(self)
-        self._map_tracker = MapTracker(self.maps.perplexity, seed, self.maps.backend)
+        self._map_tracker = MapTracker(self.maps.perplexity, seed)
         self._reports = ReportScheduler(self._map_tracker, self._guard.warn_once, self._reported)
         self._unfinished: tuple[EpochJob, Destination] | None = None  # the last epoch, if it lacks outputs
         self._reported_epochs: set[int] = set()  # epochs whose report is written (the checkpoints say which)
