@@ -267,7 +267,5 @@ class MapTracker:
         perplexity = clamp_perplexity(self.perplexity, len(indices), warn=not self._clamp_warned)
         self._clamp_warned |= perplexity != self.perplexity
         reorganise = changed or previous is None
-        points = tsne_map(
-            vectors, dims, perplexity, self.seed, start, self.n_jobs, reorganise, neighbours
-        )
+        points = tsne_map(vectors, dims, perplexity, self.seed, start, self.n_jobs, reorganise, neighbours)
         return points if previous is None else align_map(points, previous)
