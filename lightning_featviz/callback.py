@@ -24,7 +24,7 @@ from torch import nn
 
 from lightning_featviz import __version__
 from lightning_featviz.analysis.embedding import MapTracker
-from lightning_featviz.analysis.measures import EpochResults
+from lightning_featviz.analysis.results import EpochResults
 from lightning_featviz.arguments import check_arguments, normalised_layers
 from lightning_featviz.capture.bank import BankData, bank_from_columns
 from lightning_featviz.capture.epoch import ValidationCapture
