@@ -16,28 +16,37 @@ from lightning_featviz.report.tables import MARKDOWN_ROWS, label_issue_markdown,
 
 
 def export_wrong_cluster(
-    folder: FolderSink, results: EpochResults, layer: str, found: WrongCluster, paths: list[str] | None, step: int
-) -> tuple[str, str]:
+    folder: FolderSink | None,
+    results: EpochResults,
+    layer: str,
+    found: WrongCluster,
+    paths: list[str] | None,
+    step: int,
+) -> tuple[str, list[str]]:
     """The samples of ``layer`` in the wrong cluster as ``featviz_wrong_cluster/epoch_NNN_<layer>.csv`` under the
-    run's folder; the table as Markdown, and the file's path."""
+    run's folder (None: no file); the table as Markdown, and the path written."""
     table = wrong_cluster_table(found, results.bank, results.class_names, paths)
+    if folder is None:
+        return markdown_table(table), []
     name = f"featviz_wrong_cluster/epoch_{results.epoch:03d}_{file_name(layer)}"
-    return markdown_table(table), folder.log_csv(name, wrong_cluster.CSV_COLUMNS, table, step)
+    return markdown_table(table), [folder.log_csv(name, wrong_cluster.CSV_COLUMNS, table, step)]
 
 
 def export_label_issues(
-    folder: FolderSink, results: EpochResults, issues: LabelIssueResults, paths: list[str] | None, step: int
+    folder: FolderSink | None, results: EpochResults, issues: LabelIssueResults, paths: list[str] | None, step: int
 ) -> tuple[str, list[str]]:
     """The relabelling CSVs of ``issues`` under the run's folder (``featviz_label_issues/``: the validation
     samples, and the training samples with a training reference); the top of the validation samples' list as
-    Markdown, and the files' paths."""
-    name = f"featviz_label_issues/epoch_{results.epoch:03d}_{file_name(issues.layer)}"
+    Markdown, and the files' paths (none without a ``folder``)."""
     bank, names, columns = results.bank, results.class_names, label_issues.CSV_COLUMNS
+    top = list(islice(label_issue_rows(issues.validation, bank.indices, bank.labels, names, paths), MARKDOWN_ROWS))
+    if folder is None:
+        return label_issue_markdown(top, len(bank)), []
+    name = f"featviz_label_issues/epoch_{results.epoch:03d}_{file_name(issues.layer)}"
     rows = label_issue_rows(issues.validation, bank.indices, bank.labels, names, paths)
     written = [folder.log_csv(name, columns, rows, step)]
     if issues.training is not None:
         searched = results.searched
         train_rows = label_issue_rows(issues.training, searched.indices, searched.labels, names)
         written.append(folder.log_csv(f"{name}_train", columns, train_rows, step))
-    top = list(islice(label_issue_rows(issues.validation, bank.indices, bank.labels, names, paths), MARKDOWN_ROWS))
     return label_issue_markdown(top, len(bank)), written

@@ -231,10 +231,10 @@ class Reporter:
         shows_images = bank.thumbnails.ndim == 4  # not for sequences, vectors or tokens
         if options.log_neighbour_grids and shows_images:
             self._add(report, neighbour_grid_images(results, query_rows(bank, options.query_indices)))
-        if options.log_wrong_cluster and chosen in flagged and self.folder is not None:
+        if options.log_wrong_cluster and chosen in flagged:
             found, issues = flagged[chosen], results.label_issues
-            table, path = export_wrong_cluster(self.folder, results, chosen, found, job.paths, job.step)
-            report.files.append(path)
+            table, written = export_wrong_cluster(self.folder, results, chosen, found, job.paths, job.step)
+            report.files += written
             report.texts.append((self.tag("wrong_cluster_table", chosen), table))
             if shows_images:
                 report.thumbnails.append((report.texts[-1][0], table_thumbnails(bank, found.rows[:MAX_TABLE_ROWS])))
