@@ -257,6 +257,7 @@ COMPUTATIONS = {
         "wrong_cluster.find_wrong_cluster",
         "label_issues.find_label_issues",
         "label_issues.score_label_issues",
+        "wrong_cluster.neighbourhood_confusion",
     )
 }
 

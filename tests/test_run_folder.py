@@ -33,7 +33,7 @@ def _results(n: int = 60, k: int = 5) -> EpochResults:
 
 def test_analyse_epoch_fills_the_one_results_object_with_twins_maps_wrong_cluster_and_label_issues():
     results, warned = _results(), []
-    wanted = OutputAnalysis(dims=(2,), map_samples=2000, label_issues=True)
+    wanted = OutputAnalysis(dims=(2,), map_samples=2000, label_issues=True, confusion=True)
     done = analyse_epoch(results, MapTracker(perplexity=5.0, n_jobs=1), wanted, lambda *warning: warned.append(warning))
     assert done.twins == {"a": "b"} and [key for key, _ in warned if key.startswith("identical")] == ["identical/a"]
     assert set(done.stats) == {"a", "b", "c"} and set(done.shown().stats) == {"b", "c"}  # scalars for all
@@ -41,9 +41,11 @@ def test_analyse_epoch_fills_the_one_results_object_with_twins_maps_wrong_cluste
     assert set(done.wrong_cluster) == {"b", "c"} and set(done.wrong_cluster["c"].rows.tolist()) >= {0, 1, 2}
     assert done.label_issues is not None and done.label_issues.layer == "c"  # the last layer shown
     assert set(done.label_issues.validation.order()[:3].tolist()) == {0, 1, 2}
-    assert {"maps_2d", "wrong_cluster", "label_issues"} <= set(done.seconds)
+    assert set(done.confusion) == {"b", "c"} and done.confusion["c"].shape == (3, 3)
+    assert {"maps_2d", "wrong_cluster", "label_issues", "confusion"} <= set(done.seconds)
     plain = analyse_epoch(results, MapTracker(perplexity=5.0, n_jobs=1), OutputAnalysis(), lambda *warning: None)
-    assert plain.maps == {} and plain.label_issues is None and set(plain.wrong_cluster) == {"b", "c"}
+    assert plain.maps == {} and plain.label_issues is None and plain.confusion == {}
+    assert set(plain.wrong_cluster) == {"b", "c"}
 
 
 def test_the_run_folder_is_a_folder_sink_that_writes_tables_projector_entries_and_folder_files(tmp_path):

@@ -24,7 +24,7 @@ from lightning_featviz.analysis.label_issues import (
 )
 from lightning_featviz.analysis.maps import fit_maps
 from lightning_featviz.analysis.results import EpochResults, LabelIssueResults
-from lightning_featviz.analysis.wrong_cluster import WrongCluster, find_wrong_cluster
+from lightning_featviz.analysis.wrong_cluster import WrongCluster, find_wrong_cluster, neighbourhood_confusion
 from lightning_featviz.capture.bank import BankData
 from lightning_featviz.capture.warn import Warn
 
@@ -40,6 +40,7 @@ class OutputAnalysis:
         min_share: the wrong-cluster rule: the other class holds at least this share of the k neighbours.
         label_issues: score the label issues of the wrong-cluster layer.
         wrong_cluster_layer: that layer; None: the last layer shown.
+        confusion: each shown layer's neighbourhood confusion matrix.
     """
 
     dims: Sequence[int] = ()
@@ -48,6 +49,7 @@ class OutputAnalysis:
     min_share: float = 0.6
     label_issues: bool = False
     wrong_cluster_layer: str | None = None
+    confusion: bool = False
 
 
 def identical_layers(bank: BankData, layers: Sequence[str]) -> dict[str, str]:
@@ -112,7 +114,8 @@ def analyse_epoch(results: EpochResults, maps: MapTracker, wanted: OutputAnalysi
     """``results`` (the kNN statistics of an epoch) completed with what ``wanted`` asks for: the twin layers (each
     warned about once), the maps of the layers shown (``maps`` continues them from the last epoch; a layer whose map
     cannot be made is warned about and left out), every shown layer's wrong cluster and, where asked, the label
-    issues of the wrong-cluster layer (where it is one of those). ``seconds`` says what each part took."""
+    issues of the wrong-cluster layer (where it is one of those) and each shown layer's neighbourhood confusion.
+    ``seconds`` says what each part took."""
     twins = identical_layers(results.bank, list(results.stats))
     for twin, kept in twins.items():
         warn(
@@ -137,4 +140,11 @@ def analyse_epoch(results: EpochResults, maps: MapTracker, wanted: OutputAnalysi
         results.label_issues = label_issues_of(shown, chosen, warn)
         release_free_heap()  # the label-issue search's freed blocks
         results.seconds["label_issues"] = time.perf_counter() - started
+    if wanted.confusion:
+        started, num_classes = time.perf_counter(), len(shown.class_names)
+        results.confusion = {
+            layer: neighbourhood_confusion(shown.neighbour_labels(layer), shown.bank.labels, num_classes)
+            for layer in shown.stats
+        }
+        results.seconds["confusion"] = time.perf_counter() - started
     return results

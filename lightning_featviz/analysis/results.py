@@ -52,8 +52,10 @@ class EpochResults:
         maps: layer -> its t-SNE maps this epoch and their measures (epochs or layers without maps: absent).
         wrong_cluster: layer -> its samples in another class's cluster (every layer but the twins).
         label_issues: the label issues of the wrong-cluster layer, where the epoch scores them.
+        confusion: layer -> (C, C) where each class's neighbours come from (row: the class; NaN for a class without
+            samples), where the epoch draws it.
         seconds: what each part of the analysis took (``maps_2d``, ``maps_3d``, ``wrong_cluster``,
-            ``label_issues``), for the time budget.
+            ``label_issues``, ``confusion``), for the time budget.
     """
 
     bank: BankData
@@ -66,6 +68,7 @@ class EpochResults:
     maps: dict[str, LayerMaps] = field(default_factory=dict)
     wrong_cluster: dict[str, WrongCluster] = field(default_factory=dict)
     label_issues: LabelIssueResults | None = None
+    confusion: dict[str, Tensor] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def neighbour_labels(self, layer: str) -> Tensor:

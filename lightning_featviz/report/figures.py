@@ -17,7 +17,7 @@ from torch import Tensor
 from lightning_featviz.analysis.label_issues import LabelIssues
 from lightning_featviz.analysis.maps import LayerMaps
 from lightning_featviz.analysis.results import EpochResults
-from lightning_featviz.analysis.wrong_cluster import WrongCluster, caption, neighbourhood_confusion
+from lightning_featviz.analysis.wrong_cluster import WrongCluster, caption
 from lightning_featviz.capture.bank import BankData
 from lightning_featviz.render.grids import NeighbourGrid, neighbour_grid_image
 from lightning_featviz.render.maps import MapPanel, map_image
@@ -90,15 +90,14 @@ def gallery_image(
 
 
 def confusion_images(results: EpochResults) -> dict[tuple[str, str], np.ndarray]:
-    """Per layer ``("neighbour_confusion", layer)``: neighbourhood confusion matrix and per-class
-    purity, (H, W, 3) uint8."""
+    """Per layer with a matrix in ``results.confusion``, ``("neighbour_confusion", layer)``: the neighbourhood
+    confusion matrix and per-class purity, (H, W, 3) uint8."""
     images = {}
     for layer in results.stats:
-        confusion = neighbourhood_confusion(
-            results.neighbour_labels(layer), results.bank.labels, len(results.class_names)
-        ).numpy()
-        title = f"Epoch {results.epoch}: {layer}, where each class's neighbours come from"
-        images[("neighbour_confusion", layer)] = confusion_image(np.nan_to_num(confusion), results.class_names, title)
+        if layer in results.confusion:
+            title = f"Epoch {results.epoch}: {layer}, where each class's neighbours come from"
+            confusion = np.nan_to_num(results.confusion[layer].numpy())
+            images[("neighbour_confusion", layer)] = confusion_image(confusion, results.class_names, title)
     return images
 
 

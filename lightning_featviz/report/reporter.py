@@ -184,8 +184,10 @@ class Reporter:
         options = self.options
         dims = [d for d in options.tsne_dims if job.makes(MAPS_2D if d == 2 else MAPS_3D)]
         labelled = options.log_wrong_cluster and job.makes(FIGURES)
+        few = len(job.results.class_names) <= MAX_CONFUSION_CLASSES
+        confusion = options.log_confusion and job.makes(FIGURES) and few
         wanted = OutputAnalysis(
-            dims, options.map_samples, options.seed, options.min_share, labelled, options.wrong_cluster_layer
+            dims, options.map_samples, options.seed, options.min_share, labelled, options.wrong_cluster_layer, confusion
         )
         results = analyse_epoch(job.results, self.maps, wanted, self._warn(report))
         spent = results.seconds
@@ -200,7 +202,7 @@ class Reporter:
         started = time.perf_counter()
         if job.makes(FIGURES):
             self._figures(job, shown, chosen, report)
-        analysed = spent.get("wrong_cluster", 0.0) + spent.get("label_issues", 0.0)
+        analysed = sum(spent.get(part, 0.0) for part in ("wrong_cluster", "label_issues", "confusion"))
         report.seconds[FIGURES] = analysed + time.perf_counter() - started  # found, drawn and encoded
         if maps:
             started = time.perf_counter()
