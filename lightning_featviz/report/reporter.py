@@ -6,6 +6,7 @@ No Lightning and no trainer state: everything about the epoch comes in an :class
 render in a background process, the writing in the training process. The reporter decides what an epoch
 makes and draws its pictures (with :mod:`~lightning_featviz.report.figures`); the files it writes are
 :mod:`~lightning_featviz.report.exports`'s job, what it holds and the tags :mod:`~lightning_featviz.report.settings`'.
+Over 300 lines (by one): the report's data classes and its one render pass belong together.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from lightning_featviz.report.figures import (
     wrong_clusters,
 )
 from lightning_featviz.report.settings import ReportSettings, tag
-from lightning_featviz.report.tables import MARKDOWN_ROWS, MAX_TABLE_ROWS, map_point_tables, table_thumbnails
+from lightning_featviz.report.tables import MARKDOWN_ROWS, MAX_TABLE_ROWS, knn_lists, map_point_tables, table_thumbnails
 
 #: The confusion figure is drawn up to this many classes (a C × C matrix beyond is unreadable and huge).
 MAX_CONFUSION_CLASSES = 50
@@ -229,8 +230,9 @@ class Reporter:
         the confusion and purity charts."""
         options, bank = self.options, results.bank
         shows_images = bank.thumbnails.ndim == 4  # not for sequences, vectors or tokens
-        if options.log_neighbour_grids and shows_images:
-            self._add(report, neighbour_grid_images(results, query_rows(bank, options.query_indices)))
+        if options.log_neighbour_grids and shows_images:  # the grids, and their lists as tables for the trackers
+            report.tables += knn_lists(results, queries := query_rows(bank, options.query_indices), self.tag)
+            self._add(report, neighbour_grid_images(results, queries))
         if options.log_wrong_cluster and chosen in flagged:
             found = flagged[chosen]
             table = export_wrong_cluster(self.log_dir, results, chosen, found, job.paths, report.files)

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from lightning_featviz.analysis import label_issues, wrong_cluster
 from lightning_featviz.analysis.maps import LayerMaps
+from lightning_featviz.analysis.measures import EpochResults
 from lightning_featviz.analysis.wrong_cluster import WrongCluster
 from lightning_featviz.capture.bank import BankData
 from lightning_featviz.outputs.sinks import EncodedImage, encode_png
@@ -105,3 +106,32 @@ def map_point_tables(
         if points is not None:
             tables.append((tag("tsne_2d", layer, "points"), points))
     return tables
+
+
+def neighbour_table(results: EpochResults, layer: str, rows: Tensor, queries: Sequence[EncodedImage]) -> Table:
+    """The neighbour lists of the bank's query ``rows`` (Q,) in ``layer``: one row per query, its thumbnail
+    (``queries``, Q PNGs), dataset index, label and how many of its k neighbours share it, then each neighbour's
+    thumbnail and label (``neighbour_1``, ``label_1``, ...): the neighbour grid figure as a table."""
+    searched, k = results.searched, results.k
+    found = results.stats[layer].indices[rows][:, :k]  # (Q, k) rows of `searched`
+    names = results.class_names
+    columns = ["query", "index", "label", "same_class"]
+    columns += [name for j in range(1, found.shape[1] + 1) for name in (f"neighbour_{j}", f"label_{j}")]
+    table = Table(columns)
+    indices, labels = results.bank.indices[rows].tolist(), results.bank.labels[rows].tolist()
+    for query, index, label, neighbours in zip(queries, indices, labels, found, strict=True):
+        theirs = searched.labels[neighbours].tolist()
+        cells: list[object] = [query, index, names[label], sum(other == label for other in theirs)]
+        for image, other in zip(table_thumbnails(searched, neighbours), theirs, strict=True):
+            cells += [image, names[other]]
+        table.rows.append(cells)
+    return table
+
+
+def knn_lists(results: EpochResults, rows: Tensor, tag: Callable[..., str]) -> list[tuple[str, Table]]:
+    """Each layer's :func:`neighbour_table` for the query ``rows``, tagged ``tag("neighbours", layer, "table")``
+    (``featviz/neighbours/<layer>/table``)."""
+    queries = table_thumbnails(results.bank, rows)
+    return [
+        (tag("neighbours", layer, "table"), neighbour_table(results, layer, rows, queries)) for layer in results.stats
+    ]
