@@ -479,6 +479,18 @@ def test_a_stopped_run_drops_the_queued_tracker_writes_and_says_which():
     assert notes == [("tracker-stopped", notes[0][1])] and "Comet (epoch 4)" in notes[0][1]
 
 
+def test_an_interrupted_fit_drops_the_callbacks_queued_tracker_writes_with_one_warning():
+    visualizer = _visualizer()
+    started, release, done = threading.Event(), threading.Event(), []
+    visualizer._trackers.submit("MLflow", 0, [started.set, lambda: release.wait(timeout=60)])
+    assert started.wait(timeout=60)
+    visualizer._trackers.submit("MLflow", 1, [lambda: done.append(1)])
+    with pytest.warns(UserWarning, match=r"Training stopped: .* MLflow \(epoch 1\) are not logged"):
+        visualizer.on_exception(None, None, KeyboardInterrupt())  # what Lightning calls on Ctrl+C
+    release.set()
+    assert visualizer._trackers.drain(timeout=60) and done == []
+
+
 def test_tracker_seconds_count_in_the_time_budget_as_work_beside_training():
     from lightning_featviz.report.plan import OutputPlan
 
