@@ -51,6 +51,7 @@ from lightning_featviz.options import (
     resolve_groups,
 )
 from lightning_featviz.outputs.sinks import sinks_for
+from lightning_featviz.outputs.tracker_writer import TrackerWriter
 from lightning_featviz.report.reporter import Destination, EpochJob, Report, Reporter, unfinished
 from lightning_featviz.runtime.distributed import gather_columns, on_rank_zero, ranks_without_batches
 from lightning_featviz.runtime.guard import Guard
@@ -171,6 +172,8 @@ class FeatureVisualizer(_Callback):
         self._analysis, self._plan = epoch_analysis(self, self._guard.warn_once), output_plan(self)
         self._map_tracker = MapTracker(self.maps.perplexity, seed)
         self._reports = ReportScheduler(self._map_tracker, self._guard.warn_once, self._reported)
+        # the trackers' client calls (W&B, MLflow, Comet), on a thread of their own; their time counts in the budget
+        self._trackers = TrackerWriter(self._guard.warn_once, self._plan.record_trackers)
         self._unfinished: tuple[EpochJob, Destination] | None = None  # the last epoch, if it lacks outputs
         self._reported_epochs: set[int] = set()  # epochs whose report is written (the checkpoints say which)
         self._on_cpu = True
@@ -253,10 +256,12 @@ class FeatureVisualizer(_Callback):
         self._run.detach()
         self._guard.call(self._reports.drain)
         self._reports.close(wait=True)
+        self._trackers.drain()  # before Lightning finalizes the loggers
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._run.detach()
         self._reports.close(wait=False)  # training failed: drop reports not started, stop the thread
+        self._trackers.stop()
 
     def state_dict(self) -> dict[str, Any]:
         # "reported": the epochs whose reports were written (or failed with a warning) when the checkpoint was
@@ -429,7 +434,7 @@ class FeatureVisualizer(_Callback):
         paths = sample_paths(self._val_dataset, results.bank.indices.tolist()) if wanted else None
         root = Path(self._log_dir or trainer.default_root_dir) / "featviz"  # without TensorBoard
         about = run_identity(trainer, self._val_dataset, results)
-        sinks = sinks_for(trainer.loggers, root, self.outputs.report_dir, self._guard.warn_once, about)
+        sinks = sinks_for(trainer.loggers, root, self.outputs.report_dir, self._guard.warn_once, about, self._trackers)
         folders = [sink.projector_dir for sink in sinks if sink.projector_dir is not None]
         maps_due = self._plan.maps_due(trainer.state.fn == TrainerFn.FITTING, trainer.current_epoch)
         job = EpochJob(results, step, maps_due, list(self.history), paths, folders, self._plan.outputs)

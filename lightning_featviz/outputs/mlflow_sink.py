@@ -10,13 +10,13 @@
 - the static page (:mod:`~lightning_featviz.outputs.html_report`), self-contained, as the artifact
   ``featviz/index.html`` (replaced each epoch): MLflow's artifact view shows it.
 
-``mlflow`` is imported only when an ``MLFlowLogger`` is in use (its client comes from the logger).
+``mlflow`` is imported only when an ``MLFlowLogger`` is in use (its client comes from the logger). Every client
+call is made on the :class:`~lightning_featviz.outputs.tracker_writer.TrackerWriter`'s thread: a remote server's
+uploads never hold up training.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -25,6 +25,7 @@ from typing import Any
 
 from lightning_featviz.outputs.sinks import EncodedImage
 from lightning_featviz.outputs.tracker import Table, self_contained_page, thumbnail_images
+from lightning_featviz.outputs.tracker_writer import QueuedTracker, TrackerWriter
 
 #: The artifact path of the static page.
 PAGE_ARTIFACT = "featviz/index.html"
@@ -35,53 +36,55 @@ def mlflow_key(tag: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_/. -]+", "", tag)
 
 
-class MlflowSink:
-    """Logs into an MLflow run.
+class MlflowSink(QueuedTracker):
+    """Logs into an MLflow run; its client calls are made on the ``writer``'s thread.
 
     Args:
         client: the ``mlflow.MlflowClient`` (``MLFlowLogger.experiment``).
         run_id: the run (``MLFlowLogger.run_id``).
         pages: the folder whose ``index.html`` (written there by a :class:`FileSink` earlier in the epoch's sink
             list) is logged as the page; None for no page.
+        writer: the thread the client calls are made on; None: at once, in the caller's.
     """
 
-    receives_module_metrics = True  # MLFlowLogger logs LightningModule.log's scalars
-    projector_dir = None
+    tracker = "MLflow"
 
-    def __init__(self, client: Any, run_id: str, pages: Path | None = None):
+    def __init__(self, client: Any, run_id: str, pages: Path | None = None, writer: TrackerWriter | None = None):
+        super().__init__(writer)
         self.client, self.run_id, self.pages = client, run_id, pages
 
     def log_image(self, tag: str, image: EncodedImage, step: int) -> None:
+        self.later(self._log_image, mlflow_key(tag), image, step)
+
+    def _log_image(self, key: str, image: EncodedImage, step: int) -> None:
         (picture,) = thumbnail_images([image])
-        self.client.log_image(self.run_id, picture, key=mlflow_key(tag), step=step)
+        self.client.log_image(self.run_id, picture, key=key, step=step)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, epoch: int) -> None:
+        self._epoch = epoch
         if not metrics:
             return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         logged = [Metric(mlflow_key(tag), float(value), now, step) for tag, value in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=logged)
+        self.later(self.client.log_batch, self.run_id, metrics=logged)
 
     def log_text(self, tag: str, text: str, step: int) -> None:
-        self.client.log_text(self.run_id, text + "\n", f"{mlflow_key(tag)}/step_{step:07d}.md")
+        self.later(self.client.log_text, self.run_id, text + "\n", f"{mlflow_key(tag)}/step_{step:07d}.md")
 
     def log_thumbnails(self, tag: str, images: Sequence[EncodedImage], step: int) -> None:
         """Nothing: the page shows each row's image beside the list."""
 
     def log_table(self, tag: str, table: Table, step: int) -> None:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(table.columns)
-        writer.writerows(table.rows)
-        self.client.log_text(self.run_id, buffer.getvalue(), f"{mlflow_key(tag)}/step_{step:07d}.csv")
+        self.later(self.client.log_text, self.run_id, table.csv(), f"{mlflow_key(tag)}/step_{step:07d}.csv")
 
     def log_files(self, paths: Sequence[str], step: int) -> None:
         for path in paths:
-            self.client.log_artifact(self.run_id, path, f"featviz/{Path(path).parent.name}")
+            self.later(self.client.log_artifact, self.run_id, path, f"featviz/{Path(path).parent.name}")
 
     def finish_epoch(self) -> None:
         page = self.pages / "index.html" if self.pages is not None else None
-        if page is not None and page.is_file():
-            self.client.log_text(self.run_id, self_contained_page(page), PAGE_ARTIFACT)
+        if page is not None and page.is_file():  # read now: the next epoch rewrites it
+            self.later(self.client.log_text, self.run_id, self_contained_page(page), PAGE_ARTIFACT)
+        self.send()

@@ -20,6 +20,7 @@ from lightning_featviz.outputs.files import write_atomically
 from lightning_featviz.outputs.html_report import THUMBNAILS, write_html_report
 from lightning_featviz.outputs.metrics_file import append_metrics
 from lightning_featviz.outputs.projector import ProjectorEntry
+from lightning_featviz.outputs.tracker_writer import TrackerWriter
 
 PNG_LEVEL = 3  # zlib level: a quarter of the time of Pillow's default (6), for about 10 % more bytes
 
@@ -181,8 +182,9 @@ def tensorboard_writers(loggers: Iterable[Any]) -> list[Any]:
     return writers
 
 
-#: Lightning loggers that could show images but have no adapter here: they get files and one note.
-FILES_ONLY_LOGGERS = ("CometLogger", "NeptuneLogger")
+#: Lightning loggers that could show images but have no adapter here: they get files and one note. (Neptune's
+#: service was sunset, and Lightning 2.6 removed its logger; docs/loggers.md.)
+FILES_ONLY_LOGGERS = ("NeptuneLogger",)
 
 
 def logger_named(logger: Any, name: str) -> bool:
@@ -190,19 +192,24 @@ def logger_named(logger: Any, name: str) -> bool:
     return any(cls.__name__ == name for cls in type(logger).__mro__)
 
 
-def tracker_sinks(loggers: Iterable[Any], pages: Path) -> list[Sink]:
-    """A sink for every W&B and MLflow logger among ``loggers`` (their modules, and so their clients, are
-    imported only here); each logs the page that a :class:`FileSink` writes under ``pages``."""
+def tracker_sinks(loggers: Iterable[Any], pages: Path, writer: TrackerWriter | None = None) -> list[Sink]:
+    """A sink for every W&B, MLflow and Comet logger among ``loggers`` (their modules, and so their clients, are
+    imported only here); each logs the page that a :class:`FileSink` writes under ``pages``, its client calls made
+    on ``writer`` (None: at once)."""
     sinks: list[Sink] = []
     for logger in loggers:
         if logger_named(logger, "WandbLogger"):
             from lightning_featviz.outputs.wandb_sink import WandbSink
 
-            sinks.append(WandbSink(logger.experiment, pages))
+            sinks.append(WandbSink(logger.experiment, pages, writer))
         elif logger_named(logger, "MLFlowLogger"):
             from lightning_featviz.outputs.mlflow_sink import MlflowSink
 
-            sinks.append(MlflowSink(logger.experiment, logger.run_id, pages))
+            sinks.append(MlflowSink(logger.experiment, logger.run_id, pages, writer))
+        elif logger_named(logger, "CometLogger"):
+            from lightning_featviz.outputs.comet_sink import CometSink
+
+            sinks.append(CometSink(logger.experiment, pages, writer))
     return sinks
 
 
@@ -212,15 +219,16 @@ def sinks_for(
     report_dir: str | Path | None,
     warn: Callable[[str, str], None],
     about: Mapping[str, object] | None = None,
+    writer: TrackerWriter | None = None,
 ) -> list[Sink]:
-    """Where rank 0 writes: every TensorBoard writer among ``loggers``, every W&B and MLflow run (with files under
-    ``root`` first, the page they log is made from those), else files under ``root`` (saying so with
-    ``warn(key, message)``); and the static report's folder ``report_dir`` when set. ``about`` names the run at the
-    top of the files' pages."""
+    """Where rank 0 writes: every TensorBoard writer among ``loggers``, every W&B, MLflow and Comet run (with files
+    under ``root`` first, the page they log is made from those; their client calls made on ``writer``), else files
+    under ``root`` (saying so with ``warn(key, message)``); and the static report's folder ``report_dir`` when set.
+    ``about`` names the run at the top of the files' pages."""
     loggers = list(loggers)
     report: list[Sink] = [FileSink(report_dir, embeddings=False, about=about)] if report_dir is not None else []
     writers = tensorboard_writers(loggers)
-    trackers = tracker_sinks(loggers, root)
+    trackers = tracker_sinks(loggers, root, writer)
     sinks: list[Sink] = [TensorBoardSink(w) for w in writers]
     files_only = [name for logger in loggers for name in FILES_ONLY_LOGGERS if logger_named(logger, name)]
     if files_only and (writers or trackers):

@@ -1,14 +1,19 @@
-"""What the experiment-tracker sinks (W&B, MLflow) share: tables, the files an epoch wrote, and the static page
-made into one self-contained file a tracker can show.
+"""What the experiment-tracker sinks (W&B, MLflow, Comet) share: tables, the files an epoch wrote, the static page
+made into one self-contained file a tracker can show, and the background writer their client calls run on.
 
 A tracker sink is a :class:`~lightning_featviz.outputs.sinks.Sink` that also takes tables (each layer's 2-D map
-as points) and files (the CSV exports); :class:`TrackerSink` says so, and the report's destination checks it.
+as points, the neighbour lists) and files (the CSV exports); :class:`TrackerSink` says so, and the report's
+destination checks it. A tracker sink collects an epoch's client calls and hands them, at ``finish_epoch``, to one
+:class:`~lightning_featviz.outputs.tracker_writer.TrackerWriter`: its daemon thread makes them, so a slow tracker
+never holds up training.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import html
+import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +25,9 @@ from lightning_featviz.outputs.sinks import EncodedImage, Sink
 
 @dataclass
 class Table:
-    """A table: column names, and rows of plain values (str, int, float, bool) in that order.
+    """A table: column names, and rows of plain values (str, int, float, bool) in that order; a column may hold
+    images instead (:class:`~lightning_featviz.outputs.sinks.EncodedImage`, e.g. thumbnails), which the trackers
+    that show images in tables show and the others leave out (:meth:`without_images`).
 
     Attributes:
         columns: C names.
@@ -34,6 +41,22 @@ class Table:
         """The R values of column ``name``."""
         at = self.columns.index(name)
         return [row[at] for row in self.rows]
+
+    def without_images(self) -> Table:
+        """This table less its columns of images (for a CSV file)."""
+        keep = [
+            at for at in range(len(self.columns)) if not any(isinstance(row[at], EncodedImage) for row in self.rows)
+        ]
+        return Table([self.columns[at] for at in keep], [[row[at] for at in keep] for row in self.rows])
+
+    def csv(self) -> str:
+        """This table, less its images, as CSV text with a header."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        plain = self.without_images()
+        writer.writerow(plain.columns)
+        writer.writerows(plain.rows)
+        return buffer.getvalue()
 
 
 @runtime_checkable
@@ -82,8 +105,6 @@ def markdown_table(text: str) -> Table | None:
 
 def thumbnail_images(images: Sequence[EncodedImage]) -> list[object]:
     """PIL images of encoded thumbnails (what tracker clients take)."""
-    import io
-
     from PIL import Image
 
     return [Image.open(io.BytesIO(image.png)).convert("RGB") for image in images]

@@ -5,14 +5,16 @@ Everything of an epoch goes out in one ``run.log`` call at :meth:`WandbSink.fini
 through the epochs with their slider:
 
 - each figure as a ``wandb.Image`` under its tag (``featviz/tsne_2d/avgpool``);
-- the wrong-cluster and label-issue lists as ``wandb.Table`` (the wrong-cluster one with each row's image);
+- the wrong-cluster and label-issue lists as ``wandb.Table`` (each row's image first), and each layer's neighbour
+  lists (``featviz/neighbours/<layer>/table``: each query's image and label, then each neighbour's);
 - each layer's 2-D map as a ``wandb.Table`` of points (``index``, ``x``, ``y``, ``label``, ...) under
   ``<map tag>/points``, which W&B's scatter plot draws (``x`` against ``y``, coloured by ``label``);
 - the static page (:mod:`~lightning_featviz.outputs.html_report`) as ``wandb.Html`` under ``featviz/page``;
 - the CSV exports as one artifact per run, a version per epoch (``featviz_csv``, alias ``epoch_<n>``).
 
-``wandb`` is imported here only, so only when a ``WandbLogger`` is in use. ``run.log`` hands the data to
-W&B's own background process: nothing here waits for an upload.
+``wandb`` is imported here only, so only when a ``WandbLogger`` is in use. The epoch's ``run.log`` is made on the
+:class:`~lightning_featviz.outputs.tracker_writer.TrackerWriter`'s thread, and hands the data to W&B's own
+background process: nothing in training waits for it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 from lightning_featviz.outputs.sinks import EncodedImage
 from lightning_featviz.outputs.tracker import Table, markdown_table, self_contained_page, thumbnail_images
+from lightning_featviz.outputs.tracker_writer import QueuedTracker, TrackerWriter
 
 #: The key of the static page.
 PAGE_KEY = "featviz/page"
@@ -31,29 +34,31 @@ PAGE_KEY = "featviz/page"
 CSV_ARTIFACT = "featviz_csv"
 
 
-class WandbSink:
-    """Logs into a W&B run.
+class WandbSink(QueuedTracker):
+    """Logs into a W&B run; the epoch's ``run.log`` is made on the ``writer``'s thread.
 
     Args:
         run: the ``wandb`` run (``WandbLogger.experiment``).
         pages: the folder whose ``index.html`` (written there by a :class:`FileSink` earlier in the epoch's sink
             list) is logged as the page; None for no page.
+        writer: the thread the client calls are made on; None: at once, in the caller's.
     """
 
-    receives_module_metrics = True  # WandbLogger logs LightningModule.log's scalars
-    projector_dir = None
+    tracker = "W&B"
 
-    def __init__(self, run: Any, pages: Path | None = None):
+    def __init__(self, run: Any, pages: Path | None = None, writer: TrackerWriter | None = None):
+        super().__init__(writer)
         self.run, self.pages = run, pages
-        self._row: dict[str, Any] = {}
+        self._row: dict[str, float] = {}
         self._images: dict[str, EncodedImage] = {}
         self._texts: dict[str, str] = {}
         self._thumbnails: dict[str, Sequence[EncodedImage]] = {}
+        self._tables: dict[str, Table] = {}
         self._files: list[str] = []
-        self._step, self._epoch = 0, 0
+        self._step = 0
 
     def log_image(self, tag: str, image: EncodedImage, step: int) -> None:
-        self._images[tag] = image  # handed over as its PNG file at finish_epoch: no decoding, no encoding again
+        self._images[tag] = image  # handed over as its PNG file: no decoding, no encoding again
         self._step = step
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, epoch: int) -> None:
@@ -68,43 +73,68 @@ class WandbSink:
         self._thumbnails[tag] = images
 
     def log_table(self, tag: str, table: Table, step: int) -> None:
-        import wandb
-
-        columns: list[Any] = list(table.columns)
-        self._row[tag] = wandb.Table(columns=columns, data=table.rows)
+        self._tables[tag] = table
         self._step = step
 
     def log_files(self, paths: Sequence[str], step: int) -> None:
         self._files.extend(paths)
 
     def finish_epoch(self) -> None:
+        tables = dict(self._tables)
+        for tag, text in self._texts.items():  # the lists, each row's thumbnail first where there is one per row
+            table = markdown_table(text)
+            thumbnails = self._thumbnails.get(tag, [])
+            if table is not None and thumbnails and len(thumbnails) >= len(table.rows):
+                images: list[object] = list(thumbnails[: len(table.rows)])
+                rows = [[image, *row] for image, row in zip(images, table.rows, strict=True)]
+                table = Table(["image", *table.columns], rows)
+            if table is not None:
+                tables[tag] = table
+        page = self.pages / "index.html" if self.pages is not None else None
+        html = (
+            self_contained_page(page) if page is not None and page.is_file() else None
+        )  # read now: the next epoch rewrites it
+        self.later(
+            self._log, dict(self._row), dict(self._images), tables, html, list(self._files), self._step, self._epoch
+        )
+        self._row, self._images, self._texts, self._thumbnails, self._tables, self._files = {}, {}, {}, {}, {}, []
+        self.send()
+
+    def _log(
+        self,
+        scalars: dict[str, float],
+        images: dict[str, EncodedImage],
+        tables: dict[str, Table],
+        page: str | None,
+        files: list[str],
+        step: int,
+        epoch: int,
+    ) -> None:
+        """One ``run.log`` of the epoch's scalars, figures, tables and page; the CSV exports as an artifact."""
         import wandb
 
-        for tag, text in self._texts.items():
-            table = markdown_table(text)
-            if table is None:
-                continue
-            columns: list[Any] = list(table.columns)
-            rows = table.rows
-            thumbnails = self._thumbnails.get(tag, [])
-            if thumbnails and len(thumbnails) >= len(rows):  # the table's rows, in order
-                columns = ["image", *columns]
-                images = thumbnail_images(thumbnails[: len(rows)])
-                rows = [[wandb.Image(image), *row] for image, row in zip(images, rows, strict=True)]
-            self._row[tag] = wandb.Table(columns=columns, data=rows)
-        page = self.pages / "index.html" if self.pages is not None else None
-        if page is not None and page.is_file():
-            self._row[PAGE_KEY] = wandb.Html(self_contained_page(page), inject=False)
+        row: dict[str, Any] = dict(scalars)
+        row |= {tag: wandb.Table(columns=list(table.columns), data=wandb_rows(table)) for tag, table in tables.items()}
+        if page is not None:
+            row[PAGE_KEY] = wandb.Html(page, inject=False)
         with tempfile.TemporaryDirectory() as folder:  # wandb.Image copies each file into the run when logged
-            for at, (tag, image) in enumerate(self._images.items()):
+            for at, (tag, image) in enumerate(images.items()):
                 png = Path(folder) / f"{at}.png"
                 png.write_bytes(image.png)
-                self._row[tag] = wandb.Image(str(png))
-            if self._row:
-                self.run.log({**self._row, "trainer/global_step": self._step})
-        if self._files:
+                row[tag] = wandb.Image(str(png))
+            if row:
+                self.run.log({**row, "trainer/global_step": step})
+        if files:
             artifact = wandb.Artifact(CSV_ARTIFACT, type="featviz")
-            for path in self._files:
+            for path in files:
                 artifact.add_file(path, name=f"{Path(path).parent.name}/{Path(path).name}")
-            self.run.log_artifact(artifact, aliases=[f"epoch_{self._epoch}"])
-        self._row, self._images, self._texts, self._thumbnails, self._files = {}, {}, {}, {}, []
+            self.run.log_artifact(artifact, aliases=[f"epoch_{epoch}"])
+
+
+def wandb_rows(table: Table) -> list[list[Any]]:
+    """The table's rows as ``wandb.Table`` data: each image cell a ``wandb.Image``."""
+    import wandb
+
+    cells = [cell for row in table.rows for cell in row if isinstance(cell, EncodedImage)]
+    pictures = dict(zip(map(id, cells), thumbnail_images(cells), strict=True))
+    return [[wandb.Image(pictures[id(c)]) if isinstance(c, EncodedImage) else c for c in row] for row in table.rows]

@@ -76,6 +76,12 @@ class OutputPlan:
             self.budget.spend(seconds, alongside=True)
         self.budget.record(costs, optional=epoch not in self._final_epochs)
 
+    def record_trackers(self, seconds: float) -> None:
+        """The trackers' writes took ``seconds`` on their own thread while ``fit`` went on (the tracker writer
+        calls this from there): charged to the budget like a background report's, not taken out of the base time."""
+        if self.budget is not None:
+            self.budget.spend(seconds, alongside=True)
+
     def plan(
         self,
         fitting: bool,

@@ -44,6 +44,7 @@ from lightning_featviz.report.settings import ReportSettings, tag
 from lightning_featviz.report.tables import (
     MARKDOWN_ROWS,
     MAX_TABLE_ROWS,
+    knn_lists,
     map_point_tables,
     map_scalars,
     table_thumbnails,
@@ -231,8 +232,9 @@ class Reporter:
         the confusion and purity charts."""
         options, bank, flagged = self.options, results.bank, results.wrong_cluster
         shows_images = bank.thumbnails.ndim == 4  # not for sequences, vectors or tokens
-        if options.log_neighbour_grids and shows_images:
-            self._add(report, neighbour_grid_images(results, query_rows(bank, options.query_indices)))
+        if options.log_neighbour_grids and shows_images:  # the grids, and their lists as tables for the trackers
+            report.tables += knn_lists(results, queries := query_rows(bank, options.query_indices), self.tag)
+            self._add(report, neighbour_grid_images(results, queries))
         if options.log_wrong_cluster and chosen in flagged:
             found, issues = flagged[chosen], results.label_issues
             table, written = export_wrong_cluster(self.folder, results, chosen, found, job.paths, job.step)

@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from lightning_featviz.analysis import label_issues, wrong_cluster
 from lightning_featviz.analysis.maps import LayerMaps
+from lightning_featviz.analysis.results import EpochResults
 from lightning_featviz.analysis.wrong_cluster import WrongCluster
 from lightning_featviz.capture.bank import BankData
 from lightning_featviz.outputs.sinks import EncodedImage, encode_png
@@ -115,3 +117,42 @@ def map_scalars(maps: dict[str, LayerMaps], tag: Callable[..., str]) -> dict[str
         for d, error in layer_maps.trust_error.items()
         if error > 0
     }
+
+
+def neighbour_table(
+    results: EpochResults,
+    layer: str,
+    rows: Tensor,
+    queries: Sequence[EncodedImage],
+    thumbnails: dict[int, EncodedImage],
+) -> Table:
+    """The neighbour lists of the bank's query ``rows`` (Q,) in ``layer``: one row per query, its thumbnail
+    (``queries``, Q PNGs), dataset index, label and how many of its k neighbours share it, then each neighbour's
+    thumbnail and label (``neighbour_1``, ``label_1``, ...): the neighbour grid figure as a table. ``thumbnails``
+    (row of ``results.searched`` -> PNG) is filled as rows are met: each is encoded once for every layer's table."""
+    searched, k = results.searched, results.k
+    found = results.stats[layer].indices[rows][:, :k]  # (Q, k) rows of `searched`
+    names = results.class_names
+    columns = ["query", "index", "label", "same_class"]
+    columns += [name for j in range(1, found.shape[1] + 1) for name in (f"neighbour_{j}", f"label_{j}")]
+    table = Table(columns)
+    new = sorted(set(found.flatten().tolist()) - set(thumbnails))
+    thumbnails.update(zip(new, table_thumbnails(searched, torch.tensor(new, dtype=torch.long)), strict=True))
+    indices, labels = results.bank.indices[rows].tolist(), results.bank.labels[rows].tolist()
+    for query, index, label, neighbours in zip(queries, indices, labels, found.tolist(), strict=True):
+        theirs = searched.labels[neighbours].tolist()
+        cells: list[object] = [query, index, names[label], sum(other == label for other in theirs)]
+        for row, other in zip(neighbours, theirs, strict=True):
+            cells += [thumbnails[row], names[other]]
+        table.rows.append(cells)
+    return table
+
+
+def knn_lists(results: EpochResults, rows: Tensor, tag: Callable[..., str]) -> list[tuple[str, Table]]:
+    """Each layer's :func:`neighbour_table` for the query ``rows``, tagged ``tag("neighbours", layer, "table")``
+    (``featviz/neighbours/<layer>/table``)."""
+    queries, thumbnails = table_thumbnails(results.bank, rows), dict[int, EncodedImage]()
+    return [
+        (tag("neighbours", layer, "table"), neighbour_table(results, layer, rows, queries, thumbnails))
+        for layer in results.stats
+    ]
