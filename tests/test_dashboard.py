@@ -7,7 +7,9 @@ reports them, so the routes are checked against the callback's own arrays.
 
 from __future__ import annotations
 
+import base64
 import csv
+import gzip
 import importlib
 import json
 import time
@@ -30,6 +32,7 @@ from torch.utils.data import Subset
 
 from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions, ResourceOptions
 from lightning_featviz.analysis.neighbourhoods import map_rows
+from lightning_featviz.cli import main
 from lightning_featviz.dashboard.data import (
     FOLDER,
     PAGE_TILES,
@@ -939,3 +942,15 @@ def test_the_standalone_page_keeps_the_first_and_last_of_evenly_spread_epochs():
 def test_a_folder_without_dashboard_files_is_refused_with_its_name(tmp_path):
     with pytest.raises(ValueError, match="Expected `run_dir` to hold FEATVIZ dashboard files"):
         standalone_page(tmp_path)
+
+
+def test_featviz_page_writes_the_standalone_page_of_a_run_and_refuses_a_folder_without_one(dashboard_run, tmp_path):
+    out = tmp_path / "tab.html"
+    assert main(["page", str(dashboard_run[0] / RUN), "--out", str(out), "--max-epochs", "2"]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert "<title>FEATVIZ · lightning_logs/version_0</title>" in page and "window.featvizLocal" in page
+    packed = page.split("id='featviz-data'>")[1].split("</script>")[0]
+    answers = json.loads(gzip.decompress(base64.b64decode(packed)))
+    assert answers["runs"] == [{"run": RUN, "epochs": [0, 2]}]  # two epochs: the first and the last
+    with pytest.raises(SystemExit, match="Expected `run_dir` to hold FEATVIZ dashboard files"):
+        main(["page", str(tmp_path)])

@@ -29,6 +29,8 @@ from lightning_featviz.dashboard.plugin import STATIC, FeatvizPlugin
 #: The most analysed epochs a page holds (its size grows with them: about 1 MB per epoch of 2,000 samples and 5
 #: layers, measured with random arrays, which do not compress).
 MAX_EPOCHS = 20
+#: The page's name in a run's log folder.
+TAB_PAGE = "featviz_tab.html"
 
 
 def _encoded(values: np.ndarray) -> tuple[str, str]:
@@ -122,7 +124,7 @@ def standalone_page(run_dir: str | Path, run: str | None = None, max_epochs: int
     """
     run = run or "/".join(Path(run_dir).resolve().parts[-2:])
     answers = json.dumps(page_data(run_dir, run, max_epochs), allow_nan=False, separators=(",", ":")).encode()
-    packed = base64.b64encode(gzip.compress(answers, compresslevel=6)).decode("ascii")
+    packed = base64.b64encode(gzip.compress(answers, compresslevel=1)).decode("ascii")
     static = {name: (STATIC / name).read_text(encoding="utf-8") for name in ("index.js", "style.css", "standalone.js")}
     return (
         f"<!doctype html>\n<html><head><meta charset='utf-8'><title>FEATVIZ · {html.escape(run)}</title>\n"
