@@ -7,7 +7,8 @@ for 8 epochs × 6 layers × 2,000 samples at k = 10 with 32 px thumbnails and 10
 No model is trained: the sizes and the drawing do not depend on where the arrays came from.
 
 Targets (issue 18): <= 1 MB per layer per epoch; the tab shows the heatmap and the map within 2 s; the slider
-redraws within 100 ms.
+redraws within 100 ms. Then the same run's standalone page (issue 27): its size, the time to write it, its load time
+from ``file://``.
 
 - load time: from the top page's navigation start (``performance.timeOrigin``) to the moment the tab's script has
   drawn the heatmap and the first map (``window.featviz.ready``), median of ``--loads`` fresh page loads after one
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from browser import browser, tensorboard, wait_for  # noqa: E402
 
 from lightning_featviz.dashboard.data import FOLDER, LayerEpoch, Samples, read_epoch, write_epoch  # noqa: E402
+from lightning_featviz.dashboard.standalone import standalone_page  # noqa: E402
 
 READY = "return window.featviz && window.featviz.ready"
 STEPS = "return window.featviz.epochs.length"
@@ -133,6 +135,28 @@ def main() -> None:
         print(f"  of which the FEATVIZ frame, from its own start: median {statistics.median(frames):.0f} ms")
         step = f"median {statistics.median(steps):.1f} ms, max {max(steps):.1f} ms ({len(steps)} steps)"
         print(f"slider step to map redrawn: {step}; canvas drawing alone: median {statistics.median(draws):.1f} ms")
+        standalone(log_dir, args.loads)
+
+
+def standalone(log_dir: Path, loads: int) -> None:
+    """The tab as one file (``dashboard/standalone.py``): its size, the time to write it, and its load time from
+    ``file://`` (navigation start to heatmap and map drawn, median of ``loads`` loads after a warm-up)."""
+    start = time.perf_counter()
+    page = standalone_page(log_dir)
+    seconds = time.perf_counter() - start
+    path = log_dir / "featviz.html"
+    path.write_text(page, encoding="utf-8")
+    times = []
+    with browser(1400, 1000) as driver:
+        for attempt in range(loads + 1):
+            driver.get("about:blank")
+            driver.get(path.as_uri())
+            ready = wait_for(lambda: driver.execute_script(READY), "the standalone page to draw")
+            if attempt:
+                times.append(ready - driver.execute_script("return performance.timeOrigin"))
+    print(f"standalone page: {len(page.encode()) / 1e6:.1f} MB, written in {seconds:.2f} s; load from file:// to")
+    spread = f"min {min(times):.0f}, max {max(times):.0f}"
+    print(f"  heatmap + map drawn: median {statistics.median(times):.0f} ms ({spread})")
 
 
 if __name__ == "__main__":

@@ -205,7 +205,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--reduction", default="avg", choices=["avg", "adaptive", "flatten"], help="how conv maps become vectors"
     )
     layers.set_defaults(run=list_layers)
+
+    page = commands.add_parser(
+        "page", help="the FEATVIZ tab of one run as a single HTML file that opens without a server (file://)"
+    )
+    page.add_argument("run_dir", help="the run's log folder, the one that holds featviz_dashboard/")
+    page.add_argument("--out", help="the HTML file to write (default: RUN_DIR/featviz_tab.html)")
+    page.add_argument("--max-epochs", type=int, default=20, help="at most this many epochs, evenly spread")
+    page.set_defaults(run=write_page)
     return parser
+
+
+def write_page(args: argparse.Namespace) -> int:
+    """``featviz page``: the tab of one run as one HTML file."""
+    from lightning_featviz.dashboard.standalone import TAB_PAGE, standalone_page
+    from lightning_featviz.outputs.files import write_atomically
+
+    if args.max_epochs < 1:
+        raise SystemExit(f"Expected `--max-epochs` to be at least 1, but got {args.max_epochs}.")
+    try:
+        page = standalone_page(args.run_dir, max_epochs=args.max_epochs)
+    except ValueError as error:
+        raise SystemExit(f"{error} Hint: pass the folder of one run, e.g. lightning_logs/version_0.") from None
+    out = Path(args.out) if args.out else Path(args.run_dir) / TAB_PAGE
+    write_atomically(out, page)
+    print(f"Wrote {out} ({len(page.encode()) / 1e6:.1f} MB): open it in a browser, no server needed.")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,9 @@ reports them, so the routes are checked against the callback's own arrays.
 
 from __future__ import annotations
 
+import base64
 import csv
+import gzip
 import importlib
 import json
 import time
@@ -30,6 +32,7 @@ from torch.utils.data import Subset
 
 from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions, ResourceOptions
 from lightning_featviz.analysis.neighbourhoods import map_rows
+from lightning_featviz.cli import main
 from lightning_featviz.dashboard.data import (
     FOLDER,
     PAGE_TILES,
@@ -42,6 +45,7 @@ from lightning_featviz.dashboard.data import (
     write_samples,
 )
 from lightning_featviz.dashboard.plugin import FeatvizPlugin
+from lightning_featviz.dashboard.standalone import page_data, shown_epochs, standalone_page
 from lightning_featviz.demo.model import ClassificationData
 from lightning_featviz.report.figures import EpochResults
 
@@ -879,3 +883,74 @@ def test_the_tab_logs_no_console_error(board, driver):
     """Every test of the tab above ran in this browser: the console (every page and frame) holds no error."""
     open_tab(driver, board)
     assert console_errors(driver) == []
+
+
+# ---------------------------------------------------------------------------------------------- the standalone page
+
+
+@pytest.fixture(scope="module")
+def standalone(dashboard_run, tmp_path_factory) -> Path:
+    """The tab as one file, written from the first run's dashboard files, in a folder of its own."""
+    path = tmp_path_factory.mktemp("standalone") / "featviz.html"
+    path.write_text(standalone_page(dashboard_run[0] / RUN), encoding="utf-8")
+    return path
+
+
+def test_the_standalone_page_holds_the_plugins_own_answers_for_its_run(board, dashboard_run):
+    data = page_data(dashboard_run[0] / RUN, RUN)
+    assert data["runs"] == [{"run": RUN, "epochs": [0, 1, 2]}]
+    assert data["run"] == get(board, "run", run=RUN)
+    for layer in LAYERS:
+        assert data["layers"][layer] == get(board, "layer", run=RUN, layer=layer)
+        for epoch in (0, 1, 2):
+            assert data["wrong"][f"{epoch}/{layer}"] == get(board, "wrong", run=RUN, epoch=epoch, layer=layer)
+    for key, described in data["samples"].items():
+        assert described == get(board, "samples", run=RUN, key=key)
+
+
+def test_the_standalone_page_opens_from_a_file_and_its_views_follow_the_slider_as_the_tabs_do(
+    standalone, driver, dashboard_run
+):
+    """Opened from file:// with no server: the heatmap of every layer and epoch, and after a click and a slider move
+    the review, the inspector and the CSV export of the epoch on screen, compared with the callback's own."""
+    driver.switch_to.default_content()
+    driver.get(standalone.as_uri())
+    wait_for(lambda: shown(driver) == f"{RUN}|pool|2", "the page to draw the last epoch")
+    assert len(driver.find_elements("css selector", "#heatmap td.cell")) == len(LAYERS) * 3
+    assert not driver.find_elements("id", "refresh")  # a file gains no epochs
+    pointer_at(driver, *driver.execute_script(POSITION, 40)).click().perform()
+    head = wait_for(lambda: driver.find_elements("css selector", "#inspector .inspected"), "the inspector")[0]
+    inspected = int(head.get_attribute("data-index"))
+    assert_views_belong_to(driver, dashboard_run, 2, inspected)
+    driver.execute_script(
+        "const s = document.getElementById('epoch'); s.value = '0'; s.dispatchEvent(new Event('input'));"
+    )
+    wait_for(lambda: shown(driver) == f"{RUN}|pool|0", "epoch 0 on screen")
+    assert_views_belong_to(driver, dashboard_run, 0, inspected)
+    thumbnail = driver.find_element("css selector", "#review .thumb").get_attribute("style")
+    assert "data:image/jpeg;base64," in thumbnail
+    assert console_errors(driver) == []
+
+
+def test_the_standalone_page_keeps_the_first_and_last_of_evenly_spread_epochs():
+    assert shown_epochs([0, 1, 2], 20) == [0, 1, 2]
+    kept = shown_epochs(list(range(100)), 20)
+    assert len(kept) == 20 and kept[0] == 0 and kept[-1] == 99 and kept == sorted(set(kept))
+    assert shown_epochs(list(range(5)), 1) == [4]
+
+
+def test_a_folder_without_dashboard_files_is_refused_with_its_name(tmp_path):
+    with pytest.raises(ValueError, match="Expected `run_dir` to hold FEATVIZ dashboard files"):
+        standalone_page(tmp_path)
+
+
+def test_featviz_page_writes_the_standalone_page_of_a_run_and_refuses_a_folder_without_one(dashboard_run, tmp_path):
+    out = tmp_path / "tab.html"
+    assert main(["page", str(dashboard_run[0] / RUN), "--out", str(out), "--max-epochs", "2"]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert "<title>FEATVIZ · lightning_logs/version_0</title>" in page and "window.featvizLocal" in page
+    packed = page.split("id='featviz-data'>")[1].split("</script>")[0]
+    answers = json.loads(gzip.decompress(base64.b64decode(packed)))
+    assert answers["runs"] == [{"run": RUN, "epochs": [0, 2]}]  # two epochs: the first and the last
+    with pytest.raises(SystemExit, match="Expected `run_dir` to hold FEATVIZ dashboard files"):
+        main(["page", str(tmp_path)])

@@ -58,7 +58,12 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// The standalone page (dashboard/standalone.py) carries the routes' answers itself, as window.featvizLocal:
+// the same tab opened from one file, without a server.
+const local = window.featvizLocal || null;
+
 async function getJSON(path, params) {
+  if (local) return local.answer(path, params);
   const response = await fetch(`${path}?${new URLSearchParams(params)}`);
   const body = await response.json();
   if (!response.ok) throw new Error(body.error || response.statusText);
@@ -85,7 +90,7 @@ async function samplesOf(run, key) {
     const described = await getJSON('samples', { run, key });
     described.key = key;
     described.rowOf = new Map(described.indices.map((index, row) => [index, row]));
-    described.atlas = `atlas?${new URLSearchParams({ run, key })}`;
+    described.atlas = (page) => (local ? local.atlas(key, page) : `atlas?${new URLSearchParams({ run, key, page })}`);
     state.samples[id] = described;
   }
   return state.samples[id];
@@ -166,7 +171,7 @@ function thumb(samples, row, { size = THUMB, mark = '', caption = null } = {}) {
     // part of the next tile shows.
     const inner = size - 2 * BORDER, cols = samples.columns, tile = row % samples.tiles;
     const [r, c] = [Math.floor(tile / cols), tile % cols], page = Math.floor(row / samples.tiles);
-    node.style.cssText += `;background-image:url("${samples.atlas}&page=${page}");background-size:${cols * inner}px ` +
+    node.style.cssText += `;background-image:url("${samples.atlas(page)}");background-size:${cols * inner}px ` +
       `auto;background-position:${-c * inner}px ${-r * inner}px;background-origin:content-box;` +
       'background-clip:content-box';
   } else node.textContent = samples.indices[row];
@@ -706,7 +711,7 @@ function controls() {
       oninput: (e) => setEpochPosition(Number(e.target.value)) }),
     el('span', { id: 'epoch-label' }, ''), play,
     el('select', { id: 'compare', onchange: (e) => { state.compare = e.target.value; drawMaps(); } }),
-    el('button', { id: 'refresh', title: 'read the epochs written since the tab opened', onclick: async () => {
+    local ? '' : el('button', { id: 'refresh', title: 'read the epochs written since the tab opened', onclick: async () => {
       state.runs = await getJSON('runs', {});
       [state.layerData, state.indexes] = [{}, {}];
       await loadRun(state.run);
@@ -714,7 +719,7 @@ function controls() {
 }
 
 export async function render() {
-  document.head.append(el('link', { rel: 'stylesheet', href: 'style.css' }));
+  if (!local) document.head.append(el('link', { rel: 'stylesheet', href: 'style.css' }));
   document.body.classList.add('featviz');
   state.runs = await getJSON('runs', {});
   if (!state.runs.length) {
