@@ -8,7 +8,8 @@
   ``<tag>/step_<step>.csv`` (logged with their step; Comet's asset and table views open them), the CSV exports as
   assets ``featviz/<folder>/<file>``;
 - the static page (:mod:`~lightning_featviz.outputs.html_report`), self-contained, in the experiment's **HTML** tab
-  (``log_html``, replaced each epoch) and as the asset ``featviz/index.html``.
+  (``log_html``, replaced each epoch) and as the asset ``featviz/index.html``; at the end of the fit the FEATVIZ tab
+  as one page (heatmap, maps with their epoch slider, inspector, review), the asset ``featviz/tab.html``.
 
 ``comet_ml`` is never imported here: every call goes through the logger's own experiment, online or offline (an
 offline experiment keeps it all in the archive it writes when it ends). The calls are made on the
@@ -28,6 +29,8 @@ from lightning_featviz.outputs.tracker_writer import QueuedTracker, TrackerWrite
 
 #: The asset name of the static page.
 PAGE_ASSET = "featviz/index.html"
+#: The asset name of the FEATVIZ tab as one page.
+TAB_ASSET = "featviz/tab.html"
 
 
 class CometSink(QueuedTracker):
@@ -76,6 +79,10 @@ class CometSink(QueuedTracker):
         for path in paths:
             name = f"featviz/{Path(path).parent.name}/{Path(path).name}"
             self.later(self.experiment.log_asset, path, file_name=name, step=step)
+
+    def log_tab_page(self, page: str, step: int) -> None:
+        self.later(self.experiment.log_asset_data, page, name=TAB_ASSET, overwrite=True, step=step)
+        self.send()
 
     def finish_epoch(self) -> None:
         page = self.pages / "index.html" if self.pages is not None else None

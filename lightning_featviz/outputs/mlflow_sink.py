@@ -8,7 +8,8 @@
 - the wrong-cluster and label-issue lists as Markdown artifacts ``<tag>/step_<step>.md``, each layer's 2-D map
   as a CSV artifact ``<map tag>/points/step_<step>.csv``, and the CSV exports under ``featviz/<folder>/``;
 - the static page (:mod:`~lightning_featviz.outputs.html_report`), self-contained, as the artifact
-  ``featviz/index.html`` (replaced each epoch): MLflow's artifact view shows it.
+  ``featviz/index.html`` (replaced each epoch): MLflow's artifact view shows it; at the end of the fit the FEATVIZ
+  tab as one page (heatmap, maps with their epoch slider, inspector, review), ``featviz/tab.html``.
 
 ``mlflow`` is imported only when an ``MLFlowLogger`` is in use (its client comes from the logger). Every client
 call is made on the :class:`~lightning_featviz.outputs.tracker_writer.TrackerWriter`'s thread: a remote server's
@@ -29,6 +30,8 @@ from lightning_featviz.outputs.tracker_writer import QueuedTracker, TrackerWrite
 
 #: The artifact path of the static page.
 PAGE_ARTIFACT = "featviz/index.html"
+#: The artifact path of the FEATVIZ tab as one page.
+TAB_ARTIFACT = "featviz/tab.html"
 
 
 def mlflow_key(tag: str) -> str:
@@ -82,6 +85,10 @@ class MlflowSink(QueuedTracker):
     def log_files(self, paths: Sequence[str], step: int) -> None:
         for path in paths:
             self.later(self.client.log_artifact, self.run_id, path, f"featviz/{Path(path).parent.name}")
+
+    def log_tab_page(self, page: str, step: int) -> None:
+        self.later(self.client.log_text, self.run_id, page, TAB_ARTIFACT)
+        self.send()
 
     def finish_epoch(self) -> None:
         page = self.pages / "index.html" if self.pages is not None else None

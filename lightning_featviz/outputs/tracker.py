@@ -69,6 +69,10 @@ class TrackerSink(Sink, Protocol):
     def log_files(self, paths: Sequence[str], step: int) -> None:
         """Keep files the epoch wrote (its CSV exports), named by their folder and file name."""
 
+    def log_tab_page(self, page: str, step: int) -> None:
+        """Keep the FEATVIZ tab as one HTML page (:mod:`lightning_featviz.dashboard.standalone`), at the end of a
+        fit, where the tracker shows HTML: the heatmap, the maps with their epoch slider, the inspector."""
+
 
 def log_tables_and_files(sink: Sink, tables: Sequence[tuple[str, Table]], files: Sequence[str], step: int) -> None:
     """Hand ``tables`` ((tag, table) pairs) and ``files`` to ``sink`` where it is a :class:`TrackerSink`."""

@@ -9,7 +9,9 @@ through the epochs with their slider:
   lists (``featviz/neighbours/<layer>/table``: each query's image and label, then each neighbour's);
 - each layer's 2-D map as a ``wandb.Table`` of points (``index``, ``x``, ``y``, ``label``, ...) under
   ``<map tag>/points``, which W&B's scatter plot draws (``x`` against ``y``, coloured by ``label``);
-- the static page (:mod:`~lightning_featviz.outputs.html_report`) as ``wandb.Html`` under ``featviz/page``;
+- the static page (:mod:`~lightning_featviz.outputs.html_report`) as ``wandb.Html`` under ``featviz/page``, and at
+  the end of the fit the FEATVIZ tab as one page (heatmap, maps with their epoch slider, inspector, review) under
+  ``featviz/tab``;
 - the CSV exports as one artifact per run, a version per epoch (``featviz_csv``, alias ``epoch_<n>``).
 
 ``wandb`` is imported here only, so only when a ``WandbLogger`` is in use. The epoch's ``run.log`` is made on the
@@ -30,6 +32,8 @@ from lightning_featviz.outputs.tracker_writer import QueuedTracker, TrackerWrite
 
 #: The key of the static page.
 PAGE_KEY = "featviz/page"
+#: The key of the FEATVIZ tab as one page.
+TAB_KEY = "featviz/tab"
 #: The name of the run's artifact that holds the CSV exports.
 CSV_ARTIFACT = "featviz_csv"
 
@@ -78,6 +82,15 @@ class WandbSink(QueuedTracker):
 
     def log_files(self, paths: Sequence[str], step: int) -> None:
         self._files.extend(paths)
+
+    def log_tab_page(self, page: str, step: int) -> None:
+        self.later(self._log_tab_page, page, step)
+        self.send()
+
+    def _log_tab_page(self, page: str, step: int) -> None:
+        import wandb
+
+        self.run.log({TAB_KEY: wandb.Html(page, inject=False)}, step=step)
 
     def finish_epoch(self) -> None:
         tables = dict(self._tables)
