@@ -49,7 +49,7 @@ from lightning_featviz.options import (
     group_of,
 )
 from lightning_featviz.outputs.sinks import sinks_for
-from lightning_featviz.report.plan import OutputPlan
+from lightning_featviz.report.plan import SCHEDULE_TAG, OutputPlan
 from lightning_featviz.report.reporter import Destination, EpochJob, Report, Reporter, unfinished
 from lightning_featviz.report.settings import ReportSettings, tag
 from lightning_featviz.runtime.distributed import gather_columns, on_rank_zero, ranks_without_batches
@@ -96,7 +96,8 @@ class FeatureVisualizer(_Callback):
 
     Every analysed validation epoch (not the sanity check), for each layer: kNN purity@k and kNN accuracy as
     scalars (through ``LightningModule.log``: they can be monitored); neighbour grids, confusion and wrong-cluster
-    figures, t-SNE maps and projector embeddings on the epochs the time budget allows; the FEATVIZ tab's files.
+    figures, t-SNE maps and projector embeddings on their schedule, where the time budget leaves them in; the
+    FEATVIZ tab's files.
     docs/api.md describes every argument and option.
 
     Args:
@@ -105,10 +106,11 @@ class FeatureVisualizer(_Callback):
             or a mapping path -> display name. ``"input"`` is the batch itself.
         k: neighbours per sample.
         max_samples: validation samples kept (the same ones every epoch).
-        every_n_epochs: run on every n-th epoch of ``fit``.
+        every_n_epochs: analyse every n-th epoch of ``fit`` (its kNN scalars); figures and maps follow their own
+            schedule on the analysed epochs (``outputs.every_n_epochs``, ``maps.every_n_epochs``).
         overhead: the time budget: the share of ``fit``'s time the callback aims to add at most (0.1: 1.1 times);
-            the expensive outputs come on the epochs it allows and all at the last (:attr:`schedule` says
-            which). None: every output every analysed epoch.
+            it may leave out outputs the schedule holds, and says which and why (:attr:`schedule`, the text
+            ``featviz/schedule``). None: the schedule as it is, the same on every machine.
         class_names: names of the class ids; default from the datamodule or dataset ``.classes``.
         dashboard: write the files of TensorBoard's FEATVIZ tab each analysed epoch.
         strict: raise failures of the analysis and of the reports instead of warning once.
@@ -218,8 +220,9 @@ class FeatureVisualizer(_Callback):
     def _output_plan(self) -> OutputPlan:
         """Which outputs each epoch makes: the cadence of each, tuned by the time budget where one is set."""
         figures = self.outputs.neighbour_grids or self.wrong_cluster is not None or self.outputs.confusion
+        figures_every = self.outputs.every_n_epochs if figures else None
         return OutputPlan(
-            self.overhead, self.every_n_epochs, self.maps.every_n_epochs, self.maps.dims, figures,
+            self.overhead, self.every_n_epochs, figures_every, self.maps.every_n_epochs, self.maps.dims,
             self.projector is not None,
         )  # fmt: skip
 
@@ -237,7 +240,7 @@ class FeatureVisualizer(_Callback):
             log_confusion=outputs.confusion,
             tsne_dims=list(self.maps.dims),
             log_projector=self.projector is not None,
-            projector_every_n_epochs=(self.projector or ProjectorOptions()).every_n_epochs,
+            projector_every_n_epochs=(self.projector or ProjectorOptions()).keep_every_n_epochs,
             dashboard=self.dashboard,
             map_samples=self.maps.samples,
             seed=self.seed,
@@ -490,10 +493,12 @@ class FeatureVisualizer(_Callback):
         about = run_identity(trainer, self._val_dataset, results)
         sinks = sinks_for(trainer.loggers, root, self.outputs.report_dir, self._guard.warn_once, about)
         folders = [sink.projector_dir for sink in sinks if sink.projector_dir is not None]
-        maps_due = self._plan.maps_due(trainer.state.fn == TrainerFn.FITTING, trainer.current_epoch)
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        maps_due = self._plan.maps_due(fitting, trainer.current_epoch)
         job = EpochJob(results, step, maps_due, list(self.history), paths, folders, self._plan.outputs)
-        destination = Destination(sinks, direct, metrics)
-        self._unfinished = unfinished(job, destination, self._plan.wanted)
+        schedule = [(SCHEDULE_TAG, self._plan.table())] if fitting else []  # which outputs ran at which epoch, why
+        destination = Destination(sinks, direct, metrics, schedule)
+        self._unfinished = unfinished(job, destination, self._plan.lacking(results.epoch))
         self._guard.call(self._reports.submit, job, destination)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -114,8 +114,9 @@ class MapOptions:
     """t-SNE maps of each layer (``maps=...``; ``maps=False`` turns them and the projector off).
 
     Args:
-        every_n_epochs: ``"budget"``: maps and the projector on the epochs the time budget allows
-            (``overhead``); n: on every n-th analysed epoch of ``fit`` (1 = each analysed epoch); None: off.
+        every_n_epochs: maps (and the projector) on every n-th analysed epoch of ``fit``, counted from its first
+            (1: each analysed epoch), and at its last; the time budget (``overhead``) may leave some out, and says
+            so (``featviz/schedule``). None: no maps.
         dims: the map dimensions drawn, any of 2 and 3.
         perplexity: t-SNE perplexity; lowered with one warning when the bank is small (below (N - 1) / 3).
         backend: ``"opentsne"`` (fast) or ``"sklearn"`` (scikit-learn's TSNE; also used, with a warning, when
@@ -125,7 +126,7 @@ class MapOptions:
             scalars use the whole bank.
     """
 
-    every_n_epochs: int | Literal["budget"] | None = "budget"
+    every_n_epochs: int | None = 10
     dims: Sequence[int] = (2, 3)
     perplexity: float = 30.0
     backend: Backend = "opentsne"
@@ -133,8 +134,9 @@ class MapOptions:
 
     def __post_init__(self) -> None:
         every = self.every_n_epochs
-        ok = every is None or every == "budget" or (is_int(every) and every >= 1)
-        require(ok, "maps.every_n_epochs", "'budget', None or an integer >= 1", every)
+        require(
+            every is None or (is_int(every) and every >= 1), "maps.every_n_epochs", "None or an integer >= 1", every
+        )
         dims = self.dims
         ok = not isinstance(dims, str) and len(dims) > 0 and set(dims) <= {2, 3}
         require(ok, "maps.dims", "a non-empty selection of 2 and 3", dims)
@@ -151,14 +153,14 @@ class ProjectorOptions:
     (``projector=...``; ``projector=False`` turns them off).
 
     Args:
-        every_n_epochs: besides the latest epoch's entries (``latest/…``, replaced each time), keep those of every
-            n-th epoch (``previous/epoch_{e}/…``) in the projector: a bounded list.
+        keep_every_n_epochs: besides the latest epoch's entries (``latest/…``, replaced each time), keep those of
+            every n-th epoch (``previous/epoch_{e}/…``) in the projector: a bounded history.
     """
 
-    every_n_epochs: int = 5
+    keep_every_n_epochs: int = 5
 
     def __post_init__(self) -> None:
-        _check_at_least("projector.every_n_epochs", self.every_n_epochs, 1)
+        _check_at_least("projector.keep_every_n_epochs", self.keep_every_n_epochs, 1)
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,9 @@ class OutputOptions:
     """The figures and scalars of each analysed epoch beside the kNN purity (``outputs=...``).
 
     Args:
+        every_n_epochs: the figures (all of those below, the wrong-cluster gallery and the exports) on every n-th
+            analysed epoch of ``fit``, counted from its first (1: each analysed epoch), and at its last; the time
+            budget (``overhead``) may leave some out, and says so (``featviz/schedule``).
         neighbour_grids: log the neighbour-grid images: per layer, and the first and last layer side by side.
         confusion: per layer, the neighbourhood confusion matrix with per-class purity; purity by depth with a
             layer × epoch heatmap; also the ``purity_by_class`` figure of each layer (the confusion figure up to 50
@@ -211,6 +216,7 @@ class OutputOptions:
             that shows them without TensorBoard, into this folder (refreshed each epoch).
     """
 
+    every_n_epochs: int = 5
     neighbour_grids: bool = True
     confusion: bool = True
     monitor_class_purity: bool = False
@@ -218,6 +224,7 @@ class OutputOptions:
     report_dir: str | Path | None = None
 
     def __post_init__(self) -> None:
+        _check_at_least("outputs.every_n_epochs", self.every_n_epochs, 1)
         queries = self.query_indices
         if queries is not None:
             ok = not isinstance(queries, str) and all(is_int(i) and i >= 0 for i in queries)

@@ -93,7 +93,7 @@ def test_lightning_cli_configures_the_callback_and_its_option_groups_from_yaml(t
                         "k": 5,
                         "max_samples": 60,
                         "maps": {"perplexity": 20, "dims": [2]},
-                        "projector": {"every_n_epochs": 2},
+                        "projector": {"keep_every_n_epochs": 2},
                         "wrong_cluster": False,
                         "capture": {"input_size": 8, "metric": "cosine"},
                         "resources": {"background": False},

@@ -118,17 +118,19 @@ class Destination:
         sinks: where to write.
         direct: scalars for sinks that also receive ``LightningModule.log``'s (the rest of them).
         metrics: every scalar of the epoch, for sinks that receive nothing else.
+        texts: (tag, Markdown) pairs of the callback's own, e.g. the fit's schedule so far.
     """
 
     sinks: list[Sink]
     direct: dict[str, float]
     metrics: dict[str, float]
+    texts: list[tuple[str, str]] = field(default_factory=list)
 
     def write(self, report: Report, step: int, epoch: int) -> None:
         for sink in self.sinks:
             scalars = self.direct if sink.receives_module_metrics else self.metrics
             sink.log_metrics({**scalars, **report.metrics}, step, epoch)
-            for name, text in report.texts:
+            for name, text in [*self.texts, *report.texts]:
                 sink.log_text(name, text, step)
             for name, thumbnails in report.thumbnails:
                 sink.log_thumbnails(name, thumbnails, step)
