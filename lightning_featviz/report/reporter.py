@@ -118,8 +118,7 @@ class Destination:
         sinks: where to write.
         direct: scalars for sinks that also receive ``LightningModule.log``'s (the rest of them).
         metrics: every scalar of the epoch, for sinks that receive nothing else.
-        texts: (tag, Markdown) pairs of the callback's own, e.g. the fit's schedule so far.
-    """
+        texts: (tag, Markdown) pairs of the callback's own, e.g. the fit's schedule so far."""
 
     sinks: list[Sink]
     direct: dict[str, float]
@@ -215,8 +214,7 @@ class Reporter:
             report.seconds[MAPS_2D if MAPS_2D in report.seconds else MAPS_3D] += drawn  # the figures of the maps
         report.flagged = {layer: bank.indices[found.rows].tolist() for layer, found in flagged.items()}
         if maps and options.log_projector and job.projector_dirs and job.makes(PROJECTOR):
-            started = time.perf_counter()
-            warn = self._warn(report)
+            started, warn = time.perf_counter(), self._warn(report)
             export_projector(
                 job.projector_dirs, results, maps, flagged, options.k, options.projector_every_n_epochs, warn
             )
