@@ -60,3 +60,14 @@ def test_the_schedule_counts_analysed_epochs_from_the_first_and_always_holds_the
     assert maps.scheduled(10, last=None) == {"maps_2d", "maps_3d", "projector"}
     assert [e for e in range(10, 20) if maps.scheduled(e, last=None)] == [10, 14, 18]
     assert [e for e in range(10, 20) if maps.scheduled(e, last=19)] == [10, 14, 18, 19]
+
+
+def test_an_output_the_budget_left_out_teaches_the_budget_no_cost():
+    """A report times its figures step even when it made none; that near-zero time must not become their cost
+    (the budget would then plan on figures that cost nothing)."""
+    plan = OutputPlan(0.1, 1, figures_every=1, maps_every=None, dims=(2,), projector=False)
+    plan.start(0)
+    plan.plan(True, 0, max_epochs=3, max_steps=-1, samples=100, mapped=100, widths=[8])
+    assert plan.outputs == frozenset()  # microseconds into the fit, 10% buys no figure
+    plan.record_report(0, {"figures": 0.001, "knn": 0.01}, 0.0, took_training_cores=False)
+    assert plan.budget is not None and plan.budget.measured == {"knn": 0.01}

@@ -221,12 +221,11 @@ class TimeBudget:
             chosen = plan_outputs(clock, costs, wanted, self.overhead) & due
         left = [output for output in OUTPUTS if output in due - chosen]
         needs = sum(costs.get(output, 0.0) for output in left)
-        allowance = self.overhead * clock.base
-        why = (
-            f"{self.overhead:.0%} of fit so far = {allowance:.1f} s, {clock.spent:.1f} s spent; "
-            f"they take ~{needs:.1f} s"
-        )
-        return chosen, why if left else ""
+        why = f"{self.overhead:.0%} of fit so far = {self.overhead * clock.base:.1f} s, {clock.spent:.1f} s spent"
+        if clock.last_epoch is not None and clock.epoch < clock.last_epoch:
+            kept = costs.get(KNN, 0.0) + sum(costs.get(output, 0.0) for output in wanted)
+            why += f", ~{kept:.1f} s kept for the last epoch"
+        return chosen, f"{why}; they take ~{needs:.1f} s" if left else ""
 
 
 def wanted_outputs(figures: bool, dims: Sequence[int], projector: bool) -> list[str]:

@@ -68,6 +68,7 @@ class OutputPlan:
         self.schedule: list[str] = []
         self._rows: list[tuple[int, str, str, str]] = []  # (epoch, made, left out, why) for the text summary
         self._final_epochs: set[int] = set()  # the planned last epoch: it made what its budget allowed, for good
+        self._made: dict[int, frozenset[str]] = {}  # the outputs each epoch of fit made
         self._first = 0
 
     def start(self, epoch: int) -> None:
@@ -92,7 +93,9 @@ class OutputPlan:
             return
         if took_training_cores:
             self.budget.spend(seconds, alongside=True)
-        self.budget.record(costs, optional=epoch not in self._final_epochs)
+        made = self._made.get(epoch, frozenset(OUTPUTS))  # an output the epoch did not make has no cost to learn
+        measured = {output: spent for output, spent in costs.items() if output in made or output == KNN}
+        self.budget.record(measured, optional=epoch not in self._final_epochs)
 
     def scheduled(self, epoch: int, last: int | None) -> frozenset[str]:
         """What the schedule holds for ``epoch`` of ``fit`` (``last``: its last analysed epoch, None if unknown)."""
@@ -122,7 +125,7 @@ class OutputPlan:
         if self.budget is not None and self.budget.running and due:
             clock = self.budget.clock(epoch, last, self.every_n_epochs)
             chosen, why = self.budget.tune(clock, self.budget.costs(samples, mapped, widths), due, self.wanted)
-        self.outputs = chosen
+        self.outputs = self._made[epoch] = chosen
         final = last is not None and epoch >= last
         if final:
             self._final_epochs.add(epoch)
