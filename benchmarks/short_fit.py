@@ -3,7 +3,8 @@ alternated in one process (issue 26: <= 1.30 at about 8 s of fit, <= 1.15 at abo
 
 Each round runs a fit without the callback, then one with it (then, from the second round on, the other order
 too), so machine noise and the first fit's warm-up hit both alike; the ratio is the median of the callback's fits
-over the median of the plain ones. Imported by ``fit_overhead.py``, which prints it in the same run as its
+over the median of the plain ones, and (on a machine shared with other work, where one fit can take five times
+another) also the fastest over the fastest. Imported by ``fit_overhead.py``, which prints it in the same run as its
 default case; ``python benchmarks/short_fit.py [--epochs 8 30] [--rounds 3]`` runs it alone.
 """
 
@@ -91,19 +92,23 @@ def measure(epochs: int, rounds: int) -> tuple[list[float], list[float], list[st
 def report(epochs_list: list[int], rounds: int) -> list[str]:
     """Print the short-fit rows; return the verdicts."""
     verdicts = []
-    print(f"{'short fit: small CNN, digits, defaults':<46}{'plain s':>9}{'featviz s':>10}{'ratio':>8}")
+    print(f"{'short fit: small CNN, digits, defaults':<46}{'plain s':>9}{'featviz s':>10}{'ratio':>8}{'min ratio':>10}")
     for epochs in epochs_list:
         plain, featviz, schedule = measure(epochs, rounds)
         ratio = statistics.median(featviz) / statistics.median(plain)
         runs = " ".join(f"{p:.1f}/{f:.1f}" for p, f in zip(plain, featviz, strict=True))
         print(f"{'  ' + str(epochs) + ' epochs (median of ' + str(rounds) + ')':<46}", end="")
-        print(f"{statistics.median(plain):>9.1f}{statistics.median(featviz):>10.1f}{ratio:>8.2f}   ({runs})")
+        fastest = min(featviz) / min(plain)
+        print(
+            f"{statistics.median(plain):>9.1f}{statistics.median(featviz):>10.1f}{ratio:>8.2f}{fastest:>10.2f}", end=""
+        )
+        print(f"   (plain/featviz per round: {runs})")
         for line in schedule:
             print(f"      {line}")
         target = TARGETS.get(epochs)
         if target is not None:
-            met = "met" if ratio <= target else "NOT met"
-            verdicts.append(f"{epochs} epochs {ratio:.2f} (target <= {target:.2f}: {met})")
+            met = "met" if max(ratio, fastest) <= target else "NOT met"  # the worse of the two: load only slows
+            verdicts.append(f"{epochs} epochs {ratio:.2f}, fastest {fastest:.2f} (target <= {target:.2f}: {met})")
     return verdicts
 
 
