@@ -228,22 +228,9 @@ class FeatureVisualizer(_Callback):
 
     def _report_settings(self) -> ReportSettings:
         """What each epoch's report reads."""
-        outputs, wrong_cluster = self.outputs, self.wrong_cluster or WrongClusterOptions()
+        wrong_cluster, gallery = self.wrong_cluster or WrongClusterOptions(), self.wrong_cluster is not None
         return ReportSettings(
-            k=self.k,
-            query_indices=None if outputs.query_indices is None else list(outputs.query_indices),
-            log_neighbour_grids=outputs.neighbour_grids,
-            log_wrong_cluster=self.wrong_cluster is not None,
-            wrong_cluster_layer=wrong_cluster.layer,
-            min_share=wrong_cluster.min_share,
-            max_gallery=wrong_cluster.max_gallery,
-            log_confusion=outputs.confusion,
-            tsne_dims=list(self.maps.dims),
-            log_projector=self.projector is not None,
-            projector_every_n_epochs=(self.projector or ProjectorOptions()).keep_every_n_epochs,
-            dashboard=self.dashboard,
-            map_samples=self.maps.samples,
-            seed=self.seed,
+            self.k, self.seed, self.dashboard, self.outputs, self.maps, wrong_cluster, gallery, self.projector
         )
 
     # ----------------------------------------------------------------------------- lifecycle

@@ -186,19 +186,19 @@ class Reporter:
     def _render(self, job: EpochJob, report: Report) -> None:
         options, results = self.options, self._without_twins(job.results, report)
         stats, bank = results.stats, results.bank
-        dims = [d for d in options.tsne_dims if job.makes(MAPS_2D if d == 2 else MAPS_3D)]
+        dims = [d for d in options.maps.dims if job.makes(MAPS_2D if d == 2 else MAPS_3D)]
         maps: dict[str, LayerMaps] = {}
         if stats and dims:
-            samples, seed = options.map_samples, options.seed
+            samples, seed = options.maps.samples, options.seed
             maps, seconds = fit_maps(self.maps, bank, stats, dims, options.k, samples, seed, self._warn(report))
             report.seconds |= {MAPS_2D if d == 2 else MAPS_3D: spent for d, spent in seconds.items()}
         started = time.perf_counter()
-        flagged = wrong_clusters(results, options.min_share) if stats else {}
+        flagged = wrong_clusters(results, options.wrong_cluster.min_share) if stats else {}
         report.metrics = self._map_metrics(maps)
         report.metrics |= {self.tag("wrong_cluster_share", layer): len(f) / len(bank) for layer, f in flagged.items()}
         if not stats:
             return
-        chosen = options.wrong_cluster_layer or list(stats)[-1]
+        chosen = options.wrong_cluster.layer or list(stats)[-1]
         if job.makes(FIGURES):
             self._figures(job, results, flagged, chosen, report)
         report.seconds[FIGURES] = time.perf_counter() - started  # figures drawn and encoded
@@ -213,10 +213,10 @@ class Reporter:
             drawn = time.perf_counter() - started
             report.seconds[MAPS_2D if MAPS_2D in report.seconds else MAPS_3D] += drawn  # the figures of the maps
         report.flagged = {layer: bank.indices[found.rows].tolist() for layer, found in flagged.items()}
-        if maps and options.log_projector and job.projector_dirs and job.makes(PROJECTOR):
+        if maps and options.projector is not None and job.projector_dirs and job.makes(PROJECTOR):
             started, warn = time.perf_counter(), self._warn(report)
             export_projector(
-                job.projector_dirs, results, maps, flagged, options.k, options.projector_every_n_epochs, warn
+                job.projector_dirs, results, maps, flagged, options.k, options.projector.keep_every_n_epochs, warn
             )
             report.seconds[PROJECTOR] = time.perf_counter() - started
         if options.dashboard:  # the FEATVIZ tab's files: every layer, also those drawn as a twin
@@ -227,11 +227,11 @@ class Reporter:
     ) -> None:
         """The epoch's pictures besides the maps: neighbour grids, the wrong-cluster table, gallery and exports,
         the confusion and purity charts."""
-        options, bank = self.options, results.bank
+        options, bank, clusters = self.options, results.bank, self.options.wrong_cluster
         shows_images = bank.thumbnails.ndim == 4  # not for sequences, vectors or tokens
-        if options.log_neighbour_grids and shows_images:
-            self._add(report, neighbour_grid_images(results, query_rows(bank, options.query_indices)))
-        if options.log_wrong_cluster and chosen in flagged:
+        if options.outputs.neighbour_grids and shows_images:
+            self._add(report, neighbour_grid_images(results, query_rows(bank, options.outputs.query_indices)))
+        if options.gallery and chosen in flagged:
             found = flagged[chosen]
             table = export_wrong_cluster(self.log_dir, results, chosen, found, job.paths, report.files)
             report.texts.append((self.tag("wrong_cluster_table", chosen), table))
@@ -244,9 +244,9 @@ class Reporter:
             if shows_images:  # the static report shows each row's image
                 report.thumbnails.append((report.texts[-1][0], table_thumbnails(bank, issues.order()[:MARKDOWN_ROWS])))
             if len(found) and shows_images:
-                gallery = gallery_image(results, chosen, found, options.min_share, options.max_gallery, issues)
+                gallery = gallery_image(results, chosen, found, clusters.min_share, clusters.max_gallery, issues)
                 self._add(report, [(("wrong_cluster", chosen), gallery)])
-        if options.log_confusion:
+        if options.outputs.confusion:
             if len(results.class_names) <= MAX_CONFUSION_CLASSES:
                 self._add(report, confusion_images(results).items())
             else:
