@@ -83,7 +83,9 @@ def main() -> None:
     knn, knn_skipped = alternating(
         model, data, args.epochs, outputs=OutputOptions(neighbour_grids=False, confusion=False), wrong_cluster=False
     )
-    everything, skipped = alternating(model, data, args.epochs, outputs=OutputOptions(neighbour_grids=False))
+    everything, skipped = alternating(
+        model, data, args.epochs, outputs=OutputOptions(every_n_epochs=1, neighbour_grids=False)
+    )  # figures every analysed epoch
     plain = epoch_times(model, data, args.epochs // 2 + 1, None)[1:]
     print(
         f"threads: {torch.get_num_threads()}, validation set: {len(data.val)} images, layers: {', '.join(DEMO_LAYERS)}"

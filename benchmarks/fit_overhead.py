@@ -1,19 +1,21 @@
 """The quick start's ``fit`` wall time with the callback over ``fit`` without it, same seed, same
 process.
 
-Two callbacks: the **default arguments** (``FeatureVisualizer(layers)``: the time budget
-``overhead=0.1`` schedules figures, maps, projector and 3-D maps, everything at the last epoch;
-``background`` off on the CPU), and the **full callback every epoch** (``overhead=None``: kNN scalars,
+Two callbacks: the **default arguments** (``FeatureVisualizer(layers)``: figures every 5th epoch, maps every 10th,
+both at the last, thinned by the time budget ``overhead=0.1``; ``background`` off on the CPU), and the **full
+callback every epoch** (``overhead=None``, figures and maps every epoch: kNN scalars,
 neighbour grids, 2-D and 3-D t-SNE maps, projector, wrong-cluster gallery and export, confusion
 matrices on every epoch), the demo's five layers, 1,000 validation digits. The fit without the callback runs first
 and last; the baseline is the faster of the two (the first also pays for warming up torch).
-Target (issue 16): <= 1.15 with default arguments, training on every core.
+Target (issue 16): <= 1.15 with default arguments, training on every core. In the same run, the short fits of
+``short_fit.py`` (a small CNN, the callback at its defaults, 8 and 30 epochs, alternated; issue 26: <= 1.30 and
+<= 1.15); ``--no-short-fits`` leaves them out.
 
 Training on every core is a CPU-only run: whatever the callback costs, training waits for. With
 ``--spare-core``, also training on all cores but one (``torch.set_num_threads``), as when a GPU trains
 and the CPU has room: the background report then runs beside training instead of after it.
 
-    python benchmarks/fit_overhead.py [--epochs 8] [--spare-core]
+    python benchmarks/fit_overhead.py [--epochs 8] [--spare-core] [--only-default] [--no-short-fits]
     python benchmarks/fit_overhead.py --gpu [...]   # on a GPU: ResNet-18 and ViT-S/16 at 224 px (fit_overhead_gpu.py)
 """
 
@@ -29,8 +31,12 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lightning_featviz import FeatureVisualizer, ResourceOptions
+from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions, ResourceOptions
 from lightning_featviz.demo.model import DEMO_LAYERS, ClassificationData, ImageClassifier
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # short_fit.py beside this script
+from short_fit import TARGETS as SHORT_TARGETS  # noqa: E402
+from short_fit import report as short_fit_report  # noqa: E402
 
 
 def fit_seconds(epochs: int, setting: str | None) -> tuple[float, list[str]]:
@@ -39,11 +45,12 @@ def fit_seconds(epochs: int, setting: str | None) -> tuple[float, list[str]]:
     or ``"full-background"``."""
     pl.seed_everything(0, verbose=False)
     data = ClassificationData.digits(batch_size=32)
+    every_epoch = {"overhead": None, "outputs": OutputOptions(every_n_epochs=1), "maps": MapOptions(every_n_epochs=1)}
     options = {
         None: None,
         "default": {},
-        "full": {"overhead": None, "resources": ResourceOptions(background=False)},
-        "full-background": {"overhead": None, "resources": ResourceOptions(background=True)},
+        "full": {**every_epoch, "resources": ResourceOptions(background=False)},
+        "full-background": {**every_epoch, "resources": ResourceOptions(background=True)},
     }[setting]
     visualizer = None if options is None else FeatureVisualizer(list(DEMO_LAYERS), **options)
     callbacks = [] if visualizer is None else [visualizer]
@@ -64,7 +71,7 @@ def fit_seconds(epochs: int, setting: str | None) -> tuple[float, list[str]]:
 
 
 ROWS = {
-    "default": "default arguments (overhead=0.1)",
+    "default": "default arguments",
     "full": "every output every epoch, in the loop",
     "full-background": "every output every epoch, background",
 }
@@ -89,6 +96,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--spare-core", action="store_true", help="also train on all cores but one")
     parser.add_argument("--only-default", action="store_true", help="time the default arguments only")
+    parser.add_argument("--no-short-fits", action="store_true", help="leave out the short fits of short_fit.py")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds of each short fit")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     runs = [(f"training on all {cores} cores", cores)]
@@ -107,11 +116,14 @@ def main() -> None:
         for setting in settings:
             print(f"{'  ' + ROWS[setting]:<46}{times[setting]:>9.0f}{times[setting] / base:>8.2f}")
         verdicts.append(f"{title}: {'met' if times['default'] / base <= 1.15 else 'NOT met'}")
-        print("  the budget's schedule:")
+        print("  the schedule:")
         for line in schedule:
             print(f"    {line}")
+    short = [] if args.no_short_fits else short_fit_report(list(SHORT_TARGETS), args.rounds)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     print("target: <= 1.15 with default arguments -> " + "; ".join(verdicts))
+    for verdict in short:
+        print(f"short fit: {verdict}")
 
 
 if __name__ == "__main__":

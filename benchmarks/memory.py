@@ -177,7 +177,12 @@ def main() -> None:
     torch.manual_seed(0)
     data = ClassificationData.digits(batch_size=32)
     visualizer = BankSize(
-        layers=list(DEMO_LAYERS), k=10, overhead=None, resources=ResourceOptions(background=args.background)
+        layers=list(DEMO_LAYERS),
+        k=10,
+        overhead=None,
+        outputs=OutputOptions(every_n_epochs=1),  # every output every epoch
+        maps=MapOptions(every_n_epochs=1),
+        resources=ResourceOptions(background=args.background),
     )
     memory = MemoryLog(visualizer)
     with tempfile.TemporaryDirectory() as logs:

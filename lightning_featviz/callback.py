@@ -9,7 +9,6 @@ options; nothing else.
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -27,7 +26,7 @@ from lightning_featviz.analysis.embedding import MapTracker
 from lightning_featviz.analysis.results import EpochResults
 from lightning_featviz.arguments import check_arguments, normalised_layers
 from lightning_featviz.capture.bank import BankData, bank_from_columns
-from lightning_featviz.capture.epoch import ValidationCapture
+from lightning_featviz.capture.epoch import CaptureSettings, ValidationCapture
 from lightning_featviz.capture.hooks import resolve_layers, resolve_reductions
 from lightning_featviz.capture.layouts import has_class_token
 from lightning_featviz.capture.pooling import known_models
@@ -39,24 +38,24 @@ from lightning_featviz.capture.trainer_data import (
     sampler_batches,
     validation_loader,
 )
-from lightning_featviz.epoch_analysis import queries_within
+from lightning_featviz.epoch_analysis import EpochAnalysis, queries_within
 from lightning_featviz.options import (
-    GROUPS,
     CaptureOptions,
     MapOptions,
     OutputOptions,
     ProjectorOptions,
     ResourceOptions,
     WrongClusterOptions,
-    resolve_groups,
+    group_of,
 )
 from lightning_featviz.outputs.sinks import sinks_for
 from lightning_featviz.outputs.tracker_writer import TrackerWriter
+from lightning_featviz.report.plan import SCHEDULE_TAG, OutputPlan
 from lightning_featviz.report.reporter import Destination, EpochJob, Report, Reporter, unfinished
+from lightning_featviz.report.settings import ReportSettings, tag
 from lightning_featviz.runtime.distributed import gather_columns, on_rank_zero, ranks_without_batches
 from lightning_featviz.runtime.guard import Guard
 from lightning_featviz.runtime.scheduler import ReportScheduler
-from lightning_featviz.settings import capture_settings, epoch_analysis, output_plan, report_options
 
 
 def _has_tokens(model: nn.Module) -> bool:
@@ -98,7 +97,8 @@ class FeatureVisualizer(_Callback):
 
     Every analysed validation epoch (not the sanity check), for each layer: kNN purity@k and kNN accuracy as
     scalars (through ``LightningModule.log``: they can be monitored); neighbour grids, confusion and wrong-cluster
-    figures, t-SNE maps and projector embeddings on the epochs the time budget allows; the FEATVIZ tab's files.
+    figures, t-SNE maps and projector embeddings on their schedule, where the time budget leaves them in; the
+    FEATVIZ tab's files.
     docs/api.md describes every argument and option.
 
     Args:
@@ -107,10 +107,11 @@ class FeatureVisualizer(_Callback):
             or a mapping path -> display name. ``"input"`` is the batch itself.
         k: neighbours per sample.
         max_samples: validation samples kept (the same ones every epoch).
-        every_n_epochs: run on every n-th epoch of ``fit``.
+        every_n_epochs: analyse every n-th epoch of ``fit`` (its kNN scalars); figures and maps follow their own
+            schedule on the analysed epochs (``outputs.every_n_epochs``, ``maps.every_n_epochs``).
         overhead: the time budget: the share of ``fit``'s time the callback aims to add at most (0.1: 1.1 times);
-            the expensive outputs come on the epochs it allows and all at the last (:attr:`schedule` says
-            which). None: every output every analysed epoch.
+            it may leave out outputs the schedule holds, and says which and why (:attr:`schedule`, the text
+            ``featviz/schedule``). None: the schedule as it is, the same on every machine.
         class_names: names of the class ids; default from the datamodule or dataset ``.classes``.
         dashboard: write the files of TensorBoard's FEATVIZ tab each analysed epoch.
         strict: raise failures of the analysis and of the reports instead of warning once.
@@ -121,8 +122,9 @@ class FeatureVisualizer(_Callback):
         wrong_cluster: the wrong-cluster gallery (:class:`~lightning_featviz.WrongClusterOptions`); False: none.
         outputs: grids, confusion, per-class scalars, a report folder (:class:`~lightning_featviz.OutputOptions`).
         resources: background reports, memory budget, kNN chunk (:class:`~lightning_featviz.ResourceOptions`).
-        **deprecated_arguments: the flat arguments of 0.1 (:data:`lightning_featviz.options.DEPRECATED`), for
-            one more release, with a :class:`~lightning_featviz.options.FeatvizDeprecationWarning`.
+
+    The arguments are read when a ``fit`` or ``validate`` starts (``setup``): an attribute changed after
+    construction (``visualizer.k = 20``) applies to every part from the next run on. The option groups are frozen.
     """
 
     def __init__(
@@ -142,12 +144,11 @@ class FeatureVisualizer(_Callback):
         wrong_cluster: WrongClusterOptions | bool = WrongClusterOptions(),
         outputs: OutputOptions = OutputOptions(),
         resources: ResourceOptions = ResourceOptions(),
-        **deprecated_arguments: Any,
     ) -> None:
         given = {"capture": capture, "maps": maps, "projector": projector, "wrong_cluster": wrong_cluster}
-        groups = resolve_groups(
-            {**given, "outputs": outputs, "resources": resources}, _GROUP_DEFAULTS, deprecated_arguments
-        )
+        groups = {
+            name: group_of(name, value) for name, value in {**given, "outputs": outputs, "resources": resources}.items()
+        }
         check_arguments(layers, k, max_samples, every_n_epochs, overhead, dashboard, groups)
         self.layers = normalised_layers(layers)
         self.k, self.max_samples, self.every_n_epochs, self.overhead = k, max_samples, every_n_epochs, overhead
@@ -168,8 +169,8 @@ class FeatureVisualizer(_Callback):
         self._val_dataset: Any = None
         self._phase = Phase.WAITING
         self._guard = Guard(self.strict)
-        self._run = ValidationCapture(capture_settings(self), self._guard.warn_once, rank_zero_info)
-        self._analysis, self._plan = epoch_analysis(self, self._guard.warn_once), output_plan(self)
+        self._run = ValidationCapture(self._capture_settings(), self._guard.warn_once, rank_zero_info)
+        self._analysis, self._plan = self._epoch_analysis(), self._output_plan()
         self._map_tracker = MapTracker(self.maps.perplexity, seed)
         self._reports = ReportScheduler(self._map_tracker, self._guard.warn_once, self._reported)
         # the trackers' client calls (W&B, MLflow, Comet), on a thread of their own; their time counts in the budget
@@ -191,12 +192,61 @@ class FeatureVisualizer(_Callback):
 
     def tag(self, kind: str, layer: str, *rest: str) -> str:
         """The logged tag, e.g. ``featviz/knn_purity@10/avgpool``; images have no ``@k``: ``featviz/tsne_2d/x``."""
-        return self._analysis.tag(kind, layer, *rest)
+        return tag(kind, layer, *rest, k=self.k)
+
+    # ----------------------------------------------------------------------------- the parts, from the options
+
+    def _capture_settings(self) -> CaptureSettings:
+        """What each rank's capture reads: the ``capture`` group as given, and whether any output shows images."""
+        shows_images = (  # grids, the gallery, the projector's sprite
+            self.outputs.neighbour_grids
+            or self.wrong_cluster is not None
+            or bool(self.projector is not None and self.maps.every_n_epochs)
+        )
+        return CaptureSettings(
+            self.capture,
+            self.k,
+            self.max_samples,
+            self.seed,
+            self.resources.memory_budget_mb,
+            self.strict,
+            shows_images,
+        )
+
+    def _epoch_analysis(self) -> EpochAnalysis:
+        """Rank 0's analysis of each epoch: it reads the groups it needs."""
+        return EpochAnalysis(
+            self.k, self.max_samples, self.seed, self.class_names, self.capture, self.maps, self.wrong_cluster,
+            self.resources, self.outputs.monitor_class_purity, self._guard.warn_once,
+        )  # fmt: skip
+
+    def _output_plan(self) -> OutputPlan:
+        """Which outputs each epoch makes: the cadence of each, tuned by the time budget where one is set."""
+        figures = self.outputs.neighbour_grids or self.wrong_cluster is not None or self.outputs.confusion
+        figures_every = self.outputs.every_n_epochs if figures else None
+        return OutputPlan(
+            self.overhead, self.every_n_epochs, figures_every, self.maps.every_n_epochs, self.maps.dims,
+            self.projector is not None,
+        )  # fmt: skip
+
+    def _report_settings(self) -> ReportSettings:
+        """What each epoch's report reads."""
+        wrong_cluster, gallery = self.wrong_cluster or WrongClusterOptions(), self.wrong_cluster is not None
+        return ReportSettings(
+            self.k, self.seed, self.dashboard, self.outputs, self.maps, wrong_cluster, gallery, self.projector
+        )
 
     # ----------------------------------------------------------------------------- lifecycle
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._run.options = capture_settings(self)
+        groups = {"capture": self.capture, "outputs": self.outputs}
+        check_arguments(
+            self.layers, self.k, self.max_samples, self.every_n_epochs, self.overhead, self.dashboard, groups
+        )
+        # Every part is made from the options here, at the same moment (an attribute changed since applies to all).
+        self._run.options = self._capture_settings()
+        self._analysis, self._plan = self._epoch_analysis(), self._output_plan()
+        self._trackers.on_written = self._plan.record_trackers
         self._run.forget_layers()
         if self.layers != "auto":  # "auto": chosen at the first validation epoch, on one of its batches
             self._use_layers(pl_module, resolve_layers(pl_module, self.layers))
@@ -208,7 +258,7 @@ class FeatureVisualizer(_Callback):
         on_accelerator = trainer.strategy.root_device.type != "cpu"
         background = self.resources.background if self.resources.background is not None else on_accelerator
         self._on_cpu = not on_accelerator
-        reporter = Reporter(report_options(self), self._map_tracker, self._log_dir)
+        reporter = Reporter(self._report_settings(), self._map_tracker, self._log_dir)
         self._reports.start(reporter, self._log_dir, background)
         self._phase = Phase.OFF if self._phase is Phase.OFF else Phase.WAITING
         if stage == TrainerFn.VALIDATING and trainer.world_size > 1 and allows_empty_ranks(trainer, pl_module):
@@ -436,10 +486,12 @@ class FeatureVisualizer(_Callback):
         about = run_identity(trainer, self._val_dataset, results)
         sinks = sinks_for(trainer.loggers, root, self.outputs.report_dir, self._guard.warn_once, about, self._trackers)
         folders = [sink.projector_dir for sink in sinks if sink.projector_dir is not None]
-        maps_due = self._plan.maps_due(trainer.state.fn == TrainerFn.FITTING, trainer.current_epoch)
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        maps_due = self._plan.maps_due(fitting, trainer.current_epoch)
         job = EpochJob(results, step, maps_due, list(self.history), paths, folders, self._plan.outputs)
-        destination = Destination(sinks, direct, metrics)
-        self._unfinished = unfinished(job, destination, self._plan.wanted)
+        schedule = [(SCHEDULE_TAG, self._plan.table())] if fitting else []  # which outputs ran at which epoch, why
+        destination = Destination(sinks, direct, metrics, schedule)
+        self._unfinished = unfinished(job, destination, self._plan.lacking(results.epoch))
         self._guard.call(self._reports.submit, job, destination)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -487,10 +539,3 @@ _UNREPORTED = (
     "that saved it stopped before they were (killed?): their scalars are in `history`, their figures, maps and files "
     "are missing. Hint: `featviz analyse` on that checkpoint remakes its epoch's outputs."
 )
-
-#: The default of each option group, as in the signature: a group that is not its default was passed.
-_GROUP_DEFAULTS = {
-    name: parameter.default
-    for name, parameter in inspect.signature(FeatureVisualizer.__init__).parameters.items()
-    if name in GROUPS
-}

@@ -50,6 +50,7 @@ def run_demo(args: argparse.Namespace) -> int:
         outputs=OutputOptions(query_indices=args.query_indices, report_dir=report_dir),
         capture=CaptureOptions(image_mean=data.mean, image_std=data.std),
         maps=MapOptions(every_n_epochs=args.tsne_every_n_epochs or None),
+        overhead=None,  # the demo shows its whole schedule, the same on every machine
     )
     checkpoint = ModelCheckpoint(save_last=True, save_top_k=0)  # <log dir>/checkpoints/last.ckpt
     trainer = pl.Trainer(
@@ -157,7 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--k", type=int, default=10)
     demo.add_argument("--max-samples", type=int, default=2000)
     demo.add_argument(
-        "--tsne-every-n-epochs", type=int, default=1, help="t-SNE maps and projector every n epochs; 0 = off"
+        "--tsne-every-n-epochs",
+        type=int,
+        default=10,
+        help="t-SNE maps and projector every n epochs and at the last; 0 = off",
     )
     demo.add_argument("--query-indices", type=int, nargs="+", default=[394, 97, 996, 460, 737])
     demo.add_argument("--batch-size", type=int, default=32)

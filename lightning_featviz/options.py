@@ -1,9 +1,9 @@
-"""The option groups of :class:`~lightning_featviz.FeatureVisualizer`, and the shim that still takes the old flat
-arguments for one release.
+"""The option groups of :class:`~lightning_featviz.FeatureVisualizer`.
 
 Each group is a frozen dataclass: its defaults are the callback's, and a bad value fails when the group is made
 (so in ``__init__``, or where LightningCLI parses a config), naming it as the user writes it (``maps.perplexity``).
-:data:`DEPRECATED` maps every old argument to its new place; it is the one table the shim reads.
+The callback hands each group, unchanged, to the part that reads it (the capture, the analysis, the plan of the
+outputs, the report).
 
 Over 300 lines: six groups whose docstrings are the reference of every option (docs/api.md shows them); the code
 is about 150 lines.
@@ -11,7 +11,6 @@ is about 150 lines.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -19,19 +18,10 @@ from typing import Any, Literal
 
 from torch import Tensor
 
-from lightning_featviz.analysis.embedding import Backend
 from lightning_featviz.analysis.knn import Metric
 from lightning_featviz.arguments import is_int, is_number, require
 from lightning_featviz.capture.hooks import Reduction
 from lightning_featviz.capture.inputs import InputKind
-
-
-class FeatvizDeprecationWarning(FutureWarning):
-    """An argument of lightning_featviz that goes away in the next release.
-
-    A ``FutureWarning``: Python's default filters show it wherever the call comes from (a ``DeprecationWarning``
-    is hidden unless raised in ``__main__``, so a LightningCLI user would never see it).
-    """
 
 
 def _check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
@@ -123,34 +113,32 @@ class MapOptions:
     """t-SNE maps of each layer (``maps=...``; ``maps=False`` turns them and the projector off).
 
     Args:
-        every_n_epochs: ``"budget"``: maps and the projector on the epochs the time budget allows
-            (``overhead``); n: on every n-th analysed epoch of ``fit`` (1 = each analysed epoch); None: off.
+        every_n_epochs: maps (and the projector) on every n-th analysed epoch of ``fit``, counted from its first
+            (1: each analysed epoch), and at its last; the time budget (``overhead``) may leave some out, and says
+            so (``featviz/schedule``). None: no maps.
         dims: the map dimensions drawn, any of 2 and 3.
         perplexity: t-SNE perplexity; lowered with one warning when the bank is small (below (N - 1) / 3).
-        backend: ``"opentsne"`` (fast) or ``"sklearn"`` (scikit-learn's TSNE; also used, with a warning, when
-            openTSNE cannot be imported).
         samples: maps, their quality measures and the projector show at most this many samples: a
             stratified subsample of a larger bank, the same samples every epoch; purity and the other
             scalars use the whole bank.
     """
 
-    every_n_epochs: int | Literal["budget"] | None = "budget"
+    every_n_epochs: int | None = 10
     dims: Sequence[int] = (2, 3)
     perplexity: float = 30.0
-    backend: Backend = "opentsne"
     samples: int = 2000
 
     def __post_init__(self) -> None:
         every = self.every_n_epochs
-        ok = every is None or every == "budget" or (is_int(every) and every >= 1)
-        require(ok, "maps.every_n_epochs", "'budget', None or an integer >= 1", every)
+        require(
+            every is None or (is_int(every) and every >= 1), "maps.every_n_epochs", "None or an integer >= 1", every
+        )
         dims = self.dims
         ok = not isinstance(dims, str) and len(dims) > 0 and set(dims) <= {2, 3}
         require(ok, "maps.dims", "a non-empty selection of 2 and 3", dims)
         object.__setattr__(self, "dims", tuple(sorted(set(dims))))
         require(is_number(self.perplexity) and self.perplexity > 0, "maps.perplexity", "a number > 0", self.perplexity)
         object.__setattr__(self, "perplexity", float(self.perplexity))
-        _check_choice("maps.backend", self.backend, ("opentsne", "sklearn"))
         _check_at_least("maps.samples", self.samples, 10)
 
 
@@ -160,14 +148,14 @@ class ProjectorOptions:
     (``projector=...``; ``projector=False`` turns them off).
 
     Args:
-        every_n_epochs: besides the latest epoch's entries (``latest/…``, replaced each time), keep those of every
-            n-th epoch (``previous/epoch_{e}/…``) in the projector: a bounded list.
+        keep_every_n_epochs: besides the latest epoch's entries (``latest/…``, replaced each time), keep those of
+            every n-th epoch (``previous/epoch_{e}/…``) in the projector: a bounded history.
     """
 
-    every_n_epochs: int = 5
+    keep_every_n_epochs: int = 5
 
     def __post_init__(self) -> None:
-        _check_at_least("projector.every_n_epochs", self.every_n_epochs, 1)
+        _check_at_least("projector.keep_every_n_epochs", self.keep_every_n_epochs, 1)
 
 
 @dataclass(frozen=True)
@@ -205,6 +193,9 @@ class OutputOptions:
     """The figures and scalars of each analysed epoch beside the kNN purity (``outputs=...``).
 
     Args:
+        every_n_epochs: the figures (all of those below, the wrong-cluster gallery and the exports) on every n-th
+            analysed epoch of ``fit``, counted from its first (1: each analysed epoch), and at its last; the time
+            budget (``overhead``) may leave some out, and says so (``featviz/schedule``).
         neighbour_grids: log the neighbour-grid images: per layer, and the first and last layer side by side.
         confusion: per layer, the neighbourhood confusion matrix with per-class purity; purity by depth with a
             layer × epoch heatmap; also the ``purity_by_class`` figure of each layer (the confusion figure up to 50
@@ -220,6 +211,7 @@ class OutputOptions:
             that shows them without TensorBoard, into this folder (refreshed each epoch).
     """
 
+    every_n_epochs: int = 5
     neighbour_grids: bool = True
     confusion: bool = True
     monitor_class_purity: bool = False
@@ -227,6 +219,7 @@ class OutputOptions:
     report_dir: str | Path | None = None
 
     def __post_init__(self) -> None:
+        _check_at_least("outputs.every_n_epochs", self.every_n_epochs, 1)
         queries = self.query_indices
         if queries is not None:
             ok = not isinstance(queries, str) and all(is_int(i) and i >= 0 for i in queries)
@@ -288,49 +281,6 @@ GROUPS: dict[str, type] = {
 }
 SWITCHED = ("maps", "projector", "wrong_cluster")
 
-#: Every old flat argument -> its new place: ``group.field``, or ``group`` alone for an on/off switch of the group
-#: (``log_projector=False`` is ``projector=False``). The shim and its test read this table only.
-DEPRECATED: dict[str, str] = {
-    "query_indices": "outputs.query_indices",
-    "metric": "capture.metric",
-    "reduction": "capture.reduction",
-    "pool_size": "capture.pool_size",
-    "input_size": "capture.input_size",
-    "input_kind": "capture.input_kind",
-    "reference": "capture.reference",
-    "max_reference": "capture.max_reference",
-    "batch_extractor": "capture.batch_extractor",
-    "image_mean": "capture.image_mean",
-    "image_std": "capture.image_std",
-    "thumbnail_size": "capture.thumbnail_size",
-    "dataloader_idx": "capture.dataloader_idx",
-    "storage_dtype": "capture.storage_dtype",
-    "log_neighbour_grids": "outputs.neighbour_grids",
-    "monitor_class_purity": "outputs.monitor_class_purity",
-    "log_confusion": "outputs.confusion",
-    "report_dir": "outputs.report_dir",
-    "tsne_every_n_epochs": "maps.every_n_epochs",
-    "tsne_dims": "maps.dims",
-    "perplexity": "maps.perplexity",
-    "tsne_backend": "maps.backend",
-    "map_samples": "maps.samples",
-    "log_projector": "projector",
-    "projector_every_n_epochs": "projector.every_n_epochs",
-    "log_wrong_cluster": "wrong_cluster",
-    "wrong_cluster_layer": "wrong_cluster.layer",
-    "min_share": "wrong_cluster.min_share",
-    "max_gallery": "wrong_cluster.max_gallery",
-    "background": "resources.background",
-    "memory_budget_mb": "resources.memory_budget_mb",
-    "chunk_size": "resources.chunk_size",
-}
-
-
-def new_spelling(old: str) -> str:
-    """How to write the old argument ``old`` now, e.g. ``maps=MapOptions(perplexity=...)``."""
-    group, _, name = DEPRECATED[old].partition(".")
-    return f"{group}=False" if not name else f"{group}={GROUPS[group].__name__}({name}=...)"
-
 
 def group_of(name: str, value: Any) -> Any:
     """The options of group ``name`` from what was passed: an instance, a mapping of its fields (a config file
@@ -350,53 +300,3 @@ def group_of(name: str, value: Any) -> Any:
         f"Expected `{name}` to be {kind.__name__}(...){switch}, but got {value!r}. "
         f"Hint: `{name}={kind.__name__}({fields(kind)[0].name}=...)`."
     )
-
-
-def move_deprecated(groups: Mapping[str, Any], old: Mapping[str, Any], stacklevel: int = 3) -> dict[str, Any]:
-    """``groups`` with the old flat arguments ``old`` moved into them, warning once (one warning per call).
-
-    Args:
-        groups: the option groups given explicitly (argument name -> value); a group left out starts from its
-            defaults.
-        old: keyword arguments outside the signature.
-        stacklevel: the warning's, so that it points at the caller's call.
-
-    Returns:
-        The groups given, and those that the old arguments changed.
-
-    Raises:
-        TypeError: an argument that is neither in the signature nor in :data:`DEPRECATED`, as Python says it.
-        ValueError: an old argument beside the group it now belongs to.
-    """
-    unknown = [name for name in old if name not in DEPRECATED]
-    if unknown:
-        raise TypeError(f"FeatureVisualizer.__init__() got an unexpected keyword argument '{unknown[0]}'")
-    moved: dict[str, dict[str, Any]] = {}
-    for name, value in old.items():
-        group, _, field_name = DEPRECATED[name].partition(".")
-        if group in groups:
-            raise ValueError(
-                f"Expected `{name}` or `{group}`, but got both. Hint: `{name}` is deprecated; use "
-                f"`{new_spelling(name)}` alone."
-            )
-        moved.setdefault(group, {})[field_name] = value
-    result = dict(groups)
-    for group, values in moved.items():
-        on = values.pop("", True)
-        result[group] = GROUPS[group](**values) if on else False
-    if old:
-        lines = "; ".join(f"`{name}` is deprecated; use `{new_spelling(name)}`" for name in old)
-        warnings.warn(
-            f"FeatureVisualizer: {lines}. The old arguments go away in the next release.",
-            FeatvizDeprecationWarning,
-            stacklevel=stacklevel,
-        )
-    return result
-
-
-def resolve_groups(given: Mapping[str, Any], defaults: Mapping[str, Any], old: Mapping[str, Any]) -> dict[str, Any]:
-    """The option groups of the callback from its arguments ``given`` (a group that is not its signature's default
-    ``defaults[name]`` was passed) and the deprecated flat arguments ``old``: each an instance, or None when off."""
-    explicit = {name: value for name, value in given.items() if value is not defaults[name]}
-    moved = {**given, **move_deprecated(explicit, old, stacklevel=4)}
-    return {name: group_of(name, value) for name, value in moved.items()}

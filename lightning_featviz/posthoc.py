@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_featviz.callback import FeatureVisualizer
 from lightning_featviz.capture.batches import logits_of
 from lightning_featviz.loading import IMAGENET_MEAN, IMAGENET_STD, build_model, image_folder
-from lightning_featviz.options import DEPRECATED, GROUPS, CaptureOptions, OutputOptions, group_of, move_deprecated
+from lightning_featviz.options import CaptureOptions, OutputOptions, group_of
 
 
 @dataclass
@@ -42,9 +42,6 @@ class PosthocResult:
     report: Path
     history: list[dict[str, Any]]
     wrong_cluster: dict[str, list[int]]
-
-
-Analysis = PosthocResult  #: the name before 0.2 (issue 15: ``analysis`` is now the folder of the kNN and map code)
 
 
 class _Evaluation(pl.LightningModule):
@@ -140,14 +137,12 @@ def analyse(
         dataset: Dataset = image_folder(evaluation_folder(data), image_size, mean, std)
     else:
         dataset = data
-    old = {name: options.pop(name) for name in list(options) if name in DEPRECATED}
-    groups = move_deprecated({name: options.pop(name) for name in GROUPS if name in options}, old)
-    capture = group_of("capture", groups.get("capture", CaptureOptions()))
+    capture = group_of("capture", options.pop("capture", CaptureOptions()))
     if isinstance(data, (str, Path)) and normalize and capture.image_mean is None:
         capture = replace(capture, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
-    outputs = replace(group_of("outputs", groups.get("outputs", OutputOptions())), report_dir=out_dir / "report")
+    outputs = replace(group_of("outputs", options.pop("outputs", OutputOptions())), report_dir=out_dir / "report")
     module = model if isinstance(model, pl.LightningModule) else _Evaluation(model)
-    visualizer = FeatureVisualizer(layers, **{**options, **groups, "capture": capture, "outputs": outputs})
+    visualizer = FeatureVisualizer(layers, **options, capture=capture, outputs=outputs)
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=1,

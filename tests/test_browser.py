@@ -23,7 +23,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch.utils.data import Subset
 
-from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions, ResourceOptions, __version__, to_thumbnails
+from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions, ResourceOptions, __version__
+from lightning_featviz.capture.bank import to_thumbnails
 from lightning_featviz.demo.model import ClassificationData
 
 LAYERS = ["input", "conv2", "pool"]

@@ -15,9 +15,8 @@ from lightning_featviz.report.budget import (
     Clock,
     TimeBudget,
     last_analysed_epoch,
-    next_epoch_with,
     plan_outputs,
-    schedule_line,
+    size_last_epoch,
 )
 
 COSTS = {KNN: 0.1, FIGURES: 1.0, MAPS_2D: 3.0, PROJECTOR: 0.5, MAPS_3D: 6.0}
@@ -38,12 +37,6 @@ def _simulate(epochs, base_per_epoch, costs, overhead, every=1, known_end=True):
             for o in chosen:
                 by[o] = by.get(o, 0.0) + costs[o]
     return plans, spent
-
-
-def test_every_output_is_made_at_the_last_analysed_epoch_even_over_budget():
-    plans, _ = _simulate(epochs=5, base_per_epoch=1.0, costs=COSTS, overhead=0.01)
-    assert plans[4] == frozenset(OUTPUTS)
-    assert all(plans[e] == frozenset() for e in range(4))  # 1% of 5 s buys nothing before it
 
 
 def test_the_run_stays_within_the_budget_when_the_last_epoch_fits_in_it():
@@ -103,54 +96,37 @@ def test_the_last_analysed_epoch_is_unknown_when_max_steps_may_end_the_run():
     assert last_analysed_epoch(-1, 1) is None
 
 
-def test_the_schedule_line_names_the_epoch_of_the_next_map_that_the_policy_then_makes():
-    base, overhead, epochs = 10.0, 0.3, 20
-    plans, _ = _simulate(epochs, base, COSTS, overhead)
-    first_skip = next(e for e, chosen in plans.items() if MAPS_2D not in chosen)
-    spent, by = 0.0, {}
-    for epoch in range(first_skip):
-        spent += COSTS[KNN] + sum(COSTS[o] for o in plans[epoch])
-        for o in plans[epoch]:
-            by[o] = by.get(o, 0.0) + COSTS[o]
-    clock = Clock(first_skip, epochs - 1, 1, base * (first_skip + 1), spent, by)
-    upcoming = next_epoch_with(MAPS_2D, clock, plans[first_skip], COSTS, OUTPUTS, overhead)
-    assert upcoming == next(e for e in range(first_skip + 1, epochs) if MAPS_2D in plans[e])
-    line = schedule_line(first_skip, plans[first_skip], clock, COSTS, OUTPUTS, overhead)
-    assert line.startswith(f"epoch {first_skip}: kNN scalars") and f"next 2-D map at epoch {upcoming}" in line
+def test_the_last_epoch_makes_what_the_budget_of_the_whole_fit_still_covers_cheapest_first():
+    due = frozenset(OUTPUTS)
+    # 10% of 60 s = 6 s; 1 s spent, 0.1 s of kNN now: 4.9 s left: figures (1) and 2-D maps (3), not 3-D (6)
+    clock = Clock(epoch=9, last_epoch=9, every=1, base=60.0, spent=1.0)
+    chosen, left = size_last_epoch(clock, COSTS, due, overhead=0.1)
+    assert chosen == frozenset({FIGURES, MAPS_2D, PROJECTOR}) and left == pytest.approx(0.4)
+    poor = Clock(epoch=9, last_epoch=9, every=1, base=10.0, spent=0.5)
+    assert size_last_epoch(poor, COSTS, due, overhead=0.1)[0] == frozenset()  # 1 s of budget, all spent
+    only_maps = size_last_epoch(clock, {**COSTS, MAPS_2D: 100.0}, due, overhead=0.1)[0]
+    assert PROJECTOR not in only_maps  # never without a map
 
 
 def test_overhead_that_is_not_a_positive_share_fails_early_naming_the_argument():
     with pytest.raises(ValueError, match="Expected `overhead` to be None or a share of fit time"):
         FeatureVisualizer(["input"], overhead=0)
-    with pytest.raises(ValueError, match="Expected `maps.every_n_epochs` to be 'budget', None or an integer"):
+    with pytest.raises(ValueError, match="Expected `maps.every_n_epochs` to be None or an integer"):
         FeatureVisualizer(["input"], maps=MapOptions(every_n_epochs="sometimes"))
 
 
-def test_a_fit_under_a_tiny_budget_logs_maps_only_at_its_last_epoch_and_says_when(tmp_path, small_data):
-    visualizer = FeatureVisualizer(["input", "pool"], k=5, max_samples=80, overhead=1e-6, maps=MapOptions(dims=[2]))
-    trainer = tiny_trainer(tmp_path, max_epochs=3, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
-    trainer.fit(TinyNet(), datamodule=small_data)
-    events = read_events(tmp_path)
-    purity = events.Scalars("featviz/knn_purity@5/pool")
-    assert len(purity) == 3  # the headline every epoch
-    assert [event.step for event in events.Images("featviz/tsne_2d/pool")] == [purity[-1].step]
-    assert [event.step for event in events.Images("featviz/neighbours/pool")] == [purity[-1].step]
-    assert [line.split(":")[0] for line in visualizer.schedule] == ["epoch 0", "epoch 1", "epoch 2"]
-    assert "next 2-D map at epoch 2" in visualizer.schedule[0]
-    assert "maps 2d" in visualizer.schedule[2]
-
-
 def test_a_fit_stopped_by_max_steps_makes_the_missing_outputs_of_its_last_epoch_when_it_ends(tmp_path, small_data):
-    visualizer = FeatureVisualizer(["input", "pool"], k=5, max_samples=80, overhead=1e-6, maps=MapOptions(dims=[2]))
+    maps = MapOptions(dims=[2], every_n_epochs=10)
+    visualizer = FeatureVisualizer(["input", "pool"], k=5, max_samples=80, overhead=None, maps=maps)
     trainer = tiny_trainer(
         tmp_path, max_epochs=5, max_steps=8, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer]
     )
     trainer.fit(TinyNet(), datamodule=small_data)
     events = read_events(tmp_path)
-    assert trainer.current_epoch < 4  # stopped by max_steps
-    assert len(events.Images("featviz/tsne_2d/pool")) == 1
-    assert len(events.Images("featviz/neighbours/pool")) == 1
-    assert "next 2-D map when fit ends" in visualizer.schedule[0]
+    assert trainer.current_epoch < 4  # stopped by max_steps, at epoch 1: its end was not known in advance
+    steps = [event.step for event in events.Images("featviz/tsne_2d/pool")]
+    purity = [event.step for event in events.Scalars("featviz/knn_purity@5/pool")]
+    assert steps == [purity[0], purity[-1]]  # the first analysed epoch (the schedule), the last (when fit ended)
 
 
 def test_a_resumed_fit_plans_from_the_epochs_it_runs_not_from_epoch_zero():
@@ -169,5 +145,3 @@ def test_a_background_report_is_charged_to_the_budget_but_not_taken_out_of_the_b
     budget.spend(1000.0, alongside=True)  # far more than the run so far
     clock = budget.clock(epoch=0, last_epoch=9, every=1)
     assert clock.spent == 1000.0 and clock.base > 1e-6  # the base is the time fit ran, not clamped to nothing
-    line = schedule_line(0, frozenset(), clock, COSTS, [FIGURES], 0.1)
-    assert line.endswith(f"{clock.spent / clock.base:.0%} used so far)")

@@ -56,6 +56,15 @@ def test_purity_is_computed_on_the_same_samples_every_epoch(tmp_path, small_data
     assert first == second  # pixel space does not train: same samples give the same purity
 
 
+def test_an_argument_changed_after_construction_reaches_every_part_at_the_next_run(tmp_path, small_data):
+    visualizer = _visualizer(layers=LAYERS, k=5, max_samples=120, outputs=OutputOptions(neighbour_grids=False))
+    visualizer.k = 3  # read at setup, by the capture, the analysis and the report alike
+    trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer])
+    trainer.validate(TinyNet(), datamodule=small_data, verbose=False)
+    assert "featviz/knn_purity@3/pool" in trainer.callback_metrics
+    assert not any("@5" in name for name in trainer.callback_metrics)
+
+
 def test_model_checkpoint_and_early_stopping_can_monitor_purity(tmp_path, small_data):
     checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="featviz/knn_purity@5/pool", mode="max")
     early_stopping = EarlyStopping(monitor="featviz/knn_purity@5/pool", mode="max", patience=5)

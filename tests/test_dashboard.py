@@ -91,7 +91,7 @@ def recorded_run(root: Path, digits_val, version: int, **options) -> RecordingVi
 def dashboard_run(tmp_path_factory, digits_val) -> tuple[Path, RecordingVisualizer]:
     """The first run: 2-D maps of every sample on every epoch, no projector."""
     root = tmp_path_factory.mktemp("dashboard")
-    return root, recorded_run(root, digits_val, 0, maps=MapOptions(dims=[2]), projector=False)
+    return root, recorded_run(root, digits_val, 0, maps=MapOptions(dims=[2], every_n_epochs=1), projector=False)
 
 
 @pytest.fixture(scope="module")

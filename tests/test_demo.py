@@ -47,7 +47,7 @@ def test_quick_start_default_run_separates_classes_at_avgpool_but_not_in_pixel_s
     print({layer: round(values[-1].value, 3) for layer, values in purity.items()})
     assert purity["avgpool"][-1].value >= 0.80
     assert purity["input"][-1].value <= 0.35
-    # the default time budget makes the figures and maps on the epochs it can afford, and all at the last
+    # the demo's schedule (no time budget): figures every 5th epoch and maps every 10th, both at the last
     last_step = purity["avgpool"][-1].step
     for layer in DEMO_LAYERS:
         grids = events.Images(f"featviz/neighbours/{layer}")

@@ -92,8 +92,9 @@ def test_lightning_cli_configures_the_callback_and_its_option_groups_from_yaml(t
                         "layers": {"input": "pixels", "pool": "pool"},
                         "k": 5,
                         "max_samples": 60,
+                        "overhead": None,  # the schedule as written: the one epoch is the last, it has a map
                         "maps": {"perplexity": 20, "dims": [2]},
-                        "projector": {"every_n_epochs": 2},
+                        "projector": {"keep_every_n_epochs": 2},
                         "wrong_cluster": False,
                         "capture": {"input_size": 8, "metric": "cosine"},
                         "resources": {"background": False},
@@ -106,7 +107,9 @@ def test_lightning_cli_configures_the_callback_and_its_option_groups_from_yaml(t
     path.write_text(yaml.safe_dump(config))
     cli = LightningCLI(TinyNet, DigitsData, args=["fit", "--config", str(path)], save_config_callback=None)
     visualizer = next(c for c in cli.trainer.callbacks if isinstance(c, FeatureVisualizer))
-    assert visualizer.layers == {"input": "pixels", "pool": "pool"} and visualizer.k == 5
+    assert (
+        visualizer.layers == {"input": "pixels", "pool": "pool"} and visualizer.k == 5 and visualizer.overhead is None
+    )
     assert visualizer.maps == MapOptions(perplexity=20, dims=[2]) and visualizer.projector == ProjectorOptions(2)
     assert visualizer.wrong_cluster is None and visualizer.resources.background is False
     assert visualizer.capture == CaptureOptions(input_size=8, metric="cosine")

@@ -92,7 +92,7 @@ def _in_the_background() -> FeatureVisualizer:
         overhead=None,
         k=5,
         max_samples=60,
-        maps=MapOptions(dims=[2]),
+        maps=MapOptions(dims=[2], every_n_epochs=1),
         resources=ResourceOptions(background=True),
     )
 

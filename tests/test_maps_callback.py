@@ -111,7 +111,7 @@ def test_projector_config_lists_the_latest_epoch_first_and_keeps_every_nth(fitte
     with open(f"{log_dir}/projector_config.pbtxt") as handle:
         text_format.Parse(handle.read(), config)
     names = {e.tensor_name for e in config.embeddings}
-    # epoch 1 is the latest; epoch 0 is kept (a multiple of projector_every_n_epochs=5); epoch 1's
+    # epoch 1 is the latest; epoch 0 is kept (a multiple of projector.keep_every_n_epochs=5); epoch 1's
     # "latest" entries replaced epoch 0's
     expected = {
         f"{when}/epoch_{epoch:03d}/{layer}/{what}"
@@ -257,7 +257,12 @@ class StillNet(TinyNet):
 
 def test_maps_of_a_model_that_stopped_changing_stay_in_place_from_epoch_to_epoch(tmp_path, small_data):
     visualizer = FeatureVisualizer(
-        ["conv2", "pool"], overhead=None, k=5, max_samples=160, maps=MapOptions(dims=[2]), projector=False
+        ["conv2", "pool"],
+        overhead=None,
+        k=5,
+        max_samples=160,
+        maps=MapOptions(dims=[2], every_n_epochs=1),
+        projector=False,
     )
     trainer = tiny_trainer(tmp_path, max_epochs=3, logger=TensorBoardLogger(tmp_path), callbacks=[visualizer])
     trainer.fit(StillNet(), datamodule=small_data)
@@ -278,7 +283,7 @@ def test_a_failing_report_warns_once_and_training_and_other_outputs_go_on(tmp_pa
         overhead=None,
         k=5,
         max_samples=60,
-        maps=MapOptions(dims=[2]),
+        maps=MapOptions(dims=[2], every_n_epochs=1),
         resources=ResourceOptions(background=background),
     )
     trainer = tiny_trainer(tmp_path, max_epochs=3, logger=logger, callbacks=[visualizer])

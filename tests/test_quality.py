@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lightning_featviz import FeatureVisualizer
-from lightning_featviz.options import DEPRECATED, GROUPS, new_spelling
+from lightning_featviz.options import GROUPS
 from lightning_featviz.report.settings import UNRANKED_KINDS
 
 ROOT = Path(__file__).parent.parent
@@ -39,9 +39,7 @@ def test_docs_build_without_warnings(tmp_path):
 
 def test_every_argument_of_the_callback_is_documented():
     api = (ROOT / "docs" / "api.md").read_text()
-    for name, parameter in inspect.signature(FeatureVisualizer).parameters.items():
-        if parameter.kind is inspect.Parameter.VAR_KEYWORD:  # the deprecated flat arguments: their own table
-            continue
+    for name in inspect.signature(FeatureVisualizer).parameters:
         assert re.search(rf"\| [^|]*`{name}`", api), f"argument {name!r} is not in docs/api.md's table"
         assert f"    {name}=" in api, f"argument {name!r} is not in docs/api.md's signature"
 
@@ -52,12 +50,6 @@ def test_every_option_of_every_group_is_documented_and_api_md_shows_each_group()
         assert f"### `{name}`\n\n::: lightning_featviz.options.{kind.__name__}" in api, name
         documented = re.findall(r"^        (\w+):", kind.__doc__ or "", flags=re.MULTILINE)
         assert documented == [field.name for field in dataclasses.fields(kind)], kind.__name__
-
-
-def test_the_deprecated_arguments_table_of_api_md_is_the_shim_table():
-    api = (ROOT / "docs" / "api.md").read_text()
-    rows = dict(re.findall(r"^\| `(\w+)` \| `([^`]+)` \|$", api, flags=re.MULTILINE))
-    assert rows == {old: new_spelling(old) for old in DEPRECATED}
 
 
 def test_every_logged_kind_is_documented():

@@ -18,7 +18,12 @@ LAYERS = ["input", "pool"]
 
 def _visualizer() -> FeatureVisualizer:
     return FeatureVisualizer(
-        LAYERS, overhead=None, k=5, max_samples=80, maps=MapOptions(dims=[2]), outputs=OutputOptions(confusion=False)
+        LAYERS,
+        overhead=None,
+        k=5,
+        max_samples=80,
+        maps=MapOptions(dims=[2], every_n_epochs=1),
+        outputs=OutputOptions(confusion=False),
     )
 
 
@@ -63,7 +68,7 @@ def test_a_resumed_run_continues_its_series_and_projector_without_duplicates(tmp
     text_format.Parse((tmp_path / "lightning_logs" / "version_0" / "projector_config.pbtxt").read_text(), config)
     names = [embedding.tensor_name for embedding in config.embeddings]
     assert len(names) == len(set(names))  # each entry once ...
-    # ... the latest epoch's, and epoch 0's kept from before the resume (projector_every_n_epochs=5)
+    # ... the latest epoch's, and epoch 0's kept from before the resume (projector.keep_every_n_epochs=5)
     pool = {name for name in names if name.endswith("/pool/vectors")}
     assert pool == {"latest/epoch_003/pool/vectors", "previous/epoch_000/pool/vectors"}
 

@@ -26,7 +26,6 @@ from scipy.linalg import orthogonal_procrustes
 
 from lightning_featviz.analysis.cache import ResultCache
 from lightning_featviz.analysis.knn import knn_search
-from lightning_featviz.analysis.tsne import Backend as Backend  # options.MapOptions reads it here
 from lightning_featviz.analysis.tsne import clamp_perplexity, pca_reduce, tsne_map
 
 T = TypeVar("T")

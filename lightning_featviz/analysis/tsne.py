@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Literal
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
 from lightning_featviz.analysis.knn import knn_search
-
-#: The t-SNE implementations ``options.MapOptions.backend`` names; the maps are openTSNE's whatever it says (the option
-#: goes with the options' rework: docs/architecture.md).
-Backend = Literal["opentsne", "sklearn"]
 
 PCA_DIMS = 50
 # Cold schedule, tuned in benchmarks/tsne.py: openTSNE's defaults are 250 + 500 iterations with

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -44,26 +44,43 @@ from lightning_featviz.capture.pooling import KnownModel
 from lightning_featviz.capture.warn import Warn
 
 
-@dataclass
-class CaptureSettings:
-    """What a capture reads: the callback's options it needs, and whether any
-    output shows thumbnails."""
+class CaptureFields(Protocol):
+    """What a capture reads of the user's ``capture=`` options (:class:`lightning_featviz.CaptureOptions`, which
+    ``capture/`` cannot import: the package's top level sits above it)."""
 
+    @property
+    def reference(self) -> Literal["val", "train"]: ...
+    @property
+    def max_reference(self) -> int: ...
+    @property
+    def pool_size(self) -> int: ...
+    @property
+    def input_size(self) -> int: ...
+    @property
+    def input_kind(self) -> InputKind | None: ...
+    @property
+    def thumbnail_size(self) -> int: ...
+    @property
+    def image_mean(self) -> Sequence[float] | None: ...
+    @property
+    def image_std(self) -> Sequence[float] | None: ...
+    @property
+    def storage_dtype(self) -> Literal["float32", "float16"]: ...
+    @property
+    def batch_extractor(self) -> Callable[[Any], tuple[Any, ...]] | None: ...
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """What a capture reads: the ``capture=`` options as the user gave them, the callback's top-level arguments it
+    needs, and whether any output shows thumbnails."""
+
+    capture: CaptureFields
     k: int
     max_samples: int
-    max_reference: int
-    reference: Literal["val", "train"]
     seed: int
-    pool_size: int
-    input_size: int
-    input_kind: InputKind | None
-    thumbnail_size: int
-    image_mean: Sequence[float] | None
-    image_std: Sequence[float] | None
-    storage_dtype: Literal["float32", "float16"]
     memory_budget_mb: float
     strict: bool
-    batch_extractor: Callable[[Any], tuple[Any, ...]] | None = None
     shows_images: bool = field(default=True)
 
 
@@ -87,7 +104,7 @@ class ValidationCapture:
         self.dropped: set[str] = set()  # layers left out of this epoch (did not run, changed shape)
         self.index_batches: list[Tensor] | None = None
         self.over_budget = False  # the bank would exceed the memory budget: off for the rest of the run
-        self._input_kind: InputKind | None = options.input_kind  # told from the first batch when not given
+        self._input_kind: InputKind | None = options.capture.input_kind  # told from the first batch when not given
         self._sized = False  # the bank's size was predicted and checked against the budget
         self._preds: tuple[Tensor, Tensor] | None = None  # (B,) predicted class, (B,) its probability
         self._probs: Tensor | None = None  # (B, C) the model's softmax
@@ -108,7 +125,7 @@ class ValidationCapture:
         (see :func:`~lightning_featviz.capture.hooks.resolve_reductions`); ``identified``: token models whose
         pooling a probe found (:func:`~lightning_featviz.capture.default_layers.default_layers`)."""
         self.paths = paths
-        self.hooks = ActivationCapture(model, list(paths), reduction, self.options.pool_size)
+        self.hooks = ActivationCapture(model, list(paths), reduction, self.options.capture.pool_size)
         self.hooks.known.extend(identified)
 
     def forget_layers(self) -> None:
@@ -117,7 +134,7 @@ class ValidationCapture:
     def start_epoch(self, model: nn.Module, size: int, queries: Sequence[int], index_batches: list[Tensor] | None):
         """A captured epoch over a dataset of ``size`` samples: a new bank, the hooks on."""
         assert self.hooks is not None
-        dtype = torch.float16 if self.options.storage_dtype == "float16" else torch.float32
+        dtype = torch.float16 if self.options.capture.storage_dtype == "float16" else torch.float32
         choice = Choice(self.options.max_samples, self.options.k + 1, self.options.seed, tuple(queries))
         self.bank, self.choice, self.dropped = FeatureBank(size, choice, dtype), choice, set()
         self.index_batches = index_batches
@@ -129,8 +146,8 @@ class ValidationCapture:
         layer?)."""
         if self.hooks is not None:
             self.hooks.clear()
-            self.hooks.batch_size = batch_size_of(batch, self.options.batch_extractor)
-            self._mask = attention_mask_of(batch, self.options.batch_extractor)
+            self.hooks.batch_size = batch_size_of(batch, self.options.capture.batch_extractor)
+            self._mask = attention_mask_of(batch, self.options.capture.batch_extractor)
             self.hooks.attention_mask = self._mask
             if probing and not self._sized and not self.hooks.attached:
                 self.hooks.register()
@@ -172,7 +189,9 @@ class ValidationCapture:
         """The sanity check's first batch: read it, tell the input's kind, name layers that did not run,
         and size the bank against the memory budget."""
         self._eager.close()
-        inputs, _, _ = read_batch(batch, self.options.batch_extractor)  # labels that are not class ids fail here
+        inputs, _, _ = read_batch(
+            batch, self.options.capture.batch_extractor
+        )  # labels that are not class ids fail here
         self.kind_of(inputs, model)
         if self._sized or self.hooks is None:
             return
@@ -196,7 +215,7 @@ class ValidationCapture:
         if self.unsupported_targets:  # every epoch still runs on every rank (DDP gathers), with nothing kept
             return False
         try:
-            inputs, labels, indices = read_batch(batch, self.options.batch_extractor)
+            inputs, labels, indices = read_batch(batch, self.options.capture.batch_extractor)
             check_class_ids(labels, self._width)
         except UnsupportedTargets as error:
             self._targets(error)
@@ -244,7 +263,9 @@ class ValidationCapture:
             if display in self.dropped:
                 continue
             if path == INPUT_LAYER:
-                vectors[display] = reduce_input(inputs, self.kind_of(inputs), self.options.input_size, mask).cpu()
+                vectors[display] = reduce_input(
+                    inputs, self.kind_of(inputs), self.options.capture.input_size, mask
+                ).cpu()
             elif path in captured:
                 vectors[display] = captured[path]
             else:
@@ -272,7 +293,7 @@ class ValidationCapture:
             TypeError: the batch does not have the shape and dtype of that kind.
         """
         if self._input_kind is None:
-            self._input_kind = self.options.input_kind or input_kind(inputs, model)
+            self._input_kind = self.options.capture.input_kind or input_kind(inputs, model)
             if self._input_kind != "image":
                 self._warn(
                     "not-images",
@@ -289,20 +310,20 @@ class ValidationCapture:
             return  # a layer did not run on this batch: try again on the next one
         self._sized = True
         options = self.options
-        width = input_width(tuple(inputs.shape), self.kind_of(inputs), options.input_size)
+        width = input_width(tuple(inputs.shape), self.kind_of(inputs), options.capture.input_size)
         dims = {
             display: width if path == INPUT_LAYER else int(captured[path][0].numel())
             for path, display in self.paths.items()
         }
-        rows = options.max_samples + (options.max_reference if options.reference == "train" else 0)
-        dtype = torch.float16 if options.storage_dtype == "float16" else torch.float32
+        rows = options.max_samples + (options.capture.max_reference if options.capture.reference == "train" else 0)
+        dtype = torch.float16 if options.capture.storage_dtype == "float16" else torch.float32
         shown = options.shows_images and self._input_kind == "image"
         classes = self._probs.shape[1] if self._probs is not None else 0
-        size = bank_bytes(rows, dims, dtype, options.thumbnail_size if shown else None, classes) / 2**20
+        size = bank_bytes(rows, dims, dtype, options.capture.thumbnail_size if shown else None, classes) / 2**20
         widths = " + ".join(f"{d} ({layer})" for layer, d in dims.items())
         self._info(
             f"FeatureVisualizer bank: up to {rows} samples x {widths} dims"
-            f"{f' + {classes} class probabilities' if classes else ''} in {options.storage_dtype}"
+            f"{f' + {classes} class probabilities' if classes else ''} in {options.capture.storage_dtype}"
             f"{' + thumbnails' if shown else ''} = {size:.1f} MiB (budget {options.memory_budget_mb:.0f} MiB)."
         )
         if size <= options.memory_budget_mb:
@@ -310,8 +331,8 @@ class ValidationCapture:
         message = (
             f"Expected the FeatureVisualizer bank to fit `resources.memory_budget_mb` = {options.memory_budget_mb:g}, "
             f"but it would take {size:.0f} MiB ({widths} dims per sample). Hint: lower `max_samples`"
-            f"{' or `capture.max_reference`' if options.reference == 'train' else ''}, downsample the input layer "
-            "more (`capture.input_size`), pool conv layers (`capture.reduction='avg'` or a smaller "
+            f"{' or `capture.max_reference`' if options.capture.reference == 'train' else ''}, downsample the input "
+            "layer more (`capture.input_size`), pool conv layers (`capture.reduction='avg'` or a smaller "
             "`capture.pool_size`), store `capture.storage_dtype='float16'`, or raise `resources.memory_budget_mb`."
         )
         if sanity:
@@ -333,13 +354,17 @@ class ValidationCapture:
                 f"{shown}. Pixel-space vectors use all {channels}.",
             )
         return to_thumbnails(
-            images, self.options.thumbnail_size, self.options.image_mean, self.options.image_std, self._warn_rescaled
+            images,
+            self.options.capture.thumbnail_size,
+            self.options.capture.image_mean,
+            self.options.capture.image_std,
+            self._warn_rescaled,
         )
 
     def _warn_rescaled(self, low: float, high: float) -> None:
         hint = (
             "check `capture.image_mean`/`capture.image_std`"
-            if self.options.image_mean is not None
+            if self.options.capture.image_mean is not None
             else "pass the normalisation as `capture.image_mean`/`capture.image_std` so it can be undone"
         )
         self._warn(

@@ -1,20 +1,21 @@
-"""A time budget for the callback's expensive outputs: which of them an analysed epoch makes.
+"""A time budget that thins the schedule of the callback's expensive outputs (:mod:`~lightning_featviz.report.plan`):
+which of the outputs the schedule holds for an analysed epoch it makes.
 
 Plain functions on numbers (seconds), no Lightning: the callback measures how long ``fit`` has run
 without it (training, validation, other callbacks: the *base*) and how long its own work took (the
-*spent* time: the kNN analysis and, in the loop, the report), and asks :func:`plan_outputs` which
-outputs this epoch may make so that, over the run, ``spent <= overhead * base``.
+*spent* time: the kNN analysis and, in the loop, the report), and asks :meth:`TimeBudget.tune` which of this
+epoch's scheduled outputs it may make so that, over the run, ``spent <= overhead * base``. It never adds one.
 
 The policy:
 
 - the kNN scalars run on every analysed epoch (they are the headline and cost little); their cost
   counts against the budget all the same;
-- the last analysed epoch makes every output, when the run's end is known (``max_epochs``): its cost
-  is reserved from the start;
-- the rest of the budget is released evenly over the run (in step with base time) and shared equally
-  by the outputs the user switched on: an output runs on an epoch when its share of what has been
-  released covers what it has spent so far plus its cost. A cheap output (figures) so comes more often
-  than a dear one (3-D maps); the projector only comes with a map.
+- the last analysed epoch, when the run's end is known (``max_epochs``), makes what the budget of the whole fit
+  still covers (:func:`size_last_epoch`): figures first, then 2-D maps, projector, 3-D maps; its full cost is
+  reserved from the start;
+- before it, the rest of the budget is released evenly over the run (in step with base time) and shared equally
+  by the outputs the user switched on: a scheduled output runs when its share of what has been released covers what
+  it has spent so far plus its cost (:func:`plan_outputs`); the projector only comes with a map.
 
 Costs are estimated from the bank's size (:func:`prior_costs`, measured on a 2-core machine) until an
 output has run once; then its latest measured cost is used.
@@ -22,7 +23,6 @@ output has run once; then its latest measured cost is used.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -119,47 +119,6 @@ def plan_outputs(clock: Clock, costs: Mapping[str, float], wanted: Sequence[str]
     return frozenset(chosen)
 
 
-def next_epoch_with(
-    output: str,
-    clock: Clock,
-    chosen: frozenset[str],
-    costs: Mapping[str, float],
-    wanted: Sequence[str],
-    overhead: float,
-) -> int | None:
-    """The next analysed epoch after ``clock.epoch`` (which makes ``chosen``) at which ``output`` would be
-    made if base time per epoch and costs stay as they are now; None when not within the known run (or
-    the next 1,000 epochs when the end is unknown)."""
-    base_per_epoch = clock.base / (clock.epoch - clock.first_epoch + 1)
-    knn = costs.get(KNN, 0.0)
-    spent, by = clock.spent, dict(clock.spent_by)
-    made, epoch = chosen, clock.epoch
-    horizon = clock.last_epoch if clock.last_epoch is not None else clock.epoch + 1000
-    while True:
-        spent += knn + sum(costs.get(o, 0.0) for o in made)
-        for o in made:
-            by[o] = by.get(o, 0.0) + costs.get(o, 0.0)
-        epoch += clock.every
-        if epoch > horizon:
-            return None
-        made = plan_outputs(
-            Clock(
-                epoch,
-                clock.last_epoch,
-                clock.every,
-                base_per_epoch * (epoch - clock.first_epoch + 1),
-                spent,
-                by,
-                clock.first_epoch,
-            ),
-            costs,
-            wanted,
-            overhead,
-        )
-        if output in made:
-            return epoch
-
-
 def last_analysed_epoch(max_epochs: int | None, every: int, max_steps: int = -1) -> int | None:
     """The last epoch of ``fit`` that is analysed: known from ``max_epochs`` when no ``max_steps`` limit
     could end the run first; None otherwise."""
@@ -168,23 +127,21 @@ def last_analysed_epoch(max_epochs: int | None, every: int, max_steps: int = -1)
     return (max_epochs - 1) // every * every
 
 
-def schedule_line(
-    epoch: int, chosen: frozenset[str], clock: Clock, costs: Mapping[str, float], wanted: Sequence[str], overhead: float
-) -> str:
-    """One line saying what this epoch makes and when the next map comes, e.g.
-    ``epoch 3: kNN scalars, figures; next 2-D map at epoch 7 (budget 10% of fit time, 4% used)``."""
-    made = ["kNN scalars", *(output.replace("_", " ") for output in OUTPUTS if output in chosen)]
-    parts = [f"epoch {epoch}: {', '.join(made)}"]
-    if MAPS_2D in wanted and MAPS_2D not in chosen:
-        upcoming = next_epoch_with(MAPS_2D, clock, chosen, costs, wanted, overhead)
-        if upcoming is not None:
-            parts.append(f"next 2-D map at epoch {upcoming}")
-        elif clock.last_epoch is not None:
-            parts.append(f"next 2-D map at epoch {clock.last_epoch}")
-        else:
-            parts.append("next 2-D map when fit ends")
-    used = clock.spent / clock.base if clock.base > 0 else math.nan
-    return "; ".join(parts) + f" (budget {overhead:.0%} of fit time, {used:.0%} used so far)"
+def size_last_epoch(
+    clock: Clock, costs: Mapping[str, float], due: frozenset[str], overhead: float
+) -> tuple[frozenset[str], float]:
+    """The outputs of the last analysed epoch that fit the budget of the whole fit: each in the order of
+    :data:`OUTPUTS` (figures, 2-D maps, projector, 3-D maps) while the fit's budget, less what was spent and this
+    epoch's kNN, covers it; the projector only with a map. Returns them and the seconds that were left."""
+    left = overhead * clock.base - clock.spent - costs.get(KNN, 0.0)
+    chosen: list[str] = []
+    for output in OUTPUTS:
+        if output not in due or (output == PROJECTOR and not {MAPS_2D, MAPS_3D} & set(chosen)):
+            continue
+        if costs.get(output, 0.0) <= left:
+            chosen.append(output)
+            left -= costs.get(output, 0.0)
+    return frozenset(chosen), left
 
 
 class TimeBudget:
@@ -252,21 +209,30 @@ class TimeBudget:
         """Each output's measured cost where it ran before, else its prior for this bank."""
         return {**prior_costs(samples, mapped, widths), **self.measured}
 
-    def plan(
-        self, clock: Clock, samples: int, mapped: int, widths: Sequence[int], wanted: Sequence[str]
+    def tune(
+        self, clock: Clock, costs: Mapping[str, float], due: frozenset[str], wanted: Sequence[str]
     ) -> tuple[frozenset[str], str]:
-        """The outputs this epoch makes, and the line that says so and when the next map comes."""
-        costs = self.costs(samples, mapped, widths)
-        chosen = plan_outputs(clock, costs, wanted, self.overhead)
-        return chosen, schedule_line(clock.epoch, chosen, clock, costs, wanted, self.overhead)
+        """Of the outputs ``due`` by the schedule, those this epoch makes: at the last analysed epoch those that fit
+        the budget of the whole fit (:func:`size_last_epoch`), before it those its share of the budget released so
+        far covers (:func:`plan_outputs`, ``wanted``: every output switched on); and why the others are left out."""
+        if clock.last_epoch is not None and clock.epoch >= clock.last_epoch:
+            chosen, _ = size_last_epoch(clock, costs, due, self.overhead)
+        else:
+            chosen = plan_outputs(clock, costs, wanted, self.overhead) & due
+        left = [output for output in OUTPUTS if output in due - chosen]
+        needs = sum(costs.get(output, 0.0) for output in left)
+        why = f"{self.overhead:.0%} of fit so far = {self.overhead * clock.base:.1f} s, {clock.spent:.1f} s spent"
+        if clock.last_epoch is not None and clock.epoch < clock.last_epoch:
+            kept = costs.get(KNN, 0.0) + sum(costs.get(output, 0.0) for output in wanted)
+            why += f", ~{kept:.1f} s kept for the last epoch"
+        return chosen, f"{why}; they take ~{needs:.1f} s" if left else ""
 
 
-def wanted_outputs(figures: bool, dims: Sequence[int], projector: bool, budgeted_maps: bool) -> list[str]:
-    """The outputs the budget schedules: figures when any is switched on; maps (and the projector) when
-    their cadence is the budget's (``maps.every_n_epochs="budget"``)."""
+def wanted_outputs(figures: bool, dims: Sequence[int], projector: bool) -> list[str]:
+    """The outputs switched on: figures when any is; a map of each of ``dims`` (empty: maps off), and the projector
+    with them."""
     wanted = [FIGURES] if figures else []
-    if budgeted_maps:
-        wanted += [MAPS_2D] if 2 in dims else []
-        wanted += [MAPS_3D] if 3 in dims else []
-        wanted += [PROJECTOR] if projector and dims else []
+    wanted += [MAPS_2D] if 2 in dims else []
+    wanted += [MAPS_3D] if 3 in dims else []
+    wanted += [PROJECTOR] if projector and dims else []
     return wanted

@@ -125,17 +125,18 @@ class Destination:
         sinks: where to write.
         direct: scalars for sinks that also receive ``LightningModule.log``'s (the rest of them).
         metrics: every scalar of the epoch, for sinks that receive nothing else.
-    """
+        texts: (tag, Markdown) pairs of the callback's own, e.g. the fit's schedule so far."""
 
     sinks: list[Sink]
     direct: dict[str, float]
     metrics: dict[str, float]
+    texts: list[tuple[str, str]] = field(default_factory=list)
 
     def write(self, report: Report, step: int, epoch: int) -> None:
         for sink in self.sinks:
             scalars = self.direct if sink.receives_module_metrics else self.metrics
             sink.log_metrics({**scalars, **report.metrics}, step, epoch)
-            for name, text in report.texts:
+            for name, text in [*self.texts, *report.texts]:
                 sink.log_text(name, text, step)
             for name, thumbnails in report.thumbnails:
                 sink.log_thumbnails(name, thumbnails, step)
@@ -183,12 +184,13 @@ class Reporter:
 
     def _render(self, job: EpochJob, report: Report) -> None:
         options = self.options
-        dims = [d for d in options.tsne_dims if job.makes(MAPS_2D if d == 2 else MAPS_3D)]
-        labelled = options.log_wrong_cluster and job.makes(FIGURES)
+        dims = [d for d in options.maps.dims if job.makes(MAPS_2D if d == 2 else MAPS_3D)]
+        labelled = options.gallery and job.makes(FIGURES)
         few = len(job.results.class_names) <= MAX_CONFUSION_CLASSES
-        confusion = options.log_confusion and job.makes(FIGURES) and few
+        confusion = options.outputs.confusion and job.makes(FIGURES) and few
+        clusters = options.wrong_cluster
         wanted = OutputAnalysis(
-            dims, options.map_samples, options.seed, options.min_share, labelled, options.wrong_cluster_layer, confusion
+            dims, options.maps.samples, options.seed, clusters.min_share, labelled, clusters.layer, confusion
         )
         results = analyse_epoch(job.results, self.maps, wanted, self._warn(report))
         spent = results.seconds
@@ -199,7 +201,7 @@ class Reporter:
         report.metrics |= {self.tag("wrong_cluster_share", layer): len(f) / len(bank) for layer, f in flagged.items()}
         if not stats:
             return
-        chosen = chosen_layer(results, options.wrong_cluster_layer) or list(stats)[-1]
+        chosen = chosen_layer(results, options.wrong_cluster.layer) or list(stats)[-1]
         started = time.perf_counter()
         if job.makes(FIGURES):
             self._figures(job, shown, chosen, report)
@@ -219,9 +221,9 @@ class Reporter:
         if self.folder is None:
             report.warnings.append(("no-log-dir", "FeatureVisualizer has no log dir: no CSV, projector or tab files."))
             return
-        if maps and options.log_projector and job.projector_dirs and job.makes(PROJECTOR):
+        if maps and options.projector is not None and job.projector_dirs and job.makes(PROJECTOR):
             started = time.perf_counter()
-            entries = epoch_projector_entries(shown, options.projector_every_n_epochs, self._warn(report))
+            entries = epoch_projector_entries(shown, options.projector.keep_every_n_epochs, self._warn(report))
             self.folder.log_projector(job.projector_dirs, entries, f"{LATEST}/")
             report.seconds[PROJECTOR] = time.perf_counter() - started
         if options.dashboard:  # the FEATVIZ tab's files: every layer, also those drawn as a twin
@@ -232,10 +234,10 @@ class Reporter:
         the confusion and purity charts."""
         options, bank, flagged = self.options, results.bank, results.wrong_cluster
         shows_images = bank.thumbnails.ndim == 4  # not for sequences, vectors or tokens
-        if options.log_neighbour_grids and shows_images:  # the grids, and their lists as tables for the trackers
-            report.tables += knn_lists(results, queries := query_rows(bank, options.query_indices), self.tag)
+        if options.outputs.neighbour_grids and shows_images:  # the grids, and their lists as tables for the trackers
+            report.tables += knn_lists(results, queries := query_rows(bank, options.outputs.query_indices), self.tag)
             self._add(report, neighbour_grid_images(results, queries))
-        if options.log_wrong_cluster and chosen in flagged:
+        if options.gallery and chosen in flagged:
             found, issues = flagged[chosen], results.label_issues
             table, written = export_wrong_cluster(self.folder, results, chosen, found, job.paths, job.step)
             report.files += written
@@ -251,9 +253,10 @@ class Reporter:
                     report.thumbnails.append((report.texts[-1][0], table_thumbnails(bank, rows)))
             if len(found) and shows_images:
                 validation = issues.validation if issues is not None else None
-                gallery = gallery_image(results, chosen, found, options.min_share, options.max_gallery, validation)
+                clusters = options.wrong_cluster
+                gallery = gallery_image(results, chosen, found, clusters.min_share, clusters.max_gallery, validation)
                 self._add(report, [(("wrong_cluster", chosen), gallery)])
-        if options.log_confusion:
+        if options.outputs.confusion:
             if len(results.class_names) <= MAX_CONFUSION_CLASSES:
                 self._add(report, confusion_images(results).items())
             else:

@@ -3,27 +3,65 @@ the one function in the package that builds a TensorBoard tag."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+# What a report reads of the user's option groups (:mod:`lightning_featviz.options`, which ``report/`` cannot import:
+# the package's top level sits above it); the groups themselves are handed in.
 
 
-@dataclass
+class OutputFields(Protocol):
+    @property
+    def neighbour_grids(self) -> bool: ...
+    @property
+    def confusion(self) -> bool: ...
+    @property
+    def query_indices(self) -> Sequence[int] | None: ...
+
+
+class MapFields(Protocol):
+    @property
+    def dims(self) -> Sequence[int]: ...
+    @property
+    def samples(self) -> int: ...
+
+
+class WrongClusterFields(Protocol):
+    @property
+    def layer(self) -> str | None: ...
+    @property
+    def min_share(self) -> float: ...
+    @property
+    def max_gallery(self) -> int: ...
+
+
+class ProjectorFields(Protocol):
+    @property
+    def keep_every_n_epochs(self) -> int: ...
+
+
+@dataclass(frozen=True)
 class ReportSettings:
-    """What a report holds: the callback's arguments of the same names (read from it by name)."""
+    """What a report reads: the callback's ``k``, ``seed`` and ``dashboard``, and its option groups as given.
+
+    Attributes:
+        outputs: ``outputs=`` (which figures, the grids' queries).
+        maps: ``maps=`` (dimensions drawn, samples mapped).
+        wrong_cluster: ``wrong_cluster=``, or its defaults where it is off: the wrong-cluster shares and the
+            dashboard's flags use them always.
+        gallery: whether ``wrong_cluster`` is on: its gallery, table, exports and label issues.
+        projector: ``projector=``, or None where it is off.
+    """
 
     k: int
-    query_indices: list[int] | None
-    log_neighbour_grids: bool
-    log_wrong_cluster: bool
-    wrong_cluster_layer: str | None
-    min_share: float
-    max_gallery: int
-    log_confusion: bool
-    tsne_dims: list[int]
-    log_projector: bool
-    projector_every_n_epochs: int
-    dashboard: bool = True
-    map_samples: int = 2000
-    seed: int = 0
+    seed: int
+    dashboard: bool
+    outputs: OutputFields
+    maps: MapFields
+    wrong_cluster: WrongClusterFields
+    gallery: bool
+    projector: ProjectorFields | None
 
 
 #: Tags of these kinds have no ``@k``: images, and a measure that does not depend on k.

@@ -1,0 +1,125 @@
+"""Short fits: a small CNN on the built-in digits, ``fit`` with the callback at its defaults over ``fit`` without it,
+alternated in one process (issue 26: <= 1.30 at about 8 s of fit, <= 1.15 at about 30 s, on 2 cores).
+
+Each round runs a fit without the callback, then one with it (then, from the second round on, the other order
+too), so machine noise and the first fit's warm-up hit both alike; the ratio is the median of the callback's fits
+over the median of the plain ones, and (on a machine shared with other work, where one fit can take five times
+another) also the fastest over the fastest. Imported by ``fit_overhead.py``, which prints it in the same run as its
+default case; ``python benchmarks/short_fit.py [--epochs 8 30] [--rounds 3]`` runs it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import Tensor, nn
+
+from lightning_featviz import FeatureVisualizer
+from lightning_featviz.demo.model import ClassificationData
+
+#: epochs of each short fit -> its target ratio (about 1 s per epoch on 2 idle cores)
+TARGETS = {8: 1.30, 30: 1.15}
+
+
+class SmallCNN(pl.LightningModule):
+    """Two conv blocks and a linear head: (B, 3, 32, 32) -> (B, 10)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.head(self.pool(x).flatten(1))
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_acc", (self(x).argmax(dim=1) == y).float().mean())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def fit_seconds(epochs: int, with_callback: bool) -> tuple[float, list[str]]:
+    """Wall time of one short fit, and the callback's schedule lines (empty without it)."""
+    pl.seed_everything(0, verbose=False)
+    data = ClassificationData.digits(batch_size=32)
+    visualizer = FeatureVisualizer() if with_callback else None
+    with tempfile.TemporaryDirectory() as logs:
+        trainer = pl.Trainer(
+            max_epochs=epochs,
+            logger=TensorBoardLogger(logs),
+            callbacks=[visualizer] if visualizer is not None else [],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            deterministic=True,
+        )
+        start = time.perf_counter()
+        trainer.fit(SmallCNN(), datamodule=data)
+        return time.perf_counter() - start, list(visualizer.schedule) if visualizer is not None else []
+
+
+def measure(epochs: int, rounds: int) -> tuple[list[float], list[float], list[str]]:
+    """``rounds`` fits without and with the callback, alternated (plain first in the first round)."""
+    plain: list[float] = []
+    featviz: list[float] = []
+    schedule: list[str] = []
+    for round_ in range(rounds):
+        order = (False, True) if round_ % 2 == 0 else (True, False)
+        for with_callback in order:
+            seconds, lines = fit_seconds(epochs, with_callback)
+            (featviz if with_callback else plain).append(seconds)
+            schedule = lines or schedule
+    return plain, featviz, schedule
+
+
+def report(epochs_list: list[int], rounds: int) -> list[str]:
+    """Print the short-fit rows; return the verdicts."""
+    verdicts = []
+    print(f"{'short fit: small CNN, digits, defaults':<46}{'plain s':>9}{'featviz s':>10}{'ratio':>8}{'min ratio':>10}")
+    for epochs in epochs_list:
+        plain, featviz, schedule = measure(epochs, rounds)
+        ratio = statistics.median(featviz) / statistics.median(plain)
+        runs = " ".join(f"{p:.1f}/{f:.1f}" for p, f in zip(plain, featviz, strict=True))
+        print(f"{'  ' + str(epochs) + ' epochs (median of ' + str(rounds) + ')':<46}", end="")
+        fastest = min(featviz) / min(plain)
+        print(
+            f"{statistics.median(plain):>9.1f}{statistics.median(featviz):>10.1f}{ratio:>8.2f}{fastest:>10.2f}", end=""
+        )
+        print(f"   (plain/featviz per round: {runs})")
+        for line in schedule:
+            print(f"      {line}")
+        target = TARGETS.get(epochs)
+        if target is not None:
+            met = "met" if max(ratio, fastest) <= target else "NOT met"  # the worse of the two: load only slows
+            verdicts.append(f"{epochs} epochs {ratio:.2f}, fastest {fastest:.2f} (target <= {target:.2f}: {met})")
+    return verdicts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, nargs="+", default=list(TARGETS))
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    for verdict in report(args.epochs, args.rounds):
+        print(verdict)
+
+
+if __name__ == "__main__":
+    main()
