@@ -218,6 +218,16 @@ def rankings(
     out["candidate: mean featviz score x (1 - mean label probability), last half"] = (
         out["candidate: 1 - mean label probability, last half"] * out["candidate: mean featviz score, last half"]
     )
+    mean_score = out["candidate: mean featviz score, last half"]
+    out["candidate: mean featviz score, last half, x (1 - mean label probability)"] = mean_score * (
+        1 - given.mean(axis=0)
+    )
+    out["candidate: rank mean of mean featviz score, last half, and 1 - mean label probability"] = (
+        rank01(mean_score) + rank01(1 - given.mean(axis=0))
+    ) / 2
+    log_odds = np.log(np.stack([i.scores.double().numpy() for i in per_epoch[half:]]).clip(1e-30, 1 - 1e-16))
+    log_odds = log_odds - np.log1p(-np.exp(log_odds))
+    out["candidate: mean featviz log-odds, last half"] = log_odds.mean(axis=0)
     out["candidate: featviz on averaged softmax, last half"] = featviz(
         features[-1], noisy, probabilities[half:].mean(axis=0), in_sample
     ).scores.numpy()
