@@ -37,6 +37,7 @@ import argparse
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,10 +81,18 @@ class Head(nn.Module):
 
 
 def record(
-    model: nn.Module, train_x: torch.Tensor, train_y: np.ndarray, val_x: torch.Tensor, epochs: int, lr: float, seed: int
+    make_model: Callable[[], nn.Module],
+    train_x: torch.Tensor,
+    train_y: np.ndarray,
+    val_x: torch.Tensor,
+    epochs: int,
+    lr: float,
+    seed: int,
 ) -> Recording:
-    """Train ``model`` on (``train_x``, ``train_y``) for ``epochs`` epochs (Adam, batches of 50) and record."""
+    """Train a new ``make_model()`` on (``train_x``, ``train_y``) for ``epochs`` epochs (Adam, batches of 50) and
+    record; its initialisation and batch order depend on ``seed`` only."""
     torch.manual_seed(seed)
+    model = make_model()
     targets = torch.from_numpy(train_y)
     optimiser = torch.optim.Adam(model.parameters(), lr)
     out: dict[str, list[np.ndarray]] = {name: [] for name in Recording.__dataclass_fields__}
@@ -339,7 +348,7 @@ def main() -> None:
                 def runs_for(noisy, train=train, val=val, clean_train=clean_train, seed=seed):
                     return {
                         name: record(
-                            DigitNet(),
+                            DigitNet,
                             train.images,
                             clean_train if labels is None else labels,
                             val.images,
@@ -357,7 +366,7 @@ def main() -> None:
                 def runs_for(noisy, train_x=train_x, val_x=val_x, clean_train=clean_train, seed=seed):
                     return {
                         name: record(
-                            Head(64), train_x, clean_train if labels is None else labels, val_x, 30, 1e-3, seed
+                            lambda: Head(64), train_x, clean_train if labels is None else labels, val_x, 30, 1e-3, seed
                         )
                         for name, labels in noisy.items()
                     }

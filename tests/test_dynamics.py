@@ -238,3 +238,7 @@ def test_words_say_what_the_predictions_did():
     single = SampleHistory(3)
     single.append(0, torch.arange(1), torch.tensor([0]), one_hot_probabilities([1]))
     assert dynamics_words(single, 0, NAMES) == "one epoch seen"
+    dropped = SampleHistory(3, max_epochs=1)
+    dropped.append(0, torch.tensor([0, 1]), torch.tensor([0, 1]), one_hot_probabilities([0, 1]))
+    dropped.append(1, torch.tensor([1]), torch.tensor([1]), one_hot_probabilities([1]))
+    assert dynamics_words(dropped, 0, NAMES) == "not seen in the kept epochs"

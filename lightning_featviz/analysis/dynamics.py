@@ -287,12 +287,15 @@ def dynamics_words(history: SampleHistory, row: int, class_names: Sequence[str],
       ``min_epochs`` or more epochs (``e`` survives the epoch cap);
     - ``"unstable: flips between X and Y"``: the prediction changed at least twice in the kept epochs
       (X, Y the two most frequent predictions);
-    - ``"learnt: predicted as its label since epoch e"``, or ``"one epoch seen"`` / ``"not seen"``.
+    - ``"learnt: predicted as its label since epoch e"``, or ``"one epoch seen"`` / ``"not seen in the kept
+      epochs"``.
+
+    ``row`` is the sample's position in ``history.indices``.
     """
     predictions = history.prediction[:, row].long()
     predictions = predictions[predictions >= 0]
     if len(predictions) == 0:
-        return "not seen"
+        return "not seen in the kept epochs"
     label, current = int(history.labels[row]), int(history.streak_class[row])
     since = int(history.streak_start[row])
     streak = sum(1 for e in history.epochs if e >= since)
