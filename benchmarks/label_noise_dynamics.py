@@ -401,6 +401,27 @@ def report(results: dict[tuple[str, str], dict[str, list[tuple[float, float]]]],
         best_last = max(v for m, v in mean.items() if m.startswith("cleanlab") and m.endswith("(last)"))
         best_avg = max(v for m, v in mean.items() if m.startswith("cleanlab") and m.endswith("(averaged)"))
         verdicts.append((f"{dataset}, {name}", ours, best_last, best_avg))
+    print(f"\nSummary ({seeds} seeds, mean ± standard deviation; best cleanlab: the best of its four rankings)\n")
+    print(
+        "| setting | dynamics AP | dynamics p@n | last-epoch list AP | best cleanlab (last) AP | "
+        "best cleanlab (averaged) AP |"
+    )
+    print("|---|---|---|---|---|---|")
+    for (dataset, name), table in results.items():
+
+        def cell(method: str, column: int = 0, table: dict = table) -> str:
+            values = np.array([v[column] for v in table[method]])
+            return f"{values.mean():.3f} ± {values.std():.3f}"
+
+        def best(suffix: str, table: dict = table) -> str:
+            methods = [m for m in table if m.startswith("cleanlab") and m.endswith(suffix)]
+            method = max(methods, key=lambda m: np.mean([v[0] for v in table[m]]))
+            return f"{cell(method)} ({method.removeprefix('cleanlab ').removesuffix(' ' + suffix)})"
+
+        print(
+            f"| {dataset}, {name} | {cell('dynamics')} | {cell('dynamics', 1)} | {cell('featviz last epoch')} | "
+            f"{best('(last)')} | {best('(averaged)')} |"
+        )
     print("\nAP, mean over the seeds, per setting:\n")
     names = [f"{d}, {n}" for d, n in results]
     print("| method | " + " | ".join(names) + " |")
