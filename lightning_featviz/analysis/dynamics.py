@@ -11,9 +11,11 @@ samples (dataset indices), B samples of one append, C classes.
 - :func:`dynamics_scores` turns a history into one score per sample (the formula chosen by
   ``benchmarks/label_noise_dynamics.py``, see docs/label_issues.md, "Training dynamics").
 - :func:`area_under_margin` (AUM, Pleiss et al. 2020) scores training samples from the logits of their
-  training batches: where the training loop knows each row's dataset index (a sampler whose order is known,
-  or a dataset that returns its index); a ``SubsetRandomSampler`` or an ``IterableDataset`` without indices
-  cannot tell, and then only the no-grad pass over the kept training samples (``reference="train"``) can.
+  training batches (:func:`training_margins`). That needs each row's dataset index, known only where the dataset
+  returns it (``capture.batch_extractor``) or the sampler's order can be read ahead (a ``DistributedSampler``,
+  whose shuffle is fixed by seed and epoch; a sequential one). A ``RandomSampler``, ``SubsetRandomSampler`` or
+  ``WeightedRandomSampler`` draws a new order each time, an ``IterableDataset`` has no indices: there only the
+  no-grad pass over the kept training samples (``reference="train"``) gives a history.
 - :func:`dynamics_words` says in words what the predictions did ("consistently predicted as X since epoch 3",
   "unstable: flips between X and Y").
 
