@@ -50,7 +50,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from label_noise import CIFAR_MEAN, CIFAR_STD, DigitNet, ResNet20, flip_random, swap_pair  # noqa: E402
 
-from lightning_featviz.analysis.dynamics import SampleHistory  # noqa: E402
+from lightning_featviz.analysis.dynamics import SampleHistory, dynamics_scores  # noqa: E402
 from lightning_featviz.analysis.label_issues import IN_SAMPLE_MODEL_WEIGHT, find_label_issues  # noqa: E402
 from lightning_featviz.demo.datasets import ColouredDigits  # noqa: E402
 
@@ -209,6 +209,9 @@ def rankings(
     out = {
         "dynamics": history.dynamics_scores(batch_margins).numpy(),
         "featviz last epoch": last.scores.numpy(),
+        "candidate: dynamics with the scores stored as plain float16 (not log-odds)": dynamics_scores(
+            torch.stack([i.scores for i in per_epoch])[-len(history.epochs) :].half().float()
+        ).numpy(),
         "candidate: 1 - mean label probability": 1 - given.mean(axis=0),
         "candidate: 1 - mean label probability, last half": 1 - given[half:].mean(axis=0),
         "candidate: - mean margin": -margin.mean(axis=0),
