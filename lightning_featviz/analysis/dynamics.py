@@ -7,7 +7,7 @@ samples (dataset indices), B samples of one append, C classes.
 - :class:`SampleHistory` keeps, per tracked sample and analysed epoch, the probability of the given label,
   the margin (given label minus the largest other), the neighbour share of the given label, the epoch's
   single-epoch label-issue score (as log-odds; float16 each) and the prediction (int16): 10 bytes per sample
-  per epoch, the last ``max_epochs`` epochs only (20 by default: 20,000 samples take 4 MB).
+  per epoch, the last ``max_epochs`` epochs only (20 by default: 20,000 samples take 4.4 MB).
 - :func:`dynamics_scores` turns a history into one score per sample (the formula chosen by
   ``benchmarks/label_noise_dynamics.py``, see docs/label_issues.md, "Training dynamics").
 - :func:`area_under_margin` (AUM, Pleiss et al. 2020) scores training samples from the logits of their
