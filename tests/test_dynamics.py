@@ -8,6 +8,7 @@ import torch
 from lightning_featviz.analysis.dynamics import (
     SampleHistory,
     area_under_margin,
+    cartography,
     dynamics_scores,
     dynamics_words,
     fractional_ranks,
@@ -242,3 +243,11 @@ def test_words_say_what_the_predictions_did():
     dropped.append(0, torch.tensor([0, 1]), torch.tensor([0, 1]), one_hot_probabilities([0, 1]))
     dropped.append(1, torch.tensor([1]), torch.tensor([1]), one_hot_probabilities([1]))
     assert dynamics_words(dropped, 0, NAMES) == "not seen in the kept epochs"
+
+
+def test_cartography_is_the_mean_and_standard_deviation_over_the_epochs_a_sample_was_seen():
+    probability = torch.tensor([[0.2, 0.9, float("nan")], [0.4, 0.9, float("nan")], [float("nan"), 0.9, 0.5]])
+    confidence, variability = cartography(probability)
+    torch.testing.assert_close(confidence, torch.tensor([0.3, 0.9, 0.5]))
+    torch.testing.assert_close(variability, torch.tensor([0.1, 0.0, 0.0]))
+    assert bool(cartography(torch.full((2, 1), float("nan")))[0].isnan().all())

@@ -91,7 +91,8 @@ class SampleHistory:
         num_classes: C.
         max_epochs: epochs kept (E at most).
         keep: (S,) the dataset indices to track (e.g. the bank's kept samples); others are ignored. None:
-            every index appended is tracked (memory grows with them).
+            every index appended is tracked (memory grows with them, and each append that brings new indices
+            copies the arrays: give ``keep`` when appending training batches one by one).
     """
 
     def __init__(self, num_classes: int, max_epochs: int = DEFAULT_MAX_EPOCHS, keep: Tensor | None = None):
@@ -262,6 +263,17 @@ def nan_mean(values: Tensor, dim: int = 0) -> Tensor:
     finite = values.isfinite()
     total = torch.where(finite, values, 0.0).sum(dim=dim)
     return total / finite.sum(dim=dim).float()
+
+
+def cartography(label_probability: Tensor) -> tuple[Tensor, Tensor]:
+    """Dataset cartography (Swayamdipta et al., EMNLP 2020) of (E, S) per-epoch probabilities of the given label
+    (NaN: not seen): ``(confidence, variability)``, each (S,), their mean and standard deviation over the epochs
+    a sample was seen (variability 0 with one epoch; NaN for a sample never seen). Low confidence and low
+    variability: consistently against its label; high variability: ambiguous."""
+    probability = label_probability.float()
+    confidence = nan_mean(probability, dim=0)
+    spread = nan_mean((probability - confidence[None]) ** 2, dim=0)
+    return confidence, spread.sqrt()
 
 
 def area_under_margin(margins: Tensor) -> Tensor:
