@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 from torch import nn
 
-from lightning_featviz.analysis.label_issues import IN_SAMPLE_MODEL_WEIGHT, find_label_issues
+from lightning_featviz.analysis.label_issues import IN_SAMPLE_MODEL_WEIGHT, LabelIssueOptions, find_label_issues
 from lightning_featviz.demo.datasets import ColouredDigits
 
 NUM_CLASSES = 10
@@ -176,9 +176,15 @@ def audit(
     labels, vectors = torch.from_numpy(noisy), torch.from_numpy(features).float()
     model_weight = IN_SAMPLE_MODEL_WEIGHT if in_sample else 1.0
     probabilities_t = torch.from_numpy(probabilities).float()
-    ours = find_label_issues(vectors, labels, NUM_CLASSES, probabilities_t, model_weight=model_weight)
+    ours = find_label_issues(
+        vectors, labels, NUM_CLASSES, probabilities_t, options=LabelIssueOptions(model_weight=model_weight)
+    )
     product = find_label_issues(
-        vectors, labels, NUM_CLASSES, probabilities_t, model_weight=model_weight, class_noise=False
+        vectors,
+        labels,
+        NUM_CLASSES,
+        probabilities_t,
+        options=LabelIssueOptions(model_weight=model_weight, class_noise=False),
     )
     neighbours = find_label_issues(vectors, labels, NUM_CLASSES, None)
     ours_flagged = np.flatnonzero(ours.suggested.numpy() != noisy)

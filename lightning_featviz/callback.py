@@ -24,7 +24,7 @@ from torch import nn
 
 from lightning_featviz import __version__
 from lightning_featviz.analysis.embedding import MapTracker
-from lightning_featviz.analysis.measures import EpochResults
+from lightning_featviz.analysis.results import EpochResults
 from lightning_featviz.arguments import check_arguments, normalised_layers
 from lightning_featviz.capture.bank import BankData, bank_from_columns
 from lightning_featviz.capture.epoch import ValidationCapture
@@ -169,7 +169,7 @@ class FeatureVisualizer(_Callback):
         self._guard = Guard(self.strict)
         self._run = ValidationCapture(capture_settings(self), self._guard.warn_once, rank_zero_info)
         self._analysis, self._plan = epoch_analysis(self, self._guard.warn_once), output_plan(self)
-        self._map_tracker = MapTracker(self.maps.perplexity, seed, self.maps.backend)
+        self._map_tracker = MapTracker(self.maps.perplexity, seed)
         self._reports = ReportScheduler(self._map_tracker, self._guard.warn_once, self._reported)
         self._unfinished: tuple[EpochJob, Destination] | None = None  # the last epoch, if it lacks outputs
         self._reported_epochs: set[int] = set()  # epochs whose report is written (the checkpoints say which)

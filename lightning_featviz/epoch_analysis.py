@@ -8,7 +8,7 @@ numbers come from :mod:`lightning_featviz.analysis`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -18,8 +18,9 @@ from torch import Tensor
 from lightning_featviz.analysis.cache import ResultCache
 from lightning_featviz.analysis.knn import NeighbourStats
 from lightning_featviz.analysis.label_issues import label_issue_k
-from lightning_featviz.analysis.measures import EpochResults, degenerate, epoch_metrics, layer_stats, purity_ceiling
+from lightning_featviz.analysis.measures import LayerSearch, degenerate, epoch_metrics, layer_stats, purity_ceiling
 from lightning_featviz.analysis.neighbourhoods import neighbours_needed
+from lightning_featviz.analysis.results import EpochResults
 from lightning_featviz.capture.bank import BankData
 from lightning_featviz.capture.epoch import ValidationCapture
 from lightning_featviz.capture.trainer_data import (
@@ -29,10 +30,9 @@ from lightning_featviz.capture.trainer_data import (
     training_loader,
     validation_loader,
 )
+from lightning_featviz.capture.warn import Warn
 from lightning_featviz.options import CaptureOptions, MapOptions, ResourceOptions, WrongClusterOptions
 from lightning_featviz.report.settings import tag as make_tag
-
-Warn = Callable[[str, str], None]
 
 
 class EpochAnalysis:
@@ -106,20 +106,16 @@ class EpochAnalysis:
         exclude = self._same_samples(trainer, bank, reference, val_dataset)
         within_bank = reference is None
         started = time.perf_counter()
-        stats, undefined = layer_stats(
-            bank,
-            reference,
-            layers,
+        search = LayerSearch(
             self.k,
             len(names),
             self.capture.metric,
             device,
             self.resources.chunk_size,
-            self._cache,
-            self._warn,
             exclude,
             self._search_widths(bank, layers, within_bank, maps_due and within_bank, figures_due and within_bank),
         )
+        stats, undefined = layer_stats(bank, reference, layers, search, self._cache, self._warn)
         self.knn_seconds = time.perf_counter() - started
         metrics = epoch_metrics(stats, bank.labels, names, self.tag, undefined, self.monitor_class_purity)
         searched = reference if reference is not None else bank

@@ -233,3 +233,82 @@ print(sorted(set(asked)))
     assert int(scalars) == 2, ran.stdout  # each layer's purity was measured and logged
     assert asked == "[]", asked
     assert "lightning_featviz.render" in after_a_chart  # the watch sees the package ask when it draws
+
+
+#: What writes a file: the calls of a module that writes one itself, and the writers of ``outputs`` (and the
+#: dashboard's own) that only ``outputs`` calls (docs/architecture.md: outputs is the only writer).
+FILE_CALLS = {"open", "write_text", "write_bytes", "mkdir", "savefig", "savez", "savez_compressed", "savetxt", "touch"}
+WRITERS = {
+    "lightning_featviz.outputs.files",
+    "lightning_featviz.outputs.tables.write_csv",
+    "lightning_featviz.outputs.projector.write_projector",
+    "lightning_featviz.outputs.html_report.write_html_report",
+    "lightning_featviz.dashboard.data.write_epoch",
+}
+#: The searches, fits and scores of ``analysis``: the report job has them done by ``analysis.epoch.analyse_epoch``.
+COMPUTATIONS = {
+    f"lightning_featviz.analysis.{name}"
+    for name in (
+        "knn.knn_search",
+        "knn.neighbour_stats",
+        "maps.fit_maps",
+        "maps.fit_layer_maps",
+        "tsne.tsne_map",
+        "wrong_cluster.find_wrong_cluster",
+        "label_issues.find_label_issues",
+        "label_issues.score_label_issues",
+        "wrong_cluster.neighbourhood_confusion",
+    )
+}
+
+
+def writes_and_computations(source: str, path: Path) -> list[str]:
+    """Where the module at ``path`` writes a file itself, imports a writer, or (in ``report``) a computation."""
+    module, found = module_name(path), []
+    for line, name in imported_modules(source, module):
+        if any(name == writer or name.startswith(f"{writer}.") for writer in WRITERS):
+            found.append(f"{path.relative_to(PACKAGE)}:{line} imports the writer {name}")
+        if folder_of(module) == "report" and name in COMPUTATIONS:
+            found.append(f"{path.relative_to(PACKAGE)}:{line} imports {name}: analysis computes, report draws")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if called in FILE_CALLS:
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} calls {called}(): outputs writes files")
+    return found
+
+
+def test_analysis_render_and_report_write_no_file_and_report_computes_nothing_itself():
+    found = [
+        problem
+        for path in package_modules()
+        if folder_of(module_name(path)) in ("analysis", "render", "report")
+        for problem in writes_and_computations(path.read_text(encoding="utf-8"), path)
+    ]
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    ("where", "source"),
+    [
+        ("report/exports.py", "from pathlib import Path\nPath('x.csv').write_text('a')\n"),
+        ("report/exports.py", "def f():\n    from lightning_featviz.outputs.tables import write_csv\n"),
+        ("report/figures.py", "from lightning_featviz.analysis.maps import fit_maps\n"),
+        ("analysis/epoch.py", "with open('x.csv', 'w') as handle:\n    pass\n"),
+    ],
+)
+def test_the_checker_flags_a_file_written_outside_outputs_and_a_fit_in_report(where, source):
+    assert len(writes_and_computations(source, PACKAGE / where)) == 1
+
+
+def test_the_epoch_has_one_results_object_and_analysis_returns_it():
+    defined = [
+        str(path.relative_to(PACKAGE))
+        for path in package_modules()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ClassDef) and node.name == "EpochResults"
+    ]
+    assert defined == ["analysis/results.py"]
+    tree = ast.parse((PACKAGE / "analysis" / "epoch.py").read_text(encoding="utf-8"))
+    entry = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "analyse_epoch")
+    assert entry.returns is not None and ast.unparse(entry.returns) == "EpochResults"

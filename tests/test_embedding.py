@@ -139,14 +139,6 @@ def test_trustworthiness_agrees_with_scikit_learn(digits):
         )
 
 
-def test_the_scikit_learn_backend_gives_a_map_of_the_same_quality(digits):
-    vectors, labels = digits
-    fitted = tsne_map(vectors[:300], 2, seed=0, backend="sklearn")
-    assert fitted.shape == (300, 2) and _map_purity(fitted, labels[:300]) >= 0.85
-    with pytest.raises(ValueError, match="`backend`"):
-        tsne_map(vectors, backend="umap")
-
-
 def test_map_tracker_warm_starts_aligns_reuses_identical_input_and_round_trips_its_state(digits):
     vectors, _ = digits
     indices = np.arange(600)

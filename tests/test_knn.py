@@ -1,5 +1,4 @@
 import math
-import sys
 
 import pytest
 import torch
@@ -25,34 +24,40 @@ def _assert_same_neighbours(ours, reference, atol=1e-4):
     assert torch.allclose(dist[differs], ref_dist[differs], atol=atol)
 
 
-def _backends():
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return ["torch"]
-    return ["torch", "faiss"]
+#: The two paths of the one search: FAISS (CPU tensors) and the chunked torch search (what a GPU runs).
+PATHS = ["faiss", "torch"]
 
 
-BACKENDS = _backends()
+@pytest.fixture
+def path(request, monkeypatch):
+    """Search CPU tensors with FAISS, or (``"torch"``) with the GPU's chunked torch search, on the CPU."""
+    if request.param == "torch":
+        from lightning_featviz.analysis import knn
+
+        def torch_search(queries, reference, k, exclude, chunk_size=1024):
+            return knn._torch_search(queries, reference, k, exclude, chunk_size)
+
+        monkeypatch.setattr(knn, "_faiss_search", torch_search)
+    return request.param
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("path", PATHS, indirect=True)
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 @pytest.mark.parametrize("chunk_size", [7, 1024])
-def test_knn_search_matches_scikit_learn_leave_one_out(metric, chunk_size, backend):
+def test_knn_search_matches_scikit_learn_leave_one_out(metric, chunk_size, path):
     data = torch.randn(300, 24, generator=torch.Generator().manual_seed(0))
-    ours = knn_search(data, data, k=10, metric=metric, exclude_self=True, chunk_size=chunk_size, backend=backend)
+    ours = knn_search(data, data, k=10, metric=metric, exclude_self=True, chunk_size=chunk_size)
     nn = NearestNeighbors(n_neighbors=10, metric=metric).fit(data.double().numpy())
     ref_dist, ref_idx = nn.kneighbors()  # no argument: each point excluded from its own neighbours
     _assert_same_neighbours(ours, (torch.from_numpy(ref_dist).float(), torch.from_numpy(ref_idx)))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("path", PATHS, indirect=True)
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-def test_knn_search_matches_scikit_learn_with_reference_set(metric, backend):
+def test_knn_search_matches_scikit_learn_with_reference_set(metric, path):
     generator = torch.Generator().manual_seed(1)
     queries, reference = torch.randn(50, 16, generator=generator), torch.randn(400, 16, generator=generator)
-    ours = knn_search(queries, reference, k=5, metric=metric, chunk_size=16, backend=backend)
+    ours = knn_search(queries, reference, k=5, metric=metric, chunk_size=16)
     nn = NearestNeighbors(n_neighbors=5, metric=metric).fit(reference.double().numpy())
     ref_dist, ref_idx = nn.kneighbors(queries.double().numpy())
     _assert_same_neighbours(ours, (torch.from_numpy(ref_dist).float(), torch.from_numpy(ref_idx)))
@@ -139,12 +144,15 @@ def test_neighbour_cache_reuses_a_search_for_identical_inputs_only():
     assert calls == ["a", "b", "a recomputed", "other key"]
 
 
-@pytest.mark.skipif("faiss" not in BACKENDS, reason="FAISS not installed")
 def test_faiss_and_torch_find_the_same_neighbours_even_among_exact_duplicates():
+    from lightning_featviz.analysis.knn import _exact_distances, _torch_search
+
     data = torch.randn(500, 32, generator=torch.Generator().manual_seed(2))
     data[100:104] = data[100]  # four identical points: the query itself may not come first
-    torch_dist, torch_idx = knn_search(data, data, 6, exclude_self=True, backend="torch")
-    faiss_dist, faiss_idx = knn_search(data, data, 6, exclude_self=True, backend="faiss")
+    rows = torch.arange(500)
+    torch_dist, torch_idx = _exact_distances(data, data, _torch_search(data, data, 6, rows, 1024))
+    torch_dist = torch_dist.sqrt()
+    faiss_dist, faiss_idx = knn_search(data, data, 6, exclude_self=True)
     torch.testing.assert_close(faiss_dist, torch_dist, atol=1e-3, rtol=1e-4)
     assert not (faiss_idx == torch.arange(500)[:, None]).any()  # never its own neighbour
     ties = torch.arange(100, 104)
@@ -153,26 +161,13 @@ def test_faiss_and_torch_find_the_same_neighbours_even_among_exact_duplicates():
         assert set(faiss_idx[row, :3].tolist()) == set(ties.tolist()) - {row}
 
 
-def test_auto_backend_falls_back_to_the_torch_search_where_faiss_cannot_be_imported(monkeypatch):
-    # FAISS is a core dependency, but a platform without its wheel keeps the torch search: same neighbours.
-    data = torch.randn(400, 16, generator=torch.Generator().manual_seed(3))
-    with_faiss = knn_search(data, data, 5, exclude_self=True, backend="auto")
-    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` now raises ImportError
-    from lightning_featviz.analysis.knn import _use_faiss
-
-    assert not _use_faiss("auto", data)
-    without_faiss = knn_search(data, data, 5, exclude_self=True, backend="auto")
-    _assert_same_neighbours(without_faiss, with_faiss)
-    with pytest.raises(ImportError, match="needs FAISS"):
-        knn_search(data, data, 5, exclude_self=True, backend="faiss")
-
-
-def test_a_search_in_inference_mode_and_then_outside_it_both_work():
+@pytest.mark.parametrize("path", ["torch"], indirect=True)
+def test_a_search_in_inference_mode_and_then_outside_it_both_work(path):
     # The search reuses its buffers between calls; Lightning validates in inference mode and fits outside it.
     data = torch.randn(300, 8, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        inside = knn_search(data, data, 4, exclude_self=True, backend="torch")[1]
-    outside = knn_search(data.clone(), data.clone(), 4, exclude_self=True, backend="torch")[1]
+        inside = knn_search(data, data, 4, exclude_self=True)[1]
+    outside = knn_search(data.clone(), data.clone(), 4, exclude_self=True)[1]
     assert torch.equal(inside, outside)
 
 

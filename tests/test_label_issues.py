@@ -15,6 +15,8 @@ from sklearn.neural_network import MLPClassifier
 
 from lightning_featviz.analysis.label_issues import (
     CATEGORIES,
+    CSV_COLUMNS,
+    LabelIssueOptions,
     categorise,
     find_label_issues,
     label_issue_k,
@@ -23,7 +25,7 @@ from lightning_featviz.analysis.label_issues import (
     noise_matrix,
     score_label_issues,
 )
-from lightning_featviz.report.tables import write_label_issue_csv
+from lightning_featviz.outputs.tables import write_csv
 
 
 class Recorder:
@@ -96,10 +98,10 @@ def test_without_probabilities_the_score_is_the_neighbourhood_alone_and_said_onc
     noisy = labels.clone()
     noisy[[0, 31, 62]] = torch.tensor([1, 2, 0])
     warn = Recorder()
-    issues = find_label_issues(vectors, noisy, 3, None, k=10, warn=warn)
+    issues = find_label_issues(vectors, noisy, 3, None, warn=warn, options=LabelIssueOptions(k=10))
     assert warn.keys() == ["label-issues-no-probabilities"]
     assert "neighbourhood only" in warn.calls[0][1]
-    plain = find_label_issues(vectors, noisy, 3, None, k=10, class_noise=False)
+    plain = find_label_issues(vectors, noisy, 3, None, options=LabelIssueOptions(k=10, class_noise=False))
     torch.testing.assert_close(plain.scores, 1 - plain.neighbour_share)
     assert set(issues.order()[:3].tolist()) == {0, 31, 62}
     assert set(issues.category[[0, 31, 62]].tolist()) == {5}
@@ -110,10 +112,10 @@ def test_nan_probability_rows_warn_once_and_are_scored_by_their_neighbourhood():
     probabilities = F.one_hot(labels, 3).float() * 0.8 + 0.2 / 3
     probabilities[5] = float("nan")
     warn = Recorder()
-    issues = find_label_issues(vectors, labels, 3, probabilities, k=10, warn=warn)
+    issues = find_label_issues(vectors, labels, 3, probabilities, warn=warn, options=LabelIssueOptions(k=10))
     assert warn.keys() == ["label-issues-nan"]
     assert math.isnan(float(issues.model_probability[5])) and int(issues.model_class[5]) == -1
-    plain = find_label_issues(vectors, labels, 3, probabilities, k=10, class_noise=False)
+    plain = find_label_issues(vectors, labels, 3, probabilities, options=LabelIssueOptions(k=10, class_noise=False))
     assert float(plain.scores[5]) == pytest.approx(1 - float(plain.neighbour_share[5]))
     assert bool(torch.isfinite(issues.scores).all())
 
@@ -121,16 +123,18 @@ def test_nan_probability_rows_warn_once_and_are_scored_by_their_neighbourhood():
 def test_probabilities_of_another_class_count_warn_and_are_left_out():
     vectors, labels = _blobs()
     warn = Recorder()
-    issues = find_label_issues(vectors, labels, 3, torch.full((90, 5), 0.2), k=10, warn=warn)
+    issues = find_label_issues(vectors, labels, 3, torch.full((90, 5), 0.2), warn=warn, options=LabelIssueOptions(k=10))
     assert warn.keys() == ["label-issues-shape"] and "(90, 3)" in warn.calls[0][1]
-    torch.testing.assert_close(issues.scores, find_label_issues(vectors, labels, 3, None, k=10).scores)
+    torch.testing.assert_close(
+        issues.scores, find_label_issues(vectors, labels, 3, None, options=LabelIssueOptions(k=10)).scores
+    )
 
 
 def test_a_single_class_warns_and_scores_nothing_as_an_issue():
     vectors, _ = _blobs(num_classes=1)
     labels = torch.zeros(len(vectors), dtype=torch.long)
     warn = Recorder()
-    issues = find_label_issues(vectors, labels, 1, None, k=5, warn=warn)
+    issues = find_label_issues(vectors, labels, 1, None, warn=warn, options=LabelIssueOptions(k=5))
     assert "label-issues-one-class" in warn.keys()
     assert bool((issues.scores == 0).all())
 
@@ -138,10 +142,10 @@ def test_a_single_class_warns_and_scores_nothing_as_an_issue():
 def test_k_larger_than_a_class_warns_once_and_still_scores():
     vectors, labels = _blobs(n_per_class=4)
     warn = Recorder()
-    issues = find_label_issues(vectors, labels, 3, None, k=8, warn=warn)
+    issues = find_label_issues(vectors, labels, 3, None, warn=warn, options=LabelIssueOptions(k=8))
     assert warn.keys().count("label-issues-small-classes") == 1
     assert issues.k == 8 and bool(torch.isfinite(issues.scores).all())
-    issues = find_label_issues(vectors, labels, 3, None, k=500, warn=Recorder())
+    issues = find_label_issues(vectors, labels, 3, None, warn=Recorder(), options=LabelIssueOptions(k=500))
     assert issues.k == len(vectors) - 1  # clamped to the samples there are
 
 
@@ -150,9 +154,9 @@ def test_relabelling_csv_lists_every_sample_by_descending_score(tmp_path):
     noisy = labels.clone()
     noisy[7] = 2
     probabilities = F.one_hot(labels, 3).float() * 0.7 + 0.1
-    issues = find_label_issues(vectors, noisy, 3, probabilities, k=10)
+    issues = find_label_issues(vectors, noisy, 3, probabilities, options=LabelIssueOptions(k=10))
     table = label_issue_table(issues, torch.arange(100, 190), noisy, ["a", "b", "c"], [f"f{i}.png" for i in range(90)])
-    write_label_issue_csv(tmp_path / "issues.csv", table)
+    write_csv(tmp_path / "issues.csv", CSV_COLUMNS, table)
     with open(tmp_path / "issues.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 90
@@ -257,7 +261,7 @@ def test_on_a_swapped_digit_pair_class_noise_ranks_above_the_product_alone_and_t
     is_error = noisy != clean
     labels = torch.from_numpy(noisy)
     with_noise = find_label_issues(features, labels, 10, probabilities)
-    product = find_label_issues(features, labels, 10, probabilities, class_noise=False)
+    product = find_label_issues(features, labels, 10, probabilities, options=LabelIssueOptions(class_noise=False))
     model_only = 1 - probabilities[torch.arange(len(labels)), labels]
     ap = {
         "class noise": average_precision_score(is_error, with_noise.scores.numpy()),

@@ -16,7 +16,7 @@ import lightning_featviz.analysis.label_issues
 import lightning_featviz.analysis.maps
 from lightning_featviz import FeatureVisualizer, ResourceOptions
 from lightning_featviz.analysis.knn import knn_search, neighbour_stats
-from lightning_featviz.analysis.label_issues import find_label_issues
+from lightning_featviz.analysis.label_issues import LabelIssueOptions, find_label_issues
 from lightning_featviz.analysis.neighbourhoods import map_k, map_rows, neighbours_needed, trustworthiness_estimate
 
 
@@ -45,8 +45,8 @@ def test_label_issues_from_the_shared_search_equal_label_issues_that_search_them
     labels = labels.clone()
     labels[:12] = (labels[:12] + 1) % 4  # a few wrong labels to find
     shared = neighbour_stats(vectors, labels, 10, 4, search_k=90)
-    alone = find_label_issues(vectors, labels, 4, k=20)
-    reused = find_label_issues(vectors, labels, 4, k=20, neighbours=shared.neighbours(20))
+    alone = find_label_issues(vectors, labels, 4, options=LabelIssueOptions(k=20))
+    reused = find_label_issues(vectors, labels, 4, neighbours=shared.neighbours(20), options=LabelIssueOptions(k=20))
     assert torch.equal(alone.scores, reused.scores) and torch.equal(alone.suggested, reused.suggested)
 
 

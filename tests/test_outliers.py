@@ -11,8 +11,9 @@ from lightning_featviz.analysis.wrong_cluster import (
     wrong_cluster_table,
 )
 from lightning_featviz.capture.bank import BankData
+from lightning_featviz.outputs.tables import write_csv
 from lightning_featviz.report.figures import gallery_grid
-from lightning_featviz.report.tables import markdown_table, write_wrong_cluster_csv
+from lightning_featviz.report.tables import markdown_table
 
 NAMES = ["hamburger", "caesar_salad", "sushi"]
 
@@ -79,7 +80,7 @@ def test_table_csv_and_gallery_agree_on_which_images_are_shown(tmp_path):
         "confidence": pytest.approx(0.93, abs=1e-4),
         "correct": "false",
     }
-    write_wrong_cluster_csv(tmp_path / "flagged.csv", table)
+    write_csv(tmp_path / "flagged.csv", CSV_COLUMNS, table)
     with open(tmp_path / "flagged.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == list(CSV_COLUMNS) and [int(r["index"]) for r in rows] == [10, 13, 14]

@@ -26,7 +26,8 @@ from scipy.linalg import orthogonal_procrustes
 
 from lightning_featviz.analysis.cache import ResultCache
 from lightning_featviz.analysis.knn import knn_search
-from lightning_featviz.analysis.tsne import Backend, clamp_perplexity, pca_reduce, tsne_map
+from lightning_featviz.analysis.tsne import Backend as Backend  # options.MapOptions reads it here
+from lightning_featviz.analysis.tsne import clamp_perplexity, pca_reduce, tsne_map
 
 T = TypeVar("T")
 
@@ -200,16 +201,12 @@ class MapTracker:
     Args:
         perplexity: t-SNE perplexity (clamped on small sets).
         seed: seed of every fit.
-        backend: ``"opentsne"`` or ``"sklearn"``.
         n_jobs: threads for the fit; default all cores.
     """
 
-    def __init__(
-        self, perplexity: float = 30.0, seed: int = 0, backend: Backend = "opentsne", n_jobs: int | None = None
-    ):
+    def __init__(self, perplexity: float = 30.0, seed: int = 0, n_jobs: int | None = None):
         self.perplexity = perplexity
         self.seed = seed
-        self.backend: Backend = backend
         self.n_jobs = n_jobs
         self._last = LastMaps()
         self._changes = ChangeCheck()
@@ -270,7 +267,5 @@ class MapTracker:
         perplexity = clamp_perplexity(self.perplexity, len(indices), warn=not self._clamp_warned)
         self._clamp_warned |= perplexity != self.perplexity
         reorganise = changed or previous is None
-        points = tsne_map(
-            vectors, dims, perplexity, self.seed, start, self.n_jobs, self.backend, reorganise, neighbours
-        )
+        points = tsne_map(vectors, dims, perplexity, self.seed, start, self.n_jobs, reorganise, neighbours)
         return points if previous is None else align_map(points, previous)

@@ -26,15 +26,13 @@ def knn_search(
     metric: Metric = "euclidean",
     exclude_self: bool = False,
     chunk_size: int = 1024,
-    backend: Literal["auto", "torch", "faiss"] = "auto",
     exclude: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Exact k nearest neighbours of each query among the reference vectors.
 
-    The torch search runs in chunks of ``chunk_size`` queries (memory O(chunk_size * N)), on the
-    tensors' device. On the CPU, FAISS's exact brute-force search is used (``faiss-cpu`` is a
-    dependency; faster on CPU, the same neighbours up to ties); where it cannot be imported, the torch
-    search is the fallback.
+    One path per device: on the CPU, FAISS's exact brute-force search (``faiss-cpu`` is a core dependency);
+    on a GPU, chunked matrix products on the tensors' device, ``chunk_size`` queries at a time
+    (memory O(chunk_size * N)). Both give the same neighbours up to ties (``tests/test_knn.py``).
 
     Args:
         queries: (Q, D) float tensor.
@@ -45,9 +43,7 @@ def knn_search(
             neighbour (``queries`` and ``reference`` are the same set, Q == N).
         exclude: (Q,) a reference row that is never query ``i``'s neighbour (the same sample in
             another set), -1 for none; instead of ``exclude_self``.
-        chunk_size: queries per matrix product.
-        backend: ``"auto"`` (FAISS for CPU tensors when importable, else torch), ``"torch"`` or
-            ``"faiss"``.
+        chunk_size: queries per matrix product (the GPU search).
 
     Returns:
         ``(distances, indices)``, both (Q, k), nearest first; ``indices`` are rows of ``reference``.
@@ -75,7 +71,7 @@ def knn_search(
         queries = torch.nn.functional.normalize(queries, dim=1)
         reference = torch.nn.functional.normalize(reference, dim=1)
     rows = exclude.to(queries.device).long() if exclude is not None and excluding else None
-    if _use_faiss(backend, queries):
+    if queries.device.type == "cpu":
         idx = _faiss_search(queries, reference, k, rows)
     else:
         idx = _torch_search(queries, reference, k, rows, chunk_size)
@@ -151,18 +147,6 @@ def _workspace(name: str, numel: int, device: torch.device) -> Tensor:
             buffers[name] = torch.empty(numel)
         _WORKSPACES.buffers = buffers
     return buffers[name][:numel]
-
-
-def _use_faiss(backend: str, queries: Tensor) -> bool:
-    if backend == "torch" or (backend == "auto" and queries.device.type != "cpu"):
-        return False
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        if backend == "faiss":
-            raise ImportError("`backend='faiss'` needs FAISS: pip install faiss-cpu") from None
-        return False
-    return True
 
 
 def _faiss_search(queries: Tensor, reference: Tensor, k: int, exclude: Tensor | None) -> Tensor:

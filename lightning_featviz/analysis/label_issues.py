@@ -32,13 +32,14 @@ Over 300 lines because the score, the class-noise estimate and the categories in
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from lightning_featviz.analysis.knn import Metric, knn_search
+from lightning_featviz.capture.warn import Warn
 
 #: Columns of the relabelling CSV, in order.
 CSV_COLUMNS = (
@@ -65,8 +66,6 @@ CATEGORIES = (
 DEFAULT_NEIGHBOUR_WEIGHT = 1.0
 #: The model's weight for training samples scored with in-sample probabilities.
 IN_SAMPLE_MODEL_WEIGHT = 0.1
-
-Warn = Callable[[str, str], None]
 
 
 def _ignore(key: str, message: str) -> None:
@@ -278,19 +277,35 @@ def score_label_issues(
     )
 
 
+@dataclass(frozen=True)
+class LabelIssueOptions:
+    """How :func:`find_label_issues` scores.
+
+    Attributes:
+        k: neighbours per sample; None: :func:`label_issue_k` of the searched labels.
+        metric: the distance of the search.
+        neighbour_weight: exponent of the neighbourhood distribution in the product (0: model only).
+        model_weight: exponent of the model's probabilities; :data:`IN_SAMPLE_MODEL_WEIGHT` for samples the model
+            trained on.
+        class_noise: correct for class-dependent label noise estimated from the samples (:func:`noise_matrix`).
+    """
+
+    k: int | None = None
+    metric: Metric = "euclidean"
+    neighbour_weight: float = DEFAULT_NEIGHBOUR_WEIGHT
+    model_weight: float = 1.0
+    class_noise: bool = True
+
+
 def find_label_issues(
     vectors: Tensor,
     labels: Tensor,
     num_classes: int,
     probabilities: Tensor | None = None,
-    k: int | None = None,
-    metric: Metric = "euclidean",
-    neighbour_weight: float = DEFAULT_NEIGHBOUR_WEIGHT,
     reference: Tensor | None = None,
     reference_labels: Tensor | None = None,
+    options: LabelIssueOptions = LabelIssueOptions(),
     warn: Warn = _ignore,
-    model_weight: float = 1.0,
-    class_noise: bool = True,
     neighbours: tuple[Tensor, Tensor] | None = None,
 ) -> LabelIssues:
     """Label issues of samples with ``vectors`` (N, D) and ``labels`` (N,), from a kNN search in one layer.
@@ -314,7 +329,7 @@ def find_label_issues(
     leave_one_out = reference is None or reference_labels is None
     ref = vectors if reference is None else reference
     ref_labels = (labels if reference_labels is None else reference_labels).long().cpu()
-    k = label_issue_k(ref_labels) if k is None else k
+    k = label_issue_k(ref_labels) if options.k is None else options.k
     k = max(1, min(k, len(ref) - int(leave_one_out)))
     classes = ref_labels.unique()
     if len(classes) < 2:
@@ -349,7 +364,7 @@ def find_label_issues(
     if neighbours is not None and neighbours[1].shape[1] >= k:
         distances, indices = neighbours[0][:, :k], neighbours[1][:, :k]
     else:
-        distances, indices = knn_search(vectors.float(), ref.float(), k, metric, exclude_self=leave_one_out)
+        distances, indices = knn_search(vectors.float(), ref.float(), k, options.metric, exclude_self=leave_one_out)
     neighbour_labels = ref_labels[indices.cpu()]
     prior = counts.float().clamp_min(1e-3)
     issues = score_label_issues(
@@ -358,10 +373,10 @@ def find_label_issues(
         labels,
         num_classes,
         probabilities,
-        neighbour_weight,
+        options.neighbour_weight,
         prior,
-        model_weight,
-        class_noise,
+        options.model_weight,
+        options.class_noise,
     )
     if len(classes) < 2:
         issues.scores.zero_()

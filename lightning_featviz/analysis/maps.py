@@ -16,9 +16,9 @@ import torch
 
 from lightning_featviz.analysis.embedding import MapTracker, map_displacement
 from lightning_featviz.analysis.knn import NeighbourStats, knn_purity, knn_search
-from lightning_featviz.analysis.label_issues import Warn
 from lightning_featviz.analysis.neighbourhoods import map_k, map_rows, trustworthiness_estimate
 from lightning_featviz.capture.bank import BankData
+from lightning_featviz.capture.warn import Warn
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """One epoch's kNN analysis of a gathered bank (rank 0): whether the epoch means anything, then per
-layer the neighbour statistics and the scalars every rank logs; :class:`EpochResults` holds the outcome."""
+layer the neighbour statistics and the scalars every rank logs; :class:`~.results.EpochResults` holds the outcome."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -14,8 +14,8 @@ from lightning_featviz.analysis.cache import ResultCache
 from lightning_featviz.analysis.heap import release_free_heap
 from lightning_featviz.analysis.knn import Metric, NeighbourStats, neighbour_stats
 from lightning_featviz.capture.bank import BankData
+from lightning_featviz.capture.warn import Warn
 
-Warn = Callable[[str, str], None]
 #: Above this share of tied neighbourhoods a layer's purity is undefined.
 MAX_TIED = 0.5
 Tag = Callable[..., str]
@@ -39,26 +39,43 @@ def degenerate(bank: BankData, reference: BankData | None, k: int) -> tuple[str,
     return None
 
 
+@dataclass(frozen=True)
+class LayerSearch:
+    """How every layer of an epoch is searched.
+
+    Attributes:
+        k: neighbours per sample.
+        num_classes: C.
+        metric: the distance.
+        device: where the search runs (a GPU's tensors take the torch search, the CPU's FAISS).
+        chunk_size: queries per matrix product of the GPU search.
+        exclude: (N,) the reference row that holds the same sample as each bank row (-1: none), or None.
+        search_k: layer -> K, the neighbours its one search finds for every output of the epoch (maps, label
+            issues: :func:`lightning_featviz.analysis.neighbourhoods.neighbours_needed`); absent: what purity needs.
+    """
+
+    k: int
+    num_classes: int
+    metric: Metric = "euclidean"
+    device: torch.device = torch.device("cpu")
+    chunk_size: int = 1024
+    exclude: Tensor | None = None
+    search_k: Mapping[str, int] = field(default_factory=dict)
+
+
 def layer_stats(
     bank: BankData,
     reference: BankData | None,
     layers: Sequence[str],
-    k: int,
-    num_classes: int,
-    metric: Metric,
-    device: torch.device,
-    chunk_size: int,
+    search: LayerSearch,
     cache: ResultCache[NeighbourStats],
     warn: Warn,
-    exclude: Tensor | None = None,
-    search_k: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, NeighbourStats], list[str]]:
-    """kNN statistics of each layer's (N, D_layer) vectors: leave-one-out within ``bank``, or its
-    queries searched in ``reference`` (never among the rows ``exclude`` (N,) names: the same sample).
+    """kNN statistics of each layer's (N, D_layer) vectors, as ``search`` says: leave-one-out within ``bank``, or
+    its queries searched in ``reference`` (never among the rows ``search.exclude`` names: the same sample).
     A layer with NaN/Inf values is skipped with a warning; a search whose inputs are bit-identical to
-    the last epoch's (pixel space, frozen layers) is reused. ``search_k`` (layer -> K) widens a layer's one
-    search to the K neighbours the epoch's other outputs need (maps, label issues: see
-    :func:`lightning_featviz.analysis.neighbourhoods.neighbours_needed`); they take theirs from it.
+    the last epoch's (pixel space, frozen layers) is reused. ``search.search_k`` widens a layer's one
+    search to the K neighbours the epoch's other outputs need; they take theirs from it.
 
     Returns:
         The statistics of each layer whose neighbourhoods are defined, and the layers whose are not:
@@ -75,22 +92,23 @@ def layer_stats(
             warn(f"nan/{layer}", f"Layer {layer!r} produced NaN or Inf activations; it is skipped this epoch.")
             continue
         reference_labels = reference.labels if reference is not None else None
-        search = partial(
+        device, wide_k = search.device, search.search_k.get(layer, 0)
+        run = partial(
             neighbour_stats,
             vectors.to(device),
             bank.labels,
-            k,
-            num_classes,
-            metric,
+            search.k,
+            search.num_classes,
+            search.metric,
             reference=reference_vectors.to(device) if reference_vectors is not None else None,
             reference_labels=reference_labels,
-            chunk_size=chunk_size,
-            exclude=exclude,
-            search_k=(search_k or {}).get(layer, 0),
+            chunk_size=search.chunk_size,
+            exclude=search.exclude,
+            search_k=wide_k,
         )
-        wide = torch.tensor([num_classes, (search_k or {}).get(layer, 0)])
-        key = (vectors, bank.labels, reference_vectors, reference_labels, wide, exclude)
-        found = cache.get(key, search)
+        wide = torch.tensor([search.num_classes, wide_k])
+        key = (vectors, bank.labels, reference_vectors, reference_labels, wide, search.exclude)
+        found = cache.get(key, run)
         release_free_heap()  # the search's freed blocks, before the next layer's
         if found.tied > MAX_TIED:
             undefined.append(layer)
@@ -151,29 +169,3 @@ def _all_finite(vectors: Tensor) -> bool:
     # Two reductions instead of an (N, D) mask or a float64 copy: amax/amin propagate NaN, and an
     # infinity is the largest or smallest value.
     return bool(vectors.amax().isfinite() & vectors.amin().isfinite()) if vectors.numel() else True
-
-
-@dataclass
-class EpochResults:
-    """One analysed epoch.
-
-    Attributes:
-        bank: the kept validation samples (the queries), N rows.
-        searched: what they were searched among: the bank itself (leave-one-out) or the
-            training reference.
-        stats: layer -> kNN results of the bank's rows against ``searched``.
-        class_names: name of each class id (C).
-        k: neighbours per sample.
-        epoch: the epoch the results belong to.
-    """
-
-    bank: BankData
-    searched: BankData
-    stats: dict[str, NeighbourStats]
-    class_names: list[str]
-    k: int
-    epoch: int
-
-    def neighbour_labels(self, layer: str) -> Tensor:
-        """(N, k) labels of each sample's neighbours in ``layer``."""
-        return self.searched.labels[self.stats[layer].indices]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -20,6 +20,8 @@ from numpy.typing import NDArray
 
 from lightning_featviz.analysis.knn import knn_search
 
+#: The t-SNE implementations ``options.MapOptions.backend`` names; the maps are openTSNE's whatever it says (the option
+#: goes with the options' rework: docs/architecture.md).
 Backend = Literal["opentsne", "sklearn"]
 
 PCA_DIMS = 50
@@ -77,7 +79,6 @@ def tsne_map(
     seed: int = 0,
     init: NDArray | None = None,
     n_jobs: int | None = None,
-    backend: Backend = "opentsne",
     reorganise: bool = True,
     neighbours: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> NDArray[np.float64]:
@@ -88,8 +89,9 @@ def tsne_map(
     points, (N, n_components)): starts there as it is and runs 50 iterations at a mild
     exaggeration (4, so points can reach neighbours they gained), then 60 plain; with
     ``reorganise=False`` (the vectors' neighbourhoods barely changed) only the 60 plain ones, so
-    the map stays where it was. ``backend="sklearn"`` uses scikit-learn's TSNE instead (slower; also
-    the fallback when openTSNE cannot be imported). ``neighbours``: ``(distances, indices)`` (N, K) of the
+    the map stays where it was. One implementation: openTSNE (a core dependency), FFT gradients for 2-D
+    maps of 10,000 points or more, Barnes-Hut below and for every 3-D map (FFT supports 2-D only).
+    ``neighbours``: ``(distances, indices)`` (N, K) of the
     vectors, nearest first, leave-one-out (the epoch's one search, :mod:`lightning_featviz.analysis.neighbourhoods`):
     openTSNE's affinities use their first 3 · perplexity instead of a search of their own (which is in the
     50 PCA dimensions, when K is smaller).
@@ -100,8 +102,6 @@ def tsne_map(
     """
     if n_components not in (2, 3):
         raise ValueError(f"Expected `n_components` to be 2 or 3, but got {n_components}.")
-    if backend not in ("opentsne", "sklearn"):
-        raise ValueError(f"Expected `backend` to be 'opentsne' or 'sklearn', but got {backend!r}.")
     x = np.asarray(vectors, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] < 4:
         raise ValueError(f"Expected (N, D) vectors with at least 4 points for a t-SNE map, but got {x.shape}.")
@@ -114,12 +114,7 @@ def tsne_map(
     x = pca_reduce(x, PCA_DIMS, seed)
     n_jobs = n_jobs or os.cpu_count() or 1
     perplexity = clamp_perplexity(perplexity, x.shape[0])
-    if backend == "opentsne":
-        try:
-            return _opentsne_map(x, n_components, perplexity, seed, init, n_jobs, reorganise, neighbours)
-        except ImportError:
-            warnings.warn("openTSNE is not installed; using scikit-learn's slower TSNE.", stacklevel=2)
-    return _sklearn_map(x, n_components, perplexity, seed, init, n_jobs, reorganise)
+    return _opentsne_map(x, n_components, perplexity, seed, init, n_jobs, reorganise, neighbours)
 
 
 def _opentsne_map(
@@ -173,26 +168,6 @@ def _opentsne_map(
             embedding = embedding.optimize(WARM_EXAGGERATION_ITERS, exaggeration=WARM_EXAGGERATION, momentum=0.5)
         embedding = embedding.optimize(WARM_ITERS, momentum=0.8)
     return np.asarray(embedding, dtype=np.float64)
-
-
-def _sklearn_map(
-    x: NDArray, n_components: int, perplexity: float, seed: int, init: NDArray | None, n_jobs: int, reorganise: bool
-) -> NDArray[np.float64]:
-    from sklearn.manifold import TSNE
-
-    start: Any = "pca" if init is None else np.array(init, dtype=np.float32)
-    tsne = TSNE(
-        n_components=n_components,
-        perplexity=perplexity,
-        init=start,
-        # Warm: scikit-learn's first phase is 250 iterations, mildly exaggerated or plain; then 100.
-        early_exaggeration=12.0 if init is None else (WARM_EXAGGERATION if reorganise else 1.0),
-        max_iter=1000 if init is None else 350,
-        method="barnes_hut",  # n_components is 2 or 3
-        random_state=seed,
-        n_jobs=n_jobs,
-    )
-    return np.asarray(tsne.fit_transform(x), dtype=np.float64)
 
 
 def trustworthiness(

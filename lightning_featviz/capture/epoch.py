@@ -41,8 +41,7 @@ from lightning_featviz.capture.inputs import (
     reduce_input,
 )
 from lightning_featviz.capture.pooling import KnownModel
-
-Warn = Callable[[str, str], None]
+from lightning_featviz.capture.warn import Warn
 
 
 @dataclass

@@ -1,15 +1,16 @@
-"""The callback's epoch results, as the dashboard's files (see :mod:`lightning_featviz.dashboard.data`)."""
+"""The callback's epoch results, as the dashboard's files (see :mod:`lightning_featviz.dashboard.data`): made here,
+written by the run's folder (:class:`~lightning_featviz.outputs.run_folder.RunFolder`), which calls
+:meth:`DashboardEpoch.write`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from lightning_featviz.analysis.maps import LayerMaps
-from lightning_featviz.analysis.measures import EpochResults
-from lightning_featviz.analysis.wrong_cluster import WrongCluster
+from lightning_featviz.analysis.results import EpochResults
 from lightning_featviz.capture.bank import BankData
 from lightning_featviz.dashboard.data import LayerEpoch, Samples, write_epoch
 
@@ -20,22 +21,44 @@ def samples_of(bank: BankData, paths: list[str] | None = None) -> Samples:
     return Samples(bank.indices.numpy(), bank.labels.numpy(), thumbnails, paths)
 
 
-def write_dashboard_epoch(
-    log_dir: str | Path,
-    results: EpochResults,
-    maps: Mapping[str, LayerMaps],
-    flagged: Mapping[str, WrongCluster],
-    paths: list[str] | None,
-    step: int,
-) -> Path:
-    """Write one analysed epoch for the FEATVIZ tab under ``log_dir/featviz_dashboard``; return that folder.
+@dataclass
+class DashboardEpoch:
+    """One analysed epoch as the FEATVIZ tab's files hold it (the arguments of
+    :func:`~lightning_featviz.dashboard.data.write_epoch`), ready to write."""
+
+    epoch: int
+    step: int
+    k: int
+    class_names: list[str]
+    samples: Samples
+    predictions: np.ndarray
+    confidences: np.ndarray
+    layers: dict[str, LayerEpoch]
+    reference: Samples | None
+
+    def write(self, folder: Path) -> Path:
+        """Write the epoch under ``folder/featviz_dashboard`` (``folder``: the run's log dir); return that folder."""
+        return write_epoch(
+            folder,
+            self.epoch,
+            self.step,
+            self.k,
+            self.class_names,
+            self.samples,
+            self.predictions,
+            self.confidences,
+            self.layers,
+            self.reference,
+        )
+
+
+def dashboard_epoch(results: EpochResults, paths: list[str] | None, step: int) -> DashboardEpoch:
+    """One analysed epoch for the FEATVIZ tab.
 
     Args:
-        log_dir: the run's log dir.
-        results: the epoch's bank and kNN results (every layer of ``results.stats`` is written).
-        maps: layer -> its aligned t-SNE maps this epoch (layers or epochs without maps have none; a map of a
-            large bank's subsample is written with the bank rows it shows, ``LayerMaps.rows``).
-        flagged: layer -> its samples in the wrong cluster.
+        results: the epoch's results: every layer of ``results.stats`` is written, with its maps (a map of a
+            large bank's subsample with the bank rows it shows, ``LayerMaps.rows``) and wrong cluster where the
+            epoch has them.
         paths: the bank's file paths, where the dataset has them.
         step: the global step the epoch was logged at.
     """
@@ -43,7 +66,7 @@ def write_dashboard_epoch(
     same = searched is bank or (len(searched) == len(bank) and torch.equal(searched.indices, bank.indices))
     layers: dict[str, LayerEpoch] = {}
     for name, stats in results.stats.items():
-        found = flagged.get(name)
+        found = results.wrong_cluster.get(name)
         layer = LayerEpoch(
             neighbours=stats.indices.numpy(),
             distances=stats.distances.float().numpy(),
@@ -52,14 +75,13 @@ def write_dashboard_epoch(
             mean_purity=stats.mean_purity,
             accuracy=stats.accuracy(bank.labels),
         )
-        if name in maps:
-            layer.maps, layer.map_rows = dict(maps[name].maps), maps[name].rows
+        if name in results.maps:
+            layer.maps, layer.map_rows = dict(results.maps[name].maps), results.maps[name].rows
         if found is not None:
             layer.flagged, layer.cluster = found.rows.numpy(), found.cluster.numpy()
             layer.count, layer.own = found.count.numpy(), found.own.numpy()
         layers[name] = layer
-    return write_epoch(
-        log_dir,
+    return DashboardEpoch(
         results.epoch,
         step,
         results.k,

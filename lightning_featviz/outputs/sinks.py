@@ -1,4 +1,5 @@
-"""Where images and metrics go: a TensorBoard ``SummaryWriter``, or plain files as a fallback."""
+"""Where an epoch's results go: the one sink interface (:class:`Sink`; with the run's files, :class:`FolderSink`),
+a TensorBoard ``SummaryWriter``, or plain files as a fallback."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -18,6 +19,7 @@ from lightning_featviz.outputs.custom_scalars import write_layout_once
 from lightning_featviz.outputs.files import write_atomically
 from lightning_featviz.outputs.html_report import THUMBNAILS, write_html_report
 from lightning_featviz.outputs.metrics_file import append_metrics
+from lightning_featviz.outputs.projector import ProjectorEntry
 
 PNG_LEVEL = 3  # zlib level: a quarter of the time of Pillow's default (6), for about 10 % more bytes
 
@@ -64,6 +66,28 @@ class Sink(Protocol):
 
     def finish_epoch(self) -> None:
         """Called after an epoch's report is written."""
+
+
+class FolderFiles(Protocol):
+    """Files of a format owned elsewhere (the FEATVIZ tab's), written by ``write`` under the folder it is given."""
+
+    def write(self, folder: Path) -> object:
+        """Write the files under ``folder`` (each through :func:`~.files.write_atomically`)."""
+
+
+@runtime_checkable
+class FolderSink(Sink, Protocol):
+    """A sink that also keeps the run's files beside its event files (:class:`~.run_folder.RunFolder`): the
+    report hands it tables, projector entries and the FEATVIZ tab's files instead of writing them itself."""
+
+    def log_csv(self, name: str, columns: Sequence[str], rows: Iterable[Mapping[str, object]], step: int) -> str:
+        """Write ``rows`` (dicts with ``columns`` keys) as ``<name>.csv`` with a header; return its path."""
+
+    def log_projector(self, folders: Sequence[str], entries: Sequence[ProjectorEntry], replace_prefix: str) -> None:
+        """Write projector ``entries`` into each of ``folders`` (replacing the entries named ``replace_prefix...``)."""
+
+    def log_folder_files(self, files: FolderFiles, step: int) -> None:
+        """Have ``files`` written under the run's folder."""
 
 
 class TensorBoardSink:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from lightning_featviz.outputs.files import write_atomically
 
 
-def write_csv(path: str | Path, columns: Sequence[str], table: Iterable[dict[str, object]]) -> None:
+def write_csv(path: str | Path, columns: Sequence[str], table: Iterable[Mapping[str, object]]) -> None:
     """Write ``table`` (dicts with ``columns`` keys) as CSV with a header, making its folder; whole or not at all."""
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=list(columns))

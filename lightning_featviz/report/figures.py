@@ -1,7 +1,8 @@
-"""What one analysed epoch shows: figures, tables and scalars built from the bank and kNN results.
+"""What one analysed epoch shows: its figures, drawn from the epoch's results (nothing is computed here but
+what a picture needs: the analysis filled :class:`~lightning_featviz.analysis.results.EpochResults`).
 
-No Lightning here: the callback (or a post-hoc analysis) hands in an :class:`EpochResults` and
-writes what comes back. Figures are keyed by ``(kind, name)``; the caller turns that into a tag.
+No Lightning here, and no file: figures are (H, W, 3) uint8 arrays keyed by ``(kind, name)``; the caller turns that
+into a tag and hands the encoded picture to the sinks.
 """
 
 from __future__ import annotations
@@ -13,21 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_featviz.analysis.label_issues import (
-    IN_SAMPLE_MODEL_WEIGHT,
-    LabelIssues,
-    Warn,
-    find_label_issues,
-    label_issue_k,
-)
+from lightning_featviz.analysis.label_issues import LabelIssues
 from lightning_featviz.analysis.maps import LayerMaps
-from lightning_featviz.analysis.measures import EpochResults
-from lightning_featviz.analysis.wrong_cluster import (
-    WrongCluster,
-    caption,
-    find_wrong_cluster,
-    neighbourhood_confusion,
-)
+from lightning_featviz.analysis.results import EpochResults
+from lightning_featviz.analysis.wrong_cluster import WrongCluster, caption
 from lightning_featviz.capture.bank import BankData
 from lightning_featviz.render.grids import NeighbourGrid, neighbour_grid_image
 from lightning_featviz.render.maps import MapPanel, map_image
@@ -71,55 +61,6 @@ def neighbour_grid_images(results: EpochResults, rows: Tensor) -> Iterator[tuple
         yield ("neighbours", f"{first}_vs_{last}"), neighbour_grid_image([grids[first], grids[last]], title)
 
 
-def wrong_clusters(results: EpochResults, min_share: float) -> dict[str, WrongCluster]:
-    """Per layer, the samples that sit in another class's cluster."""
-    return {
-        layer: find_wrong_cluster(
-            results.neighbour_labels(layer), results.bank.labels, len(results.class_names), min_share
-        )
-        for layer in results.stats
-    }
-
-
-def known_probabilities(bank: BankData) -> Tensor | None:
-    """The bank's (N, C) class probabilities, or None when no batch gave logits."""
-    return bank.probabilities.float() if bank.probabilities.shape[1] > 1 else None
-
-
-def label_issues_of(results: EpochResults, layer: str, warn: Warn) -> tuple[LabelIssues, LabelIssues | None]:
-    """Label issues in ``layer``: of the validation samples (searched like the kNN statistics: among
-    themselves, or among the training reference), and of the training reference's samples among
-    themselves, with the model's in-sample probabilities tempered (None without one)."""
-    bank, searched, num_classes = results.bank, results.searched, len(results.class_names)
-    vectors = bank.vectors[layer].float()
-    if searched is bank:
-        stats = results.stats[layer]
-        k = label_issue_k(bank.labels)
-        shared = stats.neighbours(k) if stats.leave_one_out and stats.metric == "euclidean" else None
-        probabilities = known_probabilities(bank)
-        issues = find_label_issues(vectors, bank.labels, num_classes, probabilities, k, warn=warn, neighbours=shared)
-        return issues, None
-    reference = searched.vectors[layer].float()
-    validation = find_label_issues(
-        vectors,
-        bank.labels,
-        num_classes,
-        known_probabilities(bank),
-        reference=reference,
-        reference_labels=searched.labels,
-        warn=warn,
-    )
-    training = find_label_issues(
-        reference,
-        searched.labels,
-        num_classes,
-        known_probabilities(searched),
-        warn=warn,
-        model_weight=IN_SAMPLE_MODEL_WEIGHT,  # the model trained on these labels
-    )
-    return validation, training
-
-
 def gallery_image(
     results: EpochResults,
     layer: str,
@@ -149,15 +90,14 @@ def gallery_image(
 
 
 def confusion_images(results: EpochResults) -> dict[tuple[str, str], np.ndarray]:
-    """Per layer ``("neighbour_confusion", layer)``: neighbourhood confusion matrix and per-class
-    purity, (H, W, 3) uint8."""
+    """Per layer with a matrix in ``results.confusion``, ``("neighbour_confusion", layer)``: the neighbourhood
+    confusion matrix and per-class purity, (H, W, 3) uint8."""
     images = {}
     for layer in results.stats:
-        confusion = neighbourhood_confusion(
-            results.neighbour_labels(layer), results.bank.labels, len(results.class_names)
-        ).numpy()
-        title = f"Epoch {results.epoch}: {layer}, where each class's neighbours come from"
-        images[("neighbour_confusion", layer)] = confusion_image(np.nan_to_num(confusion), results.class_names, title)
+        if layer in results.confusion:
+            title = f"Epoch {results.epoch}: {layer}, where each class's neighbours come from"
+            confusion = np.nan_to_num(results.confusion[layer].numpy())
+            images[("neighbour_confusion", layer)] = confusion_image(confusion, results.class_names, title)
     return images
 
 

@@ -9,9 +9,11 @@ import torch
 
 from lightning_featviz.analysis.knn import NeighbourStats
 from lightning_featviz.analysis.maps import LayerMaps
+from lightning_featviz.analysis.results import EpochResults
 from lightning_featviz.analysis.tsne import PCA_DIMS, pca_reduce
 from lightning_featviz.capture.bank import BankData
-from lightning_featviz.outputs.projector import ProjectorEntry
+from lightning_featviz.capture.warn import Warn
+from lightning_featviz.outputs.projector import MAX_COLOURED_CLASSES, ProjectorEntry
 
 #: Above this many vector values in an epoch's projector files (rows x dims, all layers: about 10 bytes each
 #: as text), wide layers are written as their top 50 principal components.
@@ -121,3 +123,27 @@ def projector_entries(
                 for what, vectors in named.items()
             ]
     return entries
+
+
+def epoch_projector_entries(results: EpochResults, every_n_epochs: int, warn: Warn) -> list[ProjectorEntry]:
+    """The epoch's projector entries (each layer of ``results.stats`` with its vectors and maps, the wrong cluster of
+    each flagged sample as a column), to replace the latest ones; an epoch that is a multiple of ``every_n_epochs``
+    is also kept under its own name (``previous/...``)."""
+    names = results.class_names
+    if len(names) > MAX_COLOURED_CLASSES:
+        message = (
+            f"{len(names)} classes: the projector colours points by label only up to {MAX_COLOURED_CLASSES}; "
+            "the embeddings are written, search or filter by label there instead."
+        )
+        warn("projector-classes", message)
+    columns: dict[str, dict[str, Sequence[object]]] = {}
+    shown = class_column(names)  # as the projector's class column writes them
+    for layer, found in results.wrong_cluster.items():
+        cluster = ["-"] * len(results.bank)
+        for row, other in zip(found.rows.tolist(), found.cluster.tolist(), strict=True):
+            cluster[row] = shown[other]
+        columns[layer] = {"wrong_cluster": cluster}
+    keep = results.epoch % every_n_epochs == 0
+    return projector_entries(
+        results.bank, results.stats, results.maps, names, results.k, results.epoch, columns, keep=keep
+    )

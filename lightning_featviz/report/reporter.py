@@ -1,11 +1,13 @@
-"""Rank 0's report of one analysed epoch: t-SNE maps, pictures, exports and projector files.
+"""Rank 0's report of one analysed epoch: the analysis completed, then pictures, tables and the run's files.
 
 No Lightning and no trainer state: everything about the epoch comes in an :class:`EpochJob`, and
-:meth:`Reporter.render` turns it into a :class:`Report` (encoded images, texts, scalars), which a
-:class:`Destination` writes to the sinks. The two halves can run in different processes: the
-render in a background process, the writing in the training process. The reporter decides what an epoch
-makes and draws its pictures (with :mod:`~lightning_featviz.report.figures`); the files it writes are
-:mod:`~lightning_featviz.report.exports`'s job, what it holds and the tags :mod:`~lightning_featviz.report.settings`'.
+:meth:`Reporter.render` has :func:`~lightning_featviz.analysis.epoch.analyse_epoch` complete its results (maps,
+wrong cluster, label issues), then turns them into a :class:`Report` (encoded images, texts, scalars), which a
+:class:`Destination` writes to the sinks. The two halves can run in different processes: the render in a background
+process, the writing in the training process. The reporter decides what an epoch makes and draws its pictures (with
+:mod:`~lightning_featviz.report.figures`); it opens no file: the CSV tables (:mod:`~lightning_featviz.report.exports`),
+projector entries and the FEATVIZ tab's files go to the run's folder, an ``outputs`` sink written where the render
+runs. What it holds and the tags are :mod:`~lightning_featviz.report.settings`'.
 """
 
 from __future__ import annotations
@@ -17,19 +19,17 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-import torch
 
 from lightning_featviz.analysis.embedding import MapTracker
-from lightning_featviz.analysis.label_issues import Warn
-from lightning_featviz.analysis.maps import LayerMaps, fit_maps
-from lightning_featviz.analysis.measures import EpochResults
-from lightning_featviz.analysis.wrong_cluster import WrongCluster
-from lightning_featviz.capture.bank import BankData
-from lightning_featviz.dashboard.export import write_dashboard_epoch
-from lightning_featviz.outputs.sinks import EncodedImage, Sink, encode_png
+from lightning_featviz.analysis.epoch import OutputAnalysis, analyse_epoch, chosen_layer
+from lightning_featviz.analysis.results import EpochResults
+from lightning_featviz.capture.warn import Warn
+from lightning_featviz.dashboard.export import dashboard_epoch
+from lightning_featviz.outputs.run_folder import RunFolder
+from lightning_featviz.outputs.sinks import EncodedImage, FolderSink, Sink, encode_png
 from lightning_featviz.outputs.tracker import Table, log_tables_and_files
 from lightning_featviz.report.budget import FIGURES, MAPS_2D, MAPS_3D, PROJECTOR
-from lightning_featviz.report.exports import export_label_issues, export_projector, export_wrong_cluster
+from lightning_featviz.report.exports import export_label_issues, export_wrong_cluster
 from lightning_featviz.report.figures import (
     class_purity_images,
     confusion_images,
@@ -38,10 +38,16 @@ from lightning_featviz.report.figures import (
     map_images,
     neighbour_grid_images,
     query_rows,
-    wrong_clusters,
 )
+from lightning_featviz.report.projector_entries import LATEST, epoch_projector_entries
 from lightning_featviz.report.settings import ReportSettings, tag
-from lightning_featviz.report.tables import MARKDOWN_ROWS, MAX_TABLE_ROWS, map_point_tables, table_thumbnails
+from lightning_featviz.report.tables import (
+    MARKDOWN_ROWS,
+    MAX_TABLE_ROWS,
+    map_point_tables,
+    map_scalars,
+    table_thumbnails,
+)
 
 #: The confusion figure is drawn up to this many classes (a C × C matrix beyond is unreadable and huge).
 MAX_CONFUSION_CLASSES = 50
@@ -148,33 +154,25 @@ def unfinished(job: EpochJob, destination: Destination, wanted: Sequence[str]) -
     return replace(job, outputs=missing), Destination(destination.sinks, {}, {})
 
 
-def identical_layers(bank: BankData, layers: Sequence[str]) -> dict[str, str]:
-    """Layers whose (N, D) vectors equal, element for element, those of a later layer: twin -> that layer."""
-    twins: dict[str, str] = {}
-    for i, layer in enumerate(layers):
-        vectors = bank.vectors[layer]
-        later = (other for other in layers[i + 1 :] if bank.vectors[other].shape == vectors.shape)
-        if (same := next((other for other in later if torch.equal(bank.vectors[other], vectors)), None)) is not None:
-            twins[layer] = same
-    return twins
-
-
 class Reporter:
     """Renders epoch reports; keeps only the t-SNE maps (for warm starts) from one to the next.
 
     Args:
         options: what to report.
         maps: the map tracker (its state is saved in checkpoints by the callback).
-        log_dir: the run's log dir, for the CSV exports.
+        log_dir: the run's log dir, where the run's folder (:class:`~lightning_featviz.outputs.run_folder.RunFolder`)
+            keeps the CSV tables and the FEATVIZ tab's files; None: none are written.
     """
 
     def __init__(self, options: ReportSettings, maps: MapTracker, log_dir: str | None):
         self.options, self.maps, self.log_dir = options, maps, log_dir
+        self.folder: FolderSink | None = RunFolder(log_dir) if log_dir is not None else None
         self.tag = partial(tag, k=options.k)
 
     def render(self, job: EpochJob) -> Report:
-        """Fit maps, find images in the wrong cluster, draw and encode the figures, and write the
-        projector and CSV files. A failure is kept in the report, with what was made before it."""
+        """Complete the epoch's analysis (maps, wrong cluster, label issues), draw and encode the figures, and
+        hand the run's folder its files (CSV tables, projector entries, the FEATVIZ tab's files). A failure is kept
+        in the report, with what was made before it."""
         report = Report()
         try:
             self._render(job, report)
@@ -183,68 +181,75 @@ class Reporter:
         return report
 
     def _render(self, job: EpochJob, report: Report) -> None:
-        options, results = self.options, self._without_twins(job.results, report)
-        stats, bank = results.stats, results.bank
+        options = self.options
         dims = [d for d in options.tsne_dims if job.makes(MAPS_2D if d == 2 else MAPS_3D)]
-        maps: dict[str, LayerMaps] = {}
-        if stats and dims:
-            samples, seed = options.map_samples, options.seed
-            maps, seconds = fit_maps(self.maps, bank, stats, dims, options.k, samples, seed, self._warn(report))
-            report.seconds |= {MAPS_2D if d == 2 else MAPS_3D: spent for d, spent in seconds.items()}
-        started = time.perf_counter()
-        flagged = wrong_clusters(results, options.min_share) if stats else {}
-        report.metrics = self._map_metrics(maps)
+        labelled = options.log_wrong_cluster and job.makes(FIGURES)
+        few = len(job.results.class_names) <= MAX_CONFUSION_CLASSES
+        confusion = options.log_confusion and job.makes(FIGURES) and few
+        wanted = OutputAnalysis(
+            dims, options.map_samples, options.seed, options.min_share, labelled, options.wrong_cluster_layer, confusion
+        )
+        results = analyse_epoch(job.results, self.maps, wanted, self._warn(report))
+        spent = results.seconds
+        report.seconds |= {MAPS_2D if d == 2 else MAPS_3D: spent[f"maps_{d}d"] for d in dims if f"maps_{d}d" in spent}
+        shown, maps, flagged = results.shown(), results.maps, results.wrong_cluster
+        stats, bank = shown.stats, shown.bank
+        report.metrics = map_scalars(maps, self.tag)
         report.metrics |= {self.tag("wrong_cluster_share", layer): len(f) / len(bank) for layer, f in flagged.items()}
         if not stats:
             return
-        chosen = options.wrong_cluster_layer or list(stats)[-1]
+        chosen = chosen_layer(results, options.wrong_cluster_layer) or list(stats)[-1]
+        started = time.perf_counter()
         if job.makes(FIGURES):
-            self._figures(job, results, flagged, chosen, report)
-        report.seconds[FIGURES] = time.perf_counter() - started  # figures drawn and encoded
+            self._figures(job, shown, chosen, report)
+        analysed = sum(spent.get(part, 0.0) for part in ("wrong_cluster", "label_issues", "confusion"))
+        report.seconds[FIGURES] = analysed + time.perf_counter() - started  # found, drawn and encoded
         if maps:
             started = time.perf_counter()
             purity = {layer: layer_stats.mean_purity for layer, layer_stats in stats.items()}
             ringed = {chosen: flagged[chosen].mask(len(bank)).numpy()} if chosen in flagged else {}
             labels = bank.labels.numpy()
-            pictures = map_images(maps, labels, results.class_names, purity, options.k, results.epoch, ringed)
+            pictures = map_images(maps, labels, shown.class_names, purity, options.k, shown.epoch, ringed)
             self._add(report, pictures.items())
-            report.tables += map_point_tables(maps, bank, results.class_names, flagged, self.tag)
+            report.tables += map_point_tables(maps, bank, shown.class_names, flagged, self.tag)
             drawn = time.perf_counter() - started
             report.seconds[MAPS_2D if MAPS_2D in report.seconds else MAPS_3D] += drawn  # the figures of the maps
         report.flagged = {layer: bank.indices[found.rows].tolist() for layer, found in flagged.items()}
+        if self.folder is None:
+            report.warnings.append(("no-log-dir", "FeatureVisualizer has no log dir: no CSV, projector or tab files."))
+            return
         if maps and options.log_projector and job.projector_dirs and job.makes(PROJECTOR):
             started = time.perf_counter()
-            warn = self._warn(report)
-            export_projector(
-                job.projector_dirs, results, maps, flagged, options.k, options.projector_every_n_epochs, warn
-            )
+            entries = epoch_projector_entries(shown, options.projector_every_n_epochs, self._warn(report))
+            self.folder.log_projector(job.projector_dirs, entries, f"{LATEST}/")
             report.seconds[PROJECTOR] = time.perf_counter() - started
         if options.dashboard:  # the FEATVIZ tab's files: every layer, also those drawn as a twin
-            write_dashboard_epoch(self.log_dir or ".", job.results, maps, flagged, job.paths, job.step)
+            self.folder.log_folder_files(dashboard_epoch(results, job.paths, job.step), job.step)
 
-    def _figures(
-        self, job: EpochJob, results: EpochResults, flagged: dict[str, WrongCluster], chosen: str, report: Report
-    ) -> None:
+    def _figures(self, job: EpochJob, results: EpochResults, chosen: str, report: Report) -> None:
         """The epoch's pictures besides the maps: neighbour grids, the wrong-cluster table, gallery and exports,
         the confusion and purity charts."""
-        options, bank = self.options, results.bank
+        options, bank, flagged = self.options, results.bank, results.wrong_cluster
         shows_images = bank.thumbnails.ndim == 4  # not for sequences, vectors or tokens
         if options.log_neighbour_grids and shows_images:
             self._add(report, neighbour_grid_images(results, query_rows(bank, options.query_indices)))
         if options.log_wrong_cluster and chosen in flagged:
-            found = flagged[chosen]
-            table = export_wrong_cluster(self.log_dir, results, chosen, found, job.paths, report.files)
+            found, issues = flagged[chosen], results.label_issues
+            table, written = export_wrong_cluster(self.folder, results, chosen, found, job.paths, job.step)
+            report.files += written
             report.texts.append((self.tag("wrong_cluster_table", chosen), table))
             if shows_images:
                 report.thumbnails.append((report.texts[-1][0], table_thumbnails(bank, found.rows[:MAX_TABLE_ROWS])))
-            issues, top = export_label_issues(
-                self.log_dir, results, chosen, job.paths, self._warn(report), report.files
-            )
-            report.texts.append((self.tag("label_issues", chosen), top))
-            if shows_images:  # the static report shows each row's image
-                report.thumbnails.append((report.texts[-1][0], table_thumbnails(bank, issues.order()[:MARKDOWN_ROWS])))
+            if issues is not None:
+                top, paths = export_label_issues(self.folder, results, issues, job.paths, job.step)
+                report.files += paths
+                report.texts.append((self.tag("label_issues", chosen), top))
+                if shows_images:  # the static report shows each row's image
+                    rows = issues.validation.order()[:MARKDOWN_ROWS]
+                    report.thumbnails.append((report.texts[-1][0], table_thumbnails(bank, rows)))
             if len(found) and shows_images:
-                gallery = gallery_image(results, chosen, found, options.min_share, options.max_gallery, issues)
+                validation = issues.validation if issues is not None else None
+                gallery = gallery_image(results, chosen, found, options.min_share, options.max_gallery, validation)
                 self._add(report, [(("wrong_cluster", chosen), gallery)])
         if options.log_confusion:
             if len(results.class_names) <= MAX_CONFUSION_CLASSES:
@@ -266,35 +271,3 @@ class Reporter:
     def _warn(report: Report) -> Warn:
         """A ``warn(key, message)`` that keeps the warning in ``report``, for the caller to warn once per key."""
         return lambda key, message: report.warnings.append((key, message))
-
-    def _map_metrics(self, maps: dict[str, LayerMaps]) -> dict[str, float]:
-        """Each layer's map quality by tag: trustworthiness (and a sampled estimate's standard error, above
-        4,000 mapped points), the purity in the map and how far it moved since the last epoch."""
-        metrics = {
-            self.tag(measure, layer, f"{d}d"): values[d]
-            for layer, layer_maps in maps.items()
-            for measure, values in (
-                ("tsne_trustworthiness", layer_maps.trust),
-                ("tsne_purity", layer_maps.purity),
-                ("tsne_displacement", layer_maps.displacement),
-            )
-            for d in values
-        }
-        return metrics | {
-            self.tag("tsne_trustworthiness_error", layer, f"{d}d"): error
-            for layer, layer_maps in maps.items()
-            for d, error in layer_maps.trust_error.items()
-            if error > 0
-        }
-
-    def _without_twins(self, results: EpochResults, report: Report) -> EpochResults:
-        """``results`` without the layers whose vectors equal a later layer's (drawn once, as the later one)."""
-        twins = identical_layers(results.bank, list(results.stats))
-        for twin, kept in twins.items():
-            message = (
-                f"Layers {twin!r} and {kept!r} give identical vectors (a ResNet's layer4 and avgpool do on small "
-                f"images); figures and projector entries show {kept!r} only, the scalars are logged for both."
-            )
-            report.warnings.append((f"identical/{twin}", message))
-        stats = {layer: found for layer, found in results.stats.items() if layer not in twins}
-        return replace(results, stats=stats) if twins else results

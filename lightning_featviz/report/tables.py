@@ -1,11 +1,11 @@
-"""The tables of an epoch: the wrong-cluster and label-issue tables, written as CSV files and shown as Markdown
-(the wrong-cluster rows' thumbnails beside them), and each layer's 2-D map as a table of points for the trackers
-that draw their own scatter plots (W&B's table panel, MLflow's table artifacts)."""
+"""The tables of an epoch: the wrong-cluster and label-issue tables shown as Markdown (the rows' thumbnails beside
+them; their CSV files are the run folder's: :mod:`.exports`), each layer's 2-D map as a table of points for the
+trackers that draw their own scatter plots (W&B's table panel, MLflow's table artifacts), and the maps' measures
+as scalars."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from torch import Tensor
@@ -15,14 +15,8 @@ from lightning_featviz.analysis.maps import LayerMaps
 from lightning_featviz.analysis.wrong_cluster import WrongCluster
 from lightning_featviz.capture.bank import BankData
 from lightning_featviz.outputs.sinks import EncodedImage, encode_png
-from lightning_featviz.outputs.tables import markdown_rows, write_csv
+from lightning_featviz.outputs.tables import markdown_rows
 from lightning_featviz.outputs.tracker import Table
-
-
-def write_wrong_cluster_csv(path: str | Path, table: Sequence[dict[str, object]]) -> None:
-    """Write flagged samples (dicts with :data:`.wrong_cluster.CSV_COLUMNS` keys) as CSV with a header."""
-    write_csv(path, wrong_cluster.CSV_COLUMNS, table)
-
 
 #: Rows of the wrong-cluster list shown as a table (TensorBoard's text tab, the static report); the CSV has all.
 MAX_TABLE_ROWS = 50
@@ -41,11 +35,6 @@ def markdown_table(table: Sequence[dict[str, object]], max_rows: int = MAX_TABLE
 def table_thumbnails(bank: BankData, rows: Tensor) -> list[EncodedImage]:
     """The thumbnails of the bank's ``rows`` (R,) (a table's rows, in its order), as PNGs."""
     return [encode_png(image) for image in bank.thumbnails[rows].permute(0, 2, 3, 1).numpy()]
-
-
-def write_label_issue_csv(path: str | Path, table: Iterable[dict[str, object]]) -> None:
-    """Write :func:`.label_issue_rows` as CSV with a header (streamed: a generator is never held whole)."""
-    write_csv(path, label_issues.CSV_COLUMNS, table)
 
 
 #: Rows of the label-issue list shown in TensorBoard's text tab (the CSV file has them all).
@@ -105,3 +94,24 @@ def map_point_tables(
         if points is not None:
             tables.append((tag("tsne_2d", layer, "points"), points))
     return tables
+
+
+def map_scalars(maps: dict[str, LayerMaps], tag: Callable[..., str]) -> dict[str, float]:
+    """Each layer's map quality by tag: trustworthiness (and a sampled estimate's standard error, above
+    4,000 mapped points), the purity in the map and how far it moved since the last epoch."""
+    metrics = {
+        tag(measure, layer, f"{d}d"): values[d]
+        for layer, layer_maps in maps.items()
+        for measure, values in (
+            ("tsne_trustworthiness", layer_maps.trust),
+            ("tsne_purity", layer_maps.purity),
+            ("tsne_displacement", layer_maps.displacement),
+        )
+        for d in values
+    }
+    return metrics | {
+        tag("tsne_trustworthiness_error", layer, f"{d}d"): error
+        for layer, layer_maps in maps.items()
+        for d, error in layer_maps.trust_error.items()
+        if error > 0
+    }

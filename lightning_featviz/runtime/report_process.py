@@ -84,7 +84,7 @@ class ReportProcess:
     def __init__(self, options: ReportSettings, maps: MapTracker, log_dir: str | None):
         context = multiprocessing.get_context("spawn")
         self._connection, theirs = context.Pipe()
-        settings = (maps.perplexity, maps.seed, maps.backend)  # threads: per job
+        settings = (maps.perplexity, maps.seed)  # threads: per job
         self._process = context.Process(
             target=serve,
             # pickled here: tensors by value (torch would share them through handles that a killed child leaks)
@@ -157,8 +157,8 @@ def serve(connection: Connection, parent: int, start: bytes) -> None:
     options, settings, state, log_dir = pickle.loads(start)
     with contextlib.suppress(OSError, AttributeError):  # (no os.nice on Windows)
         os.nice(NICENESS)
-    perplexity, seed, backend = settings
-    maps = MapTracker(perplexity, seed, backend)
+    perplexity, seed = settings
+    maps = MapTracker(perplexity, seed)
     maps.load_state_dict(state)
     reporter = Reporter(options, maps, log_dir)
     while True:
