@@ -110,11 +110,12 @@ def test_missing_samples_are_nan_and_skipped_by_the_scores():
     score = history.field("score")
     assert bool(score[1, 1].isnan()) and bool(score[:2, 3].isnan().all())
     assert history.prediction[1].tolist() == [0, -1, 2, -1]
-    # 3 epochs: the mean of the last 2; sample 1 was seen in neither -> NaN; sample 5 only in epoch 2
+    # 3 epochs: the mean of the last 2; sample 1 was seen in neither -> NaN; sample 5 only in epoch 2; each
+    # times 1 - its mean label probability over the epochs it was seen (0.8 each time)
     dynamics = history.dynamics_scores()
-    assert dynamics[0].item() == pytest.approx(1.0, abs=1e-3)
+    assert dynamics[0].item() == pytest.approx(1.0 * 0.2, abs=1e-3)
     assert bool(dynamics[1].isnan())
-    assert dynamics[3].item() == pytest.approx(0.5, abs=1e-3)
+    assert dynamics[3].item() == pytest.approx(0.5 * 0.2, abs=1e-3)
 
 
 def test_a_fixed_set_ignores_other_indices_and_nan_rows_count_as_unseen():
@@ -183,6 +184,19 @@ def test_dynamics_score_is_the_single_epoch_score_with_one_epoch_and_the_last_ha
     torch.testing.assert_close(dynamics_scores(scores), torch.tensor([0.3, 0.6, 0.6]))
     five = torch.cat([scores, torch.tensor([[0.0, 0.0, 0.0]])])  # 5 epochs: the last 3
     torch.testing.assert_close(dynamics_scores(five), torch.tensor([0.2, 0.4, 0.3]))
+
+
+def test_dynamics_score_is_the_last_half_mean_times_one_minus_the_mean_label_probability_of_every_epoch():
+    scores = torch.tensor([[0.9, 0.1, 0.5], [0.5, 0.5, 0.5], [0.7, 0.3, 0.5]])  # (E=3, N=3)
+    probability = torch.tensor([[0.1, 0.9, float("nan")], [0.3, 0.5, float("nan")], [0.2, 0.1, float("nan")]])
+    got = dynamics_scores(scores, label_probability=probability)
+    # last half: epochs 1 and 2; the probability's mean over all three; never seen -> factor 1
+    expected = torch.tensor([0.6 * (1 - 0.2), 0.4 * (1 - 0.5), 0.5 * 1.0])
+    torch.testing.assert_close(got, expected)
+    # one epoch: the single-epoch score unchanged
+    assert torch.equal(dynamics_scores(scores[:1], label_probability=probability[:1]), scores[0])
+    with pytest.raises(ValueError, match="Expected `label_probability` to be"):
+        dynamics_scores(scores, label_probability=probability[:2])
 
 
 def test_aum_ranks_the_sample_whose_label_the_network_fits_only_by_memorising_first():

@@ -213,9 +213,9 @@ class SampleHistory:
         return torch.sigmoid(values) if name == "score" else values
 
     def dynamics_scores(self, training_margins: Tensor | None = None) -> Tensor:
-        """(S,) :func:`dynamics_scores` of the kept epochs' single-epoch scores (``training_margins``: (E', S),
-        the tracked samples' training-batch margins, in :attr:`indices` order)."""
-        return dynamics_scores(self.field("score"), training_margins)
+        """(S,) :func:`dynamics_scores` of the kept epochs' single-epoch scores and label probabilities
+        (``training_margins``: (E', S), the tracked samples' training-batch margins, in :attr:`indices` order)."""
+        return dynamics_scores(self.field("score"), training_margins, self.field("label_probability"))
 
     def state_dict(self) -> dict[str, Any]:
         """Everything, as tensors and ints (``torch.save`` and Lightning checkpoints keep it)."""
@@ -343,14 +343,18 @@ def fractional_ranks(values: Tensor) -> Tensor:
     return out
 
 
-def dynamics_scores(scores: Tensor, training_margins: Tensor | None = None) -> Tensor:
+def dynamics_scores(
+    scores: Tensor, training_margins: Tensor | None = None, label_probability: Tensor | None = None
+) -> Tensor:
     """The dynamics score of N samples: high = the given label is likely wrong (rank by it, descending).
 
     Chosen by ``benchmarks/label_noise_dynamics.py`` (docs/label_issues.md, "Training dynamics"):
 
     - one epoch: that epoch's single-epoch score (``analysis.label_issues.find_label_issues``), unchanged;
     - E >= 2 epochs: the mean of the single-epoch scores over the last ``ceil(E / 2)`` epochs (a temporal
-      ensemble of the neighbourhood-and-model score; NaN epochs, where a sample was not seen, are skipped);
+      ensemble of the neighbourhood-and-model score; NaN epochs, where a sample was not seen, are skipped),
+      times ``1 - `` the mean probability of the given label over all E epochs where ``label_probability``
+      is given (the model's view across the whole run: both must find the label unlikely);
     - with ``training_margins`` (E', N), the logit margins of the samples' own training batches
       (:func:`training_margins`): the mean of that score's fractional rank and the AUM's
       (:func:`area_under_margin`, low AUM ranking high); a sample without margins keeps its score's rank.
@@ -358,6 +362,8 @@ def dynamics_scores(scores: Tensor, training_margins: Tensor | None = None) -> T
     Args:
         scores: (E, N) the single-epoch label-issue scores of the kept epochs, oldest first (NaN: not seen).
         training_margins: (E', N) or None.
+        label_probability: (E, N) the model's probability of the given label in the same epochs (NaN: not
+            seen), or None.
 
     Returns:
         (N,) float32; NaN for a sample seen in none of the averaged epochs.
@@ -368,6 +374,15 @@ def dynamics_scores(scores: Tensor, training_margins: Tensor | None = None) -> T
         dynamics = scores[0].float()
     else:
         dynamics = nan_mean(scores[epochs - (epochs + 1) // 2 :].float(), dim=0)
+        if label_probability is not None:
+            _require(
+                label_probability.shape == scores.shape,
+                "label_probability",
+                str(tuple(scores.shape)),
+                tuple(label_probability.shape),
+            )
+            mean_probability = nan_mean(label_probability.float(), dim=0)
+            dynamics = dynamics * torch.where(mean_probability.isnan(), 1.0, 1.0 - mean_probability)
     if training_margins is None:
         return dynamics
     _require(
