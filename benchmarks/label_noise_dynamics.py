@@ -50,7 +50,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from label_noise import CIFAR_MEAN, CIFAR_STD, DigitNet, ResNet20, flip_random, swap_pair  # noqa: E402
 
-from lightning_featviz.analysis.dynamics import SampleHistory, dynamics_scores  # noqa: E402
+from lightning_featviz.analysis.dynamics import DYNAMICS_NEIGHBOUR_WEIGHT, SampleHistory, dynamics_scores  # noqa: E402
 from lightning_featviz.analysis.label_issues import (  # noqa: E402
     IN_SAMPLE_MODEL_WEIGHT,
     LabelIssueOptions,
@@ -201,8 +201,13 @@ def rankings(
     half = epochs // 2
     labels, everyone = torch.from_numpy(noisy), torch.arange(n)
     # The core as the callback will use it: one append per analysed epoch, float16, the last 20 epochs kept.
+    # The history records each epoch's scores with the dynamics' neighbour weight (the same search, scored again).
+    history_scores = [
+        featviz(features[e], noisy, probabilities[e], in_sample, neighbour_weight=DYNAMICS_NEIGHBOUR_WEIGHT)
+        for e in range(epochs)
+    ]
     history = SampleHistory(NUM_CLASSES)
-    for e, issues in enumerate(per_epoch):
+    for e, issues in enumerate(history_scores):
         history.append(e, everyone, labels, torch.from_numpy(probabilities[e]), issues.neighbour_share, issues.scores)
     batch_margins = None
     if train_logits is not None:  # the training batches' logits, as a training-batch hook would append them
@@ -215,7 +220,9 @@ def rankings(
         "dynamics": history.dynamics_scores(batch_margins).numpy(),
         "featviz last epoch": last.scores.numpy(),
         "candidate: dynamics with the scores stored as plain float16 (not log-odds)": dynamics_scores(
-            torch.stack([i.scores for i in per_epoch])[-len(history.epochs) :].half().float()
+            torch.stack([i.scores for i in history_scores])[-len(history.epochs) :].half().float(),
+            batch_margins,
+            history.field("label_probability"),
         ).numpy(),
         "candidate: 1 - mean label probability": 1 - given.mean(axis=0),
         "candidate: 1 - mean label probability, last half": 1 - given[half:].mean(axis=0),
@@ -260,12 +267,13 @@ def rankings(
             featviz(features[-1], noisy, probabilities[-1], False, model_weight=weight).scores.numpy()
         )
     out["candidate: mean featviz score with neighbour weight 0.5, last half"] = np.mean(
-        [
-            featviz(features[e], noisy, probabilities[e], in_sample, neighbour_weight=0.5).scores.numpy()
-            for e in range(half, epochs)
-        ],
-        axis=0,
+        [issues.scores.numpy() for issues in history_scores[half:]], axis=0
     )
+    out["candidate: the dynamics formula on the scores with neighbour weight 1 (the list's)"] = dynamics_scores(
+        torch.stack([i.scores for i in per_epoch])[-len(history.epochs) :],
+        batch_margins,
+        torch.from_numpy(given[-len(history.epochs) :]).float(),
+    ).numpy()
     out["candidate: featviz on averaged softmax, last half"] = featviz(
         features[-1], noisy, probabilities[half:].mean(axis=0), in_sample
     ).scores.numpy()
