@@ -256,6 +256,7 @@ def rankings(
     out["candidate: last epoch, rank mean of the list and self-confidence"] = (
         rank01(out["featviz last epoch"]) + rank01(self_confidence)
     ) / 2
+    out["candidate: last epoch, the list times self-confidence"] = out["featviz last epoch"] * self_confidence
     out["candidate: last epoch, neighbour weight 0.5"] = featviz(
         features[-1], noisy, probabilities[-1], in_sample, neighbour_weight=0.5
     ).scores.numpy()
@@ -467,11 +468,11 @@ def report(results: dict[tuple[str, str], dict[str, list[tuple[float, float]]]],
             f"| {dataset}, {name} | {cell('dynamics')} | {cell('dynamics', 1)} | {cell('featviz last epoch')} | "
             f"{best('(last)')} | {best('(averaged)')} |"
         )
-    print("\nAP, mean over the seeds, per setting:\n" if full else "")
+    print("\nAP, mean over the seeds, per setting:\n")
     names = [f"{d}, {n}" for d, n in results]
     print("| method | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
-    for method in dict.fromkeys(m for t in results.values() for m in t if full or not m.startswith("candidate")):
+    for method in dict.fromkeys(m for t in results.values() for m in t):
         cells = [f"{np.mean([v[0] for v in t[method]]):.3f}" if method in t else "—" for t in results.values()]
         print(f"| {method} | " + " | ".join(cells) + " |")
     print("\nTargets (issue 25): dynamics AP >= 1.1x the best cleanlab AP (last) and >= the best (averaged);")
