@@ -9,7 +9,9 @@ samples (dataset indices), B samples of one append, C classes.
   single-epoch label-issue score (as log-odds; float16 each) and the prediction (int16): 10 bytes per sample
   per epoch, the last ``max_epochs`` epochs only (20 by default: 20,000 samples take 4.4 MB).
 - :func:`dynamics_scores` turns a history into one score per sample (the formula chosen by
-  ``benchmarks/label_noise_dynamics.py``, see docs/label_issues.md, "Training dynamics").
+  ``benchmarks/label_noise_dynamics.py`` on seeds 0-2 and checked on seeds 3-4, see docs/label_issues.md,
+  "Training dynamics"): the last half's mean of the recorded scores (at :data:`DYNAMICS_NEIGHBOUR_WEIGHT`) times
+  one minus the mean label probability.
 - :func:`area_under_margin` (AUM, Pleiss et al. 2020) scores training samples from the logits of their
   training batches (:func:`training_margins`). That needs each row's dataset index, known only where the dataset
   returns it (``capture.batch_extractor``) or the sampler's order can be read ahead (a ``DistributedSampler``,
@@ -170,7 +172,9 @@ class SampleHistory:
         Args:
             probabilities: (B, C) softmax; NaN rows count as unseen.
             neighbour_share: (B,) the distance-weighted share of neighbours with the given label, or None.
-            scores: (B,) the epoch's single-epoch label-issue scores, or None.
+            scores: (B,) the epoch's single-epoch label-issue scores, or None; for :func:`dynamics_scores`
+                scored with ``LabelIssueOptions(neighbour_weight=DYNAMICS_NEIGHBOUR_WEIGHT)`` (the epoch's search,
+                scored a second time), not the list's weight.
             logits: (B, C) the logits behind ``probabilities``; where given, the margin is in logits (AUM's),
                 else in probabilities.
         """
