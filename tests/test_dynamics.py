@@ -1,0 +1,267 @@
+"""Training dynamics: the per-sample history (storage, bounds, resume, order) and the scores made from it."""
+
+import io
+
+import pytest
+import torch
+
+from lightning_featviz.analysis.dynamics import (
+    SampleHistory,
+    area_under_margin,
+    cartography,
+    dynamics_scores,
+    dynamics_words,
+    fractional_ranks,
+    given_label_margin,
+    training_margins,
+)
+
+NAMES = ["cat", "dog", "bird"]
+
+
+def one_hot_probabilities(predictions: list[int], sure: float = 0.8) -> torch.Tensor:
+    """(B, 3) probabilities with ``sure`` on each row's predicted class, the rest shared."""
+    rows = torch.full((len(predictions), 3), (1 - sure) / 2)
+    rows[torch.arange(len(predictions)), torch.tensor(predictions)] = sure
+    return rows
+
+
+def filled_history(epochs: int, max_epochs: int = 20) -> SampleHistory:
+    """Four samples (indices 10..13, labels 0, 1, 2, 0) over ``epochs`` epochs with changing values."""
+    history = SampleHistory(3, max_epochs=max_epochs)
+    generator = torch.Generator().manual_seed(0)
+    for epoch in range(epochs):
+        probabilities = torch.rand(4, 3, generator=generator).softmax(dim=1)
+        history.append(
+            epoch,
+            torch.tensor([10, 11, 12, 13]),
+            torch.tensor([0, 1, 2, 0]),
+            probabilities,
+            neighbour_share=torch.rand(4, generator=generator),
+            scores=torch.rand(4, generator=generator),
+        )
+    return history
+
+
+def assert_same_history(a: SampleHistory, b: SampleHistory) -> None:
+    left, right = a.state_dict(), b.state_dict()
+    assert left.keys() == right.keys()
+    for key, value in left.items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(value, right[key], rtol=0, atol=0, equal_nan=True, msg=key)
+        else:
+            assert value == right[key], key
+
+
+def test_history_stores_float16_values_and_int16_predictions_by_sorted_index():
+    history = SampleHistory(3)
+    history.append(0, torch.tensor([7, 3]), torch.tensor([1, 0]), one_hot_probabilities([1, 2]))
+    assert history.indices.tolist() == [3, 7]
+    for name in ("label_probability", "margin", "neighbour_share", "score"):
+        assert history.values[name].dtype == torch.float16
+        assert history.values[name].shape == (1, 2)
+    assert history.prediction.dtype == torch.int16
+    assert history.prediction[0].tolist() == [2, 1]
+    # index 3: label 0 at 0.1, the largest other 0.8 -> margin -0.7; index 7: label 1 at 0.8 -> +0.7
+    assert history.field("label_probability")[0].tolist() == pytest.approx([0.1, 0.8], abs=1e-3)
+    assert history.field("margin")[0].tolist() == pytest.approx([-0.7, 0.7], abs=1e-3)
+    assert bool(history.field("neighbour_share").isnan().all())  # not given: NaN, not 0
+
+
+def test_scores_keep_their_order_just_below_one_where_float16_would_tie_them():
+    scores = torch.tensor([0.99900, 0.99925, 0.99950, 0.99975])
+    assert len(set(scores.half().tolist())) < 4  # float16 itself cannot tell them apart
+    history = SampleHistory(3)
+    history.append(0, torch.arange(4), torch.zeros(4, dtype=torch.long), one_hot_probabilities([0] * 4), None, scores)
+    stored = history.field("score")[0]
+    assert stored.argsort().tolist() == [0, 1, 2, 3]
+    assert stored.tolist() == pytest.approx(scores.tolist(), abs=2e-5)
+
+
+def test_history_keeps_the_last_max_epochs_and_its_memory_stops_growing():
+    history = filled_history(5, max_epochs=3)
+    size_at_cap = history.nbytes
+    for epoch in range(5, 40):
+        history.append(
+            epoch, torch.tensor([10, 11, 12, 13]), torch.tensor([0, 1, 2, 0]), one_hot_probabilities([0] * 4)
+        )
+    assert history.epochs == [37, 38, 39]
+    assert history.values["score"].shape == (3, 4)
+    assert history.nbytes == size_at_cap
+    # 4 float16 values and one int16 prediction per sample per epoch, plus a fixed amount per sample
+    assert history.nbytes == 3 * 4 * (4 * 2 + 2) + 4 * (8 + 8 + 2 + 4)
+
+
+def test_a_streak_start_survives_the_epoch_cap():
+    history = SampleHistory(3, max_epochs=2)
+    for epoch in range(6):
+        history.append(epoch, torch.tensor([0]), torch.tensor([0]), one_hot_probabilities([1 if epoch >= 1 else 0]))
+    assert history.epochs == [4, 5]
+    assert dynamics_words(history, 0, NAMES, min_epochs=2) == "consistently predicted as dog since epoch 1"
+
+
+def test_missing_samples_are_nan_and_skipped_by_the_scores():
+    history = SampleHistory(3)
+    everyone = torch.tensor([0, 1, 2])
+    history.append(0, everyone, torch.tensor([0, 1, 2]), one_hot_probabilities([0, 1, 2]), scores=torch.ones(3) * 0.2)
+    history.append(1, torch.tensor([0, 2]), torch.tensor([0, 2]), one_hot_probabilities([0, 2]), scores=torch.ones(2))
+    history.append(2, torch.tensor([5]), torch.tensor([1]), one_hot_probabilities([1]), scores=torch.ones(1) * 0.5)
+    assert history.indices.tolist() == [0, 1, 2, 5]  # index 5 joined late: NaN before
+    score = history.field("score")
+    assert bool(score[1, 1].isnan()) and bool(score[:2, 3].isnan().all())
+    assert history.prediction[1].tolist() == [0, -1, 2, -1]
+    # 3 epochs: the mean of the last 2; sample 1 was seen in neither -> NaN; sample 5 only in epoch 2; each
+    # times 1 - its mean label probability over the epochs it was seen (0.8 each time)
+    dynamics = history.dynamics_scores()
+    assert dynamics[0].item() == pytest.approx(1.0 * 0.2, abs=1e-3)
+    assert bool(dynamics[1].isnan())
+    assert dynamics[3].item() == pytest.approx(0.5 * 0.2, abs=1e-3)
+
+
+def test_a_fixed_set_ignores_other_indices_and_nan_rows_count_as_unseen():
+    history = SampleHistory(3, keep=torch.tensor([4, 2]))
+    probabilities = one_hot_probabilities([0, 1, 2])
+    probabilities[1] = float("nan")
+    history.append(0, torch.tensor([2, 4, 9]), torch.tensor([0, 1, 2]), probabilities)
+    assert history.indices.tolist() == [2, 4]
+    assert history.prediction[0].tolist() == [0, -1]
+
+
+def test_state_dict_round_trips_through_torch_save_and_resuming_equals_not_stopping():
+    straight = filled_history(6)
+    interrupted = filled_history(3)
+    buffer = io.BytesIO()
+    torch.save(interrupted.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = SampleHistory(3)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    assert_same_history(resumed, interrupted)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):  # replay the random stream of filled_history's first three epochs
+        torch.rand(4, 3, generator=generator), torch.rand(4, generator=generator), torch.rand(4, generator=generator)
+    for epoch in range(3, 6):
+        probabilities = torch.rand(4, 3, generator=generator).softmax(dim=1)
+        share, scores = torch.rand(4, generator=generator), torch.rand(4, generator=generator)
+        resumed.append(epoch, torch.tensor([10, 11, 12, 13]), torch.tensor([0, 1, 2, 0]), probabilities, share, scores)
+    assert_same_history(resumed, straight)
+
+
+def test_load_state_dict_refuses_another_class_count_with_the_message_template():
+    with pytest.raises(ValueError, match=r"Expected `the saved history's num_classes` to be 5, but got 3\."):
+        SampleHistory(5).load_state_dict(filled_history(2).state_dict())
+
+
+def test_bad_input_fails_early_with_the_message_template():
+    history = SampleHistory(3)
+    with pytest.raises(ValueError, match=r"Expected `probabilities` to be \(2, 3\), but got \(2, 4\)\."):
+        history.append(0, torch.arange(2), torch.zeros(2, dtype=torch.long), torch.ones(2, 4))
+    history.append(3, torch.arange(2), torch.zeros(2, dtype=torch.long), torch.ones(2, 3) / 3)
+    with pytest.raises(ValueError, match=r"Expected `epoch` to be > \[3\], but got 2\."):
+        history.append(2, torch.arange(2), torch.zeros(2, dtype=torch.long), torch.ones(2, 3) / 3)
+    with pytest.raises(ValueError, match=r"Expected `max_epochs` to be at least 1, but got 0\. Hint:"):
+        SampleHistory(3, max_epochs=0)
+
+
+def test_a_gathered_bank_in_any_order_with_padding_repeats_gives_the_one_process_history():
+    """DDP: rank 0 appends the gathered bank, rows interleaved by rank and padded with repeats."""
+    indices = torch.arange(6)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    probabilities = torch.rand(6, 3, generator=torch.Generator().manual_seed(1)).softmax(dim=1)
+    scores = torch.linspace(0.1, 0.9, 6)
+    one = SampleHistory(3)
+    one.append(0, indices, labels, probabilities, scores=scores)
+    gathered = torch.tensor([0, 2, 4, 1, 3, 5, 0])  # rank 0 holds even rows, rank 1 odd ones; row 0 repeated
+    two = SampleHistory(3)
+    two.append(0, gathered, labels[gathered], probabilities[gathered], scores=scores[gathered])
+    assert_same_history(one, two)
+
+
+def test_dynamics_score_is_the_single_epoch_score_with_one_epoch_and_the_last_half_mean_after():
+    single = torch.tensor([[0.3, 0.9, 0.1]])
+    assert torch.equal(dynamics_scores(single), single[0])
+    scores = torch.tensor([[0.9, 0.0, 0.5], [0.9, 0.0, 0.5], [0.2, 0.4, 0.6], [0.4, 0.8, float("nan")]])
+    # 4 epochs: the mean of the last 2, NaN epochs skipped
+    torch.testing.assert_close(dynamics_scores(scores), torch.tensor([0.3, 0.6, 0.6]))
+    five = torch.cat([scores, torch.tensor([[0.0, 0.0, 0.0]])])  # 5 epochs: the last 3
+    torch.testing.assert_close(dynamics_scores(five), torch.tensor([0.2, 0.4, 0.3]))
+
+
+def test_dynamics_score_is_the_last_half_mean_times_one_minus_the_mean_label_probability_of_every_epoch():
+    scores = torch.tensor([[0.9, 0.1, 0.5], [0.5, 0.5, 0.5], [0.7, 0.3, 0.5]])  # (E=3, N=3)
+    probability = torch.tensor([[0.1, 0.9, float("nan")], [0.3, 0.5, float("nan")], [0.2, 0.1, float("nan")]])
+    got = dynamics_scores(scores, label_probability=probability)
+    # last half: epochs 1 and 2; the probability's mean over all three; never seen -> factor 1
+    expected = torch.tensor([0.6 * (1 - 0.2), 0.4 * (1 - 0.5), 0.5 * 1.0])
+    torch.testing.assert_close(got, expected)
+    # one epoch: the single-epoch score unchanged
+    assert torch.equal(dynamics_scores(scores[:1], label_probability=probability[:1]), scores[0])
+    with pytest.raises(ValueError, match="Expected `label_probability` to be"):
+        dynamics_scores(scores, label_probability=probability[:2])
+
+
+def test_aum_ranks_the_sample_whose_label_the_network_fits_only_by_memorising_first():
+    """Three samples over six epochs of training batches: two clean ones learnt early, one flipped label
+    that the network predicts as its true class until it memorises the wrong label in the last epochs."""
+    labels = torch.tensor([0, 1, 1])  # sample 2 is truly class 0, labelled 1
+    epochs = []
+    for epoch in range(6):
+        clean = 0.5 + epoch  # the given class's lead grows
+        memorised = -3.0 + 1.2 * epoch  # behind until epoch 3, ahead after
+        logits = torch.tensor([[clean, 0.0, 0.0], [0.0, clean, 0.0], [0.0, memorised, -5.0]])
+        order = torch.tensor([2, 0, 1, 2])  # shuffled, sample 2 seen twice in the epoch
+        epochs.append((order, labels[order], logits[order]))
+    margins = training_margins(epochs, num_samples=3)
+    assert margins.shape == (6, 3)
+    assert margins[0].tolist() == pytest.approx([0.5, 0.5, -3.0])
+    aum = area_under_margin(margins)
+    assert aum.argmin().item() == 2
+    assert aum[2].item() == pytest.approx(sum(-3.0 + 1.2 * e for e in range(6)) / 6)
+    # and through the combined score: first of the three, with equal single-epoch scores
+    combined = dynamics_scores(torch.full((6, 3), 0.5), margins)
+    assert combined.argmax().item() == 2
+
+
+def test_aum_ignores_epochs_where_a_sample_was_not_in_any_batch():
+    margins = training_margins([(torch.tensor([0]), torch.tensor([0]), torch.tensor([[2.0, 0.0]]))] * 2, 2)
+    assert bool(margins[:, 1].isnan().all())
+    aum = area_under_margin(margins)
+    assert aum[0].item() == 2.0 and bool(aum[1].isnan())
+    # without margins a sample keeps its score's rank
+    combined = dynamics_scores(torch.tensor([[0.1, 0.9], [0.1, 0.9]]), margins)
+    assert combined[1].item() == 1.0
+
+
+def test_given_label_margin_and_fractional_ranks_on_hand_computed_cases():
+    logits = torch.tensor([[2.0, 1.0, -1.0], [0.0, 3.0, 1.0]])
+    assert given_label_margin(logits, torch.tensor([0, 2])).tolist() == [1.0, -2.0]
+    ranks = fractional_ranks(torch.tensor([0.5, 0.1, 0.5, float("nan"), 0.9]))
+    assert ranks[:3].tolist() == pytest.approx([0.5, 0.0, 0.5]) and ranks[4].item() == 1.0
+    assert bool(ranks[3].isnan())
+
+
+def test_words_say_what_the_predictions_did():
+    history = SampleHistory(3)
+    runs = {0: [0, 0, 0, 0, 0], 1: [1, 1, 0, 0, 0], 2: [2, 0, 2, 0, 2], 3: [2, 1, 1, 1, 1]}
+    labels = torch.tensor([0, 1, 2, 2])
+    for epoch in range(5):
+        predictions = [runs[row][epoch] for row in range(4)]
+        history.append(epoch, torch.arange(4), labels, one_hot_probabilities(predictions))
+    assert dynamics_words(history, 0, NAMES) == "learnt: predicted as its label since epoch 0"
+    assert dynamics_words(history, 1, NAMES) == "consistently predicted as cat since epoch 2"
+    assert dynamics_words(history, 2, NAMES) == "unstable: flips between bird and cat"
+    assert dynamics_words(history, 3, NAMES) == "consistently predicted as dog since epoch 1"
+    single = SampleHistory(3)
+    single.append(0, torch.arange(1), torch.tensor([0]), one_hot_probabilities([1]))
+    assert dynamics_words(single, 0, NAMES) == "one epoch seen"
+    dropped = SampleHistory(3, max_epochs=1)
+    dropped.append(0, torch.tensor([0, 1]), torch.tensor([0, 1]), one_hot_probabilities([0, 1]))
+    dropped.append(1, torch.tensor([1]), torch.tensor([1]), one_hot_probabilities([1]))
+    assert dynamics_words(dropped, 0, NAMES) == "not seen in the kept epochs"
+
+
+def test_cartography_is_the_mean_and_standard_deviation_over_the_epochs_a_sample_was_seen():
+    probability = torch.tensor([[0.2, 0.9, float("nan")], [0.4, 0.9, float("nan")], [float("nan"), 0.9, 0.5]])
+    confidence, variability = cartography(probability)
+    torch.testing.assert_close(confidence, torch.tensor([0.3, 0.9, 0.5]))
+    torch.testing.assert_close(variability, torch.tensor([0.1, 0.0, 0.0]))
+    assert bool(cartography(torch.full((2, 1), float("nan")))[0].isnan().all())
