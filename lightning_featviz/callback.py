@@ -38,6 +38,7 @@ from lightning_featviz.capture.trainer_data import (
     sampler_batches,
     validation_loader,
 )
+from lightning_featviz.dashboard.data import FOLDER
 from lightning_featviz.epoch_analysis import EpochAnalysis, queries_within
 from lightning_featviz.options import (
     CaptureOptions,
@@ -48,7 +49,8 @@ from lightning_featviz.options import (
     WrongClusterOptions,
     group_of,
 )
-from lightning_featviz.outputs.sinks import sinks_for
+from lightning_featviz.outputs.sinks import Sink, sinks_for
+from lightning_featviz.outputs.tracker import TrackerSink
 from lightning_featviz.outputs.tracker_writer import TrackerWriter
 from lightning_featviz.report.plan import SCHEDULE_TAG, OutputPlan
 from lightning_featviz.report.reporter import Destination, EpochJob, Report, Reporter, unfinished
@@ -175,6 +177,8 @@ class FeatureVisualizer(_Callback):
         self._reports = ReportScheduler(self._map_tracker, self._guard.warn_once, self._reported)
         # the trackers' client calls (W&B, MLflow, Comet), on a thread of their own; their time counts in the budget
         self._trackers = TrackerWriter(self._guard.warn_once, self._plan.record_trackers)
+        self._sinks: list[Sink] = []  # rank 0: where the last epoch's report went, and its step
+        self._sinks_step = 0
         self._unfinished: tuple[EpochJob, Destination] | None = None  # the last epoch, if it lacks outputs
         self._reported_epochs: set[int] = set()  # epochs whose report is written (the checkpoints say which)
         self._on_cpu = True
@@ -485,6 +489,7 @@ class FeatureVisualizer(_Callback):
         root = Path(self._log_dir or trainer.default_root_dir) / "featviz"  # without TensorBoard
         about = run_identity(trainer, self._val_dataset, results)
         sinks = sinks_for(trainer.loggers, root, self.outputs.report_dir, self._guard.warn_once, about, self._trackers)
+        self._sinks, self._sinks_step = sinks, step
         folders = [sink.projector_dir for sink in sinks if sink.projector_dir is not None]
         fitting = trainer.state.fn == TrainerFn.FITTING
         maps_due = self._plan.maps_due(fitting, trainer.current_epoch)
@@ -506,6 +511,20 @@ class FeatureVisualizer(_Callback):
             rank_zero_info(f"FeatureVisualizer schedule: fit ended; epoch {job.results.epoch} also makes {made}.")
             self._guard.call(self._reports.submit, job, destination)
         self._guard.call(self._reports.drain)  # nothing trains meanwhile: reports not yet started use every core
+        self._guard.call(self._log_tab_page)
+
+    def _log_tab_page(self) -> None:
+        """Rank 0, once a fit's reports are written: the FEATVIZ tab as one page, for the trackers that show HTML, at
+        the step of the last report."""
+        trackers = [sink for sink in self._sinks if isinstance(sink, TrackerSink)]
+        log_dir = self._log_dir
+        if not (trackers and self.dashboard and log_dir and (Path(log_dir) / FOLDER / "index.json").is_file()):
+            return
+        from lightning_featviz.dashboard.standalone import standalone_page  # werkzeug and TensorBoard's plugin base
+
+        page = standalone_page(log_dir)
+        for sink in trackers:
+            sink.log_tab_page(page, self._sinks_step)
 
     def _reported(self, job: EpochJob, report: Report, seconds: float) -> None:
         """A written report (``seconds``: its time to render); its render times go to the budget."""

@@ -77,7 +77,7 @@ def recorded_run(root: Path, digits_val, version: int, **options) -> RecordingVi
         overhead=None,
         k=5,
         max_samples=120,
-        outputs=OutputOptions(neighbour_grids=False, confusion=False),
+        outputs=OutputOptions(neighbour_grids=False, confusion=False, every_n_epochs=1),
         resources=ResourceOptions(background=False),
         **options,
     )

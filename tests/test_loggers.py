@@ -4,7 +4,9 @@ files. The trackers' writes run on their own thread (a slow one never holds up t
 
 from __future__ import annotations
 
+import base64
 import csv
+import gzip
 import json
 import struct
 import subprocess
@@ -207,16 +209,32 @@ def test_wandb_neighbour_table_holds_each_query_and_its_neighbours_images_and_la
 
 
 def test_wandb_gets_the_page_self_contained_and_the_csvs_as_an_artifact(wandb_run):
-    pages = _media_steps(_history(wandb_run), "html-file")
+    rows = _history(wandb_run)
+    pages = _media_steps(rows, "html-file")
     assert len(pages["featviz/page"]) == 2
-    (latest,) = [p for p in (wandb_run / "files" / "media" / "html").rglob("*.html") if p.stat().st_size][-1:]
-    page = latest.read_text()
+    latest = [row["featviz/page"]["path"] for row in rows if "featviz/page" in row][-1]
+    page = (wandb_run / "files" / latest).read_text()
     assert "data:image/png;base64," in page and "src='featviz/" not in page
     artifacts = [a for a in _records(wandb_run, "artifact") if a.name == "featviz_csv"]
     assert len(artifacts) == 2
     names = {entry.path for entry in artifacts[-1].manifest.contents}
     assert "featviz_wrong_cluster/epoch_001_pool.csv" in names
     assert "featviz_label_issues/epoch_001_pool.csv" in names
+
+
+def test_wandb_gets_the_featviz_tab_as_one_page_at_the_end_of_the_fit(wandb_run):
+    rows = _history(wandb_run)
+    steps = _media_steps(rows, "html-file")
+    assert steps["featviz/tab"] == [steps["featviz/page"][-1]]  # once, at the last step
+    (path,) = [row["featviz/tab"]["path"] for row in rows if "featviz/tab" in row]
+    assert_tab_page((wandb_run / "files" / path).read_text(), epochs=[0, 1])
+
+
+def assert_tab_page(page: str, epochs: list[int]) -> None:
+    """``page`` is the FEATVIZ tab as one file (``dashboard/standalone.py``) holding these analysed epochs."""
+    assert "window.featvizLocal" in page and "export async function render()" in page
+    answers = json.loads(gzip.decompress(base64.b64decode(page.split("id='featviz-data'>")[1].split("</script>")[0])))
+    assert answers["runs"][0]["epochs"] == epochs and list(answers["layers"]) == ["input", "conv2", "pool"]
 
 
 def test_tensorboard_beside_wandb_gets_the_same_figures_at_the_same_steps(wandb_run):
@@ -315,6 +333,7 @@ def test_mlflow_run_holds_the_csvs_the_map_points_and_the_page(mlflow_run):
     assert flagged and flagged == {int(row["index"]): row["cluster"] for row in exported}  # the same samples
     page = Path(client.download_artifacts(run_id, "featviz/index.html", str(root / "down"))).read_text()
     assert "data:image/png;base64," in page and "Images in the wrong semantic cluster" in page
+    assert_tab_page(Path(client.download_artifacts(run_id, "featviz/tab.html", str(root / "down"))).read_text(), [0, 1])
     # MLflow on a database keeps nothing on disk (trainer.log_dir is None): the files go under the root dir
     assert (root / "featviz_wrong_cluster" / "epoch_001_pool.csv").is_file() and (root / "featviz_dashboard").is_dir()
 
@@ -341,9 +360,10 @@ def test_mlflow_gets_each_layers_neighbour_lists_as_csv(mlflow_run):
 
 
 @pytest.mark.slow
-def test_mlflow_ui_shows_a_featviz_image_and_the_page(mlflow_run):
+def test_mlflow_ui_shows_a_featviz_image_the_page_and_the_tab(mlflow_run):
     """The real ``mlflow ui`` on the run's SQLite store, in headless Chromium: the run's Artifacts tab previews the
-    2-D map of ``pool`` (a ``log_image`` file) and the page ``featviz/index.html`` with every image loaded."""
+    2-D map of ``pool`` (a ``log_image`` file), the page ``featviz/index.html`` with every image loaded, and the
+    FEATVIZ tab ``featviz/tab.html``, whose heatmap of every layer and epoch and whose map are drawn there."""
     from browser import browser, mlflow_ui, need_browser, wait_for
     from selenium.webdriver.common.by import By
 
@@ -385,6 +405,13 @@ def test_mlflow_ui_shows_a_featviz_image_and_the_page(mlflow_run):
         assert wait_for(lambda: driver.find_element(By.TAG_NAME, "h1").text, "its title") == "lightning_featviz report"
         shown = wait_for(lambda: loaded(driver, driver.find_elements(By.TAG_NAME, "img")), "its images")
         assert len(shown) == len(driver.find_elements(By.CSS_SELECTOR, "figure img"))  # every figure drawn
+        driver.switch_to.default_content()
+        open_node(driver, "tab.html")
+        frame = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".mlflow-artifact-right iframe"), "the tab")
+        driver.switch_to.frame(frame[0])
+        wait_for(lambda: driver.execute_script("return document.body.dataset.ready"), "the tab to draw")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#heatmap td.cell")) == 3 * 2  # layers x epochs
+        assert driver.execute_script("return document.body.dataset.epoch") == "1"
 
 
 def _image_artifacts(client: Any, run_id: str) -> list[str]:
@@ -427,6 +454,7 @@ def test_comet_gets_the_page_the_lists_and_the_csvs(comet_run):
     assert header == "index,x,y,label,prediction,wrong_cluster"
     assert any(name.startswith("featviz/wrong_cluster_table/pool/step_") for name in assets)
     assert "featviz/featviz_wrong_cluster/epoch_001_pool.csv" in assets
+    assert_tab_page(files.read(assets["featviz/tab.html"]["file_path"]).decode(), epochs=[0, 1])
 
 
 # ---------------------------------------------------------------- the trackers' writer
@@ -494,7 +522,7 @@ def test_an_interrupted_fit_drops_the_callbacks_queued_tracker_writes_with_one_w
 def test_tracker_seconds_count_in_the_time_budget_as_work_beside_training():
     from lightning_featviz.report.plan import OutputPlan
 
-    plan = OutputPlan(0.1, 1, "budget", [2], figures=True, projector=False)
+    plan = OutputPlan(0.1, 1, figures_every=1, maps_every=1, dims=[2], projector=False)
     plan.start(0)
     assert plan.budget is not None and plan.budget.clock(0, 3, 1).spent == 0
     plan.record_trackers(2.5)

@@ -90,7 +90,7 @@ class WandbSink(QueuedTracker):
     def _log_tab_page(self, page: str, step: int) -> None:
         import wandb
 
-        self.run.log({TAB_KEY: wandb.Html(page, inject=False)}, step=step)
+        self.run.log({TAB_KEY: wandb.Html(page, inject=False), "trainer/global_step": step})
 
     def finish_epoch(self) -> None:
         tables = dict(self._tables)
