@@ -9,6 +9,7 @@ drives Debian's Chromium headless (as the browser tests do; see tests/browser.py
 palette-compressed:
 
 - ``screen_mlflow_page.png``: the run's Artifacts tab previewing ``featviz/index.html``, the static page;
+- ``screen_mlflow_tab.png``: the same tab previewing ``featviz/tab.html``, the FEATVIZ tab as one page;
 - ``screen_mlflow_map.png``: the same tab previewing the last epoch's 2-D map of ``avgpool`` (a ``log_image`` file).
 
 Last it prints what the W&B offline run folder holds (media files by kind, artifacts by name).
@@ -110,6 +111,13 @@ def screenshots(store: str, run_id: str) -> None:
         time.sleep(3)
         main = driver.find_element(By.CSS_SELECTOR, "main") if driver.find_elements(By.CSS_SELECTOR, "main") else None
         save(driver, "screen_mlflow_page.png", main or driver.find_element(By.TAG_NAME, "body"))
+        node(driver, "tab.html").click()
+        frame = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".mlflow-artifact-right iframe"), "the tab")
+        driver.switch_to.frame(frame[0])
+        wait_for(lambda: driver.execute_script("return document.body.dataset.ready"), "the tab to draw")
+        driver.switch_to.default_content()
+        time.sleep(2)
+        save(driver, "screen_mlflow_tab.png", main or driver.find_element(By.TAG_NAME, "body"))
         node(driver, "images").click()
         node(driver, last_map).click()
         wait_for(

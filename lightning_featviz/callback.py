@@ -420,7 +420,10 @@ class FeatureVisualizer(_Callback):
         capturing = self._phase is Phase.CAPTURING and dataloader_idx == self.capture.dataloader_idx
         if not capturing or self._run.hooks is None or self._run.bank is None:
             return
-        if not self._guard.call(self._run.add_batch, pl_module, outputs, batch, batch_idx):
+        started = time.perf_counter()
+        kept = self._guard.call(self._run.add_batch, pl_module, outputs, batch, batch_idx)
+        self._plan.spend(time.perf_counter() - started, trainer.state.fn == TrainerFn.FITTING)  # capture counts too
+        if not kept:
             self._run.bank = None  # not analysed this epoch (every rank still gathers, DDP)
             self._run.detach()
 

@@ -160,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--tsne-every-n-epochs",
         type=int,
-        default=10,
-        help="t-SNE maps and projector every n epochs and at the last; 0 = off",
+        default=2,
+        help="t-SNE maps and projector every n epochs and at the last (default: %(default)s, so the tab's slider "
+        "shows the maps change); 0 = off",
     )
     demo.add_argument("--query-indices", type=int, nargs="+", default=[394, 97, 996, 460, 737])
     demo.add_argument("--batch-size", type=int, default=32)
