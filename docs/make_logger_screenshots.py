@@ -52,7 +52,12 @@ def train(log_dir: Path, epochs: int) -> tuple[str, str]:
     data.val = Subset(data.val, range(300))
     layers = {"input": "input", "model.layer2": "layer2", "model.avgpool": "avgpool"}
     visualizer = FeatureVisualizer(
-        layers, k=10, max_samples=300, maps=MapOptions(dims=[2]), resources=ResourceOptions(background=False)
+        layers,
+        k=10,
+        max_samples=300,
+        maps=MapOptions(dims=[2], every_n_epochs=1),
+        overhead=None,  # every epoch's figures and maps, whatever the machine's speed
+        resources=ResourceOptions(background=False),
     )
     store = f"sqlite:///{log_dir}/mlflow.db"
     mlflow = MLFlowLogger("featviz", tracking_uri=store, artifact_location=str(log_dir / "artifacts"))
