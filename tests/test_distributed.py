@@ -13,6 +13,16 @@ from lightning_featviz.runtime.distributed import broadcast_object, gather_colum
 SCRIPT = Path(__file__).parent / "ddp_run.py"
 
 
+_SINGLE: dict[tuple[str, ...], list[dict]] = {}  # one process's results by its arguments: the same run serves two tests
+
+
+def _single(tmp_path, *extra):
+    """The one-process run with ``extra`` arguments, run once per session."""
+    if extra not in _SINGLE:
+        _SINGLE[extra] = _run(tmp_path, 1, *extra)
+    return _SINGLE[extra]
+
+
 def _run(tmp_path, devices, *extra):
     out = tmp_path / f"result_{devices}.json"
     command = [sys.executable, str(SCRIPT), "--devices", str(devices), "--out", str(out), *extra]
@@ -39,7 +49,7 @@ def _assert_same(single, ranks):
 @pytest.mark.parametrize("background", [[], ["--background"]], ids=["in the loop", "report process"])
 def test_two_processes_with_uneven_shards_match_one_process(tmp_path, background):
     # 157 samples on 2 ranks: the distributed sampler repeats one; 101 kept split unevenly.
-    single = _run(tmp_path, 1)[0]
+    single = _single(tmp_path)[0]
     assert len(single["indices"]) == 101 and single["indices"] == sorted(set(single["indices"]))
     _assert_same(single, _run(tmp_path, 2, *background))
 
