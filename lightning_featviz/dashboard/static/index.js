@@ -467,7 +467,9 @@ function attachMapEvents() {
     const size = `${document.getElementById('map-column').clientWidth}x${window.innerHeight}`;
     if (pending || !state.index || size === seen) return;
     [pending, seen] = [true, size];
-    requestAnimationFrame(() => { pending = false; drawMaps(); });
+    // during a move between epochs only the canvases resize: the move's next frame draws at the new size (a
+    // redraw would cut the move short, jumping to its end)
+    requestAnimationFrame(() => { pending = false; if (state.animation) sizeCanvases(); else drawMaps(); });
   };
   new ResizeObserver(resized).observe(document.getElementById('map-column'));
   window.addEventListener('resize', resized);
