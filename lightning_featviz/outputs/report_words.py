@@ -16,12 +16,14 @@ SECTIONS = {
     "wrong_cluster": "Images in the wrong semantic cluster",
     "label_issues": "Labels to check",
     "neighbour_confusion": "Neighbourhood confusion",
+    "schedule": "What each epoch made, and why",
 }
 
 #: The heading of each kind's table.
 TABLE_WORDS = {
     "wrong_cluster": "Images in another class's cluster, strongest first",
     "label_issues": "Labels most likely wrong, highest score first",
+    "schedule": "The outputs of each analysed epoch, and what the time budget left out",
 }
 
 #: The run's identity on the page: key of the ``about`` mapping -> its words.
