@@ -23,6 +23,7 @@ from torch import nn
 
 from lightning_featviz import __version__
 from lightning_featviz.analysis.embedding import MapTracker
+from lightning_featviz.analysis.history import DynamicsTracker
 from lightning_featviz.analysis.results import EpochResults
 from lightning_featviz.arguments import check_arguments, normalised_layers
 from lightning_featviz.capture.bank import BankData, bank_from_columns
@@ -174,6 +175,7 @@ class FeatureVisualizer(_Callback):
         self._run = ValidationCapture(self._capture_settings(), self._guard.warn_once, rank_zero_info)
         self._analysis, self._plan = self._epoch_analysis(), self._output_plan()
         self._map_tracker = MapTracker(self.maps.perplexity, seed)
+        self._dynamics = DynamicsTracker()  # rank 0: the label-issue layer's history across the fit's epochs
         self._reports = ReportScheduler(self._map_tracker, self._guard.warn_once, self._reported)
         # the trackers' client calls (W&B, MLflow, Comet), on a thread of their own; their time counts in the budget
         self._trackers = TrackerWriter(self._guard.warn_once, self._plan.record_trackers)
@@ -321,11 +323,13 @@ class FeatureVisualizer(_Callback):
         # "reported": the epochs whose reports were written (or failed with a warning) when the checkpoint was
         # saved; a background report may still be queued then, and lost if the process is killed.
         reported = sorted(self._reported_epochs)
-        return {"history": list(self.history), "maps": self._map_tracker.state_dict(), "reported": reported}
+        maps, dynamics = self._map_tracker.state_dict(), self._dynamics.state_dict()
+        return {"history": list(self.history), "maps": maps, "reported": reported, "dynamics": dynamics}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
         self._map_tracker.load_state_dict(state_dict.get("maps", {}))
+        self._dynamics.load_state_dict(state_dict.get("dynamics", {}))
         if "reported" in state_dict:  # (older checkpoints do not say)
             self._reported_epochs = {int(epoch) for epoch in state_dict["reported"]}
             missing = sorted({int(row["epoch"]) for row in self.history} - self._reported_epochs)
@@ -474,13 +478,19 @@ class FeatureVisualizer(_Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, bank: BankData
     ) -> tuple[EpochResults | None, dict[str, float]]:
         """Rank 0: kNN per layer; the results, and the scalars every rank logs."""
-        maps_due = self._plan.maps_due(trainer.state.fn == TrainerFn.FITTING, trainer.current_epoch)
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        maps_due = self._plan.maps_due(fitting, trainer.current_epoch)
         layers = list(self._run.paths.values())
+        tracked = fitting and self.wrong_cluster is not None  # the history wants the label-issue neighbours each epoch
         done = self._analysis.run(
-            trainer, pl_module, bank, self._run, layers, self._val_dataset, maps_due, self._plan.figures_due
+            trainer, pl_module, bank, self._run, layers, self._val_dataset, maps_due, self._plan.figures_due or tracked
         )
-        if done[0] is not None:
+        results = done[0]
+        if results is not None:
             self._plan.record_knn(self._analysis.knn_seconds)
+            if tracked and self.wrong_cluster is not None:
+                layer = self.wrong_cluster.layer or list(results.stats)[-1]  # the label-issue layer (never a twin)
+                results.dynamics = self._dynamics.update(results, layer, self._guard.warn_once)
         return done
 
     def _submit(
