@@ -478,18 +478,18 @@ class FeatureVisualizer(_Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, bank: BankData
     ) -> tuple[EpochResults | None, dict[str, float]]:
         """Rank 0: kNN per layer; the results, and the scalars every rank logs."""
-        fitting = trainer.state.fn == TrainerFn.FITTING
-        maps_due = self._plan.maps_due(fitting, trainer.current_epoch)
-        layers = list(self._run.paths.values())
-        tracked = fitting and self.wrong_cluster is not None  # the history wants the label-issue neighbours each epoch
+        maps_due = self._plan.maps_due(trainer.state.fn == TrainerFn.FITTING, trainer.current_epoch)
+        layers, clusters = list(self._run.paths.values()), self.wrong_cluster
+        # the history of the label-issue layer wants its label-issue neighbours every analysed epoch
         done = self._analysis.run(
-            trainer, pl_module, bank, self._run, layers, self._val_dataset, maps_due, self._plan.figures_due or tracked
-        )
+            trainer, pl_module, bank, self._run, layers, self._val_dataset, maps_due,
+            self._plan.figures_due or clusters is not None,
+        )  # fmt: skip
         results = done[0]
         if results is not None:
             self._plan.record_knn(self._analysis.knn_seconds)
-            if tracked and self.wrong_cluster is not None:
-                layer = self.wrong_cluster.layer or list(results.stats)[-1]  # the label-issue layer (never a twin)
+            if clusters is not None:  # the label-issue layer: the last one (never a twin) unless named
+                layer = clusters.layer or list(results.stats)[-1]
                 results.dynamics = self._dynamics.update(results, layer, self._guard.warn_once)
         return done
 

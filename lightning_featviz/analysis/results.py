@@ -108,7 +108,7 @@ class EpochResults:
         confusion: layer -> (C, C) where each class's neighbours come from (row: the class; NaN for a class without
             samples), where the epoch draws it.
         dynamics: the label-issue layer's training dynamics up to this epoch (filled in the training process, on
-            rank 0, each analysed epoch of ``fit``), None where not tracked.
+            rank 0, each analysed epoch of ``fit`` or ``validate``), None where not tracked.
         seconds: what each part of the analysis took (``maps_2d``, ``maps_3d``, ``wrong_cluster``,
             ``label_issues``, ``confusion``), for the time budget.
     """
