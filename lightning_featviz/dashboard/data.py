@@ -8,9 +8,8 @@ Layout of ``<run log dir>/featviz_dashboard/``::
                              :data:`PAGE_TILES` tiles (JPEG): page ``row // tiles``, tile ``row % tiles``
     epoch_<epoch>.npz        one epoch, compressed: predictions, and per layer (``L<i>_`` keys, ``i`` its
                              place in the epoch's layer list) neighbours, distances, purity, votes, maps
-                             (with the rows they show where a map is of a subsample), wrong-cluster flags;
-                             the label-issue layer's training dynamics (each sample's dynamics score, its
-                             probability of the given label per kept epoch)
+                             (with the rows they show where a map is of a subsample), wrong-cluster flags,
+                             training dynamics (dynamics scores, label-probability trajectories)
 
 A sample set is written once and named by a hash of its indices and labels, so epochs that keep the same
 samples (the usual case) share it, and a set that changes (a resumed run, a training reference) gets its own.
@@ -89,9 +88,7 @@ class LayerEpoch:
         count: (F,) how many of its k neighbours hold that class.
         own: (F,) how many hold its own label.
         dynamics: (N,) the dynamics score of each sample (NaN: not tracked), the label-issue layer only.
-        trajectory: (E, N) each sample's probability of its given label at the ``trajectory_epochs`` (NaN: not
-            seen), with ``dynamics``.
-        trajectory_epochs: (E,) the kept epochs of the trajectory.
+        trajectory: (E, N) each sample's probability of its label at the (E,) ``trajectory_epochs`` (NaN: unseen).
     """
 
     neighbours: np.ndarray
