@@ -516,7 +516,8 @@ class FeatureVisualizer(_Callback):
             self._plan.record_knn(self._analysis.knn_seconds)
             if clusters is not None:  # the label-issue layer: the last one (never a twin) unless named
                 layer = clusters.layer or list(results.stats)[-1]
-                results.dynamics = self._dynamics.update(results, layer, self._guard.warn_once)
+                # (a failure here costs the history's epoch, never the epoch's kNN scalars)
+                results.dynamics = self._guard.call(self._dynamics.update, results, layer, self._guard.warn_once)
         return done
 
     def _submit(

@@ -72,7 +72,12 @@ class TrainingMargins:
         logits, self._logits = self._logits, None
         if self.off or logits is None:
             return
-        _, labels, indices = read_batch(batch, self.extractor)
+        try:
+            _, labels, indices = read_batch(batch, self.extractor)
+        except (TypeError, ValueError):  # not class ids, or not a batch it can read: the validation capture says why
+            self.off = True
+            self.detach()
+            return
         if indices is None and self._order is not None and batch_idx < len(self._order):
             indices = self._order[batch_idx]
         if indices is None or len(indices) != len(labels) or len(labels) != len(logits):
