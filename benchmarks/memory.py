@@ -16,11 +16,20 @@ process, with and without the callback (kNN, grids, gallery; no maps); the growt
 set is compared with the bank size the callback predicts. Target (issue 13): growth <= 1.5x predicted.
 
     python benchmarks/memory.py --large
+
+``--history`` measures what the training dynamics keep (issue 25): the label-issue layer's per-sample history
+(``analysis.dynamics.SampleHistory``, appended each analysed epoch) for 2,000 and 20,000 samples and 10 classes, and
+the training-batch margins (``analysis.history.TrainingHistory``) of 20,000 training samples: memory (``nbytes``) and
+disk (its ``state_dict`` through ``torch.save``, as a checkpoint holds it) after 1, 10, 20 and 30 epochs (20 kept),
+and the bytes per sample per epoch.
+
+    python benchmarks/memory.py --history
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import resource
 import subprocess
@@ -159,11 +168,52 @@ def run_large() -> None:
         )
 
 
+def saved_bytes(state: dict) -> int:
+    """Bytes of ``state`` through ``torch.save`` (as a Lightning checkpoint stores the callback's state)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.tell()
+
+
+def run_history() -> None:
+    """Memory and disk of the training dynamics' histories per epoch, from the real objects."""
+    from lightning_featviz.analysis.dynamics import SampleHistory
+    from lightning_featviz.analysis.history import TrainingHistory
+
+    classes, generator = 10, torch.Generator().manual_seed(0)
+    print(f"{'object':<34}{'samples':>8}{'epochs':>7}{'memory MB':>11}{'disk MB':>9}{'B/sample/epoch':>16}")
+    for size in (2000, 20000):
+        history, previous = SampleHistory(classes, keep=torch.arange(size)), None
+        for epoch in range(30):
+            probabilities = torch.rand(size, classes, generator=generator).softmax(dim=1)
+            labels = torch.randint(0, classes, (size,), generator=generator)
+            share, scores = torch.rand(size, generator=generator), torch.rand(size, generator=generator)
+            history.append(epoch, torch.arange(size), labels, probabilities, share, scores)
+            if epoch + 1 in (1, 10, 20, 30):
+                memory, disk = history.nbytes, saved_bytes(history.state_dict())
+                per = "" if previous is None else f"{(memory - previous[1]) / size / (epoch + 1 - previous[0]):.1f}"
+                print(f"{'SampleHistory (validation)':<34}{size:>8}{epoch + 1:>7}{memory / 1e6:>11.2f}"
+                      f"{disk / 1e6:>9.2f}{per:>16}")  # fmt: skip
+                previous = (epoch + 1, memory)
+    size, training, previous = 20000, TrainingHistory(), None
+    for epoch in range(30):
+        order = torch.randperm(size, generator=generator)
+        margins = torch.randn(size, generator=generator)
+        training.append(epoch, {"indices": order, "labels": order % classes, "margins": margins})
+        if epoch + 1 in (1, 10, 20, 30):
+            memory, disk = training.nbytes, saved_bytes(training.state_dict())
+            per = "" if previous is None else f"{(memory - previous[1]) / size / (epoch + 1 - previous[0]):.1f}"
+            print(f"{'TrainingHistory (training AUM)':<34}{size:>8}{epoch + 1:>7}{memory / 1e6:>11.2f}"
+                  f"{disk / 1e6:>9.2f}{per:>16}")  # fmt: skip
+            previous = (epoch + 1, memory)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--background", action="store_true", help="render reports in the report process")
     parser.add_argument("--large", action="store_true", help="the 20,000-sample bank: RSS growth vs prediction")
+    parser.add_argument("--history", action="store_true", help="the training dynamics' histories per epoch")
     parser.add_argument("--large-run", choices=["with", "without", "with-torch-knn"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.large_run:
@@ -173,6 +223,9 @@ def main() -> None:
         return
     if args.large:
         run_large()
+        return
+    if args.history:
+        run_history()
         return
     torch.manual_seed(0)
     data = ClassificationData.digits(batch_size=32)

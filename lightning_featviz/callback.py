@@ -23,6 +23,7 @@ from torch import nn
 
 from lightning_featviz import __version__
 from lightning_featviz.analysis.embedding import MapTracker
+from lightning_featviz.analysis.history import DynamicsTracker
 from lightning_featviz.analysis.results import EpochResults
 from lightning_featviz.arguments import check_arguments, normalised_layers
 from lightning_featviz.capture.bank import BankData, bank_from_columns
@@ -58,6 +59,7 @@ from lightning_featviz.report.settings import ReportSettings, tag
 from lightning_featviz.runtime.distributed import gather_columns, on_rank_zero, ranks_without_batches
 from lightning_featviz.runtime.guard import Guard
 from lightning_featviz.runtime.scheduler import ReportScheduler
+from lightning_featviz.training_audit import TrainingAudit
 
 
 def _has_tokens(model: nn.Module) -> bool:
@@ -174,6 +176,8 @@ class FeatureVisualizer(_Callback):
         self._run = ValidationCapture(self._capture_settings(), self._guard.warn_once, rank_zero_info)
         self._analysis, self._plan = self._epoch_analysis(), self._output_plan()
         self._map_tracker = MapTracker(self.maps.perplexity, seed)
+        self._dynamics = DynamicsTracker()  # rank 0: the label-issue layer's history across the fit's epochs
+        self._audit = TrainingAudit(self.capture.batch_extractor, self._guard.warn_once)  # training margins (AUM)
         self._reports = ReportScheduler(self._map_tracker, self._guard.warn_once, self._reported)
         # the trackers' client calls (W&B, MLflow, Comet), on a thread of their own; their time counts in the budget
         self._trackers = TrackerWriter(self._guard.warn_once, self._plan.record_trackers)
@@ -252,6 +256,7 @@ class FeatureVisualizer(_Callback):
         self._analysis, self._plan = self._epoch_analysis(), self._output_plan()
         self._trackers.on_written = self._plan.record_trackers
         self._run.forget_layers()
+        self._audit.start_fit(self.capture.batch_extractor)
         if self.layers != "auto":  # "auto": chosen at the first validation epoch, on one of its batches
             self._use_layers(pl_module, resolve_layers(pl_module, self.layers))
             self._pooling_probed = False
@@ -291,6 +296,23 @@ class FeatureVisualizer(_Callback):
         if empty:
             self._switch_off(f"ranks {empty} see no batch of validation dataloader {idx}")
 
+    def _audits_training(self) -> bool:
+        return self.wrong_cluster is not None and self.wrong_cluster.training_margins and self._phase is not Phase.OFF
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._audits_training():
+            self._guard.call(self._audit.start_epoch, trainer, pl_module)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._audits_training():
+            self._guard.call(self._audit.margins.add_batch, batch, batch_idx)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._audits_training():  # every rank (a gather)
+            self._guard.call(self._audit.end_epoch, trainer)
+
     def _switch_off(self, reason: str) -> None:
         self._phase = Phase.OFF if self._phase is Phase.OFF else Phase.OFF_THIS_RUN
         self._guard.warn_once(
@@ -308,12 +330,14 @@ class FeatureVisualizer(_Callback):
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._run.detach()
+        self._audit.detach()
         self._guard.call(self._reports.drain)
         self._reports.close(wait=True)
         self._trackers.drain()  # before Lightning finalizes the loggers
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._run.detach()
+        self._audit.detach()
         self._reports.close(wait=False)  # training failed: drop reports not started, stop the thread
         self._trackers.stop()
 
@@ -321,11 +345,17 @@ class FeatureVisualizer(_Callback):
         # "reported": the epochs whose reports were written (or failed with a warning) when the checkpoint was
         # saved; a background report may still be queued then, and lost if the process is killed.
         reported = sorted(self._reported_epochs)
-        return {"history": list(self.history), "maps": self._map_tracker.state_dict(), "reported": reported}
+        maps, dynamics, training = self._map_tracker.state_dict(), self._dynamics.state_dict(), self._audit.state_dict()
+        return {
+            "history": list(self.history), "maps": maps, "reported": reported, "dynamics": dynamics,
+            "training_margins": training,
+        }  # fmt: skip
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
         self._map_tracker.load_state_dict(state_dict.get("maps", {}))
+        self._dynamics.load_state_dict(state_dict.get("dynamics", {}))
+        self._audit.load_state_dict(state_dict.get("training_margins", {}))
         if "reported" in state_dict:  # (older checkpoints do not say)
             self._reported_epochs = {int(epoch) for epoch in state_dict["reported"]}
             missing = sorted({int(row["epoch"]) for row in self.history} - self._reported_epochs)
@@ -475,12 +505,19 @@ class FeatureVisualizer(_Callback):
     ) -> tuple[EpochResults | None, dict[str, float]]:
         """Rank 0: kNN per layer; the results, and the scalars every rank logs."""
         maps_due = self._plan.maps_due(trainer.state.fn == TrainerFn.FITTING, trainer.current_epoch)
-        layers = list(self._run.paths.values())
+        layers, clusters = list(self._run.paths.values()), self.wrong_cluster
+        # the history of the label-issue layer wants its label-issue neighbours every analysed epoch
         done = self._analysis.run(
-            trainer, pl_module, bank, self._run, layers, self._val_dataset, maps_due, self._plan.figures_due
-        )
-        if done[0] is not None:
+            trainer, pl_module, bank, self._run, layers, self._val_dataset, maps_due,
+            self._plan.figures_due or clusters is not None,
+        )  # fmt: skip
+        results = done[0]
+        if results is not None:
             self._plan.record_knn(self._analysis.knn_seconds)
+            if clusters is not None:  # the label-issue layer: the last one (never a twin) unless named
+                layer = clusters.layer or list(results.stats)[-1]
+                # (a failure here costs the history's epoch, never the epoch's kNN scalars)
+                results.dynamics = self._guard.call(self._dynamics.update, results, layer, self._guard.warn_once)
         return done
 
     def _submit(
@@ -515,6 +552,8 @@ class FeatureVisualizer(_Callback):
             self._guard.call(self._reports.submit, job, destination)
         self._guard.call(self._reports.drain)  # nothing trains meanwhile: reports not yet started use every core
         self._guard.call(self._log_tab_page)
+        if self._audits_training():
+            self._guard.call(self._audit.write, trainer, self._log_dir, self.class_names)
 
     def _log_tab_page(self) -> None:
         """Rank 0, once a fit's reports are written: the FEATVIZ tab as one page, for the trackers that show HTML, at

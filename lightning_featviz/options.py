@@ -172,11 +172,16 @@ class WrongClusterOptions:
         min_share: a sample is in the wrong cluster when another class holds the majority of its
             k neighbours and at least this share of them (0.6: 6 of 10), in (0, 1].
         max_gallery: rows of the gallery figure (the CSV has them all).
+        training_margins: also record each training batch's logit margins (given label minus the largest other)
+            by dataset index and, at the end of ``fit``, write the training samples ranked by their area under the
+            margin (AUM) as ``featviz_label_issues/train_aum.csv``; needs the training batches' dataset indices
+            (docs/label_issues.md, "Training dynamics": where they cannot be known, one warning and nothing else).
     """
 
     layer: str | None = None
     min_share: float = 0.6
     max_gallery: int = 8
+    training_margins: bool = False
 
     def __post_init__(self) -> None:
         require(
@@ -186,6 +191,8 @@ class WrongClusterOptions:
         require(is_number(share) and 0 < share <= 1, "wrong_cluster.min_share", "a number in (0, 1]", share)
         object.__setattr__(self, "min_share", float(share))
         _check_at_least("wrong_cluster.max_gallery", self.max_gallery, 1)
+        margins = self.training_margins
+        require(isinstance(margins, bool), "wrong_cluster.training_margins", "a bool", margins)
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,10 @@ def main() -> None:
         result["indices"] = [int(row[header.index("index")]) for row in rows]
         result["wrong_cluster"] = visualizer.wrong_cluster_indices
         result["dashboard"] = dashboard_neighbours(Path(log_dir) / FOLDER)
+        result["dynamics"] = {  # rank 0's per-sample history (NaN as -9: JSON lists compare by value)
+            layer: {key: v.float().nan_to_num(-9.0).tolist() if torch.is_tensor(v) else v for key, v in state.items()}
+            for layer, state in visualizer.state_dict()["dynamics"].items()
+        }
     with open(f"{args.out}.rank{trainer.global_rank}", "w") as handle:
         json.dump(result, handle)
     torch.distributed.destroy_process_group() if dist.is_initialized() else None

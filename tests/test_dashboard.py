@@ -322,6 +322,11 @@ def test_inspect_route_gives_the_callbacks_neighbours_at_every_layer(board, dash
             distances[row] = float("inf")
             expected = distances.sort().values[:5].numpy()
             assert np.allclose(layer["distances"], expected, rtol=2e-3, atol=2e-3)
+        # the label-issue layer's training dynamics: the sample's probability of its label at every epoch so far
+        dynamics, trajectory = results.dynamics, found["trajectory"]
+        assert trajectory["layer"] == dynamics.layer == LAYERS[-1] and trajectory["epochs"] == [0, 1, 2]
+        position = int(dynamics.positions(results.bank.indices[row : row + 1])[0])
+        assert np.allclose(trajectory["probability"], dynamics.trajectory()[:, position].numpy(), atol=1e-3)
     samples = get(board, "samples", run=RUN, key=found["reference"])
     assert samples["indices"] == results.bank.indices.tolist() and samples["labels"] == results.bank.labels.tolist()
 
@@ -338,6 +343,12 @@ def test_wrong_route_lists_the_callbacks_flagged_images_strongest_first(board, d
             assert int((neighbour_labels == row["cluster"]).sum()) == row["count"] == round(row["strength"] * 5)
             assert row["prediction"] == int(preds[row["row"]])
             assert f"are '{row['cluster']}'" in row["reason"]
+            dynamics = visualizer.seen[epoch].dynamics
+            if layer == dynamics.layer:  # the dynamics score, for the review's order
+                position = dynamics.positions(torch.tensor([row["index"]]))
+                assert row["dynamics"] == pytest.approx(float(dynamics.scores[position]), abs=1e-4)
+            else:
+                assert row["dynamics"] is None
 
 
 def test_layer_route_gives_a_2d_map_of_every_sample_at_every_epoch(board, dashboard_run):
@@ -469,6 +480,11 @@ def test_clicking_a_point_opens_the_inspector_with_the_callbacks_neighbours(boar
         assert [int(t.get_attribute("data-index")) for t in shown] == expected
         same = (results.bank.labels[results.stats[layer].indices[row]] == results.bank.labels[row]).tolist()
         assert ["same" in t.get_attribute("class") for t in shown] == same
+    # its label probability at each of the 3 epochs, drawn as a line with one point per epoch
+    points = driver.find_elements("css selector", "#inspector .trajectory-box .trajectory-point")
+    assert len(points) == 3 and points[-1].find_element("tag name", "title").get_attribute("textContent").startswith(
+        "epoch 2: "
+    )
 
 
 def download(driver, button: str) -> tuple[str, list[dict[str, str]]]:

@@ -40,6 +40,7 @@ def _assert_same(single, ranks):
         assert [row["layer"] for row in result["history"]] == [row["layer"] for row in single["history"]]
     assert ranks[0]["indices"] == single["indices"]  # the same samples, each once
     assert ranks[0]["wrong_cluster"] == single["wrong_cluster"]
+    assert ranks[0]["dynamics"] == single["dynamics"] and single["dynamics"]["pool"]["epochs"] == [0]
     # the FEATVIZ tab's files of the DDP run hold the single process's epochs and each sample's neighbours
     assert single["dashboard"]["epochs"] == [0]
     assert ranks[0]["dashboard"] == single["dashboard"]

@@ -1,5 +1,6 @@
 """Training dynamics: the per-sample history (storage, bounds, resume, order) and the scores made from it."""
 
+import csv
 import io
 
 import pytest
@@ -15,6 +16,7 @@ from lightning_featviz.analysis.dynamics import (
     given_label_margin,
     training_margins,
 )
+from lightning_featviz.analysis.history import TrainingHistory
 
 NAMES = ["cat", "dog", "bird"]
 
@@ -265,3 +267,60 @@ def test_cartography_is_the_mean_and_standard_deviation_over_the_epochs_a_sample
     torch.testing.assert_close(confidence, torch.tensor([0.3, 0.9, 0.5]))
     torch.testing.assert_close(variability, torch.tensor([0.1, 0.0, 0.0]))
     assert bool(cartography(torch.full((2, 1), float("nan")))[0].isnan().all())
+
+
+def test_training_history_ranks_by_the_mean_margin_of_the_epochs_each_sample_was_seen():
+    history = TrainingHistory()
+    # epoch 0: sample 7 twice (its mean margin counts), sample 3 once; epoch 1: samples 3 and 5
+    history.append(0, {"indices": torch.tensor([7, 3, 7]), "labels": torch.tensor([1, 0, 1]),
+                       "margins": torch.tensor([-1.0, 2.0, -3.0])})  # fmt: skip
+    history.append(
+        1, {"indices": torch.tensor([3, 5]), "labels": torch.tensor([0, 2]), "margins": torch.tensor([4.0, 1.0])}
+    )
+    indices, aum, seen, last = history.ranking()
+    assert indices.tolist() == [7, 5, 3] and aum.tolist() == [-2.0, 1.0, 3.0]  # lowest AUM first
+    assert seen.tolist() == [1, 1, 2] and last.tolist() == [-2.0, 1.0, 4.0]
+    rows = list(history.rows(["a", "b", "c"]))
+    assert [(r["rank"], r["index"], r["given_label"]) for r in rows] == [(1, 7, "b"), (2, 5, "c"), (3, 3, "a")]
+    resumed = TrainingHistory()
+    resumed.load_state_dict(torch.load(_saved(history.state_dict()), weights_only=True))
+    assert list(resumed.rows(["a", "b", "c"])) == rows
+
+
+def _saved(state) -> io.BytesIO:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+def test_a_fit_in_known_order_writes_the_training_samples_by_aum_and_a_shuffled_one_warns_once(tmp_path, small_data):
+    from conftest import TinyNet, tiny_trainer
+    from torch.utils.data import DataLoader
+
+    from lightning_featviz import FeatureVisualizer, MapOptions, WrongClusterOptions
+    from lightning_featviz.demo.model import ClassificationData
+
+    class InOrder(ClassificationData):
+        def train_dataloader(self):
+            return DataLoader(self.train, batch_size=32)
+
+    def fit(root, data):
+        visualizer = FeatureVisualizer(
+            ["pool"], overhead=None, k=5, max_samples=40, maps=MapOptions(every_n_epochs=None), projector=False,
+            wrong_cluster=WrongClusterOptions(training_margins=True),
+        )  # fmt: skip
+        tiny_trainer(root, logger=False, callbacks=[visualizer]).fit(TinyNet(), datamodule=data)
+        return root / "featviz_label_issues" / "train_aum.csv"  # the run's folder: the log dir
+
+    in_order = InOrder(small_data.train, small_data.val, small_data.classes, batch_size=32)
+    path = fit(tmp_path / "in_order", in_order)
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(int(row["index"]) for row in rows) == list(range(128))  # 4 batches of 32, in order
+    assert all(row["epochs_seen"] == "2" for row in rows)
+    aum = [float(row["aum"]) for row in rows]
+    assert aum == sorted(aum) and len(set(aum)) > 100  # lowest first, real margins
+    with pytest.warns(UserWarning, match="cannot tell which dataset samples a training batch holds"):
+        shuffled = fit(tmp_path / "shuffled", small_data)
+    assert not shuffled.exists()

@@ -1,7 +1,9 @@
 """Resuming from a checkpoint continues the callback's series, maps and projector without duplicates or gaps;
 ``trainer.validate(ckpt_path=...)`` analyses the checkpoint's weights; old checkpoints still load."""
 
+import csv
 import glob
+from pathlib import Path
 
 import torch
 from conftest import TinyNet, tiny_trainer
@@ -10,8 +12,12 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+from torch.utils.data import DataLoader
 
 from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions
+from lightning_featviz.analysis.dynamics import SampleHistory, dynamics_words
+from lightning_featviz.analysis.history import DYNAMICS_CSV_COLUMNS
+from lightning_featviz.demo.model import ClassificationData
 
 LAYERS = ["input", "pool"]
 
@@ -27,13 +33,22 @@ def _visualizer() -> FeatureVisualizer:
     )
 
 
-def _fit(tmp_path, data, max_epochs, ckpt_path=None):
-    visualizer = _visualizer()
+class _InOrder(ClassificationData):
+    """The training batches in the same order every epoch and every run (the shuffle's RNG is not in a
+    checkpoint): a resumed fit trains exactly as an uninterrupted one."""
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train, batch_size=self.batch_size)
+
+
+def _fit(tmp_path, data, max_epochs, ckpt_path=None, visualizer=None):
+    visualizer = visualizer or _visualizer()
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True, save_top_k=0)
     logger = TensorBoardLogger(tmp_path, version=0)  # the same run directory, as a resumed run would use
     trainer = tiny_trainer(
         tmp_path, max_epochs=max_epochs, logger=logger, callbacks=[visualizer, checkpoint], enable_checkpointing=True
     )
+    torch.manual_seed(0)
     trainer.fit(TinyNet(), datamodule=data, ckpt_path=ckpt_path)
     return trainer, visualizer
 
@@ -48,12 +63,14 @@ def _all_events(log_dir) -> EventAccumulator:
     return accumulator
 
 
-def test_a_resumed_run_continues_its_series_and_projector_without_duplicates(tmp_path, small_data):
+def test_a_resumed_run_continues_its_series_projector_and_sample_history_without_duplicates(tmp_path, small_data):
+    small_data = _InOrder(small_data.train, small_data.val, small_data.classes, batch_size=32)
     _fit(tmp_path, small_data, max_epochs=2)
     last = tmp_path / "checkpoints" / "last.ckpt"
     saved = torch.load(last, weights_only=True)["callbacks"]
     state = next(value for key, value in saved.items() if key.startswith("FeatureVisualizer"))
     assert len(state["history"]) == 2 * len(LAYERS) and state["maps"]  # history and maps for warm starts
+    assert state["dynamics"]["pool"]["epochs"] == [0, 1]  # the label-issue layer's per-sample history
 
     trainer, visualizer = _fit(tmp_path, small_data, max_epochs=4, ckpt_path=last)
     assert [row["epoch"] for row in visualizer.history] == [0, 0, 1, 1, 2, 2, 3, 3]  # restored, then continued
@@ -71,6 +88,30 @@ def test_a_resumed_run_continues_its_series_and_projector_without_duplicates(tmp
     # ... the latest epoch's, and epoch 0's kept from before the resume (projector.keep_every_n_epochs=5)
     pool = {name for name in names if name.endswith("/pool/vectors")}
     assert pool == {"latest/epoch_003/pool/vectors", "previous/epoch_000/pool/vectors"}
+
+    # the per-sample history continued: the same as an uninterrupted 4-epoch fit's (no maps there: they do not
+    # change the history)
+    uninterrupted = FeatureVisualizer(LAYERS, overhead=None, k=5, max_samples=80, maps=False, projector=False)
+    _fit(tmp_path / "uninterrupted", small_data, max_epochs=4, visualizer=uninterrupted)
+    resumed, whole = visualizer.state_dict()["dynamics"], uninterrupted.state_dict()["dynamics"]
+    assert resumed.keys() == whole.keys() == {"pool"} and resumed["pool"]["epochs"] == [0, 1, 2, 3]
+    for name, value in whole["pool"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(resumed["pool"][name].nan_to_num(-9), value.nan_to_num(-9)), name
+        else:
+            assert resumed["pool"][name] == value, name
+    # the label-issue CSV has the history's columns, its words those of the history; a cartography figure each epoch
+    history = SampleHistory(10)
+    history.load_state_dict(resumed["pool"])
+    with open(Path(trainer.log_dir) / "featviz_label_issues" / "epoch_003_pool.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 80 and tuple(rows[0])[-len(DYNAMICS_CSV_COLUMNS) :] == DYNAMICS_CSV_COLUMNS
+    position = {int(index): i for i, index in enumerate(history.indices.tolist())}
+    for row in rows:
+        assert row["epochs_seen"] == "4" and 0 <= float(row["mean_label_probability"]) <= 1
+        assert row["dynamics"] == dynamics_words(history, position[int(row["index"])], small_data.classes)
+    assert {row["dynamics"].split(" ")[0] for row in rows} <= {"learnt:", "consistently", "unstable:", "predicted"}
+    assert len(events.Images("featviz/cartography/pool")) == 4
 
 
 def test_a_checkpoint_without_the_callback_state_still_resumes(tmp_path, small_data):

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import torch
 from torch import Tensor
 
+from lightning_featviz.analysis.dynamics import SampleHistory, cartography, dynamics_words
 from lightning_featviz.analysis.knn import NeighbourStats
 from lightning_featviz.analysis.label_issues import LabelIssues
 from lightning_featviz.analysis.maps import LayerMaps
@@ -36,6 +38,57 @@ class LabelIssueResults:
 
 
 @dataclass
+class DynamicsResults:
+    """The training dynamics of one layer's label issues up to an epoch (``analysis.history.DynamicsTracker``).
+
+    Attributes:
+        layer: the layer whose single-epoch scores the history records (the label-issue layer).
+        history: a copy of the layer's :class:`~lightning_featviz.analysis.dynamics.SampleHistory` (E kept epochs,
+            S tracked samples by sorted dataset index).
+        scores: (S,) the dynamics score (:func:`~lightning_featviz.analysis.dynamics.dynamics_scores`; high: the
+            given label is likely wrong).
+        confidence: (S,) the mean probability of the given label over the epochs a sample was seen (cartography).
+        variability: (S,) its standard deviation over those epochs.
+        seen: (S,) int, the kept epochs a sample was seen in.
+    """
+
+    layer: str
+    history: SampleHistory
+    scores: Tensor = field(init=False)
+    confidence: Tensor = field(init=False)
+    variability: Tensor = field(init=False)
+    seen: Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        probability = self.history.field("label_probability")
+        self.scores = self.history.dynamics_scores()
+        self.confidence, self.variability = cartography(probability)
+        self.seen = probability.isfinite().sum(dim=0)
+
+    @property
+    def epochs(self) -> list[int]:
+        """The E kept epochs, oldest first."""
+        return list(self.history.epochs)
+
+    def positions(self, indices: Tensor) -> Tensor:
+        """(N,) each of the (N,) dataset ``indices``' position in the history, -1 where it is not tracked."""
+        tracked = self.history.indices
+        indices = indices.long().cpu()
+        position = torch.searchsorted(tracked, indices).clamp_max(max(0, len(tracked) - 1))
+        found = (tracked[position] == indices) if len(tracked) else torch.zeros(len(indices), dtype=torch.bool)
+        return torch.where(found, position, -1)
+
+    def trajectory(self) -> Tensor:
+        """(E, S) float32 probability of the given label per kept epoch (NaN: not seen)."""
+        return self.history.field("label_probability")
+
+    def words(self, position: int, class_names: list[str]) -> str:
+        """What the predictions of the sample at ``position`` did, in words
+        (:func:`~lightning_featviz.analysis.dynamics.dynamics_words`)."""
+        return dynamics_words(self.history, position, class_names)
+
+
+@dataclass
 class EpochResults:
     """One analysed epoch.
 
@@ -54,6 +107,8 @@ class EpochResults:
         label_issues: the label issues of the wrong-cluster layer, where the epoch scores them.
         confusion: layer -> (C, C) where each class's neighbours come from (row: the class; NaN for a class without
             samples), where the epoch draws it.
+        dynamics: the label-issue layer's training dynamics up to this epoch (filled in the training process, on
+            rank 0, each analysed epoch of ``fit`` or ``validate``), None where not tracked.
         seconds: what each part of the analysis took (``maps_2d``, ``maps_3d``, ``wrong_cluster``,
             ``label_issues``, ``confusion``), for the time budget.
     """
@@ -69,6 +124,7 @@ class EpochResults:
     wrong_cluster: dict[str, WrongCluster] = field(default_factory=dict)
     label_issues: LabelIssueResults | None = None
     confusion: dict[str, Tensor] = field(default_factory=dict)
+    dynamics: DynamicsResults | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
     def neighbour_labels(self, layer: str) -> Tensor:

@@ -8,7 +8,8 @@ Layout of ``<run log dir>/featviz_dashboard/``::
                              :data:`PAGE_TILES` tiles (JPEG): page ``row // tiles``, tile ``row % tiles``
     epoch_<epoch>.npz        one epoch, compressed: predictions, and per layer (``L<i>_`` keys, ``i`` its
                              place in the epoch's layer list) neighbours, distances, purity, votes, maps
-                             (with the rows they show where a map is of a subsample), wrong-cluster flags
+                             (with the rows they show where a map is of a subsample), wrong-cluster flags,
+                             training dynamics (dynamics scores, label-probability trajectories)
 
 A sample set is written once and named by a hash of its indices and labels, so epochs that keep the same
 samples (the usual case) share it, and a set that changes (a resumed run, a training reference) gets its own.
@@ -86,6 +87,8 @@ class LayerEpoch:
         cluster: (F,) the class each flagged row sits among.
         count: (F,) how many of its k neighbours hold that class.
         own: (F,) how many hold its own label.
+        dynamics: (N,) the dynamics score of each sample (NaN: not tracked), the label-issue layer only.
+        trajectory: (E, N) each sample's probability of its label at the (E,) ``trajectory_epochs`` (NaN: unseen).
     """
 
     neighbours: np.ndarray
@@ -100,6 +103,9 @@ class LayerEpoch:
     cluster: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     count: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     own: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    dynamics: np.ndarray | None = None
+    trajectory: np.ndarray | None = None
+    trajectory_epochs: np.ndarray | None = None
 
 
 def replace_atomically(path: Path, data: bytes, durable: bool = False) -> None:
@@ -163,6 +169,10 @@ def layer_arrays(prefix: str, layer: LayerEpoch) -> dict[str, np.ndarray]:
     arrays |= {f"{prefix}map{dims}": coords.astype(np.float32) for dims, coords in layer.maps.items()}
     if layer.map_rows is not None and layer.maps:
         arrays[f"{prefix}maprows"] = layer.map_rows.astype(np.int32)
+    if layer.dynamics is not None and layer.trajectory is not None and layer.trajectory_epochs is not None:
+        arrays[f"{prefix}dynamics"] = layer.dynamics.astype(np.float32)  # ranks near 1 stay apart
+        arrays[f"{prefix}trajectory"] = layer.trajectory.astype(np.float16)
+        arrays[f"{prefix}trajepochs"] = layer.trajectory_epochs.astype(np.int32)
     return arrays
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lightning_featviz.analysis.results import EpochResults
+from lightning_featviz.analysis.results import DynamicsResults, EpochResults
 from lightning_featviz.capture.bank import BankData
 from lightning_featviz.dashboard.data import LayerEpoch, Samples, write_epoch
 
@@ -52,6 +52,16 @@ class DashboardEpoch:
         )
 
 
+def add_dynamics(layer: LayerEpoch, dynamics: DynamicsResults, bank: BankData) -> None:
+    """The bank's N rows' dynamics scores and (E, N) label-probability trajectories into ``layer`` (NaN for a row
+    the history does not track)."""
+    positions = dynamics.positions(bank.indices)
+    tracked, clamped = positions >= 0, positions.clamp_min(0)
+    layer.dynamics = torch.where(tracked, dynamics.scores[clamped], float("nan")).numpy()
+    layer.trajectory = torch.where(tracked[None], dynamics.trajectory()[:, clamped], float("nan")).numpy()
+    layer.trajectory_epochs = np.asarray(dynamics.epochs, dtype=np.int32)
+
+
 def dashboard_epoch(results: EpochResults, paths: list[str] | None, step: int) -> DashboardEpoch:
     """One analysed epoch for the FEATVIZ tab.
 
@@ -80,6 +90,8 @@ def dashboard_epoch(results: EpochResults, paths: list[str] | None, step: int) -
         if found is not None:
             layer.flagged, layer.cluster = found.rows.numpy(), found.cluster.numpy()
             layer.count, layer.own = found.count.numpy(), found.own.numpy()
+        if results.dynamics is not None and results.dynamics.layer == name:
+            add_dynamics(layer, results.dynamics, bank)
         layers[name] = layer
     return DashboardEpoch(
         results.epoch,

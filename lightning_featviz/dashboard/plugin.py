@@ -77,6 +77,16 @@ def _rounded(values: np.ndarray, digits: int = 4) -> list[Any]:
     return [None if isinstance(v, float) and math.isnan(v) else v for v in rounded.tolist()]
 
 
+def _trajectory(entry: dict[str, Any], arrays: dict[str, np.ndarray], row: int) -> dict[str, Any] | None:
+    """Sample ``row``'s probability of its given label per kept epoch, at the epoch's label-issue layer (the one
+    whose training dynamics it holds): ``{"layer", "epochs", "probability"}`` (None: not seen), or None."""
+    for i, layer in enumerate(entry["layers"]):
+        if f"L{i}_trajectory" in arrays:
+            probability = _rounded(arrays[f"L{i}_trajectory"][:, row], 3)
+            return {"layer": layer["name"], "epochs": arrays[f"L{i}_trajepochs"].tolist(), "probability": probability}
+    return None
+
+
 @lru_cache(maxsize=64)
 def _epoch_arrays(path: str, stamp: int) -> dict[str, np.ndarray]:
     """An epoch file's arrays; ``stamp`` (its modification time) makes a rewritten file read again."""
@@ -302,6 +312,7 @@ class FeatvizPlugin(base_plugin.TBPlugin):
             "prediction": prediction,
             "reference": entry["reference"],
             "layers": layers,
+            "trajectory": _trajectory(entry, arrays, row),
         }
 
     def wrong(self, request: Request) -> dict[str, Any]:
@@ -313,7 +324,7 @@ class FeatvizPlugin(base_plugin.TBPlugin):
         arrays, names = self._arrays(folder, entry), index["class_names"]
         samples = self._samples(folder, entry["samples"])
         k = int(index["k"])
-        rows = []
+        rows, dynamics = [], arrays.get(f"L{i}_dynamics")
         for row, cluster, count, own in zip(
             arrays[f"L{i}_flagged"].tolist(),
             arrays[f"L{i}_cluster"].tolist(),
@@ -337,6 +348,7 @@ class FeatvizPlugin(base_plugin.TBPlugin):
                         f"{own} share its label {names[label]!r}"
                     ),
                     "neighbours": arrays[f"L{i}_neighbours"][row].tolist(),
+                    "dynamics": _rounded(dynamics[row : row + 1])[0] if dynamics is not None else None,
                 }
             )
         return {

@@ -8,6 +8,7 @@ from __future__ import annotations
 from itertools import islice
 
 from lightning_featviz.analysis import label_issues, wrong_cluster
+from lightning_featviz.analysis.history import DYNAMICS_CSV_COLUMNS, dynamics_columns
 from lightning_featviz.analysis.label_issues import label_issue_rows
 from lightning_featviz.analysis.results import EpochResults, LabelIssueResults
 from lightning_featviz.analysis.wrong_cluster import WrongCluster, wrong_cluster_table
@@ -37,14 +38,18 @@ def export_label_issues(
 ) -> tuple[str, list[str]]:
     """The relabelling CSVs of ``issues`` under the run's folder (``featviz_label_issues/``: the validation
     samples, and the training samples with a training reference); the top of the validation samples' list as
-    Markdown, and the files' paths (none without a ``folder``)."""
+    Markdown, and the files' paths (none without a ``folder``). Where the epoch has the training dynamics
+    (``results.dynamics``), the validation samples' CSV has their columns too (:data:`DYNAMICS_CSV_COLUMNS`)."""
     bank, names, columns = results.bank, results.class_names, label_issues.CSV_COLUMNS
     top = list(islice(label_issue_rows(issues.validation, bank.indices, bank.labels, names, paths), MARKDOWN_ROWS))
     if folder is None:
         return label_issue_markdown(top, len(bank)), []
     name = f"featviz_label_issues/epoch_{results.epoch:03d}_{file_name(issues.layer)}"
     rows = label_issue_rows(issues.validation, bank.indices, bank.labels, names, paths)
-    written = [folder.log_csv(name, columns, rows, step)]
+    validation_columns: tuple[str, ...] = columns
+    if results.dynamics is not None:
+        rows, validation_columns = dynamics_columns(results.dynamics, rows, names), (*columns, *DYNAMICS_CSV_COLUMNS)
+    written = [folder.log_csv(name, validation_columns, rows, step)]
     if issues.training is not None:
         searched = results.searched
         train_rows = label_issue_rows(issues.training, searched.indices, searched.labels, names)

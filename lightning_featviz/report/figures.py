@@ -19,6 +19,7 @@ from lightning_featviz.analysis.maps import LayerMaps
 from lightning_featviz.analysis.results import EpochResults
 from lightning_featviz.analysis.wrong_cluster import WrongCluster, caption
 from lightning_featviz.capture.bank import BankData
+from lightning_featviz.render.cartography import cartography_image
 from lightning_featviz.render.grids import NeighbourGrid, neighbour_grid_image
 from lightning_featviz.render.maps import MapPanel, map_image
 from lightning_featviz.render.purity_charts import class_purity_image, confusion_image, purity_depth_image
@@ -110,6 +111,23 @@ def class_purity_images(results: EpochResults) -> dict[tuple[str, str], np.ndarr
         )
         for layer, stats in results.stats.items()
     }
+
+
+def dynamics_image(results: EpochResults) -> np.ndarray | None:
+    """The dataset cartography of the label-issue layer's tracked samples up to this epoch (confidence against
+    variability, the samples in its wrong cluster flagged); None where the epoch has no training dynamics."""
+    dynamics = results.dynamics
+    if dynamics is None:
+        return None
+    flagged = np.zeros(len(dynamics.history), dtype=bool)
+    found = results.wrong_cluster.get(dynamics.layer)
+    if found is not None:
+        positions = dynamics.positions(results.bank.indices[found.rows]).numpy()
+        flagged[positions[positions >= 0]] = True
+    epochs = dynamics.epochs
+    span = f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]}-{epochs[-1]}"
+    heading = f"Epoch {results.epoch}: dataset cartography of {dynamics.layer}'s label issues ({span})"
+    return cartography_image(dynamics.confidence.numpy(), dynamics.variability.numpy(), flagged, heading)
 
 
 def depth_image(results: EpochResults, history: Sequence[Mapping[str, Any]]) -> np.ndarray:

@@ -34,6 +34,7 @@ from lightning_featviz.report.figures import (
     class_purity_images,
     confusion_images,
     depth_image,
+    dynamics_image,
     gallery_image,
     map_images,
     neighbour_grid_images,
@@ -256,6 +257,8 @@ class Reporter:
                 clusters = options.wrong_cluster
                 gallery = gallery_image(results, chosen, found, clusters.min_share, clusters.max_gallery, validation)
                 self._add(report, [(("wrong_cluster", chosen), gallery)])
+        if results.dynamics is not None and (cartography := dynamics_image(results)) is not None:
+            self._add(report, [(("cartography", results.dynamics.layer), cartography)])
         if options.outputs.confusion:
             if len(results.class_names) <= MAX_CONFUSION_CLASSES:
                 self._add(report, confusion_images(results).items())

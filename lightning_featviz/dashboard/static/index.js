@@ -32,6 +32,7 @@ const state = {
   selection: [], // dataset indices of the box-selected samples (shown at every epoch that keeps them)
   inspected: null, // dataset index of the inspected sample
   review: null, // {run, layer, epoch, rows}: the wrong-cluster list on screen, null while it loads
+  reviewOrder: 'rank', // the review's order: 'rank' (the callback's, its CSV's) or 'dynamics' (the dynamics score)
   ticket: 0, // bumped at every change of run, layer or epoch
   animation: null, // {from, to, epochData, start, t, coords}: the map's move between two epochs
 };
@@ -502,6 +503,36 @@ async function clearSelection() {
 
 // ------------------------------------------------------------------ inspector
 
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+// A sample's probability of its given label at each kept epoch (the label-issue layer's training dynamics): a line
+// with one point per epoch the sample was seen, the 0.5 line for scale.
+function trajectoryChart(trajectory) {
+  const [width, height, pad] = [240, 64, 6];
+  const epochs = trajectory.epochs, seen = [];
+  trajectory.probability.forEach((p, i) => { if (p !== null) seen.push([epochs[i], p]); });
+  const first = epochs[0], last = epochs[epochs.length - 1], span = Math.max(1, last - first);
+  const x = (e) => (pad + ((e - first) / span) * (width - 2 * pad)).toFixed(1);
+  const y = (p) => (pad + (1 - p) * (height - 2 * pad)).toFixed(1);
+  const colour = '#1f77b4';
+  const chart = svg('svg', { class: 'trajectory', width, height, viewBox: `0 0 ${width} ${height}` },
+    svg('rect', { x: pad, y: pad, width: width - 2 * pad, height: height - 2 * pad, fill: 'none', stroke: '#ddd' }),
+    svg('line', { x1: pad, x2: width - pad, y1: y(0.5), y2: y(0.5), stroke: '#ddd', 'stroke-dasharray': '3 3' }),
+    svg('polyline', { points: seen.map(([e, p]) => `${x(e)},${y(p)}`).join(' '), fill: 'none', stroke: colour,
+      'stroke-width': 1.5 }),
+    ...seen.map(([e, p]) => svg('circle', { class: 'trajectory-point', cx: x(e), cy: y(p), r: 2.5, fill: colour },
+      svg('title', {}, `epoch ${e}: ${p.toFixed(3)}`))));
+  const epochsText = first === last ? `epoch ${first}` : `epochs ${first}–${last}`;
+  return el('div', { class: 'trajectory-box', 'data-layer': trajectory.layer },
+    el('div', { class: 'layer-label' }, el('b', {}, 'label probability'), ` per epoch (${trajectory.layer}, ` +
+      `${epochsText}; 0 to 1)`), chart);
+}
+
 async function inspectRow(row) {
   const samples = await shownSamples();
   state.inspected = samples.indices[row];
@@ -539,7 +570,7 @@ async function showInspector(ticket, reveal = false) {
     if (found.reference === entry.samples) node.addEventListener('click', () => inspectRow(n));
     return node;
   }))));
-  box.replaceChildren(head, ...rows);
+  box.replaceChildren(head, ...(found.trajectory ? [trajectoryChart(found.trajectory)] : []), ...rows);
   if (reveal) { // where the eye is: beside the map (a sticky panel); scrolled to where it is not in view
     const rect = box.getBoundingClientRect();
     if (rect.top < 0 || rect.top > window.innerHeight - 80) box.scrollIntoView({ block: 'nearest' });
@@ -576,22 +607,28 @@ async function drawReview(ticket) {
   if (ticket !== state.ticket) return;
   const names = state.index.class_names;
   state.review = { run, layer, epoch, k: state.index.k, rows: found.rows };
-  const table = el('table', { class: 'review', 'data-layer': layer, 'data-epoch': epoch },
+  const table = el('table', { class: 'review', 'data-layer': layer, 'data-epoch': epoch, 'data-order': state.reviewOrder },
     el('tr', {}, ...['', 'rank', 'image', 'index', 'label → suggested', 'model says', 'neighbours in cluster',
-      'why', 'neighbours'].map((h) => el('th', {}, h))));
-  found.rows.forEach((item, i) => {
+      'why', 'neighbours', 'dynamics score'].map((h) => el('th', {}, h))));
+  const ranked = found.rows.map((item, i) => [item, i + 1]);
+  if (state.reviewOrder === 'dynamics') { // highest first; rows the history does not track last, in rank order
+    ranked.sort(([a, i], [b, j]) => (b.dynamics ?? -1) - (a.dynamics ?? -1) || i - j);
+  }
+  ranked.forEach(([item, rank]) => {
     const check = el('input', { type: 'checkbox', class: 'pick', 'data-index': item.index });
     const image = thumb(samples, item.row);
     image.addEventListener('click', () => inspectRow(item.row));
-    table.append(el('tr', { 'data-index': item.index }, el('td', {}, check), el('td', {}, String(i + 1)),
+    table.append(el('tr', { 'data-index': item.index }, el('td', {}, check), el('td', {}, String(rank)),
       el('td', {}, image), el('td', {}, String(item.index)), el('td', {}, `${names[item.label]} → ${names[item.cluster]}`),
       el('td', {}, item.prediction < 0 ? 'unknown' : names[item.prediction]),
       el('td', {}, `${item.count} of ${state.index.k}`), el('td', { class: 'reason' }, item.reason),
       el('td', { class: 'thumbs' }, ...item.neighbours.map((n) =>
-        thumb(reference, n, { size: 32, mark: reference.labels[n] === item.label ? 'same' : 'other' })))));
+        thumb(reference, n, { size: 32, mark: reference.labels[n] === item.label ? 'same' : 'other' }))),
+      el('td', { class: 'dynamics' }, fixed(item.dynamics, 3))));
   });
   const heading = el('p', { class: 'review-heading' }, `${found.rows.length} images of ${samples.indices.length} sit ` +
-    `in another class's cluster at ${found.layer}, epoch ${found.epoch} (strongest first).`);
+    `in another class's cluster at ${found.layer}, epoch ${found.epoch} ` +
+    `(${state.reviewOrder === 'dynamics' ? 'highest dynamics score first' : 'strongest first'}).`);
   box.replaceChildren(heading, found.rows.length ? table : el('p', {}, 'None flagged.'));
   for (const button of document.querySelectorAll('#review-section button')) button.disabled = !found.rows.length;
 }
@@ -758,7 +795,12 @@ export async function render() {
       el('div', {}, button('select-all', 'select all', () => {
         for (const box of document.querySelectorAll('#review .pick')) box.checked = true;
       }), button('download', 'download ticked as CSV', () => downloadReview(true)),
-      button('download-all', 'download the list as CSV', () => downloadReview(false))),
+      button('download-all', 'download the list as CSV', () => downloadReview(false)),
+      el('label', {}, ' order ', el('select', { id: 'review-order', onchange: (e) => {
+        state.reviewOrder = e.target.value;
+        drawReview(state.ticket);
+      } }, el('option', { value: 'rank' }, 'neighbours in cluster (the CSV\'s rank)'),
+      el('option', { value: 'dynamics' }, 'dynamics score (every epoch so far)')))),
       el('div', { id: 'review' })),
   );
   attachMapEvents();
