@@ -288,6 +288,15 @@ def rankings(
     out["candidate: last epoch, k a fifth of the median class (the list before)"] = featviz(
         features[-1], noisy, probabilities[-1], in_sample, k=fifth_k
     ).scores.numpy()
+    median = int(np.median(counts[counts > 0]))
+    for words, k in (("three quarters of", (3 * median) // 4), ("all but one of", median - 1)):
+        out[f"candidate: last epoch, k {words} the median class (above label_issue_k's cap of 50)"] = featviz(
+            features[-1], noisy, probabilities[-1], in_sample, k=k
+        ).scores.numpy()
+    if in_sample:
+        out["candidate: last epoch, in-sample model weight 0.3 (not 0.1)"] = featviz(
+            features[-1], noisy, probabilities[-1], in_sample, model_weight=0.3
+        ).scores.numpy()
     kept = len(history.epochs)
     fifth_scores = torch.stack(
         [
