@@ -36,7 +36,7 @@ from torch import Tensor
 #: The neighbourhood's weight in the single-epoch scores a history records for :func:`dynamics_scores`
 #: (``LabelIssueOptions(neighbour_weight=DYNAMICS_NEIGHBOUR_WEIGHT)``; the same neighbours as the epoch's list,
 #: scored a second time): over many epochs the model's view deserves more weight than in one epoch's list
-#: (benchmarks/label_noise_dynamics.py, seeds 0-2: 15 of 20 targets met against 13 with the list's weight 1).
+#: (benchmarks/label_noise_dynamics.py, seeds 0-2: 15 of 20 targets met against 14 with the list's weight 1).
 DYNAMICS_NEIGHBOUR_WEIGHT = 0.5
 #: Epochs a :class:`SampleHistory` keeps by default (the oldest is dropped when a newer one arrives).
 DEFAULT_MAX_EPOCHS = 20
