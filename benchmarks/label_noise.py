@@ -28,7 +28,7 @@ Audits:
 Targets (issue 17): (a) featviz AP >= cleanlab find_label_issues' AP at every setting; (b) >= 1.2x it.
 
     pip install -e .[bench]
-    python benchmarks/label_noise.py [--shared ../shared] [--seed 0]
+    python benchmarks/label_noise.py [--shared ../shared] [--seed 0] [--draws 5]
 """
 
 from __future__ import annotations
@@ -264,10 +264,47 @@ def print_table(title: str, results: dict[str, dict]) -> None:
         print(f"| {method} | {row['ap']:.3f} | {row['p@n']:.2f} | {flagged} |")
 
 
+def draws(features: np.ndarray, probabilities: np.ndarray, clean: np.ndarray, count: int) -> None:
+    """(a) over ``count`` noise draws: AP (mean ± standard deviation) of the list, the list with the neighbour
+    vote's k a fifth of the median class (the rule before issue 25's second round), the model's probability of
+    the label and cleanlab's find_label_issues."""
+    from cleanlab.rank import get_label_quality_scores
+
+    vectors, probabilities_t = torch.from_numpy(features).float(), torch.from_numpy(probabilities).float()
+    fifth = min(50, max(5, int(np.median(np.bincount(clean))) // 5))
+    rows: dict[tuple[str, str], list[float]] = {}
+    for seed in range(count):
+        rng = np.random.default_rng(seed)
+        settings = {
+            "random flips 5%": flip_random(clean, 0.05, rng),
+            "random flips 20%": flip_random(clean, 0.20, rng),
+            "cat<->dog swap 30%": swap_pair(clean, 3, 5, 0.30, rng),
+        }
+        for name, noisy in settings.items():
+            is_error, labels = noisy != clean, torch.from_numpy(noisy)
+            scores = {
+                "featviz (neighbours x model)": find_label_issues(vectors, labels, NUM_CLASSES, probabilities_t).scores,
+                f"featviz, k = {fifth} (a fifth of the median class)": find_label_issues(
+                    vectors, labels, NUM_CLASSES, probabilities_t, options=LabelIssueOptions(k=fifth)
+                ).scores,
+                "model probability of the label": -get_label_quality_scores(noisy, probabilities),
+                "cleanlab find_label_issues": cleanlab_ranking(noisy, probabilities)[0],
+            }
+            for method, score in scores.items():
+                rows.setdefault((name, method), []).append(average_precision_score(is_error, np.asarray(score)))
+    print(f"\n(a) over {count} noise draws (seeds 0-{count - 1}), AP mean ± standard deviation\n")
+    print("| setting | method | AP |\n|---|---|---|")
+    for (name, method), values in rows.items():
+        print(f"| {name} | {method} | {np.mean(values):.3f} ± {np.std(values):.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--draws", type=int, default=0, help="(a) again over this many noise draws (seeds 0..N-1): AP mean and spread"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", module="cleanlab")
     torch.set_num_threads(2)
@@ -293,6 +330,8 @@ def main() -> None:
             )
             ours, theirs = results["featviz (neighbours x model)"]["ap"], results["cleanlab find_label_issues"]["ap"]
             targets.append((f"(a) {name}: AP >= cleanlab's", ours, theirs, 1.0))
+        if args.draws:
+            draws(features, probabilities, clean, args.draws)
     else:
         print(f"(a) skipped: no shared data at {args.shared}")
 

@@ -52,7 +52,12 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from label_noise import CIFAR_MEAN, CIFAR_STD, DigitNet, ResNet20, flip_random, swap_pair  # noqa: E402
 
-from lightning_featviz.analysis.dynamics import DYNAMICS_NEIGHBOUR_WEIGHT, SampleHistory, dynamics_scores  # noqa: E402
+from lightning_featviz.analysis.dynamics import (  # noqa: E402
+    DYNAMICS_NEIGHBOUR_WEIGHT,
+    SampleHistory,
+    area_under_margin,
+    dynamics_scores,
+)
 from lightning_featviz.analysis.label_issues import (  # noqa: E402
     IN_SAMPLE_MODEL_WEIGHT,
     LabelIssueOptions,
@@ -277,6 +282,39 @@ def rankings(
         batch_margins,
         torch.from_numpy(given[-len(history.epochs) :]).float(),
     ).numpy()
+    # Measured for issue 25's second round (the k of the neighbour vote, the mean cross-entropy of the label):
+    counts = np.bincount(noisy, minlength=NUM_CLASSES)
+    fifth_k = min(50, max(5, int(np.median(counts[counts > 0])) // 5))  # label_issue_k before: a fifth, not half
+    out["candidate: last epoch, k a fifth of the median class (the list before)"] = featviz(
+        features[-1], noisy, probabilities[-1], in_sample, k=fifth_k
+    ).scores.numpy()
+    median = int(np.median(counts[counts > 0]))
+    for words, k in (("three quarters of", (3 * median) // 4), ("all but one of", median - 1)):
+        out[f"candidate: last epoch, k {words} the median class (above label_issue_k's cap of 50)"] = featviz(
+            features[-1], noisy, probabilities[-1], in_sample, k=k
+        ).scores.numpy()
+    if in_sample:
+        out["candidate: last epoch, in-sample model weight 0.3 (not 0.1)"] = featviz(
+            features[-1], noisy, probabilities[-1], in_sample, model_weight=0.3
+        ).scores.numpy()
+    kept = len(history.epochs)
+    fifth_scores = torch.stack(
+        [
+            featviz(features[e], noisy, probabilities[e], in_sample, k=fifth_k, neighbour_weight=0.5).scores
+            for e in range(epochs - kept, epochs)
+        ]
+    )
+    out["candidate: dynamics with k a fifth of the median class (the dynamics before)"] = dynamics_scores(
+        fifth_scores, batch_margins, history.field("label_probability")
+    ).numpy()
+    cross_entropy = -np.log(given.clip(1e-30))
+    out["candidate: mean cross-entropy of the label"] = cross_entropy.mean(axis=0)
+    kept_scores = history.field("score").double().numpy()
+    kept_cross_entropy = -np.log(history.field("label_probability").double().numpy().clip(1e-7))
+    geometric = np.log(kept_scores.clip(1e-30)).mean(axis=0) + np.log(kept_cross_entropy.mean(axis=0).clip(1e-12))
+    if batch_margins is not None:  # ranked with the AUM, as the dynamics list is in training
+        geometric = (rank01(geometric) + rank01(-area_under_margin(batch_margins).numpy())) / 2
+    out["candidate: geometric mean of the kept epochs' scores x mean cross-entropy of the label"] = geometric
     out["candidate: featviz on averaged softmax, last half"] = featviz(
         features[-1], noisy, probabilities[half:].mean(axis=0), in_sample
     ).scores.numpy()
@@ -477,6 +515,24 @@ def report(results: dict[tuple[str, str], dict[str, list[tuple[float, float]]]],
     for method in dict.fromkeys(m for t in results.values() for m in t):
         cells = [f"{np.mean([v[0] for v in t[method]]):.3f}" if method in t else "—" for t in results.values()]
         print(f"| {method} | " + " | ".join(cells) + " |")
+    print("\nTargets met by each ranking, as if it were the dynamics list (1.1x the best cleanlab (last), or the best")
+    print(
+        "where 1.1x exceeds AP 1; >= the best (averaged)) and as if it were the last-epoch list (>= the best (last)):\n"
+    )
+    print("| method | as the dynamics list | as the last-epoch list |\n|---|---|---|")
+    for method in dict.fromkeys(m for t in results.values() for m in t):
+        dynamics_met = single_met = settings = 0
+        for table in results.values():
+            if method not in table:
+                continue
+            mean = {m: float(np.mean([v[0] for v in values])) for m, values in table.items()}
+            best_last = max(v for m, v in mean.items() if m.startswith("cleanlab") and m.endswith("(last)"))
+            best_avg = max(v for m, v in mean.items() if m.startswith("cleanlab") and m.endswith("(averaged)"))
+            ours, settings = mean[method], settings + 1
+            first = best_last if 1.1 * best_last > 1 else 1.1 * best_last
+            dynamics_met += int(ours >= first) + int(ours >= best_avg)
+            single_met += int(ours >= best_last)
+        print(f"| {method} | {dynamics_met} of {2 * settings} | {single_met} of {settings} |")
     print("\nTargets (issue 25): dynamics AP >= 1.1x the best cleanlab AP (last) and >= the best (averaged);")
     print("the last-epoch list (item 5) >= the best cleanlab AP on the same (last) softmax:")
     met = 0

@@ -80,6 +80,16 @@ def test_scores_keep_their_order_just_below_one_where_float16_would_tie_them():
     assert stored.tolist() == pytest.approx(scores.tolist(), abs=2e-5)
 
 
+def test_a_score_a_rounding_step_above_one_is_stored_as_the_top_not_as_unseen():
+    # The single-epoch score is a float32 sum of the other classes' mass: it can exceed 1 by one step.
+    scores = torch.tensor([1.0 + 1.2e-7, 0.5])
+    history = SampleHistory(3)
+    history.append(0, torch.arange(2), torch.zeros(2, dtype=torch.long), one_hot_probabilities([0, 0]), None, scores)
+    stored = history.field("score")[0]
+    assert bool(stored.isfinite().all())
+    assert stored[0] > 0.999 and stored[0] > stored[1]
+
+
 def test_history_keeps_the_last_max_epochs_and_its_memory_stops_growing():
     history = filled_history(5, max_epochs=3)
     size_at_cap = history.nbytes

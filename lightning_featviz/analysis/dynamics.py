@@ -36,7 +36,7 @@ from torch import Tensor
 #: The neighbourhood's weight in the single-epoch scores a history records for :func:`dynamics_scores`
 #: (``LabelIssueOptions(neighbour_weight=DYNAMICS_NEIGHBOUR_WEIGHT)``; the same neighbours as the epoch's list,
 #: scored a second time): over many epochs the model's view deserves more weight than in one epoch's list
-#: (benchmarks/label_noise_dynamics.py, seeds 0-2: 15 of 20 targets met against 13 with the list's weight 1).
+#: (benchmarks/label_noise_dynamics.py, seeds 0-2: 15 of 20 targets met against 14 with the list's weight 1).
 DYNAMICS_NEIGHBOUR_WEIGHT = 0.5
 #: Epochs a :class:`SampleHistory` keeps by default (the oldest is dropped when a newer one arrives).
 DEFAULT_MAX_EPOCHS = 20
@@ -54,7 +54,7 @@ def _log_odds(scores: Tensor) -> Tensor:
     """(B,) ``log(s / (1 - s))`` of (B,) scores in [0, 1], in [-60, 60]: scores are stored in float16 as log-odds,
     which keep the order at both ends (float16 itself has 1/2048 steps just below 1, where the samples to check
     first are: storing the scores directly cost 0.03 average precision on the shared photos)."""
-    scores = scores.double()
+    scores = scores.double().clamp(0.0, 1.0)  # float32 sums can exceed 1 by a rounding step: not NaN, the top
     return (scores.log() - torch.log1p(-scores)).clamp(-60.0, 60.0).float()
 
 
