@@ -277,12 +277,16 @@ class FeatureBank:
                 )
         size = len(indices)
         free = self._free_slots(size)
+        # consecutive free slots (a bank filled from slot 0 on, the usual case) take a slice copy, not a scatter
+        slots: Tensor | slice = free
+        if size and int(free[-1]) - int(free[0]) == size - 1:
+            slots = slice(int(free[0]), int(free[0]) + size)
         for key, value in batch.items():
             if key not in self._columns:
                 self._columns[key] = torch.empty((self._capacity, *value.shape[1:]), dtype=value.dtype)
-            self._columns[key][free] = value.detach().to("cpu", self._columns[key].dtype)
-        self._occupied[free] = True
-        self._priority[free] = self.choice.priorities(batch["indices"].cpu())
+            self._columns[key][slots] = value.detach().to("cpu", self._columns[key].dtype)
+        self._occupied[slots] = True
+        self._priority[slots] = self.choice.priorities(batch["indices"].cpu())
 
     def _probability_rows(self, size: int, probabilities: Tensor | None) -> Tensor:
         """(size, C) rows for the probability column: NaN where a batch had none but C is known; a column
