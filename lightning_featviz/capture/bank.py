@@ -68,7 +68,7 @@ def to_thumbnails(
         images = (images - low) / (high - low).clamp_min(1e-8)
     if images.shape[-2:] != (size, size):
         images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+    return images.mul(255).round_().clamp_(0, 255).to(torch.uint8)  # = round(clamp(x, 0, 1) * 255), one new tensor
 
 
 @dataclass
