@@ -45,6 +45,9 @@ def test_each_kind_reduces_to_the_vector_the_table_documents():
     images = torch.rand(2, 3, 32, 32)
     expected = F.avg_pool2d(images, 2).flatten(1)  # 32 -> 16 by area averaging
     torch.testing.assert_close(reduce_input(images, "image", 16), expected)
+    for shape in [(2, 3, 32, 64), (2, 3, 30, 30)]:  # whole windows (a cheaper kernel) or not: adaptive pooling's
+        other = torch.rand(shape)
+        assert torch.equal(reduce_input(other, "image", 16), F.adaptive_avg_pool2d(other, 16).flatten(1))
     sequence = torch.arange(2 * 8 * 3, dtype=torch.float32).view(2, 8, 3)
     pairs = sequence.view(2, 4, 2, 3).mean(2)  # 8 steps -> 4 by averaging neighbouring steps
     torch.testing.assert_close(reduce_input(sequence, "sequence", 4), pairs.flatten(1))

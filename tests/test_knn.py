@@ -10,6 +10,7 @@ from lightning_featviz.analysis.knn import (
     knn_purity,
     knn_search,
     knn_vote,
+    majority,
     neighbour_stats,
     per_class_mean,
 )
@@ -96,6 +97,14 @@ def test_knn_vote_takes_the_majority_and_breaks_ties_towards_the_nearest_neighbo
     assert knn_vote(torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0]]), num_classes=2).tolist() == [1, 0]
 
 
+def test_majority_is_the_largest_count_and_on_ties_the_class_nearest_first():
+    neighbour_labels = torch.randint(0, 4, (500, 7), generator=torch.Generator().manual_seed(0))
+    votes, counts = majority(neighbour_labels)
+    for row, vote, count in zip(neighbour_labels.tolist(), votes.tolist(), counts.tolist(), strict=True):
+        best = max(row.count(c) for c in row)
+        assert count == best and vote == next(c for c in row if row.count(c) == best)  # the nearest of the tied
+
+
 def test_per_class_mean_marks_absent_classes_with_nan():
     result = per_class_mean(torch.tensor([1.0, 0.5, 0.0]), torch.tensor([0, 0, 2]), num_classes=3)
     assert result[0].item() == 0.75 and math.isnan(result[1].item()) and result[2].item() == 0.0
@@ -169,6 +178,21 @@ def test_a_search_in_inference_mode_and_then_outside_it_both_work(path):
         inside = knn_search(data, data, 4, exclude_self=True)[1]
     outside = knn_search(data.clone(), data.clone(), 4, exclude_self=True)[1]
     assert torch.equal(inside, outside)
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_the_narrow_search_gives_the_neighbours_and_ties_of_one_search_2k_plus_1_wide(k):
+    """neighbour_stats searches k + 1 and only the queries whose k-th neighbour ties again, 2k + 1 wide."""
+    generator = torch.Generator().manual_seed(k)
+    labels = torch.randint(0, 3, (300,), generator=generator)
+    grid, normal = torch.randint(0, 3, (300, 2), generator=generator).float(), torch.randn(300, 8, generator=generator)
+    for vectors in (grid, normal):  # many exact ties; almost none
+        stats = neighbour_stats(vectors, labels, k, 3)
+        distances, indices = knn_search(vectors, vectors, 2 * k + 1, exclude_self=True)
+        assert stats.tied == ambiguous_share(distances, labels[indices], labels, k, total=299)
+        assert torch.equal(stats.distances, distances[:, :k])
+        assert torch.equal(labels[stats.indices], labels[indices[:, :k]])
+    assert neighbour_stats(torch.zeros(300, 2), labels, k, 3).tied == 1.0  # a constant layer: every query
 
 
 def test_ties_count_as_ambiguous_only_where_they_could_change_the_purity():

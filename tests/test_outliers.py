@@ -34,6 +34,9 @@ def test_a_sample_is_flagged_when_another_class_holds_most_of_its_neighbours():
     assert found.cluster.tolist() == [1, 1, 1] and found.count.tolist() == [5, 4, 3] and found.own.tolist() == [0, 1, 2]
     assert found.mask(5).tolist() == [True, True, False, False, True]
     assert find_wrong_cluster(neighbour_labels, labels, 3, min_share=0.8).rows.tolist() == [4, 0]
+    votes = (torch.tensor([1, 1, 1, 1, 1]), torch.tensor([4, 3, 2, 3, 5]))  # as the kNN statistics hold it
+    given = find_wrong_cluster(neighbour_labels, labels, 3, min_share=0.6, votes=votes)
+    assert given.rows.tolist() == [4, 0, 1] and given.count.tolist() == [5, 4, 3]
     with pytest.raises(ValueError, match="`min_share` to be in"):
         find_wrong_cluster(neighbour_labels, labels, 3, min_share=0)
 

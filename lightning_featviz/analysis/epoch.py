@@ -65,12 +65,12 @@ def identical_layers(bank: BankData, layers: Sequence[str]) -> dict[str, str]:
 
 def wrong_clusters(results: EpochResults, min_share: float) -> dict[str, WrongCluster]:
     """Per layer of ``results.stats``, the samples that sit in another class's cluster."""
-    return {
-        layer: find_wrong_cluster(
-            results.neighbour_labels(layer), results.bank.labels, len(results.class_names), min_share
-        )
-        for layer in results.stats
-    }
+    found = {}
+    for layer, stats in results.stats.items():
+        votes = (stats.votes, stats.vote_counts) if stats.vote_counts is not None else None  # kNN's majority
+        labels, num_classes = results.bank.labels, len(results.class_names)
+        found[layer] = find_wrong_cluster(results.neighbour_labels(layer), labels, num_classes, min_share, votes)
+    return found
 
 
 def known_probabilities(bank: BankData) -> Tensor | None:

@@ -196,19 +196,21 @@ def knn_vote(neighbour_labels: Tensor, num_classes: int | None = None) -> Tensor
 
 def majority(neighbour_labels: Tensor) -> tuple[Tensor, Tensor]:
     """The majority class of each row of ``neighbour_labels`` (Q, k), nearest-neighbour first on ties, and
-    how many of the k it holds: two (Q,) int64 tensors."""
+    how many of the k it holds: two (Q,) int64 tensors.
+
+    The nearest position holding a largest count is the first position of its class, and of the tied classes
+    the one whose nearest neighbour is nearest: ``count * (k + 1) - position`` is largest there."""
     q, k = neighbour_labels.shape
     labels = neighbour_labels.long()
     votes = torch.empty(q, dtype=torch.int64, device=labels.device)
     counts = torch.empty(q, dtype=torch.int64, device=labels.device)
     position = torch.arange(k, device=labels.device)
-    rows = max(1, 2**18 // max(k * k, 1))  # (rows, k, k) int64 intermediates of at most 2 MB
+    rows = max(1, 2**18 // max(k * k, 1))  # (rows, k, k) bool intermediates of at most 256 KB
     for start in range(0, q, rows):
         chunk = labels[start : start + rows]
         same = chunk[:, :, None] == chunk[:, None, :]  # (rows, k, k): position i and j hold one class
         count = same.sum(dim=2)  # (rows, k): how many hold the class at position j
-        first = torch.where(same, position, k).amin(dim=2)  # (rows, k): its nearest position
-        best = (count * (k + 1) - first).argmax(dim=1)
+        best = (count * (k + 1) - position).argmax(dim=1)
         votes[start : start + rows] = chunk.gather(1, best[:, None])[:, 0]
         counts[start : start + rows] = count.gather(1, best[:, None])[:, 0]
     return votes, counts
@@ -236,6 +238,7 @@ class NeighbourStats:
         votes: (Q,) majority-vote class of the neighbours.
         class_purity: (C,) mean purity per true class (NaN where a class has no query).
         tied: share of queries whose purity depends on how ties are broken (:func:`ambiguous_share`).
+        vote_counts: (Q,) how many of the k neighbours hold the vote's class (None: not kept).
         wide_distances: (Q, K) distances of the one search this was made from, K >= k, nearest first: the
             neighbours every other output of the epoch takes its own k from (maps, label issues).
         wide_indices: (Q, K) their rows of the reference set.
@@ -250,6 +253,7 @@ class NeighbourStats:
     votes: Tensor
     class_purity: Tensor
     tied: float = 0.0
+    vote_counts: Tensor | None = None
     wide_distances: Tensor | None = None
     wide_indices: Tensor | None = None
     leave_one_out: bool = True
@@ -300,29 +304,58 @@ def neighbour_stats(
     available = ref.shape[0] - int(leave_one_out or (exclude is not None and bool((exclude >= 0).any())))
     ties = min(2 * k + 1, available)  # past the k-th neighbour, to see who ties with it
     searched = min(max(ties, search_k), available)
-    wide_distances, wide_indices = knn_search(
-        vectors, ref, searched, metric, exclude_self=leave_one_out, chunk_size=chunk_size, exclude=exclude
-    )
-    distances, indices = wide_distances[:, :ties], wide_indices[:, :ties]
-    neighbour_labels = ref_labels.to(indices.device)[indices]
-    tied = ambiguous_share(distances, neighbour_labels, labels.to(indices.device), k, available)
+    if leave_one_out and searched == ties and k + 1 < ties:  # nothing wider needed: ties are looked at where seen
+        wide_distances, wide_indices, tied = _search_with_ties(vectors, labels, k, ties, metric, chunk_size)
+    else:
+        wide_distances, wide_indices = knn_search(
+            vectors, ref, searched, metric, exclude_self=leave_one_out, chunk_size=chunk_size, exclude=exclude
+        )
+        distances, indices = wide_distances[:, :ties], wide_indices[:, :ties]
+        neighbour_labels = ref_labels.to(indices.device)[indices]
+        tied = ambiguous_share(distances, neighbour_labels, labels.to(indices.device), k, available)
     # copies, not views: the (Q, 2k + 1) search results are freed, not kept alive by the stats
-    distances, indices = distances[:, :k].clone(), indices[:, :k].clone()
+    distances, indices = wide_distances[:, :k].clone(), wide_indices[:, :k].clone()
     neighbour_labels = ref_labels.to(indices.device)[indices]
     labels = labels.to(indices.device)
     purity = knn_purity(neighbour_labels, labels)
+    votes, vote_counts = majority(neighbour_labels)  # the wrong cluster reads the counts too
     return NeighbourStats(
         distances=distances.cpu(),
         indices=indices.cpu(),
         purity=purity.cpu(),
-        votes=knn_vote(neighbour_labels, num_classes).cpu(),
+        votes=votes.cpu(),
         class_purity=per_class_mean(purity, labels, num_classes).cpu(),
         tied=tied,
+        vote_counts=vote_counts.cpu(),
         wide_distances=wide_distances.cpu(),
         wide_indices=wide_indices.cpu(),
         leave_one_out=leave_one_out,
         metric=metric,
     )
+
+
+def _search_with_ties(
+    vectors: Tensor, labels: Tensor, k: int, ties: int, metric: Metric, chunk_size: int
+) -> tuple[Tensor, Tensor, float]:
+    """A leave-one-out search of ``vectors`` (Q, D): ``(distances, indices)`` (Q, k + 1) and the share of
+    ambiguous ties, as a search ``ties`` wide gives them (:func:`ambiguous_share`).
+
+    A search costs about its width: k + 1 neighbours are searched, and only the queries whose k-th and (k+1)-th
+    neighbours tie (rare outside pixel space, constant layers and dead ReLUs) are searched again ``ties`` wide;
+    their rows, and their tie groups, come from that search.
+    """
+    distances, indices = knn_search(vectors, vectors, k + 1, metric, exclude_self=True, chunk_size=chunk_size)
+    labels = labels.to(indices.device)
+    ambiguous = torch.zeros(len(labels), dtype=torch.bool, device=indices.device)
+    boundary = distances[:, k - 1]
+    straddles = ((distances[:, k] - boundary).abs() <= TIE_TOLERANCE * boundary + 1e-12).nonzero().flatten()
+    if len(straddles):
+        again = knn_search(
+            vectors[straddles.to(vectors.device)], vectors, ties, metric, chunk_size=chunk_size, exclude=straddles
+        )
+        ambiguous[straddles] = ambiguous_rows(again[0], labels[again[1]], labels[straddles], k, len(labels) - 1)
+        distances[straddles], indices[straddles] = again[0][:, : k + 1], again[1][:, : k + 1]
+    return distances, indices, float(ambiguous.float().mean())
 
 
 def ambiguous_share(distances: Tensor, neighbour_labels: Tensor, labels: Tensor, k: int, total: int) -> float:
@@ -340,8 +373,14 @@ def ambiguous_share(distances: Tensor, neighbour_labels: Tensor, labels: Tensor,
         k: neighbours counted.
         total: reference rows each query could have had as neighbours.
     """
+    return float(ambiguous_rows(distances, neighbour_labels, labels, k, total).float().mean())
+
+
+def ambiguous_rows(distances: Tensor, neighbour_labels: Tensor, labels: Tensor, k: int, total: int) -> Tensor:
+    """(Q,) bool: the queries of :func:`ambiguous_share` whose purity@k depends on how ties are broken (same
+    arguments)."""
     if distances.shape[1] <= k:
-        return 0.0
+        return torch.zeros(len(distances), dtype=torch.bool, device=distances.device)
     boundary = distances[:, k - 1 : k]
     tolerance = TIE_TOLERANCE * boundary + 1e-12  # and below 1e-12 apart, rounding noise: equal
     in_group = (distances - boundary).abs() <= tolerance  # (Q, s): at the k-th neighbour's distance
@@ -349,4 +388,4 @@ def ambiguous_share(distances: Tensor, neighbour_labels: Tensor, labels: Tensor,
     same = neighbour_labels == labels[:, None]
     mixed = (in_group & same).any(dim=1) & (in_group & ~same).any(dim=1)
     unseen = in_group[:, -1] if distances.shape[1] < total else torch.zeros_like(straddles)  # the group goes on
-    return float((straddles & (mixed | unseen)).float().mean())
+    return straddles & (mixed | unseen)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -64,7 +65,11 @@ class WrongCluster:
 
 
 def find_wrong_cluster(
-    neighbour_labels: Tensor, labels: Tensor, num_classes: int, min_share: float = 0.6
+    neighbour_labels: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    min_share: float = 0.6,
+    votes: tuple[Tensor, Tensor] | None = None,
 ) -> WrongCluster:
     """Flag samples whose neighbourhood is dominated by another class.
 
@@ -73,18 +78,22 @@ def find_wrong_cluster(
         labels: (N,) labels of the samples.
         num_classes: C.
         min_share: the smallest fraction of the k neighbours the other class must hold.
+        votes: ``(cluster, count)``, (N,) each: :func:`~lightning_featviz.analysis.knn.majority` of
+            ``neighbour_labels`` where the kNN statistics hold it already; None: computed here.
     """
     if not 0 < min_share <= 1:
         raise ValueError(f"Expected `min_share` to be in (0, 1], but got {min_share}.")
     n, k = neighbour_labels.shape
-    cluster, count = majority(neighbour_labels)  # (N,) each
-    own = (neighbour_labels == labels.to(neighbour_labels.device)[:, None]).sum(dim=1)
+    cluster, count = votes if votes is not None else majority(neighbour_labels)  # (N,) each
+    labels = labels.to(neighbour_labels.device)
+    own = (neighbour_labels == labels[:, None]).sum(dim=1)
     flagged = (cluster != labels) & (count >= min_share * k - 1e-9)
     rows = torch.nonzero(flagged)[:, 0]
     # Nearest position of the cluster class among the neighbours: the last sort key.
     first_of_cluster = (neighbour_labels[rows] == cluster[rows, None]).float().argmax(dim=1)
-    order = sorted(range(len(rows)), key=lambda i: (-int(count[rows[i]]), int(own[rows[i]]), int(first_of_cluster[i])))
-    rows = rows[torch.as_tensor(order, dtype=torch.long)] if order else rows
+    # largest count first, then fewest of their own class, then nearest to the cluster; ties keep row order
+    order = np.lexsort((first_of_cluster.cpu().numpy(), own[rows].cpu().numpy(), -count[rows].cpu().numpy()))
+    rows = rows[torch.from_numpy(order).to(rows.device)]
     return WrongCluster(rows, cluster[rows], count[rows], own[rows], k)
 
 

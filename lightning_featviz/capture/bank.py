@@ -68,7 +68,7 @@ def to_thumbnails(
         images = (images - low) / (high - low).clamp_min(1e-8)
     if images.shape[-2:] != (size, size):
         images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+    return images.mul(255).round_().clamp_(0, 255).to(torch.uint8)  # = round(clamp(x, 0, 1) * 255), one new tensor
 
 
 @dataclass
@@ -226,7 +226,6 @@ class FeatureBank:
         self._capacity = max(min(num_items, choice.max_samples + choice.max_samples // 4), 1)
         self._columns: dict[str, Tensor] = {}
         self._occupied = torch.zeros(self._capacity, dtype=torch.bool)
-        self._priority = torch.zeros(self._capacity, dtype=torch.float64)
 
     @property
     def size(self) -> int:
@@ -277,12 +276,15 @@ class FeatureBank:
                 )
         size = len(indices)
         free = self._free_slots(size)
+        # consecutive free slots (a bank filled from slot 0 on, the usual case) take a slice copy, not a scatter
+        slots: Tensor | slice = free
+        if size and int(free[-1]) - int(free[0]) == size - 1:
+            slots = slice(int(free[0]), int(free[0]) + size)
         for key, value in batch.items():
             if key not in self._columns:
                 self._columns[key] = torch.empty((self._capacity, *value.shape[1:]), dtype=value.dtype)
-            self._columns[key][free] = value.detach().to("cpu", self._columns[key].dtype)
-        self._occupied[free] = True
-        self._priority[free] = self.choice.priorities(batch["indices"].cpu())
+            self._columns[key][slots] = value.detach().to("cpu", self._columns[key].dtype)
+        self._occupied[slots] = True  # (priorities are a function of the index: computed when rows are evicted)
 
     def _probability_rows(self, size: int, probabilities: Tensor | None) -> Tensor:
         """(size, C) rows for the probability column: NaN where a batch had none but C is known; a column
@@ -318,7 +320,7 @@ class FeatureBank:
         repeated[order[1:]] = indices[order[1:]] == indices[order[:-1]]
         # A row stays while its class's floor or the max_samples lowest overall may still take it.
         unique = held[~repeated]
-        by_priority = torch.argsort(self._priority[unique], stable=True)
+        by_priority = torch.argsort(self.choice.priorities(indices[~repeated]), stable=True)
         possible = _class_floor(labels[~repeated], by_priority, self.choice.max_samples, self.choice.floor)
         possible[by_priority[: self.choice.max_samples]] = True
         self._occupied[held[repeated]] = False
@@ -330,7 +332,6 @@ class FeatureBank:
             grown[: self._capacity] = column
             self._columns[key] = grown
         self._occupied = torch.cat([self._occupied, torch.zeros(capacity - self._capacity, dtype=torch.bool)])
-        self._priority = torch.cat([self._priority, torch.zeros(capacity - self._capacity, dtype=torch.float64)])
         self._capacity = capacity
 
     def columns(self) -> dict[str, Tensor]:

@@ -186,13 +186,22 @@ def scores_of(output: Any) -> tuple[Tensor, Tensor] | None:
 
 def probabilities_of(output: Any) -> Tensor | None:
     """(B, C) float32 softmax of a forward's output ((B, C) logits, or a tuple/list starting with them), else None."""
+    found = scores_and_probabilities(output)
+    return found[1] if found is not None else None
+
+
+def scores_and_probabilities(output: Any) -> tuple[tuple[Tensor, Tensor], Tensor] | None:
+    """What :func:`scores_of` and :func:`probabilities_of` give, from one softmax: ``((preds, confidences),
+    probabilities)``, (B,), (B,) and (B, C) on the CPU; None where ``output`` holds no (B, C) logits."""
     output = logits_of(output)
     logits = (
         output if isinstance(output, Tensor) else (output[0] if isinstance(output, (tuple, list)) and output else None)
     )
-    if isinstance(logits, Tensor) and logits.ndim == 2 and logits.shape[1] > 1:
-        return logits.detach().float().softmax(dim=1).cpu()
-    return None
+    if not (isinstance(logits, Tensor) and logits.ndim == 2 and logits.shape[1] > 1):
+        return None
+    probabilities = logits.detach().float().softmax(dim=1)
+    confidence, preds = probabilities.max(dim=1)
+    return (preds.cpu(), confidence.cpu()), probabilities.cpu()
 
 
 def unknown_predictions(size: int) -> tuple[Tensor, Tensor]:

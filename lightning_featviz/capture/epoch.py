@@ -27,7 +27,7 @@ from lightning_featviz.capture.batches import (
     predictions_from,
     probabilities_of,
     read_batch,
-    scores_of,
+    scores_and_probabilities,
     unknown_predictions,
 )
 from lightning_featviz.capture.compiled import eager
@@ -172,7 +172,8 @@ class ValidationCapture:
 
     def _remember_predictions(self, module: Any, args: Any, output: Any) -> None:
         if self._preds is None:
-            self._preds, self._probs = scores_of(output), probabilities_of(output)
+            found = scores_and_probabilities(output)  # one softmax for both
+            self._preds, self._probs = found if found is not None else (None, None)
             self._width = output_width(output)
 
     def _targets(self, error: UnsupportedTargets) -> None:

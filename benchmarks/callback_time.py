@@ -1,0 +1,82 @@
+"""The callback's own CPU time per analysed epoch of a short fit (``short_fit.py``'s small CNN on digits, defaults),
+by part: thread CPU time (``time.thread_time``) spent inside its Lightning hooks and inside its forward hooks.
+
+On a machine shared with other work a fit's wall time varies more than the callback adds (one 30-epoch fit took 15 s
+quiet and 355 s under load), so wall-time ratios (``short_fit.py``) need a quiet spell. This counts only the CPU
+time of the training thread inside the callback, with one torch thread (no waits on a busy second core), so other
+load inflates it far less; it measures what the callback costs, not the ratio. The median over the epochs leaves
+out the epochs where the time budget also made figures or maps (the budget decides by the machine's speed).
+
+``python benchmarks/callback_time.py [--epochs 10] [--rounds 2]``; to compare with another commit, run it with
+``PYTHONPATH`` pointing at that commit's checkout (the script imports ``lightning_featviz`` from there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import short_fit  # noqa: E402 - the fit of the short-fit benchmark
+
+from lightning_featviz import callback  # noqa: E402
+from lightning_featviz.capture import epoch, hooks  # noqa: E402
+
+#: (owner, method): what is timed; the Lightning hooks, and the forward hooks that run inside the model's forward
+TIMED = [
+    (callback.FeatureVisualizer, "on_validation_epoch_start"),
+    (callback.FeatureVisualizer, "on_validation_batch_start"),
+    (callback.FeatureVisualizer, "on_validation_batch_end"),
+    (callback.FeatureVisualizer, "on_validation_epoch_end"),
+    (hooks.ActivationCapture, "_vectors"),
+    (epoch.ValidationCapture, "_remember_predictions"),
+]
+
+epochs_spent: list[dict[str, float]] = []  # per validation epoch (the sanity check's first): part -> seconds
+
+
+def timed(method: Any, name: str) -> Any:
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if name == "on_validation_epoch_start":
+            epochs_spent.append(defaultdict(float))
+        started = time.thread_time()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            if epochs_spent:
+                epochs_spent[-1][name] += time.thread_time() - started
+
+    return wrapper
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for owner, name in TIMED:
+        setattr(owner, name, timed(getattr(owner, name), name))
+    short_fit.fit_seconds(2, True)  # imports and first-call costs, in neither round
+    print(f"callback CPU time per analysed epoch, ms (median of {args.epochs} epochs), from {callback.__file__}")
+    for _ in range(args.rounds):
+        epochs_spent.clear()
+        seconds, _ = short_fit.fit_seconds(args.epochs, True)
+        analysed = epochs_spent[1:]  # the sanity check's validation is not analysed
+        total = statistics.median(sum(spent.values()) for spent in analysed) * 1000
+        parts = {name: statistics.median(spent[name] for spent in analysed) * 1000 for _, name in TIMED}
+        words = " ".join(f"{name.removeprefix('on_validation_')}={ms:.1f}" for name, ms in parts.items())
+        print(f"  {total:6.1f}  ({words}; fit {seconds:.1f} s wall)")
+
+
+if __name__ == "__main__":
+    main()
