@@ -1,8 +1,14 @@
 """Run by test_distributed.py in a fresh process: validate TinyNet with the callback on ``--devices``
-CPU processes (DDP over gloo when more than one) and write what rank 0 logged as JSON.
+CPU processes (DDP over gloo when more than one) and write what each rank logged as JSON.
 
     python tests/ddp_run.py --devices 2 --out result.json [--val-size 157] [--max-samples 101]
-        [--rank-one-keeps-nothing] [--rank-one-sees-nothing] [--stage fit] [--background]
+        [--rank-one-keeps-nothing] [--rank-one-sees-nothing] [--stage fit] [--background] [--auto-layers]
+        [--then --out other.json ...]
+
+``--then`` starts another run in the same processes, one Trainer after the other (Lightning launches the
+other ranks once and keeps the process group): the tests pay process start-up, imports and gloo set-up
+once instead of once per case. Each run gets its own seed, model, callback, Trainer and log folder, and
+records the warnings it raised (``"warnings"`` in its JSON; they still go to stderr).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -83,7 +90,8 @@ def dashboard_neighbours(folder: Path) -> dict[str, object]:
     return found
 
 
-def main() -> None:
+def parse(argv: list[str]) -> list[argparse.Namespace]:
+    """One namespace per run: ``argv`` split at ``--then``; every run shares the first run's ``--devices``."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--out", required=True)
@@ -94,8 +102,33 @@ def main() -> None:
     parser.add_argument("--stage", choices=["validate", "fit"], default="validate")
     parser.add_argument("--background", action="store_true", help="rank 0 reports in its report process")
     parser.add_argument("--auto-layers", action="store_true", help="layers='auto' instead of a fixed list")
-    args = parser.parse_args()
+    groups: list[list[str]] = [[]]
+    for word in argv:
+        if word == "--then":
+            groups.append([])
+        else:
+            groups[-1].append(word)
+    runs = [parser.parse_args(groups[0])]
+    parser.set_defaults(devices=runs[0].devices)
+    runs += [parser.parse_args(group) for group in groups[1:]]
+    if any(args.devices != runs[0].devices for args in runs):
+        parser.error("every run of one launch uses the same --devices")
+    return runs
 
+
+def run(args: argparse.Namespace) -> None:
+    """Validate (or fit one epoch) as ``args`` say and write ``{args.out}.rank{rank}``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # a warning raised by an earlier run of this process is raised again
+        result = _run(args)
+    for warning in caught:  # to stderr, as without the recording
+        warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    result["warnings"] = [str(warning.message) for warning in caught]
+    with open(f"{args.out}.rank{result['rank']}", "w") as handle:
+        json.dump(result, handle)
+
+
+def _run(args: argparse.Namespace) -> dict[str, object]:
     pl.seed_everything(0)
     val = Subset(ColouredDigits("val", seed=0), range(args.val_size))
     plain, sampler, distributed_sampler, extractor = val, None, True, None
@@ -124,7 +157,7 @@ def main() -> None:
         resources=ResourceOptions(background=args.background),
         capture=CaptureOptions(batch_extractor=extractor),
     )
-    out_dir = Path(args.out).parent / f"logs_{args.devices}"
+    out_dir = Path(args.out).parent / f"logs_{Path(args.out).stem}_{args.devices}"
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=args.devices,
@@ -142,7 +175,7 @@ def main() -> None:
     else:
         trainer.validate(model, dataloaders=loader)
     metrics = {tag: float(value) for tag, value in trainer.callback_metrics.items() if tag.startswith("featviz/")}
-    result = {"metrics": metrics, "history": visualizer.history, "rank": trainer.global_rank}
+    result: dict[str, object] = {"metrics": metrics, "history": visualizer.history, "rank": trainer.global_rank}
     log_dir = trainer.log_dir  # a collective: every rank asks
     if trainer.is_global_zero and metrics:
         config = ProjectorConfig()
@@ -156,8 +189,12 @@ def main() -> None:
             layer: {key: v.float().nan_to_num(-9.0).tolist() if torch.is_tensor(v) else v for key, v in state.items()}
             for layer, state in visualizer.state_dict()["dynamics"].items()
         }
-    with open(f"{args.out}.rank{trainer.global_rank}", "w") as handle:
-        json.dump(result, handle)
+    return result
+
+
+def main() -> None:
+    for args in parse(sys.argv[1:]):
+        run(args)
     torch.distributed.destroy_process_group() if dist.is_initialized() else None
 
 

@@ -12,23 +12,43 @@ from lightning_featviz.runtime.distributed import broadcast_object, gather_colum
 
 SCRIPT = Path(__file__).parent / "ddp_run.py"
 
+# Each case is one run of ddp_run.py; all the cases of one process count run one after the other in ONE
+# launch (``--then``), so the suite pays process start-up, imports and gloo set-up twice, not once per case.
+# The uneven-shard runs choose their layers themselves (``layers="auto"``): one run checks both.
+_UNEVEN = {"uneven": ["--auto-layers"], "uneven_background": ["--background", "--auto-layers"]}
+_SEES_NOTHING = {
+    f"sees_nothing_{name}": ["--rank-one-sees-nothing", "--stage", stage, *layers]
+    for name, stage, layers in [("fit", "fit", []), ("validate", "validate", []), ("auto", "fit", ["--auto-layers"])]
+}
+_SINGLE_CASES = {"uneven": _UNEVEN["uneven"], "keeps_nothing": ["--rank-one-keeps-nothing"]}
+_PAIR_CASES = {**_UNEVEN, "keeps_nothing": ["--rank-one-keeps-nothing"], **_SEES_NOTHING}
 
-_SINGLE: dict[tuple[str, ...], list[dict]] = {}  # one process's results by its arguments: the same run serves two tests
 
-
-def _single(tmp_path, *extra):
-    """The one-process run with ``extra`` arguments, run once per session."""
-    if extra not in _SINGLE:
-        _SINGLE[extra] = _run(tmp_path, 1, *extra)
-    return _SINGLE[extra]
-
-
-def _run(tmp_path, devices, *extra):
-    out = tmp_path / f"result_{devices}.json"
-    command = [sys.executable, str(SCRIPT), "--devices", str(devices), "--out", str(out), *extra]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+def _launch(folder: Path, devices: int, cases: dict[str, list[str]]) -> tuple[dict[str, list[dict]], str]:
+    """Run every case in one launch of ``devices`` processes: each case's per-rank results, and the stderr."""
+    command = [sys.executable, str(SCRIPT), "--devices", str(devices)]
+    for i, (name, extra) in enumerate(cases.items()):
+        command += [*(["--then"] if i else []), "--out", str(folder / f"{name}.json"), *extra]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=540, cwd=folder)
     assert completed.returncode == 0, completed.stderr[-4000:]
-    return [json.loads(Path(f"{out}.rank{rank}").read_text()) for rank in range(devices)]
+    results = {
+        name: [json.loads(Path(f"{folder / name}.json.rank{rank}").read_text()) for rank in range(devices)]
+        for name in cases
+    }
+    return results, completed.stderr
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> dict[str, dict]:
+    """Rank 0's result of each case run on one process."""
+    results, _ = _launch(tmp_path_factory.mktemp("single"), 1, _SINGLE_CASES)
+    return {name: ranks[0] for name, ranks in results.items()}
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> tuple[dict[str, list[dict]], str]:
+    """Each case's results on two DDP processes (one per rank), and the launch's stderr."""
+    return _launch(tmp_path_factory.mktemp("pair"), 2, _PAIR_CASES)
 
 
 def _assert_same(single, ranks):
@@ -47,46 +67,39 @@ def _assert_same(single, ranks):
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("background", [[], ["--background"]], ids=["in the loop", "report process"])
-def test_two_processes_with_uneven_shards_match_one_process(tmp_path, background):
+@pytest.mark.parametrize("case", list(_UNEVEN), ids=["in the loop", "report process"])
+def test_two_processes_with_uneven_shards_match_one_process(single, pair, case):
     # 157 samples on 2 ranks: the distributed sampler repeats one; 101 kept split unevenly.
-    single = _single(tmp_path)[0]
-    assert len(single["indices"]) == 101 and single["indices"] == sorted(set(single["indices"]))
-    _assert_same(single, _run(tmp_path, 2, *background))
+    assert len(single["uneven"]["indices"]) == 101
+    assert single["uneven"]["indices"] == sorted(set(single["uneven"]["indices"]))
+    _assert_same(single["uneven"], pair[0][case])
 
 
 @pytest.mark.timeout(600)
-def test_a_rank_that_keeps_no_sample_still_takes_part(tmp_path):
-    single = _run(tmp_path, 1, "--rank-one-keeps-nothing")[0]
-    _assert_same(single, _run(tmp_path, 2, "--rank-one-keeps-nothing"))
+def test_a_rank_that_keeps_no_sample_still_takes_part(single, pair):
+    _assert_same(single["keeps_nothing"], pair[0]["keeps_nothing"])
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize(
-    ("stage", "layers"), [("fit", []), ("validate", []), ("fit", ["--auto-layers"])], ids=["fit", "validate", "auto"]
-)
-def test_a_rank_that_sees_no_validation_batch_switches_the_callback_off_without_hanging(tmp_path, stage, layers):
+@pytest.mark.parametrize("case", list(_SEES_NOTHING), ids=["fit", "validate", "auto"])
+def test_a_rank_that_sees_no_validation_batch_switches_the_callback_off_without_hanging(pair, case):
     # Lightning runs no validation hook on a rank without batches (the module opts in to empty
     # ranks), so that rank could not join the gather: the callback says so and stays out of the way.
-    out = tmp_path / "result.json"
-    command = [sys.executable, str(SCRIPT), "--devices", "2", "--out", str(out), "--rank-one-sees-nothing"]
-    completed = subprocess.run(
-        [*command, "--stage", stage, *layers], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    results, stderr = pair
+    expected = (
+        "allow_zero_length_dataloader_with_multiple_devices" if case.endswith("validate") else "ranks [1] see no batch"
     )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    assert "FeatureVisualizer is off for this run" in completed.stderr
-    expected = "ranks [1] see no batch" if stage == "fit" else "allow_zero_length_dataloader_with_multiple_devices"
-    assert expected in completed.stderr
-    for rank in range(2):
-        result = json.loads(Path(f"{out}.rank{rank}").read_text())
+    for rank, result in enumerate(results[case]):
+        said = [message for message in result["warnings"] if "FeatureVisualizer is off for this run" in message]
+        assert len(said) == 1 and expected in said[0], (rank, result["warnings"])
+        assert said[0] in stderr  # the user sees it
         assert result["metrics"] == {} and result["history"] == []
 
 
 @pytest.mark.timeout(600)
-def test_default_layers_are_chosen_alike_on_every_rank(tmp_path):
-    single = _run(tmp_path, 1, "--auto-layers")[0]
-    assert [row["layer"] for row in single["history"]] == ["input", "relu1", "pool"]
-    _assert_same(single, _run(tmp_path, 2, "--auto-layers"))
+def test_default_layers_are_chosen_alike_on_every_rank(single, pair):
+    assert [row["layer"] for row in single["uneven"]["history"]] == ["input", "relu1", "pool"]
+    _assert_same(single["uneven"], pair[0]["uneven"])  # (the in-the-loop run of the uneven-shards test)
 
 
 def test_outside_ddp_gathering_is_the_identity():

@@ -163,9 +163,11 @@ def test_a_real_tensorboard_server_serves_the_embeddings_metadata_and_sprite(fit
     projector = f"{tensorboard_server}/data/plugin/projector"
     deadline = time.monotonic() + 120
     runs: list[str] = []
-    while not runs and time.monotonic() < deadline:  # the server loads the log dir in the background
+    while time.monotonic() < deadline:  # the server loads the log dir in the background
         runs = json.loads(_get(f"{projector}/runs"))
-        time.sleep(0.5)
+        if runs:
+            break
+        time.sleep(0.2)
     assert len(runs) == 1, runs
     run = urllib.parse.quote(runs[0])
     info = json.loads(_get(f"{projector}/info?run={run}"))
