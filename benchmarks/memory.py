@@ -35,6 +35,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
 import pytorch_lightning as pl
 import torch
@@ -43,6 +44,10 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions, ResourceOptions
 from lightning_featviz.capture.bank import BankData, bank_bytes
 from lightning_featviz.demo.model import DEMO_LAYERS, ClassificationData, ImageClassifier
+
+if TYPE_CHECKING:
+    from lightning_featviz.analysis.dynamics import SampleHistory
+    from lightning_featviz.analysis.history import TrainingHistory
 
 
 def current_rss_mib(pid: int | str = "self") -> float:
@@ -175,6 +180,17 @@ def saved_bytes(state: dict) -> int:
     return buffer.tell()
 
 
+def _history_row(
+    name: str, history: SampleHistory | TrainingHistory, size: int, epochs: int, previous: tuple[int, int] | None
+) -> tuple[int, int]:
+    """Print one row: the history's memory and saved size after ``epochs`` epochs, and the bytes per sample per
+    epoch since ``previous`` (epochs, memory); return (epochs, memory)."""
+    memory, disk = history.nbytes, saved_bytes(history.state_dict())
+    per = "" if previous is None else f"{(memory - previous[1]) / size / (epochs - previous[0]):.1f}"
+    print(f"{name:<34}{size:>8}{epochs:>7}{memory / 1e6:>11.2f}{disk / 1e6:>9.2f}{per:>16}")
+    return epochs, memory
+
+
 def run_history() -> None:
     """Memory and disk of the training dynamics' histories per epoch, from the real objects."""
     from lightning_featviz.analysis.dynamics import SampleHistory
@@ -190,22 +206,14 @@ def run_history() -> None:
             share, scores = torch.rand(size, generator=generator), torch.rand(size, generator=generator)
             history.append(epoch, torch.arange(size), labels, probabilities, share, scores)
             if epoch + 1 in (1, 10, 20, 30):
-                memory, disk = history.nbytes, saved_bytes(history.state_dict())
-                per = "" if previous is None else f"{(memory - previous[1]) / size / (epoch + 1 - previous[0]):.1f}"
-                print(f"{'SampleHistory (validation)':<34}{size:>8}{epoch + 1:>7}{memory / 1e6:>11.2f}"
-                      f"{disk / 1e6:>9.2f}{per:>16}")  # fmt: skip
-                previous = (epoch + 1, memory)
+                previous = _history_row("SampleHistory (validation)", history, size, epoch + 1, previous)
     size, training, previous = 20000, TrainingHistory(), None
     for epoch in range(30):
         order = torch.randperm(size, generator=generator)
         margins = torch.randn(size, generator=generator)
         training.append(epoch, {"indices": order, "labels": order % classes, "margins": margins})
         if epoch + 1 in (1, 10, 20, 30):
-            memory, disk = training.nbytes, saved_bytes(training.state_dict())
-            per = "" if previous is None else f"{(memory - previous[1]) / size / (epoch + 1 - previous[0]):.1f}"
-            print(f"{'TrainingHistory (training AUM)':<34}{size:>8}{epoch + 1:>7}{memory / 1e6:>11.2f}"
-                  f"{disk / 1e6:>9.2f}{per:>16}")  # fmt: skip
-            previous = (epoch + 1, memory)
+            previous = _history_row("TrainingHistory (training AUM)", training, size, epoch + 1, previous)
 
 
 def main() -> None:
