@@ -111,7 +111,7 @@ def test_a_resumed_run_continues_its_series_projector_and_sample_history_without
         assert row["epochs_seen"] == "4" and 0 <= float(row["mean_label_probability"]) <= 1
         assert row["dynamics"] == dynamics_words(history, position[int(row["index"])], small_data.classes)
     assert {row["dynamics"].split(" ")[0] for row in rows} <= {"learnt:", "consistently", "unstable:", "predicted"}
-    assert len(events.Images("featviz/cartography/pool")) == 4
+    assert len(events.Images("featviz/wrong_cluster_cartography/pool")) == 4
 
 
 def test_a_checkpoint_without_the_callback_state_still_resumes(tmp_path, small_data):

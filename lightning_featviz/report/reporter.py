@@ -258,7 +258,7 @@ class Reporter:
                 gallery = gallery_image(results, chosen, found, clusters.min_share, clusters.max_gallery, validation)
                 self._add(report, [(("wrong_cluster", chosen), gallery)])
         if results.dynamics is not None and (cartography := dynamics_image(results)) is not None:
-            self._add(report, [(("cartography", results.dynamics.layer), cartography)])
+            self._add(report, [(("wrong_cluster_cartography", results.dynamics.layer), cartography)])
         if options.outputs.confusion:
             if len(results.class_names) <= MAX_CONFUSION_CLASSES:
                 self._add(report, confusion_images(results).items())

@@ -76,7 +76,7 @@ UNRANKED_KINDS = (
     "neighbour_confusion",
     "purity_by_depth",
     "purity_by_class",
-    "cartography",
+    "wrong_cluster_cartography",
 )
 
 
