@@ -52,14 +52,16 @@ class DashboardEpoch:
         )
 
 
-def add_dynamics(layer: LayerEpoch, dynamics: DynamicsResults, bank: BankData) -> None:
-    """The bank's N rows' dynamics scores and (E, N) label-probability trajectories into ``layer`` (NaN for a row
-    the history does not track)."""
+def add_dynamics(layer: LayerEpoch, dynamics: DynamicsResults, bank: BankData, class_names: list[str]) -> None:
+    """The bank's N rows' dynamics scores, (E, N) label-probability trajectories and N trajectories in words (the
+    label-issue CSV's ``dynamics`` column) into ``layer`` (NaN, ``""`` for a row the history does not track).
+    The words take about 40 µs a row (2,000 rows: 0.08 s), in the report job."""
     positions = dynamics.positions(bank.indices)
     tracked, clamped = positions >= 0, positions.clamp_min(0)
     layer.dynamics = torch.where(tracked, dynamics.scores[clamped], float("nan")).numpy()
     layer.trajectory = torch.where(tracked[None], dynamics.trajectory()[:, clamped], float("nan")).numpy()
     layer.trajectory_epochs = np.asarray(dynamics.epochs, dtype=np.int32)
+    layer.words = [dynamics.words(p, class_names) if p >= 0 else "" for p in positions.tolist()]
 
 
 def dashboard_epoch(results: EpochResults, paths: list[str] | None, step: int) -> DashboardEpoch:
@@ -91,7 +93,7 @@ def dashboard_epoch(results: EpochResults, paths: list[str] | None, step: int) -
             layer.flagged, layer.cluster = found.rows.numpy(), found.cluster.numpy()
             layer.count, layer.own = found.count.numpy(), found.own.numpy()
         if results.dynamics is not None and results.dynamics.layer == name:
-            add_dynamics(layer, results.dynamics, bank)
+            add_dynamics(layer, results.dynamics, bank, results.class_names)
         layers[name] = layer
     return DashboardEpoch(
         results.epoch,
