@@ -518,6 +518,12 @@ def short_words(words: str) -> str:
     return words
 
 
+def trajectory_words(dashboard_run, epoch: int) -> dict[int, str]:
+    """Dataset index -> the trajectory in words at ``epoch`` (the label-issue CSV's ``dynamics`` column)."""
+    dynamics, names = dashboard_run[1].seen[epoch].dynamics, dashboard_run[1].seen[epoch].class_names
+    return {int(i): dynamics.words(p, names) for p, i in enumerate(dynamics.history.indices.tolist())}
+
+
 def test_the_inspector_and_the_review_say_the_trajectory_in_words_of_the_epoch_on_screen(board, driver, dashboard_run):
     """Under the inspected sample's trajectory, what its predictions did in words, as the label-issue CSV's
     ``dynamics`` column says it at the epoch on screen; each review row at that layer says it short (whole on
@@ -533,8 +539,7 @@ def test_the_inspector_and_the_review_say_the_trajectory_in_words_of_the_epoch_o
             slide = "const s = document.getElementById('epoch'); s.value = arguments[0];"
             driver.execute_script(slide + "s.dispatchEvent(new Event('input'));", str(epoch))
         wait_for(lambda e=epoch: shown(driver) == f"{RUN}|pool|{e}", f"epoch {epoch} on screen")
-        dynamics, names = visualizer.seen[epoch].dynamics, visualizer.seen[epoch].class_names
-        words = {int(i): dynamics.words(p, names) for p, i in enumerate(dynamics.history.indices.tolist())}
+        words = trajectory_words(dashboard_run, epoch)
         said[epoch] = driver.find_element("css selector", "#inspector .trajectory-box .trajectory-words").text
         assert said[epoch] == words[inspected]
         rows = driver.find_elements("css selector", "#review tr[data-index]")
@@ -987,7 +992,8 @@ def test_the_standalone_page_opens_from_a_file_and_its_views_follow_the_slider_a
     standalone, driver, dashboard_run
 ):
     """Opened from file:// with no server: the heatmap of every layer and epoch, and after a click and a slider move
-    the review, the inspector and the CSV export of the epoch on screen, compared with the callback's own."""
+    the review, the inspector (its trajectory and words too) and the CSV export of the epoch on screen, compared
+    with the callback's own."""
     driver.switch_to.default_content()
     driver.get(standalone.as_uri())
     wait_for(lambda: shown(driver) == f"{RUN}|pool|2", "the page to draw the last epoch")
@@ -997,11 +1003,17 @@ def test_the_standalone_page_opens_from_a_file_and_its_views_follow_the_slider_a
     head = wait_for(lambda: driver.find_elements("css selector", "#inspector .inspected"), "the inspector")[0]
     inspected = int(head.get_attribute("data-index"))
     assert_views_belong_to(driver, dashboard_run, 2, inspected)
+    said = driver.find_element("css selector", "#inspector .trajectory-box .trajectory-words").text
+    assert said == trajectory_words(dashboard_run, 2)[inspected]
+    assert len(driver.find_elements("css selector", "#inspector .trajectory-point")) == 3
     driver.execute_script(
         "const s = document.getElementById('epoch'); s.value = '0'; s.dispatchEvent(new Event('input'));"
     )
     wait_for(lambda: shown(driver) == f"{RUN}|pool|0", "epoch 0 on screen")
     assert_views_belong_to(driver, dashboard_run, 0, inspected)
+    said = driver.find_element("css selector", "#inspector .trajectory-box .trajectory-words").text
+    assert said == trajectory_words(dashboard_run, 0)[inspected] == "one epoch seen"
+    assert len(driver.find_elements("css selector", "#inspector .trajectory-point")) == 1
     thumbnail = driver.find_element("css selector", "#review .thumb").get_attribute("style")
     assert "data:image/jpeg;base64," in thumbnail
     assert console_errors(driver) == []
