@@ -1,6 +1,7 @@
 """Regenerate the FEATVIZ tab's screenshots in docs/images from two short fresh runs, as a person sees them.
 
     python docs/make_dashboard_screenshots.py [--logdir /tmp/featviz_dashboard_screens] [--epochs 3]
+    python docs/make_dashboard_screenshots.py --trajectory [--logdir /tmp/featviz_dashboard_trajectory]
 
 Trains ResNet-18 from scratch on the built-in digits twice with the callback, as ``featviz demo`` does (unless the
 log dir has the runs already): ``full`` trains every layer, ``frozen`` keeps the stem, ``layer1`` and ``layer2`` at
@@ -16,17 +17,25 @@ do; see tests/browser.py), and saves, cropped and palette-compressed:
 - ``screen_dashboard_review.png``: the wrong-cluster review (its first six rows), three of them ticked;
 - ``screen_dashboard_compare.png``: the two runs at the same layer and epoch: this run's heatmap and map, the other
   run's numbers, map and heatmap below.
+
+With ``--trajectory`` it makes only ``screen_dashboard_trajectory.png`` (docs/label_issues.md), from a run of its
+own: TinyNet of tests/conftest.py, 8 epochs on 600 of the built-in coloured digits (400 to train, 200 validation
+samples kept, k = 5, layers ``input``, ``conv2``, ``pool``); the inspector on the last epoch's sample that the
+model consistently predicts as another class with the highest dynamics score: its label probability per epoch and
+what its predictions did, in words.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image
@@ -39,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "docs" / "images"
 sys.path.insert(0, str(ROOT / "tests"))
 from browser import browser, tensorboard, wait_for  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 
 def train(log_dir: Path, frozen: bool, epochs: int) -> None:
@@ -71,6 +81,73 @@ def train(log_dir: Path, frozen: bool, epochs: int) -> None:
         enable_model_summary=False,
     )
     trainer.fit(model, datamodule=data)
+
+
+def train_tiny(log_dir: Path, epochs: int = 8) -> None:
+    """TinyNet (tests/conftest.py) on 400 + 200 coloured digits with the callback, every epoch analysed."""
+    from conftest import TinyNet
+
+    from lightning_featviz import FeatureVisualizer
+    from lightning_featviz.demo.datasets import ColouredDigits
+    from lightning_featviz.demo.model import ClassificationData
+
+    digits = ColouredDigits("val", seed=0)
+    data = ClassificationData(Subset(digits, range(400)), Subset(digits, range(400, 600)), digits.classes)
+    visualizer = FeatureVisualizer(
+        ["input", "conv2", "pool"],
+        k=5,
+        max_samples=200,
+        maps=MapOptions(dims=[2]),
+        projector=False,
+        outputs=OutputOptions(neighbour_grids=False),
+        resources=ResourceOptions(background=False),
+    )
+    torch.manual_seed(0)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=TensorBoardLogger(log_dir, name="", version=""),
+        callbacks=[visualizer],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        deterministic=True,
+    )
+    trainer.fit(TinyNet(), datamodule=data)
+
+
+def consistently_wrong(folder: Path) -> tuple[int, str, str]:
+    """The last epoch's sample predicted as another class for 3 or more epochs with the highest dynamics score
+    (the tab's files, as the plugin reads them): its dataset index, its trajectory in words, and its label
+    probability per epoch, written out."""
+    from lightning_featviz.dashboard.data import read_epoch, read_index
+
+    entry = read_index(folder)["epochs"][-1]
+    arrays = read_epoch(folder, entry["file"])
+    samples = json.loads((folder / f"samples_{entry['samples']}.json").read_text())
+    i = next(i for i in range(len(entry["layers"])) if f"L{i}_words" in arrays)
+    words = arrays[f"L{i}_phrases"][arrays[f"L{i}_words"]]
+    scores = np.where(np.char.startswith(words, "consistently"), arrays[f"L{i}_dynamics"], -np.inf)
+    row = int(np.argmax(scores))
+    trajectory = zip(arrays[f"L{i}_trajepochs"].tolist(), arrays[f"L{i}_trajectory"][:, row].tolist(), strict=True)
+    probability = ", ".join(f"epoch {e}: {p:.3f}" for e, p in trajectory)
+    return samples["indices"][row], str(words[row]), f"label {samples['labels'][row]}; {probability}"
+
+
+def trajectory_screenshot(log_dir: Path) -> None:
+    if not (log_dir / "featviz_dashboard" / "index.json").exists():
+        train_tiny(log_dir)
+    index, words, probability = consistently_wrong(log_dir / "featviz_dashboard")
+    with tensorboard(log_dir, featviz_tab=True) as url, browser(1400, 1400) as driver:
+        driver.get(f"{url}/#featviz")
+        driver.switch_to.frame(wait_for(lambda: driver.find_elements("css selector", "iframe"), "the frame")[0])
+        wait_for(lambda: driver.execute_script("return document.body.dataset.ready"), "the tab to draw")
+        search = driver.find_element("id", "search")
+        search.send_keys(str(index), Keys.ENTER)
+        said = wait_for(lambda: driver.find_elements("css selector", "#inspector .trajectory-words"), "the words")[0]
+        assert said.text == words, (said.text, words)
+        time.sleep(1)
+        save(driver, "screen_dashboard_trajectory.png", driver.find_element("id", "inspector-section"), width=440)
+    print(f"#{index}: {words} ({probability})")
 
 
 def save(driver: Any, name: str, element: Any, pad: int = 8, width: int = 1100) -> None:
@@ -125,7 +202,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--logdir", type=Path, default=Path("/tmp/featviz_dashboard_screens"))
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--trajectory", action="store_true", help="only screen_dashboard_trajectory.png")
     args = parser.parse_args()
+    if args.trajectory:
+        trajectory_screenshot(
+            args.logdir if args.logdir != parser.get_default("logdir") else Path("/tmp/featviz_dashboard_trajectory")
+        )
+        return
     for name in ("full", "frozen"):
         if not (args.logdir / name / "featviz_dashboard" / "index.json").exists():
             train(args.logdir / name, name == "frozen", args.epochs)

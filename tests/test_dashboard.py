@@ -12,6 +12,7 @@ import csv
 import gzip
 import importlib
 import json
+import re
 import time
 from pathlib import Path
 from urllib.error import HTTPError
@@ -21,6 +22,7 @@ from urllib.request import urlopen
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from browser import browser, console_errors, deep_text, need_browser, tensorboard, wait_for
 from conftest import TinyNet, tiny_trainer
 from google.protobuf import text_format
@@ -31,7 +33,9 @@ from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch.utils.data import Subset
 
 from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions, ResourceOptions
+from lightning_featviz.analysis.dynamics import SampleHistory, dynamics_words
 from lightning_featviz.analysis.neighbourhoods import map_rows
+from lightning_featviz.analysis.results import DynamicsResults
 from lightning_featviz.cli import main
 from lightning_featviz.dashboard.data import (
     FOLDER,
@@ -44,6 +48,7 @@ from lightning_featviz.dashboard.data import (
     write_epoch,
     write_samples,
 )
+from lightning_featviz.dashboard.export import history_words
 from lightning_featviz.dashboard.plugin import FeatvizPlugin
 from lightning_featviz.dashboard.standalone import page_data, shown_epochs, standalone_page
 from lightning_featviz.demo.model import ClassificationData
@@ -165,6 +170,41 @@ def test_one_layer_epoch_of_2000_samples_at_k_10_takes_under_1_mb(tmp_path):
     )
     size = (tmp_path / FOLDER / "epoch_0000.npz").stat().st_size
     assert size < 2**20, size
+
+
+def test_the_trajectory_words_are_stored_as_codes_into_the_epochs_phrases_and_served_per_sample(tmp_path):
+    n, k = 6, 3
+    words = ["unstable: flips between a and b", "", "consistently predicted as c since epoch 2"] * 2
+    layer = _layer(n, k, 0)
+    layer.dynamics, layer.trajectory = np.linspace(0, 1, n), np.full((2, n), 0.5)
+    layer.trajectory_epochs, layer.words = np.array([1, 2]), words
+    write_epoch(tmp_path, 2, 0, k, ["a", "b", "c"], Samples(np.arange(n), np.arange(n) % 3), np.zeros(n), np.ones(n),
+                {"x": layer})  # fmt: skip
+    arrays = read_epoch(tmp_path / FOLDER, "epoch_0002.npz")
+    assert arrays["L0_words"].dtype == np.uint16 and len(arrays["L0_phrases"]) == 3  # each phrase stored once
+    assert [str(arrays["L0_phrases"][code]) for code in arrays["L0_words"]] == words
+    for row in range(n):  # the route's answer; a sample the history does not track has none
+        status, found, _ = _serve(tmp_path, "inspect", run=".", epoch=2, row=row)
+        assert status == 200 and found["trajectory"]["words"] == (words[row] or None)
+
+
+def test_the_words_said_once_per_distinct_history_are_each_samples_own():
+    """``history_words`` says each distinct history once; every sample gets what ``dynamics_words`` says of it:
+    learnt, consistently another class, unstable, unseen some epochs."""
+    torch.manual_seed(0)
+    s, c = 300, 4
+    history = SampleHistory(c, keep=torch.arange(s))
+    labels, learnt, other = torch.randint(0, c, (s,)), torch.randint(0, 5, (s,)), torch.randint(0, c, (s,))
+    for epoch in range(6):
+        target = torch.where(torch.arange(s) % 3 == 0, other, torch.where(learnt <= epoch, labels, other))
+        target[torch.arange(s) % 7 == 0] = torch.randint(0, c, (len(range(0, s, 7)),))  # unstable
+        probabilities = torch.softmax(torch.randn(s, c) + 5 * F.one_hot(target, c), dim=1)
+        probabilities[torch.arange(s) % 11 == epoch] = float("nan")  # not seen that epoch
+        history.append(epoch, torch.arange(s), labels, probabilities)
+    dynamics, names = DynamicsResults("x", history), ["a", "b", "c", "d"]
+    said = history_words(dynamics, names)
+    assert said == [dynamics_words(history, row, names) for row in range(s)]
+    assert len(set(said)) > 10 and any(w.startswith("unstable") for w in said)
 
 
 def test_the_package_declares_the_plugin_entry_point_and_ships_its_static_files():
@@ -327,6 +367,7 @@ def test_inspect_route_gives_the_callbacks_neighbours_at_every_layer(board, dash
         assert trajectory["layer"] == dynamics.layer == LAYERS[-1] and trajectory["epochs"] == [0, 1, 2]
         position = int(dynamics.positions(results.bank.indices[row : row + 1])[0])
         assert np.allclose(trajectory["probability"], dynamics.trajectory()[:, position].numpy(), atol=1e-3)
+        assert trajectory["words"] == dynamics.words(position, results.class_names)  # the CSV's `dynamics`
     samples = get(board, "samples", run=RUN, key=found["reference"])
     assert samples["indices"] == results.bank.indices.tolist() and samples["labels"] == results.bank.labels.tolist()
 
@@ -347,8 +388,9 @@ def test_wrong_route_lists_the_callbacks_flagged_images_strongest_first(board, d
             if layer == dynamics.layer:  # the dynamics score, for the review's order
                 position = dynamics.positions(torch.tensor([row["index"]]))
                 assert row["dynamics"] == pytest.approx(float(dynamics.scores[position]), abs=1e-4)
+                assert row["words"] == dynamics.words(int(position[0]), visualizer.seen[epoch].class_names)
             else:
-                assert row["dynamics"] is None
+                assert row["dynamics"] is None and row["words"] is None
 
 
 def test_layer_route_gives_a_2d_map_of_every_sample_at_every_epoch(board, dashboard_run):
@@ -485,6 +527,51 @@ def test_clicking_a_point_opens_the_inspector_with_the_callbacks_neighbours(boar
     assert len(points) == 3 and points[-1].find_element("tag name", "title").get_attribute("textContent").startswith(
         "epoch 2: "
     )
+
+
+def short_words(words: str) -> str:
+    """The review's short form of a trajectory in words (``shortWords`` of static/index.js)."""
+    for pattern, short in [
+        (r"^consistently predicted as (.+) since", r"consistently \1 since"),
+        (r"^unstable: flips between (.+) and (.+)$", r"flips \1 ↔ \2"),
+        (r"^learnt: predicted as its label since", "learnt since"),
+        (r"^predicted as (.+) since", r"\1 since"),
+    ]:
+        words = re.sub(pattern, short, words)
+    return words
+
+
+def trajectory_words(dashboard_run, epoch: int) -> dict[int, str]:
+    """Dataset index -> the trajectory in words at ``epoch`` (the label-issue CSV's ``dynamics`` column)."""
+    dynamics, names = dashboard_run[1].seen[epoch].dynamics, dashboard_run[1].seen[epoch].class_names
+    return {int(i): dynamics.words(p, names) for p, i in enumerate(dynamics.history.indices.tolist())}
+
+
+def test_the_inspector_and_the_review_say_the_trajectory_in_words_of_the_epoch_on_screen(board, driver, dashboard_run):
+    """Under the inspected sample's trajectory, what its predictions did in words, as the label-issue CSV's
+    ``dynamics`` column says it at the epoch on screen; each review row at that layer says it short (whole on
+    hover); a slider move to epoch 0 (one epoch seen) changes both to that epoch's words."""
+    _, visualizer = dashboard_run
+    open_tab(driver, board)
+    pointer_at(driver, *driver.execute_script(POSITION, 40)).click().perform()
+    head = wait_for(lambda: driver.find_elements("css selector", "#inspector .inspected"), "the inspector")[0]
+    inspected = int(head.get_attribute("data-index"))
+    said = {}
+    for epoch in (2, 0):
+        if epoch != 2:
+            slide = "const s = document.getElementById('epoch'); s.value = arguments[0];"
+            driver.execute_script(slide + "s.dispatchEvent(new Event('input'));", str(epoch))
+        wait_for(lambda e=epoch: shown(driver) == f"{RUN}|pool|{e}", f"epoch {epoch} on screen")
+        words = trajectory_words(dashboard_run, epoch)
+        said[epoch] = driver.find_element("css selector", "#inspector .trajectory-box .trajectory-words").text
+        assert said[epoch] == words[inspected]
+        rows = driver.find_elements("css selector", "#review tr[data-index]")
+        assert rows, f"nothing flagged at epoch {epoch}"
+        for row in rows:
+            cell = row.find_element("css selector", "td.dynamics .dynamics-words")
+            expected = words[int(row.get_attribute("data-index"))]
+            assert (cell.get_attribute("title"), cell.text) == (expected, short_words(expected))
+    assert said[0] == "one epoch seen" != said[2]
 
 
 def download(driver, button: str) -> tuple[str, list[dict[str, str]]]:
@@ -928,7 +1015,8 @@ def test_the_standalone_page_opens_from_a_file_and_its_views_follow_the_slider_a
     standalone, driver, dashboard_run
 ):
     """Opened from file:// with no server: the heatmap of every layer and epoch, and after a click and a slider move
-    the review, the inspector and the CSV export of the epoch on screen, compared with the callback's own."""
+    the review, the inspector (its trajectory and words too) and the CSV export of the epoch on screen, compared
+    with the callback's own."""
     driver.switch_to.default_content()
     driver.get(standalone.as_uri())
     wait_for(lambda: shown(driver) == f"{RUN}|pool|2", "the page to draw the last epoch")
@@ -938,11 +1026,17 @@ def test_the_standalone_page_opens_from_a_file_and_its_views_follow_the_slider_a
     head = wait_for(lambda: driver.find_elements("css selector", "#inspector .inspected"), "the inspector")[0]
     inspected = int(head.get_attribute("data-index"))
     assert_views_belong_to(driver, dashboard_run, 2, inspected)
+    said = driver.find_element("css selector", "#inspector .trajectory-box .trajectory-words").text
+    assert said == trajectory_words(dashboard_run, 2)[inspected]
+    assert len(driver.find_elements("css selector", "#inspector .trajectory-point")) == 3
     driver.execute_script(
         "const s = document.getElementById('epoch'); s.value = '0'; s.dispatchEvent(new Event('input'));"
     )
     wait_for(lambda: shown(driver) == f"{RUN}|pool|0", "epoch 0 on screen")
     assert_views_belong_to(driver, dashboard_run, 0, inspected)
+    said = driver.find_element("css selector", "#inspector .trajectory-box .trajectory-words").text
+    assert said == trajectory_words(dashboard_run, 0)[inspected] == "one epoch seen"
+    assert len(driver.find_elements("css selector", "#inspector .trajectory-point")) == 1
     thumbnail = driver.find_element("css selector", "#review .thumb").get_attribute("style")
     assert "data:image/jpeg;base64," in thumbnail
     assert console_errors(driver) == []

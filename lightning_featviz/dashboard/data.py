@@ -9,12 +9,14 @@ Layout of ``<run log dir>/featviz_dashboard/``::
     epoch_<epoch>.npz        one epoch, compressed: predictions, and per layer (``L<i>_`` keys, ``i`` its
                              place in the epoch's layer list) neighbours, distances, purity, votes, maps
                              (with the rows they show where a map is of a subsample), wrong-cluster flags,
-                             training dynamics (dynamics scores, label-probability trajectories)
+                             training dynamics (scores, label-probability trajectories, trajectories in words)
 
 A sample set is written once and named by a hash of its indices and labels, so epochs that keep the same
 samples (the usual case) share it, and a set that changes (a resumed run, a training reference) gets its own.
 Every file is written to a temporary name and renamed into place, so a reader never sees half a file while
 training writes; a resumed run's epochs replace or join those already listed.
+
+Over 300 lines: the layout's types, its writer and its readers, one format in one module.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class LayerEpoch:
         own: (F,) how many hold its own label.
         dynamics: (N,) the dynamics score of each sample (NaN: not tracked), the label-issue layer only.
         trajectory: (E, N) each sample's probability of its label at the (E,) ``trajectory_epochs`` (NaN: unseen).
+        words: N phrases, what each sample's predictions did over those epochs (``""``: not tracked), or None.
     """
 
     neighbours: np.ndarray
@@ -106,6 +109,7 @@ class LayerEpoch:
     dynamics: np.ndarray | None = None
     trajectory: np.ndarray | None = None
     trajectory_epochs: np.ndarray | None = None
+    words: Sequence[str] | None = None
 
 
 def replace_atomically(path: Path, data: bytes, durable: bool = False) -> None:
@@ -173,6 +177,9 @@ def layer_arrays(prefix: str, layer: LayerEpoch) -> dict[str, np.ndarray]:
         arrays[f"{prefix}dynamics"] = layer.dynamics.astype(np.float32)  # ranks near 1 stay apart
         arrays[f"{prefix}trajectory"] = layer.trajectory.astype(np.float16)
         arrays[f"{prefix}trajepochs"] = layer.trajectory_epochs.astype(np.int32)
+    if layer.words is not None:  # a few distinct phrases (classes × epochs): each sample's is a code into them
+        phrases, codes = np.unique(np.asarray(layer.words, dtype=str), return_inverse=True)
+        arrays[f"{prefix}phrases"], arrays[f"{prefix}words"] = phrases, codes.astype(index_type(codes))
     return arrays
 
 

@@ -52,14 +52,32 @@ class DashboardEpoch:
         )
 
 
-def add_dynamics(layer: LayerEpoch, dynamics: DynamicsResults, bank: BankData) -> None:
-    """The bank's N rows' dynamics scores and (E, N) label-probability trajectories into ``layer`` (NaN for a row
-    the history does not track)."""
+def add_dynamics(layer: LayerEpoch, dynamics: DynamicsResults, bank: BankData, class_names: list[str]) -> None:
+    """The bank's N rows' dynamics scores, (E, N) label-probability trajectories and N trajectories in words (the
+    label-issue CSV's ``dynamics`` column) into ``layer`` (NaN, ``""`` for a row the history does not track)."""
     positions = dynamics.positions(bank.indices)
     tracked, clamped = positions >= 0, positions.clamp_min(0)
     layer.dynamics = torch.where(tracked, dynamics.scores[clamped], float("nan")).numpy()
     layer.trajectory = torch.where(tracked[None], dynamics.trajectory()[:, clamped], float("nan")).numpy()
     layer.trajectory_epochs = np.asarray(dynamics.epochs, dtype=np.int32)
+    words = history_words(dynamics, class_names)
+    layer.words = [words[p] if p >= 0 else "" for p in positions.tolist()]
+
+
+def history_words(dynamics: DynamicsResults, class_names: list[str]) -> list[str]:
+    """The S tracked samples' trajectories in words (:meth:`DynamicsResults.words`), said once per distinct history:
+    the words read a sample's predictions per kept epoch, its label and its current streak only, which in a run that
+    learns most samples share with many others (a call is tens of µs: said one by one, 20,000 samples take seconds)."""
+    history = dynamics.history
+    if not len(history):
+        return []
+    streak = torch.stack([history.labels, history.streak_class.long(), history.streak_start.long()])
+    _, inverse = torch.unique(torch.cat([history.prediction.long(), streak]), dim=1, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), len(history)).scatter_reduce(
+        0, inverse, torch.arange(len(history)), "amin"
+    )
+    said = [dynamics.words(int(position), class_names) for position in first.tolist()]
+    return [said[i] for i in inverse.tolist()]
 
 
 def dashboard_epoch(results: EpochResults, paths: list[str] | None, step: int) -> DashboardEpoch:
@@ -91,7 +109,7 @@ def dashboard_epoch(results: EpochResults, paths: list[str] | None, step: int) -
             layer.flagged, layer.cluster = found.rows.numpy(), found.cluster.numpy()
             layer.count, layer.own = found.count.numpy(), found.own.numpy()
         if results.dynamics is not None and results.dynamics.layer == name:
-            add_dynamics(layer, results.dynamics, bank)
+            add_dynamics(layer, results.dynamics, bank, results.class_names)
         layers[name] = layer
     return DashboardEpoch(
         results.epoch,

@@ -77,13 +77,23 @@ def _rounded(values: np.ndarray, digits: int = 4) -> list[Any]:
     return [None if isinstance(v, float) and math.isnan(v) else v for v in rounded.tolist()]
 
 
+def _words(arrays: dict[str, np.ndarray], prefix: str, row: int) -> str | None:
+    """What sample ``row``'s predictions did over the kept epochs, in words, at the layer of ``prefix`` (None where
+    the history does not track it, the layer has no training dynamics or the file predates the words)."""
+    if f"{prefix}words" not in arrays:
+        return None
+    return str(arrays[f"{prefix}phrases"][int(arrays[f"{prefix}words"][row])]) or None
+
+
 def _trajectory(entry: dict[str, Any], arrays: dict[str, np.ndarray], row: int) -> dict[str, Any] | None:
     """Sample ``row``'s probability of its given label per kept epoch, at the epoch's label-issue layer (the one
-    whose training dynamics it holds): ``{"layer", "epochs", "probability"}`` (None: not seen), or None."""
+    whose training dynamics it holds), and in words: ``{"layer", "epochs", "probability", "words"}`` (None: not
+    seen; no words), or None."""
     for i, layer in enumerate(entry["layers"]):
         if f"L{i}_trajectory" in arrays:
             probability = _rounded(arrays[f"L{i}_trajectory"][:, row], 3)
-            return {"layer": layer["name"], "epochs": arrays[f"L{i}_trajepochs"].tolist(), "probability": probability}
+            epochs, words = arrays[f"L{i}_trajepochs"].tolist(), _words(arrays, f"L{i}_", row)
+            return {"layer": layer["name"], "epochs": epochs, "probability": probability, "words": words}
     return None
 
 
@@ -316,7 +326,8 @@ class FeatvizPlugin(base_plugin.TBPlugin):
         }
 
     def wrong(self, request: Request) -> dict[str, Any]:
-        """The samples in the wrong cluster of one layer and epoch, strongest first, with reasons and neighbours."""
+        """The samples in the wrong cluster of one layer and epoch, strongest first, with reasons and neighbours (and,
+        at the label-issue layer, each one's dynamics score and trajectory in words)."""
         folder = self._folder(request)
         index = self._index(folder)
         entry = self._entry(request, index)
@@ -349,6 +360,7 @@ class FeatvizPlugin(base_plugin.TBPlugin):
                     ),
                     "neighbours": arrays[f"L{i}_neighbours"][row].tolist(),
                     "dynamics": _rounded(dynamics[row : row + 1])[0] if dynamics is not None else None,
+                    "words": _words(arrays, f"L{i}_", row),
                 }
             )
         return {

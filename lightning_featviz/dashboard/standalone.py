@@ -5,7 +5,8 @@ tracker that shows HTML: a W&B ``wandb.Html``, an MLflow artifact) with no serve
 The answers are the plugin's own (:class:`~lightning_featviz.dashboard.plugin.FeatvizPlugin` through werkzeug's
 test client), so the page shows what the tab shows: the heatmap, the maps with the epoch slider, the inspector and
 the wrong-cluster review with its exports. The inspector's route, one answer per sample and epoch, is carried as each
-epoch's arrays in their stored types ((N, k) neighbour rows, distances; (N,) purity), from which
+epoch's arrays in their stored types ((N, k) neighbour rows, distances; (N,) purity; the label-issue layer's (E, N)
+label probability per kept epoch and (N,) codes into its phrases in words), from which
 ``static/standalone.js`` answers it as the route does; a thumbnail atlas page is a ``data:`` URL. The whole is
 gzip-compressed JSON in base64 (browsers unpack it with ``DecompressionStream``).
 """
@@ -51,7 +52,8 @@ def _get(client: Client, route: str, **params: Any) -> Any:
 
 
 def _inspect_arrays(plugin: FeatvizPlugin, folder: Path, entry: dict[str, Any]) -> dict[str, Any]:
-    """One epoch's inspector: per layer its (N, k) neighbour rows and distances and (N,) purity, encoded."""
+    """One epoch's inspector: per layer its (N, k) neighbour rows and distances and (N,) purity, encoded; the
+    label-issue layer's (E, N) label probability per kept epoch and (N,) codes into its phrases in words."""
     arrays = plugin._arrays(folder, entry)
     layers = [
         {
@@ -62,7 +64,19 @@ def _inspect_arrays(plugin: FeatvizPlugin, folder: Path, entry: dict[str, Any]) 
         }
         for i, layer in enumerate(entry["layers"])
     ]
-    return {"reference": entry["reference"], "predictions": arrays["predictions"].tolist(), "layers": layers}
+    found = {"reference": entry["reference"], "predictions": arrays["predictions"].tolist(), "layers": layers}
+    for i, layer in enumerate(entry["layers"]):  # the label-issue layer's: (E, N) label probability, N words
+        if f"L{i}_trajectory" in arrays:
+            words = (
+                (_encoded(arrays[f"L{i}_words"]), arrays[f"L{i}_phrases"].tolist()) if f"L{i}_words" in arrays else None
+            )
+            found["trajectory"] = {
+                "layer": layer["name"],
+                "epochs": arrays[f"L{i}_trajepochs"].tolist(),
+                "probability": _encoded(arrays[f"L{i}_trajectory"]),
+                "words": words,
+            }
+    return found
 
 
 def shown_epochs(epochs: list[int], most: int) -> list[int]:

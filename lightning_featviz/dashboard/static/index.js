@@ -530,7 +530,17 @@ function trajectoryChart(trajectory) {
   const epochsText = first === last ? `epoch ${first}` : `epochs ${first}–${last}`;
   return el('div', { class: 'trajectory-box', 'data-layer': trajectory.layer },
     el('div', { class: 'layer-label' }, el('b', {}, 'label probability'), ` per epoch (${trajectory.layer}, ` +
-      `${epochsText}; 0 to 1)`), chart);
+      `${epochsText}; 0 to 1)`), chart,
+    ...(trajectory.words ? [el('div', { class: 'trajectory-words' }, trajectory.words)] : []));
+}
+
+// The trajectory in words, shortened for a row of the review ("consistently predicted as 5 since epoch 3": "consistently
+// 5 since epoch 3"); words of another form are kept whole.
+function shortWords(words) {
+  return words.replace(/^consistently predicted as (.+) since/, 'consistently $1 since')
+    .replace(/^unstable: flips between (.+) and (.+)$/, 'flips $1 ↔ $2')
+    .replace(/^learnt: predicted as its label since/, 'learnt since')
+    .replace(/^predicted as (.+) since/, '$1 since');
 }
 
 async function inspectRow(row) {
@@ -609,7 +619,7 @@ async function drawReview(ticket) {
   state.review = { run, layer, epoch, k: state.index.k, rows: found.rows };
   const table = el('table', { class: 'review', 'data-layer': layer, 'data-epoch': epoch, 'data-order': state.reviewOrder },
     el('tr', {}, ...['', 'rank', 'image', 'index', 'label → suggested', 'model says', 'neighbours in cluster',
-      'why', 'neighbours', 'dynamics score'].map((h) => el('th', {}, h))));
+      'why', 'neighbours', 'dynamics score, trajectory'].map((h) => el('th', {}, h))));
   const ranked = found.rows.map((item, i) => [item, i + 1]);
   if (state.reviewOrder === 'dynamics') { // highest first; rows the history does not track last, in rank order
     ranked.sort(([a, i], [b, j]) => (b.dynamics ?? -1) - (a.dynamics ?? -1) || i - j);
@@ -624,7 +634,8 @@ async function drawReview(ticket) {
       el('td', {}, `${item.count} of ${state.index.k}`), el('td', { class: 'reason' }, item.reason),
       el('td', { class: 'thumbs' }, ...item.neighbours.map((n) =>
         thumb(reference, n, { size: 32, mark: reference.labels[n] === item.label ? 'same' : 'other' }))),
-      el('td', { class: 'dynamics' }, fixed(item.dynamics, 3))));
+      el('td', { class: 'dynamics' }, fixed(item.dynamics, 3),
+        ...(item.words ? [el('div', { class: 'dynamics-words', title: item.words }, shortWords(item.words))] : []))));
   });
   const heading = el('p', { class: 'review-heading' }, `${found.rows.length} images of ${samples.indices.length} sit ` +
     `in another class's cluster at ${found.layer}, epoch ${found.epoch} ` +
