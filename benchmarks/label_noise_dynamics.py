@@ -11,8 +11,11 @@ training labels (20 % random flips, 30 % pair swap; one run each).
 Rankings (AP: average precision of the full ranking, a random one scores the error rate; p@n: the share of
 true errors among the top n, n = the number of injected errors):
 
-- **dynamics** (``lightning_featviz.analysis.dynamics.dynamics_scores``) and the candidates it was chosen
-  from (rows ``candidate: ...``);
+- **dynamics** (``lightning_featviz.analysis.dynamics.dynamics_scores`` through ``SampleHistory``) and the
+  candidates of issue 25's third round (rows ``candidate: ...``): the score before it (weights 1 and 1, in-sample
+  0.1, no background in the noise matrix), the chosen score without the background and with four times it, the
+  model's weight 1, and the two weights fitted to each epoch by the likelihood of the given labels
+  (:func:`fitted_scores`; no truth used);
 - **featviz last epoch**: ``analysis.label_issues.find_label_issues`` on the last epoch (the list of today);
 - **cleanlab ... (last)**: ``cleanlab.filter.find_label_issues`` (flagged first by self-confidence, the rest
   by label quality) and ``cleanlab.rank.get_label_quality_scores`` with self_confidence, normalized_margin and
