@@ -44,7 +44,12 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 from torch import nn
 
-from lightning_featviz.analysis.label_issues import IN_SAMPLE_MODEL_WEIGHT, LabelIssueOptions, find_label_issues
+from lightning_featviz.analysis.label_issues import (
+    DEFAULT_MODEL_WEIGHT,
+    IN_SAMPLE_MODEL_WEIGHT,
+    LabelIssueOptions,
+    find_label_issues,
+)
 from lightning_featviz.demo.datasets import ColouredDigits
 
 NUM_CLASSES = 10
@@ -174,7 +179,7 @@ def audit(
     labels (scored as the callback scores training samples)."""
     is_error = noisy != clean
     labels, vectors = torch.from_numpy(noisy), torch.from_numpy(features).float()
-    model_weight = IN_SAMPLE_MODEL_WEIGHT if in_sample else 1.0
+    model_weight = IN_SAMPLE_MODEL_WEIGHT if in_sample else DEFAULT_MODEL_WEIGHT
     probabilities_t = torch.from_numpy(probabilities).float()
     ours = find_label_issues(
         vectors, labels, NUM_CLASSES, probabilities_t, options=LabelIssueOptions(model_weight=model_weight)

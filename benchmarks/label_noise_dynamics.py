@@ -11,8 +11,11 @@ training labels (20 % random flips, 30 % pair swap; one run each).
 Rankings (AP: average precision of the full ranking, a random one scores the error rate; p@n: the share of
 true errors among the top n, n = the number of injected errors):
 
-- **dynamics** (``lightning_featviz.analysis.dynamics.dynamics_scores``) and the candidates it was chosen
-  from (rows ``candidate: ...``);
+- **dynamics** (``lightning_featviz.analysis.dynamics.dynamics_scores`` through ``SampleHistory``) and the
+  candidates of issue 25's third round (rows ``candidate: ...``): the score before it (weights 1 and 1, in-sample
+  0.1, no background in the noise matrix), the chosen score without the background and with four times it, the
+  model's weight 1, and the two weights fitted to each epoch by the likelihood of the given labels
+  (:func:`fitted_scores`; no truth used);
 - **featviz last epoch**: ``analysis.label_issues.find_label_issues`` on the last epoch (the list of today);
 - **cleanlab ... (last)**: ``cleanlab.filter.find_label_issues`` (flagged first by self-confidence, the rest
   by label quality) and ``cleanlab.rank.get_label_quality_scores`` with self_confidence, normalized_margin and
@@ -58,10 +61,17 @@ from lightning_featviz.analysis.dynamics import (  # noqa: E402
     area_under_margin,
     dynamics_scores,
 )
+from lightning_featviz.analysis.knn import knn_search  # noqa: E402
 from lightning_featviz.analysis.label_issues import (  # noqa: E402
+    DEFAULT_MODEL_WEIGHT,
     IN_SAMPLE_MODEL_WEIGHT,
     LabelIssueOptions,
+    combine,
     find_label_issues,
+    label_issue_k,
+    neighbour_label_distribution,
+    noise_matrix,
+    score_label_issues,
 )
 from lightning_featviz.demo.datasets import ColouredDigits  # noqa: E402
 
@@ -183,7 +193,7 @@ def cleanlab_rankings(noisy: np.ndarray, probabilities: np.ndarray, suffix: str)
 
 def featviz(features: np.ndarray, noisy: np.ndarray, probabilities: np.ndarray, in_sample: bool, **options):
     """``find_label_issues`` on (N, D) vectors and an (N, C) softmax (``options``: LabelIssueOptions' fields)."""
-    options.setdefault("model_weight", IN_SAMPLE_MODEL_WEIGHT if in_sample else 1.0)
+    options.setdefault("model_weight", IN_SAMPLE_MODEL_WEIGHT if in_sample else DEFAULT_MODEL_WEIGHT)
     return find_label_issues(
         torch.from_numpy(features).float(),
         torch.from_numpy(noisy),
@@ -193,29 +203,57 @@ def featviz(features: np.ndarray, noisy: np.ndarray, probabilities: np.ndarray, 
     )
 
 
+#: The score before issue 25's third round: weights 1 and 1 (in-sample 0.1), no background in the noise matrix.
+BEFORE = {"neighbour_weight": 1.0, "noise_background": 0.0}
+#: The weights a fit may choose from (each of the two exponents).
+FIT_GRID = (0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+def fitted_scores(features: np.ndarray, noisy: np.ndarray, probabilities: np.ndarray, channel: bool) -> np.ndarray:
+    """(N,) the score with its two weights fitted to this epoch without the truth: the (neighbour, model) weights
+    of ``FIT_GRID`` x ``FIT_GRID`` that maximise the mean log-likelihood of the given labels under ``r`` (or, with
+    ``channel``, under ``r`` passed through the estimated noise matrix: ``sum_i r[i] T[i, given]``); the leave-one-out
+    neighbours of the list, the same class-noise step."""
+    labels = torch.from_numpy(noisy)
+    distances, indices = knn_search(
+        torch.from_numpy(features).float(), torch.from_numpy(features).float(), label_issue_k(labels), exclude_self=True
+    )
+    prior = torch.bincount(labels, minlength=NUM_CLASSES).float().clamp_min(1e-3)
+    q = neighbour_label_distribution(distances, labels[indices], NUM_CLASSES, prior)
+    p, rows = torch.from_numpy(probabilities).float(), torch.arange(len(labels))
+
+    def likelihood(weights: tuple[float, float]) -> float:
+        r = combine(q, p, *weights)
+        if channel:
+            like = (r * noise_matrix(r, labels, NUM_CLASSES)[:, labels].T).sum(dim=1)
+        else:
+            like = r[rows, labels]
+        return float(like.clamp_min(1e-30).log().mean())
+
+    a, b = max(((a, b) for a in FIT_GRID for b in FIT_GRID), key=likelihood)
+    return score_label_issues(distances, labels[indices], labels, NUM_CLASSES, p, a, prior, b).scores.numpy()
+
+
 def rankings(
     features: np.ndarray, probabilities: np.ndarray, noisy: np.ndarray, in_sample: bool, train_logits: np.ndarray | None
 ) -> dict[str, np.ndarray]:
     """Every ranking of one setting: (E, N, D) vectors, (E, N, C) softmax, (N,) given labels; scores (N,)."""
     epochs, n = probabilities.shape[:2]
     rows = np.arange(n)
-    per_epoch = [featviz(features[e], noisy, probabilities[e], in_sample) for e in range(epochs)]
-    last, average = per_epoch[-1], probabilities.mean(axis=0)
+    average = probabilities.mean(axis=0)
     given = probabilities[:, rows, noisy]  # (E, N)
-    others = probabilities.copy()
-    others[:, rows, noisy] = -np.inf
-    margin = given - others.max(axis=2)
-    half = epochs // 2
     labels, everyone = torch.from_numpy(noisy), torch.arange(n)
-    # The core as the callback will use it: one append per analysed epoch, float16, the last 20 epochs kept.
-    # The history records each epoch's scores with the dynamics' neighbour weight (the same search, scored again).
-    history_scores = [
+    # The core as the callback uses it: one append per analysed epoch, float16, the last 20 epochs kept; the
+    # history records each epoch's list score (the list's options at DYNAMICS_NEIGHBOUR_WEIGHT, the list's weight).
+    per_epoch = [
         featviz(features[e], noisy, probabilities[e], in_sample, neighbour_weight=DYNAMICS_NEIGHBOUR_WEIGHT)
         for e in range(epochs)
     ]
     history = SampleHistory(NUM_CLASSES)
-    for e, issues in enumerate(history_scores):
+    for e, issues in enumerate(per_epoch):
         history.append(e, everyone, labels, torch.from_numpy(probabilities[e]), issues.neighbour_share, issues.scores)
+    kept = len(history.epochs)
+    kept_probability = history.field("label_probability")
     batch_margins = None
     if train_logits is not None:  # the training batches' logits, as a training-batch hook would append them
         batches = SampleHistory(NUM_CLASSES)
@@ -223,124 +261,61 @@ def rankings(
             logits = torch.from_numpy(train_logits[e])
             batches.append(e, everyone, labels, logits.softmax(dim=1), logits=logits)
         batch_margins = batches.field("margin")
+
+    def dynamics_of(scores: list[np.ndarray]) -> np.ndarray:
+        """The dynamics formula on other per-epoch scores (the kept epochs' of ``scores``, E x (N,))."""
+        kept_scores = torch.from_numpy(np.stack(scores[-kept:])).float()
+        return dynamics_scores(kept_scores, batch_margins, kept_probability).numpy()
+
+    before_history = [  # the history's scores before: neighbour weight 0.5, model weight 1 (in-sample 0.1)
+        featviz(
+            features[e],
+            noisy,
+            probabilities[e],
+            in_sample,
+            neighbour_weight=0.5,
+            noise_background=0.0,
+            model_weight=0.1 if in_sample else 1.0,
+        ).scores.numpy()
+        for e in range(epochs)
+    ]
     out = {
         "dynamics": history.dynamics_scores(batch_margins).numpy(),
-        "featviz last epoch": last.scores.numpy(),
+        "featviz last epoch": per_epoch[-1].scores.numpy(),
         "candidate: dynamics with the scores stored as plain float16 (not log-odds)": dynamics_scores(
-            torch.stack([i.scores for i in history_scores])[-len(history.epochs) :].half().float(),
-            batch_margins,
-            history.field("label_probability"),
+            torch.stack([i.scores for i in per_epoch])[-kept:].half().float(), batch_margins, kept_probability
         ).numpy(),
-        "candidate: 1 - mean label probability": 1 - given.mean(axis=0),
-        "candidate: 1 - mean label probability, last half": 1 - given[half:].mean(axis=0),
-        "candidate: - mean margin": -margin.mean(axis=0),
-        "candidate: mean featviz score": np.mean([i.scores.numpy() for i in per_epoch], axis=0),
-        "candidate: mean featviz score, last half": np.mean([i.scores.numpy() for i in per_epoch[half:]], axis=0),
-        "candidate: featviz on averaged softmax": featviz(features[-1], noisy, average, in_sample).scores.numpy(),
-        "candidate: featviz on averaged softmax, untempered": featviz(
-            features[-1], noisy, average, False
+        "candidate: last epoch, the score before (weights 1 and 1, in-sample 0.1; smoothing 1/C)": featviz(
+            features[-1], noisy, probabilities[-1], in_sample, **BEFORE, model_weight=0.1 if in_sample else 1.0
         ).scores.numpy(),
-        "candidate: 1 - confidence + variability": 1 - given.mean(axis=0) + given.std(axis=0),
+        "candidate: dynamics before (weights 0.5 and 1, in-sample 0.1; smoothing 1/C)": dynamics_of(before_history),
+        "candidate: last epoch, no background in the noise matrix": featviz(
+            features[-1], noisy, probabilities[-1], in_sample, noise_background=0.0
+        ).scores.numpy(),
+        "candidate: dynamics, no background in the noise matrix": dynamics_of(
+            [
+                featviz(features[e], noisy, probabilities[e], in_sample, noise_background=0.0).scores.numpy()
+                for e in range(epochs)
+            ]
+        ),
+        "candidate: last epoch, model weight 1 (not 0.7)": featviz(
+            features[-1], noisy, probabilities[-1], in_sample, model_weight=0.3 if in_sample else 1.0
+        ).scores.numpy(),
     }
-    out["candidate: rank mean of 1 - mean label probability and mean featviz score, last half"] = (
-        rank01(out["candidate: 1 - mean label probability, last half"])
-        + rank01(out["candidate: mean featviz score, last half"])
-    ) / 2
-    out["candidate: mean featviz score x (1 - mean label probability), last half"] = (
-        out["candidate: 1 - mean label probability, last half"] * out["candidate: mean featviz score, last half"]
-    )
-    mean_score = out["candidate: mean featviz score, last half"]
-    out["candidate: mean featviz score, last half, x (1 - mean label probability)"] = mean_score * (
-        1 - given.mean(axis=0)
-    )
-    out["candidate: rank mean of mean featviz score, last half, and 1 - mean label probability"] = (
-        rank01(mean_score) + rank01(1 - given.mean(axis=0))
-    ) / 2
-    log_odds = np.log(np.stack([i.scores.double().numpy() for i in per_epoch[half:]]).clip(1e-30, 1 - 1e-16))
-    log_odds = log_odds - np.log1p(-np.exp(log_odds))
-    out["candidate: mean featviz log-odds, last half"] = log_odds.mean(axis=0)
-    self_confidence = 1 - probabilities[-1][rows, noisy]
-    out["candidate: last epoch, rank mean of the list and self-confidence"] = (
-        rank01(out["featviz last epoch"]) + rank01(self_confidence)
-    ) / 2
-    out["candidate: last epoch, the list times self-confidence"] = out["featviz last epoch"] * self_confidence
-    out["candidate: last epoch, neighbour weight 0.5"] = featviz(
-        features[-1], noisy, probabilities[-1], in_sample, neighbour_weight=0.5
-    ).scores.numpy()
-    if in_sample:  # the model's weight raised to how little the layer memorised (a head on frozen features: 1)
-        agree_n = float((last.neighbour_class.numpy() == noisy).mean())
-        agree_m = float((probabilities[-1].argmax(axis=1) == noisy).mean())
-        weight = min(1.0, max(IN_SAMPLE_MODEL_WEIGHT, (1 - agree_n) / max(1e-6, 1 - agree_m)))
-        out["candidate: last epoch, in-sample model weight (1 - neighbour agreement) / (1 - model agreement)"] = (
-            featviz(features[-1], noisy, probabilities[-1], False, model_weight=weight).scores.numpy()
-        )
-    out["candidate: mean featviz score with neighbour weight 0.5, last half"] = np.mean(
-        [issues.scores.numpy() for issues in history_scores[half:]], axis=0
-    )
-    out["candidate: the dynamics formula on the scores with neighbour weight 1 (the list's)"] = dynamics_scores(
-        torch.stack([i.scores for i in per_epoch])[-len(history.epochs) :],
-        batch_margins,
-        torch.from_numpy(given[-len(history.epochs) :]).float(),
-    ).numpy()
-    # Measured for issue 25's second round (the k of the neighbour vote, the mean cross-entropy of the label):
-    counts = np.bincount(noisy, minlength=NUM_CLASSES)
-    fifth_k = min(50, max(5, int(np.median(counts[counts > 0])) // 5))  # label_issue_k before: a fifth, not half
-    out["candidate: last epoch, k a fifth of the median class (the list before)"] = featviz(
-        features[-1], noisy, probabilities[-1], in_sample, k=fifth_k
-    ).scores.numpy()
-    median = int(np.median(counts[counts > 0]))
-    for words, k in (("three quarters of", (3 * median) // 4), ("all but one of", median - 1)):
-        out[f"candidate: last epoch, k {words} the median class (above label_issue_k's cap of 50)"] = featviz(
-            features[-1], noisy, probabilities[-1], in_sample, k=k
-        ).scores.numpy()
-    if in_sample:
-        out["candidate: last epoch, in-sample model weight 0.3 (not 0.1)"] = featviz(
-            features[-1], noisy, probabilities[-1], in_sample, model_weight=0.3
-        ).scores.numpy()
-    kept = len(history.epochs)
-    fifth_scores = torch.stack(
-        [
-            featviz(features[e], noisy, probabilities[e], in_sample, k=fifth_k, neighbour_weight=0.5).scores
-            for e in range(epochs - kept, epochs)
-        ]
-    )
-    out["candidate: dynamics with k a fifth of the median class (the dynamics before)"] = dynamics_scores(
-        fifth_scores, batch_margins, history.field("label_probability")
-    ).numpy()
-    cross_entropy = -np.log(given.clip(1e-30))
-    out["candidate: mean cross-entropy of the label"] = cross_entropy.mean(axis=0)
-    kept_scores = history.field("score").double().numpy()
-    kept_cross_entropy = -np.log(history.field("label_probability").double().numpy().clip(1e-7))
-    geometric = np.log(kept_scores.clip(1e-30)).mean(axis=0) + np.log(kept_cross_entropy.mean(axis=0).clip(1e-12))
-    if batch_margins is not None:  # ranked with the AUM, as the dynamics list is in training
-        geometric = (rank01(geometric) + rank01(-area_under_margin(batch_margins).numpy())) / 2
-    out["candidate: geometric mean of the kept epochs' scores x mean cross-entropy of the label"] = geometric
-    out["candidate: featviz on averaged softmax, last half"] = featviz(
-        features[-1], noisy, probabilities[half:].mean(axis=0), in_sample
-    ).scores.numpy()
+    four = [
+        featviz(features[e], noisy, probabilities[e], in_sample, noise_background=4.0).scores.numpy()
+        for e in range(epochs)
+    ]
+    out["candidate: last epoch, background 4x the mean off-diagonal count"] = four[-1]
+    out["candidate: dynamics, background 4x the mean off-diagonal count"] = dynamics_of(four)
+    for channel, words in ((False, "the given labels"), (True, "the given labels through the noise matrix")):
+        fitted = [fitted_scores(features[e], noisy, probabilities[e], channel) for e in range(epochs)]
+        out[f"candidate: last epoch, weights fitted to the likelihood of {words}"] = fitted[-1]
+        out[f"candidate: dynamics, weights fitted per epoch to the likelihood of {words}"] = dynamics_of(fitted)
     if train_logits is not None:
         out["dynamics without training-batch logits"] = history.dynamics_scores().numpy()
-        logits_given = train_logits[:, rows, noisy]
-        other = train_logits.copy()
-        other[:, rows, noisy] = -np.inf
-        out["candidate: AUM (training batches' logits)"] = -(logits_given - other.max(axis=2)).mean(axis=0)
-        soft = torch.from_numpy(train_logits).softmax(dim=2).numpy()
-        out["candidate: featviz on training batches' averaged softmax"] = featviz(
-            features[-1], noisy, soft.mean(axis=0), False
-        ).scores.numpy()
-        batch_scores = [featviz(features[e], noisy, soft[e], in_sample).scores.numpy() for e in range(half, epochs)]
-        out["candidate: mean featviz score on training batches' softmax, last half"] = np.mean(batch_scores, axis=0)
-        batch_given = soft[:, rows, noisy]
-        mean_score = out["candidate: mean featviz score, last half"]
-        out["candidate: mean featviz score, last half, x (1 - mean training-batch label probability)"] = mean_score * (
-            1 - batch_given.mean(axis=0)
-        )
-        out["candidate: mean featviz score, last half, x (1 - mean training-batch label probability, last half)"] = (
-            mean_score * (1 - batch_given[half:].mean(axis=0))
-        )
-        aum_rank = rank01(out["candidate: AUM (training batches' logits)"])
-        featviz_rank = rank01(out["candidate: mean featviz score, last half"])
-        out["candidate: rank mean of AUM and mean featviz score, last half"] = (aum_rank + featviz_rank) / 2
+        out["candidate: AUM (training batches' logits)"] = -area_under_margin(batch_margins).numpy()
+    out["candidate: 1 - mean label probability, last half"] = 1 - given[epochs // 2 :].mean(axis=0)
     out |= cleanlab_rankings(noisy, probabilities[-1], "last")
     out |= cleanlab_rankings(noisy, average, "averaged")
     return out

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lightning_featviz.analysis.dynamics import (
+    DYNAMICS_NEIGHBOUR_WEIGHT,
     SampleHistory,
     area_under_margin,
     cartography,
@@ -17,6 +18,7 @@ from lightning_featviz.analysis.dynamics import (
     training_margins,
 )
 from lightning_featviz.analysis.history import TrainingHistory
+from lightning_featviz.analysis.label_issues import LabelIssueOptions, find_label_issues
 
 NAMES = ["cat", "dog", "bird"]
 
@@ -209,6 +211,21 @@ def test_dynamics_score_is_the_last_half_mean_times_one_minus_the_mean_label_pro
     assert torch.equal(dynamics_scores(scores[:1], label_probability=probability[:1]), scores[0])
     with pytest.raises(ValueError, match="Expected `label_probability` to be"):
         dynamics_scores(scores, label_probability=probability[:2])
+
+
+def test_the_history_records_each_epochs_list_score_with_one_epoch_the_dynamics_score_is_the_lists():
+    # Since issue 25's third round the history's options are the list's: one score per epoch, not two.
+    generator = torch.Generator().manual_seed(1)
+    vectors, labels = torch.randn(60, 4, generator=generator), torch.arange(60) % 3
+    probabilities = torch.rand(60, 3, generator=generator).softmax(dim=1)
+    listed = find_label_issues(vectors, labels, 3, probabilities)
+    recorded = find_label_issues(
+        vectors, labels, 3, probabilities, options=LabelIssueOptions(neighbour_weight=DYNAMICS_NEIGHBOUR_WEIGHT)
+    )
+    torch.testing.assert_close(recorded.scores, listed.scores)
+    history = SampleHistory(3)
+    history.append(0, torch.arange(60), labels, probabilities, recorded.neighbour_share, recorded.scores)
+    torch.testing.assert_close(history.dynamics_scores(), listed.scores, atol=2e-3, rtol=2e-3)  # float16 log-odds
 
 
 def test_aum_ranks_the_sample_whose_label_the_network_fits_only_by_memorising_first():

@@ -10,8 +10,8 @@ samples (dataset indices), B samples of one append, C classes.
   per epoch, the last ``max_epochs`` epochs only (20 by default: 20,000 samples take 4.4 MB).
 - :func:`dynamics_scores` turns a history into one score per sample (the formula chosen by
   ``benchmarks/label_noise_dynamics.py`` on seeds 0-2 and checked on seeds 3-4, see docs/label_issues.md,
-  "Training dynamics"): the last half's mean of the recorded scores (at :data:`DYNAMICS_NEIGHBOUR_WEIGHT`) times
-  one minus the mean label probability.
+  "Training dynamics"): the last half's mean of the recorded scores (each epoch's list score) times one minus
+  the mean label probability.
 - :func:`area_under_margin` (AUM, Pleiss et al. 2020) scores training samples from the logits of their
   training batches (:func:`training_margins`). That needs each row's dataset index, known only where the dataset
   returns it (``capture.batch_extractor``) or the sampler's order can be read ahead (a ``DistributedSampler``,
@@ -34,9 +34,9 @@ import torch
 from torch import Tensor
 
 #: The neighbourhood's weight in the single-epoch scores a history records for :func:`dynamics_scores`
-#: (``LabelIssueOptions(neighbour_weight=DYNAMICS_NEIGHBOUR_WEIGHT)``; the same neighbours as the epoch's list,
-#: scored a second time): over many epochs the model's view deserves more weight than in one epoch's list
-#: (benchmarks/label_noise_dynamics.py, seeds 0-2: 15 of 20 targets met against 14 with the list's weight 1).
+#: (``LabelIssueOptions(neighbour_weight=DYNAMICS_NEIGHBOUR_WEIGHT)``): since issue 25's third round the list's own
+#: weight (``analysis.label_issues.DEFAULT_NEIGHBOUR_WEIGHT``), so the history records each epoch's list score;
+#: before, the list had 1 and the history 0.5 (benchmarks/label_noise_dynamics.py, docs/label_issues.md).
 DYNAMICS_NEIGHBOUR_WEIGHT = 0.5
 #: Epochs a :class:`SampleHistory` keeps by default (the oldest is dropped when a newer one arrives).
 DEFAULT_MAX_EPOCHS = 20
@@ -173,8 +173,8 @@ class SampleHistory:
             probabilities: (B, C) softmax; NaN rows count as unseen.
             neighbour_share: (B,) the distance-weighted share of neighbours with the given label, or None.
             scores: (B,) the epoch's single-epoch label-issue scores, or None; for :func:`dynamics_scores`
-                scored with ``LabelIssueOptions(neighbour_weight=DYNAMICS_NEIGHBOUR_WEIGHT)`` (the epoch's search,
-                scored a second time), not the list's weight.
+                scored with ``LabelIssueOptions(neighbour_weight=DYNAMICS_NEIGHBOUR_WEIGHT)``, the list's weight (the
+                epoch's list score).
             logits: (B, C) the logits behind ``probabilities``; where given, the margin is in logits (AUM's),
                 else in probabilities.
         """
@@ -370,7 +370,7 @@ def dynamics_scores(
 
     Args:
         scores: (E, N) the single-epoch label-issue scores of the kept epochs, oldest first (NaN: not seen),
-            scored with ``neighbour_weight=DYNAMICS_NEIGHBOUR_WEIGHT``.
+            scored with ``neighbour_weight=DYNAMICS_NEIGHBOUR_WEIGHT`` (the list's score of each epoch).
         training_margins: (E', N) or None.
         label_probability: (E, N) the model's probability of the given label in the same epochs (NaN: not
             seen), or None.

@@ -4,7 +4,8 @@
 :class:`~lightning_featviz.analysis.dynamics.SampleHistory` of the label-issue layer: the probability of the given
 label and the margin (from the bank's model probabilities), the neighbour share of the given label and the
 single-epoch label-issue score at :data:`~lightning_featviz.analysis.dynamics.DYNAMICS_NEIGHBOUR_WEIGHT` (the
-epoch's own neighbour search, scored a second time), and the prediction. Tensor work only, O(N k C) per epoch (no
+epoch's own neighbour search, scored as the list scores it: since issue 25's third round the weights are the
+list's), and the prediction. Tensor work only, O(N k C) per epoch (no
 Python loop over samples). Its :meth:`~DynamicsTracker.state_dict` goes into the callback's checkpoint state, so a
 resumed fit continues it. The CSV columns made from it are :func:`dynamics_columns`'. :class:`TrainingHistory`
 keeps the training batches' margins per epoch (``capture.training``), ranked by their AUM.

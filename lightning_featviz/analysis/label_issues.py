@@ -11,17 +11,19 @@ The score (see docs/label_issues.md):
    the nearest count most and the weights do not depend on the layer's scale), smoothed towards the
    classes' frequencies by one pseudo-vote.
 2. **Combined distribution** ``r`` (N, C) ∝ ``q ** neighbour_weight * p ** model_weight`` where the
-   model's softmax ``p`` is known (a product of experts: a class must be plausible to both), else ``q``
-   alone. Both weights are 1 for samples the model did not train on. For training samples the model's
-   probabilities are in-sample: a network that memorised its labels is sure of wrong ones too, so they
-   are tempered (``model_weight`` = :data:`IN_SAMPLE_MODEL_WEIGHT`) and the neighbourhood leads.
+   model's softmax ``p`` is known (a product of experts: a class must be plausible to both, each tempered),
+   else ``q`` alone: :data:`DEFAULT_NEIGHBOUR_WEIGHT` 0.5 and :data:`DEFAULT_MODEL_WEIGHT` 0.7 for samples
+   the model did not train on. For training samples the model's probabilities are in-sample: a network that
+   memorised its labels is sure of wrong ones too, so they are tempered further (``model_weight`` =
+   :data:`IN_SAMPLE_MODEL_WEIGHT` 0.3).
 3. **Class-dependent noise** (confident learning, Northcutt et al., JAIR 2021): from ``r`` and the given
    labels, :func:`noise_matrix` estimates ``T[i, j]`` = P(given label j | true class i). The posterior of
    the true class given the sample *and its given label* is ``r'[i] ∝ r[i] * T[i, given]`` (Bayes, the
-   noise independent of the image given its class). Under random flips ``T`` is near-diagonal and
-   uniform off it and changes little; when a class pair was mixed up systematically it raises the
-   posterior of the other class of the pair for exactly those samples, where the neighbourhood, itself
-   voted by the swapped labels, cannot tell.
+   noise independent of the image given its class). Its counts are smoothed towards random flips (every
+   pair of classes gets the mean off-diagonal count), so under random flips ``T`` is near-diagonal and
+   near-uniform off it and changes little; when a class pair was mixed up systematically, its count stands
+   out and ``T`` raises the posterior of the other class of the pair for exactly those samples, where the
+   neighbourhood, itself voted by the swapped labels, cannot tell.
 4. **Score** ``1 - r'[given label]``: high when neighbours and model together find the label unlikely.
    The suggested label is ``argmax r``: what neighbours and model say the image is.
 
@@ -63,9 +65,17 @@ CATEGORIES = (
     "neighbours say {n} (no model probabilities)",
     "label agrees with neighbours (no model probabilities)",
 )
-DEFAULT_NEIGHBOUR_WEIGHT = 1.0
-#: The model's weight for training samples scored with in-sample probabilities.
-IN_SAMPLE_MODEL_WEIGHT = 0.1
+#: The exponents of the product ``q ** neighbour_weight * p ** model_weight``, chosen by
+#: ``benchmarks/label_noise_dynamics.py`` on seeds 0-2 (docs/label_issues.md, "How the score is made"; before
+#: issue 25's third round 1, 1 and 0.1): the neighbourhood's weight,
+DEFAULT_NEIGHBOUR_WEIGHT = 0.5
+#: the model's for samples it did not train on (validation),
+DEFAULT_MODEL_WEIGHT = 0.7
+#: and for training samples scored with in-sample probabilities.
+IN_SAMPLE_MODEL_WEIGHT = 0.3
+#: The noise matrix's background: every pair of classes gets this many times the mean off-diagonal count
+#: (:func:`noise_matrix`; 0 before issue 25's third round).
+NOISE_BACKGROUND = 1.0
 
 
 def _ignore(key: str, message: str) -> None:
@@ -128,27 +138,36 @@ def combine(
     return product / product.sum(dim=1, keepdim=True)
 
 
-def noise_matrix(distribution: Tensor, labels: Tensor, num_classes: int, smoothing: float | None = None) -> Tensor:
+def noise_matrix(
+    distribution: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    smoothing: float | None = None,
+    background: float = NOISE_BACKGROUND,
+) -> Tensor:
     """Estimate ``T[i, j]`` = P(given label j | true class i) by confident learning.
 
     A sample counts as "truly class i" when ``distribution[:, i]`` reaches the class's threshold
     ``t_i`` (the mean of ``distribution[:, i]`` over the samples labelled i), the likeliest such class
     where several do (Northcutt et al., "Confident Learning", JAIR 2021; cleanlab's confident joint).
     The counts ``C[j, i]`` (given j, true i) are rescaled so each given label's row holds as many
-    samples as carry that label, then smoothed by ``smoothing`` pseudo-counts per cell (default
-    ``1 / num_classes``: one pseudo-sample per given label, spread evenly, as the neighbour vote's
-    pseudo-vote), so that no pair of classes is impossible.
+    samples as carry that label, then smoothed: every cell gets ``smoothing`` pseudo-counts (default
+    ``1 / num_classes``: one pseudo-sample per given label, spread evenly, as the neighbour vote's pseudo-vote;
+    no pair of classes is impossible) plus ``background`` times the mean off-diagonal count of the rescaled
+    ``C`` (a prior of random flips at the rate the counts estimate), so a pair of classes counts as mixed up
+    only where its count stands out from that background. Without it (``background=0``) the handful of counts
+    per pair that random flips and the model's own confusions leave reorder the samples (docs/label_issues.md).
 
     Args:
         distribution: (N, C) each sample's estimated distribution of its true class (rows sum to 1).
         labels: (N,) the given labels.
         num_classes: C.
-        smoothing: pseudo-counts added to every cell of the (C, C) count matrix.
+        smoothing: pseudo-counts added to every cell of the (C, C) count matrix; None: ``1 / num_classes``.
+        background: multiples of the mean off-diagonal count added to every cell as well.
 
     Returns:
         (C, C) float32, rows (true classes) sum to 1.
     """
-    smoothing = 1.0 / num_classes if smoothing is None else smoothing
     labels = labels.long().cpu()
     distribution = distribution.float().cpu()
     counts = torch.bincount(labels, minlength=num_classes).float()
@@ -160,7 +179,10 @@ def noise_matrix(distribution: Tensor, labels: Tensor, num_classes: int, smoothi
     true_class = torch.where(above, distribution, -1.0).argmax(dim=1)
     joint = torch.zeros(num_classes, num_classes)
     joint.index_put_((labels[confident], true_class[confident]), torch.ones(int(confident.sum())), accumulate=True)
-    joint = joint / joint.sum(dim=1, keepdim=True).clamp_min(1.0) * counts[:, None] + smoothing
+    joint = joint / joint.sum(dim=1, keepdim=True).clamp_min(1.0) * counts[:, None]
+    off_diagonal = float(joint.sum() - joint.diagonal().sum()) / max(1, num_classes * (num_classes - 1))
+    smoothing = 1.0 / num_classes if smoothing is None else smoothing
+    joint = joint + smoothing + background * off_diagonal
     transition = joint.T
     return transition / transition.sum(dim=1, keepdim=True)
 
@@ -226,8 +248,9 @@ def score_label_issues(
     probabilities: Tensor | None = None,
     neighbour_weight: float = DEFAULT_NEIGHBOUR_WEIGHT,
     prior: Tensor | None = None,
-    model_weight: float = 1.0,
+    model_weight: float = DEFAULT_MODEL_WEIGHT,
     class_noise: bool = True,
+    noise_background: float = NOISE_BACKGROUND,
 ) -> LabelIssues:
     """Score each sample's label from its neighbours and (where known) the model's probabilities.
 
@@ -242,6 +265,7 @@ def score_label_issues(
         model_weight: exponent of the model's probabilities (:data:`IN_SAMPLE_MODEL_WEIGHT` for in-sample ones).
         class_noise: weigh each class by how often the given label stands for it (:func:`noise_matrix`),
             estimated from these samples; False: the product alone.
+        noise_background: :func:`noise_matrix`'s ``background``.
     """
     labels = labels.long().cpu()
     neighbours = neighbour_label_distribution(distances.cpu(), neighbour_labels.cpu(), num_classes, prior)
@@ -254,7 +278,7 @@ def score_label_issues(
     # neighbourhood and model, and a suggestion equal to a label the list puts on top helps nobody).
     suggested = combined.argmax(dim=1)
     if class_noise:
-        transition = noise_matrix(combined, labels, num_classes)
+        transition = noise_matrix(combined, labels, num_classes, background=noise_background)
         combined = combined * transition[:, labels].T
         combined = combined / combined.sum(dim=1, keepdim=True)
     if probabilities is not None:
@@ -290,13 +314,16 @@ class LabelIssueOptions:
         model_weight: exponent of the model's probabilities; :data:`IN_SAMPLE_MODEL_WEIGHT` for samples the model
             trained on.
         class_noise: correct for class-dependent label noise estimated from the samples (:func:`noise_matrix`).
+        noise_background: multiples of the mean off-diagonal count the noise matrix's cells get
+            (:func:`noise_matrix`; 0: the rule before issue 25's third round).
     """
 
     k: int | None = None
     metric: Metric = "euclidean"
     neighbour_weight: float = DEFAULT_NEIGHBOUR_WEIGHT
-    model_weight: float = 1.0
+    model_weight: float = DEFAULT_MODEL_WEIGHT
     class_noise: bool = True
+    noise_background: float = NOISE_BACKGROUND
 
 
 def find_label_issues(
@@ -379,6 +406,7 @@ def find_label_issues(
         prior,
         options.model_weight,
         options.class_noise,
+        options.noise_background,
     )
     if len(classes) < 2:
         issues.scores.zero_()
