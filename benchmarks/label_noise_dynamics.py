@@ -56,7 +56,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from label_noise import CIFAR_MEAN, CIFAR_STD, DigitNet, ResNet20, flip_random, swap_pair  # noqa: E402
 
 from lightning_featviz.analysis.dynamics import (  # noqa: E402
-    DYNAMICS_NEIGHBOUR_WEIGHT,
     SampleHistory,
     area_under_margin,
     dynamics_scores,
@@ -244,11 +243,8 @@ def rankings(
     given = probabilities[:, rows, noisy]  # (E, N)
     labels, everyone = torch.from_numpy(noisy), torch.arange(n)
     # The core as the callback uses it: one append per analysed epoch, float16, the last 20 epochs kept; the
-    # history records each epoch's list score (the list's options at DYNAMICS_NEIGHBOUR_WEIGHT, the list's weight).
-    per_epoch = [
-        featviz(features[e], noisy, probabilities[e], in_sample, neighbour_weight=DYNAMICS_NEIGHBOUR_WEIGHT)
-        for e in range(epochs)
-    ]
+    # history records each epoch's list score.
+    per_epoch = [featviz(features[e], noisy, probabilities[e], in_sample) for e in range(epochs)]
     history = SampleHistory(NUM_CLASSES)
     for e, issues in enumerate(per_epoch):
         history.append(e, everyone, labels, torch.from_numpy(probabilities[e]), issues.neighbour_share, issues.scores)

@@ -33,11 +33,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-#: The neighbourhood's weight in the single-epoch scores a history records for :func:`dynamics_scores`
-#: (``LabelIssueOptions(neighbour_weight=DYNAMICS_NEIGHBOUR_WEIGHT)``): since issue 25's third round the list's own
-#: weight (``analysis.label_issues.DEFAULT_NEIGHBOUR_WEIGHT``), so the history records each epoch's list score;
-#: before, the list had 1 and the history 0.5 (benchmarks/label_noise_dynamics.py, docs/label_issues.md).
-DYNAMICS_NEIGHBOUR_WEIGHT = 0.5
 #: Epochs a :class:`SampleHistory` keeps by default (the oldest is dropped when a newer one arrives).
 DEFAULT_MAX_EPOCHS = 20
 _VERSION = 1
@@ -173,8 +168,7 @@ class SampleHistory:
             probabilities: (B, C) softmax; NaN rows count as unseen.
             neighbour_share: (B,) the distance-weighted share of neighbours with the given label, or None.
             scores: (B,) the epoch's single-epoch label-issue scores, or None; for :func:`dynamics_scores`
-                scored with ``LabelIssueOptions(neighbour_weight=DYNAMICS_NEIGHBOUR_WEIGHT)``, the list's weight (the
-                epoch's list score).
+                the epoch's list score (``analysis.label_issues.find_label_issues`` at its defaults).
             logits: (B, C) the logits behind ``probabilities``; where given, the margin is in logits (AUM's),
                 else in probabilities.
         """
@@ -370,7 +364,7 @@ def dynamics_scores(
 
     Args:
         scores: (E, N) the single-epoch label-issue scores of the kept epochs, oldest first (NaN: not seen),
-            scored with ``neighbour_weight=DYNAMICS_NEIGHBOUR_WEIGHT`` (the list's score of each epoch).
+            (the list's score of each epoch).
         training_margins: (E', N) or None.
         label_probability: (E, N) the model's probability of the given label in the same epochs (NaN: not
             seen), or None.

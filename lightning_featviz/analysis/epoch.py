@@ -19,6 +19,7 @@ from lightning_featviz.analysis.heap import release_free_heap
 from lightning_featviz.analysis.label_issues import (
     IN_SAMPLE_MODEL_WEIGHT,
     LabelIssueOptions,
+    LabelIssues,
     find_label_issues,
     label_issue_k,
 )
@@ -78,28 +79,37 @@ def known_probabilities(bank: BankData) -> Tensor | None:
     return bank.probabilities.float() if bank.probabilities.shape[1] > 1 else None
 
 
-def label_issues_of(results: EpochResults, layer: str, warn: Warn) -> LabelIssueResults:
-    """Label issues in ``layer``: of the validation samples (searched like the kNN statistics: among
-    themselves, or among the training reference), and of the training reference's samples among
-    themselves, with the model's in-sample probabilities tempered (None without one)."""
+def validation_label_issues(results: EpochResults, layer: str, warn: Warn) -> LabelIssues:
+    """The validation samples' label issues in ``layer``, searched like the kNN statistics: among themselves (the
+    epoch's own search where it holds the label-issue k neighbours), or among the training reference. The list's
+    scores, and those the label-issue layer's history records each analysed epoch."""
     bank, searched, num_classes = results.bank, results.searched, len(results.class_names)
-    vectors = bank.vectors[layer].float()
+    vectors, probabilities = bank.vectors[layer].float(), known_probabilities(bank)
     if searched is bank:
-        stats = results.stats[layer]
-        k = label_issue_k(bank.labels)
+        stats, k = results.stats[layer], label_issue_k(bank.labels)
         shared = stats.neighbours(k) if stats.leave_one_out and stats.metric == "euclidean" else None
         options = LabelIssueOptions(k=k)
-        issues = find_label_issues(
-            vectors, bank.labels, num_classes, known_probabilities(bank), options=options, warn=warn, neighbours=shared
+        return find_label_issues(
+            vectors, bank.labels, num_classes, probabilities, options=options, warn=warn, neighbours=shared
         )
-        return LabelIssueResults(layer, issues)
     reference = searched.vectors[layer].float()
-    validation = find_label_issues(
-        vectors, bank.labels, num_classes, known_probabilities(bank), reference, searched.labels, warn=warn
-    )
+    return find_label_issues(vectors, bank.labels, num_classes, probabilities, reference, searched.labels, warn=warn)
+
+
+def label_issues_of(results: EpochResults, layer: str, warn: Warn) -> LabelIssueResults:
+    """Label issues in ``layer``: of the validation samples (:func:`validation_label_issues`), and of the training
+    reference's samples among themselves, with the model's in-sample probabilities tempered (None without one)."""
+    validation, searched = validation_label_issues(results, layer, warn), results.searched
+    if searched is results.bank:
+        return LabelIssueResults(layer, validation)
     in_sample = LabelIssueOptions(model_weight=IN_SAMPLE_MODEL_WEIGHT)  # the model trained on these labels
     training = find_label_issues(
-        reference, searched.labels, num_classes, known_probabilities(searched), options=in_sample, warn=warn
+        searched.vectors[layer].float(),
+        searched.labels,
+        len(results.class_names),
+        known_probabilities(searched),
+        options=in_sample,
+        warn=warn,
     )
     return LabelIssueResults(layer, validation, training)
 

@@ -3,12 +3,11 @@
 :class:`DynamicsTracker` appends, each analysed epoch, one row per kept validation sample to a
 :class:`~lightning_featviz.analysis.dynamics.SampleHistory` of the label-issue layer: the probability of the given
 label and the margin (from the bank's model probabilities), the neighbour share of the given label and the
-single-epoch label-issue score at :data:`~lightning_featviz.analysis.dynamics.DYNAMICS_NEIGHBOUR_WEIGHT` (the
-epoch's own neighbour search, scored as the list scores it: since issue 25's third round the weights are the
-list's), and the prediction. Tensor work only, O(N k C) per epoch (no
-Python loop over samples). Its :meth:`~DynamicsTracker.state_dict` goes into the callback's checkpoint state, so a
-resumed fit continues it. The CSV columns made from it are :func:`dynamics_columns`'. :class:`TrainingHistory`
-keeps the training batches' margins per epoch (``capture.training``), ranked by their AUM.
+single-epoch label-issue score (the list's, :func:`~lightning_featviz.analysis.epoch.validation_label_issues`),
+and the prediction. Tensor work only, O(N k C) per epoch (no Python loop over samples). Its
+:meth:`~DynamicsTracker.state_dict` goes into the callback's checkpoint state, so a resumed fit continues it. The
+CSV columns made from it are :func:`dynamics_columns`'. :class:`TrainingHistory` keeps the training batches'
+margins per epoch (``capture.training``), ranked by their AUM.
 """
 
 from __future__ import annotations
@@ -22,12 +21,10 @@ from torch import Tensor
 
 from lightning_featviz.analysis.dynamics import (
     DEFAULT_MAX_EPOCHS,
-    DYNAMICS_NEIGHBOUR_WEIGHT,
     SampleHistory,
     area_under_margin,
 )
-from lightning_featviz.analysis.epoch import known_probabilities
-from lightning_featviz.analysis.label_issues import LabelIssueOptions, LabelIssues, find_label_issues, label_issue_k
+from lightning_featviz.analysis.epoch import known_probabilities, validation_label_issues
 from lightning_featviz.analysis.results import DynamicsResults, EpochResults
 from lightning_featviz.capture.warn import Warn
 
@@ -39,26 +36,6 @@ DYNAMICS_CSV_COLUMNS = (
     "epochs_seen",
     "dynamics",
 )
-
-
-def dynamics_issues(results: EpochResults, layer: str, warn: Warn) -> LabelIssues:
-    """The bank's single-epoch label issues in ``layer`` at the history's neighbour weight: the epoch's own search
-    where it holds enough neighbours (within the bank), else a search like the list's (among the training
-    reference)."""
-    bank, searched, num_classes = results.bank, results.searched, len(results.class_names)
-    vectors, probabilities = bank.vectors[layer].float(), known_probabilities(bank)
-    if searched is bank:
-        stats, k = results.stats[layer], label_issue_k(bank.labels)
-        shared = stats.neighbours(k) if stats.leave_one_out and stats.metric == "euclidean" else None
-        options = LabelIssueOptions(k=k, neighbour_weight=DYNAMICS_NEIGHBOUR_WEIGHT)
-        return find_label_issues(
-            vectors, bank.labels, num_classes, probabilities, options=options, warn=warn, neighbours=shared
-        )
-    options = LabelIssueOptions(neighbour_weight=DYNAMICS_NEIGHBOUR_WEIGHT)
-    reference = searched.vectors[layer].float()
-    return find_label_issues(
-        vectors, bank.labels, num_classes, probabilities, reference, searched.labels, options=options, warn=warn
-    )
 
 
 class DynamicsTracker:
@@ -85,7 +62,7 @@ class DynamicsTracker:
         if history is None or history.num_classes != num_classes or (history.epochs and epoch < history.epochs[-1]):
             # a new fit from an earlier epoch (not a resume): its history starts again
             history = self.histories[layer] = SampleHistory(num_classes, self.max_epochs, keep=bank.indices)
-        issues = dynamics_issues(results, layer, warn)
+        issues = validation_label_issues(results, layer, warn)
         history.append(epoch, bank.indices, bank.labels, probabilities, issues.neighbour_share, issues.scores)
         return self.results(layer)
 
