@@ -47,6 +47,8 @@ def datamodule_of(trainer: Any) -> Any:
 def validation_loader(trainer: Any, dataloader_idx: int) -> DataLoader | None:
     """The validation DataLoader number ``dataloader_idx`` of the running fit or validate, if any."""
     validating = trainer.state.fn == "validate"
+    # Private on purpose: `trainer.val_dataloaders` reads the fit loop's validation loader, which during a
+    # `trainer.validate` after a fit is the fit's, not the one being validated; no public attribute has the latter.
     combined = trainer.validate_loop._combined_loader if validating else None
     loaders: Any = combined.iterables if combined is not None else trainer.val_dataloaders
     if isinstance(loaders, Mapping):
