@@ -310,6 +310,20 @@ def test_words_say_what_the_predictions_did():
     assert dynamics_words(dropped, 0, NAMES) == "not seen in the kept epochs"
 
 
+def test_a_streak_counts_only_the_epochs_a_sample_was_seen():
+    # Sample 0 (a cat) is predicted as a dog at epoch 0 and not seen after (NaN logits): one epoch seen, not
+    # "consistently" a dog over three; sample 1 is seen at epochs 0, 2 and 3, a dog each time: three epochs.
+    history = SampleHistory(3)
+    for epoch in range(4):
+        probabilities = one_hot_probabilities([1, 1])
+        probabilities[0] = float("nan") if epoch > 0 else probabilities[0]
+        probabilities[1] = float("nan") if epoch == 1 else probabilities[1]
+        history.append(epoch, torch.arange(2), torch.tensor([0, 0]), probabilities)
+    assert history.prediction[:, 0].tolist() == [1, -1, -1, -1] and history.prediction[:, 1].tolist() == [1, -1, 1, 1]
+    assert dynamics_words(history, 0, NAMES) == "one epoch seen"
+    assert dynamics_words(history, 1, NAMES) == "consistently predicted as dog since epoch 0"
+
+
 def test_cartography_is_the_mean_and_standard_deviation_over_the_epochs_a_sample_was_seen():
     probability = torch.tensor([[0.2, 0.9, float("nan")], [0.4, 0.9, float("nan")], [float("nan"), 0.9, 0.5]])
     confidence, variability = cartography(probability)
