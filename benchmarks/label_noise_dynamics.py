@@ -317,13 +317,6 @@ def rankings(
     return out
 
 
-def rank01(scores: np.ndarray) -> np.ndarray:
-    """(N,) ranks of ``scores`` scaled to [0, 1] (ties by position)."""
-    ranks = np.empty(len(scores))
-    ranks[np.argsort(scores, kind="stable")] = np.arange(len(scores))
-    return ranks / max(1, len(scores) - 1)
-
-
 def measure(is_error: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     """(average precision, precision at n)."""
     top = np.argsort(-scores, kind="stable")[: int(is_error.sum())]

@@ -16,8 +16,11 @@ from lightning_featviz.analysis.dynamics import (
     given_label_margin,
     training_margins,
 )
-from lightning_featviz.analysis.history import TrainingHistory
-from lightning_featviz.analysis.label_issues import find_label_issues
+from lightning_featviz.analysis.epoch import label_issues_of
+from lightning_featviz.analysis.history import DynamicsTracker, TrainingHistory
+from lightning_featviz.analysis.knn import neighbour_stats
+from lightning_featviz.analysis.results import EpochResults
+from lightning_featviz.capture.bank import BankData
 
 NAMES = ["cat", "dog", "bird"]
 
@@ -212,15 +215,39 @@ def test_dynamics_score_is_the_last_half_mean_times_one_minus_the_mean_label_pro
         dynamics_scores(scores, label_probability=probability[:2])
 
 
-def test_the_history_records_each_epochs_list_score_with_one_epoch_the_dynamics_score_is_the_lists():
-    # Since issue 25's third round the history's options are the list's: one score per epoch, not two.
+def _epoch_results(reference: bool) -> EpochResults:
+    """An epoch of 60 kept validation samples (three noisy clusters, three labels swapped, random softmax) in
+    layer ``x``, searched among themselves with the epoch's one wide search, or among 90 training samples."""
     generator = torch.Generator().manual_seed(1)
-    vectors, labels = torch.randn(60, 4, generator=generator), torch.arange(60) % 3
+    labels = torch.arange(60) % 3
+    vectors = torch.nn.functional.one_hot(labels, 3).float() * 2 + torch.randn(60, 3, generator=generator)
+    labels[:3] = (labels[:3] + 1) % 3
     probabilities = torch.rand(60, 3, generator=generator).softmax(dim=1)
-    listed = find_label_issues(vectors, labels, 3, probabilities)
-    history = SampleHistory(3)
-    history.append(0, torch.arange(60), labels, probabilities, listed.neighbour_share, listed.scores)
-    torch.testing.assert_close(history.dynamics_scores(), listed.scores, atol=2e-3, rtol=2e-3)  # float16 log-odds
+    bank = BankData(torch.arange(100, 160), labels, probabilities.argmax(dim=1), probabilities.amax(dim=1),
+                    {"x": vectors}, torch.zeros(60, 0), probabilities)  # fmt: skip
+    if not reference:
+        return EpochResults(bank, bank, {"x": neighbour_stats(vectors, labels, 5, 3, search_k=20)}, NAMES, 5, epoch=0)
+    train_labels = torch.arange(90) % 3
+    train_vectors = torch.nn.functional.one_hot(train_labels, 3).float() * 2 + torch.randn(90, 3, generator=generator)
+    searched = BankData(torch.arange(90), train_labels, train_labels, torch.ones(90), {"x": train_vectors},
+                        torch.zeros(90, 0))  # fmt: skip
+    stats = {"x": neighbour_stats(vectors, labels, 5, 3, reference=train_vectors, reference_labels=train_labels)}
+    return EpochResults(bank, searched, stats, NAMES, 5, epoch=0)
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["among-themselves", "among-the-training-reference"])
+def test_the_history_records_each_epochs_list_score_with_one_epoch_the_dynamics_score_is_the_lists(reference):
+    # Since issue 25's third round the history's options are the list's: one score per epoch, not two. The
+    # tracker's epoch against the list the report job makes of the same epoch (label_issues_of).
+    results = _epoch_results(reference)
+    listed = label_issues_of(results, "x", lambda *warning: None).validation
+    dynamics = DynamicsTracker().update(results, "x", lambda *warning: None)
+    assert dynamics is not None and dynamics.history.indices.tolist() == results.bank.indices.tolist()
+    assert listed.scores.max() > 0.5  # the swapped labels: scores a different weight would move
+    recorded = dynamics.history.field("score")[0]  # float16 log-odds
+    torch.testing.assert_close(recorded, listed.scores, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(dynamics.history.field("neighbour_share")[0], listed.neighbour_share, atol=1e-3, rtol=0)
+    torch.testing.assert_close(dynamics.scores, listed.scores, atol=2e-3, rtol=2e-3)
 
 
 def test_aum_ranks_the_sample_whose_label_the_network_fits_only_by_memorising_first():
@@ -281,6 +308,20 @@ def test_words_say_what_the_predictions_did():
     dropped.append(0, torch.tensor([0, 1]), torch.tensor([0, 1]), one_hot_probabilities([0, 1]))
     dropped.append(1, torch.tensor([1]), torch.tensor([1]), one_hot_probabilities([1]))
     assert dynamics_words(dropped, 0, NAMES) == "not seen in the kept epochs"
+
+
+def test_a_streak_counts_only_the_epochs_a_sample_was_seen():
+    # Sample 0 (a cat) is predicted as a dog at epoch 0 and not seen after (NaN logits): one epoch seen, not
+    # "consistently" a dog over three; sample 1 is seen at epochs 0, 2 and 3, a dog each time: three epochs.
+    history = SampleHistory(3)
+    for epoch in range(4):
+        probabilities = one_hot_probabilities([1, 1])
+        probabilities[0] = float("nan") if epoch > 0 else probabilities[0]
+        probabilities[1] = float("nan") if epoch == 1 else probabilities[1]
+        history.append(epoch, torch.arange(2), torch.tensor([0, 0]), probabilities)
+    assert history.prediction[:, 0].tolist() == [1, -1, -1, -1] and history.prediction[:, 1].tolist() == [1, -1, 1, 1]
+    assert dynamics_words(history, 0, NAMES) == "one epoch seen"
+    assert dynamics_words(history, 1, NAMES) == "consistently predicted as dog since epoch 0"
 
 
 def test_cartography_is_the_mean_and_standard_deviation_over_the_epochs_a_sample_was_seen():

@@ -241,6 +241,16 @@ def _digit_audit() -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     return features, probabilities, targets[val]
 
 
+def _flipped_at_random(clean: np.ndarray, count: int) -> tuple[np.ndarray, torch.Tensor]:
+    """``count`` of the (N,) ``clean`` labels (10 classes) flipped to another class at random (seed 0): whether
+    each label is wrong (N,) and the noisy labels (N,)."""
+    generator = np.random.default_rng(0)
+    noisy = clean.copy()
+    flipped = generator.choice(len(noisy), count, replace=False)
+    noisy[flipped] = (noisy[flipped] + generator.integers(1, 10, len(flipped))) % 10
+    return noisy != clean, torch.from_numpy(noisy)
+
+
 def test_on_flipped_digit_labels_the_ranking_beats_random_and_the_model_and_nears_the_neighbourhood():
     # 10% of the 1,000 validation digits' labels flipped at random. The briefly trained MLP is a weak model
     # (0.83 alone) and its hidden layer a strong neighbourhood: with k half the median class (48) the
@@ -248,12 +258,7 @@ def test_on_flipped_digit_labels_the_ranking_beats_random_and_the_model_and_near
     # background, before issue 25's third round: 0.975 and 0.965); the product must stay close to the stronger
     # signal and far above the weaker.
     features, probabilities, clean = _digit_audit()
-    generator = np.random.default_rng(0)
-    noisy = clean.copy()
-    flipped = generator.choice(len(noisy), len(noisy) // 10, replace=False)
-    noisy[flipped] = (noisy[flipped] + generator.integers(1, 10, len(flipped))) % 10
-    is_error = noisy != clean
-    labels = torch.from_numpy(noisy)
+    is_error, labels = _flipped_at_random(clean, len(clean) // 10)
 
     combined = find_label_issues(features, labels, 10, probabilities)
     neighbours_only = find_label_issues(features, labels, 10, None)
@@ -273,11 +278,7 @@ def test_on_random_flips_the_noise_matrix_background_ranks_above_counting_every_
     # classes (flips and the model's own confusions); without the background they reweigh single samples
     # (AP 0.824), with one mean off-diagonal count in every cell the pairs stay near-uniform (0.856).
     features, probabilities, clean = _digit_audit()
-    generator = np.random.default_rng(0)
-    noisy = clean.copy()
-    flipped = generator.choice(len(noisy), len(noisy) // 20, replace=False)
-    noisy[flipped] = (noisy[flipped] + generator.integers(1, 10, len(flipped))) % 10
-    is_error, labels = noisy != clean, torch.from_numpy(noisy)
+    is_error, labels = _flipped_at_random(clean, len(clean) // 20)
     ap = {
         background: average_precision_score(
             is_error,

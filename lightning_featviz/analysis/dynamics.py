@@ -300,8 +300,8 @@ def training_margins(epoch_logits: Sequence[tuple[Tensor, Tensor, Tensor]], num_
 def dynamics_words(history: SampleHistory, row: int, class_names: Sequence[str], min_epochs: int = 3) -> str:
     """What sample ``row``'s predictions did over the kept epochs, in words:
 
-    - ``"consistently predicted as X since epoch e"``: the same prediction, not the given label, for the last
-      ``min_epochs`` or more epochs (``e`` survives the epoch cap);
+    - ``"consistently predicted as X since epoch e"``: the same prediction, not the given label, in the last
+      ``min_epochs`` or more kept epochs the sample was seen in (``e`` survives the epoch cap);
     - ``"unstable: flips between X and Y"``: the prediction changed at least twice in the kept epochs
       (X, Y the two most frequent predictions);
     - ``"learnt: predicted as its label since epoch e"``, or ``"one epoch seen"`` / ``"not seen in the kept
@@ -309,13 +309,14 @@ def dynamics_words(history: SampleHistory, row: int, class_names: Sequence[str],
 
     ``row`` is the sample's position in ``history.indices``.
     """
-    predictions = history.prediction[:, row].long()
-    predictions = predictions[predictions >= 0]
+    every = history.prediction[:, row].long()
+    predictions = every[every >= 0]
     if len(predictions) == 0:
         return "not seen in the kept epochs"
     label, current = int(history.labels[row]), int(history.streak_class[row])
     since = int(history.streak_start[row])
-    streak = sum(1 for e in history.epochs if e >= since)
+    # the kept epochs of the streak in which the sample was seen (an epoch it was not seen in says nothing)
+    streak = sum(1 for e, p in zip(history.epochs, every.tolist(), strict=True) if e >= since and p >= 0)
     flips = int((predictions[1:] != predictions[:-1]).sum())
     if current != label and streak >= min_epochs:
         return f"consistently predicted as {class_names[current]} since epoch {since}"

@@ -124,9 +124,7 @@ def neighbour_label_distribution(
     return (votes + prior[None]) / (k + 1)
 
 
-def combine(
-    neighbours: Tensor, probabilities: Tensor | None, neighbour_weight: float, model_weight: float = 1.0
-) -> Tensor:
+def combine(neighbours: Tensor, probabilities: Tensor | None, neighbour_weight: float, model_weight: float) -> Tensor:
     """(N, C) product of experts ``q ** neighbour_weight * p ** model_weight``, rows normalised; ``q``
     alone where ``probabilities`` (N, C) is None or a row is not finite."""
     if probabilities is None:
