@@ -294,7 +294,7 @@ def rankings(
                 for e in range(epochs)
             ]
         ),
-        "candidate: last epoch, model weight 1 (not 0.7)": featviz(
+        "candidate: last epoch, validation model weight 1 (not 0.7; training samples keep 0.3)": featviz(
             features[-1], noisy, probabilities[-1], in_sample, model_weight=0.3 if in_sample else 1.0
         ).scores.numpy(),
     }
