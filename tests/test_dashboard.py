@@ -22,7 +22,6 @@ from urllib.request import urlopen
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from browser import browser, console_errors, deep_text, need_browser, tensorboard, wait_for
 from conftest import TinyNet, tiny_trainer
 from google.protobuf import text_format
@@ -33,9 +32,7 @@ from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch.utils.data import Subset
 
 from lightning_featviz import FeatureVisualizer, MapOptions, OutputOptions, ResourceOptions
-from lightning_featviz.analysis.dynamics import SampleHistory, dynamics_words
 from lightning_featviz.analysis.neighbourhoods import map_rows
-from lightning_featviz.analysis.results import DynamicsResults
 from lightning_featviz.cli import main
 from lightning_featviz.dashboard.data import (
     FOLDER,
@@ -48,7 +45,6 @@ from lightning_featviz.dashboard.data import (
     write_epoch,
     write_samples,
 )
-from lightning_featviz.dashboard.export import history_words
 from lightning_featviz.dashboard.plugin import FeatvizPlugin
 from lightning_featviz.dashboard.standalone import page_data, shown_epochs, standalone_page
 from lightning_featviz.demo.model import ClassificationData
@@ -186,25 +182,6 @@ def test_the_trajectory_words_are_stored_as_codes_into_the_epochs_phrases_and_se
     for row in range(n):  # the route's answer; a sample the history does not track has none
         status, found, _ = _serve(tmp_path, "inspect", run=".", epoch=2, row=row)
         assert status == 200 and found["trajectory"]["words"] == (words[row] or None)
-
-
-def test_the_words_said_once_per_distinct_history_are_each_samples_own():
-    """``history_words`` says each distinct history once; every sample gets what ``dynamics_words`` says of it:
-    learnt, consistently another class, unstable, unseen some epochs."""
-    torch.manual_seed(0)
-    s, c = 300, 4
-    history = SampleHistory(c, keep=torch.arange(s))
-    labels, learnt, other = torch.randint(0, c, (s,)), torch.randint(0, 5, (s,)), torch.randint(0, c, (s,))
-    for epoch in range(6):
-        target = torch.where(torch.arange(s) % 3 == 0, other, torch.where(learnt <= epoch, labels, other))
-        target[torch.arange(s) % 7 == 0] = torch.randint(0, c, (len(range(0, s, 7)),))  # unstable
-        probabilities = torch.softmax(torch.randn(s, c) + 5 * F.one_hot(target, c), dim=1)
-        probabilities[torch.arange(s) % 11 == epoch] = float("nan")  # not seen that epoch
-        history.append(epoch, torch.arange(s), labels, probabilities)
-    dynamics, names = DynamicsResults("x", history), ["a", "b", "c", "d"]
-    said = history_words(dynamics, names)
-    assert said == [dynamics_words(history, row, names) for row in range(s)]
-    assert len(set(said)) > 10 and any(w.startswith("unstable") for w in said)
 
 
 def test_the_package_declares_the_plugin_entry_point_and_ships_its_static_files():

@@ -12,6 +12,7 @@ from lightning_featviz.analysis.dynamics import (
     cartography,
     dynamics_scores,
     dynamics_words,
+    every_sample_words,
     fractional_ranks,
     given_label_margin,
     training_margins,
@@ -387,3 +388,22 @@ def test_a_fit_in_known_order_writes_the_training_samples_by_aum_and_a_shuffled_
     with pytest.warns(UserWarning, match="cannot tell which dataset samples a training batch holds"):
         shuffled = fit(tmp_path / "shuffled", small_data)
     assert not shuffled.exists()
+
+
+def test_the_words_said_once_per_distinct_history_are_each_samples_own():
+    """``every_sample_words`` says each distinct history once; every sample gets what ``dynamics_words`` says of it:
+    learnt, consistently another class, unstable, unseen some epochs."""
+    torch.manual_seed(0)
+    s, c = 300, 4
+    history = SampleHistory(c, keep=torch.arange(s))
+    labels, learnt, other = torch.randint(0, c, (s,)), torch.randint(0, 5, (s,)), torch.randint(0, c, (s,))
+    for epoch in range(6):
+        target = torch.where(torch.arange(s) % 3 == 0, other, torch.where(learnt <= epoch, labels, other))
+        target[torch.arange(s) % 7 == 0] = torch.randint(0, c, (len(range(0, s, 7)),))  # unstable
+        probabilities = torch.softmax(torch.randn(s, c) + 5 * torch.nn.functional.one_hot(target, c), dim=1)
+        probabilities[torch.arange(s) % 11 == epoch] = float("nan")  # not seen that epoch
+        history.append(epoch, torch.arange(s), labels, probabilities)
+    names = ["a", "b", "c", "d"]
+    said = every_sample_words(history, names)
+    assert said == [dynamics_words(history, row, names) for row in range(s)]
+    assert len(set(said)) > 10 and any(w.startswith("unstable") for w in said)

@@ -94,6 +94,7 @@ def dynamics_columns(
     position_of = {int(index): position for position, index in enumerate(dynamics.history.indices.tolist())}
     scores, confidence = dynamics.scores.tolist(), dynamics.confidence.tolist()
     variability, seen = dynamics.variability.tolist(), dynamics.seen.tolist()
+    words = dynamics.all_words(class_names)
 
     def number(value: float) -> object:
         return "" if math.isnan(value) else round(value, 4)
@@ -109,7 +110,7 @@ def dynamics_columns(
             "mean_label_probability": number(confidence[position]),
             "label_probability_std": number(variability[position]),
             "epochs_seen": int(seen[position]),
-            "dynamics": dynamics.words(position, class_names),
+            "dynamics": words[position],
         }
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-from lightning_featviz.analysis.dynamics import SampleHistory, cartography, dynamics_words
+from lightning_featviz.analysis.dynamics import SampleHistory, cartography, dynamics_words, every_sample_words
 from lightning_featviz.analysis.knn import NeighbourStats
 from lightning_featviz.analysis.label_issues import LabelIssues
 from lightning_featviz.analysis.maps import LayerMaps
@@ -86,6 +86,10 @@ class DynamicsResults:
         """What the predictions of the sample at ``position`` did, in words
         (:func:`~lightning_featviz.analysis.dynamics.dynamics_words`)."""
         return dynamics_words(self.history, position, class_names)
+
+    def all_words(self, class_names: list[str]) -> list[str]:
+        """:meth:`words` of every tracked sample, in history order (S phrases; each distinct history said once)."""
+        return every_sample_words(self.history, class_names)
 
 
 @dataclass

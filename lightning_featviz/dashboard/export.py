@@ -60,24 +60,8 @@ def add_dynamics(layer: LayerEpoch, dynamics: DynamicsResults, bank: BankData, c
     layer.dynamics = torch.where(tracked, dynamics.scores[clamped], float("nan")).numpy()
     layer.trajectory = torch.where(tracked[None], dynamics.trajectory()[:, clamped], float("nan")).numpy()
     layer.trajectory_epochs = np.asarray(dynamics.epochs, dtype=np.int32)
-    words = history_words(dynamics, class_names)
+    words = dynamics.all_words(class_names)
     layer.words = [words[p] if p >= 0 else "" for p in positions.tolist()]
-
-
-def history_words(dynamics: DynamicsResults, class_names: list[str]) -> list[str]:
-    """The S tracked samples' trajectories in words (:meth:`DynamicsResults.words`), said once per distinct history:
-    the words read a sample's predictions per kept epoch, its label and its current streak only, which in a run that
-    learns most samples share with many others (a call is tens of µs: said one by one, 20,000 samples take seconds)."""
-    history = dynamics.history
-    if not len(history):
-        return []
-    streak = torch.stack([history.labels, history.streak_class.long(), history.streak_start.long()])
-    _, inverse = torch.unique(torch.cat([history.prediction.long(), streak]), dim=1, return_inverse=True)
-    first = torch.full((int(inverse.max()) + 1,), len(history)).scatter_reduce(
-        0, inverse, torch.arange(len(history)), "amin"
-    )
-    said = [dynamics.words(int(position), class_names) for position in first.tolist()]
-    return [said[i] for i in inverse.tolist()]
 
 
 def dashboard_epoch(results: EpochResults, paths: list[str] | None, step: int) -> DashboardEpoch:
