@@ -106,7 +106,24 @@ def test_history_keeps_the_last_max_epochs_and_its_memory_stops_growing():
     assert history.values["score"].shape == (3, 4)
     assert history.nbytes == size_at_cap
     # 4 float16 values and one int16 prediction per sample per epoch, plus a fixed amount per sample
-    assert history.nbytes == 3 * 4 * (4 * 2 + 2) + 4 * (8 + 8 + 2 + 4)
+    assert history.nbytes == 3 * 4 * (4 * 2 + 2) + 4 * (8 + 8 + 2 + 4 + 2 + 4)
+
+
+def test_an_epoch_appended_again_takes_its_streak_step_again_from_before_that_epoch_also_after_a_resume():
+    # A second `validate` at the same epoch replaces the epoch's row; its streak step must not count the first one.
+    history, names = SampleHistory(3), ["a", "b", "c"]
+    one, label = torch.tensor([7]), torch.tensor([0])
+    for epoch in range(4):
+        history.append(epoch, one, label, one_hot_probabilities([1]))
+    history.append(4, one, label, one_hot_probabilities([2]))
+    assert dynamics_words(history, 0, names) == "predicted as c since epoch 4"
+    resumed = SampleHistory(3)
+    resumed.load_state_dict(history.state_dict())
+    for kept in (history, resumed):
+        kept.append(4, one, label, one_hot_probabilities([1]))  # the same epoch again, predicted as before it
+        assert kept.epochs == [0, 1, 2, 3, 4]
+        assert dynamics_words(kept, 0, names) == "consistently predicted as b since epoch 0"
+        assert int(kept.streak_start[0]) == 0 and kept.prediction[:, 0].tolist() == [1, 1, 1, 1, 1]
 
 
 def test_a_streak_start_survives_the_epoch_cap():

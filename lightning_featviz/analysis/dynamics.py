@@ -110,6 +110,9 @@ class SampleHistory:
         self.prediction = torch.zeros(0, size, dtype=torch.int16)
         self.streak_class = torch.full((size,), -1, dtype=torch.int16)
         self.streak_start = torch.full((size,), -1, dtype=torch.int32)
+        # the streaks as they stood before the last epoch's appends: an epoch appended again (a second `validate`
+        # at the same epoch) replaces its row, and its streak step is taken again from there
+        self.streak_before = (self.streak_class.clone(), self.streak_start.clone())
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -118,7 +121,7 @@ class SampleHistory:
     def nbytes(self) -> int:
         """Bytes held by the per-epoch arrays and the per-sample ones."""
         arrays = [*self.values.values(), self.prediction, self.labels, self.indices, self.streak_class]
-        return sum(a.numel() * a.element_size() for a in [*arrays, self.streak_start])
+        return sum(a.numel() * a.element_size() for a in [*arrays, self.streak_start, *self.streak_before])
 
     def _grow(self, new: Tensor) -> None:
         """Track the sorted (U,) indices ``new`` too (not tracked yet)."""
@@ -135,6 +138,7 @@ class SampleHistory:
         self.prediction = spread(self.prediction, -1) if epochs else torch.zeros(0, size, dtype=torch.int16)
         self.labels, self.streak_class = spread(self.labels, -1), spread(self.streak_class, -1)
         self.streak_start, self.indices = spread(self.streak_start, -1), merged
+        self.streak_before = (spread(self.streak_before[0], -1), spread(self.streak_before[1], -1))
 
     def _row(self, epoch: int) -> int:
         """The row of ``epoch``, a new one (dropping the oldest beyond ``max_epochs``) when it is newer."""
@@ -143,6 +147,7 @@ class SampleHistory:
         _require(not self.epochs or epoch > self.epochs[-1], "epoch", f"> {self.epochs[-1:]}", epoch)
         size = len(self.indices)
         self.epochs.append(int(epoch))
+        self.streak_before = (self.streak_class.clone(), self.streak_start.clone())
         nan_row = torch.full((1, size), float("nan"), dtype=torch.float16)
         self.values = {name: torch.cat([v, nan_row]) for name, v in self.values.items()}
         self.prediction = torch.cat([self.prediction, torch.full((1, size), -1, dtype=torch.int16)])
@@ -203,6 +208,8 @@ class SampleHistory:
         self.values["neighbour_share"][row, position] = mean[:, -2].half()
         self.values["score"][row, position] = _log_odds(mean[:, -1]).half()
         prediction = probs.argmax(dim=1).to(torch.int16)
+        again = position[self.prediction[row, position] >= 0]  # recorded in this epoch already: undo its step
+        self.streak_class[again], self.streak_start[again] = self.streak_before[0][again], self.streak_before[1][again]
         self.prediction[row, position] = prediction
         self.labels[position] = label_of
         changed = prediction != self.streak_class[position]
@@ -234,6 +241,8 @@ class SampleHistory:
             "prediction": self.prediction.clone(),
             "streak_class": self.streak_class.clone(),
             "streak_start": self.streak_start.clone(),
+            "streak_before_class": self.streak_before[0].clone(),
+            "streak_before_start": self.streak_before[1].clone(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -259,6 +268,10 @@ class SampleHistory:
         self.prediction = state["prediction"].to(torch.int16)[keep:].clone()
         self.streak_class = state["streak_class"].to(torch.int16).clone()
         self.streak_start = state["streak_start"].to(torch.int32).clone()
+        self.streak_before = (
+            state.get("streak_before_class", self.streak_class).to(torch.int16).clone(),
+            state.get("streak_before_start", self.streak_start).to(torch.int32).clone(),
+        )
 
 
 def nan_mean(values: Tensor, dim: int = 0) -> Tensor:
