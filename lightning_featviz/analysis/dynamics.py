@@ -7,7 +7,7 @@ samples (dataset indices), B samples of one append, C classes.
 - :class:`SampleHistory` keeps, per tracked sample and analysed epoch, the probability of the given label,
   the margin (given label minus the largest other), the neighbour share of the given label, the epoch's
   single-epoch label-issue score (as log-odds; float16 each) and the prediction (int16): 10 bytes per sample
-  per epoch, the last ``max_epochs`` epochs only (20 by default: 20,000 samples take 4.4 MB).
+  per epoch, the last ``max_epochs`` epochs only (20 by default: 20,000 samples take 4.6 MB).
 - :func:`dynamics_scores` turns a history into one score per sample (the formula chosen by
   ``benchmarks/label_noise_dynamics.py`` on seeds 0-2 and checked on seeds 3-4, see docs/label_issues.md,
   "Training dynamics"): the last half's mean of the recorded scores (each epoch's list score) times one minus
