@@ -6,15 +6,18 @@
 Trains ResNet-18 from scratch on the built-in digits twice with the callback, as ``featviz demo`` does (unless the
 log dir has the runs already): ``full`` trains every layer, ``frozen`` keeps the stem, ``layer1`` and ``layer2`` at
 their random initialisation (a frozen backbone); 400 kept validation samples, k = 10, layers ``input``, ``layer1``,
-``layer2``, ``layer3``, ``avgpool`` (``layer4`` equals ``avgpool`` on 32 px images), 2-D maps only. Then starts
+``layer2``, ``layer3``, ``avgpool`` (``layer4`` equals ``avgpool`` on 32 px images), 2-D maps only, no time budget
+(``overhead=None``: the schedule's maps at the first and the last epoch however busy the machine is). Then starts
 TensorBoard on a loopback port with the FEATVIZ plugin and drives Debian's Chromium headless (as the browser tests
 do; see tests/browser.py), and saves, cropped and palette-compressed:
 
 - ``screen_dashboard.png``: the tab as it opens: the layer × epoch heatmap, the last layer's map, by class, and the
   inspector's panel beside it;
 - ``screen_dashboard_map.png``: the map coloured by wrong cluster, a hovered point's tooltip and a box selection;
-- ``screen_dashboard_inspector.png``: the image inspector: one image's neighbours at every layer;
-- ``screen_dashboard_review.png``: the wrong-cluster review (its first six rows), three of them ticked;
+- ``screen_dashboard_inspector.png``: the image inspector: one image's label probability per epoch and its trajectory
+  in words, then its neighbours at every layer;
+- ``screen_dashboard_review.png``: the wrong-cluster review (its first six rows), three of them ticked, the last
+  column each row's dynamics score and trajectory in words (not shrunk: those words are small);
 - ``screen_dashboard_compare.png``: the two runs at the same layer and epoch: this run's heatmap and map, the other
   run's numbers, map and heatmap below.
 
@@ -66,6 +69,7 @@ def train(log_dir: Path, frozen: bool, epochs: int) -> None:
         layers,
         k=10,
         max_samples=400,
+        overhead=None,  # the schedule alone: the time budget would leave the last epoch's maps out on a busy machine
         maps=MapOptions(dims=[2]),
         projector=False,
         outputs=OutputOptions(neighbour_grids=False),
@@ -242,7 +246,8 @@ def main() -> None:
         # the first six rows of the list are enough for a picture
         driver.execute_script("document.querySelectorAll('#review tr[data-index]').forEach((r, i) => {"
                               " if (i >= 6) r.style.display = 'none'; })")  # fmt: skip
-        save(driver, "screen_dashboard_review.png", driver.find_element("id", "review-section"))
+        # not shrunk: the last column's trajectory words are small (11 px) already
+        save(driver, "screen_dashboard_review.png", driver.find_element("id", "review-section"), width=1400)
 
         open_tab(driver, url)
         other = driver.execute_script("return Array.from(document.getElementById('compare').options).at(-1).value")
