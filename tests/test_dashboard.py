@@ -512,7 +512,7 @@ def short_words(words: str) -> str:
         (r"^consistently predicted as (.+) since", r"consistently \1 since"),
         (r"^unstable: flips between (.+) and (.+)$", r"flips \1 ↔ \2"),
         (r"^learnt: predicted as its label since", "learnt since"),
-        (r"^predicted as (.+) since", r"\1 since"),
+        (r"^predicted as (.+) since", r"predicted \1 since"),
     ]:
         words = re.sub(pattern, short, words)
     return words

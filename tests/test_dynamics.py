@@ -26,9 +26,9 @@ from lightning_featviz.capture.bank import BankData
 NAMES = ["cat", "dog", "bird"]
 
 
-def one_hot_probabilities(predictions: list[int], sure: float = 0.8) -> torch.Tensor:
-    """(B, 3) probabilities with ``sure`` on each row's predicted class, the rest shared."""
-    rows = torch.full((len(predictions), 3), (1 - sure) / 2)
+def one_hot_probabilities(predictions: list[int], sure: float = 0.8, classes: int = 3) -> torch.Tensor:
+    """(B, classes) probabilities with ``sure`` on each row's predicted class, the rest shared."""
+    rows = torch.full((len(predictions), classes), (1 - sure) / (classes - 1))
     rows[torch.arange(len(predictions)), torch.tensor(predictions)] = sure
     return rows
 
@@ -107,6 +107,17 @@ def test_history_keeps_the_last_max_epochs_and_its_memory_stops_growing():
     assert history.nbytes == size_at_cap
     # 4 float16 values and one int16 prediction per sample per epoch, plus a fixed amount per sample
     assert history.nbytes == 3 * 4 * (4 * 2 + 2) + 4 * (8 + 8 + 2 + 4 + 2 + 4)
+
+
+def test_unstable_names_the_two_most_frequent_predictions_and_of_two_as_frequent_the_later():
+    history, names = SampleHistory(4), ["a", "b", "c", "d"]
+    one, label = torch.tensor([7]), torch.tensor([0])
+    for epoch, predicted in enumerate([1, 0, 2]):  # each once: the two predicted last
+        history.append(epoch, one, label, one_hot_probabilities([predicted], classes=4))
+    assert dynamics_words(history, 0, names) == "unstable: flips between c and a"
+    for epoch, predicted in enumerate([1, 3, 1, 0, 2], start=3):  # b three times, then the later of a, c, d
+        history.append(epoch, one, label, one_hot_probabilities([predicted], classes=4))
+    assert dynamics_words(history, 0, names) == "unstable: flips between b and c"
 
 
 def test_an_epoch_appended_again_takes_its_streak_step_again_from_before_that_epoch_also_after_a_resume():

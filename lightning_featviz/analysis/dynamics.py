@@ -316,7 +316,7 @@ def dynamics_words(history: SampleHistory, row: int, class_names: Sequence[str],
     - ``"consistently predicted as X since epoch e"``: the same prediction, not the given label, in the last
       ``min_epochs`` or more kept epochs the sample was seen in (``e`` survives the epoch cap);
     - ``"unstable: flips between X and Y"``: the prediction changed at least twice in the kept epochs
-      (X, Y the two most frequent predictions);
+      (X, Y the two most frequent predictions, of two as frequent the one predicted last);
     - ``"learnt: predicted as its label since epoch e"``, or ``"one epoch seen"`` / ``"not seen in the kept
       epochs"``.
 
@@ -335,7 +335,8 @@ def dynamics_words(history: SampleHistory, row: int, class_names: Sequence[str],
         return f"consistently predicted as {class_names[current]} since epoch {since}"
     if flips >= 2:
         counts = torch.bincount(predictions, minlength=history.num_classes)
-        first, second = counts.topk(2).indices.tolist()
+        latest = torch.full_like(counts, -1).scatter_reduce(0, predictions, torch.arange(len(predictions)), "amax")
+        first, second = (counts * (len(predictions) + 1) + latest).topk(2).indices.tolist()  # a tie: the later
         return f"unstable: flips between {class_names[first]} and {class_names[second]}"
     if len(predictions) == 1:
         return "one epoch seen"

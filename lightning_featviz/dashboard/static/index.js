@@ -540,7 +540,7 @@ function shortWords(words) {
   return words.replace(/^consistently predicted as (.+) since/, 'consistently $1 since')
     .replace(/^unstable: flips between (.+) and (.+)$/, 'flips $1 ↔ $2')
     .replace(/^learnt: predicted as its label since/, 'learnt since')
-    .replace(/^predicted as (.+) since/, '$1 since');
+    .replace(/^predicted as (.+) since/, 'predicted $1 since');
 }
 
 async function inspectRow(row) {
