@@ -19,28 +19,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from label_noise import CIFAR_MEAN, CIFAR_STD, ResNet20  # noqa: E402
+from label_noise import cifar_outputs  # noqa: E402
 from label_noise_dynamics import cifar_split, cleanlab_rankings, measure, settings_of  # noqa: E402
-
-
-def own_head_softmax(shared: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(2000, 10) softmax of the shared ResNet-20's own head on the shared photos, and their labels."""
-    from torchvision import datasets, transforms
-
-    model = ResNet20()
-    weights = shared / "data" / "resnet20-cifar10" / "resnet20-12fca82f.th"
-    state = torch.load(weights, map_location="cpu", weights_only=True)["state_dict"]
-    model.load_state_dict({key.removeprefix("module."): value for key, value in state.items()})
-    model.eval()
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(CIFAR_MEAN, CIFAR_STD)])
-    photos = datasets.ImageFolder(str(shared / "data" / "cifar10-test-200"), transform)
-    images = torch.stack([photos[i][0] for i in range(len(photos))])
-    with torch.no_grad():
-        logits = torch.cat([model(batch)[0] for batch in images.split(250)])
-    return logits.softmax(dim=1).numpy(), np.asarray(photos.targets)
 
 
 def main() -> None:
@@ -48,7 +30,7 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     args = parser.parse_args()
-    probabilities, labels = own_head_softmax(args.shared)
+    _, probabilities, labels = cifar_outputs(args.shared)  # the ResNet-20's own head on the 2,000 photos
     print(f"the ResNet-20's own head: accuracy {np.mean(probabilities.argmax(1) == labels):.3f} on the 2,000 photos")
     results: dict[str, dict[str, list[float]]] = {}
     for seed in args.seeds:

@@ -75,16 +75,7 @@ def train(log_dir: Path, frozen: bool, epochs: int) -> None:
         outputs=OutputOptions(neighbour_grids=False),
         resources=ResourceOptions(background=False),
     )
-    torch.manual_seed(0)
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        logger=TensorBoardLogger(log_dir, name="", version=""),
-        callbacks=[visualizer],
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, datamodule=data)
+    fit(model, data, visualizer, log_dir, epochs)
 
 
 def train_tiny(log_dir: Path, epochs: int = 8) -> None:
@@ -106,17 +97,21 @@ def train_tiny(log_dir: Path, epochs: int = 8) -> None:
         outputs=OutputOptions(neighbour_grids=False),
         resources=ResourceOptions(background=False),
     )
+    fit(TinyNet(), data, visualizer, log_dir, epochs, deterministic=True)
+
+
+def fit(model: pl.LightningModule, data: Any, visualizer: Any, log_dir: Path, epochs: int, **trainer: Any) -> None:
+    """``model`` trained on ``data`` for ``epochs`` with ``visualizer``, logging to ``log_dir`` (seed 0)."""
     torch.manual_seed(0)
-    trainer = pl.Trainer(
+    pl.Trainer(
         max_epochs=epochs,
         logger=TensorBoardLogger(log_dir, name="", version=""),
         callbacks=[visualizer],
         enable_progress_bar=False,
         enable_checkpointing=False,
         enable_model_summary=False,
-        deterministic=True,
-    )
-    trainer.fit(TinyNet(), datamodule=data)
+        **trainer,
+    ).fit(model, datamodule=data)
 
 
 def consistently_wrong(folder: Path) -> tuple[int, str, str]:
