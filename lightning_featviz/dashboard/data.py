@@ -6,7 +6,7 @@ Layout of ``<run log dir>/featviz_dashboard/``::
     samples_<id>.json        a sample set: dataset indices, labels, paths, thumbnail size, tiles per page
     samples_<id>_<page>.jpg  its thumbnails, one T × T tile per sample, row-major in pages of at most
                              :data:`PAGE_TILES` tiles (JPEG): page ``row // tiles``, tile ``row % tiles``
-    epoch_<epoch>.npz        one epoch (stored, not deflated: see :data:`DEFLATE_EPOCHS`): predictions, and per layer (``L<i>_`` keys, ``i`` its
+    epoch_<epoch>.npz        one epoch, not deflated: predictions, and per layer (``L<i>_`` keys, ``i`` its
                              place in the epoch's layer list) neighbours, distances, purity, votes, maps
                              (with the rows they show where a map is of a subsample), wrong-cluster flags,
                              training dynamics (dynamics scores, label-probability trajectories)
@@ -42,10 +42,6 @@ FORMAT_VERSION = 2
 #: JPEG quality of the thumbnail pages (1,024 noise thumbnails of 32 px: 256 KB, where quality 90 takes 360 KB and
 #: a PNG 2.2 MB; ``python benchmarks/scale.py`` prints what a 20,000-sample run writes).
 ATLAS_QUALITY = 85
-#: Whether the epoch files are deflated. They are not: their arrays (float16 distances, uint16 rows) deflate by
-#: about 30% (143 KB of 204 KB at 1,000 samples and 4 layers), and ``np.savez_compressed`` took 7-10 ms of every
-#: analysed epoch's 70 ms in the training loop where ``np.savez`` takes under 1 ms (issue 26). Readers take either.
-DEFLATE_EPOCHS = False
 #: Thumbnails per page (32 × 32 tiles): a page is built and encoded alone, so writing a sample set of any size
 #: holds one page's pixels (3 MB at 32 px), and the tab loads only the pages it shows.
 PAGE_TILES = 1024
@@ -244,7 +240,7 @@ def write_epoch(
     for i, layer in enumerate(layers.values()):
         arrays |= layer_arrays(f"L{i}_", layer)
     buffer = io.BytesIO()
-    (np.savez_compressed if DEFLATE_EPOCHS else np.savez)(buffer, **arrays)  # type: ignore[operator]
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # deflated: 30% smaller, 7-10 ms more per epoch (issue 26)
     name = f"epoch_{epoch:04d}.npz"
     replace_atomically(folder / name, buffer.getvalue())
     try:
