@@ -220,17 +220,24 @@ def majority(neighbour_labels: Tensor) -> tuple[Tensor, Tensor]:
     how many of the k it holds: two (Q,) int64 tensors.
 
     The nearest position holding a largest count is the first position of its class, and of the tied classes
-    the one whose nearest neighbour is nearest: ``count * (k + 1) - position`` is largest there."""
+    the one whose nearest neighbour is nearest: ``count * (k + 1) - position`` is largest there. How many hold the
+    class at each position comes from a (Q, C) table of counts where C <= k² (40% of the time at k = 10, C = 10),
+    else from comparing the k labels of a row with each other in chunks (no table of 160 MB for 20,000 x 1,000)."""
     q, k = neighbour_labels.shape
     labels = neighbour_labels.long()
     votes = torch.empty(q, dtype=torch.int64, device=labels.device)
     counts = torch.empty(q, dtype=torch.int64, device=labels.device)
     position = torch.arange(k, device=labels.device)
-    rows = max(1, 2**18 // max(k * k, 1))  # (rows, k, k) bool intermediates of at most 256 KB
+    low, high = labels.aminmax() if labels.numel() else (torch.tensor(-1), torch.tensor(-1))
+    tabled = int(low) >= 0 and int(high) < k * k
+    rows = q if tabled else max(1, 2**18 // max(k * k, 1))  # (rows, k, k) bool intermediates of at most 256 KB
     for start in range(0, q, rows):
         chunk = labels[start : start + rows]
-        same = chunk[:, :, None] == chunk[:, None, :]  # (rows, k, k): position i and j hold one class
-        count = same.sum(dim=2)  # (rows, k): how many hold the class at position j
+        if tabled:  # (rows, C) counts, read at each position's class
+            table = torch.zeros(len(chunk), int(high) + 1, dtype=torch.int64, device=labels.device)
+            count = table.scatter_add_(1, chunk, torch.ones_like(chunk)).gather(1, chunk)
+        else:  # (rows, k, k): position i and j hold one class
+            count = (chunk[:, :, None] == chunk[:, None, :]).sum(dim=2)  # (rows, k): how many hold position j's class
         best = (count * (k + 1) - position).argmax(dim=1)
         votes[start : start + rows] = chunk.gather(1, best[:, None])[:, 0]
         counts[start : start + rows] = count.gather(1, best[:, None])[:, 0]
