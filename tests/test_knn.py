@@ -97,8 +97,10 @@ def test_knn_vote_takes_the_majority_and_breaks_ties_towards_the_nearest_neighbo
     assert knn_vote(torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0]]), num_classes=2).tolist() == [1, 0]
 
 
-def test_majority_is_the_largest_count_and_on_ties_the_class_nearest_first():
-    neighbour_labels = torch.randint(0, 4, (500, 7), generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("classes", [4, 60])  # a table of counts (C <= k²), or the labels compared with each other
+def test_majority_is_the_largest_count_and_on_ties_the_class_nearest_first(classes):
+    neighbour_labels = torch.randint(0, classes, (500, 7), generator=torch.Generator().manual_seed(0))
+    neighbour_labels[:, 0] = classes - 1  # C = classes
     votes, counts = majority(neighbour_labels)
     for row, vote, count in zip(neighbour_labels.tolist(), votes.tolist(), counts.tolist(), strict=True):
         best = max(row.count(c) for c in row)

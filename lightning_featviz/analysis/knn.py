@@ -221,8 +221,8 @@ def majority(neighbour_labels: Tensor) -> tuple[Tensor, Tensor]:
 
     The nearest position holding a largest count is the first position of its class, and of the tied classes
     the one whose nearest neighbour is nearest: ``count * (k + 1) - position`` is largest there. How many hold the
-    class at each position comes from a (Q, C) table of counts where C <= k² (40% of the time at k = 10, C = 10),
-    else from comparing the k labels of a row with each other in chunks (no table of 160 MB for 20,000 x 1,000)."""
+    class at each position comes from a table of counts per class where C <= k² (40% of the time at k = 10,
+    C = 10), else from comparing the k labels of a row with each other; both in chunks of at most 256 KB."""
     q, k = neighbour_labels.shape
     labels = neighbour_labels.long()
     votes = torch.empty(q, dtype=torch.int64, device=labels.device)
@@ -230,7 +230,8 @@ def majority(neighbour_labels: Tensor) -> tuple[Tensor, Tensor]:
     position = torch.arange(k, device=labels.device)
     low, high = labels.aminmax() if labels.numel() else (torch.tensor(-1), torch.tensor(-1))
     tabled = int(low) >= 0 and int(high) < k * k
-    rows = q if tabled else max(1, 2**18 // max(k * k, 1))  # (rows, k, k) bool intermediates of at most 256 KB
+    # (rows, C) int64 tables, or (rows, k, k) bool intermediates, of at most 256 KB
+    rows = max(1, 2**15 // (int(high) + 1)) if tabled else max(1, 2**18 // max(k * k, 1))
     for start in range(0, q, rows):
         chunk = labels[start : start + rows]
         if tabled:  # (rows, C) counts, read at each position's class

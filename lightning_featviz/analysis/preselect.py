@@ -25,7 +25,7 @@ MAX_DIMS = 64
 #: The fewest queries it takes (a search again of a few rows goes to FAISS at once).
 MIN_QUERIES = 64
 #: The fewest neighbours: below, FAISS's heap is small and the shortcut saves nothing (1,000 queries of 32
-#: dimensions, one thread: k = 11 FAISS 6.7 ms, this 8.4; k = 16 7.7 and 7.0; k = 49 16.7 and 10.6).
+#: dimensions, one thread: k = 11 FAISS 5.8 ms, this 5.8; k = 21 8.3 and 6.6; k = 49 15.5 and 9.6).
 MIN_K = 16
 #: Squared distances per matrix product (8 MB of float32).
 CHUNK_VALUES = 2**21
