@@ -127,6 +127,18 @@ def test_stratified_choice_gives_each_class_the_floor_then_the_lowest_priorities
     assert stratified_choice(labels, priorities, max_samples=10, floor=2).all()
 
 
+def test_thumbnails_are_each_pixel_rounded_to_255ths_within_0_and_255():
+    generator = torch.Generator().manual_seed(0)
+    steps = (torch.arange(256.0) / 255).view(1, 1, 16, 16).expand(2, 3, 16, 16)  # every level, exactly
+    for images, size in [(steps, 16), (torch.rand(4, 3, 48, 40, generator=generator), 32), (torch.ones(2, 3, 9, 9), 4)]:
+        resized = images if images.shape[-2:] == (size, size) else torch.nn.functional.interpolate(
+            images, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )  # fmt: skip
+        expected = (resized.clamp(0, 1) * 255).round().to(torch.uint8)
+        assert torch.equal(to_thumbnails(images, size), expected)
+    assert to_thumbnails(steps, 16).flatten(1).unique().tolist() == list(range(256))
+
+
 def test_to_thumbnails_undoes_normalisation_and_handles_channel_counts():
     image = torch.full((1, 3, 8, 8), 0.5)
     normalised = (image - 0.5) / 0.25

@@ -5,7 +5,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_featviz.capture.inputs import check_input_kind, input_kind, input_width, reduce_input
+from lightning_featviz.capture.inputs import (
+    SLICED_WINDOW,
+    area_downsample,
+    check_input_kind,
+    input_kind,
+    input_width,
+    reduce_input,
+)
 
 
 @pytest.mark.parametrize(
@@ -41,10 +48,20 @@ def test_a_batch_that_does_not_fit_the_given_kind_names_the_argument():
         check_input_kind(torch.rand(4, 10), "image")
 
 
+@pytest.mark.parametrize(("rows", "columns"), [(2, 2), (1, 2), (2, 1), (4, 1), (1, 3), (3, 3), (2, 4)])
+def test_area_downsampling_gives_avg_pool2d_bit_for_bit(rows, columns):
+    generator = torch.Generator().manual_seed(rows * 10 + columns)
+    images = torch.randn(4, 3, 12 * rows, 12 * columns, generator=generator) * 7
+    for batch in (images, images.double(), images.to(memory_format=torch.channels_last), images[:, :, 1:-1:, :]):
+        batch = batch[:, :, : batch.shape[2] // rows * rows]
+        assert torch.equal(area_downsample(batch, rows, columns), F.avg_pool2d(batch, (rows, columns)))
+    assert (2 * 2 <= SLICED_WINDOW) and (3 * 3 > SLICED_WINDOW)  # both ways are taken above
+
+
 def test_each_kind_reduces_to_the_vector_the_table_documents():
     images = torch.rand(2, 3, 32, 32)
     expected = F.avg_pool2d(images, 2).flatten(1)  # 32 -> 16 by area averaging
-    torch.testing.assert_close(reduce_input(images, "image", 16), expected)
+    assert torch.equal(reduce_input(images, "image", 16), expected)
     for shape in [(2, 3, 32, 64), (2, 3, 30, 30)]:  # whole windows (a cheaper kernel) or not: adaptive pooling's
         other = torch.rand(shape)
         assert torch.equal(reduce_input(other, "image", 16), F.adaptive_avg_pool2d(other, 16).flatten(1))

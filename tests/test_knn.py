@@ -35,10 +35,10 @@ def path(request, monkeypatch):
     if request.param == "torch":
         from lightning_featviz.analysis import knn
 
-        def torch_search(queries, reference, k, exclude, chunk_size=1024):
-            return knn._torch_search(queries, reference, k, exclude, chunk_size)
+        def torch_search(queries, reference, k, exclude):
+            return knn._exact_distances(queries, reference, knn._torch_search(queries, reference, k, exclude, 1024))
 
-        monkeypatch.setattr(knn, "_faiss_search", torch_search)
+        monkeypatch.setattr(knn, "_cpu_search", torch_search)
     return request.param
 
 
@@ -97,8 +97,10 @@ def test_knn_vote_takes_the_majority_and_breaks_ties_towards_the_nearest_neighbo
     assert knn_vote(torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0]]), num_classes=2).tolist() == [1, 0]
 
 
-def test_majority_is_the_largest_count_and_on_ties_the_class_nearest_first():
-    neighbour_labels = torch.randint(0, 4, (500, 7), generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("classes", [4, 60])  # a table of counts (C <= k²), or the labels compared with each other
+def test_majority_is_the_largest_count_and_on_ties_the_class_nearest_first(classes):
+    neighbour_labels = torch.randint(0, classes, (500, 7), generator=torch.Generator().manual_seed(0))
+    neighbour_labels[:, 0] = classes - 1  # C = classes
     votes, counts = majority(neighbour_labels)
     for row, vote, count in zip(neighbour_labels.tolist(), votes.tolist(), counts.tolist(), strict=True):
         best = max(row.count(c) for c in row)
@@ -168,6 +170,37 @@ def test_faiss_and_torch_find_the_same_neighbours_even_among_exact_duplicates():
     assert torch.equal(faiss_idx[~torch.isin(torch.arange(500), ties)], torch_idx[~torch.isin(torch.arange(500), ties)])
     for row in ties.tolist():  # the other three copies first, in some order
         assert set(faiss_idx[row, :3].tolist()) == set(ties.tolist()) - {row}
+
+
+def test_the_cpu_search_gives_faiss_s_neighbours_row_for_row_where_a_matrix_product_preselects_them():
+    """Rows whose k nearest a matrix product proves are taken from it; near-ties and exact ties go to FAISS."""
+    from lightning_featviz.analysis import knn, preselect
+
+    generator = torch.Generator().manual_seed(3)
+    spread = torch.randn(400, 32, generator=generator)
+    duplicated = spread.clone()
+    duplicated[100:110] = duplicated[100]  # exact ties inside the k and at the boundary
+    grid = torch.randint(0, 4, (400, 6), generator=generator).float()  # ties everywhere
+    some = torch.rand(400, generator=generator) < 0.5
+    rows = torch.where(some, torch.randint(0, 400, (400,), generator=generator), -1)
+    cases = [  # (queries, reference, k, excluded rows)
+        (spread, spread, 20, torch.arange(400)),  # leave-one-out
+        (spread + 1000, spread + 1000, 30, torch.arange(400)),  # far from the origin: centred before the product
+        (duplicated, duplicated, 20, torch.arange(400)),
+        (grid, grid, 25, torch.arange(400)),
+        (spread[:100], spread, 50, rows[:100]),  # a separate reference, some rows excluded
+        (torch.nn.functional.normalize(spread, dim=1), torch.nn.functional.normalize(spread, dim=1), 16, None),
+        (spread, spread, 399, torch.arange(400)),  # every other row: nothing past the k-th to compare with
+    ]
+    proven = []
+    for queries, reference, k, exclude in cases:
+        assert preselect.applies(queries, reference, k) == (k < 399)
+        ours = knn._cpu_search(queries, reference, k, exclude)
+        theirs = knn._exact_distances(queries, reference, knn._faiss_search(queries, reference, k, exclude))
+        assert torch.equal(ours[1], theirs[1]) and torch.equal(ours[0], theirs[0])
+        if k < 399:
+            proven.append(preselect.preselect(queries, reference, k, exclude)[1].float().mean().item())
+    assert min(proven[:3]) > 0.5 and proven[3] < 0.5  # both ways are taken: proven rows, and FAISS's
 
 
 @pytest.mark.parametrize("path", ["torch"], indirect=True)

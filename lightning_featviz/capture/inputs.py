@@ -89,7 +89,7 @@ def reduce_input(inputs: Tensor, kind: InputKind, size: int, mask: Tensor | None
         images = as_images(inputs).float()
         height, width = images.shape[-2:]
         if height % size == 0 and width % size == 0 and (height, width) != (size, size):
-            images = F.avg_pool2d(images, (height // size, width // size))  # the same windows, a cheaper kernel
+            images = area_downsample(images, height // size, width // size)  # the same windows, a cheaper kernel
         elif (height, width) != (size, size):
             images = F.adaptive_avg_pool2d(images, size)
         return images.flatten(1)
@@ -107,6 +107,26 @@ def reduce_input(inputs: Tensor, kind: InputKind, size: int, mask: Tensor | None
         real = (mask.to(ids.device) != 0).float()
     counts = torch.zeros(inputs.shape[0], buckets, device=inputs.device).scatter_add_(1, ids, real)
     return counts / real.sum(dim=1, keepdim=True).clamp_min(1)
+
+
+#: Windows of at most this many pixels are averaged by strided slices (:func:`area_downsample`).
+SLICED_WINDOW = 4
+
+
+def area_downsample(images: Tensor, rows: int, columns: int) -> Tensor:
+    """(B, C, H, W) images averaged over ``rows`` x ``columns`` windows that tile them: (B, C, H / rows, W / columns).
+
+    The values of ``F.avg_pool2d(images, (rows, columns))`` bit for bit (``tests/test_inputs.py``): its CPU kernel
+    adds a window's pixels row by row and divides by their count; so does this for small windows on the CPU, adding
+    the window's strided slices in that order, in half the kernel's time (2 x 2 windows, 32 x 32 images to 16 x 16:
+    0.10 against 0.19 ms per batch of 32, one thread). Larger windows and other devices take the pooling kernel.
+    """
+    if rows * columns > SLICED_WINDOW or images.device.type != "cpu":
+        return F.avg_pool2d(images, (rows, columns))
+    total = images[..., 0::rows, 0::columns].clone()
+    for position in range(1, rows * columns):
+        total.add_(images[..., position // columns :: rows, position % columns :: columns])
+    return total.div_(rows * columns)
 
 
 def input_width(shape: tuple[int, ...], kind: InputKind, size: int) -> int:

@@ -6,7 +6,7 @@ Layout of ``<run log dir>/featviz_dashboard/``::
     samples_<id>.json        a sample set: dataset indices, labels, paths, thumbnail size, tiles per page
     samples_<id>_<page>.jpg  its thumbnails, one T × T tile per sample, row-major in pages of at most
                              :data:`PAGE_TILES` tiles (JPEG): page ``row // tiles``, tile ``row % tiles``
-    epoch_<epoch>.npz        one epoch, compressed: predictions, and per layer (``L<i>_`` keys, ``i`` its
+    epoch_<epoch>.npz        one epoch, not deflated: predictions, and per layer (``L<i>_`` keys, ``i`` its
                              place in the epoch's layer list) neighbours, distances, purity, votes, maps
                              (with the rows they show where a map is of a subsample), wrong-cluster flags,
                              training dynamics (scores, label-probability trajectories, trajectories in words)
@@ -247,7 +247,7 @@ def write_epoch(
     for i, layer in enumerate(layers.values()):
         arrays |= layer_arrays(f"L{i}_", layer)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # deflated: 30% smaller, 7-10 ms more per epoch (issue 26)
     name = f"epoch_{epoch:04d}.npz"
     replace_atomically(folder / name, buffer.getvalue())
     try:
