@@ -172,37 +172,6 @@ def test_faiss_and_torch_find_the_same_neighbours_even_among_exact_duplicates():
         assert set(faiss_idx[row, :3].tolist()) == set(ties.tolist()) - {row}
 
 
-def test_the_cpu_search_gives_faiss_s_neighbours_row_for_row_where_a_matrix_product_preselects_them():
-    """Rows whose k nearest a matrix product proves are taken from it; near-ties and exact ties go to FAISS."""
-    from lightning_featviz.analysis import knn, preselect
-
-    generator = torch.Generator().manual_seed(3)
-    spread = torch.randn(400, 32, generator=generator)
-    duplicated = spread.clone()
-    duplicated[100:110] = duplicated[100]  # exact ties inside the k and at the boundary
-    grid = torch.randint(0, 4, (400, 6), generator=generator).float()  # ties everywhere
-    some = torch.rand(400, generator=generator) < 0.5
-    rows = torch.where(some, torch.randint(0, 400, (400,), generator=generator), -1)
-    cases = [  # (queries, reference, k, excluded rows)
-        (spread, spread, 20, torch.arange(400)),  # leave-one-out
-        (spread + 1000, spread + 1000, 30, torch.arange(400)),  # far from the origin: centred before the product
-        (duplicated, duplicated, 20, torch.arange(400)),
-        (grid, grid, 25, torch.arange(400)),
-        (spread[:100], spread, 50, rows[:100]),  # a separate reference, some rows excluded
-        (torch.nn.functional.normalize(spread, dim=1), torch.nn.functional.normalize(spread, dim=1), 16, None),
-        (spread, spread, 399, torch.arange(400)),  # every other row: nothing past the k-th to compare with
-    ]
-    proven = []
-    for queries, reference, k, exclude in cases:
-        assert preselect.applies(queries, reference, k) == (k < 399)
-        ours = knn._cpu_search(queries, reference, k, exclude)
-        theirs = knn._exact_distances(queries, reference, knn._faiss_search(queries, reference, k, exclude))
-        assert torch.equal(ours[1], theirs[1]) and torch.equal(ours[0], theirs[0])
-        if k < 399:
-            proven.append(preselect.preselect(queries, reference, k, exclude)[1].float().mean().item())
-    assert min(proven[:3]) > 0.5 and proven[3] < 0.5  # both ways are taken: proven rows, and FAISS's
-
-
 @pytest.mark.parametrize("path", ["torch"], indirect=True)
 def test_a_search_in_inference_mode_and_then_outside_it_both_work(path):
     # The search reuses its buffers between calls; Lightning validates in inference mode and fits outside it.

@@ -16,8 +16,6 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lightning_featviz.analysis.preselect import applies, preselect
-
 Metric = Literal["euclidean", "cosine"]
 
 
@@ -32,8 +30,7 @@ def knn_search(
 ) -> tuple[Tensor, Tensor]:
     """Exact k nearest neighbours of each query among the reference vectors.
 
-    One path per device: on the CPU, FAISS's exact brute-force search (``faiss-cpu`` is a core dependency; its rows
-    proven from a matrix product where vectors are narrow, :mod:`~lightning_featviz.analysis.preselect`);
+    One path per device: on the CPU, FAISS's exact brute-force search (``faiss-cpu`` is a core dependency);
     on a GPU, chunked matrix products on the tensors' device, ``chunk_size`` queries at a time
     (memory O(chunk_size * N)). Both give the same neighbours up to ties (``tests/test_knn.py``).
 
@@ -83,21 +80,8 @@ def knn_search(
 
 def _cpu_search(queries: Tensor, reference: Tensor, k: int, exclude: Tensor | None) -> tuple[Tensor, Tensor]:
     """FAISS's neighbours (Q, k) of each query and their exact squared distances, nearest first
-    (:func:`_exact_distances`): taken from a matrix product where that provably finds the same rows
-    (:mod:`~lightning_featviz.analysis.preselect`: narrow vectors), from FAISS for the other rows and where it does not
-    apply. A row whose exact distances tie is searched by FAISS too: FAISS's order decides between them."""
-    if not applies(queries, reference, k):
-        return _exact_distances(queries, reference, _faiss_search(queries, reference, k, exclude))
-    idx, proven = preselect(queries, reference, k, exclude)
-    sq, idx = _exact_distances(queries, reference, idx)
-    proven &= (sq[:, 1:] != sq[:, :-1]).all(dim=1)
-    again = (~proven).nonzero().flatten()
-    if len(again):
-        rows = exclude[again] if exclude is not None else None
-        sq[again], idx[again] = _exact_distances(
-            queries[again], reference, _faiss_search(queries[again], reference, k, rows)
-        )
-    return sq, idx
+    (:func:`_exact_distances`)."""
+    return _exact_distances(queries, reference, _faiss_search(queries, reference, k, exclude))
 
 
 #: The fewest queries a chunk of the torch search takes (unless ``chunk_size`` is smaller).
