@@ -514,7 +514,7 @@ class FeatureVisualizer(_Callback):
         results = done[0]
         if results is not None:
             self._plan.record_knn(self._analysis.knn_seconds)
-            if clusters is not None:  # the label-issue layer: the last one (never a twin) unless named
+            if clusters is not None and results.stats:  # the label-issue layer: the last (never a twin) unless named
                 layer = clusters.layer or list(results.stats)[-1]
                 # (a failure here costs the history's epoch, never the epoch's kNN scalars)
                 results.dynamics = self._guard.call(self._dynamics.update, results, layer, self._guard.warn_once)
