@@ -90,9 +90,9 @@ class EpochAnalysis:
         """kNN per layer of ``bank`` (its ``layers``, display names in order); the results, and the scalars
         every rank logs (``({}, None)`` when the bank cannot be analysed: a warning says why)."""
         reference = self._reference(trainer, pl_module, capture) if self.capture.reference == "train" else None
-        names = self._class_names(
-            trainer, max(int(bank.labels.max()), int(reference.labels.max()) if reference else 0) + 1
-        )
+        labelled = max(int(bank.labels.max()), int(reference.labels.max()) if reference else 0) + 1
+        outputs = bank.probabilities.shape[1] if bank.probabilities.shape[1] > 1 else 0  # (N, C) softmax, else (N, 1)
+        names = self._class_names(trainer, labelled, outputs)
         problem = degenerate(bank, reference, self.k)
         if problem is not None:
             self._warn(*problem)
@@ -188,15 +188,14 @@ class EpochAnalysis:
             )
         return bank
 
-    def _class_names(self, trainer: pl.Trainer, num_seen: int) -> list[str]:
+    def _class_names(self, trainer: pl.Trainer, labelled: int, outputs: int) -> list[str]:
+        """One name per class: the known names, then ids up to the largest label or the model's output width (a
+        model with more outputs than the labels use, e.g. a head for classes this validation set lacks)."""
         known = self.class_names or known_class_names(trainer, validation_loader(trainer, self.capture.dataloader_idx))
-        if num_seen > len(known) and known:
-            self._warn(
-                "labels",
-                f"Labels go up to {num_seen - 1} but only {len(known)} class names are known; "
-                "the rest are named by id.",
-            )
-        return list(known) + [str(i) for i in range(len(known), num_seen)]
+        if max(labelled, outputs) > len(known) and known:
+            spans = f"Labels go up to {labelled - 1}" if labelled > len(known) else f"The model gives {outputs} outputs"
+            self._warn("labels", f"{spans} but only {len(known)} class names are known; the rest are named by id.")
+        return list(known) + [str(i) for i in range(len(known), max(labelled, outputs))]
 
     def log(self, pl_module: pl.LightningModule, metrics: dict[str, float]) -> dict[str, float]:
         """Log the scalars through ``LightningModule.log`` (per-class purity only when monitored: C tags per

@@ -184,6 +184,18 @@ def test_a_sampler_of_unknown_order_needs_indices_from_the_batch(tmp_path, kind)
     assert torch.equal(told.bank.vectors["input"], vectors[rows])
 
 
+def test_a_head_with_more_outputs_than_the_validation_labels_use_is_analysed_with_every_output_a_class(tmp_path):
+    # 6 outputs, 4 classes in the data: the label issues and their history read (N, 6) probabilities
+    vectors, labels = blobs(classes=4, per_class=30)
+    visualizer = FeatureVisualizer(["features"], overhead=None, k=5, maps=MapOptions(every_n_epochs=None))
+    trainer = tiny_trainer(tmp_path, logger=False, callbacks=[visualizer])
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        trainer.validate(MLP(classes=6), DataLoader(Tabular(vectors, labels), batch_size=32))
+    assert not [w for w in record if "could not analyse" in str(w.message)]
+    assert [history.num_classes for history in visualizer._dynamics.histories.values()] == [6]
+
+
 def test_a_constant_layer_gets_an_undefined_purity_and_one_warning_not_an_index_order_number(tmp_path):
     vectors, labels = blobs(classes=4, per_class=30)
     loader = DataLoader(Tabular(vectors, labels), batch_size=32)
