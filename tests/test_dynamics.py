@@ -418,20 +418,48 @@ def test_a_fit_in_known_order_writes_the_training_samples_by_aum_and_a_shuffled_
     assert not shuffled.exists()
 
 
-def test_the_words_said_once_per_distinct_history_are_each_samples_own():
-    """``every_sample_words`` says each distinct history once; every sample gets what ``dynamics_words`` says of it:
-    learnt, consistently another class, unstable, unseen some epochs."""
+def reference_words(history: SampleHistory, row: int, class_names: list[str], min_epochs: int = 3) -> str:
+    """The trajectory words' rules, one sample at a time in plain Python: the reference for the tensor version."""
+    every = history.prediction[:, row].tolist()
+    predictions = [p for p in every if p >= 0]
+    if not predictions:
+        return "not seen in the kept epochs"
+    label, current, since = int(history.labels[row]), int(history.streak_class[row]), int(history.streak_start[row])
+    streak = sum(1 for e, p in zip(history.epochs, every, strict=True) if e >= since and p >= 0)
+    flips = sum(1 for a, b in zip(predictions[:-1], predictions[1:], strict=True) if a != b)
+    if current != label and streak >= min_epochs:
+        return f"consistently predicted as {class_names[current]} since epoch {since}"
+    if flips >= 2:
+        last = {p: i for i, p in enumerate(predictions)}
+        first, second = sorted(set(predictions), key=lambda p: (predictions.count(p), last[p]), reverse=True)[:2]
+        return f"unstable: flips between {class_names[first]} and {class_names[second]}"
+    if len(predictions) == 1:
+        return "one epoch seen"
+    if current == label:
+        return f"learnt: predicted as its label since epoch {since}"
+    return f"predicted as {class_names[current]} since epoch {since}"
+
+
+def test_every_samples_words_follow_the_rules_said_one_sample_at_a_time():
+    """``every_sample_words`` (tensor work) says what the plain rules say of each sample: learnt, consistently
+    another class, unstable (ties included), unseen some epochs, seen once, never seen."""
     torch.manual_seed(0)
     s, c = 300, 4
-    history = SampleHistory(c, keep=torch.arange(s))
+    history = SampleHistory(c, keep=torch.arange(s + 1))  # the last one never seen
     labels, learnt, other = torch.randint(0, c, (s,)), torch.randint(0, 5, (s,)), torch.randint(0, c, (s,))
     for epoch in range(6):
         target = torch.where(torch.arange(s) % 3 == 0, other, torch.where(learnt <= epoch, labels, other))
         target[torch.arange(s) % 7 == 0] = torch.randint(0, c, (len(range(0, s, 7)),))  # unstable
+        late = torch.arange(s) % 17 == 5  # its label, then another class for the last two epochs
+        target[late] = labels[late] if epoch < 4 else (labels[late] + 1) % c
         probabilities = torch.softmax(torch.randn(s, c) + 5 * torch.nn.functional.one_hot(target, c), dim=1)
         probabilities[torch.arange(s) % 11 == epoch] = float("nan")  # not seen that epoch
+        if epoch:
+            probabilities[torch.arange(s) % 13 == 0] = float("nan")  # seen once, at epoch 0
         history.append(epoch, torch.arange(s), labels, probabilities)
     names = ["a", "b", "c", "d"]
     said = every_sample_words(history, names)
-    assert said == [dynamics_words(history, row, names) for row in range(s)]
-    assert len(set(said)) > 10 and any(w.startswith("unstable") for w in said)
+    assert said == [reference_words(history, row, names) for row in range(s + 1)]
+    assert [dynamics_words(history, row, names) for row in range(s + 1)] == said
+    kinds = {w.split(" ")[0] for w in said}
+    assert {"unstable:", "consistently", "learnt:", "one", "not", "predicted"} <= kinds

@@ -311,54 +311,63 @@ def training_margins(epoch_logits: Sequence[tuple[Tensor, Tensor, Tensor]], num_
 
 
 def dynamics_words(history: SampleHistory, row: int, class_names: Sequence[str], min_epochs: int = 3) -> str:
-    """What sample ``row``'s predictions did over the kept epochs, in words:
+    """What sample ``row``'s predictions did over the kept epochs, in words (``row``: its position in
+    ``history.indices``); :func:`every_sample_words` of that one sample."""
+    return every_sample_words(history, class_names, min_epochs, rows=torch.tensor([row]))[0]
+
+
+def every_sample_words(
+    history: SampleHistory, class_names: Sequence[str], min_epochs: int = 3, rows: Tensor | None = None
+) -> list[str]:
+    """What each tracked sample's predictions did over the kept epochs, in words (S phrases, or one per ``rows``):
 
     - ``"consistently predicted as X since epoch e"``: the same prediction, not the given label, in the last
       ``min_epochs`` or more kept epochs the sample was seen in (``e`` survives the epoch cap);
-    - ``"unstable: flips between X and Y"``: the prediction changed at least twice in the kept epochs
+    - ``"unstable: flips between X and Y"``: the prediction changed at least twice in the kept epochs it was seen in
       (X, Y the two most frequent predictions, of two as frequent the one predicted last);
-    - ``"learnt: predicted as its label since epoch e"``, or ``"one epoch seen"`` / ``"not seen in the kept
-      epochs"``.
+    - ``"learnt: predicted as its label since epoch e"``, ``"predicted as X since epoch e"`` (another class, fewer
+      than ``min_epochs`` epochs), or ``"one epoch seen"`` / ``"not seen in the kept epochs"``.
 
-    ``row`` is the sample's position in ``history.indices``.
+    Tensor work over the (E, S) predictions; a Python step per unstable sample only (its two classes).
     """
-    every = history.prediction[:, row].long()
-    predictions = every[every >= 0]
-    if len(predictions) == 0:
-        return "not seen in the kept epochs"
-    label, current = int(history.labels[row]), int(history.streak_class[row])
-    since = int(history.streak_start[row])
+    rows = torch.arange(len(history)) if rows is None else rows.long()
+    predicted = history.prediction[:, rows].long()  # (E, R), -1: not seen
+    seen = predicted >= 0
+    label, current = history.labels[rows].long(), history.streak_class[rows].long()
+    since = history.streak_start[rows].long()
+    epochs = torch.tensor(history.epochs, dtype=torch.long)[:, None]  # (E, 1)
     # the kept epochs of the streak in which the sample was seen (an epoch it was not seen in says nothing)
-    streak = sum(1 for e, p in zip(history.epochs, every.tolist(), strict=True) if e >= since and p >= 0)
-    flips = int((predictions[1:] != predictions[:-1]).sum())
-    if current != label and streak >= min_epochs:
-        return f"consistently predicted as {class_names[current]} since epoch {since}"
-    if flips >= 2:
-        counts = torch.bincount(predictions, minlength=history.num_classes)
-        latest = torch.full_like(counts, -1).scatter_reduce(0, predictions, torch.arange(len(predictions)), "amax")
-        first, second = (counts * (len(predictions) + 1) + latest).topk(2).indices.tolist()  # a tie: the later
-        return f"unstable: flips between {class_names[first]} and {class_names[second]}"
-    if len(predictions) == 1:
-        return "one epoch seen"
-    if current == label:
-        return f"learnt: predicted as its label since epoch {since}"
-    return f"predicted as {class_names[current]} since epoch {since}"
+    streak = ((epochs >= since) & seen).sum(dim=0)
+    # flips: a seen prediction that differs from the sample's previous seen one
+    position = torch.where(seen, torch.arange(len(epochs))[:, None], -1)
+    previous = torch.cat([torch.full_like(position[:1], -1), position[:-1].cummax(dim=0).values])  # (E, R)
+    before = predicted.gather(0, previous.clamp_min(0))
+    flips = (seen & (previous >= 0) & (predicted != before)).sum(dim=0)
+    count = seen.sum(dim=0)
+    words = []
+    columns = (count, current, label, since, streak, flips)
+    for r, (n, c, lab, start, run, flip) in enumerate(zip(*(column.tolist() for column in columns), strict=True)):
+        if n == 0:
+            words.append("not seen in the kept epochs")
+        elif c != lab and run >= min_epochs:
+            words.append(f"consistently predicted as {class_names[c]} since epoch {start}")
+        elif flip >= 2:
+            first, second = _two_most_frequent(predicted[:, r][seen[:, r]], history.num_classes)
+            words.append(f"unstable: flips between {class_names[first]} and {class_names[second]}")
+        elif n == 1:
+            words.append("one epoch seen")
+        elif c == lab:
+            words.append(f"learnt: predicted as its label since epoch {start}")
+        else:
+            words.append(f"predicted as {class_names[c]} since epoch {start}")
+    return words
 
 
-def every_sample_words(history: SampleHistory, class_names: Sequence[str]) -> list[str]:
-    """:func:`dynamics_words` of each of the S tracked samples, said once per distinct history: the words read only a
-    sample's prediction per kept epoch, its label and its current streak (class and start), which in a run that
-    learns most samples share with many others (a call is tens of µs: said one by one, 20,000 samples take
-    seconds). Keep the grouping key below in step with what :func:`dynamics_words` reads."""
-    if not len(history):
-        return []
-    streak = torch.stack([history.labels, history.streak_class.long(), history.streak_start.long()])
-    _, inverse = torch.unique(torch.cat([history.prediction.long(), streak]), dim=1, return_inverse=True)
-    first = torch.full((int(inverse.max()) + 1,), len(history)).scatter_reduce(
-        0, inverse, torch.arange(len(history)), "amin"
-    )
-    said = [dynamics_words(history, int(position), class_names) for position in first.tolist()]
-    return [said[i] for i in inverse.tolist()]
+def _two_most_frequent(predictions: Tensor, num_classes: int) -> list[int]:
+    """The two most frequent of (P,) predictions, of two as frequent the one predicted last."""
+    counts = torch.bincount(predictions, minlength=num_classes)
+    latest = torch.full_like(counts, -1).scatter_reduce(0, predictions, torch.arange(len(predictions)), "amax")
+    return (counts * (len(predictions) + 1) + latest).topk(2).indices.tolist()
 
 
 def fractional_ranks(values: Tensor) -> Tensor:
