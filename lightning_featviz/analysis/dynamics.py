@@ -344,6 +344,8 @@ def every_sample_words(
     before = predicted.gather(0, previous.clamp_min(0))
     flips = (seen & (previous >= 0) & (predicted != before)).sum(dim=0)
     count = seen.sum(dim=0)
+    unstable = (flips >= 2).nonzero().flatten()
+    pairs = dict(zip(unstable.tolist(), _two_most_frequent(predicted[:, unstable], history.num_classes), strict=True))
     words = []
     columns = (count, current, label, since, streak, flips)
     for r, (n, c, lab, start, run, flip) in enumerate(zip(*(column.tolist() for column in columns), strict=True)):
@@ -352,7 +354,7 @@ def every_sample_words(
         elif c != lab and run >= min_epochs:
             words.append(f"consistently predicted as {class_names[c]} since epoch {start}")
         elif flip >= 2:
-            first, second = _two_most_frequent(predicted[:, r][seen[:, r]], history.num_classes)
+            first, second = pairs[r]
             words.append(f"unstable: flips between {class_names[first]} and {class_names[second]}")
         elif n == 1:
             words.append("one epoch seen")
@@ -363,11 +365,20 @@ def every_sample_words(
     return words
 
 
-def _two_most_frequent(predictions: Tensor, num_classes: int) -> list[int]:
-    """The two most frequent of (P,) predictions, of two as frequent the one predicted last."""
-    counts = torch.bincount(predictions, minlength=num_classes)
-    latest = torch.full_like(counts, -1).scatter_reduce(0, predictions, torch.arange(len(predictions)), "amax")
-    return (counts * (len(predictions) + 1) + latest).topk(2).indices.tolist()
+def _two_most_frequent(predicted: Tensor, num_classes: int) -> list[list[int]]:
+    """Of each column of (E, U) predictions (-1: not seen), the two most frequent classes, of two as frequent the one
+    predicted last; in chunks of columns whose (U, C) counts take at most 8 MB."""
+    epochs, out = len(predicted), []
+    step = max(1, 2**20 // max(num_classes, 1))
+    when = torch.arange(epochs)[:, None]
+    for start in range(0, predicted.shape[1], step):
+        chunk = predicted[:, start : start + step]
+        seen = chunk >= 0
+        classes = chunk.clamp_min(0).T  # (u, E)
+        counts = torch.zeros(len(classes), num_classes, dtype=torch.long).scatter_add_(1, classes, seen.T.long())
+        latest = torch.full_like(counts, -1).scatter_reduce_(1, classes, torch.where(seen, when, -1).T, "amax")
+        out += (counts * (epochs + 1) + latest).topk(2, dim=1).indices.tolist()  # a tie: the later
+    return out
 
 
 def fractional_ranks(values: Tensor) -> Tensor:
