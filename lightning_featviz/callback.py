@@ -188,6 +188,7 @@ class FeatureVisualizer(_Callback):
         self._on_cpu = True
         self._last_block: int | None = None  # epoch // every_n_epochs of the last epoch analysed in fit
         self._pooling_probed = False  # named layers: how an unknown token model pools was looked for
+        self._state_key: tuple[object, str] = (None, "")
 
     @property
     def schedule(self) -> list[str]:
@@ -196,7 +197,12 @@ class FeatureVisualizer(_Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(layers=self.layers if self.layers == "auto" else list(self.layers), k=self.k)
+        # Lightning reads it hundreds of times an epoch: made again only when `layers` or `k` changed
+        made_from = (self.layers if self.layers == "auto" else tuple(self.layers), self.k)
+        if self._state_key[0] != made_from:
+            layers = made_from[0] if made_from[0] == "auto" else list(made_from[0])
+            self._state_key = (made_from, self._generate_state_key(layers=layers, k=self.k))
+        return self._state_key[1]
 
     def tag(self, kind: str, layer: str, *rest: str) -> str:
         """The logged tag, e.g. ``featviz/knn_purity@10/avgpool``; images have no ``@k``: ``featviz/tsne_2d/x``."""

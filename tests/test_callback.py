@@ -371,3 +371,12 @@ def test_a_thousand_class_run_writes_at_most_ten_scalar_tags_per_layer_per_epoch
         assert all(len(events.Scalars(tag)) <= 2 for tag in tags)  # at most one value per epoch (2 epochs)
     assert len(ours) <= 10 * len(layers)
     assert len(events.Images("featviz/purity_by_class/pool")) == 2
+
+
+def test_the_state_key_names_layers_and_k_and_follows_a_change_after_construction():
+    visualizer = FeatureVisualizer(["conv1", "pool"], k=5)
+    assert visualizer.state_key == "FeatureVisualizer{'layers': ['conv1', 'pool'], 'k': 5}"
+    assert visualizer.state_key is visualizer.state_key  # made once, read many times
+    visualizer.k = 7
+    assert visualizer.state_key == "FeatureVisualizer{'layers': ['conv1', 'pool'], 'k': 7}"
+    assert FeatureVisualizer().state_key == "FeatureVisualizer{'layers': 'auto', 'k': 10}"

@@ -18,6 +18,10 @@ from lightning_featviz.capture.warn import Warn
 
 #: Above this share of tied neighbourhoods a layer's purity is undefined.
 MAX_TIED = 0.5
+#: Query-reference pairs from which a layer's search gives the C heap's free pages back before the next layer's
+#: (:func:`~lightning_featviz.analysis.heap.release_free_heap`, ~1 ms a call): a search of 2,000 x 2,000 frees blocks
+#: glibc keeps anyway, one of 20,000 x 20,000 tens of MB (``benchmarks/memory.py --large``).
+HEAP_PAIRS = 2**22
 Tag = Callable[..., str]
 
 
@@ -109,7 +113,9 @@ def layer_stats(
         wide = torch.tensor([search.num_classes, wide_k])
         key = (vectors, bank.labels, reference_vectors, reference_labels, wide, search.exclude)
         found = cache.get(key, run)
-        release_free_heap()  # the search's freed blocks, before the next layer's
+        pairs = len(vectors) * (len(reference_vectors) if reference_vectors is not None else len(vectors))
+        if pairs >= HEAP_PAIRS:  # the search's freed blocks, before the next layer's
+            release_free_heap()
         if found.tied > MAX_TIED:
             undefined.append(layer)
             warn(
