@@ -58,6 +58,7 @@ class DynamicsResults:
     confidence: Tensor = field(init=False)
     variability: Tensor = field(init=False)
     seen: Tensor = field(init=False)
+    _said: dict[tuple[str, ...], list[str]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         probability = self.history.field("label_probability")
@@ -88,8 +89,12 @@ class DynamicsResults:
         return dynamics_words(self.history, position, class_names)
 
     def all_words(self, class_names: list[str]) -> list[str]:
-        """:meth:`words` of every tracked sample, in history order (S phrases; each distinct history said once)."""
-        return every_sample_words(self.history, class_names)
+        """:meth:`words` of every tracked sample, in history order (S phrases), said once per ``class_names``: the
+        FEATVIZ tab's epoch file and the label-issue CSV both ask (the history is this object's own copy)."""
+        names = tuple(class_names)
+        if names not in self._said:
+            self._said[names] = every_sample_words(self.history, class_names)
+        return self._said[names]
 
 
 @dataclass
