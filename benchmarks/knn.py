@@ -11,6 +11,10 @@ counts those products only. Agreement: the share of rows whose neighbour sets eq
 targets (issues 5 and 16): the default install's time <= 1.1x FAISS's, and >= 2x faster than
 scikit-learn's.
 
+Then a short fit's searches (a bank of 1,000 vectors of 16 and 32 dims, k = 11 leave-one-out and the label
+issues' 49): ``knn_search`` against ``faiss.knn`` left to choose its own path, which below its threshold on
+queries x dims computes one distance at a time instead of by matrix products.
+
     pip install -e .
     python benchmarks/knn.py [--sizes 10000 50000] [--repeats 3]
 """
@@ -129,6 +133,39 @@ def main() -> None:
     for n, ratio in summary:
         verdict = "met" if ratio <= 1.1 else "NOT met"
         print(f"target: {DEFAULT} ({path}) <= 1.1x FAISS's time at N={n}: {ratio:.2f}x -> {verdict}")
+    if "FAISS IndexFlatL2" in methods:
+        small_banks(args.repeats)
+
+
+def small_banks(repeats: int) -> None:
+    """Milliseconds of ``faiss.knn`` on a short fit's searches, on the path ``knn_search`` makes it take (matrix
+    products: threshold 0) and on the path FAISS chooses itself (one distance at a time below its threshold on
+    queries x dims), round-robin, the best of ``repeats * 10`` calls each; then ``knn_search`` whole (the FAISS
+    search, then the exact distances of the neighbours found)."""
+    import faiss
+
+    default = faiss.cvar.distance_compute_blas_threshold
+    print(f"small banks: N = 1,000, ms per search (best of {repeats * 10}); FAISS's own threshold: {default}")
+    for dims in (16, 32):
+        x = np.random.default_rng(0).standard_normal((1000, dims), dtype=np.float32)
+        vectors = torch.from_numpy(x)
+        for k in (11, 49):
+            best = {
+                "faiss.knn, matrix products": float("inf"),
+                "its own path": float("inf"),
+                "knn_search": float("inf"),
+            }
+            for _ in range(repeats * 10):
+                for name, threshold in zip(best, (0, default, default), strict=True):
+                    faiss.cvar.distance_compute_blas_threshold = threshold
+                    if name == "knn_search":
+                        call = partial(knn_search, vectors, vectors, k, exclude_self=True)
+                    else:
+                        call = partial(faiss.knn, x, x, k + 1)
+                    best[name] = min(best[name], best_time(1, call)[0])
+            faiss.cvar.distance_compute_blas_threshold = default
+            words = ", ".join(f"{name} {seconds * 1000:.2f}" for name, seconds in best.items())
+            print(f"  D = {dims:>2}, k = {k}: {words}")
 
 
 def _agreement(neighbours: np.ndarray, reference: np.ndarray) -> float:

@@ -209,3 +209,23 @@ def test_ties_count_as_ambiguous_only_where_they_could_change_the_purity():
     # five searched of ten, so it cannot be told; row 3: no tie at the k-th neighbour.
     assert ambiguous_share(distances, neighbour_labels, labels, k, total=10) == pytest.approx(2 / 4)
     assert ambiguous_share(distances, neighbour_labels, labels, k, total=5) == pytest.approx(1 / 4)
+
+
+def test_the_faiss_search_leaves_faiss_s_process_wide_threshold_as_it_found_it():
+    """The search sets FAISS's matrix-product threshold for its own call only: a user's FAISS keeps its setting,
+    also when the search fails."""
+    import faiss
+
+    from lightning_featviz.analysis.knn import _faiss_search
+
+    before = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = 12_345
+    try:
+        data = torch.randn(200, 8, generator=torch.Generator().manual_seed(3))
+        knn_search(data, data, 5, exclude_self=True)
+        assert faiss.cvar.distance_compute_blas_threshold == 12_345
+        with pytest.raises(AssertionError):  # FAISS's own check of the widths
+            _faiss_search(data, data[:, :4], 5, None)
+        assert faiss.cvar.distance_compute_blas_threshold == 12_345
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = before
