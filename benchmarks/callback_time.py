@@ -38,6 +38,7 @@ TIMED = [
     (callback.FeatureVisualizer, "on_validation_epoch_end"),
     (hooks.ActivationCapture, "_vectors"),
     (epoch.ValidationCapture, "_remember_predictions"),
+    (epoch.ValidationCapture, "thumbnails"),  # (inside batch_end: made the first epoch only, then from the memo)
 ]
 
 epochs_spent: list[dict[str, float]] = []  # per validation epoch (the sanity check's first): part -> seconds

@@ -433,7 +433,7 @@ class FeatureVisualizer(_Callback):
             return
         queries = queries_within(self.outputs.query_indices, size, self._guard.warn_once)
         self._val_dataset, self._last_block = loader.dataset, epoch // self.every_n_epochs if fitting else None
-        self._run.start_epoch(pl_module, size, queries, sampler_batches(loader))
+        self._run.start_epoch(pl_module, loader.dataset, size, queries, sampler_batches(loader))
         self._unfinished = None  # a later epoch is analysed: the last one is this
         self._phase = Phase.CAPTURING
 

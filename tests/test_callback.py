@@ -301,8 +301,9 @@ def test_the_bank_size_is_predicted_logged_and_measured_the_same(tmp_path, small
     with caplog.at_level("INFO"):
         tiny_trainer(tmp_path, max_epochs=1, logger=False, callbacks=[visualizer]).fit(TinyNet(), datamodule=small_data)
     line = next(r.getMessage() for r in caplog.records if "FeatureVisualizer bank" in r.getMessage())
-    # input 3 x 16 x 16, conv2 16 channels, pool 16: 800 floats + a 32 x 32 thumbnail + 28 bytes each
-    predicted = 160 * (800 * 4 + 3 * 32 * 32 + 28) / 2**20
+    # input 3 x 16 x 16, conv2 16 channels, pool 16: 800 floats + a 32 x 32 thumbnail + 28 bytes each, and the
+    # thumbnails' memo: a thumbnail and an index each
+    predicted = 160 * (800 * 4 + 3 * 32 * 32 + 28 + 3 * 32 * 32 + 8) / 2**20
     assert f"= {predicted:.1f} MiB" in line and "768 (input) + 16 (conv2) + 16 (pool)" in line
     assert "float32" in line
 

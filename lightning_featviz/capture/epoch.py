@@ -41,6 +41,7 @@ from lightning_featviz.capture.inputs import (
     reduce_input,
 )
 from lightning_featviz.capture.pooling import KnownModel
+from lightning_featviz.capture.thumbnail_memo import ThumbnailMemo
 from lightning_featviz.capture.warn import Warn
 
 
@@ -113,6 +114,7 @@ class ValidationCapture:
         self._eager = ExitStack()  # a captured batch runs compiled code eagerly: the hooks fire
         self._width: int | None = None  # values per sample of the model's output (C of (B, C) logits)
         self.unsupported_targets = False  # labels are not class ids (regression, multi-label): nothing kept this run
+        self._memo = ThumbnailMemo()  # each kept sample's thumbnail, made the first epoch it was kept
 
     def use(
         self,
@@ -131,13 +133,16 @@ class ValidationCapture:
     def forget_layers(self) -> None:
         self.paths, self.hooks = {}, None
 
-    def start_epoch(self, model: nn.Module, size: int, queries: Sequence[int], index_batches: list[Tensor] | None):
-        """A captured epoch over a dataset of ``size`` samples: a new bank, the hooks on."""
+    def start_epoch(
+        self, model: nn.Module, dataset: Any, size: int, queries: Sequence[int], index_batches: list[Tensor] | None
+    ) -> None:
+        """A captured epoch over ``dataset`` of ``size`` samples: a new bank, the hooks on."""
         assert self.hooks is not None
         dtype = torch.float16 if self.options.capture.storage_dtype == "float16" else torch.float32
         choice = Choice(self.options.max_samples, self.options.k + 1, self.options.seed, tuple(queries))
         self.bank, self.choice, self.dropped = FeatureBank(size, choice, dtype), choice, set()
         self.index_batches = index_batches
+        self._memo.start(dataset)
         self.hooks.register()
         self._output_hook = model.register_forward_hook(self._remember_predictions)
 
@@ -160,6 +165,8 @@ class ValidationCapture:
         """The epoch's bank as columns to gather (empty when nothing was kept); the bank is let go."""
         columns = self.bank.columns() if self.bank is not None else {}
         self.bank = None
+        if columns:
+            self._memo.keep(columns["indices"], columns["thumbnails"])
         return columns
 
     def detach(self) -> None:
@@ -252,7 +259,10 @@ class ValidationCapture:
         step_logits = outputs.get("logits") if isinstance(outputs, Mapping) else None
         probs = probabilities_of(step_logits) if step_logits is not None else self._probs
         probs = probs if probs is not None and len(probs) == len(labels) else None
-        self.bank.add(indices, labels.cpu(), preds, confidences, vectors, self.thumbnails(inputs), probs)
+        thumbnails = self._memo.thumbnails(
+            indices, lambda rows: self.thumbnails(inputs[rows] if not rows.all() else inputs)
+        )
+        self.bank.add(indices, labels.cpu(), preds, confidences, vectors, thumbnails, probs)
         return True
 
     def vectors(self, inputs: Tensor, captured: dict[str, Tensor], mask: Tensor | None = None) -> dict[str, Tensor]:
@@ -320,12 +330,16 @@ class ValidationCapture:
         dtype = torch.float16 if options.capture.storage_dtype == "float16" else torch.float32
         shown = options.shows_images and self._input_kind == "image"
         classes = self._probs.shape[1] if self._probs is not None else 0
-        size = bank_bytes(rows, dims, dtype, options.capture.thumbnail_size if shown else None, classes) / 2**20
+        thumbnail_size = options.capture.thumbnail_size if shown else None
+        # the validation samples' thumbnails are also kept across epochs, with their indices (ThumbnailMemo)
+        memo = options.max_samples * (8 + 3 * thumbnail_size**2) if thumbnail_size else 0
+        size = (bank_bytes(rows, dims, dtype, thumbnail_size, classes) + memo) / 2**20
         widths = " + ".join(f"{d} ({layer})" for layer, d in dims.items())
         self._info(
             f"FeatureVisualizer bank: up to {rows} samples x {widths} dims"
             f"{f' + {classes} class probabilities' if classes else ''} in {options.capture.storage_dtype}"
-            f"{' + thumbnails' if shown else ''} = {size:.1f} MiB (budget {options.memory_budget_mb:.0f} MiB)."
+            f"{' + thumbnails (and their memo across epochs)' if shown else ''} = {size:.1f} MiB "
+            f"(budget {options.memory_budget_mb:.0f} MiB)."
         )
         if size <= options.memory_budget_mb:
             return
