@@ -100,3 +100,21 @@ def test_a_pickled_memo_starts_empty():
     calls = []
     copy.thumbnails(torch.tensor([0]), lambda rows: calls.append(rows) or torch.ones(1, 3, 2, 2, dtype=torch.uint8))
     assert len(calls) == 1
+
+
+def test_consecutive_indices_take_a_slice_and_a_batch_past_the_memos_end_makes_the_rest():
+    dataset, memo = Inverted([]), ThumbnailMemo()
+    memo.start(dataset)
+    stored = torch.arange(4 * 3 * 2 * 2, dtype=torch.uint8).view(4, 3, 2, 2)
+    memo.keep(torch.arange(10, 14), stored)  # indices 10..13
+    asked = []
+
+    def make(rows):
+        asked.append(rows.clone())
+        return torch.full((int(rows.sum()), 3, 2, 2), 255, dtype=torch.uint8)
+
+    assert torch.equal(memo.thumbnails(torch.tensor([11, 12]), make), stored[1:3]) and not asked
+    out = memo.thumbnails(torch.tensor([12, 13, 14]), make)  # 14 is past the end
+    assert asked[-1].tolist() == [False, False, True]
+    assert torch.equal(out[:2], stored[2:]) and bool((out[2] == 255).all())
+    assert torch.equal(memo.thumbnails(torch.tensor([13, 10]), make), stored[[3, 0]])  # not in order: looked up

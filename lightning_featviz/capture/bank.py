@@ -230,6 +230,7 @@ class FeatureBank:
         self._capacity = max(min(num_items, choice.max_samples + choice.max_samples // 4), 1)
         self._columns: dict[str, Tensor] = {}
         self._occupied = torch.zeros(self._capacity, dtype=torch.bool)
+        self._end: int | None = 0  # rows [0, _end) held, the rest free; None once a row was evicted or it grew
 
     @property
     def size(self) -> int:
@@ -279,11 +280,15 @@ class FeatureBank:
                     f"but got {tuple(value.shape[1:])}."
                 )
         size = len(indices)
-        free = self._free_slots(size)
         # consecutive free slots (a bank filled from slot 0 on, the usual case) take a slice copy, not a scatter
-        slots: Tensor | slice = free
-        if size and int(free[-1]) - int(free[0]) == size - 1:
-            slots = slice(int(free[0]), int(free[0]) + size)
+        slots: Tensor | slice
+        if self._end is not None and self._end + size <= self._capacity:
+            slots, self._end = slice(self._end, self._end + size), self._end + size
+        else:
+            self._end = None
+            slots = free = self._free_slots(size)
+            if size and int(free[-1]) - int(free[0]) == size - 1:
+                slots = slice(int(free[0]), int(free[0]) + size)
         for key, value in batch.items():
             if key not in self._columns:
                 self._columns[key] = torch.empty((self._capacity, *value.shape[1:]), dtype=value.dtype)
@@ -350,6 +355,7 @@ class FeatureBank:
             out[key] = column[: len(held)] if in_order else column[held]  # a view where it can be
             del column
         self._occupied[:] = False
+        self._end = 0
         return out
 
     def finalize(self) -> BankData | None:

@@ -24,6 +24,7 @@ class ThumbnailMemo:
         self._dataset: weakref.ref[Any] | None = None
         self._indices = torch.empty(0, dtype=torch.int64)  # (M,) sorted, no repeats
         self._thumbnails: Tensor | None = None  # (M, 3, T, T)
+        self._start: int | None = None  # the first index, where the M indices are consecutive
 
     def __getstate__(self) -> dict[str, Any]:
         return {}  # a pickled or deep-copied callback starts with an empty memo (a weak reference does not pickle)
@@ -36,7 +37,12 @@ class ThumbnailMemo:
         cannot be weakly referenced is never remembered: an id may be reused)."""
         if self._dataset is not None and self._dataset() is dataset:
             return
-        self._indices, self._thumbnails, self._dataset = torch.empty(0, dtype=torch.int64), None, None
+        self._indices, self._thumbnails, self._start, self._dataset = (
+            torch.empty(0, dtype=torch.int64),
+            None,
+            None,
+            None,
+        )
         try:
             self._dataset = weakref.ref(dataset)
         except TypeError:
@@ -48,6 +54,11 @@ class ThumbnailMemo:
         indices = indices.cpu().long()
         if self._thumbnails is None or not len(indices):
             return make(torch.ones(len(indices), dtype=torch.bool))
+        first, last = int(indices[0]), int(indices[-1])
+        if self._start is not None and last - first == len(indices) - 1 and first >= self._start:
+            # a sequential sampler's batch in a memo of consecutive indices: a slice, a few times cheaper
+            if last < self._start + len(self._indices) and torch.equal(indices, torch.arange(first, last + 1)):
+                return self._thumbnails[first - self._start : last - self._start + 1]
         at = torch.searchsorted(self._indices, indices).clamp_max(len(self._indices) - 1)
         known = self._indices[at] == indices
         if bool(known.all()):
@@ -67,9 +78,11 @@ class ThumbnailMemo:
             return
         if bool((indices[1:] > indices[:-1]).all()):  # a sequential sampler's: the bank's own tensors, no copy
             self._indices, self._thumbnails = indices, thumbnails
-            return
-        order = torch.argsort(indices, stable=True)
-        ordered = indices[order]
-        first = torch.ones(len(order), dtype=torch.bool)
-        first[1:] = ordered[1:] != ordered[:-1]  # a repeated index (a padding sampler) is held once
-        self._indices, self._thumbnails = ordered[first], thumbnails[order[first]]
+        else:
+            order = torch.argsort(indices, stable=True)
+            ordered = indices[order]
+            first = torch.ones(len(order), dtype=torch.bool)
+            first[1:] = ordered[1:] != ordered[:-1]  # a repeated index (a padding sampler) is held once
+            self._indices, self._thumbnails = ordered[first], thumbnails[order[first]]
+        start, end = int(self._indices[0]), int(self._indices[-1])
+        self._start = start if end - start == len(self._indices) - 1 else None
