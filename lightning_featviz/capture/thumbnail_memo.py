@@ -2,8 +2,8 @@
 picture of the sample, not of an epoch (the FEATVIZ tab always stored one set of pictures per set of samples).
 
 A rank's memo holds the thumbnails of the rows its last bank held, for one validation dataset (another dataset,
-e.g. ``trainer.validate`` on another loader, starts a new memo). Making them took 5-6 ms of each analysed epoch of
-the short fit (1,000 samples; ``benchmarks/callback_time.py``, ``thumbnails``). A validation set with random
+e.g. ``trainer.validate`` on another loader, starts a new memo). Making them took 5-9 ms of each analysed epoch of
+the short fit (1,000 samples; ``benchmarks/callback_time.py --inner``, ``thumbnails``). A validation set with random
 transforms shows each sample as it was the first epoch it was kept.
 """
 
