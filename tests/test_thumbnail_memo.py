@@ -25,6 +25,28 @@ class Inverted(Dataset):
         return 1 - image, label
 
 
+DATASET = Inverted([])  # the memos' dataset in the unit tests
+
+
+def _white_maker(asked: list):
+    """A ``make`` for the memo: records each rows mask it is asked for, makes white 2 x 2 thumbnails."""
+
+    def make(rows):
+        asked.append(rows.clone())
+        return torch.full((int(rows.sum()), 3, 2, 2), 255, dtype=torch.uint8)
+
+    return make
+
+
+def _memo_of(indices: list[int]) -> tuple[ThumbnailMemo, torch.Tensor]:
+    """A memo of one dataset holding numbered 2 x 2 thumbnails of ``indices`` (rows in the order given)."""
+    memo = ThumbnailMemo()
+    memo.start(DATASET)
+    stored = torch.arange(len(indices) * 3 * 2 * 2, dtype=torch.uint8).view(len(indices), 3, 2, 2)
+    memo.keep(torch.tensor(indices), stored)
+    return memo, stored
+
+
 def test_every_epochs_bank_holds_the_thumbnails_of_the_images_it_was_shown_each_made_once(
     tmp_path, small_data, monkeypatch, one_thread
 ):
@@ -58,17 +80,9 @@ def test_every_epochs_bank_holds_the_thumbnails_of_the_images_it_was_shown_each_
 
 
 def test_the_memo_takes_what_it_knows_makes_the_rest_and_keeps_the_order_of_the_batch():
-    dataset = Inverted([])
-    memo = ThumbnailMemo()
-    memo.start(dataset)
-    stored = torch.arange(4 * 3 * 2 * 2, dtype=torch.uint8).view(4, 3, 2, 2)
-    memo.keep(torch.tensor([7, 3, 5, 3]), stored)  # a repeated index (a padding sampler) is kept once
-    asked = []
-
-    def make(rows):
-        asked.append(rows.clone())
-        return torch.full((int(rows.sum()), 3, 2, 2), 255, dtype=torch.uint8)
-
+    memo, stored = _memo_of([7, 3, 5, 3])  # a repeated index (a padding sampler) is kept once
+    asked: list = []
+    make = _white_maker(asked)
     out = memo.thumbnails(torch.tensor([5, 9, 7, 3]), make)
     assert asked[0].tolist() == [False, True, False, False]  # only index 9 is new
     assert torch.equal(out[0], stored[2]) and torch.equal(out[2], stored[0]) and torch.equal(out[3], stored[1])
@@ -84,35 +98,26 @@ def test_a_dataset_that_cannot_be_weakly_referenced_is_never_remembered():
     memo = ThumbnailMemo()
     memo.start([])  # a list: no weak reference, and its id may be reused by another object later
     memo.keep(torch.tensor([0]), torch.zeros(1, 3, 2, 2, dtype=torch.uint8))
-    calls = []
-    memo.thumbnails(torch.tensor([0]), lambda rows: calls.append(rows) or torch.ones(1, 3, 2, 2, dtype=torch.uint8))
-    assert len(calls) == 1
+    asked: list = []
+    memo.thumbnails(torch.tensor([0]), _white_maker(asked))
+    assert len(asked) == 1
 
 
 def test_a_pickled_memo_starts_empty():
     import pickle
 
-    dataset, memo = Inverted([]), ThumbnailMemo()
-    memo.start(dataset)
-    memo.keep(torch.tensor([0]), torch.zeros(1, 3, 2, 2, dtype=torch.uint8))
+    memo, _ = _memo_of([0])
     copy = pickle.loads(pickle.dumps(memo))
-    copy.start(dataset)
-    calls = []
-    copy.thumbnails(torch.tensor([0]), lambda rows: calls.append(rows) or torch.ones(1, 3, 2, 2, dtype=torch.uint8))
-    assert len(calls) == 1
+    copy.start(DATASET)
+    asked: list = []
+    copy.thumbnails(torch.tensor([0]), _white_maker(asked))
+    assert len(asked) == 1
 
 
 def test_consecutive_indices_take_a_slice_and_a_batch_past_the_memos_end_makes_the_rest():
-    dataset, memo = Inverted([]), ThumbnailMemo()
-    memo.start(dataset)
-    stored = torch.arange(4 * 3 * 2 * 2, dtype=torch.uint8).view(4, 3, 2, 2)
-    memo.keep(torch.arange(10, 14), stored)  # indices 10..13
-    asked = []
-
-    def make(rows):
-        asked.append(rows.clone())
-        return torch.full((int(rows.sum()), 3, 2, 2), 255, dtype=torch.uint8)
-
+    memo, stored = _memo_of([10, 11, 12, 13])
+    asked: list = []
+    make = _white_maker(asked)
     assert torch.equal(memo.thumbnails(torch.tensor([11, 12]), make), stored[1:3]) and not asked
     out = memo.thumbnails(torch.tensor([12, 13, 14]), make)  # 14 is past the end
     assert asked[-1].tolist() == [False, False, True]
