@@ -21,6 +21,9 @@ class ThumbnailMemo:
     """The (M, 3, T, T) uint8 thumbnails of M dataset indices of one dataset."""
 
     def __init__(self) -> None:
+        self._forget()
+
+    def _forget(self) -> None:
         self._dataset: weakref.ref[Any] | None = None
         self._indices = torch.empty(0, dtype=torch.int64)  # (M,) sorted, no repeats
         self._thumbnails: Tensor | None = None  # (M, 3, T, T)
@@ -30,19 +33,14 @@ class ThumbnailMemo:
         return {}  # a pickled or deep-copied callback starts with an empty memo (a weak reference does not pickle)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__()  # type: ignore[misc]
+        self._forget()
 
     def start(self, dataset: Any) -> None:
         """A captured epoch over ``dataset``: the thumbnails of any other dataset are forgotten (a dataset that
         cannot be weakly referenced is never remembered: an id may be reused)."""
         if self._dataset is not None and self._dataset() is dataset:
             return
-        self._indices, self._thumbnails, self._start, self._dataset = (
-            torch.empty(0, dtype=torch.int64),
-            None,
-            None,
-            None,
-        )
+        self._forget()
         try:
             self._dataset = weakref.ref(dataset)
         except TypeError:
