@@ -161,7 +161,7 @@ def _faiss_search(queries: Tensor, reference: Tensor, k: int, exclude: Tensor | 
 
     # faiss.knn searches the arrays as they are (an IndexFlatL2 would copy the whole reference first), here always by
     # matrix products: below its threshold (1.15: 128,000, on queries x dims; a 1,000-sample bank of 16-32 dims)
-    # FAISS computes one distance at a time, 1.5-2x as slow (``benchmarks/knn.py``, "small banks"). The distances
+    # FAISS computes one distance at a time, 1.4-1.8x as slow (``benchmarks/knn.py``, "small banks"). The distances
     # are recomputed exactly after (:func:`_exact_distances`), as for the torch search. The threshold is FAISS's
     # process-wide setting: set for this call only, then put back.
     threshold = faiss.cvar.distance_compute_blas_threshold
