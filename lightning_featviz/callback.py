@@ -456,9 +456,10 @@ class FeatureVisualizer(_Callback):
         capturing = self._phase is Phase.CAPTURING and dataloader_idx == self.capture.dataloader_idx
         if not capturing or self._run.hooks is None or self._run.bank is None:
             return
-        started = time.perf_counter()
+        started, hooked = time.perf_counter(), self._run.hooks.take_seconds()  # this batch's forward hooks
         kept = self._guard.call(self._run.add_batch, pl_module, outputs, batch, batch_idx)
-        self._plan.spend(time.perf_counter() - started, trainer.state.fn == TrainerFn.FITTING)  # capture counts too
+        # the capture counts too: the forward hooks' time and this hook's
+        self._plan.spend(hooked + time.perf_counter() - started, trainer.state.fn == TrainerFn.FITTING)
         if not kept:
             self._run.bank = None  # not analysed this epoch (every rank still gathers, DDP)
             self._run.detach()

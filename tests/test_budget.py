@@ -1,10 +1,12 @@
 """The time budget's policy on numbers (which outputs an epoch makes), and on a real Trainer run."""
 
+import time
+
 import pytest
 from conftest import TinyNet, read_events, tiny_trainer
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lightning_featviz import FeatureVisualizer, MapOptions
+from lightning_featviz import CaptureOptions, FeatureVisualizer, MapOptions
 from lightning_featviz.report.budget import (
     FIGURES,
     KNN,
@@ -145,3 +147,20 @@ def test_a_background_report_is_charged_to_the_budget_but_not_taken_out_of_the_b
     budget.spend(1000.0, alongside=True)  # far more than the run so far
     clock = budget.clock(epoch=0, last_epoch=9, every=1)
     assert clock.spent == 1000.0 and clock.base > 1e-6  # the base is the time fit ran, not clamped to nothing
+
+
+def test_the_forward_hooks_time_counts_as_the_callbacks_not_as_trainings(tmp_path, small_data):
+    """A layer's reduction runs inside the model's forward (here a callable that takes 50 ms a batch): the budget
+    charges it to the callback, as it does the rest of the capture, instead of counting it as training time."""
+
+    def slow_pool(output):
+        time.sleep(0.05)
+        return output.flatten(1)
+
+    capture = CaptureOptions(reduction={"pool": slow_pool})
+    visualizer = FeatureVisualizer(["pool"], k=5, max_samples=80, capture=capture)
+    trainer = tiny_trainer(tmp_path, max_epochs=1, num_sanity_val_steps=0, logger=False, callbacks=[visualizer])
+    trainer.fit(TinyNet(), datamodule=small_data)
+    batches = trainer.num_val_batches[0]  # 160 validation images, batches of 32
+    assert batches == 5
+    assert visualizer._plan.budget.clock(epoch=0, last_epoch=0, every=1).spent >= batches * 0.05

@@ -11,6 +11,7 @@ name real layers.
 from __future__ import annotations
 
 import difflib
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -212,6 +213,7 @@ class ActivationCapture:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._warned_reuse: set[str] = set()
         self._host = HostCopies()
+        self.seconds = 0.0  # the hooks' own time since the last take_seconds(): the time budget counts it
 
     def _hook(self, name: str):  # noqa: ANN202 - returns a hook closure
         def hook(module: nn.Module, args: Any, output: Any) -> None:
@@ -225,11 +227,14 @@ class ActivationCapture:
                         stacklevel=2,
                     )
                 return
+            started = time.perf_counter()
             try:
                 with torch.no_grad():
                     self.outputs[name] = self._vectors(name, module, args, output)
             except LayoutError as error:
                 self.failures[name] = error
+            finally:
+                self.seconds += time.perf_counter() - started
 
         return hook
 
@@ -328,6 +333,11 @@ class ActivationCapture:
         self._host.wait()
         self.outputs = {}
         self.failures = {}
+
+    def take_seconds(self) -> float:
+        """Seconds the hooks took (reducing, copying) since the last call, and start counting anew."""
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
 
     def clear(self) -> None:
         """Forget what was captured since the last :meth:`pop` (no error raised)."""

@@ -3,7 +3,8 @@ which of the outputs the schedule holds for an analysed epoch it makes.
 
 Plain functions on numbers (seconds), no Lightning: the callback measures how long ``fit`` has run
 without it (training, validation, other callbacks: the *base*) and how long its own work took (the
-*spent* time: the kNN analysis and, in the loop, the report), and asks :meth:`TimeBudget.tune` which of this
+*spent* time: the capture in the validation loop, its forward hooks included, the kNN analysis and, in the loop,
+the report), and asks :meth:`TimeBudget.tune` which of this
 epoch's scheduled outputs it may make so that, over the run, ``spent <= overhead * base``. It never adds one.
 
 The policy:
@@ -36,10 +37,11 @@ MAPS_3D = "maps_3d"  #: 3-D t-SNE maps
 OUTPUTS = (FIGURES, MAPS_2D, PROJECTOR, MAPS_3D)
 KNN = "knn"  #: the kNN analysis: always runs
 
-# Priors (seconds), from the quick start on the 2-core development machine: a 1,000-point layer's
-# warm 2-D map ~0.6 s, 3-D ~1.2 s, its figures ~0.15 s, projector ~0.05 s (plus bytes); kNN 2·N²·D flops at
-# ~100 GFLOP/s. Only used until the output has run once.
-_SECONDS_PER_POINT = {FIGURES: 1.5e-4, MAPS_2D: 1.0e-3, PROJECTOR: 1.0e-4, MAPS_3D: 2.0e-3}
+# Priors (seconds), from the quick start on the 2-core development machine: a 1,000-point layer's warm 2-D map
+# ~0.6 s, 3-D ~1.2 s, its figures ~0.45 s (5 layers at the last epoch of fit_overhead.py's default case: 2.2 s,
+# 2.6 s with matplotlib's first import), projector ~0.05 s (plus bytes); kNN 2·N²·D flops at ~100 GFLOP/s.
+# Only used until the output has run once.
+_SECONDS_PER_POINT = {FIGURES: 4.5e-4, MAPS_2D: 1.0e-3, PROJECTOR: 1.0e-4, MAPS_3D: 2.0e-3}
 _FLOPS_PER_SECOND = 1e11
 
 
