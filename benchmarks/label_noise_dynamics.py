@@ -32,6 +32,9 @@ last epoch's softmax (the best itself where 1.1x would exceed AP 1), and >= the 
 softmax; the last-epoch list (item 5) >= the best cleanlab AP on the last epoch's softmax. The formulas are chosen
 on ``--seeds`` (0-2); ``--check-seeds`` (3-4: fresh noise and models) are printed apart, to show they hold.
 
+Over 300 lines (one run, one table): the recordings, every ranking scored on them, the issue's targets and the
+report share one set of settings; split, a reader would chase them across files.
+
     pip install -e .[bench]
     OMP_NUM_THREADS=1 python benchmarks/label_noise_dynamics.py [--seeds 0 1 2] [--shared ../shared]
 """

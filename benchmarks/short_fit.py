@@ -14,6 +14,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
@@ -75,18 +76,26 @@ def fit_seconds(epochs: int, with_callback: bool) -> tuple[float, list[str]]:
         return time.perf_counter() - start, list(visualizer.schedule) if visualizer is not None else []
 
 
-def measure(epochs: int, rounds: int) -> tuple[list[float], list[float], list[str]]:
-    """``rounds`` fits without and with the callback, alternated (plain first in the first round)."""
+def alternated(
+    fit: Callable[[bool], tuple[float, list[str]]], rounds: int
+) -> tuple[list[float], list[float], list[str]]:
+    """``rounds`` fits without and with the callback (``fit(with_callback)`` -> seconds, schedule lines), alternated
+    (plain first in the first round): their seconds, and the callback's schedule."""
     plain: list[float] = []
     featviz: list[float] = []
     schedule: list[str] = []
     for round_ in range(rounds):
         order = (False, True) if round_ % 2 == 0 else (True, False)
         for with_callback in order:
-            seconds, lines = fit_seconds(epochs, with_callback)
+            seconds, lines = fit(with_callback)
             (featviz if with_callback else plain).append(seconds)
             schedule = lines or schedule
     return plain, featviz, schedule
+
+
+def measure(epochs: int, rounds: int) -> tuple[list[float], list[float], list[str]]:
+    """``rounds`` short fits of ``epochs`` without and with the callback, alternated."""
+    return alternated(lambda with_callback: fit_seconds(epochs, with_callback), rounds)
 
 
 def report(epochs_list: list[int], rounds: int) -> list[str]:
