@@ -924,6 +924,25 @@ def test_a_slider_step_moves_the_points_over_several_frames(board, driver):
     assert frames >= 3, frames
 
 
+def test_a_review_rows_neighbours_sit_on_one_line_in_a_narrow_window(board, driver):
+    """Each review row shows its k neighbours in one line, the inspector's order, however narrow the window (they
+    wrapped 8 + 2 in a 1400-px window at k = 10); the list scrolls sideways instead."""
+    width, height = driver.get_window_size()["width"], driver.get_window_size()["height"]
+    driver.set_window_size(700, height)
+    try:
+        open_tab(driver, board)
+        rows = driver.find_elements("css selector", "#review tr[data-index]")
+        assert rows, "no flagged image to show"
+        for row in rows[:5]:
+            thumbs = row.find_elements("css selector", "td.thumbs .thumb")
+            assert len(thumbs) == 5  # k
+            tops = {round(thumb.rect["y"]) for thumb in thumbs}
+            lefts = [thumb.rect["x"] for thumb in thumbs]
+            assert len(tops) == 1 and lefts == sorted(lefts), (tops, lefts)
+    finally:
+        driver.set_window_size(width, height)
+
+
 def test_a_thumbnail_shows_its_own_tile_fitted_to_its_frame_and_nothing_of_the_next(board, driver):
     """The review's thumbnails (48 px in a 3-px frame) against their tile of the served atlas, scaled to the 42-px
     inside: what shows is that tile, whole (an atlas scaled for the outer size showed a sliver of the next tile)."""
