@@ -925,8 +925,8 @@ def test_a_slider_step_moves_the_points_over_several_frames(board, driver):
 
 
 def test_a_review_rows_neighbours_sit_on_one_line_in_a_narrow_window(board, driver):
-    """Each review row shows its k neighbours in one line, the inspector's order, however narrow the window (they
-    wrapped 8 + 2 in a 1400-px window at k = 10); the list scrolls sideways instead."""
+    """Each review row shows its k neighbours on one line, left to right, in a 700-px window (they wrapped 8 + 2 in a
+    1400-px one at k = 10); the list scrolls sideways instead."""
     width, height = driver.get_window_size()["width"], driver.get_window_size()["height"]
     driver.set_window_size(700, height)
     try:

@@ -4,8 +4,8 @@ which of the outputs the schedule holds for an analysed epoch it makes.
 Plain functions on numbers (seconds), no Lightning: the callback measures how long ``fit`` has run
 without it (training, validation, other callbacks: the *base*) and how long its own work took (the
 *spent* time: the capture in the validation loop, its forward hooks included, the kNN analysis and, in the loop,
-the report), and asks :meth:`TimeBudget.tune` which of this
-epoch's scheduled outputs it may make so that, over the run, ``spent <= overhead * base``. It never adds one.
+the report), and asks :meth:`TimeBudget.tune` which of this epoch's scheduled outputs it may make so that, over the
+run, ``spent <= overhead * base``. It never adds one.
 
 The policy:
 
