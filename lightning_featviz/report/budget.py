@@ -38,8 +38,8 @@ OUTPUTS = (FIGURES, MAPS_2D, PROJECTOR, MAPS_3D)
 KNN = "knn"  #: the kNN analysis: always runs
 
 # Priors (seconds), from the quick start on the 2-core development machine: a 1,000-point layer's warm 2-D map
-# ~0.6 s, 3-D ~1.2 s, its figures ~0.45 s (5 layers at the last epoch of fit_overhead.py's default case: 2.2 s,
-# 2.6 s with matplotlib's first import), projector ~0.05 s (plus bytes); kNN 2·N²·D flops at ~100 GFLOP/s.
+# ~0.6 s, 3-D ~1.2 s, its figures ~0.45 s (a demo-sized epoch's, five layers: 2.20 s in benchmarks/report_time.py),
+# projector ~0.05 s (plus bytes); kNN 2·N²·D flops at ~100 GFLOP/s.
 # Only used until the output has run once.
 _SECONDS_PER_POINT = {FIGURES: 4.5e-4, MAPS_2D: 1.0e-3, PROJECTOR: 1.0e-4, MAPS_3D: 2.0e-3}
 _FLOPS_PER_SECOND = 1e11
