@@ -8,8 +8,8 @@ neighbour grids, 2-D and 3-D t-SNE maps, projector, wrong-cluster gallery and ex
 matrices on every epoch), the demo's five layers, 1,000 validation digits. The fit without the callback runs first
 and last; the baseline is the faster of the two (the first also pays for warming up torch).
 Target (issue 16): <= 1.15 with default arguments, training on every core. In the same run, the short fits of
-``short_fit.py`` (a small CNN, the callback at its defaults, 8 and 30 epochs, alternated; issue 26: <= 1.30 and
-<= 1.15); ``--no-short-fits`` leaves them out.
+``short_fit.py`` (a small CNN at the issue's scale, the callback at its defaults, 8 and 30 epochs, alternated;
+issue 26: <= 1.30 and <= 1.15); ``--no-short-fits`` leaves them out.
 
 Training on every core is a CPU-only run: whatever the callback costs, training waits for. With
 ``--spare-core``, also training on all cores but one (``torch.set_num_threads``), as when a GPU trains

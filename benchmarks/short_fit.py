@@ -1,6 +1,11 @@
 """Short fits: a small CNN on the built-in digits, ``fit`` with the callback at its defaults over ``fit`` without it,
 alternated in one process (issue 26: <= 1.30 at about 8 s of fit, <= 1.15 at about 30 s, on 2 cores).
 
+The CNN's widths (:data:`CHANNELS`, 24 and 48) set the fits' scale: on the idle 2-core development machine 8 epochs
+take 7.4-7.6 s and 30 epochs 28.6-28.9 s, the issue's own check's 7.2 s and 28.7 s. (Until 2026-12-08 they were 16
+and 32: 5.2-6.5 s and 17-23 s, a third shorter than the target's scale, so the callback's per-epoch cost weighed up
+to half as much again; ``--channels 16 32`` runs that scale.)
+
 Each round runs a fit without the callback, then one with it (then, from the second round on, the other order
 too), so machine noise and the first fit's warm-up hit both alike; the ratio is the median of the callback's fits
 over the median of the plain ones, and (on a machine shared with other work, where one fit can take five times
@@ -27,17 +32,19 @@ from lightning_featviz.demo.model import ClassificationData
 
 #: epochs of each short fit -> its target ratio (about 1 s per epoch on 2 idle cores)
 TARGETS = {8: 1.30, 30: 1.15}
+#: the CNN's two convolutions' widths: the fits' scale (see the module's docstring)
+CHANNELS = (24, 48)
 
 
 class SmallCNN(pl.LightningModule):
-    """Two conv blocks and a linear head: (B, 3, 32, 32) -> (B, 10)."""
+    """Two conv blocks of ``channels`` widths and a linear head: (B, 3, 32, 32) -> (B, 10)."""
 
-    def __init__(self) -> None:
+    def __init__(self, channels: tuple[int, int] = CHANNELS) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
-        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.conv1 = nn.Conv2d(3, channels[0], 3, padding=1)
+        self.conv2 = nn.Conv2d(channels[0], channels[1], 3, padding=1)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(32, 10)
+        self.head = nn.Linear(channels[1], 10)
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
@@ -56,7 +63,7 @@ class SmallCNN(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=1e-3)
 
 
-def fit_seconds(epochs: int, with_callback: bool) -> tuple[float, list[str]]:
+def fit_seconds(epochs: int, with_callback: bool, channels: tuple[int, int] = CHANNELS) -> tuple[float, list[str]]:
     """Wall time of one short fit, and the callback's schedule lines (empty without it)."""
     pl.seed_everything(0, verbose=False)
     data = ClassificationData.digits(batch_size=32)
@@ -72,7 +79,7 @@ def fit_seconds(epochs: int, with_callback: bool) -> tuple[float, list[str]]:
             deterministic=True,
         )
         start = time.perf_counter()
-        trainer.fit(SmallCNN(), datamodule=data)
+        trainer.fit(SmallCNN(channels), datamodule=data)
         return time.perf_counter() - start, list(visualizer.schedule) if visualizer is not None else []
 
 
@@ -93,17 +100,18 @@ def alternated(
     return plain, featviz, schedule
 
 
-def measure(epochs: int, rounds: int) -> tuple[list[float], list[float], list[str]]:
+def measure(epochs: int, rounds: int, channels: tuple[int, int]) -> tuple[list[float], list[float], list[str]]:
     """``rounds`` short fits of ``epochs`` without and with the callback, alternated."""
-    return alternated(lambda with_callback: fit_seconds(epochs, with_callback), rounds)
+    return alternated(lambda with_callback: fit_seconds(epochs, with_callback, channels), rounds)
 
 
-def report(epochs_list: list[int], rounds: int) -> list[str]:
+def report(epochs_list: list[int], rounds: int, channels: tuple[int, int] = CHANNELS) -> list[str]:
     """Print the short-fit rows; return the verdicts."""
     verdicts = []
-    print(f"{'short fit: small CNN, digits, defaults':<46}{'plain s':>9}{'featviz s':>10}{'ratio':>8}{'min ratio':>10}")
+    title = f"short fit: CNN {channels[0]}/{channels[1]}, digits, defaults"
+    print(f"{title:<46}{'plain s':>9}{'featviz s':>10}{'ratio':>8}{'min ratio':>10}")
     for epochs in epochs_list:
-        plain, featviz, schedule = measure(epochs, rounds)
+        plain, featviz, schedule = measure(epochs, rounds, channels)
         ratio = statistics.median(featviz) / statistics.median(plain)
         runs = " ".join(f"{p:.1f}/{f:.1f}" for p, f in zip(plain, featviz, strict=True))
         print(f"{'  ' + str(epochs) + ' epochs (median of ' + str(rounds) + ')':<46}", end="")
@@ -125,8 +133,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, nargs="+", default=list(TARGETS))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--channels", type=int, nargs=2, default=list(CHANNELS), help="the CNN's widths (the scale)")
     args = parser.parse_args()
-    for verdict in report(args.epochs, args.rounds):
+    for verdict in report(args.epochs, args.rounds, tuple(args.channels)):
         print(verdict)
 
 
