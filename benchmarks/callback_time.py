@@ -1,5 +1,6 @@
-"""The callback's own CPU time per analysed epoch of a short fit (``short_fit.py``'s small CNN on digits, defaults),
-by part: thread CPU time (``time.thread_time``) spent inside its Lightning hooks and inside its forward hooks.
+"""The callback's own CPU time per analysed epoch of a short fit (``short_fit.py``'s small CNN on digits, defaults;
+24/48 channels since 2026-12-08, 16/32 before), by part: thread CPU time (``time.thread_time``) spent inside its
+Lightning hooks and inside its forward hooks.
 
 On a machine shared with other work a fit's wall time varies more than the callback adds (one 30-epoch fit took 15 s
 quiet and 355 s under load), so wall-time ratios (``short_fit.py``) need a quiet spell. This counts only the CPU

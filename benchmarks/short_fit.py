@@ -1,19 +1,20 @@
 """Short fits: a small CNN on the built-in digits, ``fit`` with the callback at its defaults over ``fit`` without it,
 alternated in one process (issue 26: <= 1.30 at about 8 s of fit, <= 1.15 at about 30 s, on 2 cores).
 
-The CNN's widths (:data:`CHANNELS`, 24 and 48) set the fits' scale: on the idle 2-core development machine 8 epochs
-take 7.4-7.6 s and 30 epochs 28.6-28.9 s, the issue's own check's 7.2 s and 28.7 s. (Until 2026-12-08 they were 16
-and 32: 5.2-6.5 s and 17-23 s, a third shorter than the target's scale, so the callback's per-epoch cost weighed up
-to half as much again; ``--channels 16 32`` runs that scale.)
+The CNN's widths (:data:`CHANNELS`, 24 and 48) set the fits' scale: on the 2-core development machine its plain
+fits took 6.9-9.1 s for 8 epochs and 25.5-34.5 s for 30 (two runs of ``fit_overhead.py``, 2026-12-08), the scale
+of the issue's own check (7.2 s, 28.7 s). Until 2026-12-08 they were 16 and 32 (17-23 s for 30 epochs, a third
+shorter than the target's scale, so the callback's per-epoch cost weighed up to half as much again);
+``--channels 16 32`` runs that scale.
 
 Each round runs a fit without the callback, then one with it (then, from the second round on, the other order
-too), so machine noise and the first fit's warm-up hit both alike. The verdict is the median over the rounds of each
-round's ratio (its callback fit over its plain fit, run back to back): the development machine's speed drifts by
-20-30% within minutes (on 2026-12-08 plain 30-epoch fits took 28.6 s at 00:50 and 41-42 s at 01:35, and fits of
-one run 30.2-34.5 s), which a ratio of the medians, or of the fastest fits, from different rounds takes for the
-callback's cost; a round's two fits share the machine's speed of the moment. Both of those are printed as well.
-Imported by ``fit_overhead.py``, which prints it in the same run as its default case;
-``python benchmarks/short_fit.py [--epochs 8 30] [--rounds 3]`` runs it alone.
+too), so machine noise and the first fit's warm-up hit both alike. The verdict is the median over the rounds of
+each round's ratio (its callback fit over its plain fit, run back to back): the development machine's speed drifts
+by 20-30% within minutes (in one run of ``fit_overhead.py`` the default case's plain fits took 101, 70 and 74 s),
+which a ratio of the medians, or of the fastest fits, taken from different rounds counts as the callback's cost; a
+round's two fits share the machine's speed of the moment. Both of those are printed as well. Imported by
+``fit_overhead.py``, which prints it in the same run as its default case; ``python benchmarks/short_fit.py
+[--epochs 8 30] [--rounds 3] [--channels 24 48]`` runs it alone.
 """
 
 from __future__ import annotations
