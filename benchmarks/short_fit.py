@@ -2,7 +2,7 @@
 alternated in one process (issue 26: <= 1.30 at about 8 s of fit, <= 1.15 at about 30 s, on 2 cores).
 
 The CNN's widths (:data:`CHANNELS`, 24 and 48) set the fits' scale: on the 2-core development machine its plain
-fits took 6.9-9.1 s for 8 epochs and 25.5-34.5 s for 30 (two runs of ``fit_overhead.py``, 2026-12-08), the scale
+fits took 6.9-9.1 s for 8 epochs and 23.7-34.5 s for 30 (three runs of ``fit_overhead.py``, 2026-12-08), the scale
 of the issue's own check (7.2 s, 28.7 s). Until 2026-12-08 they were 16 and 32 (17-23 s for 30 epochs, a third
 shorter than the target's scale, so the callback's per-epoch cost weighed up to half as much again);
 ``--channels 16 32`` runs that scale.
