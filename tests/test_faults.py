@@ -279,9 +279,17 @@ def test_query_indices_beyond_the_dataset_are_left_out_with_a_warning(tmp_path, 
 SCRIPT = Path(__file__).parent / "fault_run.py"
 
 
+def _interruptible() -> None:
+    """In the child before it runs: Ctrl+C's default action, as a terminal's foreground process has it. A test run
+    started in the background (``cmd &`` in a script) ignores SIGINT, its children inherit that, and Python then
+    installs no ``KeyboardInterrupt`` handler: the signal would do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(log_dir: Path, *flags: str, new_session: bool = False) -> subprocess.Popen:
-    """``tests/fault_run.py`` in a fresh process, as a user's script (no ``__main__`` guard); its stderr goes to a
-    file (``.stderr`` of the result): a process it leaves behind would hold a pipe open past its exit."""
+    """``tests/fault_run.py`` in a fresh process, as a user's script (no ``__main__`` guard) run from a terminal
+    (:func:`_interruptible`); its stderr goes to a file (``.stderr`` of the result): a process it leaves behind would
+    hold a pipe open past its exit."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, str(SCRIPT), str(log_dir), *flags]
     stderr = log_dir.parent / f"{log_dir.name}-{len(list(log_dir.parent.glob(f'{log_dir.name}-*.txt')))}.txt"
@@ -292,6 +300,7 @@ def _start(log_dir: Path, *flags: str, new_session: bool = False) -> subprocess.
         text=True,
         env=env,
         start_new_session=new_session,
+        preexec_fn=_interruptible,
     )
     process.stderr_path = stderr  # type: ignore[attr-defined]
     return process
