@@ -25,6 +25,11 @@ from lightning_featviz import CaptureOptions, FeatureVisualizer, OutputOptions
 from lightning_featviz.demo.model import ClassificationData, ImageClassifier
 
 
+def overhead(value: str) -> float | None:
+    """``--overhead``: a share of ``fit``'s time, or ``none`` (no time budget)."""
+    return None if value == "none" else float(value)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="the food ImageFolder")
@@ -35,7 +40,7 @@ def main(argv=None) -> None:
     parser.add_argument("--logdir", default="lightning_logs")
     parser.add_argument(
         "--overhead",
-        type=lambda value: None if value == "none" else float(value),
+        type=overhead,
         default=0.1,
         help="the callback's time budget, a share of fit's time (default 0.1); 'none': every scheduled output",
     )
