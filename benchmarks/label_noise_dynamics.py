@@ -15,7 +15,8 @@ true errors among the top n, n = the number of injected errors):
   candidates of issue 25's third round (rows ``candidate: ...``): the score before it (weights 1 and 1, in-sample
   0.1, no background in the noise matrix), the chosen score without the background and with four times it, the
   model's weight 1, and the two weights fitted to each epoch by the likelihood of the given labels
-  (:func:`fitted_scores`; no truth used);
+  (:func:`fitted_scores`; no truth used); of the fourth: the dynamics with the mean label probability of the
+  kept epochs only (before: now of every epoch);
 - **featviz last epoch**: ``analysis.label_issues.find_label_issues`` on the last epoch (the list of today);
 - **cleanlab ... (last)**: ``cleanlab.filter.find_label_issues`` (flagged first by self-confidence, the rest
   by label quality) and ``cleanlab.rank.get_label_quality_scores`` with self_confidence, normalized_margin and
@@ -62,6 +63,7 @@ from lightning_featviz.analysis.dynamics import (  # noqa: E402
     SampleHistory,
     area_under_margin,
     dynamics_scores,
+    nan_mean,
 )
 from lightning_featviz.analysis.knn import knn_search  # noqa: E402
 from lightning_featviz.analysis.label_issues import (  # noqa: E402
@@ -252,7 +254,7 @@ def rankings(
     for e, issues in enumerate(per_epoch):
         history.append(e, everyone, labels, torch.from_numpy(probabilities[e]), issues.neighbour_share, issues.scores)
     kept = len(history.epochs)
-    kept_probability = history.field("label_probability")
+    mean_probability = history.cartography()[0]  # over every epoch
     batch_margins = None
     if train_logits is not None:  # the training batches' logits, as a training-batch hook would append them
         batches = SampleHistory(NUM_CLASSES)
@@ -264,7 +266,7 @@ def rankings(
     def dynamics_of(scores: list[np.ndarray]) -> np.ndarray:
         """The dynamics formula on other per-epoch scores (the kept epochs' of ``scores``, E x (N,))."""
         kept_scores = torch.from_numpy(np.stack(scores[-kept:])).float()
-        return dynamics_scores(kept_scores, batch_margins, kept_probability).numpy()
+        return dynamics_scores(kept_scores, batch_margins, mean_probability).numpy()
 
     before_history = [  # the history's scores before: neighbour weight 0.5, model weight 1 (in-sample 0.1)
         featviz(
@@ -282,7 +284,10 @@ def rankings(
         "dynamics": history.dynamics_scores(batch_margins).numpy(),
         "featviz last epoch": per_epoch[-1].scores.numpy(),
         "candidate: dynamics with the scores stored as plain float16 (not log-odds)": dynamics_scores(
-            torch.stack([i.scores for i in per_epoch])[-kept:].half().float(), batch_margins, kept_probability
+            torch.stack([i.scores for i in per_epoch])[-kept:].half().float(), batch_margins, mean_probability
+        ).numpy(),
+        "candidate: dynamics with the mean label probability of the kept epochs only (before)": dynamics_scores(
+            history.field("score"), batch_margins, nan_mean(history.field("label_probability"))
         ).numpy(),
         "candidate: last epoch, the score before (weights 1 and 1, in-sample 0.1; smoothing 1/C)": featviz(
             features[-1], noisy, probabilities[-1], in_sample, **BEFORE, model_weight=0.1 if in_sample else 1.0

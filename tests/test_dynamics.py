@@ -9,7 +9,6 @@ import torch
 from lightning_featviz.analysis.dynamics import (
     SampleHistory,
     area_under_margin,
-    cartography,
     dynamics_scores,
     dynamics_words,
     every_sample_words,
@@ -105,8 +104,9 @@ def test_history_keeps_the_last_max_epochs_and_its_memory_stops_growing():
     assert history.epochs == [37, 38, 39]
     assert history.values["score"].shape == (3, 4)
     assert history.nbytes == size_at_cap
-    # 4 float16 values and one int16 prediction per sample per epoch, plus a fixed amount per sample
-    assert history.nbytes == 3 * 4 * (4 * 2 + 2) + 4 * (8 + 8 + 2 + 4 + 2 + 4)
+    # 4 float16 values and one int16 prediction per sample per epoch, plus a fixed amount per sample (the totals:
+    # three float32)
+    assert history.nbytes == 3 * 4 * (4 * 2 + 2) + 4 * (8 + 8 + 2 + 4 + 2 + 4 + 12)
 
 
 def test_unstable_names_the_two_most_frequent_predictions_and_of_two_as_frequent_the_later():
@@ -135,6 +135,10 @@ def test_an_epoch_appended_again_takes_its_streak_step_again_from_before_that_ep
         assert kept.epochs == [0, 1, 2, 3, 4]
         assert dynamics_words(kept, 0, names) == "consistently predicted as b since epoch 0"
         assert int(kept.streak_start[0]) == 0 and kept.prediction[:, 0].tolist() == [1, 1, 1, 1, 1]
+        # the totals count epoch 4 once, with its second probability of the label (0.1, as the first four's)
+        confidence, variability, seen = kept.cartography()
+        assert int(seen[0]) == 5 and confidence[0].item() == pytest.approx(0.1, abs=1e-3)
+        assert variability[0].item() == pytest.approx(0.0, abs=1e-3)
 
 
 def test_a_streak_start_survives_the_epoch_cap():
@@ -231,17 +235,28 @@ def test_dynamics_score_is_the_single_epoch_score_with_one_epoch_and_the_last_ha
     torch.testing.assert_close(dynamics_scores(five), torch.tensor([0.2, 0.4, 0.3]))
 
 
-def test_dynamics_score_is_the_last_half_mean_times_one_minus_the_mean_label_probability_of_every_epoch():
+def test_dynamics_score_is_the_last_half_mean_times_one_minus_the_mean_label_probability():
     scores = torch.tensor([[0.9, 0.1, 0.5], [0.5, 0.5, 0.5], [0.7, 0.3, 0.5]])  # (E=3, N=3)
-    probability = torch.tensor([[0.1, 0.9, float("nan")], [0.3, 0.5, float("nan")], [0.2, 0.1, float("nan")]])
-    got = dynamics_scores(scores, label_probability=probability)
-    # last half: epochs 1 and 2; the probability's mean over all three; never seen -> factor 1
+    mean_probability = torch.tensor([0.2, 0.5, float("nan")])
+    got = dynamics_scores(scores, mean_label_probability=mean_probability)
+    # last half: epochs 1 and 2; never seen -> factor 1
     expected = torch.tensor([0.6 * (1 - 0.2), 0.4 * (1 - 0.5), 0.5 * 1.0])
     torch.testing.assert_close(got, expected)
     # one epoch: the single-epoch score unchanged
-    assert torch.equal(dynamics_scores(scores[:1], label_probability=probability[:1]), scores[0])
-    with pytest.raises(ValueError, match="Expected `label_probability` to be"):
-        dynamics_scores(scores, label_probability=probability[:2])
+    assert torch.equal(dynamics_scores(scores[:1], mean_label_probability=mean_probability), scores[0])
+    with pytest.raises(ValueError, match=r"Expected `mean_label_probability` to be \(3,\), but got \(2,\)\."):
+        dynamics_scores(scores, mean_label_probability=mean_probability[:2])
+
+
+def test_the_history_scores_with_the_mean_label_probability_of_every_epoch_also_those_dropped():
+    # Two epochs kept of four: the scores' mean is the kept epochs' last half (epoch 3), the label probability's
+    # mean is over all four (0.1, 0.3, 0.5, 0.7 -> 0.4), dropped epochs included.
+    history = SampleHistory(3, max_epochs=2)
+    for epoch, probability in enumerate([0.1, 0.3, 0.5, 0.7]):
+        probabilities = torch.tensor([[probability, 1 - probability, 0.0]])
+        history.append(epoch, torch.tensor([5]), torch.tensor([0]), probabilities, scores=torch.tensor([0.2 * epoch]))
+    assert history.epochs == [2, 3] and history.first_epoch == 0
+    assert history.dynamics_scores().item() == pytest.approx(0.6 * (1 - 0.4), abs=1e-3)
 
 
 def _epoch_results(reference: bool) -> EpochResults:
@@ -353,12 +368,31 @@ def test_a_streak_counts_only_the_epochs_a_sample_was_seen():
     assert dynamics_words(history, 1, NAMES) == "consistently predicted as dog since epoch 0"
 
 
-def test_cartography_is_the_mean_and_standard_deviation_over_the_epochs_a_sample_was_seen():
-    probability = torch.tensor([[0.2, 0.9, float("nan")], [0.4, 0.9, float("nan")], [float("nan"), 0.9, 0.5]])
-    confidence, variability = cartography(probability)
-    torch.testing.assert_close(confidence, torch.tensor([0.3, 0.9, 0.5]))
-    torch.testing.assert_close(variability, torch.tensor([0.1, 0.0, 0.0]))
-    assert bool(cartography(torch.full((2, 1), float("nan")))[0].isnan().all())
+def test_cartography_is_the_mean_and_standard_deviation_over_every_epoch_a_sample_was_seen_kept_or_dropped():
+    # Sample 0 seen at epochs 0 and 1 (0.2, 0.4), sample 1 at all three (0.9), sample 2 only at epoch 2 (0.5),
+    # sample 3 never; one epoch kept, so epochs 0 and 1 are dropped from the rows but not from the totals.
+    rows = [
+        [0.2, 0.9, float("nan"), float("nan")],
+        [0.4, 0.9, float("nan"), float("nan")],
+        [float("nan"), 0.9, 0.5, float("nan")],
+    ]
+    history = SampleHistory(2, max_epochs=1, keep=torch.arange(4))
+    for epoch, row in enumerate(rows):
+        given = torch.tensor(row)
+        history.append(epoch, torch.arange(4), torch.zeros(4, dtype=torch.long), torch.stack([given, 1 - given], 1))
+    confidence, variability, seen = history.cartography()
+    torch.testing.assert_close(confidence[:3], torch.tensor([0.3, 0.9, 0.5]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(variability[:3], torch.tensor([0.1, 0.0, 0.0]), atol=1e-3, rtol=0)
+    assert seen.tolist() == [2, 3, 1, 0] and bool(confidence[3].isnan()) and bool(variability[3].isnan())
+
+
+def test_a_history_saved_before_the_totals_were_kept_loads_with_the_totals_of_its_kept_epochs():
+    history = filled_history(4)
+    state = history.state_dict()
+    del state["totals"], state["first_epoch"]
+    loaded = SampleHistory(3)
+    loaded.load_state_dict(state)
+    assert_same_history(loaded, history)
 
 
 def test_training_history_ranks_by_the_mean_margin_of_the_epochs_each_sample_was_seen():

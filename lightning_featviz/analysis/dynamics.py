@@ -7,11 +7,13 @@ samples (dataset indices), B samples of one append, C classes.
 - :class:`SampleHistory` keeps, per tracked sample and analysed epoch, the probability of the given label,
   the margin (given label minus the largest other), the neighbour share of the given label, the epoch's
   single-epoch label-issue score (as log-odds; float16 each) and the prediction (int16): 10 bytes per sample
-  per epoch, the last ``max_epochs`` epochs only (20 by default: 20,000 samples take 4.6 MB).
+  per epoch, the last ``max_epochs`` epochs only (20 by default: 20,000 samples take 4.6 MB); and, over every
+  epoch appended (kept or dropped), each sample's count, sum and sum of squares of the label probability
+  (12 bytes per sample): the run's mean and spread, dataset cartography's two axes.
 - :func:`dynamics_scores` turns a history into one score per sample (the formula chosen by
   ``benchmarks/label_noise_dynamics.py`` on seeds 0-2 and checked on seeds 3-4, see docs/label_issues.md,
   "Training dynamics"): the last half's mean of the recorded scores (each epoch's list score) times one minus
-  the mean label probability.
+  the mean label probability over every epoch.
 - :func:`area_under_margin` (AUM, Pleiss et al. 2020) scores training samples from the logits of their
   training batches (:func:`training_margins`). That needs each row's dataset index, known only where the dataset
   returns it (``capture.batch_extractor``) or the sampler's order can be read ahead (a ``DistributedSampler``,
@@ -85,7 +87,8 @@ class SampleHistory:
     epoch's row. Values are stored as (E, S) float16 (label probability, margin, neighbour share, score; NaN where a
     sample was not seen that epoch) and int16 (prediction, -1 where not seen), S the sorted tracked indices.
     Only the last ``max_epochs`` epochs are kept; the start of each sample's current prediction streak is
-    kept beyond them, so "since epoch 3" stays true after epoch 3 has been dropped. Appends are
+    kept beyond them, so "since epoch 3" stays true after epoch 3 has been dropped, and so are the totals of
+    the label probability over every epoch appended (:meth:`cartography`). Appends are
     order-independent (rows are stored by index, duplicate indices averaged), so rank 0 holding a gathered
     bank gets the same history as one process.
 
@@ -106,6 +109,7 @@ class SampleHistory:
         size = len(self.indices)
         self.labels = torch.full((size,), -1, dtype=torch.long)
         self.epochs: list[int] = []
+        self.first_epoch: int | None = None  # the first epoch appended (the totals' first), kept or dropped
         self.values = {name: torch.zeros(0, size, dtype=torch.float16) for name in _FIELDS}
         self.prediction = torch.zeros(0, size, dtype=torch.int16)
         self.streak_class = torch.full((size,), -1, dtype=torch.int16)
@@ -113,6 +117,8 @@ class SampleHistory:
         # the streaks as they stood before the last epoch's appends: an epoch appended again (a second `validate`
         # at the same epoch) replaces its row, and its streak step is taken again from there
         self.streak_before = (self.streak_class.clone(), self.streak_start.clone())
+        # over every epoch appended, kept or dropped: (3, S) count, sum and sum of squares of the label probability
+        self.totals = torch.zeros(3, size, dtype=torch.float32)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -120,7 +126,7 @@ class SampleHistory:
     @property
     def nbytes(self) -> int:
         """Bytes held by the per-epoch arrays and the per-sample ones."""
-        arrays = [*self.values.values(), self.prediction, self.labels, self.indices, self.streak_class]
+        arrays = [*self.values.values(), self.prediction, self.labels, self.indices, self.streak_class, self.totals]
         return sum(a.numel() * a.element_size() for a in [*arrays, self.streak_start, *self.streak_before])
 
     def _grow(self, new: Tensor) -> None:
@@ -138,6 +144,7 @@ class SampleHistory:
         self.prediction = spread(self.prediction, -1) if epochs else torch.zeros(0, size, dtype=torch.int16)
         self.labels, self.streak_class = spread(self.labels, -1), spread(self.streak_class, -1)
         self.streak_start, self.indices = spread(self.streak_start, -1), merged
+        self.totals = spread(self.totals, 0.0)
         self.streak_before = (spread(self.streak_before[0], -1), spread(self.streak_before[1], -1))
 
     def _row(self, epoch: int) -> int:
@@ -147,6 +154,7 @@ class SampleHistory:
         _require(not self.epochs or epoch > self.epochs[-1], "epoch", f"> {self.epochs[-1:]}", epoch)
         size = len(self.indices)
         self.epochs.append(int(epoch))
+        self.first_epoch = int(epoch) if self.first_epoch is None else self.first_epoch
         self.streak_before = (self.streak_class.clone(), self.streak_start.clone())
         nan_row = torch.full((1, size), float("nan"), dtype=torch.float16)
         self.values = {name: torch.cat([v, nan_row]) for name, v in self.values.items()}
@@ -203,7 +211,11 @@ class SampleHistory:
         probs = mean[:, :c]
         row, position = self._row(epoch), torch.searchsorted(self.indices, unique)
         margin_source = mean[:, c : 2 * c] if logits is not None else probs
-        self.values["label_probability"][row, position] = label_probability(probs, label_of).half()
+        recorded = self.prediction[row, position] >= 0  # in this epoch already: its totals step is taken again
+        probability = label_probability(probs, label_of).half()
+        self._add_to_totals(position[recorded], self.values["label_probability"][row, position[recorded]], -1.0)
+        self._add_to_totals(position, probability, 1.0)
+        self.values["label_probability"][row, position] = probability
         self.values["margin"][row, position] = given_label_margin(margin_source, label_of).half()
         self.values["neighbour_share"][row, position] = mean[:, -2].half()
         self.values["score"][row, position] = _log_odds(mean[:, -1]).half()
@@ -216,6 +228,23 @@ class SampleHistory:
         self.streak_class[position] = prediction
         self.streak_start[position[changed]] = int(epoch)
 
+    def _add_to_totals(self, position: Tensor, probability: Tensor, sign: float) -> None:
+        """Add (``sign`` 1) or take back (-1) one epoch's (B,) float16 ``probability`` at (B,) ``position``."""
+        value = probability.float()
+        self.totals[:, position] += sign * torch.stack([torch.ones_like(value), value, value * value])
+
+    def cartography(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Dataset cartography (Swayamdipta et al., EMNLP 2020) over every epoch appended, kept or dropped:
+        ``(confidence, variability, seen)``, (S,) each: the mean and standard deviation of the probability of the
+        given label over the epochs a sample was seen, and their count (NaN confidence and variability for a sample
+        never seen; variability 0 with one epoch). Low confidence and low variability: consistently against its
+        label; high variability: ambiguous."""
+        count, total, squares = self.totals
+        seen = count.round().long()
+        confidence = torch.where(seen > 0, total / count.clamp_min(1.0), float("nan"))
+        variance = (squares / count.clamp_min(1.0) - confidence**2).clamp_min(0.0)
+        return confidence, torch.where(seen > 0, variance.sqrt(), float("nan")), seen
+
     def field(self, name: str) -> Tensor:
         """(E, S) float32 of ``"label_probability"``, ``"margin"``, ``"neighbour_share"`` or ``"score"`` (NaN:
         not seen)."""
@@ -223,9 +252,10 @@ class SampleHistory:
         return torch.sigmoid(values) if name == "score" else values
 
     def dynamics_scores(self, training_margins: Tensor | None = None) -> Tensor:
-        """(S,) :func:`dynamics_scores` of the kept epochs' single-epoch scores and label probabilities
-        (``training_margins``: (E', S), the tracked samples' training-batch margins, in :attr:`indices` order)."""
-        return dynamics_scores(self.field("score"), training_margins, self.field("label_probability"))
+        """(S,) :func:`dynamics_scores` of the kept epochs' single-epoch scores and the mean label probability over
+        every epoch appended (``training_margins``: (E', S), the tracked samples' training-batch margins, in
+        :attr:`indices` order)."""
+        return dynamics_scores(self.field("score"), training_margins, self.cartography()[0])
 
     def state_dict(self) -> dict[str, Any]:
         """Everything, as tensors and ints (``torch.save`` and Lightning checkpoints keep it)."""
@@ -237,12 +267,14 @@ class SampleHistory:
             "indices": self.indices.clone(),
             "labels": self.labels.clone(),
             "epochs": list(self.epochs),
+            "first_epoch": self.first_epoch,
             **{name: v.clone() for name, v in self.values.items()},
             "prediction": self.prediction.clone(),
             "streak_class": self.streak_class.clone(),
             "streak_start": self.streak_start.clone(),
             "streak_before_class": self.streak_before[0].clone(),
             "streak_before_start": self.streak_before[1].clone(),
+            "totals": self.totals.clone(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -264,6 +296,8 @@ class SampleHistory:
         self.fixed = bool(state["fixed"])
         self.indices, self.labels = state["indices"].long().clone(), state["labels"].long().clone()
         self.epochs = [int(e) for e in state["epochs"]][keep:]
+        first = state.get("first_epoch", state["epochs"][0] if state["epochs"] else None)
+        self.first_epoch = None if first is None else int(first)
         self.values = {name: state[name].half()[keep:].clone() for name in _FIELDS}
         self.prediction = state["prediction"].to(torch.int16)[keep:].clone()
         self.streak_class = state["streak_class"].to(torch.int16).clone()
@@ -272,6 +306,14 @@ class SampleHistory:
             state.get("streak_before_class", self.streak_class).to(torch.int16).clone(),
             state.get("streak_before_start", self.streak_start).to(torch.int32).clone(),
         )
+        saved_totals = state.get("totals")
+        if saved_totals is None:  # saved before the totals were kept: those of the epochs the state holds
+            self.totals = torch.zeros(3, len(self.indices))
+            for row in state["label_probability"].half():
+                seen = row.isfinite()
+                self._add_to_totals(seen.nonzero().flatten(), row[seen], 1.0)
+        else:
+            self.totals = saved_totals.float().clone()
 
 
 def nan_mean(values: Tensor, dim: int = 0) -> Tensor:
@@ -279,17 +321,6 @@ def nan_mean(values: Tensor, dim: int = 0) -> Tensor:
     finite = values.isfinite()
     total = torch.where(finite, values, 0.0).sum(dim=dim)
     return total / finite.sum(dim=dim).float()
-
-
-def cartography(label_probability: Tensor) -> tuple[Tensor, Tensor]:
-    """Dataset cartography (Swayamdipta et al., EMNLP 2020) of (E, S) per-epoch probabilities of the given label
-    (NaN: not seen): ``(confidence, variability)``, each (S,), their mean and standard deviation over the epochs
-    a sample was seen (variability 0 with one epoch; NaN for a sample never seen). Low confidence and low
-    variability: consistently against its label; high variability: ambiguous."""
-    probability = label_probability.float()
-    confidence = nan_mean(probability, dim=0)
-    spread = nan_mean((probability - confidence[None]) ** 2, dim=0)
-    return confidence, spread.sqrt()
 
 
 def area_under_margin(margins: Tensor) -> Tensor:
@@ -398,7 +429,7 @@ def fractional_ranks(values: Tensor) -> Tensor:
 
 
 def dynamics_scores(
-    scores: Tensor, training_margins: Tensor | None = None, label_probability: Tensor | None = None
+    scores: Tensor, training_margins: Tensor | None = None, mean_label_probability: Tensor | None = None
 ) -> Tensor:
     """The dynamics score of N samples: high = the given label is likely wrong (rank by it, descending).
 
@@ -407,8 +438,9 @@ def dynamics_scores(
     - one epoch: that epoch's single-epoch score (``analysis.label_issues.find_label_issues``), unchanged;
     - E >= 2 epochs: the mean of the single-epoch scores over the last ``ceil(E / 2)`` epochs (a temporal
       ensemble of the neighbourhood-and-model score; NaN epochs, where a sample was not seen, are skipped),
-      times ``1 - `` the mean probability of the given label over all E epochs where ``label_probability``
-      is given (the model's view across the whole run: both must find the label unlikely);
+      times ``1 - mean_label_probability`` where it is given: the mean probability of the given label over every
+      epoch of the run (:meth:`SampleHistory.cartography`), the model's view across the whole run: both must find
+      the label unlikely;
     - with ``training_margins`` (E', N), the logit margins of the samples' own training batches
       (:func:`training_margins`): the mean of that score's fractional rank and the AUM's
       (:func:`area_under_margin`, low AUM ranking high); a sample without margins keeps its score's rank.
@@ -417,8 +449,8 @@ def dynamics_scores(
         scores: (E, N) the single-epoch label-issue scores of the kept epochs, oldest first (NaN: not seen),
             (the list's score of each epoch).
         training_margins: (E', N) or None.
-        label_probability: (E, N) the model's probability of the given label in the same epochs (NaN: not
-            seen), or None.
+        mean_label_probability: (N,) the model's mean probability of the given label over every epoch (NaN: never
+            seen, the factor is then 1), or None.
 
     Returns:
         (N,) float32; NaN for a sample seen in none of the averaged epochs.
@@ -429,15 +461,15 @@ def dynamics_scores(
         dynamics = scores[0].float()
     else:
         dynamics = nan_mean(scores[epochs - (epochs + 1) // 2 :].float(), dim=0)
-        if label_probability is not None:
+        if mean_label_probability is not None:
             _require(
-                label_probability.shape == scores.shape,
-                "label_probability",
-                str(tuple(scores.shape)),
-                tuple(label_probability.shape),
+                mean_label_probability.shape == scores.shape[1:],
+                "mean_label_probability",
+                str(tuple(scores.shape[1:])),
+                tuple(mean_label_probability.shape),
             )
-            mean_probability = nan_mean(label_probability.float(), dim=0)
-            dynamics = dynamics * torch.where(mean_probability.isnan(), 1.0, 1.0 - mean_probability)
+            mean = mean_label_probability.float()
+            dynamics = dynamics * torch.where(mean.isnan(), 1.0, 1.0 - mean)
     if training_margins is None:
         return dynamics
     _require(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-from lightning_featviz.analysis.dynamics import SampleHistory, cartography, dynamics_words, every_sample_words
+from lightning_featviz.analysis.dynamics import SampleHistory, dynamics_words, every_sample_words
 from lightning_featviz.analysis.knn import NeighbourStats
 from lightning_featviz.analysis.label_issues import LabelIssues
 from lightning_featviz.analysis.maps import LayerMaps
@@ -47,9 +47,10 @@ class DynamicsResults:
             S tracked samples by sorted dataset index).
         scores: (S,) the dynamics score (:func:`~lightning_featviz.analysis.dynamics.dynamics_scores`; high: the
             given label is likely wrong).
-        confidence: (S,) the mean probability of the given label over the epochs a sample was seen (cartography).
+        confidence: (S,) the mean probability of the given label over the epochs a sample was seen, kept or dropped
+            (cartography, :meth:`~lightning_featviz.analysis.dynamics.SampleHistory.cartography`).
         variability: (S,) its standard deviation over those epochs.
-        seen: (S,) int, the kept epochs a sample was seen in.
+        seen: (S,) int, the epochs a sample was seen in.
     """
 
     layer: str
@@ -61,10 +62,8 @@ class DynamicsResults:
     _said: dict[tuple[str, ...], list[str]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        probability = self.history.field("label_probability")
         self.scores = self.history.dynamics_scores()
-        self.confidence, self.variability = cartography(probability)
-        self.seen = probability.isfinite().sum(dim=0)
+        self.confidence, self.variability, self.seen = self.history.cartography()
 
     @property
     def epochs(self) -> list[int]:

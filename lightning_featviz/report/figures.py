@@ -124,8 +124,8 @@ def dynamics_image(results: EpochResults) -> np.ndarray | None:
     if found is not None:
         positions = dynamics.positions(results.bank.indices[found.rows]).numpy()
         flagged[positions[positions >= 0]] = True
-    epochs = dynamics.epochs
-    span = f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]}-{epochs[-1]}"
+    first, last = dynamics.history.first_epoch, dynamics.epochs[-1]
+    span = f"epoch {last}" if first == last else f"epochs {first}-{last}"
     heading = f"Epoch {results.epoch}: dataset cartography of {dynamics.layer}'s label issues ({span})"
     return cartography_image(dynamics.confidence.numpy(), dynamics.variability.numpy(), flagged, heading)
 
