@@ -4,8 +4,8 @@
 
 Runs ``featviz demo`` with its defaults, then reads the event files back with TensorBoard's own
 reader and writes the last epoch's neighbour grids, t-SNE maps (2-D, 3-D, pixel space vs avgpool,
-every layer in order), the wrong-cluster gallery, confusion matrices, purity by depth, a
-purity-over-epochs chart and the projector's sprite as PNG.
+every layer in order), the wrong-cluster gallery, confusion matrices, purity by depth, the dataset
+cartography, a purity-over-epochs chart and the projector's sprite as PNG.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def main() -> None:
         ("featviz/neighbour_confusion/avgpool", "confusion_avgpool"),
         ("featviz/neighbour_confusion/input", "confusion_input"),
         ("featviz/purity_by_depth/all_layers", "purity_by_depth"),
+        ("featviz/wrong_cluster_cartography/avgpool", "cartography_avgpool"),
     ]:
         (IMAGES / f"{name}.png").write_bytes(events.Images(tag)[-1].encoded_image_string)
 

@@ -149,8 +149,9 @@ def test_map_tracker_warm_starts_aligns_reuses_identical_input_and_round_trips_i
     nudged = vectors + np.random.default_rng(1).normal(0, 0.2, vectors.shape).astype(np.float32)
     second = tracker.fit("layer", 2, indices, nudged)
     assert map_displacement(second, first) < 0.05
-    # A cold refit of the same data moves points several times more.
-    assert map_displacement(tsne_map(nudged, 2, seed=0), first) > 4 * map_displacement(second, first)
+    # A cold refit of the same data moves points several times more (3.7x with one thread, 6.8x with two: openTSNE's
+    # sums depend on the thread count).
+    assert map_displacement(tsne_map(nudged, 2, seed=0), first) > 3 * map_displacement(second, first)
     # Bit-identical vectors (another layer repeating these, pixel space next epoch) get the same map.
     assert tracker.fit("twin", 2, indices, nudged) is second
     restored = MapTracker(seed=0)

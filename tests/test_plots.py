@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lightning_featviz.render.canvas import SUPTITLE_PX, fit_text, font, font_file, title_height
+from lightning_featviz.render.cartography import FLAGGED, OTHERS, cartography_figure
 from lightning_featviz.render.colours import PALETTE, class_colour, class_colours
 from lightning_featviz.render.grids import (
     BORDER,
@@ -122,6 +123,16 @@ def _panel(layer, n=600, classes=10, d=2, names=None, ringed=None, seed=0):
     return MapPanel(layer, points, labels, names, ringed, "purity@10 0.91, map 0.89")
 
 
+def _cartography(layers, n=500, seed=0):
+    """(confidence, variability, {layer: flagged}) of n samples, a few never seen (NaN), fewer flagged by each
+    later layer."""
+    rng = np.random.default_rng(seed)
+    confidence, variability = rng.beta(5, 1.5, n), rng.uniform(0, 0.3, n)
+    confidence[:5] = np.nan
+    flagged = {layer: rng.random(n) < 0.3 / (i + 1) for i, layer in enumerate(layers)}
+    return confidence, variability, flagged
+
+
 def _figures():
     """Every chart and map kind, at the sizes that stress its layout: (name, a function that draws the figure)."""
     rng = np.random.default_rng(0)
@@ -159,6 +170,9 @@ def _figures():
         "map, long names": lambda: map_figure(
             [_panel("a", 90, 3, names=LONG_NAMES), _panel("b", 90, 3, names=LONG_NAMES)], "E"
         ),
+        "cartography, one layer": lambda: cartography_figure(*_cartography(["avgpool"]), "Epoch 7: cartography"),
+        "cartography, five layers": lambda: cartography_figure(*_cartography(layers), "Epoch 7: cartography, by layer"),
+        "cartography, long layer names": lambda: cartography_figure(*_cartography(many_layers[:4]), "E"),
     }
     yield from figures.items()
 
@@ -375,3 +389,20 @@ def test_matplotlibs_font_draws_the_marks_arrows_and_accents_the_mosaics_use():
     drawn = {text: glyph(text) for text in ["✓", "✗", "→", "…", "é", "ß", "Ж", "λ", "e"]}
     assert missing not in drawn.values()  # each is a glyph of its own, none the empty box
     assert len(set(drawn.values())) == len(drawn)
+
+
+def test_cartography_draws_a_panel_per_layer_in_order_with_that_layers_flagged_samples_in_red():
+    from matplotlib.colors import to_hex
+
+    confidence, variability, flagged = _cartography(["input", "layer2", "avgpool"])
+    fig = cartography_figure(confidence, variability, flagged, "Epoch 3: cartography")
+    assert len(fig.axes) == 3
+    seen = np.isfinite(confidence)
+    headings = [t.get_text() for t in fig.texts if "in its wrong cluster" in t.get_text()]
+    for axes, (layer, marked), heading in zip(fig.axes, flagged.items(), headings, strict=True):
+        grey, red = axes.collections  # the rest first, the flagged drawn over them
+        assert to_hex(grey.get_facecolor()[0]) == OTHERS and to_hex(red.get_facecolor()[0]) == FLAGGED
+        np.testing.assert_array_equal(red.get_offsets(), np.stack([confidence, variability], 1)[seen & marked])
+        assert len(grey.get_offsets()) == int((seen & ~marked).sum())
+        assert heading == f"{layer}\n{int((seen & marked).sum())} in its wrong cluster"
+    pixels(fig)

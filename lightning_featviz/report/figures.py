@@ -115,18 +115,23 @@ def class_purity_images(results: EpochResults) -> dict[tuple[str, str], np.ndarr
 
 def dynamics_image(results: EpochResults) -> np.ndarray | None:
     """The dataset cartography of the label-issue layer's tracked samples up to this epoch (confidence against
-    variability, the samples in its wrong cluster flagged); None where the epoch has no training dynamics."""
+    variability), one panel per layer (the twins left out) with the samples in that layer's wrong cluster
+    flagged; None where the epoch has no training dynamics."""
     dynamics = results.dynamics
     if dynamics is None:
         return None
-    flagged = np.zeros(len(dynamics.history), dtype=bool)
-    found = results.wrong_cluster.get(dynamics.layer)
-    if found is not None:
+    flagged = {}
+    for layer in results.stats:
+        found = results.wrong_cluster.get(layer)
+        if found is None:
+            continue
+        marked = np.zeros(len(dynamics.history), dtype=bool)
         positions = dynamics.positions(results.bank.indices[found.rows]).numpy()
-        flagged[positions[positions >= 0]] = True
+        marked[positions[positions >= 0]] = True
+        flagged[layer] = marked
     first, last = dynamics.history.first_epoch, dynamics.epochs[-1]
     span = f"epoch {last}" if first == last else f"epochs {first}-{last}"
-    heading = f"Epoch {results.epoch}: dataset cartography of {dynamics.layer}'s label issues ({span})"
+    heading = f"Epoch {results.epoch}: dataset cartography of {dynamics.layer}'s label issues ({span}), by layer"
     return cartography_image(dynamics.confidence.numpy(), dynamics.variability.numpy(), flagged, heading)
 
 
