@@ -27,6 +27,7 @@ all decided on one list of :class:`Candidate` records, read top to bottom.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,7 +166,7 @@ def probe_candidates(
 
     modes = [(module, module.training) for module in model.modules()]  # each restored: a wrapper may differ
     handles = [module.register_forward_hook(describe(path)) for path, module in model.named_modules()]
-    head = PreLogits(model, known)
+    head = PreLogits(model, known, mask)
     try:
         model.eval()
         trace.register()  # after the describing hooks: a call is described before it joins the trace
@@ -234,6 +235,7 @@ def choose_default_layers(model: nn.Module, probe: Probe) -> tuple[dict[str, str
         before = [c for c in before if not head.path.startswith(c.path + ".")]  # not the head's ancestors
     found = _identified(probe, before)
     pooled = _pre_logits(before, probe.reference)
+    unmatched = pooled is None and probe.reference is not None and bool(probe.known)  # warned below
     if pooled is None:
         pooled = next(
             (c for c in reversed(before) if c.kind.startswith("Adaptive") and c.kind in _POOL_NAMES and _global(c)),
@@ -260,6 +262,8 @@ def choose_default_layers(model: nn.Module, probe: Probe) -> tuple[dict[str, str
         eligible = [c for c in members if c.container == use_containers]
         if eligible:
             chosen.append(eligible[-1])
+    if unmatched and head is not None and probe.reference is not None:  # a library model: its head reads no module
+        _warn_unmatched(head, pooled, probe.reference)
     if pooled is not None and pooled not in chosen:
         chosen.append(pooled)
     chosen.sort(key=lambda c: c.order)
@@ -280,6 +284,21 @@ def _pre_logits(before: list[Candidate], reference: Tensor | None) -> Candidate 
     working = [c for c in matches if not c.kind.startswith(_PASS_THROUGH)]
     found = working or matches
     return found[-1] if found else None
+
+
+def _warn_unmatched(head: Candidate, pooled: Candidate | None, reference: Tensor) -> None:
+    """A timm / HF model's head reads a vector that no module before it outputs (RoBERTa's head: ``tanh`` of its
+    ``dense`` layer, a function, not a module): the default pooled layer is not what the head reads, and says so."""
+    layer = pooled.path if pooled is not None else "<layer>"
+    chosen = f"the default pooled layer {layer!r} is not it" if pooled is not None else "no pooled layer is chosen"
+    warnings.warn(
+        f"FeatureVisualizer expected a module before the classifier head {head.path!r} to output what the head reads "
+        f"(shape {tuple(reference.shape)}), but none does (the model computes it with functions, not modules): "
+        f"{chosen}. Hint: pass capture=CaptureOptions(reduction={{{layer!r}: lambda out: ...}}) returning what "
+        "the head reads (RoBERTa's head: reduction={'classifier.dense': torch.tanh}), or name the layers to analyse "
+        "in `layers=[...]`.",
+        stacklevel=3,
+    )
 
 
 def _identified(probe: Probe, before: list[Candidate]) -> list[KnownModel]:

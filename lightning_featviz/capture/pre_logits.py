@@ -2,7 +2,8 @@
 for a token model no library tells about, the pooling that reproduces it.
 
 - A timm model: ``forward_head(forward_features(x), pre_logits=True)`` on the input it received.
-- An HF transformers ``*For...Classification``: what its ``classifier`` receives (a forward pre-hook).
+- An HF transformers ``*For...Classification``: what its ``classifier`` receives (a forward pre-hook); a decoder's
+  ``score``, which reads every token, at the token the model's pooling picks (the last real one).
 - Any other model: what the last Linear that runs receives, when that is (B, F) vectors.
 """
 
@@ -24,25 +25,27 @@ class PreLogits:
     Args:
         model: the probed module.
         known: the timm / HF models inside it (:func:`~lightning_featviz.capture.pooling.known_models`).
+        mask: the probe batch's (B, T) attention mask, or None.
     """
 
-    def __init__(self, model: nn.Module, known: Sequence[KnownModel]):
+    def __init__(self, model: nn.Module, known: Sequence[KnownModel], mask: Tensor | None = None):
         self.model = model
         self.known = list(known)
+        self.mask = mask
         self._timm_input: dict[str, Tensor] = {}
         self._head_input: Tensor | None = None
         self._handles: list[Any] = []
 
     def register(self) -> None:
         modules = dict(self.model.named_modules())
-        classifiers = {model.classifier for model in self.known if model.classifier is not None}
+        classifiers = {model.classifier: model.pooling for model in self.known if model.classifier is not None}
         for model in self.known:
             if model.library == "timm":
                 self._handles.append(modules[model.path].register_forward_pre_hook(self._timm(model.path)))
         for path, module in modules.items():
             leaf = not any(True for _ in module.children())
             if path in classifiers or (not classifiers and leaf and isinstance(module, nn.Linear)):
-                self._handles.append(module.register_forward_pre_hook(self._head))
+                self._handles.append(module.register_forward_pre_hook(self._head(classifiers.get(path))))
 
     def _timm(self, path: str):  # noqa: ANN202 - a hook closure
         def hook(module: nn.Module, args: Any) -> None:
@@ -52,10 +55,15 @@ class PreLogits:
 
         return hook
 
-    def _head(self, module: nn.Module, args: Any) -> None:
-        tensor = first_tensor(args)
-        if tensor is not None and tensor.ndim == 2:
-            self._head_input = tensor.detach()
+    def _head(self, pooling: TokenPooling | None):  # noqa: ANN202 - a hook closure
+        def hook(module: nn.Module, args: Any) -> None:
+            tensor = first_tensor(args)
+            if tensor is not None and tensor.ndim == 3 and pooling is not None and pooling.kind == "last_real":
+                tensor = pooling.reduce(tensor.detach(), self.mask)  # a decoder's score: (B, T, C) -> (B, C)
+            if tensor is not None and tensor.ndim == 2:
+                self._head_input = tensor.detach()
+
+        return hook
 
     def remove(self) -> None:
         for handle in self._handles:
