@@ -203,3 +203,17 @@ def test_a_decoder_through_the_callback_logs_the_purity_of_its_last_real_token(t
     torch.testing.assert_close(visualizer.bank.vectors[layers[-1]].float(), expected[rows])
     logged = trainer.callback_metrics[f"featviz/knn_purity@5/{layers[-1]}"].item()
     assert logged == pytest.approx(sklearn_purity(expected.numpy(), labels, 5), abs=1e-6)
+
+
+def test_a_decoder_whose_pad_token_is_in_the_text_is_warned() -> None:
+    """Why: HF's head reads the last token that is not `pad_token_id`; the layers read the last token the attention
+    mask keeps. With GPT-2's usual `pad = eos` and a sentence ending with `eos`, they differ: a warning, not a
+    silent wrong number."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_positions=32, n_embd=16, n_layer=2, n_head=2, **{**DECODER, "pad_token_id": 2})
+    wrapper, batch = ForwardBatch(transformers.GPT2ForSequenceClassification(config).eval()), text_batch()
+    ids = batch["input_ids"].clone()
+    ids[batch["attention_mask"] == 0] = 2  # padded with eos
+    ids[1, 4] = 2  # the second sentence ends with eos, a real token (its mask keeps it)
+    with pytest.warns(UserWarning, match=r"'model\.score'.*not `pad_token_id`.*Hint: give the batches"):
+        default_layers(wrapper, {**batch, "input_ids": ids}, batch_size=4, mask=batch["attention_mask"])

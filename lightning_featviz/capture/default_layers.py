@@ -7,7 +7,7 @@ before the classifier head, found on the module tree during one forward (not fro
   before the head whose vectors (a token layer pooled as the model pools it) equal what the head reads — after a
   head norm (timm ConvNeXt's ``head.norm``), never a head's logits. Where nothing reproduces it, the last global
   pooling module (output spatially 1 × 1) before the head, else the last module before it that outputs (B, F)
-  vectors (an MLP's last hidden layer).
+  vectors (an MLP's last hidden layer); for a timm / HF model that is a warning (RoBERTa's head reads a ``tanh``).
 - **Token models** (timm, HF transformers): the stages are the encoder's blocks (``blocks.N``, ``encoder.layer.N``)
   and every token layer is reduced as the model's head pools tokens (:mod:`lightning_featviz.capture.pooling`); an
   unknown token model's pooling is identified on the probe: the pooling of its last token layer that reproduces the
@@ -27,7 +27,6 @@ all decided on one list of :class:`Candidate` records, read top to bottom.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +37,7 @@ from torch import Tensor, nn
 from lightning_featviz.capture.compiled import COMPILED_ATTRIBUTE
 from lightning_featviz.capture.layouts import POOLING, Layout, LayoutError, LayoutResolver
 from lightning_featviz.capture.pooling import KnownModel, TokenPooling, known_models, pooling_of, same_vectors
-from lightning_featviz.capture.pre_logits import PreLogits, alternatives, identify
+from lightning_featviz.capture.pre_logits import PreLogits, alternatives, identify, warn_unmatched
 from lightning_featviz.capture.reductions import (
     layer_reduction,
     reduce_output,
@@ -263,7 +262,8 @@ def choose_default_layers(model: nn.Module, probe: Probe) -> tuple[dict[str, str
         if eligible:
             chosen.append(eligible[-1])
     if unmatched and head is not None and probe.reference is not None:  # a library model: its head reads no module
-        _warn_unmatched(head, pooled, probe.reference)
+        owner = next((known for known in probe.known if known.classifier == head.path), None)
+        warn_unmatched(head.path, pooled.path if pooled else None, probe.reference, owner.pooling if owner else None)
     if pooled is not None and pooled not in chosen:
         chosen.append(pooled)
     chosen.sort(key=lambda c: c.order)
@@ -284,21 +284,6 @@ def _pre_logits(before: list[Candidate], reference: Tensor | None) -> Candidate 
     working = [c for c in matches if not c.kind.startswith(_PASS_THROUGH)]
     found = working or matches
     return found[-1] if found else None
-
-
-def _warn_unmatched(head: Candidate, pooled: Candidate | None, reference: Tensor) -> None:
-    """A timm / HF model's head reads a vector that no module before it outputs (RoBERTa's head: ``tanh`` of its
-    ``dense`` layer, a function, not a module): the default pooled layer is not what the head reads, and says so."""
-    layer = pooled.path if pooled is not None else "<layer>"
-    chosen = f"the default pooled layer {layer!r} is not it" if pooled is not None else "no pooled layer is chosen"
-    warnings.warn(
-        f"FeatureVisualizer expected a module before the classifier head {head.path!r} to output what the head reads "
-        f"(shape {tuple(reference.shape)}), but none does (the model computes it with functions, not modules): "
-        f"{chosen}. Hint: pass capture=CaptureOptions(reduction={{{layer!r}: lambda out: ...}}) returning what "
-        "the head reads (RoBERTa's head: reduction={'classifier.dense': torch.tanh}), or name the layers to analyse "
-        "in `layers=[...]`.",
-        stacklevel=3,
-    )
 
 
 def _identified(probe: Probe, before: list[Candidate]) -> list[KnownModel]:
