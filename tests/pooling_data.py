@@ -1,4 +1,5 @@
-"""Data and references shared by the pooling tests (tests/test_timm_pooling.py, tests/test_hf_pooling.py)."""
+"""Data and references shared by the pooling tests (tests/test_timm_pooling.py, tests/test_hf_pooling.py,
+tests/test_hf_heads.py): tiny HF configs, their batches, training data and scikit-learn's purity."""
 
 from __future__ import annotations
 
@@ -7,7 +8,36 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.neighbors import NearestNeighbors
-from torch import Tensor
+from torch import Tensor, nn
+
+SMALL = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32}
+IMAGE = {**SMALL, "image_size": 16, "patch_size": 4, "num_labels": 3}
+TEXT = {**SMALL, "vocab_size": 60, "max_position_embeddings": 32, "num_labels": 3}
+
+
+class ForwardBatch(nn.Module):
+    """What HF users write in a LightningModule: ``forward(batch)`` calls the model with the dict's tensors."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.model(**{key: value for key, value in batch.items() if key != "labels"}).logits
+
+
+def image_batch() -> dict[str, Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return {"pixel_values": torch.rand(4, 3, 16, 16, generator=generator), "labels": torch.tensor([0, 1, 2, 0])}
+
+
+def text_batch() -> dict[str, Tensor]:
+    """Four padded sentences of lengths 9, 5, 3 and 7 (padding id 0, masked out)."""
+    generator = torch.Generator().manual_seed(2)
+    ids = torch.randint(5, 60, (4, 9), generator=generator)
+    lengths = torch.tensor([9, 5, 3, 7])
+    mask = (torch.arange(9)[None] < lengths[:, None]).long()
+    return {"input_ids": ids * mask, "attention_mask": mask, "labels": torch.tensor([0, 1, 2, 0])}
 
 
 def coloured_squares(count: int, seed: int, side: int = 16) -> list[dict[str, Tensor]]:

@@ -10,42 +10,23 @@ from typing import Any
 
 import pytest
 import torch
-from pooling_data import coloured_squares, fit_six_epochs, sklearn_purity
+from pooling_data import (
+    IMAGE,
+    SMALL,
+    TEXT,
+    ForwardBatch,
+    coloured_squares,
+    fit_six_epochs,
+    image_batch,
+    sklearn_purity,
+    text_batch,
+)
 from torch import Tensor, nn
 
 from lightning_featviz.capture.default_layers import default_layers
 from lightning_featviz.capture.hooks import ActivationCapture
 
 transformers = pytest.importorskip("transformers")
-
-SMALL = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32}
-IMAGE = {**SMALL, "image_size": 16, "patch_size": 4, "num_labels": 3}
-TEXT = {**SMALL, "vocab_size": 60, "max_position_embeddings": 32, "num_labels": 3}
-
-
-class ForwardBatch(nn.Module):
-    """What HF users write in a LightningModule: ``forward(batch)`` calls the model with the dict's tensors."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.model(**{key: value for key, value in batch.items() if key != "labels"}).logits
-
-
-def _image_batch() -> dict[str, Tensor]:
-    generator = torch.Generator().manual_seed(1)
-    return {"pixel_values": torch.rand(4, 3, 16, 16, generator=generator), "labels": torch.tensor([0, 1, 2, 0])}
-
-
-def _text_batch() -> dict[str, Tensor]:
-    """Four padded sentences of lengths 9, 5, 3 and 7 (padding id 0, masked out)."""
-    generator = torch.Generator().manual_seed(2)
-    ids = torch.randint(5, 60, (4, 9), generator=generator)
-    lengths = torch.tensor([9, 5, 3, 7])
-    mask = (torch.arange(9)[None] < lengths[:, None]).long()
-    return {"input_ids": ids * mask, "attention_mask": mask, "labels": torch.tensor([0, 1, 2, 0])}
 
 
 def _cls(hidden: Tensor) -> Tensor:
@@ -56,6 +37,14 @@ def _patch_mean(hidden: Tensor) -> Tensor:
     return hidden[:, 1:].mean(dim=1)
 
 
+def _cls_and_patch_mean(hidden: Tensor) -> Tensor:  # DINOv2's head: (B, 2C)
+    return torch.cat([hidden[:, 0], hidden[:, 1:].mean(dim=1)], dim=1)
+
+
+def _vision(config: Any) -> Any:  # a CLIP / SigLIP config holding a tiny vision tower (its text tower is not built)
+    return config(vision_config={**SMALL, "image_size": 16, "patch_size": 4}, text_config=SMALL, num_labels=3)
+
+
 #: name -> (model builder, batch builder, pooling of an encoder layer's hidden state, pre-logits reference)
 Reference = Callable[[Any, Any], Tensor]
 MODELS: dict[
@@ -63,25 +52,43 @@ MODELS: dict[
 ] = {
     "vit": (
         lambda: transformers.ViTForImageClassification(transformers.ViTConfig(**IMAGE)),
-        _image_batch,
+        image_batch,
         _cls,
         lambda model, out: model.vit.layernorm(out.hidden_states[-1])[:, 0],
     ),
     "deit": (
         lambda: transformers.DeiTForImageClassification(transformers.DeiTConfig(**IMAGE)),
-        _image_batch,
+        image_batch,
         _cls,
         lambda model, out: model.deit.layernorm(out.hidden_states[-1])[:, 0],
     ),
     "beit": (
         lambda: transformers.BeitForImageClassification(transformers.BeitConfig(**IMAGE, use_mean_pooling=True)),
-        _image_batch,
+        image_batch,
         _patch_mean,
         lambda model, out: model.beit.pooler.layernorm(out.hidden_states[-1][:, 1:].mean(dim=1)),
     ),
+    "dinov2": (
+        lambda: transformers.Dinov2ForImageClassification(transformers.Dinov2Config(**IMAGE)),
+        image_batch,
+        _cls_and_patch_mean,
+        lambda model, out: _cls_and_patch_mean(model.dinov2.layernorm(out.hidden_states[-1])),
+    ),
+    "clip": (
+        lambda: transformers.CLIPForImageClassification(_vision(transformers.CLIPConfig)),
+        image_batch,
+        _patch_mean,
+        lambda model, out: out.hidden_states[-1][:, 1:].mean(dim=1),  # the encoder's output, no post-layernorm
+    ),
+    "siglip": (
+        lambda: transformers.SiglipForImageClassification(_vision(transformers.SiglipConfig)),
+        image_batch,
+        lambda hidden: hidden.mean(dim=1),  # no class token
+        lambda model, out: model.vision_model.post_layernorm(out.hidden_states[-1]).mean(dim=1),
+    ),
     "bert": (
         lambda: transformers.BertForSequenceClassification(transformers.BertConfig(**TEXT)),
-        _text_batch,
+        text_batch,
         _cls,
         lambda model, out: model.bert.pooler(out.hidden_states[-1]),
     ),
@@ -89,13 +96,19 @@ MODELS: dict[
         lambda: transformers.DistilBertForSequenceClassification(
             transformers.DistilBertConfig(vocab_size=60, dim=16, n_layers=2, n_heads=2, hidden_dim=32, num_labels=3)
         ),
-        _text_batch,
+        text_batch,
         _cls,
         lambda model, out: torch.relu(model.pre_classifier(out.hidden_states[-1][:, 0])),
     ),
+    "electra": (
+        lambda: transformers.ElectraForSequenceClassification(transformers.ElectraConfig(**TEXT, embedding_size=16)),
+        text_batch,
+        _cls,
+        lambda model, out: model.classifier.activation(model.classifier.dense(out.hidden_states[-1][:, 0])),
+    ),
     "deberta_v2": (
         lambda: transformers.DebertaV2ForSequenceClassification(transformers.DebertaV2Config(**TEXT)),
-        _text_batch,
+        text_batch,
         _cls,
         lambda model, out: model.pooler(out.hidden_states[-1]),
     ),

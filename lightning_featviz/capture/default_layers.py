@@ -7,7 +7,7 @@ before the classifier head, found on the module tree during one forward (not fro
   before the head whose vectors (a token layer pooled as the model pools it) equal what the head reads — after a
   head norm (timm ConvNeXt's ``head.norm``), never a head's logits. Where nothing reproduces it, the last global
   pooling module (output spatially 1 × 1) before the head, else the last module before it that outputs (B, F)
-  vectors (an MLP's last hidden layer).
+  vectors (an MLP's last hidden layer); for a timm / HF model that is a warning (RoBERTa's head reads a ``tanh``).
 - **Token models** (timm, HF transformers): the stages are the encoder's blocks (``blocks.N``, ``encoder.layer.N``)
   and every token layer is reduced as the model's head pools tokens (:mod:`lightning_featviz.capture.pooling`); an
   unknown token model's pooling is identified on the probe: the pooling of its last token layer that reproduces the
@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from lightning_featviz.capture.compiled import COMPILED_ATTRIBUTE
 from lightning_featviz.capture.layouts import POOLING, Layout, LayoutError, LayoutResolver
 from lightning_featviz.capture.pooling import KnownModel, TokenPooling, known_models, pooling_of, same_vectors
-from lightning_featviz.capture.pre_logits import PreLogits, alternatives, identify
+from lightning_featviz.capture.pre_logits import PreLogits, alternatives, identify, warn_unmatched
 from lightning_featviz.capture.reductions import (
     layer_reduction,
     reduce_output,
@@ -165,7 +165,7 @@ def probe_candidates(
 
     modes = [(module, module.training) for module in model.modules()]  # each restored: a wrapper may differ
     handles = [module.register_forward_hook(describe(path)) for path, module in model.named_modules()]
-    head = PreLogits(model, known)
+    head = PreLogits(model, known, mask)
     try:
         model.eval()
         trace.register()  # after the describing hooks: a call is described before it joins the trace
@@ -234,6 +234,7 @@ def choose_default_layers(model: nn.Module, probe: Probe) -> tuple[dict[str, str
         before = [c for c in before if not head.path.startswith(c.path + ".")]  # not the head's ancestors
     found = _identified(probe, before)
     pooled = _pre_logits(before, probe.reference)
+    unmatched = pooled is None and probe.reference is not None and bool(probe.known)  # warned below
     if pooled is None:
         pooled = next(
             (c for c in reversed(before) if c.kind.startswith("Adaptive") and c.kind in _POOL_NAMES and _global(c)),
@@ -260,6 +261,9 @@ def choose_default_layers(model: nn.Module, probe: Probe) -> tuple[dict[str, str
         eligible = [c for c in members if c.container == use_containers]
         if eligible:
             chosen.append(eligible[-1])
+    if unmatched and head is not None and probe.reference is not None:  # a library model: its head reads no module
+        owner = next((known for known in probe.known if known.classifier == head.path), None)
+        warn_unmatched(head.path, pooled.path if pooled else None, probe.reference, owner.pooling if owner else None)
     if pooled is not None and pooled not in chosen:
         chosen.append(pooled)
     chosen.sort(key=lambda c: c.order)

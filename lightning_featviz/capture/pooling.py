@@ -9,7 +9,10 @@ Known from the libraries people fine-tune from:
   ``"avgmax"``), DeiT distilled (the mean of the class and distillation tokens).
 - **HF transformers** ``*ForImageClassification`` / ``*ForSequenceClassification``: ViT and DeiT read token 0 after the
   final layernorm (DeiT with teacher: the mean of tokens 0 and 1), BEiT / Data2Vec-vision with
-  ``use_mean_pooling`` the mean of the patch tokens, text encoders (BERT, DistilBERT, DeBERTa, ...) token 0 (CLS).
+  ``use_mean_pooling`` the mean of the patch tokens, DINOv2 the class token beside the mean of the patch tokens
+  (2C), CLIP the mean of the patch tokens, SigLIP the mean of every token, text encoders (BERT, DistilBERT,
+  DeBERTa, ...) token 0 (CLS), decoders with a ``score`` head on every token (GPT-2, Llama, Mistral, Qwen2, ...)
+  the last real token (the last one the attention mask keeps; HF finds it from ``pad_token_id``).
 
 A model found nowhere here is identified on a probe forward (:mod:`lightning_featviz.capture.default_layers`).
 Tokens carry the prefix only where their length says so: a layer of the model whose sequence is exactly the patch
@@ -25,15 +28,17 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-PoolKind = Literal["token", "avg", "max", "avgmax", "token_dist", "mean", "last"]
+PoolKind = Literal["token", "avg", "max", "avgmax", "token_dist", "token_avg", "mean", "last", "last_real"]
 _NAMES = {
     "token": "cls",
     "token_dist": "(cls+dist)/2",
+    "token_avg": "[cls,mean[{p}:]]",
     "avg": "mean[{p}:]",
     "max": "max[{p}:]",
     "avgmax": "avgmax[{p}:]",
     "mean": "mean",
     "last": "last",
+    "last_real": "last real",
 }
 
 
@@ -43,8 +48,10 @@ class TokenPooling:
 
     Attributes:
         kind: ``"token"`` (token 0), ``"token_dist"`` (the mean of tokens 0 and 1), ``"avg"`` / ``"max"`` /
-            ``"avgmax"`` (of the tokens after the prefix), ``"mean"`` (of every token; masked by the batch's
-            attention mask where there is one), ``"last"`` (the last token: an RNN's last step).
+            ``"avgmax"`` (of the tokens after the prefix), ``"token_avg"`` (token 0 and the mean of the tokens after
+            the prefix, concatenated: (B, 2C)), ``"mean"`` (of every token; masked by the batch's attention mask
+            where there is one), ``"last"`` (the last token: an RNN's last step), ``"last_real"`` (the last token
+            the attention mask keeps, the last token without one: a decoder's sequence classifier).
         prefix: leading tokens that are not patches (class, distillation, register tokens).
         patches: patch tokens per image where the model has a fixed grid; None for text (every sequence carries the
             prefix).
@@ -67,9 +74,12 @@ class TokenPooling:
         return length == self.patches + self.prefix and self.prefix > 0
 
     def reduce(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
-        """(B, T, C) tokens -> (B, C); ``mask``: (B, T), nonzero where a token is real (text padding), or None."""
+        """(B, T, C) tokens -> (B, C) ((B, 2C) for ``"token_avg"``); ``mask``: (B, T), nonzero where a token is real
+        (text padding), or None."""
         if self.kind == "last":
             return tokens[:, -1]
+        if self.kind == "last_real":
+            return last_real(tokens, mask)
         if self.kind == "mean" or not self.carries_prefix(tokens.shape[1]):
             return masked_mean(tokens, mask)
         if self.kind == "token":
@@ -77,6 +87,8 @@ class TokenPooling:
         if self.kind == "token_dist":
             return (tokens[:, 0] + tokens[:, 1]) / 2
         patches = tokens[:, self.prefix :]
+        if self.kind == "token_avg":
+            return torch.cat([tokens[:, 0], patches.mean(dim=1)], dim=1)
         if self.kind == "avg":
             return patches.mean(dim=1)
         if self.kind == "max":
@@ -90,6 +102,16 @@ def masked_mean(tokens: Tensor, mask: Tensor | None) -> Tensor:
         return tokens.mean(dim=1)
     weights = (mask != 0).to(device=tokens.device, dtype=tokens.dtype).unsqueeze(-1)
     return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)
+
+
+def last_real(tokens: Tensor, mask: Tensor | None) -> Tensor:
+    """(B, T, C) -> (B, C): the rightmost token where ``mask`` (B, T) is nonzero, as HF's sequence classifiers pick
+    the rightmost token that is not padding (left or right padding); the last token without a mask."""
+    if mask is None or tuple(mask.shape) != tuple(tokens.shape[:2]):
+        return tokens[:, -1]
+    positions = torch.arange(tokens.shape[1], device=tokens.device)
+    last = (positions * (mask.to(tokens.device) != 0)).argmax(dim=-1)
+    return tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
 
 
 @dataclass(frozen=True)
@@ -128,25 +150,28 @@ def _library(module: nn.Module) -> str | None:
 
 
 def _block_list(module: nn.Module, prefix: str) -> tuple[str, ...]:
-    """The items of the longest ModuleList / Sequential of same-class blocks in ``module`` (a transformer's
-    ``blocks`` or ``encoder.layer``), as paths under ``prefix``."""
+    """The items of the outermost ModuleList / Sequential of two or more same-class blocks in ``module`` (a
+    transformer's ``blocks`` or ``encoder.layer``; HF Swin's, ConvNeXt's and ResNet's ``encoder.stages``, not the
+    blocks inside one stage), else of the longest, as paths under ``prefix``."""
     best: tuple[str, ...] = ()
+    best_key: tuple[bool, int, int] | None = None
     for path, child in module.named_modules():
         if not isinstance(child, (nn.ModuleList, nn.Sequential)) or len(child) < 1:
             continue
         kinds = {type(item) for item in child}
         if len(kinds) != 1 or not any(word in next(iter(kinds)).__name__ for word in ("Block", "Layer", "Stage")):
             continue
-        if len(child) > len(best):
-            best = tuple(_join(_join(prefix, path), name) for name, _ in child.named_children())
+        key = (len(child) >= 2, -path.count("."), len(child))
+        if best_key is None or key > best_key:
+            best, best_key = tuple(_join(_join(prefix, path), name) for name, _ in child.named_children()), key
     return best
 
 
 def _patches(module: nn.Module) -> int | None:
     """Patch tokens per image of a ViT-like model with a fixed grid (timm ``patch_embed.num_patches``, HF
-    ``embeddings.patch_embeddings.num_patches``), else None."""
+    ``embeddings.patch_embeddings.num_patches``, CLIP's and SigLIP's ``embeddings.num_patches``), else None."""
     for path, child in module.named_modules():
-        if path.endswith(("patch_embed", "patch_embeddings")):
+        if path.endswith(("patch_embed", "patch_embeddings")) or hasattr(child, "patch_embedding"):  # CLIP, SigLIP
             count = getattr(child, "num_patches", None)
             if isinstance(count, int) and not getattr(child, "dynamic_img_size", False):
                 return count
@@ -171,9 +196,15 @@ def _hf_pooling(model: nn.Module) -> TokenPooling | None:
     name, config = type(model).__name__, getattr(model, "config", None)
     if not name.endswith(("ForImageClassification", "ForImageClassificationWithTeacher", "ForSequenceClassification")):
         return None
+    if name.endswith("ForSequenceClassification") and isinstance(getattr(model, "score", None), nn.Linear):
+        return TokenPooling("last_real", 0, None, name)  # a decoder: its `score` reads the last real token
     patches = _patches(model)
     if patches is None:
         return TokenPooling("token", 1, None, name)  # a text encoder: CLS at token 0
+    if name.startswith("CLIP"):
+        return TokenPooling("avg", 1, patches, name)  # the mean of the patch tokens, after the class embedding
+    if name.startswith("Siglip"):
+        return TokenPooling("mean", 0, patches, name)  # no class token: the mean of every token
     embeddings = next((m for p, m in model.named_modules() if hasattr(m, "cls_token")), None)
     prefix = sum(
         int(getattr(embeddings, attribute, None) is not None) for attribute in ("cls_token", "distillation_token")
@@ -182,15 +213,18 @@ def _hf_pooling(model: nn.Module) -> TokenPooling | None:
     prefix += int(registers.shape[1]) if isinstance(registers, Tensor) else 0
     if getattr(config, "use_mean_pooling", False):
         return TokenPooling("avg", prefix, patches, name)
+    if name.startswith("Dinov2"):
+        return TokenPooling("token_avg", prefix, patches, name)  # the class token beside the patches' mean
     if name.endswith("WithTeacher"):
         return TokenPooling("token_dist", prefix, patches, name)
     return TokenPooling("token", prefix, patches, name)
 
 
 def _hf_classifier(model: nn.Module, prefix: str) -> str | None:
+    for attribute in ("classifier", "score"):  # `score`: a decoder's head, on every token
+        if isinstance(getattr(model, attribute, None), nn.Linear):
+            return _join(prefix, attribute)
     head = getattr(model, "classifier", None)
-    if isinstance(head, nn.Linear):
-        return _join(prefix, "classifier")
     inner = getattr(head, "out_proj", None)
     return _join(prefix, "classifier.out_proj") if isinstance(inner, nn.Linear) else None
 
