@@ -83,6 +83,12 @@ def test_categories_tell_agreeing_label_errors_from_ambiguous_images():
     category = categorise(labels, neighbours, model).tolist()
     assert category == [0, 1, 2, 3, 4, 5, 6]
     assert CATEGORIES[0].startswith("likely label error") and CATEGORIES[1].startswith("ambiguous")
+    # With the scores: neighbours and model agreeing on another class is a likely label error from 0.5 on (the
+    # given label less likely than not), a possible one below; the other categories do not depend on the score.
+    scores = torch.tensor([0.49, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+    assert categorise(labels, neighbours, model, scores).tolist() == [7, 1, 2, 3, 4, 5, 6]
+    assert categorise(labels, neighbours, model, scores + 0.01).tolist()[0] == 0
+    assert CATEGORIES[7].startswith("possible label error")
 
 
 def test_label_issue_k_is_half_the_median_class_within_bounds():

@@ -64,7 +64,12 @@ CATEGORIES = (
     "label agrees with neighbours and model",
     "neighbours say {n} (no model probabilities)",
     "label agrees with neighbours (no model probabilities)",
+    "possible label error: neighbours and model agree on {n}",
 )
+#: A score from which neighbours and model agreeing on another class is a *likely* label error (the given label is
+#: then less likely than not, after the class-noise step); below it a *possible* one: the data's other labels make
+#: this mix-up rarer than the two sources alone say (a clean dataset's confusions).
+LIKELY_LABEL_ERROR = 0.5
 #: The exponents of the product ``q ** neighbour_weight * p ** model_weight``, chosen by
 #: ``benchmarks/label_noise_dynamics.py`` on seeds 0-2 (docs/label_issues.md, "How the score is made"; before
 #: issue 25's third round 1, 1 and 0.1): the neighbourhood's weight,
@@ -224,9 +229,10 @@ class LabelIssues:
         return template.format(n=class_names[n], m=class_names[m] if m >= 0 else "?")
 
 
-def categorise(labels: Tensor, neighbour_class: Tensor, model_class: Tensor) -> Tensor:
+def categorise(labels: Tensor, neighbour_class: Tensor, model_class: Tensor, scores: Tensor | None = None) -> Tensor:
     """(N,) :data:`CATEGORIES` index from the given labels, the neighbours' and the model's class
-    (all (N,); ``model_class`` -1 where unknown)."""
+    (all (N,); ``model_class`` -1 where unknown) and the (N,) scores (neighbours and model agreeing on another
+    class: a likely label error from :data:`LIKELY_LABEL_ERROR` on, a possible one below; None: likely)."""
     known = model_class >= 0
     n_ok, m_ok = neighbour_class == labels, model_class == labels
     category = torch.full_like(labels, 4)
@@ -235,6 +241,8 @@ def categorise(labels: Tensor, neighbour_class: Tensor, model_class: Tensor) -> 
     category[n_ok & ~m_ok] = 2
     category[~n_ok & m_ok] = 3
     category[~known] = torch.where(n_ok[~known], 6, 5)
+    if scores is not None:
+        category[(category == 0) & (scores < LIKELY_LABEL_ERROR)] = 7
     return category
 
 
@@ -288,15 +296,16 @@ def score_label_issues(
         model_probability = torch.full((len(labels),), float("nan"))
         model_class = torch.full((len(labels),), -1, dtype=torch.long)
     neighbour_class = neighbours.argmax(dim=1)
+    # The others' mass, not 1 - r[given]: float32 keeps small scores apart that 1 - r would round to 0.
+    scores = combined.scatter(1, labels[:, None], 0.0).sum(dim=1)
     return LabelIssues(
-        # The others' mass, not 1 - r[given]: float32 keeps small scores apart that 1 - r would round to 0.
-        scores=combined.scatter(1, labels[:, None], 0.0).sum(dim=1),
+        scores=scores,
         suggested=suggested,
         neighbour_share=neighbours[rows, labels],
         model_probability=model_probability,
         neighbour_class=neighbour_class,
         model_class=model_class,
-        category=categorise(labels, neighbour_class, model_class),
+        category=categorise(labels, neighbour_class, model_class, scores),
         k=int(neighbour_labels.shape[1]),
     )
 
