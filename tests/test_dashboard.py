@@ -725,7 +725,12 @@ def test_the_slider_over_an_epoch_without_a_map_says_so_and_the_inspector_still_
     )
     wait_for(lambda: driver.execute_script("return document.body.dataset.epoch") == "1", "epoch 1")
     time.sleep(0.5)
-    assert _coloured(map_pixels(driver)) == 0  # no point drawn: the canvas holds the grey "no map" line
+    pixels = map_pixels(driver)
+    assert _coloured(pixels) == 0  # no point drawn: the canvas holds the grey "no map" lines
+    height, width = pixels.shape[:2]  # said in its middle: a page scrolled down to the inspector still shows them
+    assert (pixels[height // 2 - 20 : height // 2 + 30, width // 4 : -width // 4].max(axis=2) < 160).sum() > 100
+    title = driver.find_element("id", "map-title").text
+    assert title.endswith("epoch 1 · no map at this epoch (maps at epochs 0, 2)")
     index = int(subsampled_run.seen[1].bank.indices[7])
     search = driver.find_element("id", "search")
     search.clear()

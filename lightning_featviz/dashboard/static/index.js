@@ -240,16 +240,27 @@ function drawnCoords(epochData) {
   return move.coords;
 }
 
+// Which epochs of a layer have a map, in words ("maps at epochs 0, 2, 4"): the callback fits maps on its own
+// cadence (maps.every_n_epochs), so the slider passes epochs without one.
+function mapsAt(data) {
+  const mapped = data.epochs.filter((e) => e.map).map((e) => e.epoch);
+  if (!mapped.length) return 'no epoch has a map of this layer';
+  return `${mapped.length === 1 ? 'a map at epoch' : 'maps at epochs'} ${mapped.join(', ')}`;
+}
+
 function drawMapOn(canvas, data, samples, epoch, marked) {
   const start = performance.now();
   const ctx = canvas.getContext('2d');
   ctx.fillStyle = '#fff';
   ctx.fillRect(0, 0, canvas.width, canvas.height);
   const epochData = data && data.byEpoch.get(epoch);
-  if (!epochData || !epochData.map) {
+  if (!epochData || !epochData.map) { // said in the middle: a page scrolled down to the inspector still shows it
     ctx.fillStyle = '#666';
-    ctx.font = '14px sans-serif';
-    ctx.fillText(data ? `no map of this layer at epoch ${epoch}` : 'no such layer in this run', 20, 30);
+    ctx.font = '15px sans-serif';
+    ctx.textAlign = 'center';
+    const lines = data ? [`no map of this layer at epoch ${epoch}`, mapsAt(data)] : ['no such layer in this run'];
+    lines.forEach((line, i) => ctx.fillText(line, canvas.width / 2, canvas.height / 2 + 22 * i));
+    ctx.textAlign = 'start';
     return performance.now() - start;
   }
   const [sx, sy] = project(data, canvas), map = drawnCoords(epochData), labels = samples.labels;
@@ -335,7 +346,9 @@ async function drawMaps({ from = null } = {}) {
   }
   const mapped = epochData && epochData.map && epochData.rows ? ` · map of ${epochData.rows.length} of ` +
     `${epochData.predictions.length} samples (maps.samples)` : '';
-  document.getElementById('map-title').textContent = `${state.run} · ${state.layer} · epoch ${state.epoch}${mapped}`;
+  const none = epochData && !epochData.map ? ` · no map at this epoch (${mapsAt(data)})` : '';
+  document.getElementById('map-title').textContent =
+    `${state.run} · ${state.layer} · epoch ${state.epoch}${mapped}${none}`;
   drawLegend();
   await drawCompare(samples, ticket);
 }
