@@ -9,6 +9,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+#: Where the demo's printed recipe writes its validation digits as an ImageFolder, for ``featviz analyse``.
+DIGITS_FOLDER = "featviz_digits_val"
+
 
 def purity_table(history: Sequence[dict], layers: Sequence[str]) -> str:
     """A text table of kNN purity, one row per epoch, one column per layer."""
@@ -72,9 +75,18 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"Open them with:\n  tensorboard --logdir {args.logdir}")
     print(f"Or open the static report (no server needed):\n  {report_dir / 'index.html'}")
     size = args.image_size or (224 if args.data else 32)
-    data_option = f" --data {args.data}" if args.data else " --no-normalize --data <an ImageFolder of digits>"
+    if args.data:
+        data_steps, data_option = "", f" --data {args.data}"
+    else:  # the built-in digits have no folder: its validation split (same seed and size) written as one first
+        data_steps = (
+            '  python -c "from lightning_featviz.demo.datasets import ColouredDigits, save_image_folder; '
+            f"d = ColouredDigits('val', image_size={size}, seed={args.seed}); "
+            f"save_image_folder(d, '{DIGITS_FOLDER}', d.classes)\"\n"
+        )
+        data_option = f" --no-normalize --data {DIGITS_FOLDER}"
+    where = "on any data" if args.data else "on any data; here its validation digits, written as an ImageFolder first"
     print(
-        "Analyse the trained model again later, on any data:\n  featviz analyse --module "
+        f"Analyse the trained model again later, {where}:\n{data_steps}  featviz analyse --module "
         f"lightning_featviz.demo.model.ImageClassifier --checkpoint {checkpoint.last_model_path} --image-size {size}"
         f"{data_option}"
     )
