@@ -602,9 +602,10 @@ async function showInspector(ticket, reveal = false) {
 
 async function search(text) {
   const samples = await shownSamples(), query = text.trim();
+  const message = document.getElementById('search-message');
+  if (!query) { message.textContent = ''; return; } // an empty box: nothing asked (every path holds '')
   let row = /^\d+$/.test(query) ? samples.rowOf.get(Number(query)) : undefined;
   if (row === undefined && samples.paths) row = samples.paths.findIndex((p) => p.includes(query));
-  const message = document.getElementById('search-message');
   if (row === undefined || row < 0) {
     message.textContent = `no kept sample has index or path ${JSON.stringify(query)}`;
     return;
@@ -650,9 +651,12 @@ async function drawReview(ticket) {
       el('td', { class: 'dynamics' }, fixed(item.dynamics, 3),
         ...(item.words ? [el('div', { class: 'dynamics-words', title: item.words }, shortWords(item.words))] : []))));
   });
+  // the dynamics score is the label-issue layer's: at another layer the list keeps its rank, and says why
+  const scored = found.rows.some((item) => item.dynamics !== null && item.dynamics !== undefined);
+  const order = state.reviewOrder !== 'dynamics' ? 'strongest first'
+    : scored ? 'highest dynamics score first' : 'strongest first: this layer has no dynamics score';
   const heading = el('p', { class: 'review-heading' }, `${found.rows.length} images of ${samples.indices.length} sit ` +
-    `in another class's cluster at ${found.layer}, epoch ${found.epoch} ` +
-    `(${state.reviewOrder === 'dynamics' ? 'highest dynamics score first' : 'strongest first'}).`);
+    `in another class's cluster at ${found.layer}, epoch ${found.epoch} (${order}).`);
   box.replaceChildren(heading, found.rows.length ? table : el('p', {}, 'None flagged.'));
   for (const button of document.querySelectorAll('#review-section button')) button.disabled = !found.rows.length;
 }
@@ -774,8 +778,9 @@ function controls() {
       oninput: (e) => setEpochPosition(Number(e.target.value)) }),
     el('span', { id: 'epoch-label' }, ''), play,
     el('select', { id: 'compare', onchange: (e) => { state.compare = e.target.value; drawMaps(); } }),
-    local ? '' : el('button', { id: 'refresh', title: 'read the epochs written since the tab opened', onclick: async () => {
+    local ? '' : el('button', { id: 'refresh', title: 'read the epochs and runs written since the tab opened', onclick: async () => {
       state.runs = await getJSON('runs', {});
+      document.getElementById('run').replaceChildren(...state.runs.map((r) => el('option', { value: r.run }, r.run)));
       [state.layerData, state.indexes] = [{}, {}];
       await loadRun(state.run);
     } }, '↻ new epochs'));
