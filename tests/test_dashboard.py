@@ -592,6 +592,10 @@ def test_the_dynamics_order_sorts_the_review_by_its_score_and_the_download_keeps
     board, driver, dashboard_run
 ):
     open_tab(driver, board)  # pool, epoch 2: the label-issue layer, whose rows have a dynamics score
+    expected = [row["index"] for row in callback_csv(dashboard_run, 2)]
+    picked = [expected[-1], expected[0]]
+    for index in picked:
+        driver.find_element("css selector", f'#review input.pick[data-index="{index}"]').click()
     _choose(driver, "review-order", "dynamics")
     table = "#review table.review"
     wait_for(lambda: driver.find_element("css selector", table).get_attribute("data-order") == "dynamics", "the order")
@@ -600,11 +604,14 @@ def test_the_dynamics_order_sorts_the_review_by_its_score_and_the_download_keeps
     assert len(set(scores)) > 1 and scores == sorted(scores, reverse=True)
     heading = driver.find_element("css selector", "#review .review-heading").text
     assert heading.endswith("(highest dynamics score first).")
-    expected = [row["index"] for row in callback_csv(dashboard_run, 2)]
     listed = [r.get_attribute("data-index") for r in driver.find_elements("css selector", "#review tr[data-index]")]
     assert sorted(listed) == sorted(expected)
+    checked = driver.find_elements("css selector", "#review input.pick:checked")
+    assert sorted(box.get_attribute("data-index") for box in checked) == sorted(picked)  # the ticks stay
+    _, rows = download(driver, "download")
+    assert [row["index"] for row in rows] == picked[::-1]  # the callback's rank, whatever the order on screen
     _, rows = download(driver, "download-all")
-    assert [row["index"] for row in rows] == expected  # the callback's rank, whatever the order on screen
+    assert [row["index"] for row in rows] == expected
     _choose(driver, "layer", "conv2")  # no dynamics score there: the list keeps its rank and says why
     wait_for(lambda: shown(driver) == f"{RUN}|conv2|2", "conv2 on screen")
     heading = driver.find_element("css selector", "#review .review-heading").text

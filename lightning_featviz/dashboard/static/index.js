@@ -630,6 +630,10 @@ async function drawReview(ticket) {
   const samples = await shownSamples(), reference = await samplesOf(run, found.reference);
   if (ticket !== state.ticket) return;
   const names = state.index.class_names;
+  // a new order of the same list keeps its ticks; another epoch's or layer's list starts with none
+  const old = state.review, same = old && old.run === run && old.layer === layer && old.epoch === epoch;
+  const boxes = same ? [...document.querySelectorAll('#review .pick:checked')] : [];
+  const ticked = new Set(boxes.map((box) => Number(box.dataset.index)));
   state.review = { run, layer, epoch, k: state.index.k, rows: found.rows };
   const table = el('table', { class: 'review', 'data-layer': layer, 'data-epoch': epoch, 'data-order': state.reviewOrder },
     el('tr', {}, ...['', 'rank', 'image', 'index', 'label → suggested', 'model says', 'neighbours in cluster',
@@ -640,6 +644,7 @@ async function drawReview(ticket) {
   }
   ranked.forEach(([item, rank]) => {
     const check = el('input', { type: 'checkbox', class: 'pick', 'data-index': item.index });
+    check.checked = ticked.has(item.index);
     const image = thumb(samples, item.row);
     image.addEventListener('click', () => inspectRow(item.row));
     table.append(el('tr', { 'data-index': item.index }, el('td', {}, check), el('td', {}, String(rank)),
@@ -778,12 +783,13 @@ function controls() {
       oninput: (e) => setEpochPosition(Number(e.target.value)) }),
     el('span', { id: 'epoch-label' }, ''), play,
     el('select', { id: 'compare', onchange: (e) => { state.compare = e.target.value; drawMaps(); } }),
-    local ? '' : el('button', { id: 'refresh', title: 'read the epochs and runs written since the tab opened', onclick: async () => {
-      state.runs = await getJSON('runs', {});
-      document.getElementById('run').replaceChildren(...state.runs.map((r) => el('option', { value: r.run }, r.run)));
-      [state.layerData, state.indexes] = [{}, {}];
-      await loadRun(state.run);
-    } }, '↻ new epochs'));
+    local ? '' : el('button', { id: 'refresh', title: 'read the epochs and runs written since the tab opened',
+      onclick: async () => {
+        state.runs = await getJSON('runs', {});
+        document.getElementById('run').replaceChildren(...state.runs.map((r) => el('option', { value: r.run }, r.run)));
+        [state.layerData, state.indexes] = [{}, {}];
+        await loadRun(state.run);
+      } }, '↻ new epochs'));
 }
 
 export async function render() {
