@@ -132,7 +132,14 @@ def list_layers(args: argparse.Namespace) -> int:
         module_name, _, class_name = args.module.rpartition(".")
         if not module_name:
             raise SystemExit(f"featviz layers: expected --module like 'package.module.Class', but got {args.module!r}.")
-        model = getattr(importlib.import_module(module_name), class_name)()
+        try:
+            model = getattr(importlib.import_module(module_name), class_name)()
+        except (ImportError, AttributeError, TypeError) as error:  # not there, or it needs arguments
+            raise SystemExit(
+                f"featviz layers: expected `--module` to be an importable class built without arguments, but got "
+                f"{args.module!r} ({type(error).__name__}: {error}).\nHint: give its arguments defaults, or list a "
+                "torchvision architecture with --arch or a timm model with --timm."
+            ) from None
     elif args.timm is not None:
         import timm
 
