@@ -98,6 +98,20 @@ def run_analysis(args: argparse.Namespace) -> int:
 
     if (args.arch is None) == (args.module is None):
         raise SystemExit("featviz analyse: give either --arch (a torchvision architecture) or --module (a class path).")
+    # bad paths and class paths end here with their reason, before anything is loaded (not in a traceback)
+    for name, value, there, what in (
+        ("--data", args.data, Path(args.data).is_dir(), "an ImageFolder directory (root/<class>/<image>)"),
+        ("--checkpoint", args.checkpoint, Path(args.checkpoint).is_file(), "a checkpoint file"),
+    ):
+        if not there:
+            raise SystemExit(f"featviz analyse: expected `{name}` to be {what}, but got {value!r}, which is not one.")
+    if args.module is not None:
+        from lightning_featviz.posthoc import module_class
+
+        try:
+            module_class(args.module)
+        except ValueError as error:
+            raise SystemExit(f"featviz analyse: {error}") from None
     analysis = analyse_checkpoint(
         args.checkpoint,
         args.data,

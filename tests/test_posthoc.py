@@ -114,6 +114,35 @@ def test_analyse_needs_exactly_one_way_to_build_the_model(trained):
         main(["analyse", "--data", str(folder), "--checkpoint", checkpoint])
 
 
+@pytest.mark.parametrize(
+    ("what", "message"),
+    [
+        ("data", r"expected `--data` to be an ImageFolder directory .*, but got '.*nothere'"),
+        ("checkpoint", r"expected `--checkpoint` to be a checkpoint file, but got '.*missing.ckpt'"),
+        (
+            "module",
+            r"Expected `module` to be an importable class, but got 'no_such_pkg.Net' \(ModuleNotFoundError[\s\S]*Hint",
+        ),
+    ],
+)
+def test_the_analyse_command_says_which_input_is_missing_before_loading_anything(tmp_path, what, message):
+    checkpoint, folder = tmp_path / "model.ckpt", tmp_path / "images"
+    checkpoint.touch()
+    folder.mkdir()
+    args = {
+        "--data": str(folder),
+        "--checkpoint": str(checkpoint),
+        "--module": "lightning_featviz.demo.model.ImageClassifier",
+    }
+    args |= {
+        "data": {"--data": str(tmp_path / "nothere")},
+        "checkpoint": {"--checkpoint": str(tmp_path / "missing.ckpt")},
+        "module": {"--module": "no_such_pkg.Net"},
+    }[what]
+    with pytest.raises(SystemExit, match=message):
+        main(["analyse", *[part for pair in args.items() for part in pair]])
+
+
 def test_analyse_checkpoint_needs_exactly_one_of_arch_and_module(trained, tmp_path):
     checkpoint, folder = trained["--arch"]
     for arch, module in [(None, None), ("resnet18", "lightning_featviz.demo.model.ImageClassifier")]:
