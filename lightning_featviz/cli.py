@@ -35,6 +35,11 @@ def run_demo(args: argparse.Namespace) -> int:
     from lightning_featviz.options import CaptureOptions, MapOptions, OutputOptions
 
     layers = args.layers or list(DEMO_LAYERS)
+    if args.data and not Path(args.data).is_dir():
+        raise SystemExit(
+            f"featviz demo: expected `--data` to be an ImageFolder directory (root/<class>/<image>), but got "
+            f"{args.data!r}, which is not one.\nHint: leave --data out to run on the built-in digits."
+        )
     pl.seed_everything(args.seed, verbose=False)
     if args.data:
         data = ClassificationData.folder(

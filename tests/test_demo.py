@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from lightning_featviz import MapOptions, OutputOptions
+from lightning_featviz.cli import main
 from lightning_featviz.demo.datasets import ColouredDigits
 from lightning_featviz.demo.model import DEMO_LAYERS
 from lightning_featviz.posthoc import analyse, load_module
@@ -163,6 +164,12 @@ def test_demo_on_an_image_folder_writes_logs(tmp_path):
     events = read_events(tmp_path / "logs")
     assert "featviz/knn_purity@3/avgpool" in events.Tags()["scalars"]
     assert "featviz/neighbours/input_vs_avgpool" in events.Tags()["images"]
+
+
+def test_demo_on_a_folder_that_is_not_there_says_so_before_training(tmp_path):
+    with pytest.raises(SystemExit, match=r"expected `--data` to be an ImageFolder directory .* but got '.*nothere'"):
+        main(["demo", "--data", str(tmp_path / "nothere"), "--logdir", str(tmp_path / "logs")])
+    assert not (tmp_path / "logs").exists()
 
 
 def test_console_command_lists_layer_names():
