@@ -115,9 +115,10 @@ def class_purity_images(results: EpochResults) -> dict[tuple[str, str], np.ndarr
 
 def dynamics_image(results: EpochResults) -> np.ndarray | None:
     """The dataset cartography of the label-issue layer's tracked samples up to this epoch (confidence against
-    variability, the samples in its wrong cluster flagged); None where the epoch has no training dynamics."""
+    variability, the samples in its wrong cluster flagged); None where the epoch has no training dynamics, or one
+    epoch of them (a post-hoc analysis, a fit's first epoch): variability, the y axis, is 0 for every sample there."""
     dynamics = results.dynamics
-    if dynamics is None:
+    if dynamics is None or len(dynamics.epochs) < 2:
         return None
     flagged = np.zeros(len(dynamics.history), dtype=bool)
     found = results.wrong_cluster.get(dynamics.layer)
