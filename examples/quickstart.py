@@ -1,8 +1,9 @@
 """The quick start as the few lines a user writes in their own project.
 
-Fine-tunes torchvision's ResNet-18 on the built-in coloured digits (no download) and logs, every
-validation epoch, kNN purity and neighbour grids for the input (pixel space), each ResNet stage and
-the final average pool. Then: ``tensorboard --logdir lightning_logs``.
+Fine-tunes torchvision's ResNet-18 on the built-in coloured digits (no download) and logs kNN purity every
+validation epoch, and neighbour grids, maps and the wrong-cluster images on the callback's schedule, for the input
+(pixel space), the first three ResNet stages and the final average pool (on 32-px digits ``layer4`` is a 1 x 1 map,
+the same vector as ``avgpool``). Then: ``tensorboard --logdir lightning_logs``.
 
 With your own images, swap the data for ``ClassificationData.folder("path/to/food")`` (an
 ImageFolder: ``root/<class>/<image>``) and pass ``weights="DEFAULT"`` to start from ImageNet
@@ -20,7 +21,7 @@ data = ClassificationData.digits(batch_size=32)
 model = ImageClassifier(num_classes=len(data.classes), arch="resnet18")
 
 visualizer = FeatureVisualizer(
-    layers=["input", "layer1", "layer2", "layer3", "layer4", "avgpool"],
+    layers=["input", "layer1", "layer2", "layer3", "avgpool"],
     k=10,
     outputs=OutputOptions(query_indices=[394, 97, 996, 460, 737]),
 )

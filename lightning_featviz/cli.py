@@ -9,6 +9,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+#: Where the demo's printed recipe writes its validation digits as an ImageFolder, for ``featviz analyse``.
+DIGITS_FOLDER = "featviz_digits_val"
+
 
 def purity_table(history: Sequence[dict], layers: Sequence[str]) -> str:
     """A text table of kNN purity, one row per epoch, one column per layer."""
@@ -32,6 +35,11 @@ def run_demo(args: argparse.Namespace) -> int:
     from lightning_featviz.options import CaptureOptions, MapOptions, OutputOptions
 
     layers = args.layers or list(DEMO_LAYERS)
+    if args.data and not Path(args.data).is_dir():
+        raise SystemExit(
+            f"featviz demo: expected `--data` to be an ImageFolder directory (root/<class>/<image>), but got "
+            f"{args.data!r}, which is not one.\nHint: leave --data out to run on the built-in digits."
+        )
     pl.seed_everything(args.seed, verbose=False)
     if args.data:
         data = ClassificationData.folder(
@@ -72,9 +80,18 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"Open them with:\n  tensorboard --logdir {args.logdir}")
     print(f"Or open the static report (no server needed):\n  {report_dir / 'index.html'}")
     size = args.image_size or (224 if args.data else 32)
-    data_option = f" --data {args.data}" if args.data else " --no-normalize --data <an ImageFolder of digits>"
+    if args.data:
+        data_steps, data_option = "", f" --data {args.data}"
+    else:  # the built-in digits have no folder: its validation split (same seed and size) written as one first
+        data_steps = (
+            '  python -c "from lightning_featviz.demo.datasets import ColouredDigits, save_image_folder; '
+            f"d = ColouredDigits('val', image_size={size}, seed={args.seed}); "
+            f"save_image_folder(d, '{DIGITS_FOLDER}', d.classes)\"\n"
+        )
+        data_option = f" --no-normalize --data {DIGITS_FOLDER}"
+    where = "on any data" if args.data else "on any data; here its validation digits, written as an ImageFolder first"
     print(
-        "Analyse the trained model again later, on any data:\n  featviz analyse --module "
+        f"Analyse the trained model again later, {where}:\n{data_steps}  featviz analyse --module "
         f"lightning_featviz.demo.model.ImageClassifier --checkpoint {checkpoint.last_model_path} --image-size {size}"
         f"{data_option}"
     )
@@ -86,6 +103,20 @@ def run_analysis(args: argparse.Namespace) -> int:
 
     if (args.arch is None) == (args.module is None):
         raise SystemExit("featviz analyse: give either --arch (a torchvision architecture) or --module (a class path).")
+    # bad paths and class paths end here with their reason, before anything is loaded (not in a traceback)
+    for name, value, there, what in (
+        ("--data", args.data, Path(args.data).is_dir(), "an ImageFolder directory (root/<class>/<image>)"),
+        ("--checkpoint", args.checkpoint, Path(args.checkpoint).is_file(), "a checkpoint file"),
+    ):
+        if not there:
+            raise SystemExit(f"featviz analyse: expected `{name}` to be {what}, but got {value!r}, which is not one.")
+    if args.module is not None:
+        from lightning_featviz.posthoc import module_class
+
+        try:
+            module_class(args.module)
+        except ValueError as error:
+            raise SystemExit(f"featviz analyse: {error}") from None
     analysis = analyse_checkpoint(
         args.checkpoint,
         args.data,
@@ -120,7 +151,14 @@ def list_layers(args: argparse.Namespace) -> int:
         module_name, _, class_name = args.module.rpartition(".")
         if not module_name:
             raise SystemExit(f"featviz layers: expected --module like 'package.module.Class', but got {args.module!r}.")
-        model = getattr(importlib.import_module(module_name), class_name)()
+        try:
+            model = getattr(importlib.import_module(module_name), class_name)()
+        except (ImportError, AttributeError, TypeError) as error:  # not there, or it needs arguments
+            raise SystemExit(
+                f"featviz layers: expected `--module` to be an importable class built without arguments, but got "
+                f"{args.module!r} ({type(error).__name__}: {error}).\nHint: give its arguments defaults, or list a "
+                "torchvision architecture with --arch or a timm model with --timm."
+            ) from None
     elif args.timm is not None:
         import timm
 

@@ -81,6 +81,20 @@ def load_classifier(arch: str, checkpoint: str | Path, num_classes: int) -> nn.M
     return model
 
 
+def module_class(class_path: str) -> Any:
+    """The class at ``package.module.Class``; a ValueError that says why where it does not import."""
+    module_name, _, class_name = class_path.rpartition(".")
+    if not module_name:
+        raise ValueError(f"Expected `module` to be a class path like 'package.module.Class', but got {class_path!r}.")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(
+            f"Expected `module` to be an importable class, but got {class_path!r} ({type(error).__name__}: {error}).\n"
+            "Hint: its package must import here (installed, or on PYTHONPATH)."
+        ) from None
+
+
 def load_module(class_path: str, checkpoint: str | Path, **overrides: Any) -> pl.LightningModule:
     """``package.module.ClassName.load_from_checkpoint(checkpoint, **overrides)`` on the CPU.
 
@@ -88,10 +102,7 @@ def load_module(class_path: str, checkpoint: str | Path, **overrides: Any) -> pl
     ``ImageClassifier`` has) is set to None unless overridden: the checkpoint holds the weights, so
     nothing is downloaded.
     """
-    module_name, _, class_name = class_path.rpartition(".")
-    if not module_name:
-        raise ValueError(f"Expected `module` to be a class path like 'package.module.Class', but got {class_path!r}.")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = module_class(class_path)
     if "weights" in inspect.signature(cls.__init__).parameters:
         overrides.setdefault("weights", None)
     return cls.load_from_checkpoint(checkpoint, map_location="cpu", **overrides)

@@ -13,6 +13,7 @@ import gzip
 import importlib
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 from urllib.error import HTTPError
@@ -579,6 +580,47 @@ def test_the_reviews_csv_download_holds_the_ticked_images_named_by_run_layer_and
     assert all(row["cluster"] != row["label"] for row in rows)
 
 
+def _choose(driver, select: str, value: str) -> None:
+    driver.execute_script(
+        "const s = document.getElementById(arguments[0]); s.value = arguments[1];s.dispatchEvent(new Event('change'));",
+        select,
+        value,
+    )
+
+
+def test_the_dynamics_order_sorts_the_review_by_its_score_and_the_download_keeps_the_callbacks_rank(
+    board, driver, dashboard_run
+):
+    open_tab(driver, board)  # pool, epoch 2: the label-issue layer, whose rows have a dynamics score
+    expected = [row["index"] for row in callback_csv(dashboard_run, 2)]
+    picked = [expected[-1], expected[0]]
+    for index in picked:
+        driver.find_element("css selector", f'#review input.pick[data-index="{index}"]').click()
+    _choose(driver, "review-order", "dynamics")
+    table = "#review table.review"
+    wait_for(lambda: driver.find_element("css selector", table).get_attribute("data-order") == "dynamics", "the order")
+    cells = [cell.text.split("\n")[0] for cell in driver.find_elements("css selector", "#review td.dynamics")]
+    scores = [-1.0 if text == "–" else float(text) for text in cells]
+    assert len(set(scores)) > 1 and scores == sorted(scores, reverse=True)
+    heading = driver.find_element("css selector", "#review .review-heading").text
+    assert heading.endswith("(highest dynamics score first).")
+    listed = [r.get_attribute("data-index") for r in driver.find_elements("css selector", "#review tr[data-index]")]
+    assert sorted(listed) == sorted(expected)
+    checked = driver.find_elements("css selector", "#review input.pick:checked")
+    assert sorted(box.get_attribute("data-index") for box in checked) == sorted(picked)  # the ticks stay
+    _, rows = download(driver, "download")
+    assert [row["index"] for row in rows] == picked[::-1]  # the callback's rank, whatever the order on screen
+    _, rows = download(driver, "download-all")
+    assert [row["index"] for row in rows] == expected
+    _choose(driver, "layer", "conv2")  # no dynamics score there: the list keeps its rank and says why
+    wait_for(lambda: shown(driver) == f"{RUN}|conv2|2", "conv2 on screen")
+    heading = driver.find_element("css selector", "#review .review-heading").text
+    assert heading.endswith("(strongest first: this layer has no dynamics score).")
+    rows = driver.find_elements("css selector", "#review tr[data-index]")
+    ranks = [row.find_elements("css selector", "td")[1].text for row in rows]
+    assert ranks == [str(rank) for rank in range(1, len(ranks) + 1)]
+
+
 def callback_csv(dashboard_run, epoch: int, layer: str = "pool") -> list[dict[str, str]]:
     """The wrong-cluster list the callback wrote for ``epoch`` (``featviz_wrong_cluster/epoch_{e}_{layer}.csv``)."""
     path = dashboard_run[0] / RUN / "featviz_wrong_cluster" / f"epoch_{epoch:03d}_{layer}.csv"
@@ -725,7 +767,12 @@ def test_the_slider_over_an_epoch_without_a_map_says_so_and_the_inspector_still_
     )
     wait_for(lambda: driver.execute_script("return document.body.dataset.epoch") == "1", "epoch 1")
     time.sleep(0.5)
-    assert _coloured(map_pixels(driver)) == 0  # no point drawn: the canvas holds the grey "no map" line
+    pixels = map_pixels(driver)
+    assert _coloured(pixels) == 0  # no point drawn: the canvas holds the grey "no map" lines
+    height, width = pixels.shape[:2]  # said in its middle: a page scrolled down to the inspector still shows them
+    assert (pixels[height // 2 - 20 : height // 2 + 30, width // 4 : -width // 4].max(axis=2) < 160).sum() > 100
+    title = driver.find_element("id", "map-title").text
+    assert title.endswith("epoch 1 · no map at this epoch (maps at epochs 0, 2)")
     index = int(subsampled_run.seen[1].bank.indices[7])
     search = driver.find_element("id", "search")
     search.clear()
@@ -735,6 +782,11 @@ def test_the_slider_over_an_epoch_without_a_map_says_so_and_the_inspector_still_
     shown = driver.find_elements("css selector", '#inspector .layer-row[data-layer="pool"] .thumb')
     expected = subsampled_run.seen[1].bank.indices[subsampled_run.seen[1].stats["pool"].indices[7]].tolist()
     assert [int(t.get_attribute("data-index")) for t in shown] == expected  # epoch 1's neighbours
+    search.clear()
+    search.send_keys("\n")  # an empty box asks nothing: no complaint, and the inspected image stays
+    time.sleep(0.5)
+    assert driver.find_element("id", "search-message").text == ""
+    assert driver.find_element("css selector", "#inspector .thumb.query").get_attribute("data-index") == str(index)
 
 
 def test_comparing_two_runs_draws_the_other_runs_map_beside_this_one(board, driver):
@@ -976,6 +1028,26 @@ def test_a_thumbnail_shows_its_own_tile_fitted_to_its_frame_and_nothing_of_the_n
         error = np.abs(coarse(shown) - coarse(fitted)).mean()
         wrong = np.abs(coarse(shown) - coarse(scaled_for_outside)).mean()
         assert error < 0.7 * wrong, (r, c, error, wrong)
+
+
+def test_new_epochs_also_brings_a_run_started_since_the_tab_opened_into_the_run_menu(board, driver, dashboard_run):
+    open_tab(driver, board)
+    late = dashboard_run[0] / "lightning_logs" / "version_7"
+    shutil.copytree(dashboard_run[0] / RUN / FOLDER, late / FOLDER)
+    try:
+        wait_for(
+            lambda: any(r["run"] == "lightning_logs/version_7" for r in get(board, "runs")), "the plugin to see it"
+        )
+        driver.find_element("id", "refresh").click()
+
+        def listed(menu: str) -> bool:
+            options = driver.find_elements("css selector", f"#{menu} option")
+            return "lightning_logs/version_7" in [o.get_attribute("value") for o in options]
+
+        wait_for(lambda: listed("run") and listed("compare"), "the new run in the run and compare menus")
+        assert driver.find_element("id", "run").get_attribute("value") == RUN  # the run on screen stays
+    finally:
+        shutil.rmtree(late)
 
 
 def test_the_tab_logs_no_console_error(board, driver):

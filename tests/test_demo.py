@@ -1,6 +1,7 @@
 """The quick start, run as a user runs it: the console command on the built-in data."""
 
 import csv
+import shlex
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from lightning_featviz import MapOptions, OutputOptions
+from lightning_featviz.cli import main
 from lightning_featviz.demo.datasets import ColouredDigits
 from lightning_featviz.demo.model import DEMO_LAYERS
 from lightning_featviz.posthoc import analyse, load_module
@@ -63,6 +65,24 @@ def test_quick_start_default_run_separates_classes_at_avgpool_but_not_in_pixel_s
     for tag in ("tsne_2d/avgpool", "tsne_3d/avgpool", "tsne_2d/input_vs_avgpool", "tsne_2d/all_layers"):
         maps = events.Images(f"featviz/{tag}")
         assert 1 <= len(maps) <= 8 and maps[-1].step == last_step, tag
+
+
+@pytest.mark.slow
+def test_the_demos_printed_analyse_recipe_writes_its_validation_digits_as_the_folder_it_names(quick_start, tmp_path):
+    """The demo ends with how to analyse its model post hoc: for the built-in digits, a line that writes them as an
+    ImageFolder, then ``featviz analyse`` on that folder (not a placeholder the user cannot fill)."""
+    recipe = quick_start[1].split("Analyse the trained model again later")[1].splitlines()[1:3]
+    assert recipe[0].startswith("  python -c ") and recipe[1].startswith("  featviz analyse --module ")
+    subprocess.run(shlex.split(recipe[0]), cwd=tmp_path, check=True, timeout=300)
+    analyse_args = shlex.split(recipe[1])
+    folder = tmp_path / analyse_args[analyse_args.index("--data") + 1]
+    assert "--no-normalize" in analyse_args and analyse_args[analyse_args.index("--image-size") + 1] == "32"
+    val = ColouredDigits("val", seed=0)
+    assert sorted(p.name for p in folder.iterdir()) == val.classes
+    counts = {name: len(list((folder / name).glob("*.png"))) for name in val.classes}
+    assert counts == {name: int((val.targets == int(name)).sum()) for name in val.classes}
+    pixels = np.asarray(Image.open(folder / str(val[0][1]) / "00000.png"), dtype=np.float32) / 255
+    assert np.abs(pixels - val[0][0].permute(1, 2, 0).numpy()).max() <= 1 / 255  # the demo's own image 0
 
 
 class Relabelled(Dataset):
@@ -144,6 +164,12 @@ def test_demo_on_an_image_folder_writes_logs(tmp_path):
     events = read_events(tmp_path / "logs")
     assert "featviz/knn_purity@3/avgpool" in events.Tags()["scalars"]
     assert "featviz/neighbours/input_vs_avgpool" in events.Tags()["images"]
+
+
+def test_demo_on_a_folder_that_is_not_there_says_so_before_training(tmp_path):
+    with pytest.raises(SystemExit, match=r"expected `--data` to be an ImageFolder directory .* but got '.*nothere'"):
+        main(["demo", "--data", str(tmp_path / "nothere"), "--logdir", str(tmp_path / "logs")])
+    assert not (tmp_path / "logs").exists()
 
 
 def test_console_command_lists_layer_names():

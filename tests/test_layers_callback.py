@@ -153,3 +153,15 @@ def test_featviz_layers_prints_the_defaults_and_every_candidate_with_its_size(ca
     assert "(B, C, H, W)" in row and " 512 dims" in row and "2x512x2x2" in row
     assert main(["layers", "--module", "conftest.TinyNet", "--image-size", "32"]) == 0
     assert "default layers: input, relu1, pool" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("module", "why"),
+    [
+        ("lightning_featviz.demo.model.ImageClassifier", "TypeError: .*num_classes"),
+        ("no_such_pkg.Net", "ModuleNotFoundError"),
+    ],
+)
+def test_featviz_layers_says_why_a_module_cannot_be_built_instead_of_a_traceback(module, why):
+    with pytest.raises(SystemExit, match=rf"expected `--module` to be an importable class built .*{why}.*\n.*Hint"):
+        main(["layers", "--module", module])

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -125,6 +126,22 @@ def test_projector_config_lists_the_latest_epoch_first_and_keeps_every_nth(fitte
     assert flat and all(list(e.tensor_shape) == [120, 3] for e in flat)  # 2-D maps drawn with z = 0
     sprites = {e.sprite.image_path for e in config.embeddings}
     assert len(sprites) == 1  # the same samples every epoch: one sprite file
+
+
+def test_the_readmes_projector_row_names_the_entries_the_projector_lists(fitted_run):
+    _, log_dir, _ = fitted_run
+    config = ProjectorConfig()
+    text_format.Parse(Path(f"{log_dir}/projector_config.pbtxt").read_text(), config)
+    names = {e.tensor_name for e in config.embeddings}
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith("| projector:"))
+    patterns = []  # `latest/epoch_{e}/{layer}/{vectors,tsne_2d}`: {e} an epoch, {layer} a layer, {a,b} either
+    for written in re.findall(r"`([^`]+)`", row.split(" | ")[0]):
+        pattern = re.escape(written).replace(r"\{e\}", "[0-9]{3}").replace(r"\{layer\}", "[^/]+")
+        pattern = re.sub(r"\\\{([^}]*)\\\}", lambda m: "(" + m.group(1).replace(",", "|") + ")", pattern)
+        patterns.append(re.compile(pattern.replace(r"\.\.\.", ".+")))
+    assert all(any(p.fullmatch(name) for p in patterns) for name in names), (row, sorted(names))
+    assert all(any(p.fullmatch(name) for name in names) for p in patterns), (row, sorted(names))
 
 
 def test_maps_state_is_saved_and_restored_for_warm_starts(fitted_run):

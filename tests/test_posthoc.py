@@ -92,6 +92,7 @@ def test_the_analyse_command_writes_a_tensorboard_log_dir_and_an_html_report(tmp
     images = re.findall(r"<img src='([^']+)'", page)
     kinds = {source.split("/")[1] for source in images}
     assert {"neighbours", "tsne_2d", "tsne_3d", "neighbour_confusion", "purity_by_depth"} <= kinds
+    assert "wrong_cluster_cartography" not in kinds  # one epoch: every sample's variability is 0, nothing to show
     assert all((out / "report" / source).is_file() for source in images)
     assert "featviz/knn_purity@5/avgpool" in page
 
@@ -112,6 +113,35 @@ def test_analyse_needs_exactly_one_way_to_build_the_model(trained):
     checkpoint, folder = trained["--arch"]
     with pytest.raises(SystemExit, match="either --arch .* or --module"):
         main(["analyse", "--data", str(folder), "--checkpoint", checkpoint])
+
+
+@pytest.mark.parametrize(
+    ("what", "message"),
+    [
+        ("data", r"expected `--data` to be an ImageFolder directory .*, but got '.*nothere'"),
+        ("checkpoint", r"expected `--checkpoint` to be a checkpoint file, but got '.*missing.ckpt'"),
+        (
+            "module",
+            r"Expected `module` to be an importable class, but got 'no_such_pkg.Net' \(ModuleNotFoundError[\s\S]*Hint",
+        ),
+    ],
+)
+def test_the_analyse_command_says_which_input_is_missing_before_loading_anything(tmp_path, what, message):
+    checkpoint, folder = tmp_path / "model.ckpt", tmp_path / "images"
+    checkpoint.touch()
+    folder.mkdir()
+    args = {
+        "--data": str(folder),
+        "--checkpoint": str(checkpoint),
+        "--module": "lightning_featviz.demo.model.ImageClassifier",
+    }
+    args |= {
+        "data": {"--data": str(tmp_path / "nothere")},
+        "checkpoint": {"--checkpoint": str(tmp_path / "missing.ckpt")},
+        "module": {"--module": "no_such_pkg.Net"},
+    }[what]
+    with pytest.raises(SystemExit, match=message):
+        main(["analyse", *[part for pair in args.items() for part in pair]])
 
 
 def test_analyse_checkpoint_needs_exactly_one_of_arch_and_module(trained, tmp_path):

@@ -116,9 +116,10 @@ def class_purity_images(results: EpochResults) -> dict[tuple[str, str], np.ndarr
 def dynamics_image(results: EpochResults) -> np.ndarray | None:
     """The dataset cartography of the label-issue layer's tracked samples up to this epoch (confidence against
     variability), one panel per layer (the twins left out) with the samples in that layer's wrong cluster
-    flagged; None where the epoch has no training dynamics."""
+    flagged; None where the epoch has no training dynamics, or one epoch of them (a post-hoc analysis, a fit's
+    first epoch): variability, the y axis, is 0 for every sample there."""
     dynamics = results.dynamics
-    if dynamics is None:
+    if dynamics is None or dynamics.history.first_epoch == dynamics.epochs[-1]:
         return None
     flagged = {}
     for layer in results.stats:
@@ -129,9 +130,10 @@ def dynamics_image(results: EpochResults) -> np.ndarray | None:
         positions = dynamics.positions(results.bank.indices[found.rows]).numpy()
         marked[positions[positions >= 0]] = True
         flagged[layer] = marked
-    first, last = dynamics.history.first_epoch, dynamics.epochs[-1]
-    span = f"epoch {last}" if first == last else f"epochs {first}-{last}"
-    heading = f"Epoch {results.epoch}: dataset cartography of {dynamics.layer}'s label issues ({span}), by layer"
+    heading = (
+        f"Epoch {results.epoch}: dataset cartography of {dynamics.layer}'s label issues "
+        f"(epochs {dynamics.history.first_epoch}-{dynamics.epochs[-1]}), by layer"
+    )
     return cartography_image(dynamics.confidence.numpy(), dynamics.variability.numpy(), flagged, heading)
 
 

@@ -240,16 +240,27 @@ function drawnCoords(epochData) {
   return move.coords;
 }
 
+// Which epochs of a layer have a map, in words ("maps at epochs 0, 2, 4"): the callback fits maps on its own
+// cadence (maps.every_n_epochs), so the slider passes epochs without one.
+function mapsAt(data) {
+  const mapped = data.epochs.filter((e) => e.map).map((e) => e.epoch);
+  if (!mapped.length) return 'no epoch has a map of this layer';
+  return `${mapped.length === 1 ? 'a map at epoch' : 'maps at epochs'} ${mapped.join(', ')}`;
+}
+
 function drawMapOn(canvas, data, samples, epoch, marked) {
   const start = performance.now();
   const ctx = canvas.getContext('2d');
   ctx.fillStyle = '#fff';
   ctx.fillRect(0, 0, canvas.width, canvas.height);
   const epochData = data && data.byEpoch.get(epoch);
-  if (!epochData || !epochData.map) {
+  if (!epochData || !epochData.map) { // said in the middle: a page scrolled down to the inspector still shows it
     ctx.fillStyle = '#666';
-    ctx.font = '14px sans-serif';
-    ctx.fillText(data ? `no map of this layer at epoch ${epoch}` : 'no such layer in this run', 20, 30);
+    ctx.font = '15px sans-serif';
+    ctx.textAlign = 'center';
+    const lines = data ? [`no map of this layer at epoch ${epoch}`, mapsAt(data)] : ['no such layer in this run'];
+    lines.forEach((line, i) => ctx.fillText(line, canvas.width / 2, canvas.height / 2 + 22 * i));
+    ctx.textAlign = 'start';
     return performance.now() - start;
   }
   const [sx, sy] = project(data, canvas), map = drawnCoords(epochData), labels = samples.labels;
@@ -335,7 +346,9 @@ async function drawMaps({ from = null } = {}) {
   }
   const mapped = epochData && epochData.map && epochData.rows ? ` · map of ${epochData.rows.length} of ` +
     `${epochData.predictions.length} samples (maps.samples)` : '';
-  document.getElementById('map-title').textContent = `${state.run} · ${state.layer} · epoch ${state.epoch}${mapped}`;
+  const none = epochData && !epochData.map ? ` · no map at this epoch (${mapsAt(data)})` : '';
+  document.getElementById('map-title').textContent =
+    `${state.run} · ${state.layer} · epoch ${state.epoch}${mapped}${none}`;
   drawLegend();
   await drawCompare(samples, ticket);
 }
@@ -589,9 +602,10 @@ async function showInspector(ticket, reveal = false) {
 
 async function search(text) {
   const samples = await shownSamples(), query = text.trim();
+  const message = document.getElementById('search-message');
+  if (!query) { message.textContent = ''; return; } // an empty box: nothing asked (every path holds '')
   let row = /^\d+$/.test(query) ? samples.rowOf.get(Number(query)) : undefined;
   if (row === undefined && samples.paths) row = samples.paths.findIndex((p) => p.includes(query));
-  const message = document.getElementById('search-message');
   if (row === undefined || row < 0) {
     message.textContent = `no kept sample has index or path ${JSON.stringify(query)}`;
     return;
@@ -616,6 +630,10 @@ async function drawReview(ticket) {
   const samples = await shownSamples(), reference = await samplesOf(run, found.reference);
   if (ticket !== state.ticket) return;
   const names = state.index.class_names;
+  // a new order of the same list keeps its ticks; another epoch's or layer's list starts with none
+  const old = state.review, same = old && old.run === run && old.layer === layer && old.epoch === epoch;
+  const boxes = same ? [...document.querySelectorAll('#review .pick:checked')] : [];
+  const ticked = new Set(boxes.map((box) => Number(box.dataset.index)));
   state.review = { run, layer, epoch, k: state.index.k, rows: found.rows };
   const table = el('table', { class: 'review', 'data-layer': layer, 'data-epoch': epoch, 'data-order': state.reviewOrder },
     el('tr', {}, ...['', 'rank', 'image', 'index', 'label → suggested', 'model says', 'neighbours in cluster',
@@ -626,6 +644,7 @@ async function drawReview(ticket) {
   }
   ranked.forEach(([item, rank]) => {
     const check = el('input', { type: 'checkbox', class: 'pick', 'data-index': item.index });
+    check.checked = ticked.has(item.index);
     const image = thumb(samples, item.row);
     image.addEventListener('click', () => inspectRow(item.row));
     table.append(el('tr', { 'data-index': item.index }, el('td', {}, check), el('td', {}, String(rank)),
@@ -637,9 +656,12 @@ async function drawReview(ticket) {
       el('td', { class: 'dynamics' }, fixed(item.dynamics, 3),
         ...(item.words ? [el('div', { class: 'dynamics-words', title: item.words }, shortWords(item.words))] : []))));
   });
+  // the dynamics score is the label-issue layer's: at another layer the list keeps its rank, and says why
+  const scored = found.rows.some((item) => item.dynamics !== null && item.dynamics !== undefined);
+  const order = state.reviewOrder !== 'dynamics' ? 'strongest first'
+    : scored ? 'highest dynamics score first' : 'strongest first: this layer has no dynamics score';
   const heading = el('p', { class: 'review-heading' }, `${found.rows.length} images of ${samples.indices.length} sit ` +
-    `in another class's cluster at ${found.layer}, epoch ${found.epoch} ` +
-    `(${state.reviewOrder === 'dynamics' ? 'highest dynamics score first' : 'strongest first'}).`);
+    `in another class's cluster at ${found.layer}, epoch ${found.epoch} (${order}).`);
   box.replaceChildren(heading, found.rows.length ? table : el('p', {}, 'None flagged.'));
   for (const button of document.querySelectorAll('#review-section button')) button.disabled = !found.rows.length;
 }
@@ -761,11 +783,13 @@ function controls() {
       oninput: (e) => setEpochPosition(Number(e.target.value)) }),
     el('span', { id: 'epoch-label' }, ''), play,
     el('select', { id: 'compare', onchange: (e) => { state.compare = e.target.value; drawMaps(); } }),
-    local ? '' : el('button', { id: 'refresh', title: 'read the epochs written since the tab opened', onclick: async () => {
-      state.runs = await getJSON('runs', {});
-      [state.layerData, state.indexes] = [{}, {}];
-      await loadRun(state.run);
-    } }, '↻ new epochs'));
+    local ? '' : el('button', { id: 'refresh', title: 'read the epochs and runs written since the tab opened',
+      onclick: async () => {
+        state.runs = await getJSON('runs', {});
+        document.getElementById('run').replaceChildren(...state.runs.map((r) => el('option', { value: r.run }, r.run)));
+        [state.layerData, state.indexes] = [{}, {}];
+        await loadRun(state.run);
+      } }, '↻ new epochs'));
 }
 
 export async function render() {
