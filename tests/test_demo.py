@@ -73,7 +73,8 @@ def test_the_demos_printed_analyse_recipe_writes_its_validation_digits_as_the_fo
     ImageFolder, then ``featviz analyse`` on that folder (not a placeholder the user cannot fill)."""
     recipe = quick_start[1].split("Analyse the trained model again later")[1].splitlines()[1:3]
     assert recipe[0].startswith("  python -c ") and recipe[1].startswith("  featviz analyse --module ")
-    subprocess.run(shlex.split(recipe[0]), cwd=tmp_path, check=True, timeout=300)
+    write_folder = [sys.executable, *shlex.split(recipe[0])[1:]]  # the python that runs the tests, not PATH's
+    subprocess.run(write_folder, cwd=tmp_path, check=True, timeout=300)
     analyse_args = shlex.split(recipe[1])
     folder = tmp_path / analyse_args[analyse_args.index("--data") + 1]
     assert "--no-normalize" in analyse_args and analyse_args[analyse_args.index("--image-size") + 1] == "32"

@@ -172,8 +172,9 @@ def test_wandb_offline_run_holds_every_figure_at_each_epochs_step(wandb_run):
     images = _media_steps(_history(wandb_run), "image-file")
     assert len(images["featviz/tsne_2d/pool"]) == 2
     assert len(set(images["featviz/neighbours/pool"])) == 2  # one per epoch, at two steps
+    assert images["featviz/wrong_cluster_cartography/pool"] == images["featviz/tsne_2d/pool"][1:]  # from epoch 1
     files = list((wandb_run / "files" / "media" / "images" / "featviz").rglob("*.png"))
-    assert len(files) >= 2 * len(images)
+    assert len(files) == sum(len(steps) for steps in images.values())  # a file for every image logged
 
 
 def test_wandb_tables_hold_the_wrong_cluster_rows_with_images_and_the_map_as_points(wandb_run):

@@ -100,7 +100,8 @@ def test_a_resumed_run_continues_its_series_projector_and_sample_history_without
             assert torch.equal(resumed["pool"][name].nan_to_num(-9), value.nan_to_num(-9)), name
         else:
             assert resumed["pool"][name] == value, name
-    # the label-issue CSV has the history's columns, its words those of the history; a cartography figure each epoch from the second
+    # the label-issue CSV has the history's columns, its words those of the history; a cartography figure each
+    # epoch from the second
     history = SampleHistory(10)
     history.load_state_dict(resumed["pool"])
     with open(Path(trainer.log_dir) / "featviz_label_issues" / "epoch_003_pool.csv", newline="") as handle:
