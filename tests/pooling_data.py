@@ -54,6 +54,62 @@ def coloured_squares(count: int, seed: int, side: int = 16) -> list[dict[str, Te
     return samples
 
 
+def text_samples(count: int, left_padded: bool = False) -> list[dict[str, Tensor]]:
+    """``count`` dict samples of 9 token ids, 3-9 of them real (padding id 0, on the right or the left), class c
+    drawn from ids 5 + 15c to 19 + 15c, with their attention mask and label."""
+    generator = torch.Generator().manual_seed(4)
+    samples = []
+    for index in range(count):
+        label, length = index % 3, int(torch.randint(3, 10, (1,), generator=generator))
+        ids = torch.zeros(9, dtype=torch.long)
+        real = torch.randint(5 + 15 * label, 20 + 15 * label, (length,), generator=generator)
+        if left_padded:
+            ids[9 - length :] = real
+        else:
+            ids[:length] = real
+        samples.append({"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": torch.tensor(label)})
+    return samples
+
+
+def text_module(model: nn.Module) -> Any:
+    """A LightningModule around an HF ``*ForSequenceClassification`` ``model``, as a user writes one for dict
+    batches of ``input_ids``, ``attention_mask`` and ``labels``."""
+    import pytorch_lightning as pl
+
+    class TextClassifier(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, batch: dict[str, Tensor]) -> Tensor:
+            return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+        def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+            return self.model(**batch).loss
+
+        def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+            self.log("val_acc", (self(batch).argmax(1) == batch["labels"]).float().mean())
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    return TextClassifier()
+
+
+def bank_spy(*args: Any, **kwargs: Any) -> Any:
+    """A FeatureVisualizer (same arguments) that keeps the last bank it analysed as ``.bank``."""
+    from lightning_featviz import FeatureVisualizer
+
+    class BankSpy(FeatureVisualizer):
+        bank: Any = None
+
+        def _analyse(self, trainer: Any, pl_module: Any, bank: Any) -> Any:
+            self.bank = bank
+            return super()._analyse(trainer, pl_module, bank)
+
+    return BankSpy(*args, **kwargs)
+
+
 def sklearn_purity(vectors: Any, labels: Any, k: int) -> float:
     """Leave-one-out kNN purity by scikit-learn: the reference the callback must equal."""
     found = NearestNeighbors(n_neighbors=k + 1).fit(vectors).kneighbors(vectors, return_distance=False)

@@ -145,49 +145,14 @@ def test_a_decoder_through_the_callback_logs_the_purity_of_its_last_real_token(t
     dict batches: the default layers end with `transformer.ln_f`, its bank holds the last real token of each
     sentence, and the logged purity equals scikit-learn's on it."""
     import pytorch_lightning as pl
-    from pooling_data import sklearn_purity
+    from pooling_data import bank_spy, sklearn_purity, text_module, text_samples
     from torch.utils.data import DataLoader
 
-    from lightning_featviz import FeatureVisualizer
-
-    generator = torch.Generator().manual_seed(4)
-    samples = []
-    for index in range(40):
-        label, length = index % 3, int(torch.randint(3, 10, (1,), generator=generator))
-        ids = torch.zeros(9, dtype=torch.long)  # left padding, pad id 0
-        ids[9 - length :] = torch.randint(5 + 15 * label, 20 + 15 * label, (length,), generator=generator)
-        samples.append({"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": torch.tensor(label)})
-
-    class Decoder(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            config = transformers.GPT2Config(n_positions=32, n_embd=16, n_layer=2, n_head=2, **DECODER)
-            self.model = transformers.GPT2ForSequenceClassification(config)
-
-        def forward(self, batch: dict[str, Tensor]) -> Tensor:
-            return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-
-        def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-            return self.model(**batch).loss
-
-        def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-            self(batch)
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.Adam(self.parameters(), lr=1e-3)
-
-    class BankSpy(FeatureVisualizer):
-        """The callback, keeping the bank it analysed."""
-
-        bank: Any = None
-
-        def _analyse(self, trainer: Any, pl_module: Any, bank: Any) -> Any:
-            self.bank = bank
-            return super()._analyse(trainer, pl_module, bank)
-
+    samples = text_samples(40, left_padded=True)
     pl.seed_everything(0, verbose=False)
-    module = Decoder()
-    visualizer = BankSpy(k=5, overhead=None, maps=False, projector=False, wrong_cluster=False, dashboard=False)
+    config = transformers.GPT2Config(n_positions=32, n_embd=16, n_layer=2, n_head=2, **DECODER)
+    module = text_module(transformers.GPT2ForSequenceClassification(config))
+    visualizer = bank_spy(k=5, overhead=None, maps=False, projector=False, wrong_cluster=False, dashboard=False)
     trainer = pl.Trainer(
         default_root_dir=tmp_path, max_epochs=1, limit_train_batches=1, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[visualizer],

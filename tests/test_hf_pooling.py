@@ -263,48 +263,17 @@ def test_padded_text_through_the_callback_counts_real_tokens_only(tmp_path: Any)
     """Why: with dict batches of padded text, the `input` bag and token means counted the padding. Through a
     Trainer: the logged purity of `input` and of a token mean equal scikit-learn on the masked references."""
     import pytorch_lightning as pl
+    from pooling_data import bank_spy, text_module, text_samples
     from torch.utils.data import DataLoader
 
-    from lightning_featviz import CaptureOptions, FeatureVisualizer
+    from lightning_featviz import CaptureOptions
     from lightning_featviz.capture.inputs import reduce_input
 
-    generator = torch.Generator().manual_seed(4)
-    samples = []
-    for index in range(60):
-        label, length = index % 3, int(torch.randint(3, 10, (1,), generator=generator))
-        ids = torch.zeros(9, dtype=torch.long)
-        ids[:length] = torch.randint(5 + 15 * label, 20 + 15 * label, (length,), generator=generator)
-        samples.append({"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": torch.tensor(label)})
-
-    class TextClassifier(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = transformers.BertForSequenceClassification(transformers.BertConfig(**TEXT))
-
-        def forward(self, batch: dict[str, Tensor]) -> Tensor:
-            return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-
-        def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-            return self.model(**batch).loss
-
-        def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-            self.log("val_acc", (self(batch).argmax(1) == batch["labels"]).float().mean())
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.Adam(self.parameters(), lr=1e-3)
-
-    class BankSpy(FeatureVisualizer):
-        """The callback, keeping the bank it analysed."""
-
-        bank: Any = None
-
-        def _analyse(self, trainer: Any, pl_module: Any, bank: Any) -> Any:
-            self.bank = bank
-            return super()._analyse(trainer, pl_module, bank)
-
+    samples = text_samples(60)
     pl.seed_everything(0, verbose=False)
-    module, layer = TextClassifier(), "model.bert.encoder.layer.1"
-    visualizer = BankSpy(
+    module = text_module(transformers.BertForSequenceClassification(transformers.BertConfig(**TEXT)))
+    layer = "model.bert.encoder.layer.1"
+    visualizer = bank_spy(
         ["input", layer], k=5, overhead=None, maps=False, projector=False, wrong_cluster=False, dashboard=False,
         capture=CaptureOptions(reduction={layer: "mean"}, input_size=6),
     )  # fmt: skip
