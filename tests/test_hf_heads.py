@@ -1,9 +1,10 @@
 """HF transformers heads that read something else than a ViT's or BERT's token 0: decoders whose ``score`` reads
 the last real token (GPT-2, Llama; right and left padding), hierarchical image models whose stages hold blocks
-(Swin, ConvNeXt, ResNet: the stages are ``encoder.stages.N``, not the blocks of one stage), and RoBERTa's head,
-whose input (``tanh`` of ``classifier.dense``) no module outputs: a warning names the layer and the override.
-The default pooled layer equals a reference built from ``output_hidden_states=True`` and the model's documented
-pooling. Tiny random configs, each built once (no download)."""
+(Swin, ConvNeXt, ResNet: the stages are Swin's ``encoder.layers.N``, ConvNeXt's and ResNet's ``encoder.stages.N``,
+not the blocks of one stage), and RoBERTa's head, whose input (``tanh`` of ``classifier.dense``) no module outputs:
+a warning names the layer and the override. The default pooled layer equals a reference built from
+``output_hidden_states=True`` and the model's documented pooling. Tiny random configs, each built once (no
+download)."""
 
 from __future__ import annotations
 
