@@ -120,9 +120,23 @@ def test_the_default_pooled_layer_is_what_the_head_reads(name: str, built: Any) 
 def test_every_decoder_block_is_read_at_the_last_real_token(name: str, built: Any) -> None:
     """Why: a decoder's blocks were read at token 0 (BERT's CLS): for a causal model, the first word alone."""
     wrapper, batch = built[name]
-    block = HEADS[name][3][0]
-    vectors = _run(wrapper, batch, [f"model.{block}"])[f"model.{block}"]
-    torch.testing.assert_close(vectors, last_real(_outputs(wrapper, batch).hidden_states[1], batch))
+    blocks = [f"model.{path}" for path in HEADS[name][3][:-1]]  # the last default is the final norm
+    outputs: dict[str, Tensor] = {}
+    handles = [
+        wrapper.get_submodule(path).register_forward_hook(
+            lambda module, args, out, path=path: outputs.setdefault(path, out[0] if isinstance(out, tuple) else out)
+        )
+        for path in blocks
+    ]
+    try:
+        _outputs(wrapper, batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    vectors = _run(wrapper, batch, blocks)
+    assert len(blocks) == 2
+    for path in blocks:
+        torch.testing.assert_close(vectors[path], last_real(outputs[path], batch), msg=path)
 
 
 def test_a_roberta_head_reading_a_function_of_a_layer_is_warned_with_the_override() -> None:
