@@ -393,6 +393,19 @@ def test_a_history_saved_before_the_totals_were_kept_loads_with_the_totals_of_it
     loaded = SampleHistory(3)
     loaded.load_state_dict(state)
     assert_same_history(loaded, history)
+    # Two of four epochs kept: the totals and the first epoch are those of the two the state holds.
+    capped = filled_history(4, max_epochs=2)
+    state = capped.state_dict()
+    del state["totals"], state["first_epoch"]
+    loaded = SampleHistory(3, max_epochs=2)
+    loaded.load_state_dict(state)
+    assert capped.first_epoch == 0 and loaded.first_epoch == 2 and loaded.epochs == [2, 3]
+    confidence, variability, seen = loaded.cartography()
+    kept = capped.field("label_probability")  # (2, 4): epochs 2 and 3
+    assert seen.tolist() == [2, 2, 2, 2]
+    torch.testing.assert_close(confidence, kept.mean(dim=0))
+    torch.testing.assert_close(variability, kept.std(dim=0, unbiased=False), atol=1e-3, rtol=0)
+    assert not torch.allclose(confidence, capped.cartography()[0])  # the dropped epochs are not in them
 
 
 def test_training_history_ranks_by_the_mean_margin_of_the_epochs_each_sample_was_seen():

@@ -1,9 +1,10 @@
 """HF transformers heads that read something else than a ViT's or BERT's token 0: decoders whose ``score`` reads
 the last real token (GPT-2, Llama; right and left padding), hierarchical image models whose stages hold blocks
-(Swin, ConvNeXt, ResNet: the stages are ``encoder.stages.N``, not the blocks of one stage), and RoBERTa's head,
-whose input (``tanh`` of ``classifier.dense``) no module outputs: a warning names the layer and the override.
-The default pooled layer equals a reference built from ``output_hidden_states=True`` and the model's documented
-pooling. Tiny random configs, each built once (no download)."""
+(Swin, ConvNeXt, ResNet: the stages are Swin's ``encoder.layers.N``, ConvNeXt's and ResNet's ``encoder.stages.N``,
+not the blocks of one stage), and RoBERTa's head, whose input (``tanh`` of ``classifier.dense``) no module outputs:
+a warning names the layer and the override. The default pooled layer equals a reference built from
+``output_hidden_states=True`` and the model's documented pooling. Tiny random configs, each built once (no
+download)."""
 
 from __future__ import annotations
 
@@ -119,9 +120,23 @@ def test_the_default_pooled_layer_is_what_the_head_reads(name: str, built: Any) 
 def test_every_decoder_block_is_read_at_the_last_real_token(name: str, built: Any) -> None:
     """Why: a decoder's blocks were read at token 0 (BERT's CLS): for a causal model, the first word alone."""
     wrapper, batch = built[name]
-    block = HEADS[name][3][0]
-    vectors = _run(wrapper, batch, [f"model.{block}"])[f"model.{block}"]
-    torch.testing.assert_close(vectors, last_real(_outputs(wrapper, batch).hidden_states[1], batch))
+    blocks = [f"model.{path}" for path in HEADS[name][3][:-1]]  # the last default is the final norm
+    outputs: dict[str, Tensor] = {}
+    handles = [
+        wrapper.get_submodule(path).register_forward_hook(
+            lambda module, args, out, path=path: outputs.setdefault(path, out[0] if isinstance(out, tuple) else out)
+        )
+        for path in blocks
+    ]
+    try:
+        _outputs(wrapper, batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    vectors = _run(wrapper, batch, blocks)
+    assert len(blocks) == 2
+    for path in blocks:
+        torch.testing.assert_close(vectors[path], last_real(outputs[path], batch), msg=path)
 
 
 def test_a_roberta_head_reading_a_function_of_a_layer_is_warned_with_the_override() -> None:

@@ -211,16 +211,16 @@ class SampleHistory:
         probs = mean[:, :c]
         row, position = self._row(epoch), torch.searchsorted(self.indices, unique)
         margin_source = mean[:, c : 2 * c] if logits is not None else probs
-        recorded = self.prediction[row, position] >= 0  # in this epoch already: its totals step is taken again
+        # recorded in this epoch already: its totals and streak steps are taken again
+        again = position[self.prediction[row, position] >= 0]
         probability = label_probability(probs, label_of).half()
-        self._add_to_totals(position[recorded], self.values["label_probability"][row, position[recorded]], -1.0)
+        self._add_to_totals(again, self.values["label_probability"][row, again], -1.0)
         self._add_to_totals(position, probability, 1.0)
         self.values["label_probability"][row, position] = probability
         self.values["margin"][row, position] = given_label_margin(margin_source, label_of).half()
         self.values["neighbour_share"][row, position] = mean[:, -2].half()
         self.values["score"][row, position] = _log_odds(mean[:, -1]).half()
         prediction = probs.argmax(dim=1).to(torch.int16)
-        again = position[self.prediction[row, position] >= 0]  # recorded in this epoch already: undo its step
         self.streak_class[again], self.streak_start[again] = self.streak_before[0][again], self.streak_before[1][again]
         self.prediction[row, position] = prediction
         self.labels[position] = label_of
