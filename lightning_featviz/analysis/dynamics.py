@@ -9,7 +9,8 @@ samples (dataset indices), B samples of one append, C classes.
   single-epoch label-issue score (as log-odds; float16 each) and the prediction (int16): 10 bytes per sample
   per epoch, the last ``max_epochs`` epochs only (20 by default: 20,000 samples take 4.8 MB); and, over every
   epoch appended (kept or dropped), each sample's count, sum and sum of squares of the label probability
-  (12 bytes per sample): the run's mean and spread, dataset cartography's two axes.
+  (24 bytes per sample, float64: a float32 sum of squares left a spread of 1e-3 for a sample whose probability
+  never changed, after 100 epochs): the run's mean and spread, dataset cartography's two axes.
 - :func:`dynamics_scores` turns a history into one score per sample (the formula chosen by
   ``benchmarks/label_noise_dynamics.py`` on seeds 0-2 and checked on seeds 3-4, see docs/label_issues.md,
   "Training dynamics"): the last half's mean of the recorded scores (each epoch's list score) times one minus
@@ -118,7 +119,8 @@ class SampleHistory:
         # at the same epoch) replaces its row, and its streak step is taken again from there
         self.streak_before = (self.streak_class.clone(), self.streak_start.clone())
         # over every epoch appended, kept or dropped: (3, S) count, sum and sum of squares of the label probability
-        self.totals = torch.zeros(3, size, dtype=torch.float32)
+        # (float64: the variance is their difference, which float32 leaves at 1e-3 after 100 constant epochs)
+        self.totals = torch.zeros(3, size, dtype=torch.float64)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -230,7 +232,7 @@ class SampleHistory:
 
     def _add_to_totals(self, position: Tensor, probability: Tensor, sign: float) -> None:
         """Add (``sign`` 1) or take back (-1) one epoch's (B,) float16 ``probability`` at (B,) ``position``."""
-        value = probability.float()
+        value = probability.double()
         self.totals[:, position] += sign * torch.stack([torch.ones_like(value), value, value * value])
 
     def cartography(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -243,7 +245,8 @@ class SampleHistory:
         seen = count.round().long()
         confidence = torch.where(seen > 0, total / count.clamp_min(1.0), float("nan"))
         variance = (squares / count.clamp_min(1.0) - confidence**2).clamp_min(0.0)
-        return confidence, torch.where(seen > 0, variance.sqrt(), float("nan")), seen
+        variability = torch.where(seen > 0, variance.sqrt(), float("nan"))
+        return confidence.float(), variability.float(), seen
 
     def field(self, name: str) -> Tensor:
         """(E, S) float32 of ``"label_probability"``, ``"margin"``, ``"neighbour_share"`` or ``"score"`` (NaN:
@@ -308,12 +311,12 @@ class SampleHistory:
         )
         saved_totals = state.get("totals")
         if saved_totals is None:  # saved before the totals were kept: those of the epochs the state holds
-            self.totals = torch.zeros(3, len(self.indices))
+            self.totals = torch.zeros(3, len(self.indices), dtype=torch.float64)
             for row in state["label_probability"].half():
                 seen = row.isfinite()
                 self._add_to_totals(seen.nonzero().flatten(), row[seen], 1.0)
         else:
-            self.totals = saved_totals.float().clone()
+            self.totals = saved_totals.double().clone()
 
 
 def nan_mean(values: Tensor, dim: int = 0) -> Tensor:
