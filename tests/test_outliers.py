@@ -123,4 +123,9 @@ def test_with_label_issue_scores_the_gallery_keeps_the_lists_ranking_and_caption
         "#10: hamburger in the caesar_salad cluster: 4 of 4 neighbours; model says caesar_salad (93%); "
         "label issue 0.50: likely label error: neighbours and model agree on caesar_salad"
     )
+    # just below the 0.5 of a likely label error, the score is rounded down, never to the "0.50" of one
+    issues.scores[0], issues.category[0] = 0.497, 7
+    grid = gallery_grid(found, bank, bank, neighbours, NAMES, "avgpool", max_rows=2, issues=issues)
+    expected = "label issue 0.49: possible label error: neighbours and model agree on caesar_salad"
+    assert grid.row_captions[0].endswith(expected)
     assert grid.query_labels.tolist() == [0, 1]

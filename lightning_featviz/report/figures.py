@@ -7,6 +7,7 @@ into a tag and hands the encoded picture to the sinks.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -195,6 +196,11 @@ def map_images(
     return images
 
 
+def _two_places_down(score: float) -> str:
+    """``score`` to two places, rounded down (0.497 is "0.49", not the "0.50" at which a label error is likely)."""
+    return f"{math.floor(score * 100 + 1e-6) / 100:.2f}"
+
+
 def gallery_grid(
     found: WrongCluster,
     bank: BankData,
@@ -220,7 +226,7 @@ def gallery_grid(
         said = "" if pred < 0 else f"; model says {class_names[pred]}"
         said += "" if pred < 0 or confidence != confidence else f" ({confidence:.0%})"
         if issues is not None:
-            said += f"; label issue {float(issues.scores[row]):.2f}: {issues.words(row, class_names)}"
+            said += f"; label issue {_two_places_down(float(issues.scores[row]))}: {issues.words(row, class_names)}"
         captions.append(f"#{int(bank.indices[row])}: {words}{said}")
     rows = found.rows[torch.as_tensor(ranks[:max_rows], dtype=torch.long)]
     return NeighbourGrid(
