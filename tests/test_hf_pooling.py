@@ -5,6 +5,7 @@ layer's vector equals a reference built from ``output_hidden_states=True`` and t
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -162,6 +163,49 @@ def test_hf_vit_gives_one_answer_with_or_without_a_batch_size(built: Any) -> Non
     with torch.no_grad():
         tokens = wrapper.model.vit(pixel_values=batch["pixel_values"]).last_hidden_state
     torch.testing.assert_close(sized["model.vit.layernorm"], tokens[:, 0])
+
+
+def test_siglip2_padded_patches_are_averaged_as_its_head_averages_them() -> None:
+    """Why: SigLIP 2's head averages the patches its `pixel_attention_mask` keeps; without that mask every layer
+    counted the padding and the pooled layer fell back with a warning. A batch with two padded images: the mask is
+    read from the dict, and the blocks and the pooled layer equal the model's own masked means."""
+    from lightning_featviz.capture.batches import attention_mask_of
+
+    torch.manual_seed(0)
+    config = transformers.Siglip2Config(vision_config={**SMALL, "patch_size": 4, "num_patches": 16}, text_config={})
+    config.num_labels = 3
+    wrapper = ForwardBatch(transformers.Siglip2ForImageClassification(config).eval())
+    mask = torch.ones(4, 16, dtype=torch.long)
+    mask[1, 10:], mask[2, 6:] = 0, 0
+    batch = {
+        "pixel_values": torch.rand(4, 16, 3 * 4 * 4),
+        "pixel_attention_mask": mask,
+        "spatial_shapes": torch.tensor([[4, 4]] * 4),
+        "labels": torch.tensor([0, 1, 2, 0]),
+    }
+    read = attention_mask_of(batch)
+    assert read is mask
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning
+        found = default_layers(wrapper, batch, batch_size=4, mask=read)
+    layers = [path for path in found.layers if path != "input"]
+    assert layers[-1] == "model.vision_model.post_layernorm", layers
+    capture = ActivationCapture(wrapper, layers, batch_size=4)
+    capture.attention_mask = read
+    head: dict[str, Tensor] = {}
+    hook = wrapper.model.classifier.register_forward_pre_hook(lambda module, args: head.setdefault("in", args[0]))
+    with capture.attach(), torch.no_grad():
+        wrapper(batch)
+        hidden = wrapper.model.vision_model(
+            pixel_values=batch["pixel_values"], pixel_attention_mask=mask, spatial_shapes=batch["spatial_shapes"],
+            output_hidden_states=True,
+        ).hidden_states  # fmt: skip
+    hook.remove()
+    vectors, keep = capture.pop(), mask[..., None].float()
+    torch.testing.assert_close(vectors[layers[-1]], head["in"], rtol=1e-5, atol=1e-5)
+    for i, path in enumerate(layers[:-1]):
+        masked_mean = (hidden[i + 1] * keep).sum(dim=1) / keep.sum(dim=1)
+        torch.testing.assert_close(vectors[path], masked_mean, rtol=1e-5, atol=1e-5, msg=path)
 
 
 def test_hf_patch_embeddings_are_averaged_not_read_at_token_0(built: Any) -> None:

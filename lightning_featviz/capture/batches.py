@@ -148,7 +148,8 @@ def read_batch(batch: Any, extractor: Callable[[Any], tuple[Any, ...]] | None = 
 
 def attention_mask_of(batch: Any, extractor: Callable[[Any], tuple[Any, ...]] | None = None) -> Tensor | None:
     """(B, T) nonzero at real tokens: the 4th item a ``batch_extractor`` returns, else a dict batch's
-    ``"attention_mask"`` (HF tokenizer output); None when the batch has none."""
+    ``"attention_mask"`` (HF tokenizer output) or ``"pixel_attention_mask"`` (an HF image processor's padded
+    patches: SigLIP 2's head averages the real ones); None when the batch has none."""
     if extractor is not None:
         try:
             parts = extractor(batch)
@@ -156,7 +157,9 @@ def attention_mask_of(batch: Any, extractor: Callable[[Any], tuple[Any, ...]] | 
             return None
         mask = parts[3] if isinstance(parts, (tuple, list)) and len(parts) == 4 else None
     else:
-        mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
+        mask = None
+        if isinstance(batch, Mapping):
+            mask = batch.get("attention_mask", batch.get("pixel_attention_mask"))
     return mask if isinstance(mask, Tensor) and mask.ndim == 2 else None
 
 
