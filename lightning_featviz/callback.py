@@ -370,14 +370,22 @@ class FeatureVisualizer(_Callback):
 
     # ----------------------------------------------------------------------------- capture
 
-    def _use_layers(self, pl_module: pl.LightningModule, paths: dict[str, str], identified: Sequence[Any] = ()) -> None:
-        """Capture ``paths`` (module path -> display name) from now on; check the options that name layers."""
+    def _use_layers(
+        self,
+        pl_module: pl.LightningModule,
+        paths: dict[str, str],
+        identified: Sequence[Any] = (),
+        activations: Mapping[str, str] | None = None,
+    ) -> None:
+        """Capture ``paths`` (module path -> display name) from now on, with the probe's ``identified`` token
+        poolings and head ``activations`` (``{path: name}``); check the options that name layers."""
         displays, chosen = list(paths.values()), self.wrong_cluster.layer if self.wrong_cluster else None
         if chosen is not None and chosen not in displays:
             raise ValueError(
                 f"Expected `wrong_cluster.layer` to be one of the captured layers {displays}, but got {chosen!r}."
             )
-        self._run.use(pl_module, paths, resolve_reductions(pl_module, paths, self.capture.reduction), identified)
+        reduction = resolve_reductions(pl_module, paths, self.capture.reduction)
+        self._run.use(pl_module, paths, reduction, identified, activations or {})
 
     def _identify_pooling(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Named layers of a token model that no library describes: the probe of ``layers="auto"`` finds, once, the
@@ -388,7 +396,7 @@ class FeatureVisualizer(_Callback):
         capture = self.capture
         reduction = capture.reduction if isinstance(capture.reduction, str) else "avg"
         try:
-            _, identified = probe_default_layers(
+            _, identified, _ = probe_default_layers(
                 trainer, pl_module, capture.dataloader_idx, capture.batch_extractor, self.seed, reduction,
                 capture.pool_size,
             )  # fmt: skip
@@ -408,11 +416,11 @@ class FeatureVisualizer(_Callback):
         if self.layers == "auto" and self._run.hooks is None and self._phase is not Phase.OFF:
             # Each rank chooses for itself, with no collective: the same weights and input give the same choice.
             reduction = capture.reduction if isinstance(capture.reduction, str) else "avg"
-            found, identified = probe_default_layers(
+            found, identified, activations = probe_default_layers(
                 trainer, pl_module, capture.dataloader_idx, capture.batch_extractor, self.seed, reduction,
                 capture.pool_size,
             )  # fmt: skip
-            self._use_layers(pl_module, found, identified)
+            self._use_layers(pl_module, found, identified, activations)
             rank_zero_info(f"FeatureVisualizer layers: {list(self._run.paths.values())} (`layers='auto'`).")
         elif self.layers != "auto" and self._run.hooks is not None and not self._pooling_probed:
             self._identify_pooling(trainer, pl_module)

@@ -389,3 +389,32 @@ def test_a_text_transformer_on_token_ids_is_analysed_with_default_layers(tmp_pat
     expected = sklearn_purity(encoded.numpy(), data.labels.numpy(), k=5)
     assert trainer.callback_metrics["featviz/knn_purity@5/encoder"].item() == pytest.approx(expected, abs=1e-6)
     assert glob.glob(f"{trainer.log_dir}/featviz_wrong_cluster/*.csv")
+
+
+class FunctionalHead(nn.Module):
+    """An MLP whose head reads ``F.relu(self.hidden(x))``: the ReLU is a function, not a module."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = nn.Linear(12, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.out(F.relu(self.hidden(x)))
+
+
+def test_a_head_reading_a_function_of_a_layer_gets_that_layer_through_the_function_unless_a_reduction_is_given():
+    """Why: an MLP written with ``F.relu`` fell back to ``hidden`` before the ReLU, a vector its head never reads,
+    silently (the warning is for timm / HF models). The probe finds the ReLU; a reduction the user gives wins."""
+    from lightning_featviz.capture.default_layers import default_layers
+
+    torch.manual_seed(0)
+    model, x = FunctionalHead().eval(), torch.randn(6, 12)
+    found = default_layers(model, x)
+    assert list(found.layers) == ["input", "hidden"] and found.activations == {"hidden": "relu"}
+    for given, expected in ((None, F.relu(model.hidden(x))), ({"hidden": "flatten"}, model.hidden(x))):
+        run = FeatureVisualizer(overhead=None)._run  # the callback's capture
+        run.use(model, {"hidden": "hidden"}, given or "avg", found.identified, found.activations)
+        assert run.hooks is not None
+        with run.hooks.attach(), torch.no_grad():
+            model(x)
+        torch.testing.assert_close(run.hooks.pop()["hidden"], expected.detach())

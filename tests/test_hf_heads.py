@@ -2,12 +2,13 @@
 the last real token (GPT-2, Llama; right and left padding), hierarchical image models whose stages hold blocks
 (Swin, ConvNeXt, ResNet: the stages are Swin's ``encoder.layers.N``, ConvNeXt's and ResNet's ``encoder.stages.N``,
 not the blocks of one stage), and RoBERTa's head, whose input (``tanh`` of ``classifier.dense``) no module outputs:
-a warning names the layer and the override. The default pooled layer equals a reference built from
-``output_hidden_states=True`` and the model's documented pooling. Tiny random configs, each built once (no
+the default pooled layer is ``classifier.dense`` through ``tanh``. The default pooled layer equals a reference
+built from ``output_hidden_states=True`` and the model's documented pooling. Tiny random configs, each built once (no
 download)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -139,20 +140,76 @@ def test_every_decoder_block_is_read_at_the_last_real_token(name: str, built: An
         torch.testing.assert_close(vectors[path], last_real(outputs[path], batch), msg=path)
 
 
-def test_a_roberta_head_reading_a_function_of_a_layer_is_warned_with_the_override() -> None:
-    """Why: RoBERTa's head reads ``tanh(classifier.dense(cls))``; the default pooled layer ``classifier.dense``
-    (before the tanh) was a silent wrong number. The warning's override reproduces what the head reads."""
+def test_a_roberta_heads_tanh_is_applied_to_its_default_pooled_layer_and_logged_through_the_callback(
+    tmp_path: Any,
+) -> None:
+    """Why: RoBERTa's head (also XLM-R, CamemBERT) reads ``tanh(classifier.dense(cls))``, a function no module
+    outputs; the default pooled layer was ``classifier.dense`` before the tanh, with a warning and an override to
+    write. Now the probe finds the tanh: no warning, ``featviz layers`` shows it, and through a Trainer the bank holds
+    what the head reads and the logged purity equals scikit-learn's on it."""
+    import pytorch_lightning as pl
+    from pooling_data import bank_spy, sklearn_purity, text_module, text_samples
+    from torch.utils.data import DataLoader
+
+    from lightning_featviz.capture.default_layers import describe_candidates
+
     torch.manual_seed(0)
-    config = transformers.RobertaConfig(**TEXT, pad_token_id=1)
+    config = transformers.RobertaConfig(**TEXT, pad_token_id=0)
     wrapper, batch = ForwardBatch(transformers.RobertaForSequenceClassification(config).eval()), text_batch()
-    with pytest.warns(UserWarning, match=r"'model\.classifier\.dense' is not it.*torch\.tanh"):
-        layers = list(default_layers(wrapper, batch, batch_size=4, mask=batch["attention_mask"]).layers)
-    assert layers[-1] == "model.classifier.dense"
-    vectors = _run(wrapper, batch, layers[-1:], reduction={"model.classifier.dense": torch.tanh})[layers[-1]]
-    dense = wrapper.model.classifier.dense
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = default_layers(wrapper, batch, batch_size=4, mask=batch["attention_mask"])
+    assert list(found.layers)[-1] == "model.classifier.dense"
+    assert found.activations == {"model.classifier.dense": "tanh"}
+    line = next(line for line in describe_candidates(found) if " model.classifier.dense " in line)
+    assert line.startswith("*") and " tanh " in line
+
+    samples = text_samples(60)
+    pl.seed_everything(0, verbose=False)
+    module = text_module(transformers.RobertaForSequenceClassification(config))
+    visualizer = bank_spy(k=5, overhead=None, maps=False, projector=False, wrong_cluster=False, dashboard=False)
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, max_epochs=1, limit_train_batches=2, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[visualizer],
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*classifier head.*")
+        trainer.fit(module, DataLoader(samples, batch_size=15), DataLoader(samples, batch_size=20))
+    layer = list(visualizer._run.paths.values())[-1]
+    assert layer.endswith("classifier.dense"), layer
+    texts = {key: torch.stack([s[key] for s in samples]) for key in ("input_ids", "attention_mask")}
+    head: dict[str, Tensor] = {}
+    hook = module.model.classifier.out_proj.register_forward_pre_hook(lambda m, args: head.setdefault("in", args[0]))
+    module.eval()
     with torch.no_grad():
-        expected = torch.tanh(dense(_outputs(wrapper, batch).hidden_states[-1][:, 0]))
-    torch.testing.assert_close(vectors, expected)
+        module.model(**texts)
+    hook.remove()
+    rows, labels = visualizer.bank.indices.long(), torch.stack([s["labels"] for s in samples]).numpy()
+    torch.testing.assert_close(visualizer.bank.vectors[layer].float(), head["in"][rows])
+    logged = trainer.callback_metrics[f"featviz/knn_purity@5/{layer}"].item()
+    assert logged == pytest.approx(sklearn_purity(head["in"].numpy(), labels, 5), abs=1e-6)
+
+
+def test_a_head_reading_what_nothing_reproduces_is_warned_with_the_fallback_and_the_override() -> None:
+    """A RoBERTa whose head reads ``sigmoid(dense(cls))``: no module outputs it and no head activation of one
+    reproduces it, so the probe warns, naming the layer it falls back to and the reduction to pass."""
+
+    class SigmoidHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense, self.out_proj = nn.Linear(16, 16), nn.Linear(16, 3)
+
+        def forward(self, features: Tensor, **kwargs: Any) -> Tensor:
+            return self.out_proj(torch.sigmoid(self.dense(features[:, 0])))
+
+    torch.manual_seed(0)
+    model = transformers.RobertaForSequenceClassification(transformers.RobertaConfig(**TEXT, pad_token_id=0))
+    model.classifier = SigmoidHead()
+    wrapper, batch = ForwardBatch(model.eval()), text_batch()
+    expected = r"classifier head 'model\.classifier\.out_proj'.*functions, not modules.*reduction=\{'model\.classifier"
+    with pytest.warns(UserWarning, match=expected):
+        found = default_layers(wrapper, batch, batch_size=4, mask=batch["attention_mask"])
+    assert list(found.layers)[-1] == "model.classifier.dense" and found.activations == {}
 
 
 def test_a_decoder_through_the_callback_logs_the_purity_of_its_last_real_token(tmp_path: Any) -> None:

@@ -5,9 +5,11 @@ before the classifier head, found on the module tree during one forward (not fro
   SqueezeNet's final conv).
 - **Pooled feature**: the model's pre-logits feature (:mod:`lightning_featviz.capture.pre_logits`): the last module
   before the head whose vectors (a token layer pooled as the model pools it) equal what the head reads — after a
-  head norm (timm ConvNeXt's ``head.norm``), never a head's logits. Where nothing reproduces it, the last global
+  head norm (timm ConvNeXt's ``head.norm``), never a head's logits; else the last module whose (B, F) vectors
+  through an activation function (:data:`HEAD_ACTIVATIONS`) are it: RoBERTa's head reads ``tanh`` of
+  ``classifier.dense``, a plain MLP ``F.relu`` of its hidden Linear. Where nothing reproduces it, the last global
   pooling module (output spatially 1 × 1) before the head, else the last module before it that outputs (B, F)
-  vectors (an MLP's last hidden layer); for a timm / HF model that is a warning (RoBERTa's head reads a ``tanh``).
+  vectors (an MLP's last hidden layer); for a timm / HF model that is a warning.
 - **Token models** (timm, HF transformers): the stages are the encoder's blocks (``blocks.N``, ``encoder.layer.N``)
   and every token layer is reduced as the model's head pools tokens (:mod:`lightning_featviz.capture.pooling`); an
   unknown token model's pooling is identified on the probe: the pooling of its last token layer that reproduces the
@@ -39,6 +41,7 @@ from lightning_featviz.capture.layouts import POOLING, Layout, LayoutError, Layo
 from lightning_featviz.capture.pooling import KnownModel, TokenPooling, known_models, pooling_of, same_vectors
 from lightning_featviz.capture.pre_logits import PreLogits, alternatives, identify, warn_unmatched
 from lightning_featviz.capture.reductions import (
+    HEAD_ACTIVATIONS,
     layer_reduction,
     reduce_output,
     reduction_name,
@@ -92,12 +95,14 @@ class Probe:
 
 @dataclass
 class DefaultLayers:
-    """The chosen layers (``{path: display name}``, ``"input"`` first), every candidate of the probe, and the
-    models whose token pooling was identified on it (pass them on to the capture)."""
+    """The chosen layers (``{path: display name}``, ``"input"`` first), every candidate of the probe, the models
+    whose token pooling was identified on it, and the pooled layer's activation when the head reads one
+    (``{path: name in HEAD_ACTIVATIONS}``; pass both on to the capture)."""
 
     layers: dict[str, str]
     candidates: list[Candidate]
     identified: list[KnownModel] = field(default_factory=list)
+    activations: dict[str, str] = field(default_factory=dict)
 
 
 def _resolution(candidate: Candidate) -> tuple[int, ...] | None:
@@ -217,9 +222,10 @@ def _trunk(model: nn.Module, path: str, by_path: dict[str, Candidate]) -> list[C
     return items
 
 
-def choose_default_layers(model: nn.Module, probe: Probe) -> tuple[dict[str, str], list[KnownModel]]:
+def choose_default_layers(model: nn.Module, probe: Probe) -> tuple[dict[str, str], list[KnownModel], dict[str, str]]:
     """Pick ``"input"``, the main stages and the pooled feature out of the probe's candidates (see the module doc);
-    also the models whose token pooling was identified on the probe.
+    also the models whose token pooling was identified on the probe, and the pooled layer's activation
+    (``{path: name}``, empty when the head reads a module's output as it is).
 
     Raises:
         LayoutError: a token model of unknown pooling whose head reads no pooling of its last token layer.
@@ -234,6 +240,13 @@ def choose_default_layers(model: nn.Module, probe: Probe) -> tuple[dict[str, str
         before = [c for c in before if not head.path.startswith(c.path + ".")]  # not the head's ancestors
     found = _identified(probe, before)
     pooled = _pre_logits(before, probe.reference)
+    activations: dict[str, str] = {}
+    if pooled is None:
+        pooled, activation = _activated(before, probe.reference)
+        if pooled is not None:
+            activations[pooled.path] = activation
+            assert pooled.vectors is not None
+            pooled.vectors, pooled.reduction = HEAD_ACTIVATIONS[activation](pooled.vectors), activation
     unmatched = pooled is None and probe.reference is not None and bool(probe.known)  # warned below
     if pooled is None:
         pooled = next(
@@ -268,7 +281,7 @@ def choose_default_layers(model: nn.Module, probe: Probe) -> tuple[dict[str, str
         chosen.append(pooled)
     chosen.sort(key=lambda c: c.order)
     kept = [c for i, c in enumerate(chosen) if not any(_same_vectors(c, later) for later in chosen[i + 1 :])]
-    return {INPUT_LAYER: INPUT_LAYER, **{c.path: c.path for c in kept}}, found
+    return {INPUT_LAYER: INPUT_LAYER, **{c.path: c.path for c in kept}}, found, activations
 
 
 _PASS_THROUGH = ("Dropout", "Identity", "Flatten")
@@ -284,6 +297,21 @@ def _pre_logits(before: list[Candidate], reference: Tensor | None) -> Candidate 
     working = [c for c in matches if not c.kind.startswith(_PASS_THROUGH)]
     found = working or matches
     return found[-1] if found else None
+
+
+def _activated(before: list[Candidate], reference: Tensor | None) -> tuple[Candidate | None, str]:
+    """The last module before the head whose (B, F) vectors through one of :data:`HEAD_ACTIVATIONS` are the
+    pre-logits ``reference``, and that function's name; (None, "") when none is."""
+    if reference is None:
+        return None, ""
+    for candidate in reversed(before):
+        vectors, layout = candidate.vectors, candidate.layout
+        if vectors is None or layout is None or layout.kind != "vector" or vectors.shape != reference.shape:
+            continue
+        for name, function in HEAD_ACTIVATIONS.items():
+            if same_vectors(function(vectors), reference):
+                return candidate, name
+    return None, ""
 
 
 def _identified(probe: Probe, before: list[Candidate]) -> list[KnownModel]:
@@ -357,8 +385,8 @@ def default_layers(
         ['input', 'layer1', 'layer2', 'layer3', 'avgpool']
     """
     probe = probe_candidates(model, example, map_reduction, pool_size, batch_size, mask)
-    layers, identified = choose_default_layers(model, probe)
-    return DefaultLayers(layers, probe.candidates, identified)
+    layers, identified, activations = choose_default_layers(model, probe)
+    return DefaultLayers(layers, probe.candidates, identified, activations)
 
 
 def describe_candidates(found: DefaultLayers, map_reduction: str = "avg") -> list[str]:

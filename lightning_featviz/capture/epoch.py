@@ -122,13 +122,17 @@ class ValidationCapture:
         paths: dict[str, str],
         reduction: str | Mapping[str, LayerReduction],
         identified: Sequence[KnownModel] = (),
+        activations: Mapping[str, str] | None = None,
     ) -> None:
         """Capture ``paths`` (module path -> display name) of ``model`` from now on, reduced as ``reduction`` says
         (see :func:`~lightning_featviz.capture.hooks.resolve_reductions`); ``identified``: token models whose
-        pooling a probe found (:func:`~lightning_featviz.capture.default_layers.default_layers`)."""
+        pooling a probe found and ``activations`` its head applies (``{path: name in HEAD_ACTIVATIONS}``; a layer
+        given a reduction keeps it) (:func:`~lightning_featviz.capture.default_layers.default_layers`)."""
         self.paths = paths
         self.hooks = ActivationCapture(model, list(paths), reduction, self.options.capture.pool_size)
         self.hooks.known.extend(identified)
+        given = {} if isinstance(reduction, str) else reduction
+        self.hooks.activations.update({path: name for path, name in (activations or {}).items() if path not in given})
 
     def forget_layers(self) -> None:
         self.paths, self.hooks = {}, None

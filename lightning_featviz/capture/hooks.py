@@ -25,6 +25,7 @@ from lightning_featviz.capture.host_copy import HostCopies
 from lightning_featviz.capture.layouts import Layout, LayoutError, LayoutResolver, UndecidedLayout
 from lightning_featviz.capture.pooling import TokenPooling, known_models, pooling_of
 from lightning_featviz.capture.reductions import (
+    HEAD_ACTIVATIONS,
     MAP_REDUCTIONS,
     SEQUENCE_REDUCTIONS,
     LayerReduction,
@@ -205,6 +206,8 @@ class ActivationCapture:
         self.batch_size = batch_size
         self.attention_mask: Tensor | None = None  # (B, T) of the batch being run, nonzero at real tokens
         self.known = known_models(model)
+        #: {path: name in HEAD_ACTIVATIONS}: applied to that vector layer's vectors (what a head reads of it)
+        self.activations: dict[str, str] = {}
         self.outputs: dict[str, Tensor] = {}
         self.layouts: dict[str, Layout] = {}
         self._ranks: dict[str, int] = {}
@@ -275,6 +278,9 @@ class ActivationCapture:
             )
         chosen = layer_reduction(layout, reduction, pooling_of(self.known, name), self.reduction)
         vectors = reduce_output(tensor.detach(), layout, chosen, self.pool_size, self.attention_mask)
+        activation = self.activations.get(name)
+        if activation is not None and layout.kind == "vector":
+            vectors = HEAD_ACTIVATIONS[activation](vectors)
         return self._stored(vectors, tensor)
 
     def _stored(self, vectors: Tensor, source: Tensor) -> Tensor:

@@ -118,8 +118,8 @@ def identify(options: dict[TokenPooling, Tensor], reference: Tensor) -> TokenPoo
 
 
 def warn_unmatched(head: str, pooled: str | None, reference: Tensor, pooling: TokenPooling | None) -> None:
-    """Warn that the head ``head`` (a module path) of a timm / HF model reads a vector that no module before it
-    outputs (RoBERTa's head: ``tanh`` of its ``dense`` layer, a function, not a module; a decoder whose pad token is
+    """Warn that the head ``head`` (a module path) of a timm / HF model reads a vector that neither a module before
+    it outputs nor a head activation of one reproduces (a function of several layers; a decoder whose pad token is
     also in the text): the default pooled layer ``pooled`` (or None) is not ``reference`` (B, F), what it reads."""
     layer = pooled if pooled is not None else "<layer>"
     chosen = f"the default pooled layer {layer!r} is not it" if pooled is not None else "no pooled layer is chosen"
@@ -129,10 +129,7 @@ def warn_unmatched(head: str, pooled: str | None, reference: Tensor, pooling: To
         hint = "give the batches an `attention_mask` and a pad token that is not in the text (GPT-2: not `eos`)"
     else:
         why = "the model computes it with functions, not modules"
-        hint = (
-            f"pass capture=CaptureOptions(reduction={{{layer!r}: lambda out: ...}}) returning what the head reads "
-            "(RoBERTa's head: reduction={'classifier.dense': torch.tanh})"
-        )
+        hint = f"pass capture=CaptureOptions(reduction={{{layer!r}: lambda out: ...}}) returning what the head reads"
     warnings.warn(
         f"FeatureVisualizer expected a module before the classifier head {head!r} to output what the head reads "
         f"(shape {tuple(reference.shape)}), but none does ({why}): {chosen}. Hint: {hint}, or name the layers to "

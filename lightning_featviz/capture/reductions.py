@@ -10,11 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_featviz.capture.layouts import Layout, LayoutError
 from lightning_featviz.capture.pooling import TokenPooling, masked_mean
+
+#: Functions a head may apply to a module's (B, F) vectors before it reads them, as no module of its own: RoBERTa's
+#: classification head (``tanh``), heads written with ``F.relu``, ``F.gelu``. Elementwise, so the
+#: capture applies them to the layer's vectors.
+HEAD_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"tanh": torch.tanh, "relu": torch.relu, "gelu": F.gelu}
 
 #: A layer's reduction: a name, a model's token pooling, or a function of the layer's output that returns (B, D).
 LayerReduction = str | TokenPooling | Callable[[Any], Tensor]

@@ -217,12 +217,13 @@ def probe_default_layers(
     seed: int,
     map_reduction: str,
     pool_size: int,
-) -> tuple[dict[str, str], list[KnownModel]]:
+) -> tuple[dict[str, str], list[KnownModel], dict[str, str]]:
     """``layers="auto"``: the default layers (module path -> display name) found with one no-grad forward of an
     input shaped like the first validation batch: seeded noise where it is a float tensor, so that every rank
     (the same weights, the same input) finds the same layers without a collective. A module whose ``forward`` takes
     the batch (an HF model called with a dict) gets the dict batch, its input replaced by the noise. Also the models
-    whose token pooling was identified on the probe.
+    whose token pooling was identified on the probe, and the activation the head applies to the pooled layer
+    (:attr:`~lightning_featviz.capture.default_layers.DefaultLayers.activations`).
 
     Raises:
         ValueError: the forward failed, with the way out.
@@ -260,4 +261,4 @@ def probe_default_layers(
             f"batch, but it failed ({type(error).__name__}: {cause}). Hint: pass `layers=[...]` "
             "(`featviz layers --module package.module.Class` lists the candidates and their reductions)."
         ) from error
-    return short_display_names(pl_module, found.layers), found.identified
+    return short_display_names(pl_module, found.layers), found.identified, found.activations
