@@ -322,7 +322,8 @@ def test_an_rnn_fed_a_packed_sequence_fails_with_a_hint_for_its_hidden_state():
 
 class PrefixTokens(nn.Module):
     """A token model no library knows: 2 learned prefix tokens before 16 patch tokens, a head reading ``read``
-    of the encoder's output: ``"avg"`` (the patches after the prefix), ``"max"`` (which no candidate pools)."""
+    of the encoder's output: ``"avg"`` (the patches after the prefix), ``"max"`` (which no candidate pools),
+    ``"dense"`` (``tanh`` of a Linear of the first token, as RoBERTa's head)."""
 
     def __init__(self, read: str):
         super().__init__()
@@ -330,12 +331,14 @@ class PrefixTokens(nn.Module):
         self.prefix = nn.Parameter(torch.randn(1, 2, 16))
         layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)
         self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
-        self.head = nn.Linear(16, 3)
+        self.dense, self.head = nn.Linear(16, 16), nn.Linear(16, 3)
         self.read = read
 
     def forward(self, x):
         tokens = self.embed(x).flatten(2).transpose(1, 2)
         tokens = self.encoder(torch.cat([self.prefix.expand(len(x), -1, -1), tokens], dim=1))
+        if self.read == "dense":
+            return self.head(torch.tanh(self.dense(tokens[:, 0])))
         pooled = tokens[:, 2:].mean(dim=1) if self.read == "avg" else tokens.amax(dim=1)
         return self.head(pooled)
 
@@ -358,3 +361,12 @@ def test_an_unknown_token_model_whose_head_reads_no_candidate_pooling_fails_nami
     torch.manual_seed(0)
     with pytest.raises(LayoutError, match=r"last token layer 'encoder' \(shape \(4, 18, 16\)\).*Hint: pass reduction="):
         default_layers(PrefixTokens("max").eval(), torch.rand(4, 3, 16, 16))
+
+
+def test_an_unknown_token_model_whose_head_reads_a_function_of_a_layer_gets_that_layer_through_it():
+    """Why: the probe looked for a pooling of the last token layer only, and failed where the head reads
+    ``tanh(dense(token 0))``; now ``dense`` through ``tanh`` is the pooled layer."""
+    torch.manual_seed(0)
+    model, x = PrefixTokens("dense").eval(), torch.rand(4, 3, 16, 16)
+    found = default_layers(model, x)
+    assert list(found.layers)[-1] == "dense" and found.activations == {"dense": "tanh"} and not found.identified

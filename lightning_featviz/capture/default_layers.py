@@ -322,6 +322,8 @@ def _identified(probe: Probe, before: list[Candidate]) -> list[KnownModel]:
     last = next((c for c in reversed(before) if c.options), None)
     if last is None or _pre_logits(before, probe.reference) is not None:
         return []
+    if _activated(before, probe.reference)[0] is not None:
+        return []  # the head reads a function of a vector layer after the tokens: its pooling is not the question
     assert last.options is not None and last.shape is not None
     pooling = identify(last.options, probe.reference)
     if pooling is None and last.kind in _RECURRENT:
