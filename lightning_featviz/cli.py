@@ -111,7 +111,7 @@ def run_analysis(args: argparse.Namespace) -> int:
         if not there:
             raise SystemExit(f"featviz analyse: expected `{name}` to be {what}, but got {value!r}, which is not one.")
     if args.module is not None:
-        from lightning_featviz.posthoc import module_class
+        from lightning_featviz.loading import module_class
 
         try:
             module_class(args.module)
@@ -141,21 +141,21 @@ def run_analysis(args: argparse.Namespace) -> int:
 
 def list_layers(args: argparse.Namespace) -> int:
     """Print a model's default layers, then every module that ran with its output shape, layout and vector size."""
-    import importlib
 
     import torch
 
     from lightning_featviz.capture.default_layers import default_layers, describe_candidates
 
     if args.module is not None:
-        module_name, _, class_name = args.module.rpartition(".")
-        if not module_name:
-            raise SystemExit(f"featviz layers: expected --module like 'package.module.Class', but got {args.module!r}.")
+        from lightning_featviz.loading import module_class
+
         try:
-            model = getattr(importlib.import_module(module_name), class_name)()
-        except (ImportError, AttributeError, TypeError) as error:  # not there, or it needs arguments
+            model = module_class(args.module)()
+        except ValueError as error:
+            raise SystemExit(f"featviz layers: {error}") from None
+        except TypeError as error:  # it needs arguments
             raise SystemExit(
-                f"featviz layers: expected `--module` to be an importable class built without arguments, but got "
+                f"featviz layers: expected `--module` to be a class built without arguments, but got "
                 f"{args.module!r} ({type(error).__name__}: {error}).\nHint: give its arguments defaults, or list a "
                 "torchvision architecture with --arch or a timm model with --timm."
             ) from None

@@ -3,8 +3,10 @@ ImageFolder resized and normalised as ImageNet models expect. Used by the post-h
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,3 +49,17 @@ def build_model(arch: str, num_classes: int, weights: str | None = None) -> nn.M
     parent = model.get_submodule(head_name.rpartition(".")[0]) if "." in head_name else model
     setattr(parent, head_name.rpartition(".")[2], nn.Linear(head.in_features, num_classes))
     return model
+
+
+def module_class(class_path: str) -> Any:
+    """The class at ``package.module.Class``; a ValueError that says why where it does not import."""
+    module_name, _, class_name = class_path.rpartition(".")
+    if not module_name:
+        raise ValueError(f"Expected `module` to be a class path like 'package.module.Class', but got {class_path!r}.")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(
+            f"Expected `module` to be an importable class, but got {class_path!r} ({type(error).__name__}: {error}).\n"
+            "Hint: its package must import here (installed, or on PYTHONPATH)."
+        ) from None

@@ -8,7 +8,6 @@ writes a TensorBoard log dir and a static report (``report/index.html``) with th
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -23,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_featviz.callback import FeatureVisualizer
 from lightning_featviz.capture.batches import logits_of
-from lightning_featviz.loading import IMAGENET_MEAN, IMAGENET_STD, build_model, image_folder
+from lightning_featviz.loading import IMAGENET_MEAN, IMAGENET_STD, build_model, image_folder, module_class
 from lightning_featviz.options import CaptureOptions, OutputOptions, group_of
 
 
@@ -79,20 +78,6 @@ def load_classifier(arch: str, checkpoint: str | Path, num_classes: int) -> nn.M
                 break
     model.load_state_dict(state)
     return model
-
-
-def module_class(class_path: str) -> Any:
-    """The class at ``package.module.Class``; a ValueError that says why where it does not import."""
-    module_name, _, class_name = class_path.rpartition(".")
-    if not module_name:
-        raise ValueError(f"Expected `module` to be a class path like 'package.module.Class', but got {class_path!r}.")
-    try:
-        return getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(
-            f"Expected `module` to be an importable class, but got {class_path!r} ({type(error).__name__}: {error}).\n"
-            "Hint: its package must import here (installed, or on PYTHONPATH)."
-        ) from None
 
 
 def load_module(class_path: str, checkpoint: str | Path, **overrides: Any) -> pl.LightningModule:

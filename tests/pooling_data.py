@@ -110,6 +110,23 @@ def bank_spy(*args: Any, **kwargs: Any) -> Any:
     return BankSpy(*args, **kwargs)
 
 
+def fit_text_once(tmp_path: Any, build: Any, samples: list[dict[str, Tensor]], train_batches: int) -> tuple[Any, ...]:
+    """One epoch of the HF text classifier ``build()`` makes (seeded first) through a Trainer with the callback at
+    its default layers (k = 5, kNN only), batches of 20 (15 for training); ``(trainer, bank spy, module)``."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    pl.seed_everything(0, verbose=False)
+    module = text_module(build())
+    visualizer = bank_spy(k=5, overhead=None, maps=False, projector=False, wrong_cluster=False, dashboard=False)
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, max_epochs=1, limit_train_batches=train_batches, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[visualizer],
+    )  # fmt: skip
+    trainer.fit(module, DataLoader(samples, batch_size=15), DataLoader(samples, batch_size=20))
+    return trainer, visualizer, module
+
+
 def sklearn_purity(vectors: Any, labels: Any, k: int) -> float:
     """Leave-one-out kNN purity by scikit-learn: the reference the callback must equal."""
     found = NearestNeighbors(n_neighbors=k + 1).fit(vectors).kneighbors(vectors, return_distance=False)

@@ -147,9 +147,7 @@ def test_a_roberta_heads_tanh_is_applied_to_its_default_pooled_layer_and_logged_
     outputs; the default pooled layer was ``classifier.dense`` before the tanh, with a warning and an override to
     write. Now the probe finds the tanh: no warning, ``featviz layers`` shows it, and through a Trainer the bank holds
     what the head reads and the logged purity equals scikit-learn's on it."""
-    import pytorch_lightning as pl
-    from pooling_data import bank_spy, sklearn_purity, text_module, text_samples
-    from torch.utils.data import DataLoader
+    from pooling_data import fit_text_once, sklearn_purity, text_samples
 
     from lightning_featviz.capture.default_layers import describe_candidates
 
@@ -165,16 +163,10 @@ def test_a_roberta_heads_tanh_is_applied_to_its_default_pooled_layer_and_logged_
     assert line.startswith("*") and " tanh " in line
 
     samples = text_samples(60)
-    pl.seed_everything(0, verbose=False)
-    module = text_module(transformers.RobertaForSequenceClassification(config))
-    visualizer = bank_spy(k=5, overhead=None, maps=False, projector=False, wrong_cluster=False, dashboard=False)
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path, max_epochs=1, limit_train_batches=2, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[visualizer],
-    )  # fmt: skip
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*classifier head.*")
-        trainer.fit(module, DataLoader(samples, batch_size=15), DataLoader(samples, batch_size=20))
+        build = lambda: transformers.RobertaForSequenceClassification(config)  # noqa: E731
+        trainer, visualizer, module = fit_text_once(tmp_path, build, samples, train_batches=2)
     layer = list(visualizer._run.paths.values())[-1]
     assert layer.endswith("classifier.dense"), layer
     texts = {key: torch.stack([s[key] for s in samples]) for key in ("input_ids", "attention_mask")}
@@ -216,20 +208,12 @@ def test_a_decoder_through_the_callback_logs_the_purity_of_its_last_real_token(t
     """Why: `layers="auto"` on a GPT-2 classifier analysed its blocks at token 0. Through a Trainer with left-padded
     dict batches: the default layers end with `transformer.ln_f`, its bank holds the last real token of each
     sentence, and the logged purity equals scikit-learn's on it."""
-    import pytorch_lightning as pl
-    from pooling_data import bank_spy, sklearn_purity, text_module, text_samples
-    from torch.utils.data import DataLoader
+    from pooling_data import fit_text_once, sklearn_purity, text_samples
 
     samples = text_samples(40, left_padded=True)
-    pl.seed_everything(0, verbose=False)
     config = transformers.GPT2Config(n_positions=32, n_embd=16, n_layer=2, n_head=2, **DECODER)
-    module = text_module(transformers.GPT2ForSequenceClassification(config))
-    visualizer = bank_spy(k=5, overhead=None, maps=False, projector=False, wrong_cluster=False, dashboard=False)
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path, max_epochs=1, limit_train_batches=1, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[visualizer],
-    )  # fmt: skip
-    trainer.fit(module, DataLoader(samples, batch_size=20), DataLoader(samples, batch_size=20))
+    build = lambda: transformers.GPT2ForSequenceClassification(config)  # noqa: E731
+    trainer, visualizer, module = fit_text_once(tmp_path, build, samples, train_batches=1)
     layers = list(visualizer._run.paths.values())
     assert layers[-1] == "transformer.ln_f", layers  # display names: the shortest unique path ending
     batch = {key: torch.stack([s[key] for s in samples]) for key in ("input_ids", "attention_mask")}

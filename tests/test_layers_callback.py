@@ -163,5 +163,5 @@ def test_featviz_layers_prints_the_defaults_and_every_candidate_with_its_size(ca
     ],
 )
 def test_featviz_layers_says_why_a_module_cannot_be_built_instead_of_a_traceback(module, why):
-    with pytest.raises(SystemExit, match=rf"expected `--module` to be an importable class built .*{why}.*\n.*Hint"):
+    with pytest.raises(SystemExit, match=rf"featviz layers: [Ee]xpected `(--)?module` to be .*{why}.*\n.*Hint"):
         main(["layers", "--module", module])
