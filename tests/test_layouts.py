@@ -370,3 +370,22 @@ def test_an_unknown_token_model_whose_head_reads_a_function_of_a_layer_gets_that
     model, x = PrefixTokens("dense").eval(), torch.rand(4, 3, 16, 16)
     found = default_layers(model, x)
     assert list(found.layers)[-1] == "dense" and found.activations == {"dense": "tanh"} and not found.identified
+
+
+def test_a_layout_decided_for_a_freed_entry_is_never_read_for_a_later_one():
+    """Why: the resolver cached decisions by ``id(entry)``; the probe's entries are freed after each call, so a later
+    entry at the same address read a freed one's layout (HF Swin's second stage was undecided in about one probe
+    in 60). CPython reuses a freed object's address for the next one of its size: here, every round."""
+    from lightning_featviz.capture.layouts import LayoutResolver, UndecidedLayout
+    from lightning_featviz.capture.trace import TraceEntry
+
+    model = nn.Sequential(nn.Identity(), nn.Linear(16, 16))
+    resolver = LayoutResolver(model)
+    identity, linear = model[0], model[1]
+    for _ in range(20):
+        undecided = TraceEntry("0", identity, (4, 16, 16), None, None, None)  # nothing tells its axes
+        with pytest.raises(UndecidedLayout):
+            resolver.resolve("0", undecided, [])
+        del undecided
+        vector = TraceEntry("1", linear, (4, 16), None, None, None)
+        assert resolver.resolve("1", vector, []).kind == "vector"

@@ -175,7 +175,10 @@ class LayoutResolver:
     def __init__(self, root: nn.Module, batch_size: int | None = None):
         self.root = root
         self.batch_size = batch_size
-        self._decided: dict[int, Layout | None] = {}  # by id of a TraceEntry
+        # by the TraceEntry itself (compared by identity), which the dict keeps alive: keyed by id(), an entry freed
+        # after its call (the probe's describing hook makes one per call) left its id to a later entry, which then
+        # read the freed one's layout (HF Swin's second stage: undecided, about one probe in 60)
+        self._decided: dict[TraceEntry, Layout | None] = {}
 
     def resolve(self, name: str, entry: TraceEntry, earlier: Sequence[TraceEntry]) -> Layout:
         """The layout of ``entry``'s output; ``earlier`` are the calls completed before it (oldest first).
@@ -199,7 +202,7 @@ class LayoutResolver:
             )
         earlier = list(earlier)
         for position, call in enumerate(earlier):  # oldest first: every lookup below finds its answer cached
-            if id(call) not in self._decided and call.shape is not None:
+            if call not in self._decided and call.shape is not None:
                 self._decide(call.path, call, earlier[:position], depth=0)
         layout = self._decide(name, entry, earlier, depth=0)
         if layout is None:
@@ -221,12 +224,12 @@ class LayoutResolver:
         )
 
     def _decide(self, name: str, entry: TraceEntry, earlier: list[TraceEntry], depth: int) -> Layout | None:
-        if id(entry) in self._decided:
-            return self._decided[id(entry)]
+        if entry in self._decided:
+            return self._decided[entry]
         if depth > 100:
             return None  # not cached: a shallower call may still decide it
-        self._decided[id(entry)] = self._decide_once(name, entry, earlier, depth)
-        return self._decided[id(entry)]
+        self._decided[entry] = self._decide_once(name, entry, earlier, depth)
+        return self._decided[entry]
 
     def _before(self, name: str, pick: TraceEntry, earlier: list[TraceEntry], depth: int) -> Layout | None:
         position = next(i for i in range(len(earlier) - 1, -1, -1) if earlier[i] is pick)
