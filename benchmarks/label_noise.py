@@ -27,6 +27,10 @@ Audits:
 
 Targets (issue 17): (a) featviz AP >= cleanlab find_label_issues' AP at every setting; (b) >= 1.2x it.
 
+This scores one snapshot of a trained model. The fine-tuning runs of issue 25 (noise injected before training,
+every epoch recorded: the dynamics list, the last-epoch list and cleanlab on the last and the epoch-averaged
+softmax, three seeds) are ``benchmarks/label_noise_dynamics.py``.
+
 Over 300 lines (one run, one table): the two audits' models (a ResNet-20 to load the shared weights, a small CNN to
 memorise the digits), every method scored on the same outputs and the printed table share one set of measures.
 
