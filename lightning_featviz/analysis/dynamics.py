@@ -7,8 +7,8 @@ samples (dataset indices), B samples of one append, C classes.
 - :class:`SampleHistory` keeps, per tracked sample and analysed epoch, the probability of the given label,
   the margin (given label minus the largest other), the neighbour share of the given label, the epoch's
   single-epoch label-issue score (as log-odds; float16 each) and the prediction (int16): 10 bytes per sample
-  per epoch, the last ``max_epochs`` epochs only (20 by default: 20,000 samples take 4.8 MB); and, over every
-  epoch appended (kept or dropped), each sample's count, sum and sum of squares of the label probability
+  per epoch, the last ``max_epochs`` epochs only (20 by default: 20,000 samples take 5.0 MB with the totals);
+  and, over every epoch appended (kept or dropped), each sample's count, sum and sum of squares of the label probability
   (24 bytes per sample, float64: a float32 sum of squares left a spread of 1e-3 for a sample whose probability
   never changed, after 100 epochs): the run's mean and spread, dataset cartography's two axes.
 - :func:`dynamics_scores` turns a history into one score per sample (the formula chosen by
